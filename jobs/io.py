@@ -1,0 +1,167 @@
+"""Outputs: one dataset per name under ``output.path``, each replaced atomically.
+
+A parquet dataset is written to ``_staging/<name>-<run id>`` first and renamed into place only when
+the write finished, so a killed or failed run never leaves a half-written dataset under the real name.
+The file system is Hadoop's (whatever Spark itself writes to: local, HDFS, S3A, ABFS, DBFS); where no
+JVM gateway exists (Spark Connect) local paths are handled with ``os``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql.utils import AnalysisException
+
+from jobs.config import Output
+from jobs.errors import InputError
+
+log = logging.getLogger(__name__)
+
+STAGING = "_staging"
+
+
+class _HadoopFS:
+    def __init__(self, spark: SparkSession, root: str):
+        jvm = spark._jvm  # type: ignore[attr-defined]
+        self._Path = jvm.org.apache.hadoop.fs.Path
+        self._fs = self._Path(root).getFileSystem(spark._jsc.hadoopConfiguration())  # type: ignore[attr-defined]
+
+    def exists(self, path: str) -> bool:
+        return bool(self._fs.exists(self._Path(path)))
+
+    def rename(self, src: str, dst: str) -> None:
+        if not self._fs.rename(self._Path(src), self._Path(dst)):
+            raise OSError(f"rename failed: {src} -> {dst}")
+
+    def delete(self, path: str) -> None:
+        self._fs.delete(self._Path(path), True)
+
+    def mkdirs(self, path: str) -> None:
+        self._fs.mkdirs(self._Path(path))
+
+    def write_bytes(self, path: str, data: bytes) -> None:
+        stream = self._fs.create(self._Path(path), True)
+        try:
+            stream.write(bytearray(data))
+        finally:
+            stream.close()
+
+    def read_bytes(self, path: str) -> bytes:
+        stream = self._fs.open(self._Path(path))
+        try:
+            chunks = []
+            buffer = bytearray(1 << 16)
+            while True:
+                n = stream.read(buffer)
+                if n is None or n < 0:
+                    break
+                chunks.append(bytes(buffer[:n]))
+            return b"".join(chunks)
+        finally:
+            stream.close()
+
+
+class _LocalFS:
+    @staticmethod
+    def _p(path: str) -> str:
+        return path[len("file:") :] if path.startswith("file:") else path
+
+    def exists(self, path: str) -> bool:
+        return os.path.exists(self._p(path))
+
+    def rename(self, src: str, dst: str) -> None:
+        os.rename(self._p(src), self._p(dst))
+
+    def delete(self, path: str) -> None:
+        p = self._p(path)
+        if os.path.isdir(p):
+            shutil.rmtree(p)
+        elif os.path.exists(p):
+            os.remove(p)
+
+    def mkdirs(self, path: str) -> None:
+        os.makedirs(self._p(path), exist_ok=True)
+
+    def write_bytes(self, path: str, data: bytes) -> None:
+        with open(self._p(path), "wb") as fh:
+            fh.write(data)
+
+    def read_bytes(self, path: str) -> bytes:
+        with open(self._p(path), "rb") as fh:
+            return fh.read()
+
+
+def _filesystem(spark: SparkSession, root: str) -> _HadoopFS | _LocalFS:
+    if getattr(spark, "_jvm", None) is not None:
+        return _HadoopFS(spark, root)
+    return _LocalFS()
+
+
+class OutputStore:
+    """Reads and writes the named outputs of a run under one root path."""
+
+    def __init__(self, spark: SparkSession, output: Output, run_id: str):
+        self.spark = spark
+        self.root = output.path.rstrip("/")
+        self.format = output.format
+        self.run_id = run_id
+        self.fs = _filesystem(spark, self.root)
+
+    def path(self, name: str) -> str:
+        return f"{self.root}/{name}"
+
+    def exists(self, name: str) -> bool:
+        return self.fs.exists(self.path(name))
+
+    def read(self, name: str, needed_by: str = "") -> DataFrame:
+        if not self.exists(name):
+            who = f" (needed by {needed_by})" if needed_by else ""
+            raise InputError(f"output '{name}' not found under {self.root}{who}: run the stage that writes it first")
+        try:
+            return self.spark.read.format(self.format).load(self.path(name))
+        except AnalysisException as exc:
+            raise InputError(f"cannot read output '{name}' at {self.path(name)}: {str(exc).splitlines()[0]}") from None
+
+    def write(self, df: DataFrame, name: str) -> None:
+        """Replace the dataset ``name`` with ``df``: fully written, or not at all."""
+        target = self.path(name)
+        if self.format == "delta":
+            # Delta's overwrite is a single transaction: readers see the old or the new version.
+            df.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(target)
+            return
+        staging = f"{self.root}/{STAGING}/{name}-{self.run_id}"
+        self.fs.delete(staging)
+        df.write.format(self.format).mode("overwrite").save(staging)
+        self._swap(staging, target)
+
+    def _swap(self, staging: str, target: str) -> None:
+        # Two renames: the old dataset moves aside, the new one takes its name, the old one goes.
+        # A crash between them leaves the old data under <name>.previous-<run id>, never a partial one.
+        previous = f"{target}.previous-{self.run_id}"
+        if self.fs.exists(target):
+            self.fs.rename(target, previous)
+        self.fs.rename(staging, target)
+        self.fs.delete(previous)
+
+    def write_json(self, relative: str, payload: dict[str, Any]) -> str:
+        """Write a JSON document atomically (temporary file, then rename); returns its path."""
+        target = f"{self.root}/{relative}"
+        parent = target.rsplit("/", 1)[0]
+        self.fs.mkdirs(parent)
+        temporary = f"{target}.tmp-{self.run_id}"
+        self.fs.write_bytes(temporary, json.dumps(payload, indent=2, sort_keys=False, default=str).encode("utf-8"))
+        if self.fs.exists(target):
+            self.fs.delete(target)
+        self.fs.rename(temporary, target)
+        return target
+
+    def read_json(self, relative: str) -> dict[str, Any] | None:
+        target = f"{self.root}/{relative}"
+        if not self.fs.exists(target):
+            return None
+        return json.loads(self.fs.read_bytes(target).decode("utf-8"))

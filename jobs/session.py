@@ -1,0 +1,81 @@
+"""The SparkSession: created only by entry points (CLI, notebooks, spark-submit script).
+
+An active session (a notebook's, Databricks', spark-submit's) is reused as it is; a new one gets
+defaults that make sense on a laptop when the master is local.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+from pyspark.sql import SparkSession
+
+from jobs.config import Config
+
+log = logging.getLogger(__name__)
+
+
+def local_defaults(master: str, cores: int) -> dict[str, str]:
+    """Spark conf for a local master: Arrow on, Python workers reused, shuffles sized to the cores."""
+    return {
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        "spark.python.worker.reuse": "true",
+        "spark.sql.shuffle.partitions": str(max(2, 2 * cores)),
+        "spark.default.parallelism": str(max(2, cores)),
+        "spark.sql.adaptive.enabled": "true",
+        "spark.ui.showConsoleProgress": "false",
+        "spark.sql.session.timeZone": "UTC",
+        "spark.pyspark.python": sys.executable,
+        "spark.pyspark.driver.python": sys.executable,
+    }
+
+
+def local_cores(master: str) -> int:
+    """Cores a local master uses: local -> 1, local[4] -> 4, local[*] -> all."""
+    inside = master[master.find("[") + 1 : master.find("]")] if "[" in master else "1"
+    if inside.split(",")[0].strip() == "*":
+        return os.cpu_count() or 1
+    try:
+        return max(1, int(inside.split(",")[0]))
+    except ValueError:
+        return os.cpu_count() or 1
+
+
+def get_spark(config: Config) -> SparkSession:
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        log.info("reusing the active Spark session (%s)", active.sparkContext.master if _has_context(active) else "connect")
+        for key, value in config.spark.conf.items():
+            try:
+                active.conf.set(key, value)
+            except Exception as exc:  # static conf cannot change in a running session: say so, go on
+                log.warning("spark conf %s not applied to the active session: %s", key, exc)
+        return active
+
+    builder = SparkSession.builder.appName(config.spark.app_name)
+    master = config.spark.master
+    if master:
+        builder = builder.master(master)
+    if master and master.startswith("local"):
+        # Executors are Python processes on this machine: they must run this interpreter.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+        for key, value in local_defaults(master, local_cores(master)).items():
+            builder = builder.config(key, value)
+        if config.spark.driver_memory:
+            builder = builder.config("spark.driver.memory", config.spark.driver_memory)
+    for key, value in config.spark.conf.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel(config.spark.log_level)
+    return spark
+
+
+def _has_context(spark: SparkSession) -> bool:
+    try:
+        spark.sparkContext  # noqa: B018 - raises on Spark Connect
+        return True
+    except Exception:
+        return False

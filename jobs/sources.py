@@ -1,0 +1,349 @@
+"""Input sources: read (the only I/O here), check the schema, and sort every row into kept or rejected.
+
+Each ``annotate_*`` transform returns the source's rows in the data contract's columns plus
+``_reason`` (null when the row is kept), ``_raw`` (the original row as JSON) and ``_ordinal`` (read
+order, used to keep the first of duplicate ids deterministically). ``split`` turns that into the kept
+rows and the ``rejects`` rows, so every input row ends in exactly one of the two.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+from pyspark.sql.utils import AnalysisException
+
+from jobs.config import InteractionsSource, ItemsSource, UsersSource, _Source
+from jobs.errors import InputError
+from udfs.text import render_frame
+
+# Reason codes written to `rejects`.
+MISSING_ID = "missing_id"
+DUPLICATE_ID = "duplicate_id"
+EMPTY_TEXT = "empty_text"
+MISSING_USER_ID = "missing_user_id"
+MISSING_ITEM_ID = "missing_item_id"
+INVALID_RATING = "invalid_rating"
+INVALID_TIMESTAMP = "invalid_timestamp"
+UNKNOWN_ITEM = "unknown_item"
+UNKNOWN_USER = "unknown_user"
+
+REJECTS_SCHEMA = "source string, row_ordinal long, id string, reason string, raw string"
+
+_ID_TYPES = (T.StringType, T.IntegerType, T.LongType, T.ShortType, T.ByteType, T.DecimalType)
+_ATOMIC_TYPES = (T.StringType, T.NumericType, T.BooleanType, T.DateType, T.TimestampType, T.TimestampNTZType)
+_TIME_TYPES = (T.TimestampType, T.TimestampNTZType, T.DateType)
+
+
+# ------------------------------------------------------------------------------------------ read
+
+
+def read_source(spark: SparkSession, name: str, source: _Source) -> DataFrame:
+    """Read one input from its path or catalog table, failing with the source named."""
+    try:
+        if source.table:
+            return spark.table(source.table)
+        reader = spark.read.format(source.format)
+        options = dict(source.options)
+        if source.format == "csv":
+            options.setdefault("header", "true")
+            # Whole-row values (multi-line quoted text) and malformed rows stay visible to validation.
+            options.setdefault("multiLine", "true")
+            options.setdefault("mode", "PERMISSIVE")
+        return reader.options(**options).load(source.path)
+    except AnalysisException as exc:
+        message = str(exc).splitlines()[0]
+        if "PATH_NOT_FOUND" in message or "does not exist" in message:
+            raise InputError(f"{name}: input path not found: {source.path}") from None
+        if "TABLE_OR_VIEW_NOT_FOUND" in message:
+            raise InputError(f"{name}: table not found: {source.table}") from None
+        raise InputError(f"{name}: cannot read {source.location}: {message}") from None
+
+
+# ---------------------------------------------------------------------------------------- schema
+
+
+def check_columns(df: DataFrame, name: str, source: _Source, roles: dict[str, list[str]]) -> None:
+    """Fail fast when a mapped column is absent or of a type that cannot mean what its role needs.
+
+    ``roles`` maps a role ('id', 'text', 'rating', 'timestamp') to the mapped column names.
+    """
+    types = {f.name: f.dataType for f in df.schema.fields}
+    for role, columns in roles.items():
+        for column in columns:
+            if column not in types:
+                near = [c for c in types if c.lower() == column.lower()]
+                hint = f"; did you mean '{near[0]}'?" if near else ""
+                raise InputError(
+                    f"{name}: mapped {role} column '{column}' is not in {source.location} "
+                    f"(found: {', '.join(types) or 'no columns'}){hint}"
+                )
+            found = types[column]
+            expected = _ROLE_TYPES[role]
+            if not _type_ok(role, found):
+                raise InputError(
+                    f"{name}: column '{column}' ({role}) has type {found.simpleString()}, expected {expected}"
+                )
+
+
+_ROLE_TYPES = {
+    "id": "string or integer",
+    "text": "string, a number, a date, or an array of strings",
+    "rating": "a number or a string holding a number",
+    "timestamp": "timestamp, date, epoch number, or a string holding a timestamp",
+}
+
+
+def _type_ok(role: str, found: T.DataType) -> bool:
+    if role == "id":
+        return isinstance(found, _ID_TYPES) and not (isinstance(found, T.DecimalType) and found.scale > 0)
+    if role == "text":
+        if isinstance(found, T.ArrayType):
+            return isinstance(found.elementType, _ATOMIC_TYPES)
+        return isinstance(found, _ATOMIC_TYPES)
+    if role == "rating":
+        return isinstance(found, (T.NumericType, T.StringType))
+    if role == "timestamp":
+        return isinstance(found, (*_TIME_TYPES, T.NumericType, T.StringType))
+    raise ValueError(role)
+
+
+# ------------------------------------------------------------------------------------ transforms
+
+
+def _col(name: str) -> Column:
+    return F.col("`" + name.replace("`", "``") + "`")
+
+
+def clean_id(column: Column) -> Column:
+    """Ids as trimmed strings; null when absent or blank."""
+    text = F.trim(column.cast("string"))
+    return F.when(F.length(text) > 0, text)
+
+
+def _render_udf(separator: str):
+    @F.pandas_udf("string")
+    def render(parts: pd.DataFrame) -> pd.Series:
+        return render_frame(parts, separator)
+
+    return render
+
+
+def text_column(df: DataFrame, columns: list[str], separator: str) -> Column:
+    """The normalised text of each row: the configured columns, cleaned and joined; null when empty."""
+    if not columns:
+        return F.lit(None).cast("string")
+    types = {f.name: f.dataType for f in df.schema.fields}
+    parts = []
+    for i, name in enumerate(columns):
+        value = _col(name)
+        if isinstance(types[name], T.ArrayType):
+            value = F.array_join(value.cast("array<string>"), ", ")
+        parts.append(value.cast("string").alias(f"p{i}"))
+    return _render_udf(separator)(F.struct(*parts))
+
+
+def with_raw(df: DataFrame) -> DataFrame:
+    """Attach the original row as JSON and its read order, before any column is touched."""
+    original = [_col(c) for c in df.columns]
+    return df.select(
+        *original,
+        F.to_json(F.struct(*original)).alias("_raw"),
+        F.monotonically_increasing_id().alias("_ordinal"),
+    )
+
+
+def first_reason(*checks: tuple[Column, str]) -> Column:
+    """The reason of the first failing check, in order; null when every check passes."""
+    expr = None
+    for failed, reason in checks:
+        expr = F.when(failed, F.lit(reason)) if expr is None else expr.when(failed, F.lit(reason))
+    return expr if expr is not None else F.lit(None).cast("string")
+
+
+def mark_duplicates(df: DataFrame, key: str) -> DataFrame:
+    """Reject every row but the first (by read order) of each id, among rows not already rejected."""
+    valid = F.col("_reason").isNull()
+    window = Window.partitionBy(key, valid).orderBy("_ordinal")
+    duplicate = valid & (F.row_number().over(window) > 1)
+    return df.withColumn("_reason", F.when(duplicate, F.lit(DUPLICATE_ID)).otherwise(F.col("_reason")))
+
+
+def annotate_items(raw: DataFrame, source: ItemsSource) -> DataFrame:
+    cols = source.columns
+    df = with_raw(raw).select(
+        clean_id(_col(cols.id)).alias("item_id"),
+        text_column(raw, cols.text, source.text_separator).alias("text"),
+        "_raw",
+        "_ordinal",
+    )
+    df = df.withColumn(
+        "_reason",
+        first_reason(
+            (F.col("item_id").isNull(), MISSING_ID),
+            (F.lit(bool(cols.text)) & F.col("text").isNull(), EMPTY_TEXT),
+        ),
+    )
+    return mark_duplicates(df, "item_id")
+
+
+def annotate_users(raw: DataFrame, source: UsersSource) -> DataFrame:
+    cols = source.columns
+    df = with_raw(raw).select(
+        clean_id(_col(cols.id)).alias("user_id"),
+        # A user's own text is optional: a user with none is still known and keeps their interactions.
+        text_column(raw, cols.text, source.text_separator).alias("text"),
+        "_raw",
+        "_ordinal",
+    )
+    df = df.withColumn("_reason", first_reason((F.col("user_id").isNull(), MISSING_ID)))
+    return mark_duplicates(df, "user_id")
+
+
+def parse_rating(column: Column, dtype: T.DataType) -> Column:
+    """Ratings as doubles; null when the value is not a number (checked for NaN/inf afterwards)."""
+    return column.cast("double") if isinstance(dtype, T.NumericType) else F.trim(column).try_cast("double")
+
+
+def _epoch(seconds: Column) -> Column:
+    # Out-of-range epochs would overflow (an error under ANSI mode): they become null, i.e. invalid.
+    return F.when(F.abs(seconds) < 1e11, F.timestamp_seconds(seconds))
+
+
+def parse_timestamp(column: Column, dtype: T.DataType, unit: str) -> Column:
+    """Timestamps from timestamp/date columns, epoch numbers (s or ms), or strings of either."""
+    if isinstance(dtype, _TIME_TYPES):
+        return column.cast("timestamp")
+    divisor = 1000.0 if unit == "ms" else 1.0
+    if isinstance(dtype, T.NumericType):
+        return _epoch(column.cast("double") / divisor)
+    text = F.trim(column)
+    return F.coalesce(F.try_to_timestamp(text), _epoch(text.try_cast("double") / divisor))
+
+
+def annotate_interactions(
+    raw: DataFrame,
+    source: InteractionsSource,
+    known_items: DataFrame,
+    known_users: DataFrame | None,
+) -> DataFrame:
+    """``known_items`` / ``known_users`` hold the kept ids (one column each: item_id / user_id)."""
+    cols = source.columns
+    types = {f.name: f.dataType for f in raw.schema.fields}
+    base = with_raw(raw)
+    extra = []
+    if cols.rating:
+        extra.append(_col(cols.rating).alias("_r"))
+    if cols.timestamp:
+        extra.append(_col(cols.timestamp).alias("_t"))
+    df = base.select(
+        clean_id(_col(cols.user_id)).alias("user_id"),
+        clean_id(_col(cols.item_id)).alias("item_id"),
+        text_column(raw, cols.text, source.text_separator).alias("text"),
+        *extra,
+        "_raw",
+        "_ordinal",
+    )
+    rating = parse_rating(F.col("_r"), types[cols.rating]) if cols.rating else F.lit(None).cast("double")
+    timestamp = (
+        parse_timestamp(F.col("_t"), types[cols.timestamp], source.timestamp_unit)
+        if cols.timestamp
+        else F.lit(None).cast("timestamp")
+    )
+    df = df.withColumn("rating", rating).withColumn("timestamp", timestamp)
+
+    df = df.join(known_items.select("item_id", F.lit(True).alias("_item_known")), on="item_id", how="left")
+    if known_users is not None:
+        df = df.join(known_users.select("user_id", F.lit(True).alias("_user_known")), on="user_id", how="left")
+    else:
+        df = df.withColumn("_user_known", F.lit(True))
+
+    bad_rating = F.lit(bool(cols.rating)) & (
+        F.col("rating").isNull() | F.isnan("rating") | (F.abs(F.col("rating")) == float("inf"))
+    )
+    bad_time = F.lit(bool(cols.timestamp)) & F.col("timestamp").isNull()
+    df = df.withColumn(
+        "_reason",
+        first_reason(
+            (F.col("user_id").isNull(), MISSING_USER_ID),
+            (F.col("item_id").isNull(), MISSING_ITEM_ID),
+            (bad_rating, INVALID_RATING),
+            (bad_time, INVALID_TIMESTAMP),
+            (F.col("_item_known").isNull(), UNKNOWN_ITEM),
+            (F.col("_user_known").isNull(), UNKNOWN_USER),
+        ),
+    )
+    return df.select("user_id", "item_id", "rating", "timestamp", "text", "_reason", "_raw", "_ordinal")
+
+
+CONTRACT_COLUMNS = {
+    "items": ["item_id", "text"],
+    "users": ["user_id", "text"],
+    "interactions": ["user_id", "item_id", "rating", "timestamp", "text"],
+}
+
+
+def split(annotated: DataFrame, name: str) -> tuple[DataFrame, DataFrame]:
+    """(kept rows in contract columns, rejects rows) of one annotated source."""
+    kept = annotated.where(F.col("_reason").isNull()).select(*CONTRACT_COLUMNS[name])
+    if name == "interactions":
+        reject_id = F.concat_ws(" ", F.concat(F.lit("user="), F.coalesce("user_id", F.lit("null"))),
+                                F.concat(F.lit("item="), F.coalesce("item_id", F.lit("null"))))
+    else:
+        reject_id = F.col(CONTRACT_COLUMNS[name][0])
+    rejects = annotated.where(F.col("_reason").isNotNull()).select(
+        F.lit(name).alias("source"),
+        F.col("_ordinal").alias("row_ordinal"),
+        reject_id.alias("id"),
+        F.col("_reason").alias("reason"),
+        F.col("_raw").alias("raw"),
+    )
+    return kept, rejects
+
+
+@dataclass
+class SourceCounts:
+    """Rows in = kept + rejected, with the rejected broken down by reason."""
+
+    rows_in: int = 0
+    kept: int = 0
+    rejected_by_reason: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def rejected(self) -> int:
+        return sum(self.rejected_by_reason.values())
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "rows_in": self.rows_in,
+            "kept": self.kept,
+            "rejected": self.rejected,
+            "rejected_by_reason": dict(sorted(self.rejected_by_reason.items())),
+        }
+
+
+def count_reasons(annotated: DataFrame) -> SourceCounts:
+    """One Spark action: rows per reason (null reason = kept)."""
+    counts = SourceCounts()
+    for row in annotated.groupBy("_reason").count().collect():
+        counts.rows_in += row["count"]
+        if row["_reason"] is None:
+            counts.kept = row["count"]
+        else:
+            counts.rejected_by_reason[row["_reason"]] = row["count"]
+    return counts
+
+
+def roles_for(name: str, source: _Source) -> dict[str, list[str]]:
+    cols = source.columns  # type: ignore[attr-defined]
+    if name == "interactions":
+        roles = {"id": [cols.user_id, cols.item_id], "text": list(cols.text)}
+        if cols.rating:
+            roles["rating"] = [cols.rating]
+        if cols.timestamp:
+            roles["timestamp"] = [cols.timestamp]
+        return roles
+    return {"id": [cols.id], "text": list(cols.text)}

@@ -1,0 +1,95 @@
+"""Stage 0, validate: read every source, sort each row into kept or rejected, write both.
+
+Outputs: ``items``, ``users`` (when configured), ``interactions`` in the contract's columns, and
+``rejects`` (source, row_ordinal, id, reason, raw). For every source rows in = kept + rejected.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame
+
+from jobs import sources
+from jobs.context import RunContext
+from jobs.demo_data import ensure_movielens
+from jobs.errors import InputError
+
+log = logging.getLogger("segrec")
+
+
+def read_checked(ctx: RunContext) -> dict[str, DataFrame]:
+    """Read every configured source and check its mapped columns before any row is processed."""
+    inputs = ctx.config.inputs
+    raw = {}
+    for name in ("items", "users", "interactions"):
+        source = getattr(inputs, name)
+        if source is None:
+            continue
+        df = sources.read_source(ctx.spark, name, source)
+        sources.check_columns(df, name, source, sources.roles_for(name, source))
+        raw[name] = df
+    return raw
+
+
+def _kept_or_fail(name: str, counts: sources.SourceCounts) -> None:
+    if counts.kept == 0:
+        detail = ", ".join(f"{r}={n}" for r, n in sorted(counts.rejected_by_reason.items())) or "the source is empty"
+        raise InputError(f"{name}: no valid rows left ({counts.rows_in} read; rejected: {detail})")
+
+
+def run(ctx: RunContext) -> dict[str, sources.SourceCounts]:
+    config = ctx.config
+    if config.demo.dataset == "movielens100k":
+        ensure_movielens(config.demo.dir)
+    raw = read_checked(ctx)
+
+    annotated: dict[str, DataFrame] = {}
+    counts: dict[str, sources.SourceCounts] = {}
+
+    def settle(name: str, frame: DataFrame) -> DataFrame:
+        # Cached: the reason counts, the kept rows and the rejects all come from one computation.
+        frame = frame.persist(StorageLevel.MEMORY_AND_DISK)
+        annotated[name] = frame
+        counts[name] = sources.count_reasons(frame)
+        return frame
+
+    with ctx.manifest.stage("validate") as figures:
+        items = settle("items", sources.annotate_items(raw["items"], config.inputs.items))
+        _kept_or_fail("items", counts["items"])
+        known_items = sources.split(items, "items")[0].select("item_id")
+
+        known_users = None
+        if "users" in raw:
+            users = settle("users", sources.annotate_users(raw["users"], config.inputs.users))
+            known_users = sources.split(users, "users")[0].select("user_id")
+
+        settle(
+            "interactions",
+            sources.annotate_interactions(raw["interactions"], config.inputs.interactions, known_items, known_users),
+        )
+        if counts["interactions"].kept == 0 and (known_users is None or counts["users"].kept == 0):
+            _kept_or_fail("interactions", counts["interactions"])
+
+        rejects = None
+        for name, frame in annotated.items():
+            kept, rejected = sources.split(frame, name)
+            ctx.store.write(kept, name)
+            ctx.manifest.record_output(name)
+            rejects = rejected if rejects is None else rejects.unionByName(rejected)
+        ctx.store.write(rejects, "rejects")
+        ctx.manifest.record_output("rejects")
+
+        for name, c in counts.items():
+            ctx.manifest.record_source(name, c.as_dict())
+            figures[f"{name}_kept"] = c.kept
+            figures[f"{name}_rejected"] = c.rejected
+            log.info(
+                "source %s: rows_in=%d kept=%d rejected=%d %s",
+                name, c.rows_in, c.kept, c.rejected,
+                " ".join(f"{r}={n}" for r, n in sorted(c.rejected_by_reason.items())),
+            )
+    for frame in annotated.values():
+        frame.unpersist()
+    return counts
