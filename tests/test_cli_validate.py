@@ -1,0 +1,106 @@
+"""The validate stage end to end through the CLI entry point (in-process, reusing the test session)."""
+
+import json
+import os
+
+import pandas as pd
+import pytest
+import yaml
+
+from jobs import cli
+from jobs.synthetic import config_dict, write_parquet
+
+
+@pytest.fixture
+def workspace(tmp_path, synthetic_data):
+    paths = write_parquet(synthetic_data, str(tmp_path / "in"))
+    # Hostile extras: a duplicate item, a blank-text item, events for unknown ids, a NaN rating.
+    items = pd.concat([synthetic_data.items, pd.DataFrame(
+        [{"item_id": "i000000", "title": "dup", "description": "dup", "category": "x"},
+         {"item_id": "blank", "title": " ", "description": "<br>", "category": "x"}])])
+    items.to_parquet(paths["items"], index=False)
+    events = pd.concat([synthetic_data.interactions, pd.DataFrame(
+        [{"user_id": "u00000", "item_id": "nope", "rating": 4.0, "timestamp": 1},
+         {"user_id": "ghost", "item_id": "i000000", "rating": 4.0, "timestamp": 1},
+         {"user_id": "u00001", "item_id": "i000001", "rating": float("nan"), "timestamp": 1}])])
+    events.to_parquet(paths["interactions"], index=False)
+    conf = config_dict(paths, str(tmp_path / "out"))
+    return tmp_path, conf, len(items), len(events)
+
+
+def run_cli(tmp_path, conf, *args):
+    path = tmp_path / "conf.yaml"
+    path.write_text(yaml.safe_dump(conf))
+    return cli.main([args[0], "--conf", str(path), *args[1:]])
+
+
+def test_validate_writes_outputs_and_a_reconciling_manifest(spark, workspace, capsys):
+    tmp_path, conf, n_items, n_events = workspace
+    assert run_cli(tmp_path, conf, "validate") == 0
+    out = tmp_path / "out"
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "succeeded"
+    items, events = manifest["sources"]["items"], manifest["sources"]["interactions"]
+    assert items["rows_in"] == n_items and items["kept"] + items["rejected"] == n_items
+    assert items["rejected_by_reason"] == {"duplicate_id": 1, "empty_text": 1}
+    assert events["rejected_by_reason"] == {"invalid_rating": 1, "unknown_item": 1, "unknown_user": 1}
+    assert events["kept"] == n_events - 3
+    assert spark.read.parquet(str(out / "items")).count() == items["kept"]
+    rejects = spark.read.parquet(str(out / "rejects"))
+    assert rejects.count() == 5
+    assert sorted(os.listdir(out / "_staging")) == []  # staging datasets were renamed into place
+    printed = capsys.readouterr().out
+    assert "interactions  rows_in=" in printed and "unknown_user=1" in printed
+
+
+def test_rerun_replaces_outputs_not_appends(spark, workspace):
+    tmp_path, conf, _, _ = workspace
+    assert run_cli(tmp_path, conf, "validate") == 0
+    assert run_cli(tmp_path, conf, "validate") == 0
+    runs = os.listdir(tmp_path / "out" / "_runs")
+    assert len(runs) == 2
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert spark.read.parquet(str(tmp_path / "out" / "items")).count() == manifest["sources"]["items"]["kept"]
+
+
+def test_misspelt_key_exits_2_naming_it(workspace, capsys):
+    tmp_path, conf, _, _ = workspace
+    conf["outptu"] = {"path": "x"}
+    assert run_cli(tmp_path, conf, "validate") == 2
+    err = capsys.readouterr().err
+    assert "outptu: unknown key" in err and "did you mean 'output'" in err and "Traceback" not in err
+
+
+def test_missing_input_path_exits_2_naming_it(spark, workspace, capsys):
+    tmp_path, conf, _, _ = workspace
+    conf["inputs"]["users"]["path"] = str(tmp_path / "missing_users.parquet")
+    assert run_cli(tmp_path, conf, "validate") == 2
+    err = capsys.readouterr().err
+    assert "users: input path not found:" in err and "missing_users.parquet" in err and "Traceback" not in err
+
+
+def test_absent_mapped_column_exits_2_naming_it(spark, workspace, capsys):
+    tmp_path, conf, _, _ = workspace
+    conf["inputs"]["interactions"]["columns"]["rating"] = "stars"
+    assert run_cli(tmp_path, conf, "validate") == 2
+    err = capsys.readouterr().err
+    assert "interactions: mapped rating column 'stars' is not in" in err
+
+
+def test_unbuilt_stage_exits_2(workspace, capsys):
+    tmp_path, conf, _, _ = workspace
+    assert run_cli(tmp_path, conf, "evaluate") == 2
+    assert "not built yet" in capsys.readouterr().err
+
+
+def test_a_source_with_nothing_valid_stops_the_run(spark, workspace, capsys):
+    tmp_path, conf, _, _ = workspace
+    pd.DataFrame({"item_id": ["a", "b"], "title": ["", " "], "description": [None, "<p></p>"]}).to_parquet(
+        conf["inputs"]["items"]["path"], index=False)
+    assert run_cli(tmp_path, conf, "validate") == 2
+    err = capsys.readouterr().err
+    assert "items: no valid rows left (2 read; rejected: empty_text=2)" in err
+    manifest_dir = tmp_path / "out" / "_runs"
+    statuses = [json.loads((manifest_dir / r / "manifest.json").read_text())["status"] for r in os.listdir(manifest_dir)]
+    assert statuses == ["failed"]
+    assert not (tmp_path / "out" / "manifest.json").exists()

@@ -1,0 +1,125 @@
+import pytest
+import yaml
+
+from jobs.config import Config, config_from_dict, load_config
+from jobs.errors import ConfigError
+
+MINIMAL = {
+    "inputs": {
+        "items": {"path": "items.parquet", "columns": {"id": "item_id", "text": ["title"]}},
+        "interactions": {"path": "events.csv", "format": "csv", "columns": {"user_id": "u", "item_id": "i"}},
+    }
+}
+
+
+def write(tmp_path, data):
+    path = tmp_path / "conf.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_local_default_config_loads_with_typed_values():
+    config = load_config("conf/local.yaml")
+    assert isinstance(config, Config)
+    assert config.spark.master == "local[*]"
+    assert config.inputs.items.columns.text == ["title", "year", "genres"]
+    assert config.inputs.interactions.columns.rating == "rating"
+    assert config.demo.dataset == "movielens100k"
+    assert config.embed.token_budget == 16384
+
+
+def test_misspelt_key_is_named_with_a_suggestion(tmp_path):
+    data = {**MINIMAL, "embd": {"token_budget": 10}}
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, data))
+    message = str(err.value)
+    assert "embd: unknown key" in message and "did you mean 'embed'" in message
+
+
+def test_misspelt_nested_key_lists_allowed_keys(tmp_path):
+    data = {**MINIMAL, "model": {"pooling": "mean", "max_lenght": 128}}
+    with pytest.raises(ConfigError, match=r"model\.max_lenght: unknown key .*max_length"):
+        load_config(write(tmp_path, data))
+
+
+def test_wrong_type_and_out_of_range_name_key_and_value():
+    with pytest.raises(ConfigError, match=r"embed\.token_budget: .*greater than or equal to 64 \(got 3\)"):
+        config_from_dict(MINIMAL, ["embed.token_budget=3"])
+    with pytest.raises(ConfigError, match=r"embed\.batch_rows: .*integer.*\(got 'lots'\)"):
+        config_from_dict(MINIMAL, ["embed.batch_rows=lots"])
+    with pytest.raises(ConfigError, match=r"model\.pooling: Input should be 'mean' or 'cls' \(got 'max'\)"):
+        config_from_dict(MINIMAL, ["model.pooling=max"])
+
+
+def test_cross_field_rule_is_checked():
+    with pytest.raises(ConfigError, match="chunk_overlap"):
+        config_from_dict(MINIMAL, ["model.max_length=32", "model.chunk_overlap=31"])
+
+
+def test_source_needs_exactly_one_location():
+    data = {"inputs": {**MINIMAL["inputs"], "users": {"path": "u", "table": "db.users", "columns": {"id": "id"}}}}
+    with pytest.raises(ConfigError, match=r"inputs\.users: .*exactly one of 'path' or 'table'"):
+        config_from_dict(data)
+
+
+def test_missing_required_section():
+    with pytest.raises(ConfigError, match="inputs: required key is missing"):
+        config_from_dict({})
+
+
+def test_overrides_are_typed_and_reach_nested_and_free_form_keys():
+    config = config_from_dict(
+        MINIMAL,
+        ["embed.batch_rows=512", "embed.incremental=false", "spark.conf.spark.sql.shuffle.partitions=8",
+         "inputs.interactions.options.header=true", "run.name=nightly"],
+    )
+    assert config.embed.batch_rows == 512
+    assert config.embed.incremental is False
+    assert config.spark.conf == {"spark.sql.shuffle.partitions": "8"}
+    assert config.inputs.interactions.options == {"header": "true"}
+    assert config.run.name == "nightly"
+
+
+def test_malformed_override():
+    with pytest.raises(ConfigError, match="expected section.key=value"):
+        config_from_dict(MINIMAL, ["embed.batch_rows"])
+    with pytest.raises(ConfigError, match="'run.name' is a value, not a section"):
+        config_from_dict(MINIMAL, ["run.name=a", "run.name.x=1"])
+
+
+def test_env_interpolation_with_default_and_missing(monkeypatch):
+    monkeypatch.setenv("SEGREC_T_DIR", "/data/warehouse")
+    data = {"inputs": {**MINIMAL["inputs"]}, "output": {"path": "${SEGREC_T_DIR}/out"}}
+    data["inputs"]["items"] = {**MINIMAL["inputs"]["items"], "path": "${SEGREC_T_NOPE:-/tmp/x}/items"}
+    config = config_from_dict(data)
+    assert config.output.path == "/data/warehouse/out"
+    assert config.inputs.items.path == "/tmp/x/items"
+    monkeypatch.delenv("SEGREC_T_DIR")
+    with pytest.raises(ConfigError, match=r"output\.path: environment variable \$\{SEGREC_T_DIR\} is not set"):
+        config_from_dict(data)
+
+
+def test_secrets_never_reach_the_redacted_config(monkeypatch):
+    monkeypatch.setenv("S3_SECRET_KEY", "hunter2")
+    monkeypatch.setenv("DB_PASSWORD", "pw")
+    data = {
+        **MINIMAL,
+        "spark": {"conf": {"spark.hadoop.fs.s3a.secret.key": "${S3_SECRET_KEY}", "spark.x.user": "${DB_PASSWORD}"}},
+    }
+    config = config_from_dict(data)
+    assert config.spark.conf["spark.hadoop.fs.s3a.secret.key"] == "hunter2"  # the run gets the value
+    dumped = str(config.redacted())
+    assert "hunter2" not in dumped and "'pw'" not in dumped
+    assert config.redacted()["spark"]["conf"]["spark.x.user"] == "***redacted***"
+
+
+def test_yaml_is_never_evaluated(tmp_path):
+    path = tmp_path / "evil.yaml"
+    path.write_text("inputs: !!python/object/apply:os.system ['echo pwned']\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(path)
+
+
+def test_missing_config_file():
+    with pytest.raises(ConfigError, match="config file not found: nope.yaml"):
+        load_config("nope.yaml")
