@@ -115,9 +115,16 @@ def ensure_torch() -> None:
         pip(spec)
         return
     say("no GPU: installing a CPU build of torch")
-    # A wheel already on this machine (pip's find-links) first, then PyTorch's CPU-only index.
-    if pip("--no-index", spec, check=False):
+    # A wheel already on this machine (pip's find-links) first; its dependencies then come from the
+    # index as usual, while the torch already installed satisfies the requirement.
+    if pip("--no-index", "--no-deps", spec, check=False):
+        version = subprocess.run(
+            [str(venv_python()), "-c", "import importlib.metadata as m; print(m.version('torch'))"],
+            capture_output=True, text=True,
+        ).stdout.strip()
+        pip(f"torch=={version}")
         return
+    # Otherwise PyTorch's CPU-only index (it serves torch's dependencies too).
     pip("--index-url", CPU_INDEX, spec)
 
 

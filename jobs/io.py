@@ -129,15 +129,39 @@ class OutputStore:
 
     def write(self, df: DataFrame, name: str) -> None:
         """Replace the dataset ``name`` with ``df``: fully written, or not at all."""
-        target = self.path(name)
+        self.write_together({name: df})
+
+    def write_together(self, frames: dict[str, DataFrame]) -> None:
+        """Write every dataset to staging first, then swap them all into place.
+
+        Frames may read the very datasets they replace (incremental stages): nothing is swapped until
+        every write has finished.
+        """
         if self.format == "delta":
             # Delta's overwrite is a single transaction: readers see the old or the new version.
-            df.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(target)
+            for name, df in frames.items():
+                df.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(self.path(name))
             return
-        staging = f"{self.root}/{STAGING}/{name}-{self.run_id}"
-        self.fs.delete(staging)
+        staged = {}
+        for name, df in frames.items():
+            staging = self.staging_path(name)
+            self.fs.delete(staging)
+            df.write.format(self.format).mode("overwrite").save(staging)
+            staged[name] = staging
+        for name, staging in staged.items():
+            self._swap(staging, self.path(name))
+
+    def staging_path(self, name: str) -> str:
+        return f"{self.root}/{STAGING}/{name}-{self.run_id}"
+
+    def write_staged(self, df: DataFrame, name: str) -> DataFrame:
+        """Materialise ``df`` once under staging (not an output) and return it read back."""
+        staging = self.staging_path(name)
         df.write.format(self.format).mode("overwrite").save(staging)
-        self._swap(staging, target)
+        return self.spark.read.format(self.format).load(staging)
+
+    def drop_staged(self, name: str) -> None:
+        self.fs.delete(self.staging_path(name))
 
     def _swap(self, staging: str, target: str) -> None:
         # Two renames: the old dataset moves aside, the new one takes its name, the old one goes.

@@ -8,7 +8,7 @@ from typing import Any
 
 from pyspark.sql import SparkSession
 
-from jobs import validate
+from jobs import embed, validate
 from jobs.config import Config
 from jobs.context import RunContext
 from jobs.errors import StageNotBuiltError
@@ -20,7 +20,7 @@ log = logging.getLogger("segrec")
 # Every stage of the design, in pipeline order; None marks a stage this version does not have yet.
 STAGES: dict[str, Callable[[RunContext], Any] | None] = {
     "validate": validate.run,
-    "embed": None,
+    "embed": embed.run,
     "profile": None,
     "segment": None,
     "recommend": None,

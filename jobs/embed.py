@@ -1,0 +1,174 @@
+"""Stage 1, embed: item and user texts -> content hash -> embed only what is new -> vectors.
+
+The content hash covers (model id, normalised text): the same text is embedded once however many
+items or users share it, and a later run over the same model reuses every vector it already has.
+Outputs: ``item_vectors`` (item_id, vector, text_hash, model_id) and ``text_vectors`` (user_id,
+kind, item_id, vector, text_hash, model_id) where kind is ``profile`` (the user's own text) or
+``review`` (the text of one of their interactions).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import pandas as pd
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from jobs.config import Config
+from jobs.context import RunContext
+from jobs.model_info import model_identity
+from udfs.embedding import embed_batches
+from udfs.encoder import EncoderSettings
+
+log = logging.getLogger("segrec")
+
+VECTOR_OUTPUTS = ("item_vectors", "text_vectors")
+
+
+def encoder_settings(config: Config) -> EncoderSettings:
+    m = config.model
+    return EncoderSettings(
+        model_path=m.path, pooling=m.pooling, max_length=m.max_length, long_text=m.long_text,
+        chunk_overlap=m.chunk_overlap, gpu_dtype=m.gpu_dtype, quantize_int8=m.quantize_int8,
+        token_budget=config.embed.token_budget,
+    )
+
+
+def embedding_udf(settings: EncoderSettings):
+    """A pandas UDF text -> array<float>; the model is loaded once per Python worker."""
+
+    @F.pandas_udf("array<float>")
+    def embed(texts: Iterator[pd.Series]) -> Iterator[pd.Series]:
+        yield from embed_batches(settings, texts)
+
+    return embed
+
+
+# ------------------------------------------------------------------------------------ transforms
+
+
+def text_hash(model_id: str, text: str = "text") -> F.Column:
+    return F.sha2(F.concat_ws("\u001f", F.lit(model_id), F.col(text)), 256)
+
+
+def item_texts(items: DataFrame, model_id: str) -> DataFrame:
+    """Items that have text, with the hash of (model id, text)."""
+    return items.where(F.col("text").isNotNull()).select("item_id", "text", text_hash(model_id).alias("text_hash"))
+
+
+def user_texts(users: DataFrame | None, interactions: DataFrame, model_id: str) -> DataFrame:
+    """Every user-side text: the user's own (``profile``) and their reviews (``review``)."""
+    reviews = interactions.where(F.col("text").isNotNull()).select(
+        "user_id", F.lit("review").alias("kind"), "item_id", "text"
+    )
+    texts = reviews
+    if users is not None:
+        profiles = users.where(F.col("text").isNotNull()).select(
+            "user_id", F.lit("profile").alias("kind"), F.lit(None).cast("string").alias("item_id"), "text"
+        )
+        texts = profiles.unionByName(reviews)
+    return texts.withColumn("text_hash", text_hash(model_id))
+
+
+def distinct_texts(*frames: DataFrame) -> DataFrame:
+    """(text_hash, text), one row per hash."""
+    union = None
+    for frame in frames:
+        part = frame.select("text_hash", "text")
+        union = part if union is None else union.unionByName(part)
+    return union.dropDuplicates(["text_hash"])
+
+
+def known_vectors(previous: list[DataFrame], model_id: str) -> DataFrame | None:
+    """(text_hash, vector) already computed by the same model id in earlier outputs."""
+    known = None
+    for frame in previous:
+        part = frame.where(F.col("model_id") == model_id).select("text_hash", "vector")
+        known = part if known is None else known.unionByName(part)
+    return known.dropDuplicates(["text_hash"]) if known is not None else None
+
+
+def embed_texts(texts: DataFrame, settings: EncoderSettings, partitions: int) -> DataFrame:
+    """(text_hash, vector) for each (text_hash, text) row, spread over ``partitions`` tasks."""
+    return texts.repartition(partitions, "text_hash").select(
+        "text_hash", embedding_udf(settings)(F.col("text")).alias("vector")
+    )
+
+
+def attach_vectors(texts: DataFrame, vectors: DataFrame, model_id: str, keys: list[str]) -> DataFrame:
+    return texts.join(vectors, on="text_hash", how="inner").select(
+        *keys, "vector", "text_hash", F.lit(model_id).alias("model_id")
+    )
+
+
+# ------------------------------------------------------------------------------------------ stage
+
+
+def default_partitions(spark: SparkSession) -> int:
+    try:
+        return max(1, 2 * spark.sparkContext.defaultParallelism)
+    except Exception:  # Spark Connect: no SparkContext
+        return int(spark.conf.get("spark.sql.shuffle.partitions", "200"))
+
+
+def run(ctx: RunContext) -> dict[str, int]:
+    config, store = ctx.config, ctx.store
+    identity = model_identity(config.model)
+    model_id = identity["model_id"]
+    ctx.manifest.data["model"] = identity
+
+    items = store.read("items", needed_by="embed")
+    interactions = store.read("interactions", needed_by="embed")
+    users = store.read("users") if store.exists("users") else None
+
+    with ctx.manifest.stage("embed") as figures:
+        items_t = item_texts(items, model_id)
+        users_t = user_texts(users, interactions, model_id)
+        needed = distinct_texts(items_t, users_t)
+
+        previous = [store.read(n) for n in VECTOR_OUTPUTS if config.embed.incremental and store.exists(n)]
+        known = known_vectors(previous, model_id)
+        to_embed = needed if known is None else needed.join(known.select("text_hash"), "text_hash", how="left_anti")
+
+        ctx.spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(config.embed.batch_rows))
+        partitions = config.embed.partitions or default_partitions(ctx.spark)
+        # Written once to staging, so the UDF runs once whatever reads the vectors afterwards.
+        fresh = store.write_staged(embed_texts(to_embed, encoder_settings(config), partitions), "new_vectors")
+        vectors = fresh
+        if known is not None:
+            vectors = fresh.unionByName(known.join(needed.select("text_hash"), "text_hash", how="left_semi"))
+
+        store.write_together(
+            {
+                "item_vectors": attach_vectors(items_t, vectors, model_id, ["item_id"]),
+                "text_vectors": attach_vectors(users_t, vectors, model_id, ["user_id", "kind", "item_id"]),
+            }
+        )
+        embedded = fresh.count()
+        store.drop_staged("new_vectors")
+        for name in VECTOR_OUTPUTS:
+            ctx.manifest.record_output(name)
+
+        texts_distinct = needed.count()
+        figures.update(
+            model_id=model_id,
+            texts_distinct=texts_distinct,
+            embedded=embedded,
+            reused=texts_distinct - embedded,
+            item_vectors=store.read("item_vectors").count(),
+            text_vectors=store.read("text_vectors").count(),
+            items_without_text=items.where(F.col("text").isNull()).count(),
+        )
+        check_reconciled(figures, items_t.count(), users_t.count())
+    return figures
+
+
+def check_reconciled(figures: dict, item_texts_n: int, user_texts_n: int) -> None:
+    """Every text that went in has its vector: anything else is a lost row, so the stage fails."""
+    if figures["item_vectors"] != item_texts_n or figures["text_vectors"] != user_texts_n:
+        raise RuntimeError(
+            f"embed lost rows: {item_texts_n} item texts -> {figures['item_vectors']} item vectors, "
+            f"{user_texts_n} user texts -> {figures['text_vectors']} text vectors"
+        )

@@ -1,0 +1,48 @@
+"""The model's identity on the driver: where it is, a fingerprint of its files, and the model id.
+
+The model id names everything that decides the vectors (weights, tokenizer, pooling, window length,
+long-text handling, quantisation), so vectors are reused only when they would come out the same.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from jobs.config import Model
+from jobs.errors import ConfigError
+from udfs.encoder import resolve_model_path
+
+_SKIP = {"README.md", ".gitattributes"}
+
+
+def fingerprint(directory: str) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(Path(directory).rglob("*")):
+        if not path.is_file() or path.name in _SKIP:
+            continue
+        digest.update(str(path.relative_to(directory)).encode())
+        with path.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def model_identity(model: Model) -> dict[str, str]:
+    try:
+        path = resolve_model_path(model.path)
+    except ValueError as exc:
+        raise ConfigError(f"model.path: {exc}") from None
+    files_hash = fingerprint(path)
+    name = model.path.split(":", 1)[1] if model.path.startswith("package:") else Path(path).name
+    vector_settings = {
+        "files": files_hash,
+        "pooling": model.pooling,
+        "max_length": model.max_length,
+        "long_text": model.long_text,
+        "chunk_overlap": model.chunk_overlap if model.long_text == "chunk" else None,
+        "quantize_int8": model.quantize_int8,
+    }
+    settings_hash = hashlib.sha256(json.dumps(vector_settings, sort_keys=True).encode()).hexdigest()
+    return {"name": name, "path": path, "files_sha256": files_hash, "model_id": f"{name}@{settings_hash[:16]}"}

@@ -1,0 +1,69 @@
+"""Which device a Python worker's task should encode on, and with how many CPU threads.
+
+Spark tells a task which GPU it was given (``TaskContext.resources()["gpu"].addresses``) when the
+cluster schedules GPUs (``spark.task.resource.gpu.amount``). That address is used when CUDA is
+available; a task given a GPU on a machine without CUDA logs one warning and uses the CPU.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+_warned_no_cuda = False
+
+
+@dataclass(frozen=True)
+class TaskSlot:
+    """What Spark gave the running task: GPU addresses and CPU cores."""
+
+    gpu_addresses: tuple[str, ...] = ()
+    cpus: int = 1
+
+
+def current_slot() -> TaskSlot:
+    """The running task's resources; an empty slot outside Spark (tests, plain processes)."""
+    try:
+        from pyspark import TaskContext  # executor-side API: no session needed
+    except ImportError:
+        return TaskSlot(cpus=_default_threads())
+    context = TaskContext.get()
+    if context is None:
+        return TaskSlot(cpus=_default_threads())
+    resources = context.resources() or {}
+    gpu = resources.get("gpu")
+    addresses = tuple(gpu.addresses) if gpu is not None else ()
+    return TaskSlot(gpu_addresses=addresses, cpus=max(1, int(context.cpus() or 1)))
+
+
+def _default_threads() -> int:
+    import torch
+
+    return max(1, torch.get_num_threads())
+
+
+def choose_device(slot: TaskSlot, cuda_available: bool | None = None) -> str:
+    """'cuda:<address>' for the task's first GPU when CUDA works; else 'cpu'."""
+    global _warned_no_cuda
+    if not slot.gpu_addresses:
+        return "cpu"
+    if cuda_available is None:
+        import torch
+
+        cuda_available = torch.cuda.is_available()
+    if not cuda_available:
+        if not _warned_no_cuda:
+            log.warning(
+                "task was given GPU %s but CUDA is not available in this Python worker: encoding on CPU",
+                ",".join(slot.gpu_addresses),
+            )
+            _warned_no_cuda = True
+        return "cpu"
+    index = int(slot.gpu_addresses[0])
+    # Container runtimes (YARN, Kubernetes) often expose only the assigned GPU, renumbered as 0.
+    import torch
+
+    visible = torch.cuda.device_count() if torch.cuda.is_available() else index + 1
+    return f"cuda:{index if index < visible else 0}"

@@ -1,0 +1,18 @@
+"""The body of the embedding pandas UDF: Arrow batches of texts in, batches of vectors out."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pandas as pd
+
+from udfs.encoder import EncoderSettings, get_encoder
+
+
+def embed_batches(settings: EncoderSettings, batches: Iterator[pd.Series]) -> Iterator[pd.Series]:
+    """Vectors (float32 arrays) for each batch of texts, in order; a null text gives a null vector."""
+    encoder = get_encoder(settings)  # once per worker: cached across tasks and batches
+    for texts in batches:
+        present = texts.notna().to_numpy()
+        vectors = iter(encoder.encode(texts[present].astype(str).tolist()))
+        yield pd.Series([next(vectors) if p else None for p in present], index=texts.index, dtype=object)

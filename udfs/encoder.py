@@ -1,0 +1,195 @@
+"""The text encoder that runs inside Python workers: loaded once per worker, batched by token budget.
+
+``get_encoder`` keeps one loaded model per (model path, device, dtype, quantisation) in the worker
+process; with ``spark.python.worker.reuse`` on, every task and Arrow batch the worker serves reuses it.
+
+``Encoder.encode`` tokenises a whole Arrow batch, cuts long texts into windows of ``max_length``
+tokens (or truncates, when configured), sorts the windows by length, packs them into sub-batches under
+a padded-token budget, pads each sub-batch only to its own longest window, pools each window, averages
+the windows of a text weighted by their token counts, L2-normalises, and returns vectors in input order.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from udfs.device import TaskSlot, choose_device, current_slot
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EncoderSettings:
+    """Everything that decides the vectors (and so belongs in the model id) plus batching knobs."""
+
+    model_path: str
+    pooling: str = "mean"
+    max_length: int = 256
+    long_text: str = "chunk"
+    chunk_overlap: int = 32
+    gpu_dtype: str = "float16"
+    quantize_int8: bool = False
+    token_budget: int = 16384
+
+
+def resolve_model_path(path: str) -> str:
+    """A local model directory; ``package:<module>`` asks that module's ``get_model_path()``."""
+    if path.startswith("package:"):
+        module_name = path.split(":", 1)[1]
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            raise ValueError(
+                f"model package '{module_name}' is not installed in this Python environment "
+                f"(pip install {module_name.replace('_', '-')})"
+            ) from None
+        return str(module.get_model_path())
+    directory = Path(path)
+    if not directory.is_dir() or not (directory / "config.json").is_file():
+        raise ValueError(
+            f"model path '{path}' is not a local model directory with a config.json "
+            "(hub names are not fetched: download the model and point model.path at its directory)"
+        )
+    return str(directory)
+
+
+def special_tokens(tokenizer) -> tuple[list[int], list[int]]:
+    """The ids the tokenizer puts before and after a text ([CLS] / [SEP] for BERT, <s> / </s> ...)."""
+    content = tokenizer("hello world", add_special_tokens=False)["input_ids"]
+    full = tokenizer("hello world", add_special_tokens=True)["input_ids"]
+    for start in range(len(full) - len(content) + 1):
+        if full[start : start + len(content)] == content:
+            return list(full[:start]), list(full[start + len(content) :])
+    raise ValueError("cannot locate the text inside the tokenizer's special tokens")
+
+
+_CACHE: dict[tuple, "Encoder"] = {}
+_CACHE_LOCK = threading.Lock()
+LOADS = {"count": 0}  # how many times this process loaded a model: tests check it stays at one
+
+
+def get_encoder(settings: EncoderSettings, slot: TaskSlot | None = None) -> "Encoder":
+    """The worker's encoder for these settings on the task's device, loaded on first use only."""
+    import torch
+
+    slot = slot or current_slot()
+    device = choose_device(slot)
+    if device == "cpu":
+        torch.set_num_threads(slot.cpus)
+    dtype = settings.gpu_dtype if device.startswith("cuda") else "float32"
+    key = (settings.model_path, settings.pooling, device, dtype, settings.quantize_int8 and device == "cpu")
+    with _CACHE_LOCK:
+        encoder = _CACHE.get(key)
+        if encoder is None:
+            encoder = Encoder(settings, device, dtype)
+            _CACHE[key] = encoder
+    return encoder
+
+
+class Encoder:
+    def __init__(self, settings: EncoderSettings, device: str = "cpu", dtype: str = "float32"):
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+
+        started = time.perf_counter()
+        path = resolve_model_path(settings.model_path)
+        self.settings = settings
+        self.device = torch.device(device)
+        self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False)
+        model = AutoModel.from_pretrained(path, local_files_only=True, trust_remote_code=False)
+        model.eval()
+        if self.device.type == "cuda":
+            model = model.to(self.device, dtype=getattr(torch, dtype))
+        elif settings.quantize_int8:
+            model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        self.model = model
+        self.dim = int(model.config.hidden_size)
+        self.prefix, self.suffix = special_tokens(self.tokenizer)
+        # Room for content tokens in one window once the special tokens are added.
+        self.capacity = settings.max_length - len(self.prefix) - len(self.suffix)
+        self.pad_id = self.tokenizer.pad_token_id or 0
+        LOADS["count"] += 1
+        log.info("loaded encoder %s on %s (%s) in %.1fs", path, device, dtype, time.perf_counter() - started)
+
+    # ---------------------------------------------------------------------------------- windows
+
+    def windows(self, token_ids: list[int]) -> list[list[int]]:
+        """Content-token windows of one text: one when it fits, else chunks (or the first, truncated)."""
+        cap = self.capacity
+        if len(token_ids) <= cap:
+            return [token_ids]
+        if self.settings.long_text == "truncate":
+            return [token_ids[:cap]]
+        step = cap - self.settings.chunk_overlap
+        starts = range(0, max(len(token_ids) - self.settings.chunk_overlap, 1), step)
+        return [token_ids[s : s + cap] for s in starts]
+
+    def plan(self, lengths: list[int]) -> list[list[int]]:
+        """Window indices grouped into sub-batches: longest first, padded size under the budget."""
+        order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+        batches: list[list[int]] = []
+        current: list[int] = []
+        for i in order:
+            longest = lengths[current[0]] if current else lengths[i]
+            if current and (len(current) + 1) * longest > self.settings.token_budget:
+                batches.append(current)
+                current = []
+            current.append(i)
+        if current:
+            batches.append(current)
+        return batches
+
+    # ----------------------------------------------------------------------------------- encode
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """L2-normalised float32 vectors, one row per text, in input order."""
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        token_ids = self.tokenizer(
+            list(texts), add_special_tokens=False, truncation=False, return_attention_mask=False, verbose=False
+        )["input_ids"]
+
+        inputs: list[list[int]] = []  # windows with special tokens
+        owner: list[int] = []  # text index of each window
+        weight: list[int] = []  # content tokens in each window (at least 1)
+        for t, ids in enumerate(token_ids):
+            for window in self.windows(ids):
+                inputs.append(self.prefix + window + self.suffix)
+                owner.append(t)
+                weight.append(max(1, len(window)))
+
+        pooled = np.zeros((len(inputs), self.dim), dtype=np.float32)
+        lengths = [len(x) for x in inputs]
+        for batch in self.plan(lengths):
+            pooled[batch] = self._forward([inputs[i] for i in batch])
+
+        sums = np.zeros((len(texts), self.dim), dtype=np.float64)
+        np.add.at(sums, np.asarray(owner), pooled.astype(np.float64) * np.asarray(weight, dtype=np.float64)[:, None])
+        norms = np.linalg.norm(sums, axis=1, keepdims=True)
+        return (sums / np.maximum(norms, 1e-12)).astype(np.float32)
+
+    def _forward(self, windows: list[list[int]]) -> np.ndarray:
+        import torch
+
+        width = max(len(w) for w in windows)
+        ids = torch.full((len(windows), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(windows), width), dtype=torch.long)
+        for row, window in enumerate(windows):
+            ids[row, : len(window)] = torch.tensor(window, dtype=torch.long)
+            mask[row, : len(window)] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        with torch.inference_mode():
+            hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state.float()
+            if self.settings.pooling == "cls":
+                vectors = hidden[:, 0]
+            else:
+                m = mask.unsqueeze(-1).to(hidden.dtype)
+                vectors = (hidden * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)
+        return vectors.cpu().numpy()
