@@ -122,7 +122,6 @@ class Model(_Section):
     long_text: Literal["chunk", "truncate"] = "chunk"
     chunk_overlap: int = Field(32, ge=0, description="tokens shared by consecutive windows")
     gpu_dtype: Literal["float16", "bfloat16", "float32"] = "float16"
-    quantize_int8: bool = Field(False, description="CPU only: dynamic int8 quantisation of Linear layers")
 
     @model_validator(mode="after")
     def _overlap_fits(self) -> "Model":

@@ -31,7 +31,7 @@ def encoder_settings(config: Config) -> EncoderSettings:
     m = config.model
     return EncoderSettings(
         model_path=m.path, pooling=m.pooling, max_length=m.max_length, long_text=m.long_text,
-        chunk_overlap=m.chunk_overlap, gpu_dtype=m.gpu_dtype, quantize_int8=m.quantize_int8,
+        chunk_overlap=m.chunk_overlap, gpu_dtype=m.gpu_dtype,
         token_budget=config.embed.token_budget,
     )
 

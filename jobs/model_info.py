@@ -1,7 +1,7 @@
 """The model's identity on the driver: where it is, a fingerprint of its files, and the model id.
 
 The model id names everything that decides the vectors (weights, tokenizer, pooling, window length,
-long-text handling, quantisation), so vectors are reused only when they would come out the same.
+long-text handling), so vectors are reused only when they would come out the same.
 """
 
 from __future__ import annotations
@@ -42,7 +42,6 @@ def model_identity(model: Model) -> dict[str, str]:
         "max_length": model.max_length,
         "long_text": model.long_text,
         "chunk_overlap": model.chunk_overlap if model.long_text == "chunk" else None,
-        "quantize_int8": model.quantize_int8,
     }
     settings_hash = hashlib.sha256(json.dumps(vector_settings, sort_keys=True).encode()).hexdigest()
     return {"name": name, "path": path, "files_sha256": files_hash, "model_id": f"{name}@{settings_hash[:16]}"}

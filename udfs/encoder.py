@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 import logging
 import threading
+from collections import Counter
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +36,6 @@ class EncoderSettings:
     long_text: str = "chunk"
     chunk_overlap: int = 32
     gpu_dtype: str = "float16"
-    quantize_int8: bool = False
     token_budget: int = 16384
 
 
@@ -72,7 +72,8 @@ def special_tokens(tokenizer) -> tuple[list[int], list[int]]:
 
 _CACHE: dict[tuple, "Encoder"] = {}
 _CACHE_LOCK = threading.Lock()
-LOADS = {"count": 0}  # how many times this process loaded a model: tests check it stays at one
+# Model loads in this process per cache key: tests check each stays at one per worker.
+LOADS: Counter = Counter()
 
 
 def get_encoder(settings: EncoderSettings, slot: TaskSlot | None = None) -> "Encoder":
@@ -84,13 +85,18 @@ def get_encoder(settings: EncoderSettings, slot: TaskSlot | None = None) -> "Enc
     if device == "cpu":
         torch.set_num_threads(slot.cpus)
     dtype = settings.gpu_dtype if device.startswith("cuda") else "float32"
-    key = (settings.model_path, settings.pooling, device, dtype, settings.quantize_int8 and device == "cpu")
+    key = cache_key(settings, device, dtype)
     with _CACHE_LOCK:
         encoder = _CACHE.get(key)
         if encoder is None:
             encoder = Encoder(settings, device, dtype)
             _CACHE[key] = encoder
+            LOADS[key] += 1
     return encoder
+
+
+def cache_key(settings: EncoderSettings, device: str = "cpu", dtype: str = "float32") -> tuple:
+    return (settings.model_path, settings.pooling, device, dtype)
 
 
 class Encoder:
@@ -107,15 +113,12 @@ class Encoder:
         model.eval()
         if self.device.type == "cuda":
             model = model.to(self.device, dtype=getattr(torch, dtype))
-        elif settings.quantize_int8:
-            model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
         self.model = model
         self.dim = int(model.config.hidden_size)
         self.prefix, self.suffix = special_tokens(self.tokenizer)
         # Room for content tokens in one window once the special tokens are added.
         self.capacity = settings.max_length - len(self.prefix) - len(self.suffix)
         self.pad_id = self.tokenizer.pad_token_id or 0
-        LOADS["count"] += 1
         log.info("loaded encoder %s on %s (%s) in %.1fs", path, device, dtype, time.perf_counter() - started)
 
     # ---------------------------------------------------------------------------------- windows
