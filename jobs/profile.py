@@ -1,0 +1,156 @@
+"""Stage 2, profile: one vector per user from their own texts and the items they interacted with.
+
+user vector = normalise(text_weight * normalise(mean of the user's text vectors)
+                        + (1 - text_weight) * normalise(sum of weight * item vector))
+The item weight is the rating centred on the user's own mean rating (so a 5 among 3s pulls towards the
+item and a 1 pushes away), or 1 for implicit feedback or when all of a user's ratings are equal, times
+0.5 ** (age / half-life) when a recency half-life is set (age measured from the newest interaction in
+the data, so a re-run over the same data gives the same vectors). Users with one side use that side;
+users with neither are written to ``rejects`` with reason ``no_signal``.
+
+All aggregation runs on executors: vectors are scaled with Spark's array functions and summed with
+MLlib's Summarizer; nothing is collected to the driver.
+"""
+
+from __future__ import annotations
+
+from pyspark.ml.functions import array_to_vector, vector_to_array
+from pyspark.ml.stat import Summarizer
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+
+from jobs.config import Profile
+from jobs.context import RunContext
+
+NO_SIGNAL = "no_signal"
+
+
+def scale(vector: Column, factor: Column) -> Column:
+    return F.transform(vector, lambda x: x * factor)
+
+
+def l2_normalise(vector: Column) -> Column:
+    """Unit length; null for a null or all-zero vector (no direction, no signal)."""
+    norm = F.sqrt(F.aggregate(vector, F.lit(0.0), lambda acc, x: acc + x * x))
+    return F.when(norm > 1e-12, F.transform(vector, lambda x: (x / norm).cast("float")))
+
+
+def sum_vectors(df: DataFrame, key: str, vector: str, name: str) -> DataFrame:
+    """Element-wise sum of ``vector`` per ``key`` (MLlib Summarizer, on executors)."""
+    summed = df.select(key, array_to_vector(vector).alias("_v")).groupBy(key).agg(
+        Summarizer.sum(F.col("_v")).alias("_sum")
+    )
+    return summed.select(key, vector_to_array("_sum", dtype="float32").alias(name))
+
+
+def interaction_weights(interactions: DataFrame, settings: Profile) -> DataFrame:
+    """(user_id, item_id, weight): centred rating or implicit 1, times recency decay."""
+    by_user = Window.partitionBy("user_id")
+    centred = F.col("rating") - F.avg("rating").over(by_user)
+    spread = F.max(F.abs(centred)).over(by_user)
+    weight = F.when(F.col("rating").isNull() | (spread < 1e-9), F.lit(1.0)).otherwise(centred)
+    df = interactions.withColumn("weight", weight)
+    if settings.recency_half_life_days is not None:
+        newest = F.max("timestamp").over(Window.partitionBy())
+        age_days = (F.unix_timestamp(newest) - F.unix_timestamp("timestamp")) / 86400.0
+        decay = F.when(F.col("timestamp").isNull(), F.lit(1.0)).otherwise(
+            F.pow(F.lit(0.5), age_days / settings.recency_half_life_days)
+        )
+        df = df.withColumn("weight", F.col("weight") * decay)
+    return df.select("user_id", "item_id", "weight")
+
+
+def item_side(interactions: DataFrame, item_vectors: DataFrame, settings: Profile) -> DataFrame:
+    """(user_id, item_vec, n_items): normalised weighted sum of the vectors of interacted items."""
+    weighted = interaction_weights(interactions, settings).join(
+        item_vectors.select("item_id", "vector"), on="item_id", how="inner"
+    )
+    scaled = weighted.select("user_id", scale(F.col("vector"), F.col("weight")).alias("v"))
+    counts = weighted.groupBy("user_id").agg(F.count("*").alias("n_items"))
+    summed = sum_vectors(scaled, "user_id", "v", "item_sum")
+    return summed.join(counts, on="user_id", how="inner").select(
+        "user_id", l2_normalise(F.col("item_sum")).alias("item_vec"), "n_items"
+    )
+
+
+def text_side(text_vectors: DataFrame) -> DataFrame:
+    """(user_id, text_vec, n_texts): normalised mean of the user's own text vectors."""
+    summed = sum_vectors(text_vectors, "user_id", "vector", "text_sum")
+    counts = text_vectors.groupBy("user_id").agg(F.count("*").alias("n_texts"))
+    return summed.join(counts, on="user_id", how="inner").select(
+        "user_id", l2_normalise(F.col("text_sum")).alias("text_vec"), "n_texts"
+    )
+
+
+def all_users(users: DataFrame | None, interactions: DataFrame) -> DataFrame:
+    ids = interactions.select("user_id")
+    return (ids.unionByName(users.select("user_id")) if users is not None else ids).distinct()
+
+
+def user_vectors(
+    users: DataFrame | None,
+    interactions: DataFrame,
+    item_vectors: DataFrame,
+    text_vectors: DataFrame,
+    settings: Profile,
+) -> DataFrame:
+    """(user_id, vector, has_text, n_items, n_texts); vector is null for users with no signal."""
+    alpha = settings.text_weight
+    mixed = (
+        all_users(users, interactions)
+        .join(text_side(text_vectors), on="user_id", how="left")
+        .join(item_side(interactions, item_vectors, settings), on="user_id", how="left")
+    )
+    both = F.zip_with("text_vec", "item_vec", lambda t, i: t * alpha + i * (1.0 - alpha))
+    vector = (
+        F.when(F.col("text_vec").isNotNull() & F.col("item_vec").isNotNull(), l2_normalise(both))
+        .when(F.col("text_vec").isNotNull(), F.col("text_vec"))
+        .otherwise(F.col("item_vec"))
+    )
+    return mixed.select(
+        "user_id",
+        vector.alias("vector"),
+        F.coalesce("n_items", F.lit(0)).alias("n_items"),
+        F.coalesce("n_texts", F.lit(0)).alias("n_texts"),
+    )
+
+
+def no_signal_rejects(profiles: DataFrame) -> DataFrame:
+    return profiles.where(F.col("vector").isNull()).select(
+        F.lit("users").alias("source"),
+        F.lit(None).cast("long").alias("row_ordinal"),
+        F.col("user_id").alias("id"),
+        F.lit(NO_SIGNAL).alias("reason"),
+        F.to_json(F.struct("user_id", "n_items", "n_texts")).alias("raw"),
+    )
+
+
+def run(ctx: RunContext) -> dict:
+    store, settings = ctx.store, ctx.config.profile
+    interactions = store.read("interactions", needed_by="profile")
+    users = store.read("users") if store.exists("users") else None
+    item_vectors = store.read("item_vectors", needed_by="profile")
+    text_vectors = store.read("text_vectors", needed_by="profile")
+    previous_rejects = store.read("rejects", needed_by="profile")
+
+    with ctx.manifest.stage("profile") as figures:
+        profiles = store.write_staged(user_vectors(users, interactions, item_vectors, text_vectors, settings), "profiles")
+        rejects = previous_rejects.where(F.col("reason") != NO_SIGNAL).unionByName(no_signal_rejects(profiles))
+        store.write_together(
+            {"user_vectors": profiles.where(F.col("vector").isNotNull()), "rejects": rejects}
+        )
+        store.drop_staged("profiles")
+        ctx.manifest.record_output("user_vectors")
+        summary = store.read("user_vectors").agg(
+            F.count("*").alias("users"),
+            F.sum(F.when((F.col("n_texts") > 0) & (F.col("n_items") > 0), 1).otherwise(0)).alias("both"),
+            F.sum(F.when(F.col("n_items") == 0, 1).otherwise(0)).alias("text_only"),
+            F.sum(F.when(F.col("n_texts") == 0, 1).otherwise(0)).alias("items_only"),
+        ).collect()[0]
+        no_signal = store.read("rejects").where(F.col("reason") == NO_SIGNAL).count()
+        figures.update(
+            user_vectors=summary["users"], both_sides=summary["both"], text_only=summary["text_only"],
+            items_only=summary["items_only"], no_signal=no_signal,
+        )
+        ctx.manifest.data["rejects_by_reason"].setdefault("users", {})[NO_SIGNAL] = no_signal
+    return figures

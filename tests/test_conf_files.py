@@ -1,0 +1,28 @@
+"""Every YAML config under conf/ validates; the Spark snippets ask for GPUs consistently."""
+
+from pathlib import Path
+
+import pytest
+
+from jobs.config import load_config
+
+CONF = Path(__file__).resolve().parent.parent / "conf"
+
+
+@pytest.mark.parametrize("path", sorted(CONF.glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_configs_validate(path, monkeypatch):
+    monkeypatch.setenv("SEGREC_INPUT", "/data/in")
+    config = load_config(path)
+    assert config.inputs.items.columns.id
+
+
+@pytest.mark.parametrize("path", sorted((CONF / "spark").glob("gpu-*.conf")), ids=lambda p: p.name)
+def test_gpu_snippets_share_each_gpu_between_tasks(path):
+    settings = dict(
+        line.split(None, 1) for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")
+    )
+    task, executor = float(settings["spark.task.resource.gpu.amount"]), float(settings["spark.executor.resource.gpu.amount"])
+    cores = int(settings["spark.executor.cores"])
+    # tasks per executor by GPU == tasks per executor by cores: neither resource idles
+    assert executor / task == cores
+    assert settings["spark.python.worker.reuse"].strip() == "true"
