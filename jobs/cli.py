@@ -63,6 +63,11 @@ def print_summary(manifest) -> None:
     for name, figures in data["stages"].items():
         shown = " ".join(f"{k}={v}" for k, v in figures.items() if not isinstance(v, (dict, list)))
         print(f"  stage {name:<10} {shown}")
+    if data.get("segments"):
+        from jobs.segment import format_table
+
+        print("\nsegments:")
+        print(format_table(data["segments"]))
     print(f"  outputs under {data['config']['output']['path']}: {', '.join(data['outputs']) or 'none'}")
 
 

@@ -160,6 +160,13 @@ class OutputStore:
         df.write.format(self.format).mode("overwrite").save(staging)
         return self.spark.read.format(self.format).load(staging)
 
+    def save_model(self, model, name: str) -> None:
+        """Save a Spark ML model (its own persistence format, no pickle) atomically under ``name``."""
+        staging = self.staging_path(name)
+        self.fs.delete(staging)
+        model.write().overwrite().save(staging)
+        self._swap(staging, self.path(name))
+
     def drop_staged(self, name: str) -> None:
         self.fs.delete(self.staging_path(name))
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from pyspark.sql import SparkSession
 
-from jobs import embed, validate
+from jobs import embed, profile, segment, validate
 from jobs.config import Config
 from jobs.context import RunContext
 from jobs.errors import StageNotBuiltError
@@ -21,8 +21,8 @@ log = logging.getLogger("segrec")
 STAGES: dict[str, Callable[[RunContext], Any] | None] = {
     "validate": validate.run,
     "embed": embed.run,
-    "profile": None,
-    "segment": None,
+    "profile": profile.run,
+    "segment": segment.run,
     "recommend": None,
     "evaluate": None,
 }

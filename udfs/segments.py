@@ -1,0 +1,33 @@
+"""Segment assignment on executors: cosine to the centroids, nearest segment, soft memberships."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def normalise_rows(matrix: np.ndarray) -> np.ndarray:
+    matrix = np.asarray(matrix, dtype=np.float32)
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    return matrix / np.maximum(norms, 1e-12)
+
+
+def assign(
+    vectors: np.ndarray, centroids: np.ndarray, temperature: float, top: int = 3
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """For unit ``vectors`` (n, d) and ``centroids`` (k, d):
+
+    segment (n,) the most similar centroid (ties: the lowest segment id), distance (n,) = 1 - cosine to
+    it, and the ``top`` soft memberships: segment ids (n, top) and weights (n, top), a softmax over
+    cosine / temperature, highest first (ties: lowest id).
+    """
+    centres = normalise_rows(centroids)
+    sims = np.asarray(vectors, dtype=np.float32) @ centres.T
+    segment = np.argmax(sims, axis=1)
+    distance = 1.0 - sims[np.arange(len(sims)), segment]
+    logits = sims / temperature
+    logits -= logits.max(axis=1, keepdims=True)
+    weights = np.exp(logits)
+    weights /= weights.sum(axis=1, keepdims=True)
+    top = min(top, centres.shape[0])
+    order = np.argsort(-weights, axis=1, kind="stable")[:, :top]
+    return segment, distance.astype(np.float64), order, np.take_along_axis(weights, order, axis=1).astype(np.float64)
