@@ -68,6 +68,10 @@ def print_summary(manifest) -> None:
 
         print("\nsegments:")
         print(format_table(data["segments"]))
+    if data.get("sample_recommendations"):
+        print("\nsample recommendations:")
+        for row in data["sample_recommendations"]:
+            print(f"  user {row['user_id']:>6} #{row['rank']}  {row['item']}  ({row['score']:.3f})")
     print(f"  outputs under {data['config']['output']['path']}: {', '.join(data['outputs']) or 'none'}")
 
 

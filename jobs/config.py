@@ -165,6 +165,20 @@ class Segment(_Section):
         return self
 
 
+class Recommend(_Section):
+    k: int = Field(10, ge=1, le=10000)
+    popularity_weight: float = Field(0.0, ge=0.0, description="lambda: score = cosine + lambda * segment popularity")
+    exclude_seen: bool = True
+    plan: Literal["auto", "broadcast", "sharded"] = Field("auto", description="auto: sharded above max_broadcast_mb")
+    max_broadcast_mb: float = Field(512.0, gt=0, description="largest item matrix broadcast whole")
+    block_mb: float = Field(64.0, gt=0, description="memory cap for one block of user x item scores")
+    matrix_source: Literal["broadcast", "file"] = Field(
+        "broadcast", description="file: workers load a matrix file the driver wrote (Spark Connect, serverless)"
+    )
+    matrix_path: str | None = Field(None, description="with matrix_source=file: a path every executor can read")
+    user_block: int = Field(4096, ge=1, description="sharded plan: users per block scored against each shard")
+
+
 class Output(_Section):
     path: str = "output"
     format: Literal["parquet", "delta"] = "parquet"
@@ -179,6 +193,7 @@ class Config(_Section):
     embed: Embed = Field(default_factory=Embed)
     profile: Profile = Field(default_factory=Profile)
     segment: Segment = Field(default_factory=Segment)
+    recommend: Recommend = Field(default_factory=Recommend)
     output: Output = Field(default_factory=Output)
 
     # Not a config key: the config as loaded, with secrets redacted, for the manifest.

@@ -8,7 +8,7 @@ from typing import Any
 
 from pyspark.sql import SparkSession
 
-from jobs import embed, profile, segment, validate
+from jobs import embed, profile, recommend, segment, validate
 from jobs.config import Config
 from jobs.context import RunContext
 from jobs.errors import StageNotBuiltError
@@ -23,7 +23,7 @@ STAGES: dict[str, Callable[[RunContext], Any] | None] = {
     "embed": embed.run,
     "profile": profile.run,
     "segment": segment.run,
-    "recommend": None,
+    "recommend": recommend.run,
     "evaluate": None,
 }
 

@@ -1,0 +1,236 @@
+"""Stage 4, recommend: top-k items per user from the item matrix, seen items excluded.
+
+score = cosine(user vector, item vector) + popularity_weight * popularity of the item in the user's
+segment (share of the segment's users who interacted with it, divided by the segment's highest share,
+so 1 for the segment's most popular item). Output ``recommendations``: user_id, rank, item_id, score,
+similarity, popularity_boost; ties broken by item id.
+
+Two plans, same results:
+- broadcast (catalogue up to ``max_broadcast_mb``): the item matrix reaches each Python worker once
+  (a Spark broadcast, or a file the driver wrote when ``matrix_source: file``, for Spark Connect);
+  users stream through ``mapInPandas`` and are scored in blocks under ``block_mb``.
+- sharded (larger catalogues): items cut into shards under ``max_broadcast_mb``, users grouped into
+  blocks; every (user block, shard) pair keeps its top k, and a window keeps each user's best k.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import uuid
+from collections.abc import Iterator
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from jobs.config import Recommend
+from jobs.context import RunContext
+from jobs.errors import ConfigError, InputError
+from udfs.topk import OUTPUT_COLUMNS, Catalogue, cached_catalogue, load_catalogue, recommend_frame, save_catalogue
+
+log = logging.getLogger("segrec")
+
+OUTPUT_SCHEMA = "user_id string, rank int, item_id string, score double, similarity double, popularity_boost double"
+
+
+# ------------------------------------------------------------------------------------ transforms
+
+
+def item_index(item_vectors: DataFrame) -> DataFrame:
+    """(idx, item_id): a dense index in item-id order (so ties broken by index are broken by id)."""
+    return item_vectors.select("item_id", (F.row_number().over(Window.orderBy("item_id")) - 1).alias("idx"))
+
+
+def segment_popularity(interactions: DataFrame, segments: DataFrame, n_segments: int) -> DataFrame:
+    """(item_id, popularity array<float>[n_segments]): per segment, the item's share of the segment's
+    users, divided by the segment's largest share."""
+    pairs = interactions.select("user_id", "item_id").distinct().join(
+        segments.select("user_id", "segment_id"), on="user_id", how="inner"
+    )
+    counts = pairs.groupBy("segment_id", "item_id").agg(F.count("*").alias("users"))
+    normalised = counts.withColumn("pop", F.col("users") / F.max("users").over(Window.partitionBy("segment_id")))
+    by_item = normalised.groupBy("item_id").agg(
+        F.map_from_entries(F.collect_list(F.struct("segment_id", "pop"))).alias("_pop")
+    )
+    return by_item.select(
+        "item_id",
+        F.transform(
+            F.sequence(F.lit(0), F.lit(n_segments - 1)), lambda s: F.coalesce(F.col("_pop")[s], F.lit(0.0)).cast("float")
+        ).alias("popularity"),
+    )
+
+
+def catalogue_frame(item_vectors: DataFrame, popularity: DataFrame | None) -> DataFrame:
+    """(idx, item_id, vector, popularity or null) for every item with a vector."""
+    df = item_vectors.select("item_id", "vector").join(item_index(item_vectors), on="item_id", how="inner")
+    if popularity is not None:
+        df = df.join(popularity, on="item_id", how="left")
+    else:
+        df = df.withColumn("popularity", F.lit(None).cast("array<float>"))
+    return df.select("idx", "item_id", "vector", "popularity")
+
+
+def user_frame(
+    user_vectors: DataFrame, segments: DataFrame | None, interactions: DataFrame, index: DataFrame, exclude_seen: bool
+) -> DataFrame:
+    """(user_id, vector, segment_id, seen): seen = indices of the items the user interacted with."""
+    users = user_vectors.select("user_id", "vector")
+    if segments is not None:
+        users = users.join(segments.select("user_id", "segment_id"), on="user_id", how="left")
+    else:
+        users = users.withColumn("segment_id", F.lit(None).cast("int"))
+    if not exclude_seen:
+        return users.withColumn("seen", F.lit(None).cast("array<long>"))
+    seen = (
+        interactions.select("user_id", "item_id").join(index, on="item_id", how="inner")
+        .groupBy("user_id").agg(F.collect_set(F.col("idx").cast("long")).alias("seen"))
+    )
+    return users.join(seen, on="user_id", how="left")
+
+
+def to_catalogue(rows: pd.DataFrame, offset: int = 0) -> Catalogue:
+    rows = rows.sort_values("idx")
+    vectors = np.stack(rows["vector"].to_numpy()).astype(np.float32)
+    has_pop = rows["popularity"].notna().any()
+    popularity = None
+    if has_pop:
+        width = len(next(p for p in rows["popularity"] if p is not None))
+        popularity = np.stack(
+            [np.asarray(p, np.float32) if p is not None else np.zeros(width, np.float32) for p in rows["popularity"]]
+        )
+    return Catalogue(item_ids=rows["item_id"].to_numpy().astype(str), vectors=vectors, popularity=popularity, offset=offset)
+
+
+# ------------------------------------------------------------------------------------------ plans
+
+
+def broadcast_plan(
+    spark: SparkSession, users: DataFrame, catalogue: Catalogue, settings: Recommend, matrix_file: str | None
+) -> DataFrame:
+    """Score users against the whole catalogue, cached once per Python worker."""
+    k, weight, block_mb = settings.k, settings.popularity_weight, settings.block_mb
+    if matrix_file is None:
+        handle = spark.sparkContext.broadcast(catalogue)
+        key = f"broadcast-{uuid.uuid4().hex}"  # one catalogue per worker per broadcast
+
+        def load() -> Catalogue:
+            return handle.value
+    else:
+        save_catalogue(matrix_file, catalogue)
+        key = f"file-{matrix_file}-{os.path.getmtime(matrix_file)}"
+
+        def load() -> Catalogue:
+            return load_catalogue(matrix_file)
+
+    def score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        items = cached_catalogue(key, load)
+        for batch in batches:
+            yield recommend_frame(batch, items, k, weight, block_mb)
+
+    return users.mapInPandas(score, OUTPUT_SCHEMA)
+
+
+def sharded_plan(users: DataFrame, catalogue: DataFrame, settings: Recommend, dim: int, n_users: int) -> DataFrame:
+    """Users in blocks x item shards: each pair keeps its top k; each user keeps the best k overall."""
+    per_shard = max(1, int(settings.max_broadcast_mb * 2**20 // (dim * 4)))
+    shards = catalogue.withColumn("shard", F.floor(F.col("idx") / per_shard)).groupBy("shard").agg(
+        F.min("idx").alias("offset"), F.sort_array(F.collect_list(F.struct("idx", "item_id", "vector", "popularity"))).alias("items")
+    )
+    n_blocks = max(1, math.ceil(n_users / settings.user_block))
+    blocks = users.withColumn("block", F.pmod(F.xxhash64("user_id"), F.lit(n_blocks))).groupBy("block").agg(
+        F.collect_list(F.struct("user_id", "vector", "segment_id", "seen")).alias("users")
+    )
+    pairs = blocks.join(shards, how="cross").select("users", "offset", "items")
+    k, weight, block_mb = settings.k, settings.popularity_weight, settings.block_mb
+
+    def score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for batch in batches:
+            for users_list, offset, items_list in batch.itertuples(index=False, name=None):
+                items = to_catalogue(pd.DataFrame(list(items_list)), offset=int(offset))
+                yield recommend_frame(pd.DataFrame(list(users_list)), items, k, weight, block_mb)
+
+    candidates = pairs.mapInPandas(score, OUTPUT_SCHEMA)
+    best = Window.partitionBy("user_id").orderBy(F.desc("score"), F.asc("item_id"))
+    return (
+        candidates.withColumn("rank", F.row_number().over(best).cast("int"))
+        .where(F.col("rank") <= settings.k)
+        .select(*OUTPUT_COLUMNS)
+    )
+
+
+# ------------------------------------------------------------------------------------------ stage
+
+
+def choose_plan(settings: Recommend, matrix_mb: float) -> str:
+    if settings.plan != "auto":
+        return settings.plan
+    return "broadcast" if matrix_mb <= settings.max_broadcast_mb else "sharded"
+
+
+def recommendations(
+    spark: SparkSession,
+    user_vectors: DataFrame,
+    item_vectors: DataFrame,
+    interactions: DataFrame,
+    segments: DataFrame | None,
+    settings: Recommend,
+) -> tuple[DataFrame, dict]:
+    """The recommendations DataFrame and figures about how it is computed (plan, sizes)."""
+    n_items = item_vectors.count()
+    if n_items == 0:
+        raise InputError("recommend: no item vectors: nothing to recommend")
+    dim = len(item_vectors.select("vector").first()["vector"])
+    n_segments = 0
+    popularity = None
+    if settings.popularity_weight > 0:
+        if segments is None:
+            raise InputError("recommend.popularity_weight > 0 needs the segments output: run the segment stage first")
+        n_segments = segments.agg(F.max("segment_id")).first()[0] + 1
+        popularity = segment_popularity(interactions, segments, n_segments)
+    catalogue = catalogue_frame(item_vectors, popularity)
+    users = user_frame(user_vectors, segments, interactions, item_index(item_vectors), settings.exclude_seen)
+    matrix_mb = n_items * dim * 4 / 2**20
+    plan = choose_plan(settings, matrix_mb)
+    figures = {"plan": plan, "items": n_items, "matrix_mb": round(matrix_mb, 2)}
+    if plan == "broadcast":
+        if settings.matrix_source == "file" and not settings.matrix_path:
+            raise ConfigError("recommend.matrix_source=file needs recommend.matrix_path (a path every executor reads)")
+        rows = catalogue.toPandas()  # the broadcast plan's premise: the catalogue fits on the driver
+        matrix_file = settings.matrix_path if settings.matrix_source == "file" else None
+        return broadcast_plan(spark, users, to_catalogue(rows), settings, matrix_file), figures
+    n_users = user_vectors.count()
+    return sharded_plan(users, catalogue, settings, dim, n_users), figures
+
+
+def run(ctx: RunContext) -> dict:
+    store, settings = ctx.store, ctx.config.recommend
+    user_vectors = store.read("user_vectors", needed_by="recommend")
+    item_vectors = store.read("item_vectors", needed_by="recommend")
+    interactions = store.read("interactions", needed_by="recommend")
+    segments = store.read("segments") if store.exists("segments") else None
+
+    with ctx.manifest.stage("recommend") as figures:
+        recs, plan_figures = recommendations(ctx.spark, user_vectors, item_vectors, interactions, segments, settings)
+        figures.update(plan_figures)
+        store.write(recs, "recommendations")
+        ctx.manifest.record_output("recommendations")
+        written = store.read("recommendations").agg(
+            F.count("*").alias("rows"), F.countDistinct("user_id").alias("users")
+        ).first()
+        figures.update(rows=written["rows"], users=written["users"], k=settings.k)
+        ctx.manifest.data["sample_recommendations"] = sample(store.read("recommendations"), store.read("items"))
+    return figures
+
+
+def sample(recs: DataFrame, items: DataFrame, users: int = 3, top: int = 5) -> list[dict]:
+    """The first few users' (by id) top items with their text, for people to read."""
+    first = recs.select("user_id").distinct().orderBy("user_id").limit(users)
+    rows = (
+        recs.join(first, on="user_id", how="inner").where(F.col("rank") <= top)
+        .join(items.select("item_id", "text"), on="item_id", how="left")
+        .orderBy("user_id", "rank").collect()
+    )
+    return [{"user_id": r.user_id, "rank": r.rank, "item": f"{r.item_id}: {r.text}", "score": round(r.score, 4)} for r in rows]

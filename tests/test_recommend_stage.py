@@ -1,0 +1,94 @@
+"""Recommendations through Spark: both plans agree, seen items never appear, every user gets k rows."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from pyspark.sql import functions as F
+
+from jobs.config import Recommend
+from jobs.recommend import recommendations
+
+N_ITEMS, N_USERS, DIM = 120, 40, 16
+
+
+@pytest.fixture(scope="module")
+def inputs(spark):
+    rng = np.random.default_rng(21)
+    def unit(n):
+        m = rng.standard_normal((n, DIM)).astype(np.float32)
+        return m / np.linalg.norm(m, axis=1, keepdims=True)
+    items = pd.DataFrame({"item_id": [f"i{j:03d}" for j in range(N_ITEMS)], "vector": list(unit(N_ITEMS))})
+    users = pd.DataFrame({"user_id": [f"u{j:03d}" for j in range(N_USERS)], "vector": list(unit(N_USERS))})
+    # u000..u029 interacted with 0-20 items; u030..u039 are cold (text only); items i100+ nobody touched
+    events = [(f"u{u:03d}", f"i{j:03d}") for u in range(30) for j in rng.choice(100, size=int(rng.integers(0, 21)), replace=False)]
+    # one user has seen all but 3 items: they get 3 rows, not k
+    events += [("u000", f"i{j:03d}") for j in range(N_ITEMS - 3)]
+    interactions = pd.DataFrame(events, columns=["user_id", "item_id"]).drop_duplicates()
+    segments = pd.DataFrame({"user_id": users["user_id"], "segment_id": np.arange(N_USERS) % 3})
+    to_df = lambda frame, schema: spark.createDataFrame(frame, schema)  # noqa: E731
+    return {
+        "user_vectors": to_df(users.assign(vector=users.vector.map(list)), "user_id string, vector array<float>"),
+        "item_vectors": to_df(items.assign(vector=items.vector.map(list)), "item_id string, vector array<float>"),
+        "interactions": to_df(interactions, "user_id string, item_id string"),
+        "segments": to_df(segments, "user_id string, segment_id int"),
+        "seen": interactions.groupby("user_id")["item_id"].agg(set).to_dict(),
+    }
+
+
+def run(spark, inputs, tmp_path=None, **settings):
+    config = Recommend(**settings)
+    recs, figures = recommendations(spark, inputs["user_vectors"], inputs["item_vectors"], inputs["interactions"],
+                                    inputs["segments"], config)
+    return recs.toPandas().sort_values(["user_id", "rank"]).reset_index(drop=True), figures
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.4])
+def test_broadcast_and_sharded_plans_give_identical_lists(spark, inputs, weight):
+    broadcast, f1 = run(spark, inputs, k=7, popularity_weight=weight, plan="broadcast")
+    # 16 dims x 4 bytes x 30 items per shard -> 4 shards; 8 users per block -> 5 blocks
+    sharded, f2 = run(spark, inputs, k=7, popularity_weight=weight, max_broadcast_mb=30 * DIM * 4 / 2**20, user_block=8)
+    assert (f1["plan"], f2["plan"]) == ("broadcast", "sharded")
+    pd.testing.assert_frame_equal(broadcast, sharded)
+
+
+def test_matrix_from_a_file_gives_the_same_lists(spark, inputs, tmp_path):
+    broadcast, _ = run(spark, inputs, k=5, plan="broadcast")
+    from_file, _ = run(spark, inputs, k=5, plan="broadcast", matrix_source="file", matrix_path=str(tmp_path / "items.npz"))
+    pd.testing.assert_frame_equal(broadcast, from_file)
+
+
+def test_no_seen_item_and_exactly_k_rows_or_all_unseen(spark, inputs):
+    recs, _ = run(spark, inputs, k=10)
+    seen = inputs["seen"]
+    for user, rows in recs.groupby("user_id"):
+        assert not set(rows["item_id"]) & seen.get(user, set()), user
+        expected = min(10, N_ITEMS - len(seen.get(user, set())))
+        assert len(rows) == expected and rows["rank"].tolist() == list(range(1, expected + 1))
+        assert (np.diff(rows["score"].to_numpy()) <= 0).all()
+    assert recs["user_id"].nunique() == N_USERS
+    assert len(recs[recs.user_id == "u000"]) == 3
+
+
+def test_cold_users_and_untouched_items_are_served(spark, inputs):
+    recs, _ = run(spark, inputs, k=10)
+    assert set(recs["user_id"]) >= {f"u{j:03d}" for j in range(30, 40)}
+    assert recs["item_id"].str.slice(1).astype(int).max() >= 100  # items nobody interacted with
+
+
+def test_hybrid_keeps_its_components(spark, inputs):
+    recs, _ = run(spark, inputs, k=5, popularity_weight=0.4)
+    np.testing.assert_allclose(recs["score"], recs["similarity"] + recs["popularity_boost"], atol=1e-6)
+    assert (recs["popularity_boost"] > 0).any() and recs["popularity_boost"].between(0, 0.4 + 1e-6).all()
+
+
+def test_catalogue_is_loaded_once_per_worker(spark, inputs):
+    recs, _ = run(spark, inputs, k=3, plan="broadcast")
+
+    @F.pandas_udf("string")
+    def loads(ids: pd.Series) -> pd.Series:
+        from udfs import topk
+
+        return pd.Series([",".join(str(v) for v in topk.LOADS.values()) or "none"] * len(ids))
+
+    report = {r.r for r in spark.range(0, 32, numPartitions=8).select(loads("id").alias("r")).collect()}
+    assert all(set(r.split(",")) <= {"1", "none"} for r in report), report

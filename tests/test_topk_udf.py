@@ -1,0 +1,78 @@
+import numpy as np
+import pandas as pd
+
+from udfs.topk import Catalogue, block_rows, recommend_frame, top_k
+
+
+def catalogue(n=6, d=3, seed=0, popularity=None):
+    rng = np.random.default_rng(seed)
+    vectors = rng.standard_normal((n, d)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    ids = np.array([f"i{j}" for j in range(n)])
+    return Catalogue(item_ids=ids, vectors=vectors, popularity=popularity)
+
+
+def brute_force(user, cat, seen, k, boost=None):
+    scores = cat.vectors @ user + (boost if boost is not None else 0)
+    order = sorted((j for j in range(len(scores)) if j not in seen), key=lambda j: (-scores[j], j))
+    return order[:k]
+
+
+def test_exact_top_k_with_seen_items_masked():
+    cat = catalogue(n=50, d=8)
+    rng = np.random.default_rng(3)
+    users = rng.standard_normal((7, 8)).astype(np.float32)
+    seen = [np.array(sorted(rng.choice(50, size=int(rng.integers(0, 10)), replace=False))) for _ in range(7)]
+    results = list(top_k(users, np.full(7, -1), seen, cat, 5, 0.0, block_mb=64))
+    for row, idx, score, sim, boost in results:
+        assert idx.tolist() == brute_force(users[row], cat, set(seen[row]), 5)
+        assert not set(idx) & set(seen[row])
+        np.testing.assert_allclose(score, sim)
+        assert (boost == 0).all()
+
+
+def test_ties_are_broken_by_item_index():
+    vectors = np.array([[1, 0], [0, 1], [1, 0], [1, 0]], dtype=np.float32)
+    cat = Catalogue(item_ids=np.array(["a", "b", "c", "d"]), vectors=vectors)
+    (_, idx, *_), = top_k(np.array([[1, 0]], np.float32), np.array([-1]), [np.array([], np.int64)], cat, 2, 0.0, 64)
+    assert idx.tolist() == [0, 2]  # a, c, d tie at 1.0: the two lowest indices win
+
+
+def test_fewer_unseen_items_than_k():
+    cat = catalogue(n=4)
+    (_, idx, *_), = top_k(np.ones((1, 3), np.float32), np.array([-1]), [np.array([0, 2])], cat, 10, 0.0, 64)
+    assert sorted(idx.tolist()) == [1, 3]
+    (_, idx, *_), = top_k(np.ones((1, 3), np.float32), np.array([-1]), [np.arange(4)], cat, 10, 0.0, 64)
+    assert idx.size == 0
+
+
+def test_block_size_does_not_change_results():
+    cat = catalogue(n=200, d=16, seed=5)
+    users = np.random.default_rng(9).standard_normal((30, 16)).astype(np.float32)
+    seen = [np.array([], np.int64)] * 30
+    big = [r[1].tolist() for r in top_k(users, np.full(30, -1), seen, cat, 7, 0.0, block_mb=64)]
+    assert block_rows(200, 0.001) == 1
+    tiny = [r[1].tolist() for r in top_k(users, np.full(30, -1), seen, cat, 7, 0.0, block_mb=0.001)]
+    assert big == tiny
+
+
+def test_popularity_boost_of_the_users_segment():
+    popularity = np.array([[0.0, 1.0], [1.0, 0.0], [0.0, 0.0]], dtype=np.float32)  # items x segments
+    vectors = np.array([[1, 0], [0.9, 0.1], [0.8, 0.2]], dtype=np.float32)
+    cat = Catalogue(item_ids=np.array(["x", "y", "z"]), vectors=vectors, popularity=popularity)
+    users = np.array([[1, 0], [1, 0], [1, 0]], np.float32)
+    out = list(top_k(users, np.array([0, 1, -1]), [np.array([], np.int64)] * 3, cat, 3, 0.5, 64))
+    assert out[0][1].tolist() == [1, 0, 2]  # segment 0 boosts item y by 0.5
+    np.testing.assert_allclose(out[0][4], [0.5, 0.0, 0.0])
+    assert out[1][1].tolist() == [0, 1, 2]  # segment 1 boosts item x
+    assert out[2][1].tolist() == [0, 1, 2] and (out[2][4] == 0).all()  # no segment: no boost
+
+
+def test_recommend_frame_shapes_rows_per_user():
+    cat = catalogue(n=5)
+    batch = pd.DataFrame({"user_id": ["u1", "u2"], "vector": [np.ones(3), -np.ones(3)],
+                          "segment_id": [None, None], "seen": [[0, 1], None]})
+    out = recommend_frame(batch, cat, 3, 0.0, 64)
+    assert out.groupby("user_id").size().to_dict() == {"u1": 3, "u2": 3}
+    assert out[out.user_id == "u1"]["rank"].tolist() == [1, 2, 3]
+    assert not set(out[out.user_id == "u1"]["item_id"]) & {"i0", "i1"}

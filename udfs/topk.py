@@ -1,0 +1,132 @@
+"""Top-k scoring on executors: users in blocks against an item matrix, seen items masked.
+
+score = cosine(user, item) + popularity_weight * popularity(user's segment, item)
+Items are indexed in item-id order, so "ties broken by item id" is "ties broken by index". The
+selection is exact: every item scoring at least the k-th best score is a candidate, and candidates
+are ordered by (-score, index), so the same inputs give the same lists whatever the block or shard.
+
+The item matrix reaches a worker once: from a Spark broadcast (classic Spark) or from a file written
+by the driver (Spark Connect, Databricks serverless), and is cached per worker by its key.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+OUTPUT_COLUMNS = ["user_id", "rank", "item_id", "score", "similarity", "popularity_boost"]
+
+
+@dataclass
+class Catalogue:
+    """The items in index order: ids, unit vectors (n, d) float32, popularity (n, segments) or None."""
+
+    item_ids: np.ndarray
+    vectors: np.ndarray
+    popularity: np.ndarray | None = None
+    offset: int = 0  # global index of the first item (a shard's start)
+
+
+_CACHE: dict[str, Catalogue] = {}
+_LOCK = threading.Lock()
+LOADS: dict[str, int] = {}
+
+
+def cached_catalogue(key: str, load: Callable[[], Catalogue]) -> Catalogue:
+    """The worker's catalogue for ``key``, loaded on first use only."""
+    with _LOCK:
+        if key not in _CACHE:
+            _CACHE[key] = load()
+            LOADS[key] = LOADS.get(key, 0) + 1
+        return _CACHE[key]
+
+
+def save_catalogue(path: str, catalogue: Catalogue) -> None:
+    arrays = {"item_ids": catalogue.item_ids.astype(str), "vectors": catalogue.vectors}
+    if catalogue.popularity is not None:
+        arrays["popularity"] = catalogue.popularity
+    with open(path, "wb") as fh:
+        np.savez(fh, **arrays)
+
+
+def load_catalogue(path: str) -> Catalogue:
+    with np.load(path, allow_pickle=False) as data:  # never unpickle
+        popularity = data["popularity"] if "popularity" in data.files else None
+        return Catalogue(item_ids=data["item_ids"], vectors=data["vectors"], popularity=popularity)
+
+
+def block_rows(n_items: int, block_mb: float) -> int:
+    """Users per block so that the block's score matrices (about 3 of users x items float32) fit."""
+    return max(1, int(block_mb * 2**20 // (max(n_items, 1) * 4 * 3)))
+
+
+def top_k(
+    users: np.ndarray,
+    segments: np.ndarray,
+    seen: list[np.ndarray],
+    catalogue: Catalogue,
+    k: int,
+    popularity_weight: float,
+    block_mb: float,
+) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """For each user row: (row, global item indices, scores, similarities, boosts), best first.
+
+    ``seen`` holds global item indices per user; ``segments`` the user's segment (-1: none).
+    """
+    n = len(catalogue.item_ids)
+    step = block_rows(n, block_mb)
+    use_boost = popularity_weight > 0 and catalogue.popularity is not None
+    for start in range(0, len(users), step):
+        block = users[start : start + step]
+        sims = block @ catalogue.vectors.T  # (b, n) float32: BLAS
+        boosts = np.zeros_like(sims)
+        if use_boost:
+            seg = segments[start : start + step]
+            has = seg >= 0
+            boosts[has] = popularity_weight * catalogue.popularity[:, seg[has]].T
+        scores = sims + boosts
+        for r in range(len(block)):
+            row = scores[r]
+            local_seen = seen[start + r] - catalogue.offset
+            local_seen = local_seen[(local_seen >= 0) & (local_seen < n)]
+            row[local_seen] = -np.inf
+            available = n - len(np.unique(local_seen))
+            take = min(k, available)
+            if take <= 0:
+                yield start + r, np.empty(0, np.int64), np.empty(0, np.float32), np.empty(0, np.float32), np.empty(0, np.float32)
+                continue
+            threshold = np.partition(row, n - take)[n - take]
+            candidates = np.flatnonzero(row >= threshold)
+            order = np.lexsort((candidates, -row[candidates]))[:take]
+            chosen = candidates[order]
+            yield (start + r, chosen + catalogue.offset, row[chosen], sims[r, chosen], boosts[r, chosen])
+
+
+def recommend_frame(
+    batch: pd.DataFrame,
+    catalogue: Catalogue,
+    k: int,
+    popularity_weight: float,
+    block_mb: float,
+) -> pd.DataFrame:
+    """One Arrow batch of users (user_id, vector, segment_id, seen) -> rows of OUTPUT_COLUMNS."""
+    if batch.empty:
+        return pd.DataFrame(columns=OUTPUT_COLUMNS)
+    users = np.stack(batch["vector"].to_numpy()).astype(np.float32)
+    segments = pd.to_numeric(batch["segment_id"], errors="coerce").fillna(-1).astype(np.int64).to_numpy()
+    seen = [np.asarray(s if s is not None else [], dtype=np.int64) for s in batch["seen"]]
+    ids = batch["user_id"].to_numpy()
+    parts = {c: [] for c in OUTPUT_COLUMNS}
+    for row, idx, score, sim, boost in top_k(users, segments, seen, catalogue, k, popularity_weight, block_mb):
+        local = idx - catalogue.offset
+        parts["user_id"].append(np.repeat(ids[row], len(idx)))
+        parts["rank"].append(np.arange(1, len(idx) + 1, dtype=np.int32))
+        parts["item_id"].append(catalogue.item_ids[local])
+        parts["score"].append(score.astype(np.float64))
+        parts["similarity"].append(sim.astype(np.float64))
+        parts["popularity_boost"].append(boost.astype(np.float64))
+    return pd.DataFrame({c: np.concatenate(v) if v else [] for c, v in parts.items()})[OUTPUT_COLUMNS]
