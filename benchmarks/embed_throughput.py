@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from common import local_spark, python_worker_peak_rss_mb  # noqa: E402
 
 WORDS = (
     "the a of and to in is it for on with as was at by this that from are be have or an they which one "
@@ -109,24 +109,6 @@ def int8_check(texts: list[str], model_dir: str, max_length: int) -> None:
           f"cosine to fp32 min {cosine.min():.4f} mean {cosine.mean():.4f} (kept only if min >= 0.99)")
 
 
-def python_worker_peak_rss_mb() -> float:
-    """Largest VmHWM (peak RSS) among Spark's Python worker processes still alive."""
-    peak = 0
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-            if b"pyspark.daemon" not in cmdline and b"pyspark.worker" not in cmdline:
-                continue
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    peak = max(peak, int(line.split()[1]))
-        except OSError:
-            continue
-    return peak / 1024
-
-
 def spark_encode(spark, texts: list[str], workdir: str, model_path: str, long_text: str) -> tuple[float, dict]:
     """(b): seconds for the embed stage over ``texts`` as items (validate first, untimed)."""
     from jobs.config import config_from_dict
@@ -177,16 +159,7 @@ def main() -> None:
     plain = {name: plain_encode(texts, model_dir, args.device, args.max_length) for name, texts in sets.items()}
     plain_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
-    from pyspark.sql import SparkSession
-
-    from jobs.session import local_defaults
-
-    master = f"local[{args.cores}]"
-    builder = SparkSession.builder.master(master).appName("embed-benchmark").config("spark.ui.enabled", "false")
-    for key, value in local_defaults(master, args.cores).items():
-        builder = builder.config(key, value)
-    spark = builder.config("spark.driver.memory", "4g").getOrCreate()
-    spark.sparkContext.setLogLevel("ERROR")
+    spark = local_spark("embed-benchmark", args.cores)
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

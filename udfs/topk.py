@@ -64,6 +64,14 @@ def block_rows(n_items: int, block_mb: float) -> int:
     return max(1, int(block_mb * 2**20 // (max(n_items, 1) * 4 * 3)))
 
 
+def _exact_row(row: np.ndarray, take: int) -> np.ndarray:
+    """Local indices of the ``take`` best scores of one row, ordered by (-score, index)."""
+    n = len(row)
+    threshold = np.partition(row, n - take)[n - take]
+    candidates = np.flatnonzero(row >= threshold)
+    return candidates[np.lexsort((candidates, -row[candidates]))[:take]]
+
+
 def top_k(
     users: np.ndarray,
     segments: np.ndarray,
@@ -72,8 +80,9 @@ def top_k(
     k: int,
     popularity_weight: float,
     block_mb: float,
-) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
-    """For each user row: (row, global item indices, scores, similarities, boosts), best first.
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """Per block of users, flat arrays ordered by user row then rank:
+    (user rows, global item indices, scores, similarities, boosts).
 
     ``seen`` holds global item indices per user; ``segments`` the user's segment (-1: none).
     """
@@ -82,6 +91,7 @@ def top_k(
     use_boost = popularity_weight > 0 and catalogue.popularity is not None
     for start in range(0, len(users), step):
         block = users[start : start + step]
+        b = len(block)
         sims = block @ catalogue.vectors.T  # (b, n) float32: BLAS
         boosts = np.zeros_like(sims)
         if use_boost:
@@ -89,21 +99,37 @@ def top_k(
             has = seg >= 0
             boosts[has] = popularity_weight * catalogue.popularity[:, seg[has]].T
         scores = sims + boosts
-        for r in range(len(block)):
-            row = scores[r]
-            local_seen = seen[start + r] - catalogue.offset
-            local_seen = local_seen[(local_seen >= 0) & (local_seen < n)]
-            row[local_seen] = -np.inf
-            available = n - len(np.unique(local_seen))
-            take = min(k, available)
-            if take <= 0:
-                yield start + r, np.empty(0, np.int64), np.empty(0, np.float32), np.empty(0, np.float32), np.empty(0, np.float32)
-                continue
-            threshold = np.partition(row, n - take)[n - take]
-            candidates = np.flatnonzero(row >= threshold)
-            order = np.lexsort((candidates, -row[candidates]))[:take]
-            chosen = candidates[order]
-            yield (start + r, chosen + catalogue.offset, row[chosen], sims[r, chosen], boosts[r, chosen])
+
+        local_seen = []
+        for s in seen[start : start + step]:
+            local = np.unique(s - catalogue.offset)
+            local_seen.append(local[(local >= 0) & (local < n)])
+        lengths = np.array([len(s) for s in local_seen])
+        if lengths.sum():
+            scores[np.repeat(np.arange(b), lengths), np.concatenate(local_seen)] = -np.inf
+        take = np.minimum(k, n - lengths)
+
+        # Fast path, whole block at once: the k best per row, ordered by (-score, index).
+        kk = min(k, n)
+        chosen = np.zeros((b, 0), dtype=np.int64)
+        if kk > 0:
+            chosen = np.argpartition(scores, n - kk, axis=1)[:, n - kk :]
+            values = np.take_along_axis(scores, chosen, axis=1)
+            chosen = np.take_along_axis(chosen, np.lexsort((chosen, -values), axis=1), axis=1)
+            kth = np.take_along_axis(scores, chosen[:, -1:], axis=1)[:, 0]
+            # Rows with a tie at the k-th score, or fewer unseen items than k, take the exact path.
+            slow = (take < kk) | ((scores >= kth[:, None]).sum(axis=1) > kk)
+        rows, picks = [], []
+        for r in range(b):
+            if kk > 0 and not slow[r]:
+                picks.append(chosen[r])
+            else:
+                picks.append(_exact_row(scores[r], int(take[r])) if take[r] > 0 else np.empty(0, np.int64))
+            rows.append(np.full(len(picks[-1]), start + r))
+        flat_rows = np.concatenate(rows) if rows else np.empty(0, np.int64)
+        flat = np.concatenate(picks) if picks else np.empty(0, np.int64)
+        local_rows = flat_rows - start
+        yield (flat_rows, flat + catalogue.offset, scores[local_rows, flat], sims[local_rows, flat], boosts[local_rows, flat])
 
 
 def recommend_frame(
@@ -121,12 +147,20 @@ def recommend_frame(
     seen = [np.asarray(s if s is not None else [], dtype=np.int64) for s in batch["seen"]]
     ids = batch["user_id"].to_numpy()
     parts = {c: [] for c in OUTPUT_COLUMNS}
-    for row, idx, score, sim, boost in top_k(users, segments, seen, catalogue, k, popularity_weight, block_mb):
-        local = idx - catalogue.offset
-        parts["user_id"].append(np.repeat(ids[row], len(idx)))
-        parts["rank"].append(np.arange(1, len(idx) + 1, dtype=np.int32))
-        parts["item_id"].append(catalogue.item_ids[local])
+    for rows, idx, score, sim, boost in top_k(users, segments, seen, catalogue, k, popularity_weight, block_mb):
+        parts["user_id"].append(ids[rows])
+        parts["rank"].append(_ranks(rows))
+        parts["item_id"].append(catalogue.item_ids[idx - catalogue.offset])
         parts["score"].append(score.astype(np.float64))
         parts["similarity"].append(sim.astype(np.float64))
         parts["popularity_boost"].append(boost.astype(np.float64))
-    return pd.DataFrame({c: np.concatenate(v) if v else [] for c, v in parts.items()})[OUTPUT_COLUMNS]
+    return pd.DataFrame({c: np.concatenate(v) for c, v in parts.items()})[OUTPUT_COLUMNS]
+
+
+def _ranks(rows: np.ndarray) -> np.ndarray:
+    """1, 2, 3... within each run of equal row numbers (rows are grouped, ranks in order)."""
+    if len(rows) == 0:
+        return np.empty(0, np.int32)
+    starts = np.r_[0, np.flatnonzero(np.diff(rows)) + 1]
+    run_start = np.repeat(starts, np.diff(np.r_[starts, len(rows)]))
+    return (np.arange(len(rows)) - run_start + 1).astype(np.int32)

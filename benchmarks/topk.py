@@ -1,0 +1,137 @@
+"""Top-k throughput: the recommend stage against ALS, a SQL cross join, and the matrix-multiply floor.
+
+    python benchmarks/topk.py                                   # quick: 5,000 users x 2,000 items x 384
+    python benchmarks/topk.py --users 50000 --items 20000       # the issue's large size (skips the cross join)
+
+Same user and item vectors, same k, one run, local[N]:
+  (a) this stage (broadcast plan, seen items masked), forced with Spark's no-op sink;
+  (b) Spark ML ALS recommendForAllUsers at the same rank (fitted with one iteration, untimed; only the
+      recommendation is timed), forced the same way;
+  (c) a plain Spark SQL cross join: dot product with zip_with/aggregate, then a window keeping the top k
+      (only below --crossjoin-max pairs: it is far too slow beyond);
+  (d) the floor: users x items x dims x 2 FLOPs at this machine's measured float32 matrix-multiply rate
+      (numpy, all cores), the time no exact top-k can beat.
+Prints a table, then the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import numpy as np
+import pandas as pd
+
+from common import local_spark, python_worker_peak_rss_mb
+
+
+def unit_rows(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
+    m = rng.standard_normal((n, dim)).astype(np.float32)
+    return m / np.linalg.norm(m, axis=1, keepdims=True)
+
+
+def matmul_gflops(dim: int) -> float:
+    """Measured float32 GEMM rate (GFLOP/s) with numpy's BLAS on all cores, best of 5."""
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((2048, dim)).astype(np.float32), rng.standard_normal((dim, 4096)).astype(np.float32)
+    a @ b  # warm-up
+    best = min(_timed(lambda: a @ b) for _ in range(5))
+    return 2 * 2048 * 4096 * dim / best / 1e9
+
+
+def _timed(fn) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def force(df) -> float:
+    """Seconds to compute every row of ``df`` (no output written)."""
+    return _timed(lambda: df.write.format("noop").mode("overwrite").save())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", type=int, default=5000)
+    parser.add_argument("--items", type=int, default=2000)
+    parser.add_argument("--dim", type=int, default=384)
+    parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--seen", type=int, default=20, help="interactions per user (masked by (a))")
+    parser.add_argument("--cores", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--crossjoin-max", type=float, default=2.5e7, help="largest users x items for (c)")
+    args = parser.parse_args()
+
+    from pyspark.ml.recommendation import ALS
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    from jobs.config import Recommend
+    from jobs.recommend import recommendations
+
+    rng = np.random.default_rng(7)
+    users, items = unit_rows(rng, args.users, args.dim), unit_rows(rng, args.items, args.dim)
+    events = pd.DataFrame(
+        {"user": np.repeat(np.arange(args.users), args.seen), "item": rng.integers(0, args.items, args.users * args.seen)}
+    ).drop_duplicates()
+    gflops = matmul_gflops(args.dim)
+
+    spark = local_spark("topk-benchmark", args.cores, driver_memory="6g")
+    user_df = spark.createDataFrame(
+        pd.DataFrame({"user_id": [f"u{i:07d}" for i in range(args.users)], "vector": list(users)}),
+        "user_id string, vector array<float>",
+    ).repartition(2 * args.cores).cache()
+    item_df = spark.createDataFrame(
+        pd.DataFrame({"item_id": [f"i{i:07d}" for i in range(args.items)], "vector": list(items)}),
+        "item_id string, vector array<float>",
+    ).cache()
+    event_df = spark.createDataFrame(
+        pd.DataFrame({"user_id": [f"u{u:07d}" for u in events.user], "item_id": [f"i{i:07d}" for i in events.item]})
+    ).cache()
+    user_df.count(), item_df.count(), event_df.count()
+
+    settings = Recommend(k=args.k, plan="broadcast")
+    recs, _ = recommendations(spark, user_df.limit(10), item_df, event_df, None, settings)
+    force(recs)  # warm-up: Python workers started, untimed
+    recs, _ = recommendations(spark, user_df, item_df, event_df, None, settings)
+    ours = force(recs)
+    worker_rss = python_worker_peak_rss_mb()
+
+    ratings = spark.createDataFrame(events.assign(rating=1.0)).cache()
+    als = ALS(rank=args.dim, maxIter=1, regParam=0.1, implicitPrefs=True, userCol="user", itemCol="item",
+              ratingCol="rating", seed=7, coldStartStrategy="drop")
+    model = als.fit(ratings)
+    model.userFactors.count(), model.itemFactors.count()
+    als_seconds = force(model.recommendForAllUsers(args.k))
+
+    pairs = args.users * args.items
+    cross_seconds = None
+    if pairs <= args.crossjoin_max:
+        u = user_df.select("user_id", F.col("vector").alias("u"))
+        i = item_df.select("item_id", F.col("vector").alias("v"))
+        dot = F.aggregate(F.zip_with("u", "v", lambda x, y: x * y), F.lit(0.0), lambda acc, x: acc + x)
+        scored = u.join(i, how="cross").select("user_id", "item_id", dot.alias("score"))
+        ranked = scored.withColumn(
+            "rank", F.row_number().over(Window.partitionBy("user_id").orderBy(F.desc("score"), "item_id"))
+        ).where(F.col("rank") <= args.k)
+        cross_seconds = force(ranked)
+    spark.stop()
+
+    floor = pairs * args.dim * 2 / (gflops * 1e9)
+    print(f"\ntop-{args.k}: {args.users} users x {args.items} items x {args.dim} dims, local[{args.cores}]")
+    print(f"{'side':<52}{'seconds':>10}")
+    print(f"{'(a) segrec recommend (broadcast plan)':<52}{ours:>10.2f}")
+    print(f"{'(b) ALS recommendForAllUsers, rank ' + str(args.dim):<52}{als_seconds:>10.2f}")
+    shown = f"{cross_seconds:>10.2f}" if cross_seconds is not None else f"{'skipped':>10}"
+    print(f"{'(c) Spark SQL cross join + window':<52}{shown}")
+    print(f"{'(d) floor: matmul at ' + format(gflops, '.1f') + ' GFLOP/s measured':<52}{floor:>10.2f}")
+    print(f"\npeak RSS of the largest Spark Python worker: {worker_rss:.0f} MB")
+    print("\nratios (targets: (b)/(a) >= 10, (a)/(d) <= 2):")
+    print(f"  ALS / ours          {als_seconds / ours:.1f}x")
+    if cross_seconds is not None:
+        print(f"  cross join / ours   {cross_seconds / ours:.1f}x")
+    print(f"  ours / floor        {ours / floor:.1f}x")
+
+
+if __name__ == "__main__":
+    main()
