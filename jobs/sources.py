@@ -53,6 +53,7 @@ def read_source(spark: SparkSession, name: str, source: _Source) -> DataFrame:
             # Whole-row values (multi-line quoted text) and malformed rows stay visible to validation.
             options.setdefault("multiLine", "true")
             options.setdefault("mode", "PERMISSIVE")
+            options.setdefault("escape", '"')  # RFC 4180: a quote inside quotes is doubled
         return reader.options(**options).load(source.path)
     except AnalysisException as exc:
         message = str(exc).splitlines()[0]
@@ -172,35 +173,28 @@ def mark_duplicates(df: DataFrame, key: str) -> DataFrame:
     return df.withColumn("_reason", F.when(duplicate, F.lit(DUPLICATE_ID)).otherwise(F.col("_reason")))
 
 
-def annotate_items(raw: DataFrame, source: ItemsSource) -> DataFrame:
+def annotate_entities(raw: DataFrame, source: ItemsSource | UsersSource, key: str, require_text: bool) -> DataFrame:
+    """Items or users: a clean id, the rendered text, and the first failing reason per row."""
     cols = source.columns
     df = with_raw(raw).select(
-        clean_id(_col(cols.id)).alias("item_id"),
+        clean_id(_col(cols.id)).alias(key),
         text_column(raw, cols.text, source.text_separator).alias("text"),
         "_raw",
         "_ordinal",
     )
-    df = df.withColumn(
-        "_reason",
-        first_reason(
-            (F.col("item_id").isNull(), MISSING_ID),
-            (F.lit(bool(cols.text)) & F.col("text").isNull(), EMPTY_TEXT),
-        ),
-    )
-    return mark_duplicates(df, "item_id")
+    checks = [(F.col(key).isNull(), MISSING_ID)]
+    if require_text and cols.text:
+        checks.append((F.col("text").isNull(), EMPTY_TEXT))
+    return mark_duplicates(df.withColumn("_reason", first_reason(*checks)), key)
+
+
+def annotate_items(raw: DataFrame, source: ItemsSource) -> DataFrame:
+    return annotate_entities(raw, source, "item_id", require_text=True)
 
 
 def annotate_users(raw: DataFrame, source: UsersSource) -> DataFrame:
-    cols = source.columns
-    df = with_raw(raw).select(
-        clean_id(_col(cols.id)).alias("user_id"),
-        # A user's own text is optional: a user with none is still known and keeps their interactions.
-        text_column(raw, cols.text, source.text_separator).alias("text"),
-        "_raw",
-        "_ordinal",
-    )
-    df = df.withColumn("_reason", first_reason((F.col("user_id").isNull(), MISSING_ID)))
-    return mark_duplicates(df, "user_id")
+    # A user's own text is optional: a user with none is still known and keeps their interactions.
+    return annotate_entities(raw, source, "user_id", require_text=False)
 
 
 def parse_rating(column: Column, dtype: T.DataType) -> Column:

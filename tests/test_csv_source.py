@@ -1,0 +1,43 @@
+"""A CSV interactions file with hostile ids and string ratings, read through the real reader."""
+
+import pytest
+
+from jobs import sources
+from jobs.config import config_from_dict
+
+CSV = '''user,item,stars,review
+"u,1",a,5,"Great, really ""great"""
+"u
+2",a,4.5,"multi
+line review"
+u3,a,five,<b>bad</b>
+u4,a,,fine
+u5,b,3,
+'''
+
+
+@pytest.fixture
+def config(tmp_path):
+    path = tmp_path / "events.csv"
+    path.write_text(CSV, encoding="utf-8")
+    return config_from_dict({"inputs": {
+        "items": {"path": "-", "columns": {"id": "id"}},
+        "interactions": {"path": str(path), "format": "csv",
+                         "columns": {"user_id": "user", "item_id": "item", "rating": "stars", "text": ["review"]}},
+    }})
+
+
+def test_csv_quotes_commas_newlines_and_string_ratings(spark, config):
+    source = config.inputs.interactions
+    raw = sources.read_source(spark, "interactions", source)
+    sources.check_columns(raw, "interactions", source, sources.roles_for("interactions", source))
+    known = spark.createDataFrame([("a",), ("b",)], "item_id string")
+    annotated = sources.annotate_interactions(raw, source, known, None)
+    counts = sources.count_reasons(annotated)
+    assert counts.as_dict() == {"rows_in": 5, "kept": 3, "rejected": 2, "rejected_by_reason": {"invalid_rating": 2}}
+    kept, _ = sources.split(annotated, "interactions")
+    rows = {r.user_id: r for r in kept.collect()}
+    assert set(rows) == {"u,1", "u\n2", "u5"}
+    assert rows["u,1"].text == 'Great, really "great"' and rows["u,1"].rating == 5.0
+    assert rows["u\n2"].text == "multi line review" and rows["u\n2"].rating == 4.5
+    assert rows["u5"].text is None
