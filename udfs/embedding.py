@@ -7,10 +7,12 @@ from collections.abc import Iterator
 import pandas as pd
 
 from udfs.encoder import EncoderSettings, get_encoder
+from udfs.faults import maybe_fail
 
 
 def embed_batches(settings: EncoderSettings, batches: Iterator[pd.Series]) -> Iterator[pd.Series]:
     """Vectors (float32 arrays) for each batch of texts, in order; a null text gives a null vector."""
+    maybe_fail("embed")  # test hook, off unless SEGREC_FAULT_DIR is set
     encoder = get_encoder(settings)  # once per worker: cached across tasks and batches
     for texts in batches:
         present = texts.notna().to_numpy()

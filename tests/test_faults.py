@@ -1,0 +1,93 @@
+"""Faults a nightly job meets: a Python worker dying mid-task, and the whole run killed mid-write."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from jobs.synthetic import config_dict, generate, write_parquet
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parent.parent
+STAGES = "import sys; from jobs.cli import main; sys.exit(main(['validate', '--conf', sys.argv[1]]) or main(['embed', '--conf', sys.argv[1]]))"
+
+
+def write_conf(tmp_path, tiny_model_dir, name):
+    data = generate(n_users=60, items_per_persona=10, seed=3)
+    paths = write_parquet(data, str(tmp_path / "in"))
+    conf = config_dict(paths, str(tmp_path / name), model_path=tiny_model_dir)
+    conf["spark"] = {"master": "local[2,4]", "driver_memory": "1g"}  # up to 4 attempts per task
+    conf["embed"] = {"partitions": 4}
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(conf))
+    return path
+
+
+def launch(conf, env=None, wait=True):
+    environment = dict(os.environ, PYSPARK_PYTHON=sys.executable, **(env or {}))
+    command = [sys.executable, "-c", STAGES, str(conf)]
+    if wait:
+        return subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=600)
+    return subprocess.Popen(command, cwd=ROOT, env=environment, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def vectors(out: Path, name: str, key: str) -> pd.DataFrame:
+    frame = pd.read_parquet(out / name)
+    return frame.sort_values([key, "text_hash"]).reset_index(drop=True)
+
+
+def test_worker_death_is_retried_with_identical_outputs(tmp_path, tiny_model_dir):
+    clean_conf = write_conf(tmp_path, tiny_model_dir, "clean")
+    faulty_conf = write_conf(tmp_path, tiny_model_dir, "faulty")
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    clean = launch(clean_conf)
+    assert clean.returncode == 0, clean.stderr[-2000:]
+    faulty = launch(faulty_conf, env={"SEGREC_FAULT_DIR": str(markers)})
+    assert faulty.returncode == 0, faulty.stderr[-2000:]
+    assert len(os.listdir(markers)) >= 1  # workers really died
+    for name, key in (("item_vectors", "item_id"), ("text_vectors", "user_id")):
+        a, b = vectors(tmp_path / "clean", name, key), vectors(tmp_path / "faulty", name, key)
+        assert len(b) == len(a) and not b.duplicated([key, "text_hash"]).any()
+        assert a[key].tolist() == b[key].tolist()
+        np.testing.assert_allclose(np.stack(a["vector"]), np.stack(b["vector"]), atol=1e-6)
+    manifest = json.loads((tmp_path / "faulty" / "manifest.json").read_text())
+    assert manifest["status"] == "succeeded" and manifest["stages"]["embed"]["embedded"] > 0
+
+
+def test_a_killed_run_leaves_the_previous_outputs_and_no_success_claim(tmp_path, tiny_model_dir):
+    conf = write_conf(tmp_path, tiny_model_dir, "out")
+    first = launch(conf)
+    assert first.returncode == 0, first.stderr[-2000:]
+    out = tmp_path / "out"
+    before = json.loads((out / "manifest.json").read_text())
+    items_before = vectors(out, "item_vectors", "item_id")
+    runs_before = set(os.listdir(out / "_runs"))
+
+    process = launch(conf, wait=False)
+    deadline = time.time() + 300
+    staging = out / "_staging"
+    while time.time() < deadline and process.poll() is None:
+        if staging.exists() and any(staging.iterdir()):
+            break  # a dataset is being written right now
+        time.sleep(0.05)
+    assert process.poll() is None, "the run ended before it could be killed"
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=60)
+
+    after = json.loads((out / "manifest.json").read_text())
+    assert after["run_id"] == before["run_id"] and after["status"] == "succeeded"
+    killed = [r for r in os.listdir(out / "_runs") if r not in runs_before]
+    assert len(killed) == 1
+    assert json.loads((out / "_runs" / killed[0] / "manifest.json").read_text())["status"] == "running"
+    pd.testing.assert_frame_equal(vectors(out, "item_vectors", "item_id"), items_before)
+    assert len(pd.read_parquet(out / "items")) == len(items_before)
