@@ -58,7 +58,7 @@ class RunManifest:
 
     def record_source(self, name: str, counts: dict[str, Any]) -> None:
         self.data["sources"][name] = counts
-        self.data["rejects_by_reason"][name] = counts["rejected_by_reason"]
+        self.data["rejects_by_reason"][name] = dict(counts["rejected_by_reason"])
 
     def record_stage(self, name: str, **figures: Any) -> None:
         self.data["stages"].setdefault(name, {}).update(figures)

@@ -21,7 +21,7 @@ def write(tmp_path, data):
 def test_local_default_config_loads_with_typed_values():
     config = load_config("conf/local.yaml")
     assert isinstance(config, Config)
-    assert config.spark.master == "local[*]"
+    assert config.spark.master == "local[*,2]"
     assert config.inputs.items.columns.text == ["title", "year", "genres"]
     assert config.inputs.interactions.columns.rating == "rating"
     assert config.demo.dataset == "movielens100k"
