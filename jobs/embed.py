@@ -152,6 +152,9 @@ def run(ctx: RunContext) -> dict[str, int]:
             ctx.manifest.record_output(name)
 
         texts_distinct = needed.count()
+        item_counts = items.agg(
+            F.count("text").alias("with_text"), F.sum(F.col("text").isNull().cast("int")).alias("without_text")
+        ).first()
         figures.update(
             model_id=model_id,
             texts_distinct=texts_distinct,
@@ -159,9 +162,9 @@ def run(ctx: RunContext) -> dict[str, int]:
             reused=texts_distinct - embedded,
             item_vectors=store.read("item_vectors").count(),
             text_vectors=store.read("text_vectors").count(),
-            items_without_text=items.where(F.col("text").isNull()).count(),
+            items_without_text=item_counts["without_text"] or 0,
         )
-        check_reconciled(figures, items_t.count(), users_t.count())
+        check_reconciled(figures, item_counts["with_text"], users_t.count())
     return figures
 
 

@@ -174,14 +174,15 @@ def representative_items(item_vectors: DataFrame, items: DataFrame, centroids: n
     return top_n(labelled, n, [F.desc("sim"), F.asc("item_id")], "representative_items", F.col("item"))
 
 
-def engaged_items(segments: DataFrame, interactions: DataFrame, items: DataFrame, n: int) -> DataFrame:
+def engaged_items(segments: DataFrame, interactions: DataFrame, items: DataFrame, n: int, total: int) -> DataFrame:
     """(segment_id, engaged_items): items most engaged with in the segment, each with its lift.
+
+    ``total`` is the number of users in all segments.
 
     lift = (share of the segment's users engaging with the item) / (share of all users doing so).
     """
     pairs = engaged(interactions).join(segments.select("user_id", "segment_id"), on="user_id", how="inner").distinct()
     sizes = segments.groupBy("segment_id").agg(F.count("*").alias("size"))
-    total = segments.count()
     overall = pairs.groupBy("item_id").agg(F.count("*").alias("all_users"))
     counts = pairs.groupBy("segment_id", "item_id").agg(F.count("*").alias("users"))
     scored = (
@@ -213,7 +214,7 @@ def summarise(
     return (
         sizes.join(label_terms(segments, users, items, interactions, settings.label_terms), on="segment_id", how="left")
         .join(representative_items(item_vectors, items, centroids, settings.top_items), on="segment_id", how="left")
-        .join(engaged_items(segments, interactions, items, settings.top_items), on="segment_id", how="left")
+        .join(engaged_items(segments, interactions, items, settings.top_items, total), on="segment_id", how="left")
         .join(nearest_segments(spark, centroids), on="segment_id", how="left")
         .orderBy("segment_id")
     )
