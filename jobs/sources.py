@@ -21,6 +21,7 @@ from jobs.errors import InputError
 from udfs.text import render_frame
 
 # Reason codes written to `rejects`.
+INVALID_ENCODING = "invalid_encoding"
 MISSING_ID = "missing_id"
 DUPLICATE_ID = "duplicate_id"
 EMPTY_TEXT = "empty_text"
@@ -157,6 +158,11 @@ def with_raw(df: DataFrame) -> DataFrame:
     )
 
 
+def undecodable() -> Column:
+    """True when the row held bytes that were not valid UTF-8: readers decode them to U+FFFD."""
+    return F.instr(F.col("_raw"), "\ufffd") > 0
+
+
 def first_reason(*checks: tuple[Column, str]) -> Column:
     """The reason of the first failing check, in order; null when every check passes."""
     expr = None
@@ -182,7 +188,7 @@ def annotate_entities(raw: DataFrame, source: ItemsSource | UsersSource, key: st
         "_raw",
         "_ordinal",
     )
-    checks = [(F.col(key).isNull(), MISSING_ID)]
+    checks = [(undecodable(), INVALID_ENCODING), (F.col(key).isNull(), MISSING_ID)]
     if require_text and cols.text:
         checks.append((F.col("text").isNull(), EMPTY_TEXT))
     return mark_duplicates(df.withColumn("_reason", first_reason(*checks)), key)
@@ -262,6 +268,7 @@ def annotate_interactions(
     df = df.withColumn(
         "_reason",
         first_reason(
+            (undecodable(), INVALID_ENCODING),
             (F.col("user_id").isNull(), MISSING_USER_ID),
             (F.col("item_id").isNull(), MISSING_ITEM_ID),
             (bad_rating, INVALID_RATING),

@@ -41,3 +41,18 @@ def test_csv_quotes_commas_newlines_and_string_ratings(spark, config):
     assert rows["u,1"].text == 'Great, really "great"' and rows["u,1"].rating == 5.0
     assert rows["u\n2"].text == "multi line review" and rows["u\n2"].rating == 4.5
     assert rows["u5"].text is None
+
+
+def test_invalid_utf8_rows_are_rejected_not_mangled(spark, tmp_path):
+    path = tmp_path / "items.csv"
+    path.write_bytes(b"item_id,title\n1,ok title\n2,bad \xff\xfe bytes\n3,caf\xc3\xa9\n")
+    config = config_from_dict({"inputs": {
+        "items": {"path": str(path), "format": "csv", "columns": {"id": "item_id", "text": ["title"]}},
+        "interactions": {"path": "-", "columns": {"user_id": "u", "item_id": "i"}},
+    }})
+    raw = sources.read_source(spark, "items", config.inputs.items)
+    annotated = sources.annotate_items(raw, config.inputs.items)
+    assert sources.count_reasons(annotated).as_dict()["rejected_by_reason"] == {"invalid_encoding": 1}
+    kept, rejects = sources.split(annotated, "items")
+    assert dict(kept.collect()) == {"1": "ok title", "3": "café"}
+    assert rejects.collect()[0].id == "2"

@@ -121,3 +121,23 @@ def test_device_choice_from_task_resources(caplog, monkeypatch):
 def test_outside_spark_the_slot_has_no_gpu():
     slot = device.current_slot()
     assert slot.gpu_addresses == () and slot.cpus >= 1
+
+
+def test_ten_megabyte_text_is_chunked_under_the_token_budget(tiny_model_dir):
+    from udfs.text import normalize_text
+
+    enc = Encoder(EncoderSettings(model_path=tiny_model_dir, max_length=128, chunk_overlap=0, token_budget=4096))
+    text = normalize_text("hiking boots <b>tent</b> camping\x00 " * 300_000)  # 10.5 MB before cleaning
+    padded_sizes = []
+    forward = enc._forward
+
+    def counting(windows):
+        padded_sizes.append(len(windows) * max(len(w) for w in windows))
+        return forward(windows)
+
+    enc._forward = counting
+    vectors = enc.encode([text, "guitar"])
+    assert len(padded_sizes) > 100 and max(padded_sizes) <= 4096  # memory per forward pass is bounded
+    assert np.isfinite(vectors).all()
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(vectors[1], enc.encode(["guitar"])[0], atol=1e-5)
