@@ -104,3 +104,16 @@ def test_a_source_with_nothing_valid_stops_the_run(spark, workspace, capsys):
     statuses = [json.loads((manifest_dir / r / "manifest.json").read_text())["status"] for r in os.listdir(manifest_dir)]
     assert statuses == ["failed"]
     assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_secrets_from_the_environment_stay_out_of_manifests_and_output(spark, workspace, capsys, monkeypatch):
+    tmp_path, conf, _, _ = workspace
+    monkeypatch.setenv("WAREHOUSE_PASSWORD", "s3cr3t-value")
+    conf["spark"]["conf"] = {"spark.segrec.test.password": "${WAREHOUSE_PASSWORD}"}
+    assert run_cli(tmp_path, conf, "validate") == 0
+    assert spark.conf.get("spark.segrec.test.password") == "s3cr3t-value"  # the run itself gets it
+    out = tmp_path / "out"
+    written = [p.read_text() for p in out.rglob("manifest.json")]
+    assert written and all("s3cr3t-value" not in text for text in written)
+    captured = capsys.readouterr()
+    assert "s3cr3t-value" not in captured.out + captured.err
