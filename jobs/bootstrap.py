@@ -2,6 +2,7 @@
 
     python3 -m jobs.bootstrap run     # set up .venv, run the main job on the embedded default
     python3 -m jobs.bootstrap test    # set up .venv with test extras, run the tests (pytest)
+    python3 -m jobs.bootstrap package # set up .venv, build dist/ for spark-submit
 
 Standard library only, so it runs before anything is installed. Idempotent: a step whose result is
 already there is skipped. torch is installed first and explicitly: the CUDA build only where a GPU
@@ -154,7 +155,7 @@ def setup(extras: str) -> None:
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in ("run", "test", "setup"):
+    if not argv or argv[0] not in ("run", "test", "setup", "package"):
         print(__doc__)
         return 2
     action, rest = argv[0], argv[1:]
@@ -165,6 +166,8 @@ def main(argv: list[str]) -> int:
         return 0
     if action == "run":
         cmd = [str(venv_python()), "-m", "jobs.cli", *(rest or ["run"])]
+    elif action == "package":
+        cmd = [str(venv_python()), "-m", "jobs.package", *rest]
     else:
         cmd = [str(venv_python()), "-m", "pytest", *rest]
     say("$ " + " ".join(cmd))

@@ -70,6 +70,8 @@ def get_spark(config: Config) -> SparkSession:
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(config.spark.log_level)
+    # Runtime settings every segrec session wants, local or spark-submit: Arrow for pandas transfers.
+    spark.conf.set("spark.sql.execution.arrow.pyspark.enabled", "true")
     return spark
 
 

@@ -1,0 +1,40 @@
+"""Build what spark-submit needs: the code as a zip for --py-files, and the entry script.
+
+    python -m jobs.package [DIST]        # default dist/
+
+Writes DIST/segrec-<version>.zip (the ``jobs`` and ``udfs`` packages) and DIST/segrec_main.py.
+Executors need the third-party dependencies too (pyspark's Python side, torch, transformers, pandas,
+pyarrow, numpy, pyyaml, pydantic, scipy and the model package): install them in the cluster's Python
+environment (image, bootstrap action, Databricks cluster library), or ship a packed virtual
+environment with --archives and point PYSPARK_PYTHON at it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import zipfile
+from pathlib import Path
+
+import jobs
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("jobs", "udfs")
+
+
+def build(dist: Path) -> dict[str, Path]:
+    dist.mkdir(parents=True, exist_ok=True)
+    archive = dist / f"segrec-{jobs.__version__}.zip"
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for package in PACKAGES:
+            for source in sorted((ROOT / package).rglob("*.py")):
+                zf.write(source, source.relative_to(ROOT).as_posix())
+    main = dist / "segrec_main.py"
+    shutil.copyfile(ROOT / "jobs" / "spark_submit.py", main)
+    return {"py_files": archive, "main": main}
+
+
+if __name__ == "__main__":
+    built = build(Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "dist")
+    for role, path in built.items():
+        print(f"{role}: {path}")
