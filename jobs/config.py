@@ -10,13 +10,14 @@
 from __future__ import annotations
 
 import difflib
+from datetime import date
 import os
 import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from jobs.errors import ConfigError
 
@@ -182,6 +183,16 @@ class Recommend(_Section):
 class Output(_Section):
     path: str = "output"
     format: Literal["parquet", "delta"] = "parquet"
+    run_date: str | None = Field(
+        None, pattern=r"^\d{4}-\d{2}-\d{2}$",
+        description="write (and read) every dataset's run_date=<date> partition; re-runs replace only that date",
+    )
+
+    @field_validator("run_date", mode="before")
+    @classmethod
+    def _date_as_text(cls, value: Any) -> Any:
+        # YAML reads an unquoted 2026-11-23 as a date: take it as the ISO text it was written as.
+        return value.isoformat() if isinstance(value, date) else value
 
 
 class Config(_Section):

@@ -109,10 +109,14 @@ class OutputStore:
         self.spark = spark
         self.root = output.path.rstrip("/")
         self.format = output.format
+        self.run_date = output.run_date
         self.run_id = run_id
         self.fs = _filesystem(spark, self.root)
 
     def path(self, name: str) -> str:
+        """Where dataset ``name`` lives: its run_date partition when the run has a date."""
+        if self.run_date:
+            return f"{self.root}/{name}/run_date={self.run_date}"
         return f"{self.root}/{name}"
 
     def exists(self, name: str) -> bool:
@@ -172,8 +176,10 @@ class OutputStore:
 
     def _swap(self, staging: str, target: str) -> None:
         # Two renames: the old dataset moves aside, the new one takes its name, the old one goes.
-        # A crash between them leaves the old data under <name>.previous-<run id>, never a partial one.
-        previous = f"{target}.previous-{self.run_id}"
+        # A crash between them leaves the old data under _staging/, never a partial one under a real
+        # name (and nothing a partitioned reader of the dataset would mistake for a partition).
+        previous = f"{staging}-previous"
+        self.fs.mkdirs(target.rsplit("/", 1)[0])
         if self.fs.exists(target):
             self.fs.rename(target, previous)
         self.fs.rename(staging, target)

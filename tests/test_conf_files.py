@@ -26,3 +26,9 @@ def test_gpu_snippets_share_each_gpu_between_tasks(path):
     # tasks per executor by GPU == tasks per executor by cores: neither resource idles
     assert executor / task == cores
     assert settings["spark.python.worker.reuse"].strip() == "true"
+
+
+def test_airflow_dag_compiles():
+    import py_compile
+
+    py_compile.compile(str(CONF / "airflow" / "segrec_nightly.py"), doraise=True)

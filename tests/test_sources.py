@@ -164,3 +164,14 @@ def test_missing_path_is_named(spark, config, tmp_path):
     source = config.inputs.items.model_copy(update={"path": str(tmp_path / "nope.parquet")})
     with pytest.raises(InputError, match=r"items: input path not found: .*nope\.parquet"):
         sources.read_source(spark, "items", source)
+
+
+def test_a_catalog_table_is_a_source(spark, config):
+    spark.createDataFrame([("t1", "Tent", "Camping")], "item_id string, title string, genres string") \
+        .createOrReplaceTempView("catalog_items")
+    source = config.inputs.items.model_copy(update={"path": None, "table": "catalog_items"})
+    raw = sources.read_source(spark, "items", source)
+    kept, _ = sources.split(sources.annotate_items(raw, source), "items")
+    assert kept.collect()[0].asDict() == {"item_id": "t1", "text": "Tent. Camping"}
+    with pytest.raises(InputError, match="items: table not found: no_such_table"):
+        sources.read_source(spark, "items", source.model_copy(update={"table": "no_such_table"}))
