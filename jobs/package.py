@@ -2,7 +2,9 @@
 
     python -m jobs.package [DIST]        # default dist/
 
-Writes DIST/segrec-<version>.zip (the ``jobs`` and ``udfs`` packages) and DIST/segrec_main.py.
+Writes DIST/segrec-<version>.zip (the ``jobs`` and ``udfs`` packages, for --py-files),
+DIST/segrec_main.py (the entry script) and DIST/segrec-<version>-py3-none-any.whl (for cluster
+libraries, e.g. Databricks; built by pip, without dependencies).
 Executors need the third-party dependencies too (pyspark's Python side, torch, transformers, pandas,
 pyarrow, numpy, pyyaml, pydantic, scipy and the model package): install them in the cluster's Python
 environment (image, bootstrap action, Databricks cluster library), or ship a packed virtual
@@ -12,6 +14,7 @@ environment with --archives and point PYSPARK_PYTHON at it.
 from __future__ import annotations
 
 import shutil
+import subprocess
 import sys
 import zipfile
 from pathlib import Path
@@ -22,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("jobs", "udfs")
 
 
-def build(dist: Path) -> dict[str, Path]:
+def build(dist: Path, wheel: bool = False) -> dict[str, Path]:
     dist.mkdir(parents=True, exist_ok=True)
     archive = dist / f"segrec-{jobs.__version__}.zip"
     with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
@@ -31,10 +34,16 @@ def build(dist: Path) -> dict[str, Path]:
                 zf.write(source, source.relative_to(ROOT).as_posix())
     main = dist / "segrec_main.py"
     shutil.copyfile(ROOT / "jobs" / "spark_submit.py", main)
-    return {"py_files": archive, "main": main}
+    built = {"py_files": archive, "main": main}
+    if wheel:
+        subprocess.run(
+            [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(dist), str(ROOT)], check=True
+        )
+        built["wheel"] = next(dist.glob(f"segrec-{jobs.__version__}-*.whl"))
+    return built
 
 
 if __name__ == "__main__":
-    built = build(Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "dist")
+    built = build(Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "dist", wheel=True)
     for role, path in built.items():
         print(f"{role}: {path}")

@@ -32,3 +32,17 @@ def test_airflow_dag_compiles():
     import py_compile
 
     py_compile.compile(str(CONF / "airflow" / "segrec_nightly.py"), doraise=True)
+
+
+def test_databricks_job_runs_every_stage_in_order_on_the_stage_notebook():
+    import json
+
+    job = json.loads((CONF / "databricks" / "job.json").read_text())
+    stages = [t["notebook_task"]["base_parameters"]["stage"] for t in job["tasks"]]
+    assert stages == ["validate", "embed", "profile", "segment", "recommend"]
+    for before, task in zip(job["tasks"], job["tasks"][1:]):
+        assert task["depends_on"] == [{"task_key": before["task_key"]}]
+    notebook = CONF.parent / (job["tasks"][0]["notebook_task"]["notebook_path"].split("/segrec/", 1)[1] + ".py")
+    assert notebook.read_text().startswith("# Databricks notebook source")
+    clusters = {c["job_cluster_key"]: c["new_cluster"] for c in job["job_clusters"]}
+    assert float(clusters["gpu"]["spark_conf"]["spark.task.resource.gpu.amount"]) == 0.25

@@ -1,0 +1,49 @@
+# Databricks notebook source
+# MAGIC %md
+# MAGIC # segrec: one stage (or the whole run) on Databricks
+# MAGIC
+# MAGIC Uses the notebook's existing `spark` and the same functions as the `segrec` CLI. Widgets: the
+# MAGIC run config, the stage, the input tables, the output location and the run date. The cluster needs
+# MAGIC the segrec wheel (or zip) and its dependencies as cluster libraries; GPU clusters get the task's
+# MAGIC GPU automatically (see conf/databricks/job.json).
+
+# COMMAND ----------
+
+dbutils.widgets.text("config", "/Workspace/Repos/segrec/conf/cluster.example.yaml", "Run config (YAML)")  # noqa: F821
+dbutils.widgets.dropdown(  # noqa: F821
+    "stage", "run", ["run", "validate", "embed", "profile", "segment", "recommend"], "Stage"
+)
+dbutils.widgets.text("items_table", "", "Items table (blank: as in the config)")  # noqa: F821
+dbutils.widgets.text("interactions_table", "", "Interactions table (blank: as in the config)")  # noqa: F821
+dbutils.widgets.text("users_table", "", "Users table (blank: as in the config)")  # noqa: F821
+dbutils.widgets.text("output_path", "", "Output location (blank: as in the config)")  # noqa: F821
+dbutils.widgets.text("run_date", "", "Run date YYYY-MM-DD (blank: none)")  # noqa: F821
+
+# COMMAND ----------
+
+from jobs.config import load_config  # noqa: E402
+from jobs.pipeline import execute  # noqa: E402
+from jobs.segment import format_table  # noqa: E402
+from jobs.session import get_spark  # noqa: E402
+
+widget = dbutils.widgets.get  # noqa: F821
+overrides = []
+for source in ("items", "interactions", "users"):
+    if widget(f"{source}_table"):
+        overrides += [f"inputs.{source}.table={widget(f'{source}_table')}", f"inputs.{source}.path="]
+if widget("output_path"):
+    overrides.append(f"output.path={widget('output_path')}")
+if widget("run_date"):
+    overrides.append(f"output.run_date={widget('run_date')}")
+
+config = load_config(widget("config"), overrides)
+session = get_spark(config)  # the notebook's own session, reused
+manifest = execute(session, config, widget("stage"))
+print(manifest.data["run_id"], manifest.data["status"])
+
+# COMMAND ----------
+
+if manifest.data.get("segments"):
+    print(format_table(manifest.data["segments"]))
+if manifest.data.get("sample_recommendations"):
+    display(spark.createDataFrame(manifest.data["sample_recommendations"]))  # noqa: F821
