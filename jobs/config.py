@@ -181,8 +181,9 @@ class Recommend(_Section):
 
 
 class Output(_Section):
-    path: str = "output"
-    format: Literal["parquet", "delta"] = "parquet"
+    path: str = Field("output", description="datasets (unless format is table), models, manifests, staging")
+    format: Literal["parquet", "delta", "table"] = Field("parquet", description="table: catalog tables")
+    database: str | None = Field(None, description="format table: the catalog database (None: the current one)")
     run_date: str | None = Field(
         None, pattern=r"^\d{4}-\d{2}-\d{2}$",
         description="write (and read) every dataset's run_date=<date> partition; re-runs replace only that date",

@@ -15,6 +15,7 @@ import shutil
 from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 from pyspark.sql.utils import AnalysisException
 
 from jobs.config import Output
@@ -109,6 +110,9 @@ class OutputStore:
         self.spark = spark
         self.root = output.path.rstrip("/")
         self.format = output.format
+        # Staging and models are files even when datasets are catalog tables.
+        self.file_format = "parquet" if output.format == "table" else output.format
+        self.database = output.database
         self.run_date = output.run_date
         self.run_id = run_id
         self.fs = _filesystem(spark, self.root)
@@ -119,14 +123,28 @@ class OutputStore:
             return f"{self.root}/{name}/run_date={self.run_date}"
         return f"{self.root}/{name}"
 
+    def table(self, name: str) -> str:
+        return f"{self.database}.{name}" if self.database else name
+
     def exists(self, name: str) -> bool:
+        if self.format == "table":
+            if not self.spark.catalog.tableExists(self.table(name)):
+                return False
+            return not self.run_date or self.spark.table(self.table(name)).where(
+                F.col("run_date") == F.lit(self.run_date).cast("date")).limit(1).count() > 0
         return self.fs.exists(self.path(name))
 
     def read(self, name: str, needed_by: str = "") -> DataFrame:
         if not self.exists(name):
             who = f" (needed by {needed_by})" if needed_by else ""
-            raise InputError(f"output '{name}' not found under {self.root}{who}: run the stage that writes it first")
+            where = f"table {self.table(name)}" if self.format == "table" else self.root
+            raise InputError(f"output '{name}' not found in {where}{who}: run the stage that writes it first")
         try:
+            if self.format == "table":
+                df = self.spark.table(self.table(name))
+                if self.run_date:
+                    df = df.where(F.col("run_date") == F.lit(self.run_date).cast("date")).drop("run_date")
+                return df
             return self.spark.read.format(self.format).load(self.path(name))
         except AnalysisException as exc:
             raise InputError(f"cannot read output '{name}' at {self.path(name)}: {str(exc).splitlines()[0]}") from None
@@ -150,10 +168,37 @@ class OutputStore:
         for name, df in frames.items():
             staging = self.staging_path(name)
             self.fs.delete(staging)
-            df.write.format(self.format).mode("overwrite").save(staging)
+            df.write.format(self.file_format).mode("overwrite").save(staging)
             staged[name] = staging
         for name, staging in staged.items():
-            self._swap(staging, self.path(name))
+            if self.format == "table":
+                self._replace_table(name, self.spark.read.format(self.file_format).load(staging))
+                self.fs.delete(staging)
+            else:
+                self._swap(staging, self.path(name))
+
+    def _replace_table(self, name: str, df: DataFrame) -> None:
+        """A dated run overwrites its run_date partition only; an undated one swaps the whole table."""
+        target = self.table(name)
+        if self.run_date:
+            df = df.withColumn("run_date", F.lit(self.run_date).cast("date"))
+            if not self.spark.catalog.tableExists(target):
+                df.write.format("parquet").partitionBy("run_date").saveAsTable(target)
+                return
+            previous = self.spark.conf.get("spark.sql.sources.partitionOverwriteMode")
+            self.spark.conf.set("spark.sql.sources.partitionOverwriteMode", "dynamic")
+            try:
+                df.select(*self.spark.table(target).columns).write.insertInto(target, overwrite=True)
+            finally:
+                self.spark.conf.set("spark.sql.sources.partitionOverwriteMode", previous)
+            return
+        suffix = self.run_id.replace("-", "_").lower()
+        fresh, old = self.table(f"{name}__new_{suffix}"), self.table(f"{name}__old_{suffix}")
+        df.write.format("parquet").saveAsTable(fresh)
+        if self.spark.catalog.tableExists(target):
+            self.spark.sql(f"ALTER TABLE {target} RENAME TO {old}")
+        self.spark.sql(f"ALTER TABLE {fresh} RENAME TO {target}")
+        self.spark.sql(f"DROP TABLE IF EXISTS {old}")
 
     def staging_path(self, name: str) -> str:
         return f"{self.root}/{STAGING}/{name}-{self.run_id}"
@@ -161,8 +206,8 @@ class OutputStore:
     def write_staged(self, df: DataFrame, name: str) -> DataFrame:
         """Materialise ``df`` once under staging (not an output) and return it read back."""
         staging = self.staging_path(name)
-        df.write.format(self.format).mode("overwrite").save(staging)
-        return self.spark.read.format(self.format).load(staging)
+        df.write.format(self.file_format).mode("overwrite").save(staging)
+        return self.spark.read.format(self.file_format).load(staging)
 
     def save_model(self, model, name: str) -> None:
         """Save a Spark ML model (its own persistence format, no pickle) atomically under ``name``."""
