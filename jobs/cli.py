@@ -72,6 +72,9 @@ def print_summary(manifest) -> None:
         print("\nsample recommendations:")
         for row in data["sample_recommendations"]:
             print(f"  user {row['user_id']:>6} #{row['rank']}  {row['item']}  ({row['score']:.3f})")
+    if data.get("evaluation_table"):
+        print("\nevaluation (held-out interactions; report under evaluation/):")
+        print(data["evaluation_table"])
     print(f"  outputs under {data['config']['output']['path']}: {', '.join(data['outputs']) or 'none'}")
 
 

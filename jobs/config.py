@@ -178,6 +178,54 @@ class Recommend(_Section):
     )
     matrix_path: str | None = Field(None, description="with matrix_source=file: a path every executor can read")
     user_block: int = Field(4096, ge=1, description="sharded plan: users per block scored against each shard")
+    device: Literal["auto", "cpu"] = Field("auto", description="auto: score on the task's GPU when it has one")
+    mmr_trade_off: float | None = Field(
+        None, ge=0.0, le=1.0,
+        description="None: off; else MMR re-ranking for diversity (1 = relevance only, 0 = diversity only)",
+    )
+    mmr_pool: int = Field(50, ge=1, description="with MMR: the best candidates per user that are re-ranked")
+
+
+class Als(_Section):
+    """The ALS baseline's grid (implicit feedback); the best cell on the validation split is refitted."""
+
+    ranks: list[int] = Field([16, 64], min_length=1)
+    reg_params: list[float] = Field([0.01, 0.1], min_length=1)
+    alphas: list[float] = Field([1.0, 20.0], min_length=1, description="implicit-feedback confidence scale")
+    max_iter: int = Field(10, ge=1)
+
+
+class Evaluate(_Section):
+    holdout: int = Field(5, ge=1, description="interactions held out per user (the newest by time)")
+    ks: list[int] = Field([5, 10, 20], min_length=1, description="cut-offs for every metric")
+    seed: int = 42
+    tune_k: int = Field(10, ge=1, description="the cut-off NDCG is compared at when tuning on validation")
+    popularity_weights: list[float] = Field(
+        [0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0], min_length=1,
+        description="hybrid lambda grid, tuned on the validation split",
+    )
+    als: Als = Field(default_factory=Als)
+    random_baseline: bool = True
+    cold_max_train: int = Field(20, ge=1, description="cold-user slice: users with at most this many training interactions")
+    head_share: float = Field(0.2, gt=0, lt=1, description="long-tail slice: items outside this most-popular share")
+    projection_sample: int = Field(3000, ge=10, description="users drawn for the 2D projection plot")
+    plots: bool = True
+    mlflow_tracking_uri: str | None = Field(None, description="log to MLflow when set and mlflow is importable")
+    mlflow_experiment: str = "segrec"
+
+    @field_validator("ks")
+    @classmethod
+    def _cut_offs(cls, value: list[int]) -> list[int]:
+        if any(k < 1 for k in value):
+            raise ValueError(f"every k must be at least 1, got {value}")
+        return sorted(set(value))
+
+    @field_validator("popularity_weights")
+    @classmethod
+    def _weights(cls, value: list[float]) -> list[float]:
+        if any(w < 0 for w in value):
+            raise ValueError(f"popularity weights must be >= 0, got {value}")
+        return sorted(set(value))
 
 
 class Output(_Section):
@@ -206,6 +254,7 @@ class Config(_Section):
     profile: Profile = Field(default_factory=Profile)
     segment: Segment = Field(default_factory=Segment)
     recommend: Recommend = Field(default_factory=Recommend)
+    evaluate: Evaluate = Field(default_factory=Evaluate)
     output: Output = Field(default_factory=Output)
 
     # Not a config key: the config as loaded, with secrets redacted, for the manifest.

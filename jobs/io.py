@@ -230,6 +230,20 @@ class OutputStore:
         self.fs.rename(staging, target)
         self.fs.delete(previous)
 
+    def publish_directory(self, local: str, name: str) -> str:
+        """Copy a local directory of files (a report) to ``name``, replacing it whole; returns its path."""
+        staging = self.staging_path(name)
+        self.fs.delete(staging)
+        for root, _, files in os.walk(local):
+            relative = os.path.relpath(root, local)
+            folder = staging if relative == "." else f"{staging}/{relative.replace(os.sep, '/')}"
+            self.fs.mkdirs(folder)
+            for file in sorted(files):
+                with open(os.path.join(root, file), "rb") as fh:
+                    self.fs.write_bytes(f"{folder}/{file}", fh.read())
+        self._swap(staging, self.path(name))
+        return self.path(name)
+
     def write_json(self, relative: str, payload: dict[str, Any]) -> str:
         """Write a JSON document atomically (temporary file, then rename); returns its path."""
         target = f"{self.root}/{relative}"

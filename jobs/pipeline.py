@@ -8,7 +8,7 @@ from typing import Any
 
 from pyspark.sql import SparkSession
 
-from jobs import embed, profile, recommend, segment, validate
+from jobs import embed, evaluate, profile, recommend, segment, validate
 from jobs.config import Config
 from jobs.context import RunContext
 from jobs.errors import StageNotBuiltError
@@ -24,8 +24,13 @@ STAGES: dict[str, Callable[[RunContext], Any] | None] = {
     "profile": profile.run,
     "segment": segment.run,
     "recommend": recommend.run,
-    "evaluate": None,
+    "evaluate": evaluate.run,
 }
+
+# evaluate rebuilds profiles, segments and lists itself (on training rows only), but reads the validated
+# inputs and the text vectors: it runs validate and embed first (embed is incremental, so texts
+# embedded by an earlier run are not embedded again).
+EVALUATE_NEEDS = ["validate", "embed"]
 
 
 def stages_for(command: str) -> list[str]:
@@ -35,6 +40,8 @@ def stages_for(command: str) -> list[str]:
         raise StageNotBuiltError(f"unknown command '{command}'")
     if STAGES[command] is None:
         raise StageNotBuiltError(f"stage '{command}' is not built yet in this version of segrec")
+    if command == "evaluate":
+        return EVALUATE_NEEDS + [command]
     return [command]
 
 

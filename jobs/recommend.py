@@ -29,7 +29,10 @@ from pyspark.sql import functions as F
 from jobs.config import Recommend
 from jobs.context import RunContext
 from jobs.errors import ConfigError, InputError
-from udfs.topk import OUTPUT_COLUMNS, Catalogue, cached_catalogue, load_catalogue, recommend_frame, save_catalogue
+from udfs.device import choose_device, current_slot
+from udfs.topk import (
+    OUTPUT_COLUMNS, Catalogue, cached_catalogue, load_catalogue, recommend_frame, rerank_mmr, save_catalogue,
+)
 
 log = logging.getLogger("segrec")
 
@@ -125,12 +128,24 @@ def broadcast_plan(
         def load() -> Catalogue:
             return load_catalogue(matrix_file)
 
+    device_setting, mmr = settings.device, mmr_settings(settings)
+
     def score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         items = cached_catalogue(key, load)
+        device = task_device(device_setting)
         for batch in batches:
-            yield recommend_frame(batch, items, k, weight, block_mb)
+            yield recommend_frame(batch, items, k, weight, block_mb, device, mmr)
 
     return users.mapInPandas(score, OUTPUT_SCHEMA)
+
+
+def task_device(setting: str) -> str:
+    """Where a task scores: its GPU when Spark gave it one and CUDA works (``auto``), else the CPU."""
+    return choose_device(current_slot()) if setting == "auto" else "cpu"
+
+
+def mmr_settings(settings: Recommend) -> tuple[float, int] | None:
+    return (settings.mmr_trade_off, settings.mmr_pool) if settings.mmr_trade_off is not None else None
 
 
 def sharded_plan(users: DataFrame, catalogue: DataFrame, settings: Recommend, dim: int, n_users: int) -> DataFrame:
@@ -144,21 +159,38 @@ def sharded_plan(users: DataFrame, catalogue: DataFrame, settings: Recommend, di
         F.collect_list(F.struct("user_id", "vector", "segment_id", "seen")).alias("users")
     )
     pairs = blocks.join(shards, how="cross").select("users", "offset", "items")
-    k, weight, block_mb = settings.k, settings.popularity_weight, settings.block_mb
+    mmr = mmr_settings(settings)
+    # With MMR every shard hands over its best pool, so the merged pool is the broadcast plan's.
+    depth = max(settings.k, mmr[1]) if mmr else settings.k
+    weight, block_mb, device_setting = settings.popularity_weight, settings.block_mb, settings.device
 
     def score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        device = task_device(device_setting)
         for batch in batches:
             for users_list, offset, items_list in batch.itertuples(index=False, name=None):
                 items = to_catalogue(pd.DataFrame(list(items_list)), offset=int(offset))
-                yield recommend_frame(pd.DataFrame(list(users_list)), items, k, weight, block_mb)
+                yield recommend_frame(pd.DataFrame(list(users_list)), items, depth, weight, block_mb, device)
 
     candidates = pairs.mapInPandas(score, OUTPUT_SCHEMA)
     best = Window.partitionBy("user_id").orderBy(F.desc("score"), F.asc("item_id"))
-    return (
+    merged = (
         candidates.withColumn("rank", F.row_number().over(best).cast("int"))
-        .where(F.col("rank") <= settings.k)
+        .where(F.col("rank") <= depth)
         .select(*OUTPUT_COLUMNS)
     )
+    return merged if mmr is None else mmr_pass(merged, catalogue, settings.k, mmr[0])
+
+
+def mmr_pass(candidates: DataFrame, catalogue: DataFrame, k: int, trade_off: float) -> DataFrame:
+    """Each user's merged candidates re-ranked by MMR (sharded plan), with the candidates' vectors."""
+    with_vectors = candidates.join(catalogue.select("item_id", "vector"), on="item_id", how="inner")
+
+    def rerank(group: pd.DataFrame) -> pd.DataFrame:
+        group = group.sort_values("rank", ignore_index=True)  # groups arrive in no particular order
+        vectors = np.stack(group["vector"].to_numpy()).astype(np.float32)
+        return rerank_mmr(group.drop(columns="vector"), vectors, k, trade_off)
+
+    return with_vectors.groupBy("user_id").applyInPandas(rerank, OUTPUT_SCHEMA)
 
 
 # ------------------------------------------------------------------------------------------ stage

@@ -67,6 +67,21 @@ def choose_k(curve: dict[int, float]) -> int:
     return max(sorted(curve), key=lambda k: curve[k])
 
 
+def fit(feats: DataFrame, settings: Segment, n_users: int) -> tuple[KMeansModel, dict[int, float] | None]:
+    """The fitted model and, when k is chosen automatically, the silhouette curve it was chosen on."""
+    if n_users < 3:
+        raise InputError(f"segment: {n_users} user vector(s); fitting segments needs at least 3 users")
+    curve = None
+    if settings.k == "auto":
+        curve = silhouette_curve(feats, settings, n_users)
+        k = choose_k(curve)
+    else:
+        k = min(settings.k, n_users - 1)
+        if k != settings.k:
+            log.warning("segment.k=%d exceeds users - 1: using k=%d", settings.k, k)
+    return kmeans(k, settings).fit(feats), curve
+
+
 # --------------------------------------------------------------------------------- assignment
 
 
@@ -245,17 +260,9 @@ def run(ctx: RunContext) -> dict:
             model = load_model(settings.model_path or store.path("segment_model"))
             figures["mode"] = "assign"
         else:
-            if n_users < 3:
-                raise InputError(f"segment: {n_users} user vector(s); fitting segments needs at least 3 users")
-            if settings.k == "auto":
-                curve = silhouette_curve(feats, settings, n_users)
-                k = choose_k(curve)
+            model, curve = fit(feats, settings, n_users)
+            if curve is not None:
                 figures["silhouette_by_k"] = curve
-            else:
-                k = min(settings.k, n_users - 1)
-                if k != settings.k:
-                    log.warning("segment.k=%d exceeds users - 1: using k=%d", settings.k, k)
-            model = kmeans(k, settings).fit(feats)
             figures["mode"] = "fit"
         centroids = np.array(model.clusterCenters(), dtype=np.float32)
         dim = len(user_vectors.select("vector").first()["vector"])

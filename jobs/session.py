@@ -70,9 +70,24 @@ def get_spark(config: Config) -> SparkSession:
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(config.spark.log_level)
+    if config.spark.log_level in ("WARN", "ERROR", "FATAL", "OFF"):
+        quiet_window_warning(spark)
     # Runtime settings every segrec session wants, local or spark-submit: Arrow for pandas transfers.
     spark.conf.set("spark.sql.execution.arrow.pyspark.enabled", "true")
     return spark
+
+
+def quiet_window_warning(spark: SparkSession) -> None:
+    """Silence WindowExec's "No Partition Defined" warning, logged once per task by the global windows
+    segrec uses on purpose (the dense item index of a catalogue that is broadcast anyway, the long-tail
+    cut); it said nothing a user could act on and buried the real warnings."""
+    try:
+        jvm = spark.sparkContext._jvm  # type: ignore[attr-defined]
+        jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(
+            "org.apache.spark.sql.execution.window.WindowExec", jvm.org.apache.logging.log4j.Level.ERROR
+        )
+    except Exception:  # no JVM here (Spark Connect) or another logging backend: keep the warning
+        pass
 
 
 def _has_context(spark: SparkSession) -> bool:

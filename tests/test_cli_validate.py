@@ -87,12 +87,6 @@ def test_absent_mapped_column_exits_2_naming_it(spark, workspace, capsys):
     assert "interactions: mapped rating column 'stars' is not in" in err
 
 
-def test_unbuilt_stage_exits_2(workspace, capsys):
-    tmp_path, conf, _, _ = workspace
-    assert run_cli(tmp_path, conf, "evaluate") == 2
-    assert "not built yet" in capsys.readouterr().err
-
-
 def test_a_source_with_nothing_valid_stops_the_run(spark, workspace, capsys):
     tmp_path, conf, _, _ = workspace
     pd.DataFrame({"item_id": ["a", "b"], "title": ["", " "], "description": [None, "<p></p>"]}).to_parquet(

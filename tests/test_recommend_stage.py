@@ -51,6 +51,16 @@ def test_broadcast_and_sharded_plans_give_identical_lists(spark, inputs, weight)
     pd.testing.assert_frame_equal(broadcast, sharded)
 
 
+def test_mmr_gives_identical_lists_in_both_plans(spark, inputs):
+    broadcast, _ = run(spark, inputs, k=5, popularity_weight=0.2, plan="broadcast", mmr_trade_off=0.5, mmr_pool=15)
+    sharded, _ = run(spark, inputs, k=5, popularity_weight=0.2, max_broadcast_mb=30 * DIM * 4 / 2**20, user_block=8,
+                     mmr_trade_off=0.5, mmr_pool=15)
+    pd.testing.assert_frame_equal(broadcast, sharded)
+    plain, _ = run(spark, inputs, k=5, popularity_weight=0.2, plan="broadcast")
+    assert not broadcast.equals(plain)  # the re-ranking changed some lists
+    assert len(broadcast) == len(plain)
+
+
 def test_matrix_from_a_file_gives_the_same_lists(spark, inputs, tmp_path):
     broadcast, _ = run(spark, inputs, k=5, plan="broadcast")
     from_file, _ = run(spark, inputs, k=5, plan="broadcast", matrix_source="file", matrix_path=str(tmp_path / "items.npz"))

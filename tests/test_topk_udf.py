@@ -98,3 +98,44 @@ def test_fast_and_exact_paths_agree_on_random_data_with_ties():
     scores = users @ cat.vectors.T  # the same product top_k computes (one block), so the same ties
     for row, idx, *_ in per_user(top_k(users, np.full(40, -1), seen, cat, 9, 0.0, 64)):
         assert idx.tolist() == brute_force(None, cat, set(seen[row].tolist()), 9, scores=scores[row])
+
+
+def test_mmr_order_by_hand():
+    from udfs.topk import mmr_order
+
+    relevance = np.array([0.9, 0.85, 0.5])
+    vectors = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]], np.float32)  # 0 and 1 are the same item twice
+    # trade-off 0.5: take 0 (0.45); then 1 scores 0.425 - 0.5 = -0.075 and 2 scores 0.25: take 2, then 1
+    assert mmr_order(relevance, vectors, 3, 0.5).tolist() == [0, 2, 1]
+    assert mmr_order(relevance, vectors, 3, 1.0).tolist() == [0, 1, 2]  # relevance only: the order stays
+    assert mmr_order(relevance, vectors, 2, 0.5).tolist() == [0, 2]
+    # equal MMR values: the earlier candidate (higher relevance, then lower id) wins
+    assert mmr_order(np.array([0.5, 0.5]), np.eye(2, dtype=np.float32), 2, 0.7).tolist() == [0, 1]
+
+
+def test_mmr_in_recommend_frame_diversifies_within_the_pool():
+    cat = catalogue(n=60, d=8, seed=4)
+    rng = np.random.default_rng(5)
+    users = rng.standard_normal((12, 8)).astype(np.float32)
+    batch = pd.DataFrame({"user_id": [f"u{j}" for j in range(12)], "vector": list(users),
+                          "segment_id": [None] * 12, "seen": [[0, 1]] * 12})
+    plain = recommend_frame(batch, cat, 5, 0.0, 64)
+    same = recommend_frame(batch, cat, 5, 0.0, 64, mmr=(1.0, 20))
+    pd.testing.assert_frame_equal(plain, same)
+    diverse = recommend_frame(batch, cat, 5, 0.0, 64, mmr=(0.3, 20))
+    pool = recommend_frame(batch, cat, 20, 0.0, 64)
+    index = {item: j for j, item in enumerate(cat.item_ids)}
+
+    def mean_pair_similarity(frame):
+        sims = []
+        for _, rows in frame.groupby("user_id"):
+            v = cat.vectors[[index[i] for i in rows["item_id"]]]
+            s = v @ v.T
+            sims.append((s.sum() - np.trace(s)) / (len(v) * (len(v) - 1)))
+        return np.mean(sims)
+
+    assert mean_pair_similarity(diverse) < mean_pair_similarity(plain) - 0.05
+    for user, rows in diverse.groupby("user_id"):
+        assert rows["rank"].tolist() == [1, 2, 3, 4, 5]
+        assert set(rows["item_id"]) <= set(pool[pool.user_id == user]["item_id"])  # only pool items
+        assert not {"i0", "i1"} & set(rows["item_id"])  # seen items stay out

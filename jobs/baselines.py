@@ -1,0 +1,100 @@
+"""Baselines for offline evaluation, each built from the training interactions it is given and nothing else.
+
+- most popular: items ranked by distinct training users, the same list for everyone, seen items masked;
+- ALS: Spark ML ALS with implicit feedback (every training interaction is a 1), seeded, a small grid
+  tuned on a validation split by the caller; scored as user factor . item factor;
+- random: a uniformly random permutation of the unseen items per user, seeded by (seed, user id).
+
+Most popular and ALS reuse the recommend stage's top-k scorer (a broadcast item matrix, blocked
+scoring, seen items masked, ties by item id): popularity is a one-dimensional "vector" per item and
+a constant 1 per user, ALS factors are the vectors themselves. So every baseline is held to exactly
+the same masking and tie rules as our model.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from pyspark.ml.feature import StringIndexer
+from pyspark.ml.recommendation import ALS
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from jobs.config import Recommend
+from jobs.recommend import OUTPUT_SCHEMA, recommendations
+from udfs.topk import OUTPUT_COLUMNS
+
+
+def _plain(k: int) -> Recommend:
+    return Recommend(k=k, popularity_weight=0.0, exclude_seen=True, plan="broadcast")
+
+
+def most_popular(spark: SparkSession, train: DataFrame, item_ids: DataFrame, k: int) -> DataFrame:
+    """Top k by training popularity for every training user, seen items masked, ties by item id."""
+    counts = train.select("user_id", "item_id").distinct().groupBy("item_id").agg(F.count("*").alias("users"))
+    top = counts.agg(F.max("users")).first()[0] or 1
+    items = item_ids.select("item_id").join(counts, on="item_id", how="left").select(
+        "item_id", F.array((F.coalesce("users", F.lit(0)) / F.lit(top)).cast("float")).alias("vector")
+    )
+    users = train.select("user_id").distinct().select("user_id", F.array(F.lit(1.0).cast("float")).alias("vector"))
+    recs, _ = recommendations(spark, users, items, train, None, _plain(k))
+    return recs
+
+
+@dataclass(frozen=True)
+class AlsParams:
+    rank: int
+    reg_param: float
+    alpha: float
+
+    def as_dict(self) -> dict:
+        return {"rank": self.rank, "reg_param": self.reg_param, "alpha": self.alpha}
+
+
+def als(spark: SparkSession, train: DataFrame, params: AlsParams, max_iter: int, seed: int, k: int) -> DataFrame:
+    """Fit implicit ALS on ``train`` and return its top k per user (seen items masked)."""
+    pairs = train.select("user_id", "item_id").distinct()
+    users = StringIndexer(inputCol="user_id", outputCol="u", stringOrderType="alphabetAsc").fit(pairs)
+    items = StringIndexer(inputCol="item_id", outputCol="i", stringOrderType="alphabetAsc").fit(pairs)
+    indexed = items.transform(users.transform(pairs)).select(
+        F.col("u").cast("int").alias("u"), F.col("i").cast("int").alias("i"), F.lit(1.0).alias("r")
+    )
+    model = ALS(
+        rank=params.rank, regParam=params.reg_param, alpha=params.alpha, maxIter=max_iter, seed=seed,
+        implicitPrefs=True, userCol="u", itemCol="i", ratingCol="r", coldStartStrategy="drop",
+    ).fit(indexed)
+    user_ids = spark.createDataFrame(list(enumerate(users.labels)), "id int, user_id string")
+    item_ids = spark.createDataFrame(list(enumerate(items.labels)), "id int, item_id string")
+    user_vectors = model.userFactors.join(user_ids, on="id", how="inner").select("user_id", F.col("features").alias("vector"))
+    item_vectors = model.itemFactors.join(item_ids, on="id", how="inner").select("item_id", F.col("features").alias("vector"))
+    recs, _ = recommendations(spark, user_vectors, item_vectors, train, None, _plain(k))
+    return recs
+
+
+def als_grid(ranks: list[int], reg_params: list[float], alphas: list[float]) -> list[AlsParams]:
+    return [AlsParams(r, g, a) for r in ranks for g in reg_params for a in alphas]
+
+
+def random_lists(train: DataFrame, item_ids: DataFrame, k: int, seed: int) -> DataFrame:
+    """k unseen items per training user, uniformly at random, the same for the same (seed, user)."""
+    catalogue = np.array(sorted(r["item_id"] for r in item_ids.select("item_id").collect()), dtype=object)
+    users = train.groupBy("user_id").agg(F.collect_set("item_id").alias("seen"))
+
+    def draw(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for batch in batches:
+            yield pd.DataFrame([row for user, seen in batch.itertuples(index=False, name=None)
+                                for row in draw_for_user(user, seen, catalogue, k, seed)], columns=OUTPUT_COLUMNS)
+
+    return users.mapInPandas(draw, OUTPUT_SCHEMA)
+
+
+def draw_for_user(user: str, seen, catalogue: np.ndarray, k: int, seed: int) -> list[tuple]:
+    """(user, rank, item, score, similarity, boost) rows: a seeded permutation of the unseen items."""
+    rng = np.random.default_rng([seed, zlib.crc32(user.encode("utf-8"))])
+    unseen = catalogue[~np.isin(catalogue, np.asarray(list(seen), dtype=object))]
+    picked = unseen[rng.permutation(len(unseen))[:k]]
+    return [(user, rank, item, 0.0, 0.0, 0.0) for rank, item in enumerate(picked, start=1)]

@@ -1,0 +1,235 @@
+"""Stage 5, evaluate: hold out each user's newest interactions, rebuild everything on the rest, and
+score our model against baselines on the same split, in the same run.
+
+Split: per user, the newest ``evaluate.holdout`` interactions are held out (seeded random without
+timestamps; see ``jobs.split``). The training interactions are the only interactions any model
+sees: user vectors, segments, segment popularity, seen-masks, most-popular counts and ALS factors
+are all built from them (``tests/test_evaluate.py`` checks this). Item and user texts are inputs,
+not interactions, and are used as they are.
+
+Tuning happens on a second split of the training data (the newest interactions of the training set
+held out again): the hybrid's popularity weight and the ALS grid are chosen there by NDCG at
+``evaluate.tune_k``, then refitted on the whole training set and scored on the held-out set once.
+
+Models: most_popular, als, random (baselines); content (cosine only, lambda 0) and hybrid (cosine +
+lambda * in-segment popularity, lambda tuned). Metrics: ranking metrics at every k (``jobs.metrics``),
+list metrics (``jobs.list_metrics``), the cold-user and long-tail slices, segment quality.
+Outputs: ``evaluation/metrics.json``, ``evaluation/report.md`` and PNG plots (``jobs.report``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from jobs import baselines, report
+from jobs.config import Config
+from jobs.context import RunContext
+from jobs.errors import InputError
+from jobs.io import OutputStore
+from jobs.list_metrics import list_metrics, long_tail_items, segment_quality
+from jobs.metrics import ranking_metrics
+from jobs.profile import user_vectors
+from jobs.recommend import recommendations
+from jobs.segment import assign_segments, features, fit, silhouette_curve
+from jobs.split import holdout_split
+
+log = logging.getLogger("segrec")
+
+BASELINES = ("most_popular", "als", "random")
+OURS = ("content", "hybrid")
+
+
+@dataclass
+class Inputs:
+    """What every model may use: the training interactions, and texts and their vectors."""
+
+    train: DataFrame
+    items: DataFrame
+    item_vectors: DataFrame
+    text_vectors: DataFrame
+    users: DataFrame | None
+
+
+@dataclass
+class OurModel:
+    """Our pipeline rebuilt on one training set: profiles, segments and one list per weight."""
+
+    profiles: DataFrame
+    segments: DataFrame
+    centroids: np.ndarray
+    curve: dict[int, float] | None
+    lists: dict[float, DataFrame] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------- building
+
+
+def build_ours(
+    spark: SparkSession, config: Config, store: OutputStore, data: Inputs, weights: list[float], k: int, tag: str
+) -> OurModel:
+    """Profiles -> segments (always fitted: a saved model may have seen held-out data) -> lists."""
+    profiles = store.write_staged(
+        user_vectors(data.users, data.train, data.item_vectors, data.text_vectors, config.profile), f"eval-{tag}-profiles"
+    ).where(F.col("vector").isNotNull())
+    feats = features(profiles).cache()
+    model, curve = fit(feats, config.segment, feats.count())
+    feats.unpersist()
+    centroids = np.array(model.clusterCenters(), dtype=np.float32)
+    segments = store.write_staged(assign_segments(profiles, centroids, config.segment.temperature), f"eval-{tag}-segments")
+    ours = OurModel(profiles, segments, centroids, curve)
+    for i, weight in enumerate(weights):
+        settings = config.recommend.model_copy(update={"k": k, "popularity_weight": weight})
+        recs, _ = recommendations(spark, profiles, data.item_vectors, data.train, segments, settings)
+        ours.lists[weight] = store.write_staged(recs, f"eval-{tag}-recs-{i}")
+    return ours
+
+
+def tune(spark: SparkSession, config: Config, store: OutputStore, data: Inputs) -> dict:
+    """Choose the hybrid weight and the ALS cell on a validation split of the training data."""
+    settings = config.evaluate
+    k = settings.tune_k
+    train, validation = holdout_split(data.train, settings.holdout, settings.seed)
+    inner = Inputs(store.write_staged(train, "eval-val-train"), data.items, data.item_vectors, data.text_vectors, data.users)
+    validation = store.write_staged(validation, "eval-val-held")
+
+    def ndcg(recs: DataFrame) -> float:
+        return ranking_metrics(recs, validation, [k])[k]["ndcg"]
+
+    ours = build_ours(spark, config, store, inner, settings.popularity_weights, k, "val")
+    by_weight = {w: ndcg(recs) for w, recs in ours.lists.items()}
+    best_weight = max(sorted(by_weight), key=lambda w: by_weight[w])  # ties: the smaller weight
+    # Coverage next to NDCG: what a larger weight costs in catalogue reach, for choosing a default.
+    n_items = inner.item_vectors.count()
+    coverage = {w: recs.where(F.col("rank") <= k).select("item_id").distinct().count() / n_items
+                for w, recs in ours.lists.items()}
+    by_cell = []
+    for params in baselines.als_grid(settings.als.ranks, settings.als.reg_params, settings.als.alphas):
+        recs = baselines.als(spark, inner.train, params, settings.als.max_iter, settings.seed, k)
+        by_cell.append({**params.as_dict(), "ndcg": ndcg(recs)})
+    best_cell = max(by_cell, key=lambda c: c["ndcg"])  # ties: the first in grid order
+    return {
+        "metric": f"ndcg@{k}",
+        "popularity_weight": {"grid": {str(w): round(v, 6) for w, v in by_weight.items()},
+                              "coverage": {str(w): round(c, 4) for w, c in coverage.items()}, "best": best_weight},
+        "als": {"grid": by_cell, "best": {key: best_cell[key] for key in ("rank", "reg_param", "alpha")}},
+    }
+
+
+def build_all(spark: SparkSession, config: Config, store: OutputStore, data: Inputs, tuned: dict) -> tuple[dict, OurModel]:
+    """Every model's top-k lists on the training set, k the largest cut-off."""
+    settings = config.evaluate
+    k = max(settings.ks)
+    weight = tuned["popularity_weight"]["best"]
+    ours = build_ours(spark, config, store, data, sorted({0.0, weight}), k, "test")
+    lists = {"content": ours.lists[0.0], "hybrid": ours.lists[weight]}
+    lists["most_popular"] = store.write_staged(baselines.most_popular(spark, data.train, data.item_vectors, k), "eval-popular")
+    params = baselines.AlsParams(**tuned["als"]["best"])
+    lists["als"] = store.write_staged(baselines.als(spark, data.train, params, settings.als.max_iter, settings.seed, k), "eval-als")
+    if settings.random_baseline:
+        lists["random"] = store.write_staged(baselines.random_lists(data.train, data.item_vectors, k, settings.seed), "eval-random")
+    return lists, ours
+
+
+# --------------------------------------------------------------------------------- scoring
+
+
+def score(recs: DataFrame, held: DataFrame, data: Inputs, slices: dict[str, DataFrame], ks: list[int]) -> dict:
+    """Ranking metrics, list metrics and slices of one model's lists, over the users with held-out items."""
+    recs = recs.join(held.select("user_id").distinct(), on="user_id", how="left_semi")
+    return {
+        "ranking": ranking_metrics(recs, held, ks),
+        "lists": {k: list_metrics(recs, data.item_vectors, data.train, slices["long_tail_items"], k) for k in ks},
+        "cold_users": ranking_metrics(recs, held.join(slices["cold_users"], on="user_id", how="left_semi"), ks),
+        "long_tail": ranking_metrics(recs, held.join(slices["long_tail_items"], on="item_id", how="left_semi"), ks),
+    }
+
+
+def make_slices(data: Inputs, held: DataFrame, config: Config) -> tuple[dict[str, DataFrame], dict]:
+    settings = config.evaluate
+    per_user = data.train.groupBy("user_id").agg(F.count("*").alias("n"))
+    cold = per_user.where(F.col("n") <= settings.cold_max_train).select("user_id").cache()
+    tail = long_tail_items(data.train, data.item_vectors, settings.head_share).cache()
+    sizes = {
+        "cold_users": {"max_train_interactions": settings.cold_max_train,
+                       "users": held.select("user_id").distinct().join(cold, on="user_id", how="left_semi").count()},
+        "long_tail": {"head_share": settings.head_share, "items": tail.count(),
+                      "held_out_rows": held.join(tail, on="item_id", how="left_semi").count()},
+    }
+    return {"cold_users": cold, "long_tail_items": tail}, sizes
+
+
+# ----------------------------------------------------------------------------------- stage
+
+
+def read_inputs(store: OutputStore) -> tuple[DataFrame, Inputs]:
+    interactions = store.read("interactions", needed_by="evaluate")
+    data = Inputs(
+        train=interactions,
+        items=store.read("items", needed_by="evaluate"),
+        item_vectors=store.read("item_vectors", needed_by="evaluate"),
+        text_vectors=store.read("text_vectors", needed_by="evaluate"),
+        users=store.read("users") if store.exists("users") else None,
+    )
+    return interactions, data
+
+
+def evaluate(ctx: RunContext) -> dict:
+    """The whole evaluation; returns the metrics document (also written to ``evaluation/``)."""
+    spark, config, store = ctx.spark, ctx.config, ctx.store
+    settings = config.evaluate
+    started = time.perf_counter()
+    interactions, data = read_inputs(store)
+    train, held = holdout_split(interactions, settings.holdout, settings.seed)
+    data.train = store.write_staged(train, "eval-train")
+    held = store.write_staged(held, "eval-held")
+    split = {"train_rows": data.train.count(), "held_out_rows": held.count(),
+             "users_evaluated": held.select("user_id").distinct().count(), "holdout_per_user": settings.holdout}
+    if split["held_out_rows"] == 0:
+        raise InputError("evaluate: no interaction could be held out (every user has a single interaction)")
+
+    tuned = tune(spark, config, store, data)
+    log.info("evaluate: tuned %s", {k: v["best"] for k, v in tuned.items() if isinstance(v, dict)})
+    lists, ours = build_all(spark, config, store, data, tuned)
+    slices, slice_sizes = make_slices(data, held, config)
+    models = {name: score(recs, held, data, slices, settings.ks) for name, recs in lists.items()}
+
+    feats = features(ours.profiles)
+    curve = ours.curve if ours.curve is not None else silhouette_curve(
+        feats, config.segment, ours.profiles.count())
+    quality = segment_quality(ours.profiles, ours.segments, ours.centroids)
+    quality["silhouette_by_k"] = curve
+    document = {
+        "run_id": store.run_id,
+        "split": split,
+        "tuning": tuned,
+        "slices": slice_sizes,
+        "segments": quality,
+        "models": models,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    projection = report.projection(ours.profiles, ours.segments, settings.projection_sample, settings.seed)
+    report.write(store, document, projection, settings)
+    for name in ("eval-train", "eval-held", "eval-val-train", "eval-val-held", "eval-popular", "eval-als", "eval-random",
+                 "eval-val-profiles", "eval-val-segments", "eval-test-profiles", "eval-test-segments"):
+        store.drop_staged(name)
+    for tag, count in (("val", len(settings.popularity_weights)), ("test", 2)):
+        for i in range(count):
+            store.drop_staged(f"eval-{tag}-recs-{i}")
+    return document
+
+
+def run(ctx: RunContext) -> dict:
+    with ctx.manifest.stage("evaluate") as figures:
+        document = evaluate(ctx)
+        k = report.report_k(ctx.config.evaluate)
+        figures.update(users=document["split"]["users_evaluated"], held_out=document["split"]["held_out_rows"],
+                       popularity_weight=document["tuning"]["popularity_weight"]["best"])
+        ctx.manifest.data["evaluation_table"] = report.comparison_table(document, k)
+        ctx.manifest.record_output("evaluation")
+    return figures

@@ -1,0 +1,121 @@
+"""Beyond-accuracy metrics of recommendation lists and segment quality, computed with Spark.
+
+Over the first k recommendations of every user who has any:
+- coverage: distinct recommended items / items in the catalogue;
+- novelty: mean self-information -log2 p(item), p = (training users of the item + 1) / (training
+  users + 1) (add-one, so an item nobody interacted with has a finite, large value);
+- intra-list diversity: mean over users of the mean pairwise cosine distance between the content
+  vectors of their recommended items. For unit vectors the pairwise sum needs no pairs:
+  sum_{i != j} v_i . v_j = |sum v|^2 - sum |v|^2, so it is one vector sum per user (Summarizer);
+- personalisation: 1 - mean over pairs of users of |list_u & list_v| / k. The pair sum is
+  sum over items of c(c - 1) with c the number of users whose list holds the item, so no pairs either;
+- long_tail_share: share of recommended rows whose item is in the long tail.
+
+Segment quality: cosine silhouette (MLlib ClusteringEvaluator), Davies-Bouldin on the unit sphere
+(scatter = mean Euclidean distance of members to their centroid, sqrt(2 * cosine distance)), sizes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from pyspark.ml.evaluation import ClusteringEvaluator
+from pyspark.ml.functions import array_to_vector, vector_to_array
+from pyspark.ml.stat import Summarizer
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+
+from udfs.segments import normalise_rows
+
+LIST_METRICS = ("coverage", "novelty", "diversity", "personalisation", "long_tail_share")
+
+
+def item_user_counts(train: DataFrame) -> DataFrame:
+    """(item_id, users): distinct training users per item."""
+    return train.select("user_id", "item_id").distinct().groupBy("item_id").agg(F.count("*").alias("users"))
+
+
+def long_tail_items(train: DataFrame, item_ids: DataFrame, head_share: float) -> DataFrame:
+    """(item_id): every catalogue item outside the ``head_share`` most popular (ties by id)."""
+    n_head = int(round(item_ids.count() * head_share))
+    ranked = item_ids.select("item_id").join(item_user_counts(train), on="item_id", how="left").withColumn(
+        "_rank", F.row_number().over(Window.orderBy(F.desc_nulls_last("users"), F.asc("item_id")))
+    )
+    return ranked.where(F.col("_rank") > n_head).select("item_id")
+
+
+def list_metrics(
+    recommendations: DataFrame, item_vectors: DataFrame, train: DataFrame, tail: DataFrame, k: int
+) -> dict[str, float]:
+    """{metric: value} for the first k recommendations of each user (see the module text)."""
+    recs = recommendations.where(F.col("rank") <= k).select("user_id", "item_id").cache()
+    n_catalogue = item_vectors.count()
+    n_train_users = train.select("user_id").distinct().count()
+    listed = recs.groupBy("item_id").agg(F.count("*").alias("c"))
+    totals = listed.agg(
+        F.count("*").alias("distinct_items"), F.sum(F.col("c") * (F.col("c") - 1)).alias("pair_overlap")
+    ).first()
+    n_users = recs.select("user_id").distinct().count()
+
+    information = recs.join(item_user_counts(train), on="item_id", how="left").select(
+        (-F.log2((F.coalesce("users", F.lit(0)) + 1) / F.lit(n_train_users + 1))).alias("bits")
+    )
+    novelty = information.agg(F.avg("bits")).first()[0]
+
+    vectors = recs.join(item_vectors.select("item_id", array_to_vector("vector").alias("v")), on="item_id", how="inner")
+    per_user = vectors.groupBy("user_id").agg(Summarizer.sum(F.col("v")).alias("s"), F.count("*").alias("n"),
+                                             F.sum(F.aggregate(vector_to_array("v"), F.lit(0.0),
+                                                               lambda a, x: a + x * x)).alias("sq"))
+    norm2 = F.aggregate(vector_to_array("s"), F.lit(0.0), lambda a, x: a + x * x)
+    mean_cos = (norm2 - F.col("sq")) / (F.col("n") * (F.col("n") - 1))
+    diversity = per_user.where(F.col("n") >= 2).agg(F.avg(1 - mean_cos)).first()[0]
+
+    tail_rows = recs.join(tail, on="item_id", how="inner").count()
+    rows = recs.count()
+    recs.unpersist()
+    pairs = n_users * (n_users - 1)
+    return {
+        "coverage": (totals["distinct_items"] or 0) / max(n_catalogue, 1),
+        "novelty": float(novelty) if novelty is not None else 0.0,
+        "diversity": float(diversity) if diversity is not None else None,  # no list of two or more
+        "personalisation": 1.0 - (totals["pair_overlap"] or 0) / (pairs * k) if pairs else 0.0,
+        "long_tail_share": tail_rows / rows if rows else 0.0,
+    }
+
+
+def segment_quality(user_vectors: DataFrame, segments: DataFrame, centroids: np.ndarray) -> dict:
+    """Silhouette (cosine), Davies-Bouldin (unit sphere) and the size of every segment."""
+    joined = user_vectors.select("user_id", "vector").join(
+        segments.select("user_id", "segment_id", "distance"), on="user_id", how="inner"
+    )
+    evaluator = ClusteringEvaluator(distanceMeasure="cosine", featuresCol="features", predictionCol="segment_id")
+    k = len(centroids)
+    silhouette = (
+        evaluator.evaluate(joined.select(array_to_vector("vector").alias("features"), F.col("segment_id").cast("double")))
+        if k > 1 else None
+    )
+    stats = {
+        r["segment_id"]: (r["size"], r["scatter"])
+        for r in joined.groupBy("segment_id").agg(
+            F.count("*").alias("size"), F.avg(F.sqrt(F.greatest(2 * F.col("distance"), F.lit(0.0)))).alias("scatter")
+        ).collect()
+    }
+    return {
+        "k": k,
+        "silhouette": float(silhouette) if silhouette is not None else None,
+        "davies_bouldin": davies_bouldin(centroids, {s: v[1] for s, v in stats.items()}),
+        "sizes": {int(s): int(v[0]) for s, v in sorted(stats.items())},
+    }
+
+
+def davies_bouldin(centroids: np.ndarray, scatter: dict[int, float]) -> float | None:
+    """Mean over segments of the worst (S_i + S_j) / d(c_i, c_j); lower is better. None below 2."""
+    centres = normalise_rows(centroids)
+    present = sorted(scatter)
+    if len(present) < 2:
+        return None
+    worst = []
+    for i in present:
+        ratios = [(scatter[i] + scatter[j]) / max(float(np.linalg.norm(centres[i] - centres[j])), 1e-12)
+                  for j in present if j != i]
+        worst.append(max(ratios))
+    return float(np.mean(worst))

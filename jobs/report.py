@@ -1,0 +1,259 @@
+"""The evaluation report: ``metrics.json``, ``report.md`` and PNG plots under ``<output>/evaluation``.
+
+Files are rendered into a local temporary directory, then copied through the output store's
+filesystem (local disk, HDFS, S3, DBFS alike); MLflow, when configured, logs the same directory.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from typing import Any
+
+import pandas as pd
+from pyspark.ml.feature import PCA
+from pyspark.ml.functions import array_to_vector, vector_to_array
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from jobs.config import Evaluate
+from jobs.io import OutputStore
+from jobs.metrics import METRICS
+
+log = logging.getLogger("segrec")
+
+MODEL_ORDER = ("most_popular", "als", "random", "content", "hybrid")
+SHOWN_LIST_METRICS = ("coverage", "novelty", "diversity", "personalisation")
+
+
+def projection(profiles: DataFrame, segments: DataFrame, sample: int, seed: int) -> pd.DataFrame:
+    """(x, y, segment_id) for at most ``sample`` users: the first two principal components (Spark ML PCA)."""
+    n = profiles.count()
+    fraction = min(1.0, sample / max(n, 1) * 1.1)
+    drawn = profiles.sample(fraction=fraction, seed=seed).limit(sample) if fraction < 1.0 else profiles
+    feats = drawn.join(segments.select("user_id", "segment_id"), on="user_id", how="inner").select(
+        "segment_id", array_to_vector("vector").alias("features")
+    )
+    if feats.limit(3).count() < 3:
+        return pd.DataFrame(columns=["x", "y", "segment_id"])
+    model = PCA(k=2, inputCol="features", outputCol="pc").fit(feats)
+    points = model.transform(feats).select("segment_id", vector_to_array("pc").alias("pc")).toPandas()
+    return pd.DataFrame({"x": points.pc.str[0], "y": points.pc.str[1], "segment_id": points.segment_id})
+
+
+# ------------------------------------------------------------------------------------ tables
+
+
+def _models(document: dict) -> list[str]:
+    return [m for m in MODEL_ORDER if m in document["models"]]
+
+
+def _value(value: Any) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def comparison_table(document: dict, k: int) -> str:
+    """Text table, one row per model: ranking metrics and list metrics at k."""
+    columns = [f"{m}@{k}" for m in METRICS] + list(SHOWN_LIST_METRICS)
+    width = max(len(c) for c in columns) + 1
+    lines = [f"{'model':<14}" + "".join(f"{c:>{width}}" for c in columns)]
+    for name in _models(document):
+        ranking = document["models"][name]["ranking"][k]
+        lists = document["models"][name]["lists"][k]
+        values = [ranking[m] for m in METRICS] + [lists[m] for m in SHOWN_LIST_METRICS]
+        lines.append(f"{name:<14}" + "".join(f"{_value(v):>{width}}" for v in values))
+    return "\n".join(lines)
+
+
+def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        lines.append("| " + " | ".join(v if isinstance(v, str) else _value(v) for v in row) + " |")
+    return "\n".join(lines)
+
+
+def winners(document: dict, k: int) -> list[str]:
+    """One line per metric: which model is best at k (ties named together); higher is better for all."""
+    lines = []
+    models = _models(document)
+    for metric in METRICS + SHOWN_LIST_METRICS:
+        part = "ranking" if metric in METRICS else "lists"
+        values = {m: document["models"][m][part][k][metric] for m in models}
+        values = {m: v for m, v in values.items() if v is not None}
+        if values:
+            best = max(values.values())
+            lines.append(f"- {metric}@{k}: " + ", ".join(m for m in values if values[m] == best) + f" ({best:.4f})")
+    return lines
+
+
+def markdown(document: dict, k: int) -> str:
+    models = _models(document)
+    split, tuning, quality = document["split"], document["tuning"], document["segments"]
+    parts = [
+        f"# segrec evaluation — run {document['run_id']}",
+        "",
+        f"Hold-out: the newest {split['holdout_per_user']} interactions per user; {split['train_rows']} training rows, "
+        f"{split['held_out_rows']} held-out rows, {split['users_evaluated']} users evaluated. Every model is built "
+        "from the training rows only; tuning used a second hold-out inside the training rows.",
+        "",
+        f"## Ranking metrics and list metrics at k={k}",
+        "",
+        markdown_table(["model"] + [f"{m}@{k}" for m in METRICS] + list(SHOWN_LIST_METRICS),
+                       [[m] + [document["models"][m]["ranking"][k][x] for x in METRICS]
+                        + [document["models"][m]["lists"][k][x] for x in SHOWN_LIST_METRICS] for m in models]),
+        "",
+        "Best per metric:",
+        *winners(document, k),
+        "",
+        "## NDCG and recall at every k",
+        "",
+        markdown_table(["model"] + [f"{m}@{c}" for c in document["models"][models[0]]["ranking"] for m in ("ndcg", "recall")],
+                       [[m] + [document["models"][m]["ranking"][c][x] for c in document["models"][m]["ranking"]
+                               for x in ("ndcg", "recall")] for m in models]),
+        "",
+        "## Slices",
+        "",
+        f"Cold users (at most {document['slices']['cold_users']['max_train_interactions']} training interactions): "
+        f"{document['slices']['cold_users']['users']} users. Long tail: items outside the "
+        f"{document['slices']['long_tail']['head_share']:.0%} most popular, {document['slices']['long_tail']['items']} items, "
+        f"{document['slices']['long_tail']['held_out_rows']} held-out rows.",
+        "",
+        markdown_table(["model", f"ndcg@{k} cold users", f"recall@{k} cold users", f"recall@{k} long tail",
+                        f"long-tail share of lists@{k}"],
+                       [[m, *slice_values(document, m, k)] for m in models]),
+        "",
+        "## Tuning (validation split)",
+        "",
+        f"Hybrid popularity weight, chosen by {tuning['metric']}: {tuning['popularity_weight']['best']}.",
+        "",
+        markdown_table(["popularity_weight", tuning["metric"], f"coverage@{tuning['metric'].split('@')[1]}"],
+                       [[w, v, tuning["popularity_weight"]["coverage"][w]]
+                        for w, v in tuning["popularity_weight"]["grid"].items()]),
+        "",
+        "ALS grid (implicit feedback):",
+        "",
+        markdown_table(["rank", "reg_param", "alpha", tuning["metric"]],
+                       [[str(c["rank"]), str(c["reg_param"]), str(c["alpha"]), c["ndcg"]] for c in tuning["als"]["grid"]]),
+        "",
+        "## Segments (fitted on the training rows)",
+        "",
+        f"k={quality['k']}, cosine silhouette {_value(quality['silhouette'])}, Davies–Bouldin {_value(quality['davies_bouldin'])}; "
+        "sizes " + ", ".join(f"{s}: {n}" for s, n in quality["sizes"].items()) + ".",
+        "",
+        "Silhouette by k: " + ", ".join(f"{c}: {v:.3f}" for c, v in quality["silhouette_by_k"].items()),
+        "",
+        "![silhouette](plots/silhouette_by_k.png) ![sizes](plots/segment_sizes.png)",
+        "![projection](plots/user_projection.png) ![metrics](plots/metrics_vs_baselines.png)",
+        "",
+    ]
+    return "\n".join(parts)
+
+
+def slice_values(document: dict, model: str, k: int) -> list[Any]:
+    m, slices = document["models"][model], document["slices"]
+    cold = [m["cold_users"][k]["ndcg"], m["cold_users"][k]["recall"]] if slices["cold_users"]["users"] else [None, None]
+    tail = m["long_tail"][k]["recall"] if slices["long_tail"]["held_out_rows"] else None
+    return [*cold, tail, m["lists"][k]["long_tail_share"]]
+
+
+# ------------------------------------------------------------------------------------- plots
+
+
+def plot_all(document: dict, points: pd.DataFrame, directory: str) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless: no display on executors, schedulers or CI
+    import matplotlib.pyplot as plt
+
+    os.makedirs(directory, exist_ok=True)
+    written = []
+
+    def save(fig, name: str) -> None:
+        path = os.path.join(directory, name)
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+
+    curve = document["segments"]["silhouette_by_k"]
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.plot([int(c) for c in curve], list(curve.values()), marker="o")
+    ax.set(xlabel="k", ylabel="cosine silhouette", title="Silhouette by k (training users)")
+    save(fig, "silhouette_by_k.png")
+
+    sizes = document["segments"]["sizes"]
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.bar([str(s) for s in sizes], list(sizes.values()))
+    ax.set(xlabel="segment", ylabel="users", title="Segment sizes")
+    save(fig, "segment_sizes.png")
+
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for segment, group in points.groupby("segment_id"):
+        ax.scatter(group.x, group.y, s=6, alpha=0.6, label=f"segment {segment}")
+    ax.set(xlabel="PC 1", ylabel="PC 2", title="User vectors, first two principal components")
+    if len(points):
+        ax.legend(markerscale=3, fontsize=7)
+    save(fig, "user_projection.png")
+
+    models = _models(document)
+    ks = list(document["models"][models[0]]["ranking"])
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    width = 0.8 / len(models)
+    for metric, ax in zip(("ndcg", "recall"), axes):
+        for i, model in enumerate(models):
+            ax.bar([j + i * width for j in range(len(ks))], [document["models"][model]["ranking"][k][metric] for k in ks],
+                   width, label=model)
+        ax.set_xticks([j + width * (len(models) - 1) / 2 for j in range(len(ks))], [f"@{k}" for k in ks])
+        ax.set(title=metric.upper() if metric == "ndcg" else metric.capitalize())
+    axes[0].legend(fontsize=7)
+    save(fig, "metrics_vs_baselines.png")
+    return written
+
+
+# ------------------------------------------------------------------------------------ output
+
+
+def report_k(settings: Evaluate) -> int:
+    """The cut-off the headline tables use: the tuning cut-off when it is one of ks, else the largest."""
+    return settings.tune_k if settings.tune_k in settings.ks else max(settings.ks)
+
+
+def write(store: OutputStore, document: dict, points: pd.DataFrame, settings: Evaluate) -> str:
+    """Render every file locally, copy them under ``<output>/evaluation``, log to MLflow if set."""
+    k = report_k(settings)
+    with tempfile.TemporaryDirectory(prefix="segrec-report-") as local:
+        with open(os.path.join(local, "metrics.json"), "w", encoding="utf-8") as fh:
+            json.dump(document, fh, indent=2, default=str)
+        with open(os.path.join(local, "report.md"), "w", encoding="utf-8") as fh:
+            fh.write(markdown(document, k))
+        if settings.plots:
+            plot_all(document, points, os.path.join(local, "plots"))
+        target = store.publish_directory(local, "evaluation")
+        log_to_mlflow(document, local, settings, k)
+    return target
+
+
+def log_to_mlflow(document: dict, directory: str, settings: Evaluate, k: int) -> bool:
+    """Log the run to MLflow when a tracking URI is configured and mlflow is importable."""
+    if not settings.mlflow_tracking_uri:
+        return False
+    try:
+        import mlflow
+    except ImportError:
+        log.warning("evaluate.mlflow_tracking_uri is set but mlflow is not installed: not logged to MLflow")
+        return False
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    mlflow.set_experiment(settings.mlflow_experiment)
+    with mlflow.start_run(run_name=document["run_id"]):
+        mlflow.log_params({"holdout": settings.holdout, "popularity_weight": document["tuning"]["popularity_weight"]["best"],
+                           **{f"als_{key}": value for key, value in document["tuning"]["als"]["best"].items()}})
+        metrics = {}
+        for model, figures in document["models"].items():
+            for cut, values in figures["ranking"].items():
+                metrics.update({f"{model}.{m}_at_{cut}": v for m, v in values.items()})
+            metrics.update({f"{model}.{m}_at_{k}": v for m, v in figures["lists"][k].items()})
+        mlflow.log_metrics(metrics)
+        mlflow.log_artifacts(directory)
+    return True

@@ -1,0 +1,149 @@
+"""The evaluate stage end to end on synthetic data: no held-out interaction reaches any model, and the
+report, metrics and printed table are complete and consistent."""
+
+import json
+import sys
+import types
+
+import pandas as pd
+import pytest
+import yaml
+from pyspark.sql import functions as F
+
+from jobs import baselines, cli, evaluate, report
+from jobs.config import Evaluate
+from jobs.split import holdout_split
+from jobs.synthetic import config_dict, generate, write_parquet
+
+HOLDOUT = 2
+
+
+def pairs(df) -> set[tuple[str, str]]:
+    return {(r.user_id, r.item_id) for r in df.select("user_id", "item_id").collect()}
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory, tiny_model_dir, spark):
+    """One evaluate run through the CLI, with every model builder's interactions recorded as it is called."""
+    root = tmp_path_factory.mktemp("evaluate")
+    paths = write_parquet(generate(n_users=60, items_per_persona=8, seed=3), str(root / "in"))
+    conf = config_dict(paths, str(root / "out"), model_path=tiny_model_dir)
+    conf["segment"] = {"k": 3}
+    conf["evaluate"] = {"holdout": HOLDOUT, "ks": [3, 5], "tune_k": 5, "popularity_weights": [0.0, 1.0],
+                        "als": {"ranks": [4], "reg_params": [0.1], "alphas": [1.0, 5.0], "max_iter": 3},
+                        "projection_sample": 40}
+    (root / "conf.yaml").write_text(yaml.safe_dump(conf))
+
+    seen: dict[str, list[set]] = {}
+
+    def recorder(name, fn, position):
+        def wrapped(*args, **kwargs):
+            seen.setdefault(name, []).append(pairs(args[position]))  # read now: staged inputs are dropped later
+            return fn(*args, **kwargs)
+        return wrapped
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(evaluate, "user_vectors", recorder("profiles", evaluate.user_vectors, 1))
+        mp.setattr(evaluate, "recommendations", recorder("ours: seen-masks and segment popularity", evaluate.recommendations, 3))
+        mp.setattr(baselines, "recommendations", recorder("baselines: seen-masks", baselines.recommendations, 3))
+        mp.setattr(baselines, "most_popular", recorder("most popular counts", baselines.most_popular, 1))
+        mp.setattr(baselines, "als", recorder("ALS fit", baselines.als, 1))
+        mp.setattr(baselines, "random_lists", recorder("random", baselines.random_lists, 0))
+        code = cli.main(["evaluate", "--conf", str(root / "conf.yaml")])
+    assert code == 0
+    interactions = spark.read.parquet(str(root / "out" / "interactions"))
+    train, held = holdout_split(interactions, HOLDOUT, seed=42)
+    return root, seen, pairs(train), pairs(held)
+
+
+def test_no_held_out_interaction_reaches_any_training_input(evaluated):
+    _, seen, train, held = evaluated
+    assert len(held) > 100 and len(train) > 100
+    # validation pass and test pass of ours; every ALS cell plus the refit; one call each for the rest
+    assert len(seen["profiles"]) == 2
+    assert len(seen["ALS fit"]) == 3
+    assert {"most popular counts", "random", "baselines: seen-masks", "ours: seen-masks and segment popularity"} <= set(seen)
+    for name, inputs in seen.items():
+        for used in inputs:
+            assert used, name
+            assert not used & held, f"{name}: held-out interactions leaked into a training input"
+            assert used <= train, name
+    # the final models were trained on the whole training set, not only the validation part
+    assert seen["profiles"][1] == train and seen["most popular counts"][0] == train
+
+
+def test_report_files_and_metrics_are_complete(evaluated):
+    root, _, _, held = evaluated
+    folder = root / "out" / "evaluation"
+    doc = json.loads((folder / "metrics.json").read_text())
+    assert set(doc["models"]) == {"most_popular", "als", "random", "content", "hybrid"}
+    assert doc["split"]["held_out_rows"] == len(held)
+    assert doc["tuning"]["popularity_weight"]["best"] in (0.0, 1.0)
+    assert len(doc["tuning"]["als"]["grid"]) == 2
+    for name, figures in doc["models"].items():
+        assert set(figures["ranking"]) == {"3", "5"}
+        at5 = figures["ranking"]["5"]
+        assert 0.0 <= at5["precision"] <= 1.0 and 0.0 <= at5["ndcg"] <= 1.0, name
+        assert at5["recall"] >= figures["ranking"]["3"]["recall"] - 1e-12, name  # recall grows with k
+        lists = figures["lists"]["5"]
+        assert 0.0 < lists["coverage"] <= 1.0 and lists["novelty"] > 0, name
+    # content ranks by text similarity: on planted personas it must beat random
+    assert doc["models"]["content"]["ranking"]["5"]["ndcg"] > doc["models"]["random"]["ranking"]["5"]["ndcg"]
+    assert doc["segments"]["k"] == 3 and sum(doc["segments"]["sizes"].values()) == 60
+    assert doc["segments"]["davies_bouldin"] > 0 and -1 <= doc["segments"]["silhouette"] <= 1
+    text = (folder / "report.md").read_text()
+    assert "| hybrid |" in text and "ndcg@5" in text and "Best per metric" in text
+    for plot in ("silhouette_by_k", "segment_sizes", "user_projection", "metrics_vs_baselines"):
+        assert (folder / "plots" / f"{plot}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list((root / "out" / "_staging").glob("eval-*"))  # no staged leftovers
+
+
+def test_the_cli_prints_the_comparison_table(evaluated, capsys):
+    root, *_ = evaluated
+    manifest = json.loads((root / "out" / "manifest.json").read_text())
+    table = manifest["evaluation_table"].splitlines()
+    assert table[0].split()[:4] == ["model", "precision@5", "recall@5", "ndcg@5"]
+    assert [line.split()[0] for line in table[1:]] == list(report.MODEL_ORDER)
+    assert manifest["stages"].keys() >= {"validate", "embed", "evaluate"}
+
+
+def test_mlflow_is_logged_only_when_configured(evaluated, monkeypatch, tmp_path):
+    root, *_ = evaluated
+    doc = json.loads((root / "out" / "evaluation" / "metrics.json").read_text())
+    doc["models"] = {m: {"ranking": {int(k): v for k, v in f["ranking"].items()},
+                         "lists": {int(k): v for k, v in f["lists"].items()}} for m, f in doc["models"].items()}
+    calls = []
+    fake = types.SimpleNamespace(
+        set_tracking_uri=lambda uri: calls.append(("uri", uri)),
+        set_experiment=lambda name: calls.append(("experiment", name)),
+        log_params=lambda p: calls.append(("params", p)),
+        log_metrics=lambda m: calls.append(("metrics", m)),
+        log_artifacts=lambda d: calls.append(("artifacts", d)),
+    )
+
+    class Run:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    fake.start_run = lambda run_name: Run()
+    monkeypatch.setitem(sys.modules, "mlflow", fake)
+    assert not report.log_to_mlflow(doc, str(tmp_path), Evaluate(ks=[3, 5], tune_k=5), 5)
+    assert calls == []
+    assert report.log_to_mlflow(doc, str(tmp_path), Evaluate(ks=[3, 5], tune_k=5, mlflow_tracking_uri="file:/tmp/x"), 5)
+    logged = dict(calls)
+    assert logged["uri"] == "file:/tmp/x" and logged["artifacts"] == str(tmp_path)
+    assert logged["metrics"]["hybrid.ndcg_at_5"] == doc["models"]["hybrid"]["ranking"][5]["ndcg"]
+    assert "als.coverage_at_5" in logged["metrics"]
+
+
+def test_a_source_where_nothing_can_be_held_out_is_refused(spark, tmp_path, tiny_model_dir, capsys):
+    data = generate(n_users=12, items_per_persona=4, seed=2)
+    data.interactions = data.interactions.groupby("user_id").head(1)  # one interaction per user
+    paths = write_parquet(data, str(tmp_path / "in"))
+    conf = config_dict(paths, str(tmp_path / "out"), model_path=tiny_model_dir)
+    (tmp_path / "conf.yaml").write_text(yaml.safe_dump(conf))
+    assert cli.main(["evaluate", "--conf", str(tmp_path / "conf.yaml")]) == 2
+    assert "no interaction could be held out (every user has a single interaction)" in capsys.readouterr().err
