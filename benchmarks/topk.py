@@ -2,6 +2,7 @@
 
     python benchmarks/topk.py                                   # quick: 5,000 users x 2,000 items x 384
     python benchmarks/topk.py --users 50000 --items 20000       # the issue's large size (skips the cross join)
+    python benchmarks/topk.py --users 50000 --items 20000 --device cuda   # (a) on GPU 0, where there is one
 
 Same user and item vectors, same k, one run, local[N]:
   (a) this stage (broadcast plan, seen items masked), forced with Spark's no-op sink;
@@ -10,7 +11,7 @@ Same user and item vectors, same k, one run, local[N]:
   (c) a plain Spark SQL cross join: dot product with zip_with/aggregate, then a window keeping the top k
       (only below --crossjoin-max pairs: it is far too slow beyond);
   (d) the floor: users x items x dims x 2 FLOPs at this machine's measured float32 matrix-multiply rate
-      (numpy, all cores), the time no exact top-k can beat.
+      (numpy, all cores; with --device cuda, torch on GPU 0), the time no exact top-k can beat.
 Prints a table, then the ratios.
 """
 
@@ -31,12 +32,19 @@ def unit_rows(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
     return m / np.linalg.norm(m, axis=1, keepdims=True)
 
 
-def matmul_gflops(dim: int) -> float:
-    """Measured float32 GEMM rate (GFLOP/s) with numpy's BLAS on all cores, best of 5."""
+def matmul_gflops(dim: int, device: str = "cpu") -> float:
+    """Measured float32 GEMM rate (GFLOP/s), best of 5: numpy's BLAS on all cores, or torch on the GPU."""
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal((2048, dim)).astype(np.float32), rng.standard_normal((dim, 4096)).astype(np.float32)
-    a @ b  # warm-up
-    best = min(_timed(lambda: a @ b) for _ in range(5))
+    if device == "cpu":
+        a @ b  # warm-up
+        best = min(_timed(lambda: a @ b) for _ in range(5))
+    else:
+        import torch
+
+        ta, tb = torch.from_numpy(a).to(device), torch.from_numpy(b).to(device)
+        (ta @ tb).sum().item()  # warm-up, and a sync
+        best = min(_timed(lambda: (ta @ tb).sum().item()) for _ in range(5))
     return 2 * 2048 * 4096 * dim / best / 1e9
 
 
@@ -59,8 +67,15 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--seen", type=int, default=20, help="interactions per user (masked by (a))")
     parser.add_argument("--cores", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                        help="where (a) scores: cuda puts the products and the top-k on GPU 0")
     parser.add_argument("--crossjoin-max", type=float, default=2.5e7, help="largest users x items for (c)")
     args = parser.parse_args()
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            parser.error("--device cuda needs a CUDA GPU: torch.cuda.is_available() is False here")
 
     from pyspark.ml.recommendation import ALS
     from pyspark.sql import Window
@@ -74,7 +89,7 @@ def main() -> None:
     events = pd.DataFrame(
         {"user": np.repeat(np.arange(args.users), args.seen), "item": rng.integers(0, args.items, args.users * args.seen)}
     ).drop_duplicates()
-    gflops = matmul_gflops(args.dim)
+    gflops = matmul_gflops(args.dim, args.device)
 
     spark = local_spark("topk-benchmark", args.cores, driver_memory="6g")
     user_df = spark.createDataFrame(
@@ -90,7 +105,7 @@ def main() -> None:
     ).cache()
     user_df.count(), item_df.count(), event_df.count()
 
-    settings = Recommend(k=args.k, plan="broadcast")
+    settings = Recommend(k=args.k, plan="broadcast", device=args.device)
     recs, _ = recommendations(spark, user_df.limit(10), item_df, event_df, None, settings)
     force(recs)  # warm-up: Python workers started, untimed
     recs, _ = recommendations(spark, user_df, item_df, event_df, None, settings)
@@ -120,7 +135,7 @@ def main() -> None:
     floor = pairs * args.dim * 2 / (gflops * 1e9)
     print(f"\ntop-{args.k}: {args.users} users x {args.items} items x {args.dim} dims, local[{args.cores}]")
     print(f"{'side':<52}{'seconds':>10}")
-    print(f"{'(a) segrec recommend (broadcast plan)':<52}{ours:>10.2f}")
+    print(f"{'(a) segrec recommend (broadcast plan, ' + args.device + ')':<52}{ours:>10.2f}")
     print(f"{'(b) ALS recommendForAllUsers, rank ' + str(args.dim):<52}{als_seconds:>10.2f}")
     shown = f"{cross_seconds:>10.2f}" if cross_seconds is not None else f"{'skipped':>10}"
     print(f"{'(c) Spark SQL cross join + window':<52}{shown}")

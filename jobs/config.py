@@ -178,7 +178,9 @@ class Recommend(_Section):
     )
     matrix_path: str | None = Field(None, description="with matrix_source=file: a path every executor can read")
     user_block: int = Field(4096, ge=1, description="sharded plan: users per block scored against each shard")
-    device: Literal["auto", "cpu"] = Field("auto", description="auto: score on the task's GPU when it has one")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="auto: the task's GPU when Spark gave it one; cuda: GPU 0 without GPU scheduling"
+    )
     mmr_trade_off: float | None = Field(
         None, ge=0.0, le=1.0,
         description="None: off; else MMR re-ranking for diversity (1 = relevance only, 0 = diversity only)",

@@ -29,7 +29,7 @@ from pyspark.sql import functions as F
 from jobs.config import Recommend
 from jobs.context import RunContext
 from jobs.errors import ConfigError, InputError
-from udfs.device import choose_device, current_slot
+from udfs.device import TaskSlot, choose_device, current_slot
 from udfs.topk import (
     OUTPUT_COLUMNS, Catalogue, cached_catalogue, load_catalogue, recommend_frame, rerank_mmr, save_catalogue,
 )
@@ -140,8 +140,14 @@ def broadcast_plan(
 
 
 def task_device(setting: str) -> str:
-    """Where a task scores: its GPU when Spark gave it one and CUDA works (``auto``), else the CPU."""
-    return choose_device(current_slot()) if setting == "auto" else "cpu"
+    """Where a task scores: ``auto``, its GPU when Spark gave it one; ``cuda``, GPU 0 whatever Spark
+    scheduled (local mode on a GPU machine, single-GPU nodes). Without CUDA both fall back to the CPU
+    with one warning."""
+    if setting == "auto":
+        return choose_device(current_slot())
+    if setting == "cuda":
+        return choose_device(TaskSlot(gpu_addresses=("0",)))
+    return "cpu"
 
 
 def mmr_settings(settings: Recommend) -> tuple[float, int] | None:

@@ -102,3 +102,13 @@ def test_catalogue_is_loaded_once_per_worker(spark, inputs):
 
     report = {r.r for r in spark.range(0, 32, numPartitions=8).select(loads("id").alias("r")).collect()}
     assert all(set(r.split(",")) <= {"1", "none"} for r in report), report
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the fallback without CUDA")
+def test_a_gpu_setting_without_cuda_scores_on_the_cpu_with_the_same_lists(spark, inputs):
+    from jobs.recommend import task_device
+
+    assert [task_device(s) for s in ("auto", "cpu", "cuda")] == ["cpu", "cpu", "cpu"]
+    on_cpu, _ = run(spark, inputs, k=4, plan="broadcast", device="cpu")
+    asked_for_gpu, _ = run(spark, inputs, k=4, plan="broadcast", device="cuda")
+    pd.testing.assert_frame_equal(on_cpu, asked_for_gpu)
