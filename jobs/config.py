@@ -206,6 +206,9 @@ class Evaluate(_Section):
         [0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0], min_length=1,
         description="hybrid lambda grid, tuned on the validation split",
     )
+    segment_ks: list[int] | None = Field(
+        None, description="also tune the hybrid's number of segments over these k (None: segment settings as they are)"
+    )
     als: Als = Field(default_factory=Als)
     random_baseline: bool = True
     cold_max_train: int = Field(20, ge=1, description="cold-user slice: users with at most this many training interactions")
@@ -221,6 +224,13 @@ class Evaluate(_Section):
         if any(k < 1 for k in value):
             raise ValueError(f"every k must be at least 1, got {value}")
         return sorted(set(value))
+
+    @field_validator("segment_ks")
+    @classmethod
+    def _segment_counts(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None and (not value or any(k < 2 for k in value)):
+            raise ValueError(f"segment_ks must list segment counts of at least 2, got {value}")
+        return value
 
     @field_validator("popularity_weights")
     @classmethod

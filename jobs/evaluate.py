@@ -67,72 +67,107 @@ class OurModel:
     lists: dict[float, DataFrame] = field(default_factory=dict)
 
 
+class Scratch:
+    """The staged intermediate datasets of one evaluation, dropped together when it ends."""
+
+    def __init__(self, store: OutputStore):
+        self.store = store
+        self.names: list[str] = []
+
+    def keep(self, df: DataFrame, name: str) -> DataFrame:
+        self.names.append(name)
+        return self.store.write_staged(df, f"eval-{name}")
+
+    def drop_all(self) -> None:
+        for name in self.names:
+            self.store.drop_staged(f"eval-{name}")
+
+
 # ---------------------------------------------------------------------------------- building
 
 
+def with_segment_k(config: Config, k: int | None) -> Config:
+    """The config with ``segment.k`` replaced (None: as configured)."""
+    if k is None:
+        return config
+    return config.model_copy(update={"segment": config.segment.model_copy(update={"k": k})})
+
+
+def build_profiles(config: Config, scratch: Scratch, data: Inputs, tag: str) -> DataFrame:
+    profiles = user_vectors(data.users, data.train, data.item_vectors, data.text_vectors, config.profile)
+    return scratch.keep(profiles, f"{tag}-profiles").where(F.col("vector").isNotNull())
+
+
 def build_ours(
-    spark: SparkSession, config: Config, store: OutputStore, data: Inputs, weights: list[float], k: int, tag: str
+    spark: SparkSession, config: Config, scratch: Scratch, data: Inputs, profiles: DataFrame,
+    weights: list[float], k: int, tag: str,
 ) -> OurModel:
-    """Profiles -> segments (always fitted: a saved model may have seen held-out data) -> lists."""
-    profiles = store.write_staged(
-        user_vectors(data.users, data.train, data.item_vectors, data.text_vectors, config.profile), f"eval-{tag}-profiles"
-    ).where(F.col("vector").isNotNull())
+    """Segments (always fitted: a saved model may have seen held-out data), then one list per weight."""
     feats = features(profiles).cache()
     model, curve = fit(feats, config.segment, feats.count())
     feats.unpersist()
     centroids = np.array(model.clusterCenters(), dtype=np.float32)
-    segments = store.write_staged(assign_segments(profiles, centroids, config.segment.temperature), f"eval-{tag}-segments")
+    segments = scratch.keep(assign_segments(profiles, centroids, config.segment.temperature), f"{tag}-segments")
     ours = OurModel(profiles, segments, centroids, curve)
     for i, weight in enumerate(weights):
         settings = config.recommend.model_copy(update={"k": k, "popularity_weight": weight})
         recs, _ = recommendations(spark, profiles, data.item_vectors, data.train, segments, settings)
-        ours.lists[weight] = store.write_staged(recs, f"eval-{tag}-recs-{i}")
+        ours.lists[weight] = scratch.keep(recs, f"{tag}-recs-{i}")
     return ours
 
 
-def tune(spark: SparkSession, config: Config, store: OutputStore, data: Inputs) -> dict:
-    """Choose the hybrid weight and the ALS cell on a validation split of the training data."""
+def tune(spark: SparkSession, config: Config, scratch: Scratch, data: Inputs) -> dict:
+    """Choose the hybrid (segment count and popularity weight) and the ALS cell on a validation split
+    of the training data."""
     settings = config.evaluate
     k = settings.tune_k
     train, validation = holdout_split(data.train, settings.holdout, settings.seed)
-    inner = Inputs(store.write_staged(train, "eval-val-train"), data.items, data.item_vectors, data.text_vectors, data.users)
-    validation = store.write_staged(validation, "eval-val-held")
+    inner = Inputs(scratch.keep(train, "val-train"), data.items, data.item_vectors, data.text_vectors, data.users)
+    validation = scratch.keep(validation, "val-held")
+    n_items = inner.item_vectors.count()
 
     def ndcg(recs: DataFrame) -> float:
         return ranking_metrics(recs, validation, [k])[k]["ndcg"]
 
-    ours = build_ours(spark, config, store, inner, settings.popularity_weights, k, "val")
-    by_weight = {w: ndcg(recs) for w, recs in ours.lists.items()}
-    best_weight = max(sorted(by_weight), key=lambda w: by_weight[w])  # ties: the smaller weight
-    # Coverage next to NDCG: what a larger weight costs in catalogue reach, for choosing a default.
-    n_items = inner.item_vectors.count()
-    coverage = {w: recs.where(F.col("rank") <= k).select("item_id").distinct().count() / n_items
-                for w, recs in ours.lists.items()}
-    by_cell = []
+    def coverage(recs: DataFrame) -> float:
+        # next to NDCG: what a larger weight costs in catalogue reach, for choosing a default
+        return recs.where(F.col("rank") <= k).select("item_id").distinct().count() / n_items
+
+    profiles = build_profiles(config, scratch, inner, "val")
+    hybrid = []
+    for segment_k in settings.segment_ks or [None]:
+        ours = build_ours(spark, with_segment_k(config, segment_k), scratch, inner, profiles,
+                          settings.popularity_weights, k, f"val-k{segment_k}")
+        hybrid += [{"segment_k": segment_k, "popularity_weight": w, "ndcg": round(ndcg(recs), 6),
+                    "coverage": round(coverage(recs), 4)} for w, recs in ours.lists.items()]
+    best = max(hybrid, key=lambda row: row["ndcg"])  # ties: the first (smaller weight, earlier k)
+    cells = []
     for params in baselines.als_grid(settings.als.ranks, settings.als.reg_params, settings.als.alphas):
         recs = baselines.als(spark, inner.train, params, settings.als.max_iter, settings.seed, k)
-        by_cell.append({**params.as_dict(), "ndcg": ndcg(recs)})
-    best_cell = max(by_cell, key=lambda c: c["ndcg"])  # ties: the first in grid order
+        cells.append({**params.as_dict(), "ndcg": round(ndcg(recs), 6)})
+    best_cell = max(cells, key=lambda c: c["ndcg"])  # ties: the first in grid order
     return {
         "metric": f"ndcg@{k}",
-        "popularity_weight": {"grid": {str(w): round(v, 6) for w, v in by_weight.items()},
-                              "coverage": {str(w): round(c, 4) for w, c in coverage.items()}, "best": best_weight},
-        "als": {"grid": by_cell, "best": {key: best_cell[key] for key in ("rank", "reg_param", "alpha")}},
+        "hybrid": {"grid": hybrid, "best": {key: best[key] for key in ("segment_k", "popularity_weight")}},
+        "als": {"grid": cells, "best": {key: best_cell[key] for key in ("rank", "reg_param", "alpha")}},
     }
 
 
-def build_all(spark: SparkSession, config: Config, store: OutputStore, data: Inputs, tuned: dict) -> tuple[dict, OurModel]:
+def build_all(spark: SparkSession, config: Config, scratch: Scratch, data: Inputs, tuned: dict) -> tuple[dict, OurModel]:
     """Every model's top-k lists on the training set, k the largest cut-off."""
     settings = config.evaluate
     k = max(settings.ks)
-    weight = tuned["popularity_weight"]["best"]
-    ours = build_ours(spark, config, store, data, sorted({0.0, weight}), k, "test")
+    best = tuned["hybrid"]["best"]
+    weight = best["popularity_weight"]
+    profiles = build_profiles(config, scratch, data, "test")
+    ours = build_ours(spark, with_segment_k(config, best["segment_k"]), scratch, data, profiles,
+                      sorted({0.0, weight}), k, "test")
     lists = {"content": ours.lists[0.0], "hybrid": ours.lists[weight]}
-    lists["most_popular"] = store.write_staged(baselines.most_popular(spark, data.train, data.item_vectors, k), "eval-popular")
+    lists["most_popular"] = scratch.keep(baselines.most_popular(spark, data.train, data.item_vectors, k), "popular")
     params = baselines.AlsParams(**tuned["als"]["best"])
-    lists["als"] = store.write_staged(baselines.als(spark, data.train, params, settings.als.max_iter, settings.seed, k), "eval-als")
+    lists["als"] = scratch.keep(baselines.als(spark, data.train, params, settings.als.max_iter, settings.seed, k), "als")
     if settings.random_baseline:
-        lists["random"] = store.write_staged(baselines.random_lists(data.train, data.item_vectors, k, settings.seed), "eval-random")
+        lists["random"] = scratch.keep(baselines.random_lists(data.train, data.item_vectors, k, settings.seed), "random")
     return lists, ours
 
 
@@ -181,27 +216,34 @@ def read_inputs(store: OutputStore) -> tuple[DataFrame, Inputs]:
 
 def evaluate(ctx: RunContext) -> dict:
     """The whole evaluation; returns the metrics document (also written to ``evaluation/``)."""
+    scratch = Scratch(ctx.store)
+    try:
+        return evaluate_with(ctx, scratch)
+    finally:
+        scratch.drop_all()
+
+
+def evaluate_with(ctx: RunContext, scratch: Scratch) -> dict:
     spark, config, store = ctx.spark, ctx.config, ctx.store
     settings = config.evaluate
     started = time.perf_counter()
     interactions, data = read_inputs(store)
     train, held = holdout_split(interactions, settings.holdout, settings.seed)
-    data.train = store.write_staged(train, "eval-train")
-    held = store.write_staged(held, "eval-held")
+    data.train = scratch.keep(train, "train")
+    held = scratch.keep(held, "held")
     split = {"train_rows": data.train.count(), "held_out_rows": held.count(),
              "users_evaluated": held.select("user_id").distinct().count(), "holdout_per_user": settings.holdout}
     if split["held_out_rows"] == 0:
         raise InputError("evaluate: no interaction could be held out (every user has a single interaction)")
 
-    tuned = tune(spark, config, store, data)
+    tuned = tune(spark, config, scratch, data)
     log.info("evaluate: tuned %s", {k: v["best"] for k, v in tuned.items() if isinstance(v, dict)})
-    lists, ours = build_all(spark, config, store, data, tuned)
+    lists, ours = build_all(spark, config, scratch, data, tuned)
     slices, slice_sizes = make_slices(data, held, config)
     models = {name: score(recs, held, data, slices, settings.ks) for name, recs in lists.items()}
 
-    feats = features(ours.profiles)
     curve = ours.curve if ours.curve is not None else silhouette_curve(
-        feats, config.segment, ours.profiles.count())
+        features(ours.profiles), config.segment, ours.profiles.count())
     quality = segment_quality(ours.profiles, ours.segments, ours.centroids)
     quality["silhouette_by_k"] = curve
     document = {
@@ -215,12 +257,6 @@ def evaluate(ctx: RunContext) -> dict:
     }
     projection = report.projection(ours.profiles, ours.segments, settings.projection_sample, settings.seed)
     report.write(store, document, projection, settings)
-    for name in ("eval-train", "eval-held", "eval-val-train", "eval-val-held", "eval-popular", "eval-als", "eval-random",
-                 "eval-val-profiles", "eval-val-segments", "eval-test-profiles", "eval-test-segments"):
-        store.drop_staged(name)
-    for tag, count in (("val", len(settings.popularity_weights)), ("test", 2)):
-        for i in range(count):
-            store.drop_staged(f"eval-{tag}-recs-{i}")
     return document
 
 
@@ -229,7 +265,7 @@ def run(ctx: RunContext) -> dict:
         document = evaluate(ctx)
         k = report.report_k(ctx.config.evaluate)
         figures.update(users=document["split"]["users_evaluated"], held_out=document["split"]["held_out_rows"],
-                       popularity_weight=document["tuning"]["popularity_weight"]["best"])
+                       **{f"hybrid_{key}": value for key, value in document["tuning"]["hybrid"]["best"].items()})
         ctx.manifest.data["evaluation_table"] = report.comparison_table(document, k)
         ctx.manifest.record_output("evaluation")
     return figures

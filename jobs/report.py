@@ -126,11 +126,12 @@ def markdown(document: dict, k: int) -> str:
         "",
         "## Tuning (validation split)",
         "",
-        f"Hybrid popularity weight, chosen by {tuning['metric']}: {tuning['popularity_weight']['best']}.",
+        "Hybrid, chosen by " + tuning["metric"] + ": "
+        + ", ".join(f"{key} {_shown(value)}" for key, value in tuning["hybrid"]["best"].items()) + ".",
         "",
-        markdown_table(["popularity_weight", tuning["metric"], f"coverage@{tuning['metric'].split('@')[1]}"],
-                       [[w, v, tuning["popularity_weight"]["coverage"][w]]
-                        for w, v in tuning["popularity_weight"]["grid"].items()]),
+        markdown_table(["segment_k", "popularity_weight", tuning["metric"], f"coverage@{tuning['metric'].split('@')[1]}"],
+                       [[_shown(row["segment_k"]), str(row["popularity_weight"]), row["ndcg"], row["coverage"]]
+                        for row in tuning["hybrid"]["grid"]]),
         "",
         "ALS grid (implicit feedback):",
         "",
@@ -149,6 +150,10 @@ def markdown(document: dict, k: int) -> str:
         "",
     ]
     return "\n".join(parts)
+
+
+def _shown(value: Any) -> str:
+    return "as configured" if value is None else str(value)
 
 
 def slice_values(document: dict, model: str, k: int) -> list[Any]:
@@ -247,7 +252,8 @@ def log_to_mlflow(document: dict, directory: str, settings: Evaluate, k: int) ->
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     mlflow.set_experiment(settings.mlflow_experiment)
     with mlflow.start_run(run_name=document["run_id"]):
-        mlflow.log_params({"holdout": settings.holdout, "popularity_weight": document["tuning"]["popularity_weight"]["best"],
+        mlflow.log_params({"holdout": settings.holdout,
+                           **{f"hybrid_{key}": value for key, value in document["tuning"]["hybrid"]["best"].items()},
                            **{f"als_{key}": value for key, value in document["tuning"]["als"]["best"].items()}})
         metrics = {}
         for model, figures in document["models"].items():

@@ -28,8 +28,8 @@ def evaluated(tmp_path_factory, tiny_model_dir, spark):
     root = tmp_path_factory.mktemp("evaluate")
     paths = write_parquet(generate(n_users=60, items_per_persona=8, seed=3), str(root / "in"))
     conf = config_dict(paths, str(root / "out"), model_path=tiny_model_dir)
-    conf["segment"] = {"k": 3}
-    conf["evaluate"] = {"holdout": HOLDOUT, "ks": [3, 5], "tune_k": 5, "popularity_weights": [0.0, 1.0],
+    conf["segment"] = {"k": 3, "k_max": 4}
+    conf["evaluate"] = {"holdout": HOLDOUT, "ks": [3, 5], "tune_k": 5, "popularity_weights": [0.0, 1.0], "segment_ks": [2, 3],
                         "als": {"ranks": [4], "reg_params": [0.1], "alphas": [1.0, 5.0], "max_iter": 3},
                         "projection_sample": 40}
     (root / "conf.yaml").write_text(yaml.safe_dump(conf))
@@ -78,7 +78,11 @@ def test_report_files_and_metrics_are_complete(evaluated):
     doc = json.loads((folder / "metrics.json").read_text())
     assert set(doc["models"]) == {"most_popular", "als", "random", "content", "hybrid"}
     assert doc["split"]["held_out_rows"] == len(held)
-    assert doc["tuning"]["popularity_weight"]["best"] in (0.0, 1.0)
+    grid = doc["tuning"]["hybrid"]["grid"]
+    assert [(r["segment_k"], r["popularity_weight"]) for r in grid] == [(2, 0.0), (2, 1.0), (3, 0.0), (3, 1.0)]
+    best = max(grid, key=lambda r: r["ndcg"])
+    assert doc["tuning"]["hybrid"]["best"] == {"segment_k": best["segment_k"], "popularity_weight": best["popularity_weight"]}
+    assert doc["segments"]["k"] == best["segment_k"]  # the report's segments are the chosen hybrid's
     assert len(doc["tuning"]["als"]["grid"]) == 2
     for name, figures in doc["models"].items():
         assert set(figures["ranking"]) == {"3", "5"}
@@ -89,7 +93,7 @@ def test_report_files_and_metrics_are_complete(evaluated):
         assert 0.0 < lists["coverage"] <= 1.0 and lists["novelty"] > 0, name
     # content ranks by text similarity: on planted personas it must beat random
     assert doc["models"]["content"]["ranking"]["5"]["ndcg"] > doc["models"]["random"]["ranking"]["5"]["ndcg"]
-    assert doc["segments"]["k"] == 3 and sum(doc["segments"]["sizes"].values()) == 60
+    assert sum(doc["segments"]["sizes"].values()) == 60
     assert doc["segments"]["davies_bouldin"] > 0 and -1 <= doc["segments"]["silhouette"] <= 1
     text = (folder / "report.md").read_text()
     assert "| hybrid |" in text and "ndcg@5" in text and "Best per metric" in text
