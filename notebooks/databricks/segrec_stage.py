@@ -11,7 +11,7 @@
 
 dbutils.widgets.text("config", "/Workspace/Repos/segrec/conf/cluster.example.yaml", "Run config (YAML)")  # noqa: F821
 dbutils.widgets.dropdown(  # noqa: F821
-    "stage", "run", ["run", "validate", "embed", "profile", "segment", "recommend"], "Stage"
+    "stage", "run", ["run", "validate", "embed", "profile", "segment", "recommend", "evaluate"], "Stage"
 )
 dbutils.widgets.text("items_table", "", "Items table (blank: as in the config)")  # noqa: F821
 dbutils.widgets.text("interactions_table", "", "Interactions table (blank: as in the config)")  # noqa: F821
@@ -47,3 +47,6 @@ if manifest.data.get("segments"):
     print(format_table(manifest.data["segments"]))
 if manifest.data.get("sample_recommendations"):
     display(spark.createDataFrame(manifest.data["sample_recommendations"]))  # noqa: F821
+if manifest.data.get("evaluation_table"):
+    # evaluate: the comparison table; metrics.json, report.md and the plots are under <output>/evaluation
+    print(manifest.data["evaluation_table"])
