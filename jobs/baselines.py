@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from pyspark.ml.feature import StringIndexer
+from pyspark.ml.feature import IndexToString, StringIndexer
 from pyspark.ml.recommendation import ALS
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -67,12 +67,16 @@ def als(spark: SparkSession, train: DataFrame, params: AlsParams, max_iter: int,
         rank=params.rank, regParam=params.reg_param, alpha=params.alpha, maxIter=max_iter, seed=seed,
         implicitPrefs=True, userCol="u", itemCol="i", ratingCol="r", coldStartStrategy="drop",
     ).fit(indexed)
-    user_ids = spark.createDataFrame(list(enumerate(users.labels)), "id int, user_id string")
-    item_ids = spark.createDataFrame(list(enumerate(items.labels)), "id int, item_id string")
-    user_vectors = model.userFactors.join(user_ids, on="id", how="inner").select("user_id", F.col("features").alias("vector"))
-    item_vectors = model.itemFactors.join(item_ids, on="id", how="inner").select("item_id", F.col("features").alias("vector"))
+    user_vectors = back_to_ids(model.userFactors, users.labels, "user_id")
+    item_vectors = back_to_ids(model.itemFactors, items.labels, "item_id")
     recs, _ = recommendations(spark, user_vectors, item_vectors, train, None, _plain(k))
     return recs
+
+
+def back_to_ids(factors: DataFrame, labels: list[str], name: str) -> DataFrame:
+    """ALS factors (id, features) -> (name, vector), the index mapped back to the original id."""
+    named = IndexToString(inputCol="id", outputCol=name, labels=labels).transform(factors)
+    return named.select(name, F.col("features").alias("vector"))
 
 
 def als_grid(ranks: list[int], reg_params: list[float], alphas: list[float]) -> list[AlsParams]:

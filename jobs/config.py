@@ -14,7 +14,7 @@ from datetime import date
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -199,15 +199,15 @@ class Als(_Section):
 
 class Evaluate(_Section):
     holdout: int = Field(5, ge=1, description="interactions held out per user (the newest by time)")
-    ks: list[int] = Field([5, 10, 20], min_length=1, description="cut-offs for every metric")
+    ks: list[Annotated[int, Field(ge=1)]] = Field([5, 10, 20], min_length=1, description="cut-offs for every metric")
     seed: int = 42
     tune_k: int = Field(10, ge=1, description="the cut-off NDCG is compared at when tuning on validation")
-    popularity_weights: list[float] = Field(
+    popularity_weights: list[Annotated[float, Field(ge=0)]] = Field(
         [0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0], min_length=1,
         description="hybrid lambda grid, tuned on the validation split",
     )
-    segment_ks: list[int] | None = Field(
-        None, description="also tune the hybrid's number of segments over these k (None: segment settings as they are)"
+    segment_ks: list[Annotated[int, Field(ge=2)]] | None = Field(
+        None, min_length=1, description="also tune the hybrid's number of segments over these k (None: segment settings as they are)"
     )
     als: Als = Field(default_factory=Als)
     random_baseline: bool = True
@@ -218,26 +218,11 @@ class Evaluate(_Section):
     mlflow_tracking_uri: str | None = Field(None, description="log to MLflow when set and mlflow is importable")
     mlflow_experiment: str = "segrec"
 
-    @field_validator("ks")
+    @field_validator("ks", "segment_ks", "popularity_weights")
     @classmethod
-    def _cut_offs(cls, value: list[int]) -> list[int]:
-        if any(k < 1 for k in value):
-            raise ValueError(f"every k must be at least 1, got {value}")
-        return sorted(set(value))
-
-    @field_validator("segment_ks")
-    @classmethod
-    def _segment_counts(cls, value: list[int] | None) -> list[int] | None:
-        if value is not None and (not value or any(k < 2 for k in value)):
-            raise ValueError(f"segment_ks must list segment counts of at least 2, got {value}")
-        return value
-
-    @field_validator("popularity_weights")
-    @classmethod
-    def _weights(cls, value: list[float]) -> list[float]:
-        if any(w < 0 for w in value):
-            raise ValueError(f"popularity weights must be >= 0, got {value}")
-        return sorted(set(value))
+    def _grid(cls, value: list | None) -> list | None:
+        """Grids are tried in ascending order without repeats (ties in tuning go to the smaller value)."""
+        return sorted(set(value)) if value is not None else None
 
 
 class Output(_Section):

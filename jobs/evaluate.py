@@ -32,7 +32,7 @@ from jobs.config import Config
 from jobs.context import RunContext
 from jobs.errors import InputError
 from jobs.io import OutputStore
-from jobs.list_metrics import list_metrics, long_tail_items, segment_quality
+from jobs.list_metrics import Reference, list_metrics, long_tail_items, reference, segment_quality
 from jobs.metrics import ranking_metrics
 from jobs.profile import user_vectors
 from jobs.recommend import recommendations
@@ -50,7 +50,6 @@ class Inputs:
     """What every model may use: the training interactions, and texts and their vectors."""
 
     train: DataFrame
-    items: DataFrame
     item_vectors: DataFrame
     text_vectors: DataFrame
     users: DataFrame | None
@@ -68,17 +67,24 @@ class OurModel:
 
 
 class Scratch:
-    """The staged intermediate datasets of one evaluation, dropped together when it ends."""
+    """The staged and cached intermediates of one evaluation, dropped together when it ends."""
 
     def __init__(self, store: OutputStore):
         self.store = store
         self.names: list[str] = []
+        self.frames: list[DataFrame] = []
 
     def keep(self, df: DataFrame, name: str) -> DataFrame:
         self.names.append(name)
         return self.store.write_staged(df, f"eval-{name}")
 
+    def cached(self, df: DataFrame) -> DataFrame:
+        self.frames.append(df.cache())
+        return df
+
     def drop_all(self) -> None:
+        for df in self.frames:
+            df.unpersist()
         for name in self.names:
             self.store.drop_staged(f"eval-{name}")
 
@@ -116,15 +122,14 @@ def build_ours(
     return ours
 
 
-def tune(spark: SparkSession, config: Config, scratch: Scratch, data: Inputs) -> dict:
+def tune(spark: SparkSession, config: Config, scratch: Scratch, data: Inputs, n_items: int) -> dict:
     """Choose the hybrid (segment count and popularity weight) and the ALS cell on a validation split
     of the training data."""
     settings = config.evaluate
     k = settings.tune_k
     train, validation = holdout_split(data.train, settings.holdout, settings.seed)
-    inner = Inputs(scratch.keep(train, "val-train"), data.items, data.item_vectors, data.text_vectors, data.users)
+    inner = Inputs(scratch.keep(train, "val-train"), data.item_vectors, data.text_vectors, data.users)
     validation = scratch.keep(validation, "val-held")
-    n_items = inner.item_vectors.count()
 
     def ndcg(recs: DataFrame) -> float:
         return ranking_metrics(recs, validation, [k])[k]["ndcg"]
@@ -174,22 +179,24 @@ def build_all(spark: SparkSession, config: Config, scratch: Scratch, data: Input
 # --------------------------------------------------------------------------------- scoring
 
 
-def score(recs: DataFrame, held: DataFrame, data: Inputs, slices: dict[str, DataFrame], ks: list[int]) -> dict:
+def score(recs: DataFrame, held: DataFrame, ref: Reference, slices: dict[str, DataFrame], ks: list[int]) -> dict:
     """Ranking metrics, list metrics and slices of one model's lists, over the users with held-out items."""
     recs = recs.join(held.select("user_id").distinct(), on="user_id", how="left_semi")
     return {
         "ranking": ranking_metrics(recs, held, ks),
-        "lists": {k: list_metrics(recs, data.item_vectors, data.train, slices["long_tail_items"], k) for k in ks},
+        "lists": {k: list_metrics(recs, ref, k) for k in ks},
         "cold_users": ranking_metrics(recs, held.join(slices["cold_users"], on="user_id", how="left_semi"), ks),
         "long_tail": ranking_metrics(recs, held.join(slices["long_tail_items"], on="item_id", how="left_semi"), ks),
     }
 
 
-def make_slices(data: Inputs, held: DataFrame, config: Config) -> tuple[dict[str, DataFrame], dict]:
+def make_slices(
+    data: Inputs, held: DataFrame, ref: Reference, config: Config, scratch: Scratch
+) -> tuple[dict[str, DataFrame], dict]:
     settings = config.evaluate
     per_user = data.train.groupBy("user_id").agg(F.count("*").alias("n"))
-    cold = per_user.where(F.col("n") <= settings.cold_max_train).select("user_id").cache()
-    tail = long_tail_items(data.train, data.item_vectors, settings.head_share).cache()
+    cold = scratch.cached(per_user.where(F.col("n") <= settings.cold_max_train).select("user_id"))
+    tail = long_tail_items(ref)
     sizes = {
         "cold_users": {"max_train_interactions": settings.cold_max_train,
                        "users": held.select("user_id").distinct().join(cold, on="user_id", how="left_semi").count()},
@@ -202,16 +209,13 @@ def make_slices(data: Inputs, held: DataFrame, config: Config) -> tuple[dict[str
 # ----------------------------------------------------------------------------------- stage
 
 
-def read_inputs(store: OutputStore) -> tuple[DataFrame, Inputs]:
-    interactions = store.read("interactions", needed_by="evaluate")
-    data = Inputs(
-        train=interactions,
-        items=store.read("items", needed_by="evaluate"),
+def read_inputs(store: OutputStore, train: DataFrame) -> Inputs:
+    return Inputs(
+        train=train,
         item_vectors=store.read("item_vectors", needed_by="evaluate"),
         text_vectors=store.read("text_vectors", needed_by="evaluate"),
         users=store.read("users") if store.exists("users") else None,
     )
-    return interactions, data
 
 
 def evaluate(ctx: RunContext) -> dict:
@@ -227,20 +231,21 @@ def evaluate_with(ctx: RunContext, scratch: Scratch) -> dict:
     spark, config, store = ctx.spark, ctx.config, ctx.store
     settings = config.evaluate
     started = time.perf_counter()
-    interactions, data = read_inputs(store)
-    train, held = holdout_split(interactions, settings.holdout, settings.seed)
-    data.train = scratch.keep(train, "train")
+    train, held = holdout_split(store.read("interactions", needed_by="evaluate"), settings.holdout, settings.seed)
+    data = read_inputs(store, scratch.keep(train, "train"))
     held = scratch.keep(held, "held")
     split = {"train_rows": data.train.count(), "held_out_rows": held.count(),
              "users_evaluated": held.select("user_id").distinct().count(), "holdout_per_user": settings.holdout}
     if split["held_out_rows"] == 0:
         raise InputError("evaluate: no interaction could be held out (every user has a single interaction)")
 
-    tuned = tune(spark, config, scratch, data)
+    ref = reference(data.train, data.item_vectors, settings.head_share)
+    ref.items = scratch.cached(ref.items)  # read by every model's list metrics at every k
+    tuned = tune(spark, config, scratch, data, ref.n_items)
     log.info("evaluate: tuned %s", {k: v["best"] for k, v in tuned.items() if isinstance(v, dict)})
     lists, ours = build_all(spark, config, scratch, data, tuned)
-    slices, slice_sizes = make_slices(data, held, config)
-    models = {name: score(recs, held, data, slices, settings.ks) for name, recs in lists.items()}
+    slices, slice_sizes = make_slices(data, held, ref, config, scratch)
+    models = {name: score(recs, held, ref, slices, settings.ks) for name, recs in lists.items()}
 
     curve = ours.curve if ours.curve is not None else silhouette_curve(
         features(ours.profiles), config.segment, ours.profiles.count())

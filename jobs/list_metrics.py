@@ -17,6 +17,8 @@ Segment quality: cosine silhouette (MLlib ClusteringEvaluator), Davies-Bouldin o
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from pyspark.ml.evaluation import ClusteringEvaluator
 from pyspark.ml.functions import array_to_vector, vector_to_array
@@ -34,51 +36,63 @@ def item_user_counts(train: DataFrame) -> DataFrame:
     return train.select("user_id", "item_id").distinct().groupBy("item_id").agg(F.count("*").alias("users"))
 
 
-def long_tail_items(train: DataFrame, item_ids: DataFrame, head_share: float) -> DataFrame:
-    """(item_id): every catalogue item outside the ``head_share`` most popular (ties by id)."""
-    n_head = int(round(item_ids.count() * head_share))
-    ranked = item_ids.select("item_id").join(item_user_counts(train), on="item_id", how="left").withColumn(
+@dataclass
+class Reference:
+    """What lists are measured against, computed once per evaluation (not once per model and k)."""
+
+    item_vectors: DataFrame
+    items: DataFrame  # (item_id, users, long_tail) for every catalogue item
+    n_items: int
+    n_train_users: int
+
+
+def reference(train: DataFrame, item_vectors: DataFrame, head_share: float) -> Reference:
+    """The catalogue with each item's training users, and long_tail true outside the ``head_share``
+    most popular items (ties by id)."""
+    n_items = item_vectors.count()
+    n_head = int(round(n_items * head_share))
+    ranked = item_vectors.select("item_id").join(item_user_counts(train), on="item_id", how="left").withColumn(
         "_rank", F.row_number().over(Window.orderBy(F.desc_nulls_last("users"), F.asc("item_id")))
     )
-    return ranked.where(F.col("_rank") > n_head).select("item_id")
+    items = ranked.select(
+        "item_id", F.coalesce("users", F.lit(0)).alias("users"), (F.col("_rank") > n_head).alias("long_tail")
+    )
+    return Reference(item_vectors, items, n_items, train.select("user_id").distinct().count())
 
 
-def list_metrics(
-    recommendations: DataFrame, item_vectors: DataFrame, train: DataFrame, tail: DataFrame, k: int
-) -> dict[str, float]:
+def long_tail_items(ref: Reference) -> DataFrame:
+    """(item_id) of the long-tail items."""
+    return ref.items.where(F.col("long_tail")).select("item_id")
+
+
+def list_metrics(recommendations: DataFrame, ref: Reference, k: int) -> dict[str, float]:
     """{metric: value} for the first k recommendations of each user (see the module text)."""
     recs = recommendations.where(F.col("rank") <= k).select("user_id", "item_id").cache()
-    n_catalogue = item_vectors.count()
-    n_train_users = train.select("user_id").distinct().count()
-    listed = recs.groupBy("item_id").agg(F.count("*").alias("c"))
-    totals = listed.agg(
+    totals = recs.groupBy("item_id").agg(F.count("*").alias("c")).agg(
         F.count("*").alias("distinct_items"), F.sum(F.col("c") * (F.col("c") - 1)).alias("pair_overlap")
     ).first()
-    n_users = recs.select("user_id").distinct().count()
+    bits = -F.log2((F.col("users") + 1) / F.lit(ref.n_train_users + 1))
+    rows = recs.join(ref.items, on="item_id", how="left").agg(
+        F.count("*").alias("rows"), F.countDistinct("user_id").alias("users"), F.avg(bits).alias("novelty"),
+        F.sum(F.col("long_tail").cast("int")).alias("tail_rows"),
+    ).first()
 
-    information = recs.join(item_user_counts(train), on="item_id", how="left").select(
-        (-F.log2((F.coalesce("users", F.lit(0)) + 1) / F.lit(n_train_users + 1))).alias("bits")
-    )
-    novelty = information.agg(F.avg("bits")).first()[0]
-
-    vectors = recs.join(item_vectors.select("item_id", array_to_vector("vector").alias("v")), on="item_id", how="inner")
+    vectors = recs.join(ref.item_vectors.select("item_id", array_to_vector("vector").alias("v")), on="item_id", how="inner")
     per_user = vectors.groupBy("user_id").agg(Summarizer.sum(F.col("v")).alias("s"), F.count("*").alias("n"),
                                              F.sum(F.aggregate(vector_to_array("v"), F.lit(0.0),
                                                                lambda a, x: a + x * x)).alias("sq"))
     norm2 = F.aggregate(vector_to_array("s"), F.lit(0.0), lambda a, x: a + x * x)
     mean_cos = (norm2 - F.col("sq")) / (F.col("n") * (F.col("n") - 1))
     diversity = per_user.where(F.col("n") >= 2).agg(F.avg(1 - mean_cos)).first()[0]
-
-    tail_rows = recs.join(tail, on="item_id", how="inner").count()
-    rows = recs.count()
     recs.unpersist()
-    pairs = n_users * (n_users - 1)
+
+    pairs = rows["users"] * (rows["users"] - 1)
     return {
-        "coverage": (totals["distinct_items"] or 0) / max(n_catalogue, 1),
-        "novelty": float(novelty) if novelty is not None else 0.0,
+        "coverage": (totals["distinct_items"] or 0) / max(ref.n_items, 1),
+        "novelty": float(rows["novelty"]) if rows["novelty"] is not None else 0.0,
         "diversity": float(diversity) if diversity is not None else None,  # no list of two or more
         "personalisation": 1.0 - (totals["pair_overlap"] or 0) / (pairs * k) if pairs else 0.0,
-        "long_tail_share": tail_rows / rows if rows else 0.0,
+        "long_tail_share": (rows["tail_rows"] or 0) / rows["rows"] if rows["rows"] else 0.0,
     }
 
 

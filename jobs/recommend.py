@@ -31,7 +31,7 @@ from jobs.context import RunContext
 from jobs.errors import ConfigError, InputError
 from udfs.device import TaskSlot, choose_device, current_slot
 from udfs.topk import (
-    OUTPUT_COLUMNS, Catalogue, cached_catalogue, load_catalogue, recommend_frame, rerank_mmr, save_catalogue,
+    OUTPUT_COLUMNS, Catalogue, cached_catalogue, candidate_depth, load_catalogue, recommend_frame, rerank_mmr, save_catalogue,
 )
 
 log = logging.getLogger("segrec")
@@ -167,7 +167,7 @@ def sharded_plan(users: DataFrame, catalogue: DataFrame, settings: Recommend, di
     pairs = blocks.join(shards, how="cross").select("users", "offset", "items")
     mmr = mmr_settings(settings)
     # With MMR every shard hands over its best pool, so the merged pool is the broadcast plan's.
-    depth = max(settings.k, mmr[1]) if mmr else settings.k
+    depth = candidate_depth(settings.k, mmr)
     weight, block_mb, device_setting = settings.popularity_weight, settings.block_mb, settings.device
 
     def score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:

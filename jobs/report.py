@@ -54,16 +54,22 @@ def _value(value: Any) -> str:
     return "n/a" if value is None else f"{value:.4f}"
 
 
+def headline(document: dict, model: str, k: int) -> dict[str, Any]:
+    """{column: value} of one model at k: the ranking metrics, then the shown list metrics."""
+    figures = document["models"][model]
+    values = {f"{m}@{k}": figures["ranking"][k][m] for m in METRICS}
+    values.update({m: figures["lists"][k][m] for m in SHOWN_LIST_METRICS})
+    return values
+
+
 def comparison_table(document: dict, k: int) -> str:
     """Text table, one row per model: ranking metrics and list metrics at k."""
-    columns = [f"{m}@{k}" for m in METRICS] + list(SHOWN_LIST_METRICS)
+    rows = {name: headline(document, name, k) for name in _models(document)}
+    columns = list(next(iter(rows.values())))
     width = max(len(c) for c in columns) + 1
     lines = [f"{'model':<14}" + "".join(f"{c:>{width}}" for c in columns)]
-    for name in _models(document):
-        ranking = document["models"][name]["ranking"][k]
-        lists = document["models"][name]["lists"][k]
-        values = [ranking[m] for m in METRICS] + [lists[m] for m in SHOWN_LIST_METRICS]
-        lines.append(f"{name:<14}" + "".join(f"{_value(v):>{width}}" for v in values))
+    for name, values in rows.items():
+        lines.append(f"{name:<14}" + "".join(f"{_value(v):>{width}}" for v in values.values()))
     return "\n".join(lines)
 
 
@@ -75,16 +81,15 @@ def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
 
 
 def winners(document: dict, k: int) -> list[str]:
-    """One line per metric: which model is best at k (ties named together); higher is better for all."""
+    """One line per column: which model is best at k (ties named together); higher is better for all."""
+    rows = {name: headline(document, name, k) for name in _models(document)}
     lines = []
-    models = _models(document)
-    for metric in METRICS + SHOWN_LIST_METRICS:
-        part = "ranking" if metric in METRICS else "lists"
-        values = {m: document["models"][m][part][k][metric] for m in models}
-        values = {m: v for m, v in values.items() if v is not None}
+    for column in next(iter(rows.values())):
+        values = {m: row[column] for m, row in rows.items() if row[column] is not None}
         if values:
             best = max(values.values())
-            lines.append(f"- {metric}@{k}: " + ", ".join(m for m in values if values[m] == best) + f" ({best:.4f})")
+            name = column if "@" in column else f"{column}@{k}"
+            lines.append(f"- {name}: " + ", ".join(m for m in values if values[m] == best) + f" ({best:.4f})")
     return lines
 
 
@@ -100,9 +105,8 @@ def markdown(document: dict, k: int) -> str:
         "",
         f"## Ranking metrics and list metrics at k={k}",
         "",
-        markdown_table(["model"] + [f"{m}@{k}" for m in METRICS] + list(SHOWN_LIST_METRICS),
-                       [[m] + [document["models"][m]["ranking"][k][x] for x in METRICS]
-                        + [document["models"][m]["lists"][k][x] for x in SHOWN_LIST_METRICS] for m in models]),
+        markdown_table(["model", *headline(document, models[0], k)],
+                       [[m, *headline(document, m, k).values()] for m in models]),
         "",
         "Best per metric:",
         *winners(document, k),

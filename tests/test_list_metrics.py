@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from jobs.baselines import draw_for_user, most_popular, random_lists
-from jobs.list_metrics import davies_bouldin, list_metrics, long_tail_items
+from jobs.list_metrics import davies_bouldin, list_metrics, long_tail_items, reference
 
 # Catalogue a, b, c, d with 2-d unit vectors; three users' lists of two; training rows below.
 VECTORS = [("a", [1.0, 0.0]), ("b", [0.0, 1.0]), ("c", [0.6, 0.8]), ("d", [-1.0, 0.0])]
@@ -24,9 +24,9 @@ def frames(spark):
 
 
 def test_list_metrics_at_2_match_hand_computed_values(frames):
-    tail = long_tail_items(frames["train"], frames["vectors"], head_share=0.5)  # head: d (3 users), a (1)
-    assert sorted(r.item_id for r in tail.collect()) == ["b", "c"]
-    got = list_metrics(frames["recs"], frames["vectors"], frames["train"], tail, k=2)
+    ref = reference(frames["train"], frames["vectors"], head_share=0.5)  # head: d (3 users), a (1)
+    assert sorted(r.item_id for r in long_tail_items(ref).collect()) == ["b", "c"]
+    got = list_metrics(frames["recs"], ref, k=2)
     # coverage: a, b, c of four items. novelty: p(a) = (1+1)/(3+1), p(b) = p(c) = 1/4 -> 1 bit, 2 bits
     # diversity: 1 - cos per list: (a,b) 1, (a,c) 0.4, (b,c) 0.2. personalisation: every pair shares
     # one of two items. long tail: b and c are 4 of the 6 rows.
@@ -36,8 +36,8 @@ def test_list_metrics_at_2_match_hand_computed_values(frames):
 
 
 def test_list_metrics_at_1_have_no_diversity_and_less_personalisation(frames):
-    tail = long_tail_items(frames["train"], frames["vectors"], head_share=0.25)  # head: d only
-    got = list_metrics(frames["recs"], frames["vectors"], frames["train"], tail, k=1)
+    ref = reference(frames["train"], frames["vectors"], head_share=0.25)  # head: d only
+    got = list_metrics(frames["recs"], ref, k=1)
     # lists a, a, b: only u1 and u2 overlap (1 of 3 pairs)
     assert got["coverage"] == pytest.approx(2 / 4)
     assert got["diversity"] is None  # a list of one item has no pairs

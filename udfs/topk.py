@@ -169,6 +169,11 @@ def top_k(
         yield (flat_rows, flat + catalogue.offset, scores[at].cpu().numpy(), sims[at].cpu().numpy(), boost)
 
 
+def candidate_depth(k: int, mmr: tuple[float, int] | None) -> int:
+    """How many best items per user to select: k, or the MMR pool when re-ranking."""
+    return max(k, mmr[1]) if mmr else k
+
+
 def mmr_order(relevance: np.ndarray, vectors: np.ndarray, k: int, trade_off: float) -> np.ndarray:
     """Positions of at most k candidates in maximal-marginal-relevance order.
 
@@ -219,7 +224,7 @@ def recommend_frame(
     segments = pd.to_numeric(batch["segment_id"], errors="coerce").fillna(-1).astype(np.int64).to_numpy()
     seen = [np.asarray(s if s is not None else [], dtype=np.int64) for s in batch["seen"]]
     ids = batch["user_id"].to_numpy()
-    depth = max(k, mmr[1]) if mmr else k
+    depth = candidate_depth(k, mmr)
     parts = {c: [] for c in OUTPUT_COLUMNS}
     local_index = []
     for rows, idx, score, sim, boost in top_k(users, segments, seen, catalogue, depth, popularity_weight, block_mb, device):
