@@ -181,6 +181,11 @@ class Recommend(_Section):
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="auto: the task's GPU when Spark gave it one; cuda: GPU 0 without GPU scheduling"
     )
+    precision: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto",
+        description="the candidate pass's matrix product (lists and scores are exact either way); "
+        "auto: bfloat16 on CPUs with native bfloat16 (AVX512-BF16, AMX), else float32; GPUs use float32",
+    )
     mmr_trade_off: float | None = Field(
         None, ge=0.0, le=1.0,
         description="None: off; else MMR re-ranking for diversity (1 = relevance only, 0 = diversity only)",

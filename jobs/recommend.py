@@ -31,7 +31,8 @@ from jobs.context import RunContext
 from jobs.errors import ConfigError, InputError
 from udfs.device import TaskSlot, choose_device, current_slot
 from udfs.topk import (
-    OUTPUT_COLUMNS, Catalogue, cached_catalogue, candidate_depth, load_catalogue, recommend_frame, rerank_mmr, save_catalogue,
+    OUTPUT_COLUMNS, Catalogue, cached_catalogue, candidate_depth, candidate_precision, load_catalogue, recommend_frame,
+    rerank_mmr, save_catalogue,
 )
 
 log = logging.getLogger("segrec")
@@ -67,35 +68,35 @@ def segment_popularity(interactions: DataFrame, segments: DataFrame, n_segments:
 
 
 def catalogue_frame(item_vectors: DataFrame, popularity: DataFrame | None) -> DataFrame:
-    """(idx, item_id, vector, popularity or null) for every item with a vector."""
-    df = item_vectors.select("item_id", "vector").join(item_index(item_vectors), on="item_id", how="inner")
+    """(item_id, vector, popularity or null) for every item with a vector."""
+    df = item_vectors.select("item_id", "vector")
     if popularity is not None:
         df = df.join(popularity, on="item_id", how="left")
     else:
         df = df.withColumn("popularity", F.lit(None).cast("array<float>"))
-    return df.select("idx", "item_id", "vector", "popularity")
+    return df.select("item_id", "vector", "popularity")
 
 
 def user_frame(
-    user_vectors: DataFrame, segments: DataFrame | None, interactions: DataFrame, index: DataFrame, exclude_seen: bool
+    user_vectors: DataFrame, segments: DataFrame | None, interactions: DataFrame, exclude_seen: bool
 ) -> DataFrame:
-    """(user_id, vector, segment_id, seen): seen = indices of the items the user interacted with."""
+    """(user_id, vector, segment_id, seen): seen = ids of the items the user interacted with (the
+    workers map them to catalogue positions, so no join with the item index is needed here)."""
     users = user_vectors.select("user_id", "vector")
     if segments is not None:
         users = users.join(segments.select("user_id", "segment_id"), on="user_id", how="left")
     else:
         users = users.withColumn("segment_id", F.lit(None).cast("int"))
     if not exclude_seen:
-        return users.withColumn("seen", F.lit(None).cast("array<long>"))
-    seen = (
-        interactions.select("user_id", "item_id").join(index, on="item_id", how="inner")
-        .groupBy("user_id").agg(F.collect_set(F.col("idx").cast("long")).alias("seen"))
-    )
+        return users.withColumn("seen", F.lit(None).cast("array<string>"))
+    seen = interactions.groupBy("user_id").agg(F.collect_set("item_id").alias("seen"))
     return users.join(seen, on="user_id", how="left")
 
 
 def to_catalogue(rows: pd.DataFrame, offset: int = 0) -> Catalogue:
-    rows = rows.sort_values("idx")
+    """Rows of catalogue_frame, in item-id order (Python's string order is Spark's binary UTF-8 order,
+    so positions here are item_index's idx)."""
+    rows = rows.sort_values("item_id", kind="stable")
     vectors = np.stack(rows["vector"].to_numpy()).astype(np.float32)
     has_pop = rows["popularity"].notna().any()
     popularity = None
@@ -128,13 +129,14 @@ def broadcast_plan(
         def load() -> Catalogue:
             return load_catalogue(matrix_file)
 
-    device_setting, mmr = settings.device, mmr_settings(settings)
+    device_setting, precision_setting, mmr = settings.device, settings.precision, mmr_settings(settings)
 
     def score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         items = cached_catalogue(key, load)
         device = task_device(device_setting)
+        precision = candidate_precision(precision_setting, device)
         for batch in batches:
-            yield recommend_frame(batch, items, k, weight, block_mb, device, mmr)
+            yield recommend_frame(batch, items, k, weight, block_mb, device, mmr, precision)
 
     return users.mapInPandas(score, OUTPUT_SCHEMA)
 
@@ -157,7 +159,8 @@ def mmr_settings(settings: Recommend) -> tuple[float, int] | None:
 def sharded_plan(users: DataFrame, catalogue: DataFrame, settings: Recommend, dim: int, n_users: int) -> DataFrame:
     """Users in blocks x item shards: each pair keeps its top k; each user keeps the best k overall."""
     per_shard = max(1, int(settings.max_broadcast_mb * 2**20 // (dim * 4)))
-    shards = catalogue.withColumn("shard", F.floor(F.col("idx") / per_shard)).groupBy("shard").agg(
+    indexed = catalogue.join(item_index(catalogue), on="item_id", how="inner")
+    shards = indexed.withColumn("shard", F.floor(F.col("idx") / per_shard)).groupBy("shard").agg(
         F.min("idx").alias("offset"), F.sort_array(F.collect_list(F.struct("idx", "item_id", "vector", "popularity"))).alias("items")
     )
     n_blocks = max(1, math.ceil(n_users / settings.user_block))
@@ -169,13 +172,16 @@ def sharded_plan(users: DataFrame, catalogue: DataFrame, settings: Recommend, di
     # With MMR every shard hands over its best pool, so the merged pool is the broadcast plan's.
     depth = candidate_depth(settings.k, mmr)
     weight, block_mb, device_setting = settings.popularity_weight, settings.block_mb, settings.device
+    precision_setting = settings.precision
 
     def score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         device = task_device(device_setting)
+        precision = candidate_precision(precision_setting, device)
         for batch in batches:
             for users_list, offset, items_list in batch.itertuples(index=False, name=None):
                 items = to_catalogue(pd.DataFrame(list(items_list)), offset=int(offset))
-                yield recommend_frame(pd.DataFrame(list(users_list)), items, depth, weight, block_mb, device)
+                users = pd.DataFrame(list(users_list))
+                yield recommend_frame(users, items, depth, weight, block_mb, device, precision=precision)
 
     candidates = pairs.mapInPandas(score, OUTPUT_SCHEMA)
     best = Window.partitionBy("user_id").orderBy(F.desc("score"), F.asc("item_id"))
@@ -217,10 +223,9 @@ def recommendations(
     settings: Recommend,
 ) -> tuple[DataFrame, dict]:
     """The recommendations DataFrame and figures about how it is computed (plan, sizes)."""
-    n_items = item_vectors.count()
+    n_items, dim = item_vectors.agg(F.count("*"), F.max(F.size("vector"))).first()  # one job for both
     if n_items == 0:
         raise InputError("recommend: no item vectors: nothing to recommend")
-    dim = len(item_vectors.select("vector").first()["vector"])
     n_segments = 0
     popularity = None
     if settings.popularity_weight > 0:
@@ -229,7 +234,7 @@ def recommendations(
         n_segments = segments.agg(F.max("segment_id")).first()[0] + 1
         popularity = segment_popularity(interactions, segments, n_segments)
     catalogue = catalogue_frame(item_vectors, popularity)
-    users = user_frame(user_vectors, segments, interactions, item_index(item_vectors), settings.exclude_seen)
+    users = user_frame(user_vectors, segments, interactions, settings.exclude_seen)
     matrix_mb = n_items * dim * 4 / 2**20
     plan = choose_plan(settings, matrix_mb)
     figures = {"plan": plan, "items": n_items, "matrix_mb": round(matrix_mb, 2)}

@@ -1,7 +1,7 @@
 import numpy as np
 import pandas as pd
 
-from udfs.topk import Catalogue, block_rows, recommend_frame, top_k
+from udfs.topk import PRECISIONS, Catalogue, block_rows, recommend_frame, top_k
 
 
 def catalogue(n=6, d=3, seed=0, popularity=None):
@@ -82,7 +82,7 @@ def test_popularity_boost_of_the_users_segment():
 def test_recommend_frame_shapes_rows_per_user():
     cat = catalogue(n=5)
     batch = pd.DataFrame({"user_id": ["u1", "u2"], "vector": [np.ones(3), -np.ones(3)],
-                          "segment_id": [None, None], "seen": [[0, 1], None]})
+                          "segment_id": [None, None], "seen": [["i0", "i1", "not-in-catalogue"], None]})
     out = recommend_frame(batch, cat, 3, 0.0, 64)
     assert out.groupby("user_id").size().to_dict() == {"u1": 3, "u2": 3}
     assert out[out.user_id == "u1"]["rank"].tolist() == [1, 2, 3]
@@ -95,9 +95,108 @@ def test_fast_and_exact_paths_agree_on_random_data_with_ties():
     cat = Catalogue(item_ids=np.array([f"i{j:03d}" for j in range(300)]), vectors=vectors)
     users = np.round(rng.standard_normal((40, 4)), 1).astype(np.float32)
     seen = [rng.choice(300, size=int(rng.integers(0, 30)), replace=False) for _ in range(40)]
-    scores = users @ cat.vectors.T  # the same product top_k computes (one block), so the same ties
-    for row, idx, *_ in per_user(top_k(users, np.full(40, -1), seen, cat, 9, 0.0, 64)):
-        assert idx.tolist() == brute_force(None, cat, set(seen[row].tolist()), 9, scores=scores[row])
+    scores = users.astype(np.float64) @ cat.vectors.astype(np.float64).T  # the exact pass's float64 scores
+    for precision in PRECISIONS:
+        for row, idx, score, *_ in per_user(top_k(users, np.full(40, -1), seen, cat, 9, 0.0, 64, precision=precision)):
+            assert idx.tolist() == brute_force(None, cat, set(seen[row].tolist()), 9, scores=scores[row])
+            np.testing.assert_allclose(score, scores[row][idx], rtol=0, atol=1e-12)
+
+
+def frames(blocks):
+    """top_k's blocks concatenated: (rows, idx, score, sim, boost) arrays."""
+    return [np.concatenate(parts) for parts in zip(*blocks)]
+
+
+def test_bfloat16_and_float32_candidate_passes_give_identical_lists_and_scores():
+    rng = np.random.default_rng(21)
+    n, d = 3000, 64
+    vectors = rng.standard_normal((n, d)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    popularity = rng.random((n, 3)).astype(np.float32)
+    cat = Catalogue(item_ids=np.array([f"i{j:04d}" for j in range(n)]), vectors=vectors, popularity=popularity)
+    users = (rng.standard_normal((150, d)) * rng.uniform(0.2, 3.0, (150, 1))).astype(np.float32)  # not unit length
+    segments = rng.integers(-1, 3, 150)
+    seen = [rng.choice(n, size=int(rng.integers(0, 40)), replace=False) for _ in range(150)]
+    exact = frames(top_k(users, segments, seen, cat, 12, 0.3, 64, precision="float32"))
+    fast = frames(top_k(users, segments, seen, cat, 12, 0.3, 4, precision="bfloat16"))
+    for a, b in zip(exact, fast):
+        np.testing.assert_array_equal(a, b)
+    # and both are the float64 brute force
+    full = users.astype(np.float64) @ vectors.astype(np.float64).T
+    full += np.where(segments[:, None] >= 0, 0.3 * popularity.astype(np.float64)[:, segments].T, 0.0)
+    rows, idx = exact[0], exact[1]
+    for r in range(150):
+        assert idx[rows == r].tolist() == brute_force(None, cat, set(seen[r].tolist()), 12, scores=full[r])
+
+
+def test_crowded_rows_are_widened_until_proven(monkeypatch):
+    """300 near-copies of one item sit within the bfloat16 error bound of each other: the first
+    candidate pass cannot prove any list, so rows are widened, and the lists are still exact."""
+    import udfs.topk as topk
+
+    rng = np.random.default_rng(4)
+    base = rng.standard_normal(32)
+    crowd = base + rng.standard_normal((300, 32)) * 1e-3
+    others = rng.standard_normal((700, 32))
+    vectors = np.vstack([crowd, others]).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    cat = Catalogue(item_ids=np.array([f"i{j:04d}" for j in range(1000)]), vectors=vectors)
+    users = (base + rng.standard_normal((5, 32)) * 1e-2).astype(np.float32)
+    seen = [np.array([0, 5]), np.array([], np.int64), np.array([299]), np.arange(0, 300, 2), np.array([], np.int64)]
+    depths = []
+    real_select = topk._select
+
+    def spy(rows, scores, *rest):
+        depths.append(rest[5])  # m: the candidates per row in this pass
+        return real_select(rows, scores, *rest)
+
+    monkeypatch.setattr(topk, "_select", spy)
+    rows, idx, score, *_ = frames(top_k(users, np.full(5, -1), seen, cat, 10, 0.0, 64, precision="bfloat16"))
+    assert max(depths) > topk.candidate_count(10, 1000)  # widened at least once
+    full = users.astype(np.float64) @ vectors.astype(np.float64).T
+    for r in range(5):
+        assert idx[rows == r].tolist() == brute_force(None, cat, set(seen[r].tolist()), 10, scores=full[r])
+
+
+def test_error_bound_covers_every_item_left_out():
+    """excluded_score_bound: whatever the cut, no item whose fast score is at most the cut has an exact
+    score above cut + bound; and the bfloat16 bound is tight enough to be useful (within 20x of the errors
+    seen; the float32 one is the worst-case sum bound, far above typical errors but ~1e-4 at most here)."""
+    from udfs.topk import excluded_score_bound, fast_similarities, item_norms
+
+    rng = np.random.default_rng(8)
+    for d in (8, 384):
+        vectors = rng.standard_normal((2000, d)).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        cat = Catalogue(item_ids=np.arange(2000).astype(str), vectors=vectors)
+        users = (rng.standard_normal((64, d)) * rng.uniform(0.5, 4, (64, 1))).astype(np.float32)
+        exact = users.astype(np.float64) @ vectors.astype(np.float64).T
+        for precision in PRECISIONS:
+            fast = fast_similarities(users, cat, "cpu", precision).double().numpy()
+            worst_error = np.abs(fast - exact).max(axis=1)
+            for m in (1, 10, 100, 1999):
+                cut = -np.sort(-fast, axis=1)[:, m]
+                bound = excluded_score_bound(precision, users, item_norms(vectors), cut, boost_max=0.0)
+                left_out = np.where(fast <= cut[:, None], exact, -np.inf).max(axis=1)
+                assert (left_out <= cut + bound).all(), (d, precision, m)
+                if precision == "bfloat16":
+                    assert (bound < 20 * worst_error).all(), (d, precision, m)
+                else:
+                    assert (bound < 1e-4 * np.linalg.norm(users, axis=1)).all()
+                with_boost = excluded_score_bound(precision, users, item_norms(vectors), cut, boost_max=0.5)
+                assert (with_boost >= bound).all()
+
+
+def test_candidate_precision_choice(monkeypatch):
+    import udfs.topk as topk
+
+    monkeypatch.setattr(topk, "native_bfloat16", lambda: True)
+    assert topk.candidate_precision("auto", "cpu") == "bfloat16"
+    assert topk.candidate_precision("auto", "cuda:0") == "float32"
+    assert topk.candidate_precision("bfloat16", "cuda:0") == "float32"
+    monkeypatch.setattr(topk, "native_bfloat16", lambda: False)
+    assert topk.candidate_precision("auto", "cpu") == "float32"
+    assert topk.candidate_precision("bfloat16", "cpu") == "bfloat16"  # asked for: slower here, still exact
 
 
 def test_mmr_order_by_hand():
@@ -118,7 +217,7 @@ def test_mmr_in_recommend_frame_diversifies_within_the_pool():
     rng = np.random.default_rng(5)
     users = rng.standard_normal((12, 8)).astype(np.float32)
     batch = pd.DataFrame({"user_id": [f"u{j}" for j in range(12)], "vector": list(users),
-                          "segment_id": [None] * 12, "seen": [[0, 1]] * 12})
+                          "segment_id": [None] * 12, "seen": [["i0", "i1"]] * 12})
     plain = recommend_frame(batch, cat, 5, 0.0, 64)
     same = recommend_frame(batch, cat, 5, 0.0, 64, mmr=(1.0, 20))
     pd.testing.assert_frame_equal(plain, same)
@@ -139,3 +238,24 @@ def test_mmr_in_recommend_frame_diversifies_within_the_pool():
         assert rows["rank"].tolist() == [1, 2, 3, 4, 5]
         assert set(rows["item_id"]) <= set(pool[pool.user_id == user]["item_id"])  # only pool items
         assert not {"i0", "i1"} & set(rows["item_id"])  # seen items stay out
+
+
+def test_float32_pass_ignores_a_lower_matmul_precision_set_by_the_process():
+    """A notebook may set torch.set_float32_matmul_precision("medium") (TF32 on GPUs, bfloat16 inside
+    oneDNN where enabled): the fast pass multiplies at "highest" and gives the process its setting back.
+    (On this project's CPU "medium" does not change the product, so the error check is a floor only.)"""
+    import torch
+
+    from udfs.topk import fast_similarities
+
+    cat = catalogue(n=500, d=384, seed=2)
+    users = np.random.default_rng(3).standard_normal((20, 384)).astype(np.float32)
+    prior = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("medium")
+    try:
+        fast = fast_similarities(users, cat, "cpu", "float32").double().numpy()
+        assert torch.get_float32_matmul_precision() == "medium"
+    finally:
+        torch.set_float32_matmul_precision(prior)
+    exact = users.astype(np.float64) @ cat.vectors.astype(np.float64).T
+    assert np.abs(fast - exact).max() < 1e-4  # bfloat16 products would be off by ~1e-2

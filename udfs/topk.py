@@ -2,8 +2,11 @@
 
 score = cosine(user, item) + popularity_weight * popularity(user's segment, item)
 Items are indexed in item-id order, so "ties broken by item id" is "ties broken by index". The
-selection is exact: every item scoring at least the k-th best score is a candidate, and candidates
-are ordered by (-score, index), so the same inputs give the same lists whatever the block or shard.
+selection is exact: a fast pass (one matrix product per block, float32 or bfloat16) picks candidates,
+an exact float64 pass scores them, and a row is kept only once its error bound proves that no item
+left out could beat its k-th item (see "candidate precision" below). Candidates are ordered by
+(-score, index), so the same inputs give the same lists and scores whatever the block, shard or
+precision.
 
 The item matrix reaches a worker once: from a Spark broadcast (classic Spark) or from a file written
 by the driver (Spark Connect, Databricks serverless), and is cached per worker by its key.
@@ -11,6 +14,7 @@ by the driver (Spark Connect, Databricks serverless), and is cached per worker b
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -30,11 +34,15 @@ class Catalogue:
     vectors: np.ndarray
     popularity: np.ndarray | None = None
     offset: int = 0  # global index of the first item (a shard's start)
-    # Per-device tensor copies, made on first use inside a worker (see catalogue_tensors).
-    tensors: dict = field(default_factory=dict, repr=False, compare=False)
+    # Made on first use inside a worker and kept with the cached catalogue: per-device tensor copies
+    # (catalogue_tensors), norms, the id index.
+    derived: dict = field(default_factory=dict, repr=False, compare=False)
 
 
 _CACHE: dict[str, Catalogue] = {}
+# Users selected in this process, and how many of them the first candidate pass could not prove
+# (benchmarks/topk_precision.py reports the share).
+SELECTION = {"users": 0, "widened": 0}
 _LOCK = threading.Lock()
 LOADS: dict[str, int] = {}
 
@@ -62,17 +70,109 @@ def load_catalogue(path: str) -> Catalogue:
         return Catalogue(item_ids=data["item_ids"], vectors=data["vectors"], popularity=popularity)
 
 
-def block_rows(n_items: int, block_mb: float) -> int:
-    """Users per block so that the block's score matrices (about 3 of users x items float32) fit."""
-    return max(1, int(block_mb * 2**20 // (max(n_items, 1) * 4 * 3)))
+def block_rows(n_items: int, block_mb: float, depth: int = 0, dim: int = 0) -> int:
+    """Users per block so that the block's memory stays under ``block_mb``: per user, about 3 score
+    rows of n_items float32, plus its first candidates' vectors gathered for the exact pass (float32,
+    and float64 working copies: 12 bytes per value)."""
+    per_user = max(n_items, 1) * 4 * 3 + candidate_count(depth, n_items) * dim * 12
+    return max(1, int(block_mb * 2**20 // per_user))
 
 
-def _exact_row(row: np.ndarray, take: int) -> np.ndarray:
-    """Local indices of the ``take`` best scores of one row, ordered by (-score, index)."""
-    n = len(row)
-    threshold = np.partition(row, n - take)[n - take]
-    candidates = np.flatnonzero(row >= threshold)
-    return candidates[np.lexsort((candidates, -row[candidates]))[:take]]
+def candidate_count(depth: int, n_items: int) -> int:
+    """Candidates per user in the first selection pass: enough beyond ``depth`` that the proof below
+    usually holds at once (rows where it does not are widened)."""
+    return min(n_items, depth + depth // 2 + 16) if depth > 0 else 0
+
+
+# ------------------------------------------------------------------------------ candidate precision
+#
+# Scores are computed twice. A fast pass over every item (one matrix product per block of users, in
+# float32, or in bfloat16 on CPUs with native bfloat16 dot products, ~3-4x the float32 rate) picks each
+# user's best candidates; an exact pass recomputes the candidates' scores in float64 from the float32
+# vectors, orders them by (-score, item index) and keeps the best. The fast pass's error is bounded
+# (excluded_score_bound), so a row is proven exact when the best fast score left out plus the bound is
+# below its k-th exact score: no item left out can reach the list. Rows where that fails are widened and
+# checked again, so the lists and scores do not depend on the precision, the device or the block size.
+
+PRECISIONS = ("float32", "bfloat16")
+
+
+def native_bfloat16() -> bool:
+    """Whether this CPU has bfloat16 dot-product instructions (AVX512-BF16 or AMX), which make
+    bfloat16 matrix products several times faster than float32 ones; without them they are slower."""
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+
+
+def candidate_precision(setting: str, device: str) -> str:
+    """The fast pass's precision: ``auto`` is bfloat16 on CPUs with native bfloat16, float32 otherwise.
+    A GPU's pass is float32 (its products are far from the bottleneck, and cuBLAS may reduce bfloat16
+    products in reduced precision, which would void the error bound)."""
+    if device != "cpu":
+        return "float32"
+    if setting == "auto":
+        return "bfloat16" if native_bfloat16() else "float32"
+    return setting
+
+
+@dataclass(frozen=True)
+class ItemNorms:
+    """The catalogue's largest norms (float64): of its vectors, of their bfloat16 roundings, and of the
+    rounding errors (vector - its bfloat16 rounding), which the error bound is built from."""
+
+    vector: float
+    rounded: float
+    rounding_error: float
+
+
+def bfloat16_rounded(x: np.ndarray) -> np.ndarray:
+    """float32 rows rounded to bfloat16 (to nearest, as the fast pass does), as float64."""
+    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).bfloat16().double().numpy()
+
+
+def item_norms(vectors: np.ndarray, rows: int = 2048) -> ItemNorms:
+    """In chunks of ``rows``, so that the float64 working copies stay small beside the catalogue."""
+    largest = np.zeros(3)
+    for start in range(0, len(vectors), rows):
+        exact = vectors[start : start + rows].astype(np.float64)
+        rounded = bfloat16_rounded(vectors[start : start + rows])
+        norms = [np.linalg.norm(m, axis=1).max(initial=0.0) for m in (exact, rounded, rounded - exact)]
+        largest = np.maximum(largest, norms)
+    return ItemNorms(*(float(x) for x in largest))
+
+
+def excluded_score_bound(
+    precision: str, users: np.ndarray, items: ItemNorms, fast_cut: np.ndarray, boost_max: float
+) -> np.ndarray:
+    """Per user row, B such that every item whose fast score is at most ``fast_cut`` has an exact score
+    of at most fast_cut + B (so no item left out of the candidates can beat an exact score above it).
+
+    Let s = u.v exactly and s' the fast pass's product, c = 2^-8 / (1 - 2^-8).
+    - float32: |s' - s| <= gamma_d sum|u_i v_i| <= (d + 1) 2^-23 |u| |v| for any summation order.
+    - bfloat16: the inputs are rounded to nearest (u~, v~), so |u~.v~ - u.v| <= |u~| |v~ - v| + |u~ - u| |v|
+      (Cauchy-Schwarz, with the rounding errors' actual norms); products of bfloat16 are exact and summed
+      in float32 (gamma_d |u~| |v~|); the sum is rounded to bfloat16 (2^-8 of it), so s <= g(s') + the
+      rest with g(x) = x + c |x|. g is increasing: without a boost, an item with s' <= cut has
+      s <= cut + c |cut| + the rest; with a boost, c |s'| <= c |u~| |v~| (1 + gamma_d) instead.
+    - The boost (lambda * popularity, <= boost_max) and its sum with s' are float32 operations:
+      2^-22 (|cut| + boost_max) covers both, and 2^-40 (|u| |v| + 1) the float64 exact pass.
+    """
+    d = users.shape[1]
+    exact = users.astype(np.float64)
+    norm = np.linalg.norm(exact, axis=1)
+    gamma = (d + 1) * 2.0**-23
+    cut = np.where(np.isfinite(fast_cut), np.abs(fast_cut), 0.0)
+    if precision == "bfloat16":
+        rounded = bfloat16_rounded(users)
+        rounded_norm = np.linalg.norm(rounded, axis=1)
+        inputs = rounded_norm * items.rounding_error + np.linalg.norm(rounded - exact, axis=1) * items.vector
+        product = rounded_norm * items.rounded
+        c = 2.0**-8 / (1 - 2.0**-8)
+        output = c * (cut if boost_max == 0 else product * (1 + gamma))
+        bound = inputs + gamma * product + output
+    else:
+        bound = gamma * norm * items.vector
+    return bound + 2.0**-22 * (cut + boost_max) + 2.0**-40 * (norm * items.vector + 1)
 
 
 def catalogue_tensors(catalogue: Catalogue, device: str) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -81,20 +181,58 @@ def catalogue_tensors(catalogue: Catalogue, device: str) -> tuple[torch.Tensor, 
     Copied to a GPU once per worker and catalogue (kept on the catalogue object, which the worker
     caches); on the CPU they share the numpy arrays' memory.
     """
-    if device not in catalogue.tensors:
+    if device not in catalogue.derived:
         vectors = torch.from_numpy(catalogue.vectors).to(device)
         popularity = torch.from_numpy(catalogue.popularity).to(device) if catalogue.popularity is not None else None
-        catalogue.tensors[device] = (vectors, popularity)
-    return catalogue.tensors[device]
+        catalogue.derived[device] = (vectors, popularity)
+    return catalogue.derived[device]
 
 
-def block_scores(block: np.ndarray, catalogue: Catalogue, device: str) -> torch.Tensor:
-    """(b, n) float32 cosine scores of a block of users against every item, on ``device``."""
-    if device == "cpu":
-        # numpy's BLAS measured faster than torch's CPU matmul on the same arrays (benchmarks/topk.py).
-        return torch.from_numpy(block @ catalogue.vectors.T)
+def _cached(catalogue: Catalogue, key: str, make: Callable):
+    if key not in catalogue.derived:
+        catalogue.derived[key] = make()
+    return catalogue.derived[key]
+
+
+def fast_similarities(block: np.ndarray, catalogue: Catalogue, device: str, precision: str) -> torch.Tensor:
+    """(b, n) similarities of a block of users to every item, from the fast pass, in its precision
+    (bfloat16 values convert to float32 exactly; the selection reads them as they are)."""
+    if precision == "bfloat16":
+        vectors = _cached(catalogue, f"{device}:bfloat16", lambda: catalogue_tensors(catalogue, device)[0].bfloat16())
+        return torch.from_numpy(block).to(device).bfloat16() @ vectors.T
+    # torch's product, not numpy's: numpy's BLAS threads keep spinning after a product, and a profile
+    # showed them slowing the torch steps that follow (selection, exact pass) on the CPU.
     vectors, _ = catalogue_tensors(catalogue, device)
-    return torch.from_numpy(block).to(device) @ vectors.T  # fp32 (TF32 matmul is off by default in torch)
+    # "highest": true float32 products whatever the process set (TF32 on a GPU, or bfloat16 inside
+    # oneDNN on a CPU, would void the float32 error bound).
+    prior = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        return torch.from_numpy(block).to(device) @ vectors.T
+    finally:
+        torch.set_float32_matmul_precision(prior)
+
+
+def exact_scores(
+    users: np.ndarray, candidates: np.ndarray, segments: np.ndarray, catalogue: Catalogue, device: str, weight: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """float64 (similarity, boost) of each user (p, d) with its candidates (p, m) item indices.
+
+    A similarity is the float64 sum of exact float32 products, summed the same way whatever the number
+    of rows and candidates (a batched matrix product switches kernels with the shape, and its last bits
+    with them), so a user's scores do not depend on its block, shard or precision.
+    """
+    if device == "cpu":
+        sims = np.einsum("pmd,pd->pm", catalogue.vectors[candidates], users, dtype=np.float64)
+    else:
+        vectors, _ = catalogue_tensors(catalogue, device)
+        gathered = vectors[torch.from_numpy(candidates).to(device)].double()
+        sims = (gathered * torch.from_numpy(users).to(device).double().unsqueeze(1)).sum(dim=2).cpu().numpy()
+    boosts = np.zeros_like(sims)
+    if weight > 0 and catalogue.popularity is not None:
+        has = segments >= 0
+        boosts[has] = weight * catalogue.popularity[candidates[has], segments[has][:, None]].astype(np.float64)
+    return sims, boosts
 
 
 def top_k(
@@ -106,67 +244,109 @@ def top_k(
     popularity_weight: float,
     block_mb: float,
     device: str = "cpu",
+    precision: str = "float32",
 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
     """Per block of users, flat arrays ordered by user row then rank:
-    (user rows, global item indices, scores, similarities, boosts).
+    (user rows, global item indices, scores, similarities, boosts), scores exact in float64.
 
-    ``seen`` holds global item indices per user; ``segments`` the user's segment (-1: none). Scores,
-    masking and the top-k selection run on ``device`` (a CUDA device, or "cpu"); only the k winners per
-    user (and the rows with a tie at the k-th score) come back to host memory.
+    ``seen`` holds global item indices per user; ``segments`` the user's segment (-1: none). The fast
+    pass (``precision``), masking and candidate selection run on ``device`` (a CUDA device, or "cpu");
+    only candidates come back to host memory.
     """
-    n = len(catalogue.item_ids)
-    step = block_rows(n, block_mb)
-    use_boost = popularity_weight > 0 and catalogue.popularity is not None
+    n, dim = catalogue.vectors.shape
+    step = block_rows(n, block_mb, k, dim)
+    _, popularity = catalogue_tensors(catalogue, device)
+    use_boost = popularity_weight > 0 and popularity is not None
+    norms = _cached(catalogue, "norms", lambda: item_norms(catalogue.vectors))
+    boost_max = popularity_weight * float(catalogue.popularity.max(initial=0.0)) if use_boost else 0.0
     for start in range(0, len(users), step):
         block = users[start : start + step]
         b = len(block)
-        sims = block_scores(block, catalogue, device)
-        boosts = None
+        block_segments = segments[start : start + step]
+        scores = fast_similarities(block, catalogue, device, precision)
         if use_boost:
-            _, popularity = catalogue_tensors(catalogue, device)
-            seg = torch.from_numpy(segments[start : start + step]).to(device)
-            has = seg >= 0
-            boosts = torch.zeros_like(sims)
-            boosts[has] = popularity_weight * popularity[:, seg[has]].T
-        # Without a boost the scores are the similarities themselves: seen items are masked in place,
-        # which is safe because a masked (seen) item is never chosen, so its similarity is never read.
-        scores = sims + boosts if boosts is not None else sims
+            scores = scores.float()  # the boost is added in float32 (the error bound counts that sum)
+            on_device = torch.from_numpy(block_segments).to(device)
+            has = on_device >= 0
+            scores[has] += popularity_weight * popularity[:, on_device[has]].T
 
-        local_seen = []
-        for s in seen[start : start + step]:
-            local = np.unique(s - catalogue.offset)
-            local_seen.append(local[(local >= 0) & (local < n)])
-        lengths = np.array([len(s) for s in local_seen])
-        if lengths.sum():
-            rows_t = torch.from_numpy(np.repeat(np.arange(b), lengths)).to(device)
-            scores[rows_t, torch.from_numpy(np.concatenate(local_seen)).to(device)] = -np.inf
-        take = np.minimum(k, n - lengths)
+        seen_rows, seen_items = _seen_in(seen[start : start + step], catalogue.offset, n)
+        if len(seen_rows):
+            scores[torch.from_numpy(seen_rows).to(device), torch.from_numpy(seen_items).to(device)] = -np.inf
+        unseen = n - np.bincount(seen_rows, minlength=b)
+        take = np.minimum(k, unseen)
 
-        # Fast path, whole block at once: torch.topk of k + 1, then the k best per row ordered by
-        # (-score, index). A row whose (k+1)-th score equals its k-th has a tie at the cut (which of
-        # the tied items make the list is decided by id), and a row with fewer unseen items than k
-        # cannot fill its list: both take the exact path. (Comparing the k+1-th value replaces a
-        # count of scores >= the k-th over the whole row, which cost more than the top-k itself.)
-        kk = min(k, n)
-        if kk > 0:
-            values, chosen = torch.topk(scores, min(kk + 1, n), dim=1, sorted=True)
-            values, chosen = values.cpu().numpy(), chosen.cpu().numpy()
-            tie = values[:, kk] == values[:, kk - 1] if values.shape[1] > kk else np.zeros(b, dtype=bool)
-            values, chosen = values[:, :kk], chosen[:, :kk]
-            chosen = np.take_along_axis(chosen, np.lexsort((chosen, -values), axis=1), axis=1)
-            slow = (take < kk) | tie
-        rows, picks = [], []
-        for r in range(b):
-            if kk > 0 and not slow[r]:
-                picks.append(chosen[r])
-            else:
-                picks.append(_exact_row(scores[r].cpu().numpy(), int(take[r])) if take[r] > 0 else np.empty(0, np.int64))
-            rows.append(np.full(len(picks[-1]), start + r))
-        flat_rows = np.concatenate(rows) if rows else np.empty(0, np.int64)
-        flat = np.concatenate(picks) if picks else np.empty(0, np.int64)
-        at = (torch.from_numpy(flat_rows - start).to(device), torch.from_numpy(flat).to(device))
-        boost = boosts[at].cpu().numpy() if boosts is not None else np.zeros(len(flat), np.float32)
-        yield (flat_rows, flat + catalogue.offset, scores[at].cpu().numpy(), sims[at].cpu().numpy(), boost)
+        picks: list = [None] * b
+        pending = np.flatnonzero(take > 0)
+        for r in np.flatnonzero(take == 0):
+            picks[r] = (np.empty(0, np.int64), np.empty(0), np.empty(0))
+        m = candidate_count(k, n)
+        SELECTION["users"] += len(pending)
+        while len(pending):
+            chunk = max(1, int(block_mb * 2**20 // (m * dim * 12)))  # gathered vectors stay under the cap
+            unproven, needed = [], []
+            for at in range(0, len(pending), chunk):
+                rows = pending[at : at + chunk]
+                bound = functools.partial(excluded_score_bound, precision, block[rows], norms, boost_max=boost_max)
+                proven, need = _select(rows, scores, block, block_segments, catalogue, device, popularity_weight,
+                                       m, take, unseen, bound, picks)
+                unproven.append(rows[~proven])
+                needed.append(need[~proven])
+            pending = np.concatenate(unproven)
+            if m == candidate_count(k, n):  # after the first pass
+                SELECTION["widened"] += len(pending)
+            if len(pending):
+                # Widen to what the bound says the unproven rows need, and at least double.
+                m = min(n, max(2 * m, int(np.concatenate(needed).max()) + 1))
+
+        flat_rows = np.repeat(np.arange(start, start + b), [len(p[0]) for p in picks])
+        idx, sims, boosts = (np.concatenate([p[j] for p in picks]) for j in range(3))
+        yield flat_rows, idx + catalogue.offset, sims + boosts, sims, boosts
+
+
+def _seen_in(seen: list[np.ndarray], offset: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(row, local item) pairs, each once, of the seen global indices that fall in [offset, offset + n)."""
+    lengths = np.array([len(s) for s in seen], dtype=np.int64)
+    if not lengths.sum():
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    rows = np.repeat(np.arange(len(seen), dtype=np.int64), lengths)
+    local = np.concatenate(seen).astype(np.int64) - offset
+    inside = (local >= 0) & (local < n)
+    pairs = np.unique(rows[inside] * n + local[inside])
+    return pairs // n, pairs % n
+
+
+def _select(rows, scores, block, block_segments, catalogue, device, weight, m, take, unseen, bound, picks):
+    """The best ``take`` items of each of ``rows`` (block rows) from their ``m`` best fast scores,
+    rescored exactly. Fills ``picks[row]`` where that is proven exact; returns (proven per row, and per
+    row the candidate count the bound says could prove it). ``bound(fast_cut=...)``: excluded_score_bound
+    for these rows."""
+    # rows is an ordered subset of the block's rows: all of them needs no copy.
+    row_scores = scores if len(rows) == len(scores) else scores[torch.from_numpy(rows).to(scores.device)]
+    n = scores.shape[1]
+    fast, candidates = torch.topk(row_scores, min(m + 1, n), dim=1, sorted=True)
+    # The best fast score left out (the (m+1)-th); none when every item is a candidate.
+    fast = fast.float()
+    cut = fast[:, m].cpu().numpy() if m < n else np.full(len(rows), -np.inf, np.float32)
+    fast, candidates = fast[:, :m].cpu().numpy(), candidates[:, :m].cpu().numpy()
+    sims, boosts = exact_scores(block[rows], candidates, block_segments[rows], catalogue, device, weight)
+    exact = np.where(np.isneginf(fast), -np.inf, sims + boosts)  # masked (seen) items are never picked
+    order = np.lexsort((candidates, -exact), axis=1)
+    candidates, exact, sims, boosts = (np.take_along_axis(a, order, axis=1) for a in (candidates, exact, sims, boosts))
+    want = take[rows]
+    kth = exact[np.arange(len(rows)), want - 1]
+    # Every unseen item is a candidate, or no item left out can reach the k-th exact score.
+    proven = (unseen[rows] <= m) | (cut + bound(fast_cut=cut) < kth)
+    for j in np.flatnonzero(proven):
+        t = want[j]
+        picks[rows[j]] = (candidates[j, :t], sims[j, :t], boosts[j, :t])
+    needed = np.zeros(len(rows), np.int64)
+    if not proven.all():
+        reach = torch.from_numpy(kth - bound(fast_cut=kth)).to(device=device, dtype=torch.float32)
+        open_rows = torch.from_numpy(~proven).to(device)
+        counts = (row_scores[open_rows].float() >= reach[open_rows].unsqueeze(1)).sum(dim=1).cpu().numpy()
+        needed[~proven] = counts
+    return proven, needed
 
 
 def candidate_depth(k: int, mmr: tuple[float, int] | None) -> int:
@@ -205,6 +385,18 @@ def rerank_mmr(frame: pd.DataFrame, vectors: np.ndarray, k: int, trade_off: floa
     return picked[OUTPUT_COLUMNS]
 
 
+def seen_indices(seen_ids: pd.Series, catalogue: Catalogue) -> list[np.ndarray]:
+    """Per user, the global indices of the items in its ``seen`` ids that this catalogue holds; ids it
+    does not hold (items without a vector, another shard's items) mask nothing here."""
+    lists = [np.asarray(s if s is not None else [], dtype=object) for s in seen_ids]
+    lengths = np.array([len(s) for s in lists])
+    if not lengths.sum():
+        return [np.empty(0, np.int64) for _ in lists]
+    index = _cached(catalogue, "id_index", lambda: pd.Index(catalogue.item_ids.astype(object)))
+    local = index.get_indexer(np.concatenate(lists))
+    return [s[s >= 0] + catalogue.offset for s in np.split(local, np.cumsum(lengths)[:-1])]
+
+
 def recommend_frame(
     batch: pd.DataFrame,
     catalogue: Catalogue,
@@ -213,27 +405,31 @@ def recommend_frame(
     block_mb: float,
     device: str = "cpu",
     mmr: tuple[float, int] | None = None,
+    precision: str = "float32",
 ) -> pd.DataFrame:
-    """One Arrow batch of users (user_id, vector, segment_id, seen) -> rows of OUTPUT_COLUMNS.
+    """One Arrow batch of users (user_id, vector, segment_id, seen item ids) -> rows of OUTPUT_COLUMNS.
 
     ``mmr`` (trade-off, pool): the best ``pool`` items per user are re-ranked by MMR and k kept.
+    ``precision``: the fast pass's (see top_k); the lists and scores do not depend on it.
     """
     if batch.empty:
         return pd.DataFrame(columns=OUTPUT_COLUMNS)
     users = np.stack(batch["vector"].to_numpy()).astype(np.float32)
     segments = pd.to_numeric(batch["segment_id"], errors="coerce").fillna(-1).astype(np.int64).to_numpy()
-    seen = [np.asarray(s if s is not None else [], dtype=np.int64) for s in batch["seen"]]
+    seen = seen_indices(batch["seen"], catalogue)
     ids = batch["user_id"].to_numpy()
     depth = candidate_depth(k, mmr)
     parts = {c: [] for c in OUTPUT_COLUMNS}
     local_index = []
-    for rows, idx, score, sim, boost in top_k(users, segments, seen, catalogue, depth, popularity_weight, block_mb, device):
+    for rows, idx, score, sim, boost in top_k(
+        users, segments, seen, catalogue, depth, popularity_weight, block_mb, device, precision
+    ):
         parts["user_id"].append(ids[rows])
         parts["rank"].append(_ranks(rows))
         parts["item_id"].append(catalogue.item_ids[idx - catalogue.offset])
-        parts["score"].append(score.astype(np.float64))
-        parts["similarity"].append(sim.astype(np.float64))
-        parts["popularity_boost"].append(boost.astype(np.float64))
+        parts["score"].append(score)
+        parts["similarity"].append(sim)
+        parts["popularity_boost"].append(boost)
         local_index.append(idx - catalogue.offset)
     frame = pd.DataFrame({c: np.concatenate(v) for c, v in parts.items()})[OUTPUT_COLUMNS]
     if not mmr:
