@@ -1,4 +1,5 @@
-"""Helpers shared by the benchmarks: a local Spark session and the Python workers' peak memory."""
+"""Helpers shared by the benchmarks: random unit vectors, a local Spark session and the Python workers'
+peak memory."""
 
 from __future__ import annotations
 
@@ -6,8 +7,16 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+
+def unit_rows(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
+    """n random float32 vectors of unit length."""
+    m = rng.standard_normal((n, dim)).astype(np.float32)
+    return m / np.linalg.norm(m, axis=1, keepdims=True)
 
 
 def local_spark(app: str, cores: int, driver_memory: str = "4g"):

@@ -28,12 +28,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from common import local_spark, python_worker_peak_rss_mb
-
-
-def unit_rows(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
-    m = rng.standard_normal((n, dim)).astype(np.float32)
-    return m / np.linalg.norm(m, axis=1, keepdims=True)
+from common import local_spark, python_worker_peak_rss_mb, unit_rows
 
 
 def matmul_gflops(dim: int, device: str = "cpu", dtype: str = "float32") -> float:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-import common  # noqa: F401  (puts the repository on sys.path)
+from common import unit_rows  # (also puts the repository on sys.path)
 from udfs import topk
 from udfs.topk import Catalogue, top_k
 
@@ -29,11 +29,6 @@ def vectors_from(output: Path) -> tuple[np.ndarray, np.ndarray]:
     users = pd.read_parquet(output / "user_vectors")
     stack = lambda column: np.stack(column.to_numpy()).astype(np.float32)  # noqa: E731
     return stack(users["vector"]), stack(items["vector"])
-
-
-def unit_rows(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
-    m = rng.standard_normal((n, dim)).astype(np.float32)
-    return m / np.linalg.norm(m, axis=1, keepdims=True)
 
 
 def timed_lists(users, catalogue, seen, k, precision):

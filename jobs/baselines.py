@@ -25,6 +25,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from jobs.config import Recommend
+from jobs.list_metrics import item_user_counts
 from jobs.recommend import OUTPUT_SCHEMA, recommendations
 from udfs.topk import OUTPUT_COLUMNS
 
@@ -35,7 +36,7 @@ def _plain(k: int) -> Recommend:
 
 def most_popular(spark: SparkSession, train: DataFrame, item_ids: DataFrame, k: int) -> DataFrame:
     """Top k by training popularity for every training user, seen items masked, ties by item id."""
-    counts = train.select("user_id", "item_id").distinct().groupBy("item_id").agg(F.count("*").alias("users"))
+    counts = item_user_counts(train)
     top = counts.agg(F.max("users")).first()[0] or 1
     items = item_ids.select("item_id").join(counts, on="item_id", how="left").select(
         "item_id", F.array((F.coalesce("users", F.lit(0)) / F.lit(top)).cast("float")).alias("vector")

@@ -35,7 +35,7 @@ from jobs.io import OutputStore
 from jobs.list_metrics import Reference, list_metrics, long_tail_items, reference, segment_quality
 from jobs.metrics import ranking_metrics
 from jobs.profile import user_vectors
-from jobs.recommend import recommendations
+from jobs.recommend import weighted_recommendations
 from jobs.segment import assign_segments, features, fit, silhouette_curve
 from jobs.split import holdout_split
 
@@ -115,10 +115,10 @@ def build_ours(
     centroids = np.array(model.clusterCenters(), dtype=np.float32)
     segments = scratch.keep(assign_segments(profiles, centroids, config.segment.temperature), f"{tag}-segments")
     ours = OurModel(profiles, segments, centroids, curve)
+    settings = config.recommend.model_copy(update={"k": k})
+    lists, _ = weighted_recommendations(spark, profiles, data.item_vectors, data.train, segments, settings, weights)
     for i, weight in enumerate(weights):
-        settings = config.recommend.model_copy(update={"k": k, "popularity_weight": weight})
-        recs, _ = recommendations(spark, profiles, data.item_vectors, data.train, segments, settings)
-        ours.lists[weight] = scratch.keep(recs, f"{tag}-recs-{i}")
+        ours.lists[weight] = scratch.keep(lists[weight], f"{tag}-recs-{i}")
     return ours
 
 

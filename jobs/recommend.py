@@ -19,7 +19,7 @@ import logging
 import math
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -111,24 +111,28 @@ def to_catalogue(rows: pd.DataFrame, offset: int = 0) -> Catalogue:
 # ------------------------------------------------------------------------------------------ plans
 
 
-def broadcast_plan(
-    spark: SparkSession, users: DataFrame, catalogue: Catalogue, settings: Recommend, matrix_file: str | None
-) -> DataFrame:
-    """Score users against the whole catalogue, cached once per Python worker."""
-    k, weight, block_mb = settings.k, settings.popularity_weight, settings.block_mb
+def catalogue_source(spark: SparkSession, catalogue: Catalogue, matrix_file: str | None) -> tuple[str, Callable[[], Catalogue]]:
+    """(cache key, loader) through which workers get the catalogue once each: a Spark broadcast, or
+    a file the driver writes (Spark Connect, serverless)."""
     if matrix_file is None:
         handle = spark.sparkContext.broadcast(catalogue)
-        key = f"broadcast-{uuid.uuid4().hex}"  # one catalogue per worker per broadcast
 
         def load() -> Catalogue:
             return handle.value
-    else:
-        save_catalogue(matrix_file, catalogue)
-        key = f"file-{matrix_file}-{os.path.getmtime(matrix_file)}"
 
-        def load() -> Catalogue:
-            return load_catalogue(matrix_file)
+        return f"broadcast-{uuid.uuid4().hex}", load  # one catalogue per worker per broadcast
+    save_catalogue(matrix_file, catalogue)
 
+    def load_file() -> Catalogue:
+        return load_catalogue(matrix_file)
+
+    return f"file-{matrix_file}-{os.path.getmtime(matrix_file)}", load_file
+
+
+def broadcast_plan(users: DataFrame, source: tuple[str, Callable[[], Catalogue]], settings: Recommend) -> DataFrame:
+    """Score users against the whole catalogue, cached once per Python worker."""
+    k, weight, block_mb = settings.k, settings.popularity_weight, settings.block_mb
+    key, load = source
     device_setting, precision_setting, mmr = settings.device, settings.precision, mmr_settings(settings)
 
     def score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
@@ -223,12 +227,27 @@ def recommendations(
     settings: Recommend,
 ) -> tuple[DataFrame, dict]:
     """The recommendations DataFrame and figures about how it is computed (plan, sizes)."""
+    weight = settings.popularity_weight
+    lists, figures = weighted_recommendations(spark, user_vectors, item_vectors, interactions, segments, settings, [weight])
+    return lists[weight], figures
+
+
+def weighted_recommendations(
+    spark: SparkSession,
+    user_vectors: DataFrame,
+    item_vectors: DataFrame,
+    interactions: DataFrame,
+    segments: DataFrame | None,
+    settings: Recommend,
+    weights: list[float],
+) -> tuple[dict[float, DataFrame], dict]:
+    """Recommendations for each popularity weight (``settings``' own is ignored), from one catalogue:
+    counted, collected and shipped to the workers once, however many weights (evaluate's grid)."""
     n_items, dim = item_vectors.agg(F.count("*"), F.max(F.size("vector"))).first()  # one job for both
     if n_items == 0:
         raise InputError("recommend: no item vectors: nothing to recommend")
-    n_segments = 0
     popularity = None
-    if settings.popularity_weight > 0:
+    if max(weights) > 0:
         if segments is None:
             raise InputError("recommend.popularity_weight > 0 needs the segments output: run the segment stage first")
         n_segments = segments.agg(F.max("segment_id")).first()[0] + 1
@@ -238,14 +257,16 @@ def recommendations(
     matrix_mb = n_items * dim * 4 / 2**20
     plan = choose_plan(settings, matrix_mb)
     figures = {"plan": plan, "items": n_items, "matrix_mb": round(matrix_mb, 2)}
+    per_weight = {w: settings.model_copy(update={"popularity_weight": w}) for w in weights}
     if plan == "broadcast":
         if settings.matrix_source == "file" and not settings.matrix_path:
             raise ConfigError("recommend.matrix_source=file needs recommend.matrix_path (a path every executor reads)")
         rows = catalogue.toPandas()  # the broadcast plan's premise: the catalogue fits on the driver
         matrix_file = settings.matrix_path if settings.matrix_source == "file" else None
-        return broadcast_plan(spark, users, to_catalogue(rows), settings, matrix_file), figures
+        source = catalogue_source(spark, to_catalogue(rows), matrix_file)
+        return {w: broadcast_plan(users, source, s) for w, s in per_weight.items()}, figures
     n_users = user_vectors.count()
-    return sharded_plan(users, catalogue, settings, dim, n_users), figures
+    return {w: sharded_plan(users, catalogue, s, dim, n_users) for w, s in per_weight.items()}, figures
 
 
 def run(ctx: RunContext) -> dict:

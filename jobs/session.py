@@ -79,8 +79,8 @@ def get_spark(config: Config) -> SparkSession:
 
 def quiet_window_warning(spark: SparkSession) -> None:
     """Silence WindowExec's "No Partition Defined" warning, logged once per task by the global windows
-    segrec uses on purpose (the dense item index of a catalogue that is broadcast anyway, the long-tail
-    cut); it said nothing a user could act on and buried the real warnings."""
+    segrec uses on purpose (the sharded plan's dense item index, the long-tail cut); it said nothing a
+    user could act on and buried the real warnings."""
     try:
         jvm = spark.sparkContext._jvm  # type: ignore[attr-defined]
         jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(

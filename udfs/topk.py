@@ -87,12 +87,13 @@ def candidate_count(depth: int, n_items: int) -> int:
 # ------------------------------------------------------------------------------ candidate precision
 #
 # Scores are computed twice. A fast pass over every item (one matrix product per block of users, in
-# float32, or in bfloat16 on CPUs with native bfloat16 dot products, ~3-4x the float32 rate) picks each
-# user's best candidates; an exact pass recomputes the candidates' scores in float64 from the float32
-# vectors, orders them by (-score, item index) and keeps the best. The fast pass's error is bounded
-# (excluded_score_bound), so a row is proven exact when the best fast score left out plus the bound is
-# below its k-th exact score: no item left out can reach the list. Rows where that fails are widened and
-# checked again, so the lists and scores do not depend on the precision, the device or the block size.
+# float32, or in bfloat16 on CPUs with native bfloat16 dot products, whose rate benchmarks/topk.py's two
+# floors put at 2.7-4.1x float32's on this project's machine) picks each user's best candidates; an
+# exact pass recomputes the candidates' scores in float64 from the float32 vectors, orders them by
+# (-score, item index) and keeps the best. The fast pass's error is bounded (excluded_score_bound), so
+# a row is proven exact when the best fast score left out plus the bound is below its k-th exact score:
+# no item left out can reach the list. Rows where that fails are widened and checked again, so the
+# lists and scores do not depend on the precision, the device or the block size.
 
 PRECISIONS = ("float32", "bfloat16")
 
@@ -249,7 +250,7 @@ def top_k(
     """Per block of users, flat arrays ordered by user row then rank:
     (user rows, global item indices, scores, similarities, boosts), scores exact in float64.
 
-    ``seen`` holds global item indices per user; ``segments`` the user's segment (-1: none). The fast
+    ``seen`` holds positions in this catalogue per user; ``segments`` the user's segment (-1: none). The fast
     pass (``precision``), masking and candidate selection run on ``device`` (a CUDA device, or "cpu");
     only candidates come back to host memory.
     """
@@ -270,7 +271,7 @@ def top_k(
             has = on_device >= 0
             scores[has] += popularity_weight * popularity[:, on_device[has]].T
 
-        seen_rows, seen_items = _seen_in(seen[start : start + step], catalogue.offset, n)
+        seen_rows, seen_items = _seen_pairs(seen[start : start + step], n)
         if len(seen_rows):
             scores[torch.from_numpy(seen_rows).to(device), torch.from_numpy(seen_items).to(device)] = -np.inf
         unseen = n - np.bincount(seen_rows, minlength=b)
@@ -304,15 +305,13 @@ def top_k(
         yield flat_rows, idx + catalogue.offset, sims + boosts, sims, boosts
 
 
-def _seen_in(seen: list[np.ndarray], offset: int, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """(row, local item) pairs, each once, of the seen global indices that fall in [offset, offset + n)."""
+def _seen_pairs(seen: list[np.ndarray], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(row, position) pairs of the seen items, each once (a user may have interacted twice)."""
     lengths = np.array([len(s) for s in seen], dtype=np.int64)
     if not lengths.sum():
         return np.empty(0, np.int64), np.empty(0, np.int64)
     rows = np.repeat(np.arange(len(seen), dtype=np.int64), lengths)
-    local = np.concatenate(seen).astype(np.int64) - offset
-    inside = (local >= 0) & (local < n)
-    pairs = np.unique(rows[inside] * n + local[inside])
+    pairs = np.unique(rows * n + np.concatenate(seen).astype(np.int64))
     return pairs // n, pairs % n
 
 
@@ -325,8 +324,8 @@ def _select(rows, scores, block, block_segments, catalogue, device, weight, m, t
     row_scores = scores if len(rows) == len(scores) else scores[torch.from_numpy(rows).to(scores.device)]
     n = scores.shape[1]
     fast, candidates = torch.topk(row_scores, min(m + 1, n), dim=1, sorted=True)
-    # The best fast score left out (the (m+1)-th); none when every item is a candidate.
     fast = fast.float()
+    # The best fast score left out (the (m+1)-th); none when every item is a candidate.
     cut = fast[:, m].cpu().numpy() if m < n else np.full(len(rows), -np.inf, np.float32)
     fast, candidates = fast[:, :m].cpu().numpy(), candidates[:, :m].cpu().numpy()
     sims, boosts = exact_scores(block[rows], candidates, block_segments[rows], catalogue, device, weight)
@@ -385,16 +384,16 @@ def rerank_mmr(frame: pd.DataFrame, vectors: np.ndarray, k: int, trade_off: floa
     return picked[OUTPUT_COLUMNS]
 
 
-def seen_indices(seen_ids: pd.Series, catalogue: Catalogue) -> list[np.ndarray]:
-    """Per user, the global indices of the items in its ``seen`` ids that this catalogue holds; ids it
-    does not hold (items without a vector, another shard's items) mask nothing here."""
+def seen_positions(seen_ids: pd.Series, catalogue: Catalogue) -> list[np.ndarray]:
+    """Per user, the positions in this catalogue of the items in its ``seen`` ids; ids it does not hold
+    (items without a vector, another shard's items) mask nothing here."""
     lists = [np.asarray(s if s is not None else [], dtype=object) for s in seen_ids]
     lengths = np.array([len(s) for s in lists])
     if not lengths.sum():
         return [np.empty(0, np.int64) for _ in lists]
     index = _cached(catalogue, "id_index", lambda: pd.Index(catalogue.item_ids.astype(object)))
     local = index.get_indexer(np.concatenate(lists))
-    return [s[s >= 0] + catalogue.offset for s in np.split(local, np.cumsum(lengths)[:-1])]
+    return [s[s >= 0] for s in np.split(local, np.cumsum(lengths)[:-1])]
 
 
 def recommend_frame(
@@ -416,25 +415,25 @@ def recommend_frame(
         return pd.DataFrame(columns=OUTPUT_COLUMNS)
     users = np.stack(batch["vector"].to_numpy()).astype(np.float32)
     segments = pd.to_numeric(batch["segment_id"], errors="coerce").fillna(-1).astype(np.int64).to_numpy()
-    seen = seen_indices(batch["seen"], catalogue)
+    seen = seen_positions(batch["seen"], catalogue)
     ids = batch["user_id"].to_numpy()
     depth = candidate_depth(k, mmr)
     parts = {c: [] for c in OUTPUT_COLUMNS}
-    local_index = []
+    positions = []
     for rows, idx, score, sim, boost in top_k(
         users, segments, seen, catalogue, depth, popularity_weight, block_mb, device, precision
     ):
+        positions.append(idx - catalogue.offset)
         parts["user_id"].append(ids[rows])
         parts["rank"].append(_ranks(rows))
-        parts["item_id"].append(catalogue.item_ids[idx - catalogue.offset])
+        parts["item_id"].append(catalogue.item_ids[positions[-1]])
         parts["score"].append(score)
         parts["similarity"].append(sim)
         parts["popularity_boost"].append(boost)
-        local_index.append(idx - catalogue.offset)
     frame = pd.DataFrame({c: np.concatenate(v) for c, v in parts.items()})[OUTPUT_COLUMNS]
     if not mmr:
         return frame
-    local = np.concatenate(local_index)
+    local = np.concatenate(positions)
     lists = [rerank_mmr(group, catalogue.vectors[local[group.index]], k, mmr[0])
              for _, group in frame.groupby("user_id", sort=False)]
     return pd.concat(lists, ignore_index=True) if lists else frame
