@@ -97,7 +97,7 @@ def to_catalogue(rows: pd.DataFrame, offset: int = 0) -> Catalogue:
     """Rows of catalogue_frame, in item-id order (Python's string order is Spark's binary UTF-8 order,
     so positions here are item_index's idx)."""
     rows = rows.sort_values("item_id", kind="stable")
-    vectors = np.stack(rows["vector"].to_numpy()).astype(np.float32)
+    vectors = np.stack(rows["vector"].to_numpy()).astype(np.float32, copy=False)
     has_pop = rows["popularity"].notna().any()
     popularity = None
     if has_pop:
@@ -243,9 +243,6 @@ def weighted_recommendations(
 ) -> tuple[dict[float, DataFrame], dict]:
     """Recommendations for each popularity weight (``settings``' own is ignored), from one catalogue:
     counted, collected and shipped to the workers once, however many weights (evaluate's grid)."""
-    n_items, dim = item_vectors.agg(F.count("*"), F.max(F.size("vector"))).first()  # one job for both
-    if n_items == 0:
-        raise InputError("recommend: no item vectors: nothing to recommend")
     popularity = None
     if max(weights) > 0:
         if segments is None:
@@ -254,19 +251,39 @@ def weighted_recommendations(
         popularity = segment_popularity(interactions, segments, n_segments)
     catalogue = catalogue_frame(item_vectors, popularity)
     users = user_frame(user_vectors, segments, interactions, settings.exclude_seen)
+    per_weight = {w: settings.model_copy(update={"popularity_weight": w}) for w in weights}
+    rows = None
+    if settings.plan == "broadcast":
+        # Forced: the catalogue is collected anyway, so it is counted there (no job to count it first).
+        matrix_path(settings)  # a config error before any job
+        rows = catalogue.toPandas()
+        n_items = len(rows)
+        dim = max((len(v) for v in rows["vector"]), default=0)
+    else:
+        n_items, dim = item_vectors.agg(F.count("*"), F.max(F.size("vector"))).first()  # one job for both
+    if n_items == 0:
+        raise InputError("recommend: no item vectors: nothing to recommend")
     matrix_mb = n_items * dim * 4 / 2**20
     plan = choose_plan(settings, matrix_mb)
     figures = {"plan": plan, "items": n_items, "matrix_mb": round(matrix_mb, 2)}
-    per_weight = {w: settings.model_copy(update={"popularity_weight": w}) for w in weights}
     if plan == "broadcast":
-        if settings.matrix_source == "file" and not settings.matrix_path:
-            raise ConfigError("recommend.matrix_source=file needs recommend.matrix_path (a path every executor reads)")
-        rows = catalogue.toPandas()  # the broadcast plan's premise: the catalogue fits on the driver
-        matrix_file = settings.matrix_path if settings.matrix_source == "file" else None
-        source = catalogue_source(spark, to_catalogue(rows), matrix_file)
+        path = matrix_path(settings)
+        if rows is None:
+            rows = catalogue.toPandas()  # the broadcast plan's premise: the catalogue fits on the driver
+        source = catalogue_source(spark, to_catalogue(rows), path)
         return {w: broadcast_plan(users, source, s) for w, s in per_weight.items()}, figures
     n_users = user_vectors.count()
     return {w: sharded_plan(users, catalogue, s, dim, n_users) for w, s in per_weight.items()}, figures
+
+
+def matrix_path(settings: Recommend) -> str | None:
+    """Where the driver writes the catalogue for the workers (``matrix_source: file``), or None for a
+    Spark broadcast."""
+    if settings.matrix_source != "file":
+        return None
+    if not settings.matrix_path:
+        raise ConfigError("recommend.matrix_source=file needs recommend.matrix_path (a path every executor reads)")
+    return settings.matrix_path
 
 
 def run(ctx: RunContext) -> dict:

@@ -112,3 +112,27 @@ def test_a_gpu_setting_without_cuda_scores_on_the_cpu_with_the_same_lists(spark,
     on_cpu, _ = run(spark, inputs, k=4, plan="broadcast", device="cpu")
     asked_for_gpu, _ = run(spark, inputs, k=4, plan="broadcast", device="cuda")
     pd.testing.assert_frame_equal(on_cpu, asked_for_gpu)
+
+
+@pytest.mark.parametrize("plan", ["auto", "broadcast"])
+def test_plan_figures_count_the_catalogue_whichever_way_it_is_chosen(spark, inputs, plan):
+    _, figures = run(spark, inputs, k=3, plan=plan)
+    assert figures == {"plan": "broadcast", "items": N_ITEMS, "matrix_mb": round(N_ITEMS * DIM * 4 / 2**20, 2)}
+
+
+@pytest.mark.parametrize("plan", ["auto", "broadcast", "sharded"])
+def test_an_empty_catalogue_is_a_clear_error(spark, inputs, plan):
+    from jobs.errors import InputError
+
+    empty = inputs["item_vectors"].limit(0)
+    with pytest.raises(InputError, match="no item vectors"):
+        recommendations(spark, inputs["user_vectors"], empty, inputs["interactions"], inputs["segments"],
+                        Recommend(k=3, plan=plan))
+
+
+@pytest.mark.parametrize("plan", ["auto", "broadcast"])
+def test_a_matrix_file_without_a_path_is_a_config_error(spark, inputs, plan):
+    from jobs.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="matrix_path"):
+        run(spark, inputs, k=3, plan=plan, matrix_source="file")

@@ -1,7 +1,10 @@
 import numpy as np
 import pandas as pd
 
-from udfs.topk import PRECISIONS, Catalogue, block_rows, recommend_frame, top_k
+import pytest
+import torch
+
+from udfs.topk import GROUP, PRECISIONS, Catalogue, best_fast_scores, block_rows, recommend_frame, top_k
 
 
 def catalogue(n=6, d=3, seed=0, popularity=None):
@@ -99,6 +102,45 @@ def test_fast_and_exact_paths_agree_on_random_data_with_ties():
     for precision in PRECISIONS:
         for row, idx, score, *_ in per_user(top_k(users, np.full(40, -1), seen, cat, 9, 0.0, 64, precision=precision)):
             assert idx.tolist() == brute_force(None, cat, set(seen[row].tolist()), 9, scores=scores[row])
+            np.testing.assert_allclose(score, scores[row][idx], rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("n", [64 * 40, 64 * 40 + 7])  # whole groups, and columns past the last group
+def test_grouped_fast_selection_keeps_the_topk_values(dtype, n):
+    """best_fast_scores searches only the best groups on the CPU; the values must be torch.topk's."""
+    rng = np.random.default_rng(3)
+    count = 40
+    assert n // GROUP >= 4 * count  # the grouped path, not the topk fallback
+    scores = np.round(rng.standard_normal((30, n)), 1)  # many ties
+    scores[0, :] = -np.inf  # a fully masked row
+    scores[1, : n - 10] = -np.inf  # fewer finite scores than count
+    w = n // GROUP
+    scores[2, 5 + w * np.arange(GROUP)] = 10.0 + np.arange(GROUP)  # the best all in one strided group
+    scores[3, n - 3 :] = 20.0  # the best past the last whole group
+    scores[4, :] = 0.5  # every score tied
+    scores[5, :count] = 30.0 + np.arange(count)  # the best each in its own group: every group needed
+    tensor = torch.from_numpy(scores.astype(np.float32)).to(dtype)
+    values, columns = best_fast_scores(tensor, count)
+    expected = torch.topk(tensor, count, dim=1).values.float().numpy()
+    np.testing.assert_array_equal(values, expected)
+    np.testing.assert_array_equal(np.take_along_axis(tensor.float().numpy(), columns, axis=1), values)
+    assert all(len(set(row.tolist())) == count for row in columns)  # no column twice
+    assert set(columns[2, :GROUP].tolist()) == set((5 + w * np.arange(GROUP)).tolist())
+    assert set(columns[3, :3].tolist()) == {n - 3, n - 2, n - 1}
+
+
+def test_lists_with_many_ties_on_a_catalogue_large_enough_for_grouped_selection():
+    rng = np.random.default_rng(8)
+    n, k = 5000, 20
+    vectors = np.round(rng.standard_normal((n, 4)), 1).astype(np.float32)  # ties common
+    cat = Catalogue(item_ids=np.array([f"i{j:04d}" for j in range(n)]), vectors=vectors)
+    users = np.round(rng.standard_normal((25, 4)), 1).astype(np.float32)
+    seen = [rng.choice(n, size=int(rng.integers(0, 200)), replace=False) for _ in range(25)]
+    scores = users.astype(np.float64) @ vectors.astype(np.float64).T
+    for precision in PRECISIONS:
+        for row, idx, score, *_ in per_user(top_k(users, np.full(25, -1), seen, cat, k, 0.0, 64, precision=precision)):
+            assert idx.tolist() == brute_force(None, cat, set(seen[row].tolist()), k, scores=scores[row])
             np.testing.assert_allclose(score, scores[row][idx], rtol=0, atol=1e-12)
 
 
