@@ -241,6 +241,68 @@ def test_candidate_precision_choice(monkeypatch):
     assert topk.candidate_precision("bfloat16", "cpu") == "bfloat16"  # asked for: slower here, still exact
 
 
+def _users_batch(n_users=9, d=8, seed=6):
+    """A pandas batch and its Arrow twin (the schema mapInArrow hands over), with null segments, null
+    and empty seen lists and seen ids the catalogue does not hold."""
+    import pyarrow as pa
+
+    rng = np.random.default_rng(seed)
+    users = rng.standard_normal((n_users, d)).astype(np.float32)
+    seen = [[f"i{j}" for j in rng.choice(40, size=int(rng.integers(0, 6)), replace=False)] for _ in range(n_users)]
+    seen[1], seen[2], seen[3] = None, [], ["i3", "not-in-catalogue", "i3"]
+    segments = [None if j % 3 == 0 else j % 2 for j in range(n_users)]
+    ids = [f"u{j}" for j in range(n_users)]
+    frame = pd.DataFrame({"user_id": ids, "vector": list(users), "segment_id": segments, "seen": seen})
+    arrow = pa.RecordBatch.from_arrays(
+        [pa.array(ids), pa.array([list(map(float, u)) for u in users], pa.list_(pa.float32())),
+         pa.array(segments, pa.int32()), pa.array(seen, pa.list_(pa.string()))],
+        names=["user_id", "vector", "segment_id", "seen"],
+    )
+    return frame, arrow
+
+
+@pytest.mark.parametrize("mmr", [None, (0.5, 12)])
+def test_arrow_and_pandas_batches_give_the_same_rows(mmr):
+    from udfs.topk import ARROW_SCHEMA, recommend_batch
+
+    cat = catalogue(n=40, d=8, seed=2, popularity=np.random.default_rng(1).random((40, 2)).astype(np.float32))
+    frame, arrow = _users_batch()
+    expected = recommend_frame(frame, cat, 5, 0.3, 64, mmr=mmr)
+    out = recommend_batch(arrow, cat, 5, 0.3, 64, mmr=mmr)
+    assert out.schema == ARROW_SCHEMA
+    pd.testing.assert_frame_equal(out.to_pandas(), expected)
+    assert len(expected) == 9 * 5 and set(expected["user_id"]) == set(frame["user_id"])
+    u3 = expected[expected.user_id == "u3"]["item_id"].tolist()
+    assert "i3" not in u3 and len(u3) == 5
+
+
+def test_an_empty_batch_gives_no_rows_with_the_output_schema():
+    from udfs.topk import ARROW_SCHEMA, recommend_batch
+
+    frame, arrow = _users_batch()
+    out = recommend_batch(arrow.slice(0, 0), catalogue(n=40, d=8), 5, 0.0, 64)
+    assert out.num_rows == 0 and out.schema == ARROW_SCHEMA
+    assert recommend_frame(frame.iloc[:0], catalogue(n=40, d=8), 5, 0.0, 64).columns.tolist() == list(ARROW_SCHEMA.names)
+
+
+def test_a_user_without_a_vector_of_the_catalogues_dimension_is_named():
+    import pyarrow as pa
+
+    from udfs.topk import recommend_batch
+
+    frame, arrow = _users_batch()
+    cat = catalogue(n=40, d=8)
+    short = frame.copy()
+    short.at[4, "vector"] = np.ones(3, np.float32)
+    with pytest.raises(ValueError, match=r"user 'u4' has a vector of 3 values; the item vectors have 8"):
+        recommend_frame(short, cat, 5, 0.0, 64)
+    vectors = arrow.column("vector").to_pylist()
+    vectors[6] = None
+    missing = arrow.set_column(1, "vector", pa.array(vectors, pa.list_(pa.float32())))
+    with pytest.raises(ValueError, match=r"user 'u6' has no vector; the item vectors have 8 \(1 such"):
+        recommend_batch(missing, cat, 5, 0.0, 64)
+
+
 def test_mmr_order_by_hand():
     from udfs.topk import mmr_order
 

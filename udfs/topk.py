@@ -21,9 +21,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 
 OUTPUT_COLUMNS = ["user_id", "rank", "item_id", "score", "similarity", "popularity_boost"]
+OUTPUT_DTYPES = {"user_id": object, "rank": np.int32, "item_id": object, "score": np.float64,
+                 "similarity": np.float64, "popularity_boost": np.float64}
+ARROW_SCHEMA = pa.schema([("user_id", pa.string()), ("rank", pa.int32()), ("item_id", pa.string()),
+                          ("score", pa.float64()), ("similarity", pa.float64()), ("popularity_boost", pa.float64())])
 
 
 @dataclass
@@ -437,22 +443,75 @@ def rerank_mmr(frame: pd.DataFrame, vectors: np.ndarray, k: int, trade_off: floa
     return picked[OUTPUT_COLUMNS]
 
 
-def seen_positions(seen_ids: pd.Series, catalogue: Catalogue) -> SeenItems:
-    """The positions in this catalogue of each user's ``seen`` ids (a list per row, or None); ids it
-    does not hold (items without a vector, another shard's items) mask nothing here."""
-    arrays = seen_ids.to_numpy()
-    lengths = np.fromiter((0 if a is None else len(a) for a in arrays), np.int64, len(arrays))
-    if not lengths.sum():
+@dataclass(frozen=True)
+class UserBatch:
+    """One batch of users as arrays: ids, vectors (p, d) float32, segments (-1: none), and the ids of
+    the items each interacted with, flat, with a count per user."""
+
+    ids: np.ndarray
+    vectors: np.ndarray
+    segments: np.ndarray
+    seen_ids: np.ndarray
+    seen_counts: np.ndarray
+
+    @classmethod
+    def from_arrow(cls, batch: pa.RecordBatch, dim: int) -> "UserBatch":
+        """From mapInArrow's batches: the vectors and seen ids are read from Arrow's flat buffers (no
+        per-user Python objects)."""
+        ids = batch.column("user_id").to_numpy(zero_copy_only=False)
+        vector = batch.column("vector")
+        _check_vectors(ids, pc.fill_null(pc.list_value_length(vector), -1).to_numpy(), dim)
+        seen = batch.column("seen")
+        return cls(
+            ids=ids,
+            # writable (a copy of Arrow's read-only buffer, ~3 ms per 10K users): torch warns on read-only arrays
+            vectors=np.require(vector.flatten().to_numpy(zero_copy_only=False), np.float32, "W").reshape(-1, dim),
+            segments=pc.fill_null(batch.column("segment_id"), -1).to_numpy(zero_copy_only=False).astype(np.int64),
+            seen_ids=seen.flatten().to_numpy(zero_copy_only=False),
+            seen_counts=pc.fill_null(pc.list_value_length(seen), 0).to_numpy().astype(np.int64),
+        )
+
+    @classmethod
+    def from_pandas(cls, batch: pd.DataFrame, dim: int) -> "UserBatch":
+        ids = batch["user_id"].to_numpy()
+        vectors = batch["vector"].to_numpy()
+        _check_vectors(ids, np.fromiter((-1 if v is None else len(v) for v in vectors), np.int64, len(vectors)), dim)
+        seen = batch["seen"].to_numpy()
+        counts = np.fromiter((0 if a is None else len(a) for a in seen), np.int64, len(seen))
+        flat = [a for a in seen if a is not None and len(a)]
+        return cls(
+            ids=ids,
+            vectors=np.stack(vectors).astype(np.float32, copy=False) if len(vectors) else np.empty((0, dim), np.float32),
+            segments=pd.to_numeric(batch["segment_id"], errors="coerce").fillna(-1).astype(np.int64).to_numpy(),
+            seen_ids=np.concatenate(flat) if flat else np.empty(0, object),
+            seen_counts=counts,
+        )
+
+
+def _check_vectors(ids: np.ndarray, lengths: np.ndarray, dim: int) -> None:
+    """Every user needs a vector of the catalogue's dimension (lengths: -1 for a missing vector)."""
+    bad = np.flatnonzero(lengths != dim)
+    if len(bad):
+        row = bad[0]
+        found = "no vector" if lengths[row] < 0 else f"a vector of {lengths[row]} values"
+        raise ValueError(f"recommend: user {ids[row]!r} has {found}; the item vectors have {dim} "
+                         f"({len(bad)} such user(s) in this batch)")
+
+
+def seen_positions(seen_ids: np.ndarray, counts: np.ndarray, catalogue: Catalogue) -> SeenItems:
+    """The positions in this catalogue of the users' seen ids (flat, ``counts`` per user); ids it does
+    not hold (items without a vector, another shard's items) mask nothing here."""
+    if not len(seen_ids):
         return SeenItems(np.empty(0, np.int64), np.empty(0, np.int64))
     index = _cached(catalogue, "id_index", lambda: pd.Index(catalogue.item_ids.astype(object)))
-    positions = index.get_indexer(np.concatenate([a for a in arrays if a is not None and len(a)]))
-    rows = np.repeat(np.arange(len(arrays), dtype=np.int64), lengths)
+    positions = index.get_indexer(seen_ids)
+    rows = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
     held = positions >= 0
     return SeenItems.from_pairs(rows[held], positions[held], len(catalogue.item_ids))
 
 
-def recommend_frame(
-    batch: pd.DataFrame,
+def recommend_users(
+    users: UserBatch,
     catalogue: Catalogue,
     k: int,
     popularity_weight: float,
@@ -460,38 +519,48 @@ def recommend_frame(
     device: str = "cpu",
     mmr: tuple[float, int] | None = None,
     precision: str = "float32",
-) -> pd.DataFrame:
-    """One Arrow batch of users (user_id, vector, segment_id, seen item ids) -> rows of OUTPUT_COLUMNS.
+) -> dict[str, np.ndarray]:
+    """A batch of users -> the OUTPUT_COLUMNS, as arrays.
 
     ``mmr`` (trade-off, pool): the best ``pool`` items per user are re-ranked by MMR and k kept.
     ``precision``: the fast pass's (see top_k); the lists and scores do not depend on it.
     """
-    if batch.empty:
-        return pd.DataFrame(columns=OUTPUT_COLUMNS)
-    users = np.stack(batch["vector"].to_numpy()).astype(np.float32)
-    segments = pd.to_numeric(batch["segment_id"], errors="coerce").fillna(-1).astype(np.int64).to_numpy()
-    seen = seen_positions(batch["seen"], catalogue)
-    ids = batch["user_id"].to_numpy()
+    seen = seen_positions(users.seen_ids, users.seen_counts, catalogue)
     depth = candidate_depth(k, mmr)
-    parts = {c: [] for c in OUTPUT_COLUMNS}
-    positions = []
+    parts = {c: [np.empty(0, t)] for c, t in OUTPUT_DTYPES.items()}
+    positions = [np.empty(0, np.int64)]
     for rows, idx, score, sim, boost in top_k(
-        users, segments, seen, catalogue, depth, popularity_weight, block_mb, device, precision
+        users.vectors, users.segments, seen, catalogue, depth, popularity_weight, block_mb, device, precision
     ):
         positions.append(idx - catalogue.offset)
-        parts["user_id"].append(ids[rows])
+        parts["user_id"].append(users.ids[rows])
         parts["rank"].append(_ranks(rows))
         parts["item_id"].append(catalogue.item_ids[positions[-1]])
         parts["score"].append(score)
         parts["similarity"].append(sim)
         parts["popularity_boost"].append(boost)
-    frame = pd.DataFrame({c: np.concatenate(v) for c, v in parts.items()})[OUTPUT_COLUMNS]
-    if not mmr:
-        return frame
-    local = np.concatenate(positions)
+    columns = {c: np.concatenate(v) for c, v in parts.items()}
+    if not mmr or not len(columns["user_id"]):
+        return columns
+    frame, local = pd.DataFrame(columns), np.concatenate(positions)
     lists = [rerank_mmr(group, catalogue.vectors[local[group.index]], k, mmr[0])
              for _, group in frame.groupby("user_id", sort=False)]
-    return pd.concat(lists, ignore_index=True) if lists else frame
+    return {c: v.to_numpy() for c, v in pd.concat(lists, ignore_index=True).items()}
+
+
+def recommend_frame(batch: pd.DataFrame, catalogue: Catalogue, k: int, popularity_weight: float, block_mb: float,
+                    device: str = "cpu", mmr: tuple[float, int] | None = None, precision: str = "float32") -> pd.DataFrame:
+    """One pandas batch of users (user_id, vector, segment_id, seen item ids) -> rows of OUTPUT_COLUMNS."""
+    users = UserBatch.from_pandas(batch, catalogue.vectors.shape[1])
+    return pd.DataFrame(recommend_users(users, catalogue, k, popularity_weight, block_mb, device, mmr, precision))
+
+
+def recommend_batch(batch: pa.RecordBatch, catalogue: Catalogue, k: int, popularity_weight: float, block_mb: float,
+                    device: str = "cpu", mmr: tuple[float, int] | None = None, precision: str = "float32") -> pa.RecordBatch:
+    """recommend_frame for mapInArrow: Arrow in, Arrow out, no pandas conversion either way."""
+    users = UserBatch.from_arrow(batch, catalogue.vectors.shape[1])
+    columns = recommend_users(users, catalogue, k, popularity_weight, block_mb, device, mmr, precision)
+    return pa.RecordBatch.from_arrays([pa.array(columns[f.name], type=f.type) for f in ARROW_SCHEMA], schema=ARROW_SCHEMA)
 
 
 def _ranks(rows: np.ndarray) -> np.ndarray:
