@@ -4,9 +4,10 @@
     python benchmarks/topk.py --users 50000 --items 20000       # the issue's large size (skips the cross join)
     python benchmarks/topk.py --users 50000 --items 20000 --device cuda   # (a) on GPU 0, where there is one
 
-Same user and item vectors, same k, one run, local[N]; (a) and (b) each run once untimed first (the
+Same user and item vectors, same k, one run, local[N]; (a) and (b) each run once as a warm-up (the
 JVM compiles its hot paths over the first runs, and every Python worker starts and imports torch),
-then are the best of --repeats timings (this machine's timings vary by up to ~30% from one to the next):
+then are the best of --repeats timings; every run is printed, warm-up first (this machine's timings
+vary by up to ~30% from one to the next):
   (a) this stage (broadcast plan, seen items masked), forced with Spark's no-op sink, each timing
       with a fresh catalogue broadcast and the seen-item join included;
   (b) Spark ML ALS recommendForAllUsers at the same rank (fitted with one iteration, untimed; only the
@@ -60,11 +61,10 @@ def _timed(fn) -> float:
     return time.perf_counter() - started
 
 
-def best_of(repeats: int, timing, warm_up: bool = False) -> float:
-    """The best of ``repeats`` timings, after one untimed run when ``warm_up``."""
-    if warm_up:
-        timing()
-    return min(timing() for _ in range(repeats))
+def best_of(repeats: int, timing) -> tuple[float, list[float]]:
+    """The best of ``repeats`` timings after one warm-up run, and every timing (warm-up first)."""
+    timings = [timing() for _ in range(repeats + 1)]
+    return min(timings[1:]), timings
 
 
 def force(df) -> float:
@@ -128,10 +128,9 @@ def main() -> None:
     user_df.count(), item_df.count(), event_df.count()
 
     settings = Recommend(k=args.k, plan="broadcast", device=args.device, precision=args.precision)
-    # Warm-up, untimed, for both sides alike: one full run (in a profile, (a)'s first runs in a JVM
-    # were up to 20% slower than later ones). Each timed run still ships its own catalogue.
-    ours = best_of(args.repeats, lambda: force(recommendations(spark, user_df, item_df, event_df, None, settings)[0]),
-                   warm_up=True)
+    # Both sides alike: one full warm-up run, then the best of --repeats (the first runs in a JVM are
+    # slower; every run is printed). Each run of (a) ships its own catalogue.
+    ours, our_runs = best_of(args.repeats, lambda: force(recommendations(spark, user_df, item_df, event_df, None, settings)[0]))
     worker_rss = python_worker_peak_rss_mb()
 
     ratings = spark.createDataFrame(events.assign(rating=1.0)).cache()
@@ -139,7 +138,7 @@ def main() -> None:
               ratingCol="rating", seed=7, coldStartStrategy="drop")
     model = als.fit(ratings)
     model.userFactors.count(), model.itemFactors.count()
-    als_seconds = best_of(args.repeats, lambda: force(model.recommendForAllUsers(args.k)), warm_up=True)
+    als_seconds, als_runs = best_of(args.repeats, lambda: force(model.recommendForAllUsers(args.k)))
 
     pairs = args.users * args.items
     cross_seconds = None
@@ -165,6 +164,8 @@ def main() -> None:
     for dtype, rate in gflops.items():
         side = f"(d) floor: {dtype} matmul, {rate:.1f} GFLOP/s measured"
         print(f"{side:<52}{floors[dtype]:>10.2f}")
+    for side, runs in (("(a)", our_runs), ("(b)", als_runs)):
+        print(f"{side} every run, s: warm-up {runs[0]:.2f}, then " + ", ".join(f"{t:.2f}" for t in runs[1:]))
     print(f"\npeak RSS of the largest Spark Python worker: {worker_rss:.0f} MB")
     print("\nratios (targets: (b)/(a) >= 10, (a)/(d) <= 2):")
     print(f"  ALS / ours          {als_seconds / ours:.1f}x")

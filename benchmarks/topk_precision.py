@@ -21,7 +21,7 @@ import pandas as pd
 
 from common import unit_rows  # (also puts the repository on sys.path)
 from udfs import topk
-from udfs.topk import Catalogue, top_k
+from udfs.topk import Catalogue, SeenItems, top_k
 
 
 def vectors_from(output: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -34,8 +34,8 @@ def vectors_from(output: Path) -> tuple[np.ndarray, np.ndarray]:
 def timed_lists(users, catalogue, seen, k, precision):
     before = dict(topk.SELECTION)
     started = time.perf_counter()
-    arrays = [np.concatenate(parts) for parts in zip(*top_k(users, np.full(len(users), -1), seen, catalogue, k, 0.0,
-                                                             64.0, "cpu", precision))]
+    blocks = top_k(users, np.full(len(users), -1), SeenItems.from_lists(seen), catalogue, k, 0.0, 64.0, "cpu", precision)
+    arrays = [np.concatenate(parts) for parts in zip(*blocks)]
     seconds = time.perf_counter() - started
     widened = (topk.SELECTION["widened"] - before["widened"]) / max(1, topk.SELECTION["users"] - before["users"])
     return seconds, widened, arrays

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 import torch
 
-from udfs.topk import GROUP, PRECISIONS, Catalogue, best_fast_scores, block_rows, recommend_frame, top_k
+from udfs.topk import GROUP, PRECISIONS, Catalogue, SeenItems, best_fast_scores, block_rows, recommend_frame, top_k
 
 
 def catalogue(n=6, d=3, seed=0, popularity=None):
@@ -37,7 +37,7 @@ def test_exact_top_k_with_seen_items_masked():
     rng = np.random.default_rng(3)
     users = rng.standard_normal((7, 8)).astype(np.float32)
     seen = [np.array(sorted(rng.choice(50, size=int(rng.integers(0, 10)), replace=False))) for _ in range(7)]
-    for row, idx, score, sim, boost in per_user(top_k(users, np.full(7, -1), seen, cat, 5, 0.0, block_mb=64)):
+    for row, idx, score, sim, boost in per_user(top_k(users, np.full(7, -1), SeenItems.from_lists(seen), cat, 5, 0.0, block_mb=64)):
         assert idx.tolist() == brute_force(users[row], cat, set(seen[row]), 5)
         assert not set(idx) & set(seen[row])
         np.testing.assert_allclose(score, sim)
@@ -47,15 +47,15 @@ def test_exact_top_k_with_seen_items_masked():
 def test_ties_are_broken_by_item_index():
     vectors = np.array([[1, 0], [0, 1], [1, 0], [1, 0]], dtype=np.float32)
     cat = Catalogue(item_ids=np.array(["a", "b", "c", "d"]), vectors=vectors)
-    (_, idx, *_), = per_user(top_k(np.array([[1, 0]], np.float32), np.array([-1]), [np.array([], np.int64)], cat, 2, 0.0, 64))
+    (_, idx, *_), = per_user(top_k(np.array([[1, 0]], np.float32), np.array([-1]), SeenItems.from_lists([np.array([], np.int64)]), cat, 2, 0.0, 64))
     assert idx.tolist() == [0, 2]  # a, c, d tie at 1.0: the two lowest indices win
 
 
 def test_fewer_unseen_items_than_k():
     cat = catalogue(n=4)
-    (_, idx, *_), = per_user(top_k(np.ones((1, 3), np.float32), np.array([-1]), [np.array([0, 2])], cat, 10, 0.0, 64))
+    (_, idx, *_), = per_user(top_k(np.ones((1, 3), np.float32), np.array([-1]), SeenItems.from_lists([np.array([0, 2])]), cat, 10, 0.0, 64))
     assert sorted(idx.tolist()) == [1, 3]
-    rows, idx, *_ = next(top_k(np.ones((1, 3), np.float32), np.array([-1]), [np.arange(4)], cat, 10, 0.0, 64))
+    rows, idx, *_ = next(top_k(np.ones((1, 3), np.float32), np.array([-1]), SeenItems.from_lists([np.arange(4)]), cat, 10, 0.0, 64))
     assert idx.size == 0 and rows.size == 0
 
 
@@ -63,9 +63,9 @@ def test_block_size_does_not_change_results():
     cat = catalogue(n=200, d=16, seed=5)
     users = np.random.default_rng(9).standard_normal((30, 16)).astype(np.float32)
     seen = [np.array([], np.int64)] * 30
-    big = [r[1].tolist() for r in per_user(top_k(users, np.full(30, -1), seen, cat, 7, 0.0, block_mb=64))]
+    big = [r[1].tolist() for r in per_user(top_k(users, np.full(30, -1), SeenItems.from_lists(seen), cat, 7, 0.0, block_mb=64))]
     assert block_rows(200, 0.001) == 1
-    tiny = [r[1].tolist() for r in per_user(top_k(users, np.full(30, -1), seen, cat, 7, 0.0, block_mb=0.001))]
+    tiny = [r[1].tolist() for r in per_user(top_k(users, np.full(30, -1), SeenItems.from_lists(seen), cat, 7, 0.0, block_mb=0.001))]
     assert len(big) == 30
     assert big == tiny
 
@@ -75,7 +75,7 @@ def test_popularity_boost_of_the_users_segment():
     vectors = np.array([[1, 0], [0.9, 0.1], [0.8, 0.2]], dtype=np.float32)
     cat = Catalogue(item_ids=np.array(["x", "y", "z"]), vectors=vectors, popularity=popularity)
     users = np.array([[1, 0], [1, 0], [1, 0]], np.float32)
-    out = per_user(top_k(users, np.array([0, 1, -1]), [np.array([], np.int64)] * 3, cat, 3, 0.5, 64))
+    out = per_user(top_k(users, np.array([0, 1, -1]), SeenItems.from_lists([np.array([], np.int64)] * 3), cat, 3, 0.5, 64))
     assert out[0][1].tolist() == [1, 0, 2]  # segment 0 boosts item y by 0.5
     np.testing.assert_allclose(out[0][4], [0.5, 0.0, 0.0])
     assert out[1][1].tolist() == [0, 1, 2]  # segment 1 boosts item x
@@ -100,7 +100,7 @@ def test_fast_and_exact_paths_agree_on_random_data_with_ties():
     seen = [rng.choice(300, size=int(rng.integers(0, 30)), replace=False) for _ in range(40)]
     scores = users.astype(np.float64) @ cat.vectors.astype(np.float64).T  # the exact pass's float64 scores
     for precision in PRECISIONS:
-        for row, idx, score, *_ in per_user(top_k(users, np.full(40, -1), seen, cat, 9, 0.0, 64, precision=precision)):
+        for row, idx, score, *_ in per_user(top_k(users, np.full(40, -1), SeenItems.from_lists(seen), cat, 9, 0.0, 64, precision=precision)):
             assert idx.tolist() == brute_force(None, cat, set(seen[row].tolist()), 9, scores=scores[row])
             np.testing.assert_allclose(score, scores[row][idx], rtol=0, atol=1e-12)
 
@@ -139,7 +139,7 @@ def test_lists_with_many_ties_on_a_catalogue_large_enough_for_grouped_selection(
     seen = [rng.choice(n, size=int(rng.integers(0, 200)), replace=False) for _ in range(25)]
     scores = users.astype(np.float64) @ vectors.astype(np.float64).T
     for precision in PRECISIONS:
-        for row, idx, score, *_ in per_user(top_k(users, np.full(25, -1), seen, cat, k, 0.0, 64, precision=precision)):
+        for row, idx, score, *_ in per_user(top_k(users, np.full(25, -1), SeenItems.from_lists(seen), cat, k, 0.0, 64, precision=precision)):
             assert idx.tolist() == brute_force(None, cat, set(seen[row].tolist()), k, scores=scores[row])
             np.testing.assert_allclose(score, scores[row][idx], rtol=0, atol=1e-12)
 
@@ -159,8 +159,8 @@ def test_bfloat16_and_float32_candidate_passes_give_identical_lists_and_scores()
     users = (rng.standard_normal((150, d)) * rng.uniform(0.2, 3.0, (150, 1))).astype(np.float32)  # not unit length
     segments = rng.integers(-1, 3, 150)
     seen = [rng.choice(n, size=int(rng.integers(0, 40)), replace=False) for _ in range(150)]
-    exact = frames(top_k(users, segments, seen, cat, 12, 0.3, 64, precision="float32"))
-    fast = frames(top_k(users, segments, seen, cat, 12, 0.3, 4, precision="bfloat16"))
+    exact = frames(top_k(users, segments, SeenItems.from_lists(seen), cat, 12, 0.3, 64, precision="float32"))
+    fast = frames(top_k(users, segments, SeenItems.from_lists(seen), cat, 12, 0.3, 4, precision="bfloat16"))
     for a, b in zip(exact, fast):
         np.testing.assert_array_equal(a, b)
     # and both are the float64 brute force
@@ -193,7 +193,7 @@ def test_crowded_rows_are_widened_until_proven(monkeypatch):
         return real_select(rows, scores, *rest)
 
     monkeypatch.setattr(topk, "_select", spy)
-    rows, idx, score, *_ = frames(top_k(users, np.full(5, -1), seen, cat, 10, 0.0, 64, precision="bfloat16"))
+    rows, idx, score, *_ = frames(top_k(users, np.full(5, -1), SeenItems.from_lists(seen), cat, 10, 0.0, 64, precision="bfloat16"))
     assert max(depths) > topk.candidate_count(10, 1000)  # widened at least once
     full = users.astype(np.float64) @ vectors.astype(np.float64).T
     for r in range(5):
@@ -363,3 +363,12 @@ def test_float32_pass_ignores_a_lower_matmul_precision_set_by_the_process():
         torch.set_float32_matmul_precision(prior)
     exact = users.astype(np.float64) @ cat.vectors.astype(np.float64).T
     assert np.abs(fast - exact).max() < 1e-4  # bfloat16 products would be off by ~1e-2
+
+
+def test_seen_items_are_sorted_by_row_and_each_pair_kept_once():
+    seen = SeenItems.from_lists([np.array([3, 1, 3]), np.array([], np.int64), np.array([0, 7])])
+    assert seen.rows.tolist() == [0, 0, 2, 2] and seen.positions.tolist() == [1, 3, 0, 7]
+    rows, positions = seen.block(1, 3)
+    assert rows.tolist() == [1, 1] and positions.tolist() == [0, 7]
+    empty = SeenItems.from_lists([np.array([], np.int64)] * 2)
+    assert len(empty.rows) == 0 and len(empty.block(0, 2)[0]) == 0

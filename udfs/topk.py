@@ -84,20 +84,23 @@ class SeenItems:
     positions: np.ndarray
 
     @classmethod
-    def from_pairs(cls, rows: np.ndarray, positions: np.ndarray, n_items: int) -> "SeenItems":
+    def from_pairs(cls, rows: np.ndarray, positions: np.ndarray) -> "SeenItems":
         """Any pairs: sorted by (row, position) and deduplicated (a user may have interacted twice).
-        np.sort, not np.unique: numpy's hash-based unique was ~25x slower on these int64 keys."""
-        keys = np.sort(rows.astype(np.int64) * n_items + positions.astype(np.int64))
+        np.sort, not np.unique: numpy's hash-based unique was far slower on these int64 keys
+        (benchmarks/topk_parts.py)."""
+        rows, positions = rows.astype(np.int64), positions.astype(np.int64)
+        base = int(positions.max(initial=-1)) + 1  # any base above every position keys (row, position)
+        keys = np.sort(rows * base + positions)
         keys = keys[np.r_[True, keys[1:] != keys[:-1]]] if len(keys) else keys
-        return cls(keys // n_items, keys % n_items)
+        return cls(keys // max(base, 1), keys % max(base, 1))
 
     @classmethod
-    def from_lists(cls, lists: list[np.ndarray], n_items: int) -> "SeenItems":
+    def from_lists(cls, lists: list[np.ndarray]) -> "SeenItems":
         """Per user row, an array of catalogue positions."""
         lengths = np.array([len(s) for s in lists], dtype=np.int64)
         rows = np.repeat(np.arange(len(lists), dtype=np.int64), lengths)
         positions = np.concatenate(lists).astype(np.int64) if lengths.sum() else np.empty(0, np.int64)
-        return cls.from_pairs(rows, positions, n_items)
+        return cls.from_pairs(rows, positions)
 
     def block(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
         """(row - start, position) pairs of rows start..stop-1."""
@@ -274,7 +277,7 @@ def exact_scores(
 def top_k(
     users: np.ndarray,
     segments: np.ndarray,
-    seen: SeenItems | list[np.ndarray],
+    seen: SeenItems,
     catalogue: Catalogue,
     k: int,
     popularity_weight: float,
@@ -285,13 +288,12 @@ def top_k(
     """Per block of users, flat arrays ordered by user row then rank:
     (user rows, global item indices, scores, similarities, boosts), scores exact in float64.
 
-    ``seen``: the users' seen items (SeenItems, or per user an array of positions in this catalogue);
+    ``seen``: the users' seen items, as positions in this catalogue (SeenItems.from_lists builds it from
+    an array per user);
     ``segments`` the user's segment (-1: none). The fast pass (``precision``), masking and candidate
     selection run on ``device`` (a CUDA device, or "cpu"); only candidates come back to host memory.
     """
     n, dim = catalogue.vectors.shape
-    if not isinstance(seen, SeenItems):
-        seen = SeenItems.from_lists(seen, n)
     step = block_rows(n, block_mb, k, dim)
     _, popularity = catalogue_tensors(catalogue, device)
     use_boost = popularity_weight > 0 and popularity is not None
@@ -507,7 +509,7 @@ def seen_positions(seen_ids: np.ndarray, counts: np.ndarray, catalogue: Catalogu
     positions = index.get_indexer(seen_ids)
     rows = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
     held = positions >= 0
-    return SeenItems.from_pairs(rows[held], positions[held], len(catalogue.item_ids))
+    return SeenItems.from_pairs(rows[held], positions[held])
 
 
 def recommend_users(
