@@ -9,7 +9,10 @@ JVM compiles its hot paths over the first runs, and every Python worker starts a
 then are the best of --repeats timings; every run is printed, warm-up first (this machine's timings
 vary by up to ~30% from one to the next):
   (a) this stage (broadcast plan, seen items masked), forced with Spark's no-op sink, each timing
-      with a fresh catalogue broadcast and the seen-item join included;
+      with a fresh catalogue broadcast and the seen-item join included; its three inputs (user vectors,
+      item vectors, interactions) are read from parquet files, as `segrec run`'s recommend stage reads
+      the previous stages' outputs (--inputs memory: from Spark's in-memory cache instead, where the
+      interactions' string columns scan several times slower than from parquet);
   (b) Spark ML ALS recommendForAllUsers at the same rank (fitted with one iteration, untimed; only the
       recommendation is timed), forced the same way;
   (c) a plain Spark SQL cross join: dot product with zip_with/aggregate, then a window keeping the top k
@@ -25,6 +28,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
+import tempfile
 import time
 
 import numpy as np
@@ -67,6 +72,12 @@ def best_of(repeats: int, timing) -> tuple[float, list[float]]:
     return min(timings[1:]), timings
 
 
+def parquet_copy(spark, df, path: str):
+    """``df`` written to parquet at ``path`` and read back (not cached)."""
+    df.write.mode("overwrite").parquet(path)
+    return spark.read.parquet(path)
+
+
 def force(df) -> float:
     """Seconds to compute every row of ``df`` (no output written)."""
     return _timed(lambda: df.write.format("noop").mode("overwrite").save())
@@ -84,6 +95,8 @@ def main() -> None:
                         help="where (a) scores: cuda puts the products and the top-k on GPU 0")
     parser.add_argument("--precision", choices=["auto", "float32", "bfloat16"], default="auto",
                         help="(a)'s candidate pass (recommend.precision); auto: bfloat16 on CPUs with native bfloat16")
+    parser.add_argument("--inputs", choices=["parquet", "memory"], default="parquet",
+                        help="where (a) reads its inputs: parquet files (as the stage does), or Spark's cache")
     parser.add_argument("--repeats", type=int, default=3, help="timings of (a) and (b); the best is reported")
     parser.add_argument("--crossjoin-max", type=float, default=2.5e7, help="largest users x items for (c)")
     args = parser.parse_args()
@@ -126,11 +139,16 @@ def main() -> None:
         pd.DataFrame({"user_id": [f"u{u:07d}" for u in events.user], "item_id": [f"i{i:07d}" for i in events.item]})
     ).cache()
     user_df.count(), item_df.count(), event_df.count()
+    stage_inputs, inputs_dir = (user_df, item_df, event_df), None
+    if args.inputs == "parquet":
+        inputs_dir = tempfile.mkdtemp(prefix="segrec-topk-")
+        stage_inputs = tuple(parquet_copy(spark, df, os.path.join(inputs_dir, name)) for name, df in
+                             (("user_vectors", user_df), ("item_vectors", item_df), ("interactions", event_df)))
 
     settings = Recommend(k=args.k, plan="broadcast", device=args.device, precision=args.precision)
     # Both sides alike: one full warm-up run, then the best of --repeats (the first runs in a JVM are
     # slower; every run is printed). Each run of (a) ships its own catalogue.
-    ours, our_runs = best_of(args.repeats, lambda: force(recommendations(spark, user_df, item_df, event_df, None, settings)[0]))
+    ours, our_runs = best_of(args.repeats, lambda: force(recommendations(spark, *stage_inputs, None, settings)[0]))
     worker_rss = python_worker_peak_rss_mb()
 
     ratings = spark.createDataFrame(events.assign(rating=1.0)).cache()
@@ -143,8 +161,8 @@ def main() -> None:
     pairs = args.users * args.items
     cross_seconds = None
     if pairs <= args.crossjoin_max:
-        u = user_df.select("user_id", F.col("vector").alias("u"))
-        i = item_df.select("item_id", F.col("vector").alias("v"))
+        u = stage_inputs[0].select("user_id", F.col("vector").alias("u"))  # (a)'s inputs
+        i = stage_inputs[1].select("item_id", F.col("vector").alias("v"))
         dot = F.aggregate(F.zip_with("u", "v", lambda x, y: x * y), F.lit(0.0), lambda acc, x: acc + x)
         scored = u.join(i, how="cross").select("user_id", "item_id", dot.alias("score"))
         ranked = scored.withColumn(
@@ -152,10 +170,12 @@ def main() -> None:
         ).where(F.col("rank") <= args.k)
         cross_seconds = force(ranked)
     spark.stop()
+    if inputs_dir:
+        shutil.rmtree(inputs_dir, ignore_errors=True)
 
     floors = {dtype: pairs * args.dim * 2 / (rate * 1e9) for dtype, rate in gflops.items()}
     print(f"\ntop-{args.k}: {args.users} users x {args.items} items x {args.dim} dims, local[{args.cores}], "
-          f"(a) and (b) best of {args.repeats}")
+          f"(a) and (b) best of {args.repeats}, (a)'s inputs from {args.inputs}")
     print(f"{'side':<52}{'seconds':>10}")
     print(f"{'(a) segrec recommend (broadcast, ' + args.device + ', ' + precision + ' pass)':<52}{ours:>10.2f}")
     print(f"{'(b) ALS recommendForAllUsers, rank ' + str(args.dim):<52}{als_seconds:>10.2f}")

@@ -5,6 +5,7 @@ items, same k; prints seconds, the ratio, the share of users the first candidate
     python benchmarks/topk_precision.py                         # random unit vectors, 10,000 x 20,000 x 384
     python benchmarks/topk_precision.py --vectors output        # the demo's user and item vectors (after a run)
     python benchmarks/topk_precision.py --ks 10 50 --repeat-users 10
+    python benchmarks/topk_precision.py --margins 8 16          # also: the first pass's candidate margin
 
 Where bfloat16 is slower (small catalogues with large k: the exact pass dominates), set
 recommend.precision: float32.
@@ -50,6 +51,9 @@ def main() -> None:
     parser.add_argument("--ks", type=int, nargs="+", default=[10, 50])
     parser.add_argument("--seen", type=int, default=20, help="random seen items masked per user")
     parser.add_argument("--repeat-users", type=int, default=1, help="stack the users this many times")
+    parser.add_argument("--margins", type=int, nargs="*", default=[],
+                        help="also time the bfloat16 pass with these first-pass margins (udfs.topk.CANDIDATE_MARGIN; "
+                        "the first is the baseline of the ratios)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = parser.parse_args()
     import torch
@@ -76,6 +80,28 @@ def main() -> None:
         b16, widened, fast = timed_lists(users, catalogue, seen, k, "bfloat16")
         same = all(np.array_equal(a, b) for a, b in zip(exact, fast))
         print(f"{k:>4}{f32:>12.3f}{b16:>12.3f}{widened:>10.1%}{'yes' if same else 'NO':>11}{f32 / b16:>20.2f}x")
+    if args.margins:
+        compare_margins(users, catalogue, seen, args.ks, args.margins)
+
+
+def compare_margins(users, catalogue, seen, ks, margins) -> None:
+    """The bfloat16 pass with each first-pass margin (candidates = k + k // 2 + margin), in this run."""
+    default = topk.CANDIDATE_MARGIN
+    print(f"\nfirst-pass margin (bfloat16; the shipped margin is {default})")
+    print(f"{'k':>4}{'margin':>8}{'candidates':>12}{'bfloat16 s':>12}{'widened':>10}{'identical':>11}"
+          f"{'baseline / this':>17}")
+    try:
+        for k in ks:
+            baseline = lists = None
+            for margin in margins:
+                topk.CANDIDATE_MARGIN = margin
+                seconds, widened, arrays = timed_lists(users, catalogue, seen, k, "bfloat16")
+                baseline, lists = baseline or seconds, lists or arrays
+                same = all(np.array_equal(a, b) for a, b in zip(lists, arrays))
+                print(f"{k:>4}{margin:>8}{topk.candidate_count(k, len(catalogue.item_ids)):>12}{seconds:>12.3f}"
+                      f"{widened:>10.1%}{'yes' if same else 'NO':>11}{baseline / seconds:>16.2f}x")
+    finally:
+        topk.CANDIDATE_MARGIN = default
 
 
 if __name__ == "__main__":
