@@ -116,7 +116,7 @@ def block_rows(n_items: int, block_mb: float, depth: int = 0, dim: int = 0) -> i
     return max(1, int(block_mb * 2**20 // per_user))
 
 
-# Extra candidates in the first pass, beyond depth + depth // 2. benchmarks/topk_precision.py --margin
+# Extra candidates in the first pass, beyond depth + depth // 2. benchmarks/topk_precision.py --margins
 # compares margins: 8 widened 0.4-1.2% of the demo's users and was faster than 16 (fewer candidates to
 # rescore exactly); with no depth // 2 term, 44% of them needed widening at k = 50.
 CANDIDATE_MARGIN = 8
