@@ -1,6 +1,6 @@
 """Pieces of the recommend stage against the code they replaced, each ratio measured in this run:
 
-    python benchmarks/topk_parts.py                  # 20,000 items x 384, blocks of 172 users, k = 10
+    python benchmarks/topk_parts.py                  # 20,000 items x 384, blocks as the stage cuts them, k = 10
     python benchmarks/topk_parts.py --skip-spark     # only the in-process parts (no Spark)
 
 1. candidate selection per block of fast scores (one torch thread, as in a Spark worker): torch.topk
@@ -10,12 +10,15 @@
    10,000 users x 20 items;
 3. the broadcast plan's batch format: the stage's user frame (vectors, seen ids) through mapInPandas
    against mapInArrow, each with an identity-like function returning k rows per user (the conversion
-   cost alone, no scoring), local[2], best of --repeats.
+   cost alone, no scoring), local[2], best of --repeats;
+4. the seen-item lists (the stage's collect_set per user over the interactions) with the interactions
+   read from Spark's in-memory cache against read from parquet (benchmarks/topk.py's --inputs).
 """
 
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 
 import numpy as np
@@ -71,6 +74,7 @@ def deduplication(items: int, repeats: int) -> None:
 
 def batch_format(users: int, items: int, dim: int, k: int, repeats: int) -> None:
     import pyarrow as pa
+    from pyspark.sql import functions as F
 
     from jobs.recommend import user_frame
 
@@ -84,6 +88,7 @@ def batch_format(users: int, items: int, dim: int, k: int, repeats: int) -> None
         "user_id": [f"u{u:07d}" for u in np.repeat(np.arange(users), 20)],
         "item_id": [f"i{i:07d}" for i in rng.integers(0, items, users * 20)],
     }))
+    events.cache().count()
     frame = user_frame(user_df, None, events, exclude_seen=True).cache()
     frame.count()
     schema = "user_id string, rank int, item_id string, score double"
@@ -112,23 +117,36 @@ def batch_format(users: int, items: int, dim: int, k: int, repeats: int) -> None
 
     as_pandas = best_seconds(force(frame.mapInPandas(with_pandas, schema)), repeats)
     as_arrow = best_seconds(force(frame.mapInArrow(with_arrow, schema)), repeats)
-    spark.stop()
     print(f"\n3. {users} users x {dim} dims with seen ids, k = {k} rows out, local[2], best of {repeats}:")
     print(f"   mapInPandas {as_pandas:.3f} s, mapInArrow {as_arrow:.3f} s: {as_pandas / as_arrow:.2f}x "
           f"({as_pandas - as_arrow:.3f} s saved)")
+
+    with tempfile.TemporaryDirectory(prefix="segrec-parts-") as folder:
+        events.write.parquet(f"{folder}/interactions")
+        from_parquet = spark.read.parquet(f"{folder}/interactions")
+
+        def seen_lists(df):
+            return force(df.groupBy("user_id").agg(F.collect_set("item_id").alias("seen")))
+
+        cached = best_seconds(seen_lists(events), repeats)
+        parquet = best_seconds(seen_lists(from_parquet), repeats)
+    spark.stop()
+    print(f"\n4. seen lists of {users} users from {users * 20} interactions, local[2], best of {repeats}:")
+    print(f"   from Spark's cache {cached:.3f} s, from parquet {parquet:.3f} s: {cached / parquet:.2f}x")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=20_000)
     parser.add_argument("--dim", type=int, default=384)
-    parser.add_argument("--block", type=int, default=172, help="users per block (block_rows at block_mb 64, 20K items)")
+    parser.add_argument("--block", type=int, help="users per block (default: the stage's block_rows at block_mb 64)")
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--users", type=int, default=50_000, help="users through Spark in part 3")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--skip-spark", action="store_true")
     args = parser.parse_args()
-    selection(args.items, args.dim, args.block, args.k, args.repeats)
+    block = args.block or topk.block_rows(args.items, 64.0, args.k, args.dim)
+    selection(args.items, args.dim, block, args.k, args.repeats)
     deduplication(args.items, args.repeats)
     if not args.skip_spark:
         batch_format(args.users, args.items, args.dim, args.k, args.repeats)

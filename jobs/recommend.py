@@ -144,7 +144,7 @@ def broadcast_plan(users: DataFrame, source: tuple[str, Callable[[], Catalogue]]
             yield recommend_batch(batch, items, k, weight, block_mb, device, mmr, precision)
 
     # Arrow in and out: the users' vectors and seen ids are read from Arrow's flat buffers, with no
-    # per-user pandas objects (benchmarks/topk_parts.py, part 3: 1.15-1.30x mapInPandas over two runs).
+    # per-user pandas objects (benchmarks/topk_parts.py, part 3: 1.15-1.30x mapInPandas over three runs).
     return users.mapInArrow(score, OUTPUT_SCHEMA)
 
 

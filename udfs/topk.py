@@ -356,7 +356,7 @@ GROUP = 16  # columns per group in best_fast_scores (the fastest of 8, 16 and 32
 def best_fast_scores(scores: torch.Tensor, count: int) -> tuple[np.ndarray, np.ndarray]:
     """Per row, the ``count`` best scores (float32, best first) and their columns, on the host.
 
-    On the CPU, torch.topk over every column cost two thirds of the bfloat16 product itself, so the columns
+    On the CPU, torch.topk over every column took over half as long as the bfloat16 product, so the columns
     are first cut into GROUP strided groups (group j: columns j, j + w, j + 2w, ... with w = n // GROUP)
     and only the ``count`` groups with the highest maxima, plus the few columns past GROUP * w, are
     searched. That keeps the same values: a column outside them, with score x, has a group maximum
