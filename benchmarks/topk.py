@@ -11,8 +11,8 @@ vary by up to ~30% from one to the next):
   (a) this stage (broadcast plan, seen items masked), forced with Spark's no-op sink, each timing
       with a fresh catalogue broadcast and the seen-item join included; its three inputs (user vectors,
       item vectors, interactions) are read from parquet files, as `segrec run`'s recommend stage reads
-      the previous stages' outputs (--inputs memory: from Spark's in-memory cache instead, where the
-      interactions' string columns scan several times slower than from parquet);
+      the previous stages' outputs (--inputs memory: from Spark's in-memory cache instead, from which
+      the seen lists take about twice as long to build: benchmarks/topk_parts.py, part 4);
   (b) Spark ML ALS recommendForAllUsers at the same rank (fitted with one iteration, untimed; only the
       recommendation is timed), forced the same way;
   (c) a plain Spark SQL cross join: dot product with zip_with/aggregate, then a window keeping the top k

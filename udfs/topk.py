@@ -89,10 +89,10 @@ class SeenItems:
         np.sort, not np.unique: numpy's hash-based unique was far slower on these int64 keys
         (benchmarks/topk_parts.py)."""
         rows, positions = rows.astype(np.int64), positions.astype(np.int64)
-        base = int(positions.max(initial=-1)) + 1  # any base above every position keys (row, position)
+        base = int(positions.max(initial=0)) + 1  # any base above every position keys (row, position)
         keys = np.sort(rows * base + positions)
         keys = keys[np.r_[True, keys[1:] != keys[:-1]]] if len(keys) else keys
-        return cls(keys // max(base, 1), keys % max(base, 1))
+        return cls(keys // base, keys % base)
 
     @classmethod
     def from_lists(cls, lists: list[np.ndarray]) -> "SeenItems":
