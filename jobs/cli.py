@@ -14,7 +14,7 @@ import traceback
 from jobs.config import DEFAULT_CONF
 from jobs.errors import UserError
 
-COMMANDS = ["validate", "run", "embed", "profile", "segment", "recommend", "evaluate"]
+COMMANDS = ["validate", "run", "embed", "train", "profile", "segment", "recommend", "evaluate"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
         "validate": "read and validate the inputs; write kept rows and rejects",
         "run": "run every available stage in order",
         "embed": "embed item and user texts",
+        "train": "learn the two-tower recommendation space from the interactions",
         "profile": "build user vectors",
         "segment": "cluster users into segments",
         "recommend": "top-k recommendations per user",

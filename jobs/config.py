@@ -81,10 +81,23 @@ class ItemsSource(_Source):
 class InteractionsSource(_Source):
     columns: InteractionColumns
     timestamp_unit: Literal["s", "ms"] = Field("s", description="unit of numeric timestamps")
+    feedback: Literal["explicit", "implicit"] = Field(
+        "explicit",
+        description="explicit: the rating column holds ratings (weights centred per user); "
+        "implicit: it holds counts or plays (weight from implicit_weight)",
+    )
+    implicit_weight: Literal["log1p", "binary"] = Field(
+        "log1p", description="implicit feedback: weight = log(1 + count), or 1 for any interaction"
+    )
 
 
 class UsersSource(_Source):
     columns: UserColumns
+    complete: bool = Field(
+        False,
+        description="true: the users source lists every user, so interactions of unlisted users are "
+        "rejected as unknown_user; false: it holds text for some users only, and the others are kept",
+    )
 
 
 class Inputs(_Section):
@@ -141,6 +154,38 @@ class Embed(_Section):
 class Profile(_Section):
     text_weight: float = Field(0.3, ge=0.0, le=1.0, description="share of the user's own texts in the mix")
     recency_half_life_days: float | None = Field(None, gt=0, description="None: no recency decay")
+
+
+class Train(_Section):
+    """The two-tower model learned from the training interactions over the frozen text vectors."""
+
+    enabled: bool = Field(True, description="train the towers; profile, segment and recommend use the learned space")
+    objective: Literal["auto", "sequential", "order_free"] = Field(
+        "auto", description="auto: sequential where interactions have timestamps, else order_free"
+    )
+    dim: int = Field(128, ge=2, le=4096, description="dimension of the recommendation space")
+    hidden: int = Field(512, ge=1, description="hidden width of the item tower's MLP")
+    temperature: float = Field(0.05, gt=0, le=10, description="softmax temperature over cosine scores")
+    epochs: int = Field(6, ge=1, le=1000)
+    batch_size: int = Field(512, ge=1)
+    learning_rate: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    history: int = Field(50, ge=1, description="newest interactions pooled into a user's vector")
+    decay: float = Field(0.9, gt=0, le=1, description="sequential: weight per step back in the history")
+    feedback_weights: bool = Field(False, description="weight the history by feedback (ratings, counts) too")
+    id_embeddings: bool = Field(True, description="a learned embedding for items with enough interactions")
+    id_min_interactions: int = Field(5, ge=1, description="training interactions an item needs for its embedding")
+    id_dropout: float = Field(0.2, ge=0, lt=1, description="share of item embeddings dropped at each step")
+    logq: bool = Field(True, description="subtract the log training frequency of each item from its logit")
+    mask_history: bool = Field(True, description="items in the history are not negatives")
+    user_text: bool = Field(True, description="add the projected user text vector to the user tower")
+    seed: int = 42
+    processes: int = Field(1, ge=1, description="TorchDistributor processes (one per GPU or executor on a cluster)")
+    local_mode: Literal["auto", "driver", "executors"] = Field(
+        "auto", description="where TorchDistributor trains: auto is the driver on a local master, else executors"
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: a GPU where the process has one")
+    threads: int | None = Field(None, ge=1, description="torch threads per process (None: cores / processes)")
 
 
 class Segment(_Section):
@@ -215,6 +260,10 @@ class Evaluate(_Section):
         None, min_length=1, description="also tune the hybrid's number of segments over these k (None: segment settings as they are)"
     )
     als: Als = Field(default_factory=Als)
+    train_grid: list[dict[str, Any]] = Field(
+        default_factory=lambda: [{}, {"id_embeddings": False}], min_length=1,
+        description="train settings tried on the validation split (each a set of train.* overrides)",
+    )
     random_baseline: bool = True
     cold_max_train: int = Field(20, ge=1, description="cold-user slice: users with at most this many training interactions")
     head_share: float = Field(0.2, gt=0, lt=1, description="long-tail slice: items outside this most-popular share")
@@ -222,6 +271,20 @@ class Evaluate(_Section):
     plots: bool = True
     mlflow_tracking_uri: str | None = Field(None, description="log to MLflow when set and mlflow is importable")
     mlflow_experiment: str = "segrec"
+
+    @field_validator("train_grid")
+    @classmethod
+    def _train_cells(cls, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Each cell names train keys only, with values of their types (checked now, not mid-run)."""
+        for cell in value:
+            unknown = sorted(set(cell) - set(Train.model_fields))
+            if unknown:
+                raise ValueError(f"unknown train key(s) {unknown} (allowed: {', '.join(sorted(Train.model_fields))})")
+            try:
+                Train.model_validate(cell)
+            except ValidationError as exc:
+                raise ValueError(f"cell {cell}: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}") from None
+        return value
 
     @field_validator("ks", "segment_ks", "popularity_weights")
     @classmethod
@@ -254,6 +317,7 @@ class Config(_Section):
     model: Model = Field(default_factory=Model)
     embed: Embed = Field(default_factory=Embed)
     profile: Profile = Field(default_factory=Profile)
+    train: Train = Field(default_factory=Train)
     segment: Segment = Field(default_factory=Segment)
     recommend: Recommend = Field(default_factory=Recommend)
     evaluate: Evaluate = Field(default_factory=Evaluate)

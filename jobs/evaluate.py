@@ -11,9 +11,12 @@ Tuning happens on a second split of the training data (the newest interactions o
 held out again): the hybrid's popularity weight and the ALS grid are chosen there by NDCG at
 ``evaluate.tune_k``, then refitted on the whole training set and scored on the held-out set once.
 
-Models: most_popular, als, random (baselines); content (cosine only, lambda 0) and hybrid (cosine +
-lambda * in-segment popularity, lambda tuned). Metrics: ranking metrics at every k (``jobs.metrics``),
-list metrics (``jobs.list_metrics``), the cold-user and long-tail slices, segment quality.
+Models: most_popular, als, random (baselines); content (cosine only, lambda 0), hybrid (cosine +
+lambda * in-segment popularity, lambda tuned) and trained (the two-tower model of ``jobs.train``, its
+settings chosen over ``evaluate.train_grid``; learned space only). Metrics: ranking metrics at every k
+(``jobs.metrics``), list metrics (``jobs.list_metrics``), the cold-user, long-tail and cold-item slices
+(held-out rows whose item has no training interaction: most-popular and ALS cannot rank those items by
+construction), segment quality.
 Outputs: ``evaluation/metrics.json``, ``evaluation/report.md`` and PNG plots (``jobs.report``).
 """
 
@@ -35,14 +38,15 @@ from jobs.io import OutputStore
 from jobs.list_metrics import Reference, list_metrics, long_tail_items, reference, segment_quality
 from jobs.metrics import ranking_metrics
 from jobs.profile import user_vectors
-from jobs.recommend import weighted_recommendations
+from jobs.recommend import recommendations, weighted_recommendations
 from jobs.segment import assign_segments, features, fit, silhouette_curve
 from jobs.split import holdout_split
+from jobs.train import fit_towers, learned_item_vectors, learned_user_vectors, tuned
 
 log = logging.getLogger("segrec")
 
 BASELINES = ("most_popular", "als", "random")
-OURS = ("content", "hybrid")
+OURS = ("content", "hybrid", "trained")
 
 
 @dataclass
@@ -122,6 +126,22 @@ def build_ours(
     return ours
 
 
+def build_trained(
+    spark: SparkSession, config: Config, scratch: Scratch, data: Inputs, cell: dict, k: int, tag: str
+) -> tuple[DataFrame, dict, tuple[DataFrame, DataFrame]]:
+    """The two-tower model with one grid cell's settings, trained on ``data.train`` under
+    TorchDistributor as the train stage does, and its top-k lists (learned space only, no blend)."""
+    model, figures = fit_towers(spark, scratch.store, config, data.train, data.item_vectors, data.text_vectors,
+                                tuned(config.train, cell), tag=f"eval-{tag}-towers")
+    items = scratch.keep(learned_item_vectors(data.item_vectors, model), f"{tag}-learned-items")
+    users = learned_user_vectors(data.users, data.train, items, data.text_vectors, model, config)
+    users = scratch.keep(users, f"{tag}-learned-users").where(F.col("vector").isNotNull())
+    settings = config.recommend.model_copy(update={"k": k, "popularity_weight": 0.0})
+    recs, _ = recommendations(spark, users, items, data.train, None, settings)
+    figures = {**figures, "model_id": model.model_id, "curve": model.curve}
+    return scratch.keep(recs, f"{tag}-trained-recs"), figures, (users, items)
+
+
 def tune(spark: SparkSession, config: Config, scratch: Scratch, data: Inputs, n_items: int) -> dict:
     """Choose the hybrid (segment count and popularity weight) and the ALS cell on a validation split
     of the training data."""
@@ -151,15 +171,27 @@ def tune(spark: SparkSession, config: Config, scratch: Scratch, data: Inputs, n_
         recs = baselines.als(spark, inner.train, params, settings.als.max_iter, settings.seed, k)
         cells.append({**params.as_dict(), "ndcg": round(ndcg(recs), 6)})
     best_cell = max(cells, key=lambda c: c["ndcg"])  # ties: the first in grid order
-    return {
+    tuning = {
         "metric": f"ndcg@{k}",
         "hybrid": {"grid": hybrid, "best": {key: best[key] for key in ("segment_k", "popularity_weight")}},
         "als": {"grid": cells, "best": {key: best_cell[key] for key in ("rank", "reg_param", "alpha")}},
     }
+    if config.train.enabled:
+        towers = []
+        for i, cell in enumerate(settings.train_grid):
+            log.info("evaluate: tuning the towers, cell %d of %d: %s", i + 1, len(settings.train_grid), cell or "as configured")
+            recs, figures, _ = build_trained(spark, config, scratch, inner, cell, k, f"val-t{i}")
+            towers.append({"cell": cell, "ndcg": round(ndcg(recs), 6), "final_loss": figures["final_loss"]})
+        best_towers = max(towers, key=lambda c: c["ndcg"])  # ties: the first in grid order
+        tuning["trained"] = {"grid": towers, "best": best_towers["cell"]}
+    return tuning
 
 
-def build_all(spark: SparkSession, config: Config, scratch: Scratch, data: Inputs, tuned: dict) -> tuple[dict, OurModel]:
-    """Every model's top-k lists on the training set, k the largest cut-off."""
+def build_all(
+    spark: SparkSession, config: Config, scratch: Scratch, data: Inputs, tuned: dict
+) -> tuple[dict, OurModel, dict[str, tuple[DataFrame, DataFrame]]]:
+    """Every model's top-k lists on the training set, k the largest cut-off; and the (user, item)
+    vectors of the models that place items by their text (for the cold-item ranking)."""
     settings = config.evaluate
     k = max(settings.ks)
     best = tuned["hybrid"]["best"]
@@ -173,7 +205,32 @@ def build_all(spark: SparkSession, config: Config, scratch: Scratch, data: Input
     lists["als"] = scratch.keep(baselines.als(spark, data.train, params, settings.als.max_iter, settings.seed, k), "als")
     if settings.random_baseline:
         lists["random"] = scratch.keep(baselines.random_lists(data.train, data.item_vectors, k, settings.seed), "random")
-    return lists, ours
+    vectors = {"content": (ours.profiles, data.item_vectors)}
+    if "trained" in tuned:
+        log.info("evaluate: training the towers on all training rows with %s", tuned["trained"]["best"] or "the configured settings")
+        lists["trained"], _, vectors["trained"] = build_trained(spark, config, scratch, data, tuned["trained"]["best"], k, "test")
+    return lists, ours, vectors
+
+
+def cold_item_ranking(
+    spark: SparkSession, config: Config, scratch: Scratch, data: Inputs, vectors: dict, cold_items: DataFrame,
+    held: DataFrame, ks: list[int],
+) -> dict[str, dict]:
+    """Ranking metrics of each text-reading model when it ranks only the items nobody interacted with
+    in training, against the held-out rows of those items (the usual cold-start protocol: can the model
+    tell which new item a user will pick?). ALS and most-popular have no score for such items."""
+    relevant = held.join(cold_items, on="item_id", how="left_semi")
+    settings = config.recommend.model_copy(update={"k": max(ks), "popularity_weight": 0.0})
+    results = {}
+    for name, (users, items) in vectors.items():
+        catalogue = items.join(cold_items, on="item_id", how="left_semi")
+        recs, _ = recommendations(spark, users, catalogue, data.train, None, settings)
+        recs = scratch.keep(recs.join(relevant.select("user_id").distinct(), on="user_id", how="left_semi"),
+                            f"cold-only-{name}")
+        results[name] = ranking_metrics(recs, relevant, ks)
+    # The hybrid's popularity term is 0 for an item nobody interacted with: among cold items it ranks as content.
+    results["hybrid"] = results["content"]
+    return results
 
 
 # --------------------------------------------------------------------------------- scoring
@@ -187,6 +244,7 @@ def score(recs: DataFrame, held: DataFrame, ref: Reference, slices: dict[str, Da
         "lists": {k: list_metrics(recs, ref, k) for k in ks},
         "cold_users": ranking_metrics(recs, held.join(slices["cold_users"], on="user_id", how="left_semi"), ks),
         "long_tail": ranking_metrics(recs, held.join(slices["long_tail_items"], on="item_id", how="left_semi"), ks),
+        "cold_items": ranking_metrics(recs, held.join(slices["cold_items"], on="item_id", how="left_semi"), ks),
     }
 
 
@@ -197,13 +255,19 @@ def make_slices(
     per_user = data.train.groupBy("user_id").agg(F.count("*").alias("n"))
     cold = scratch.cached(per_user.where(F.col("n") <= settings.cold_max_train).select("user_id"))
     tail = long_tail_items(ref)
+    # Items with no training interaction: only a model that reads item texts can rank them.
+    cold_items = scratch.cached(
+        data.item_vectors.select("item_id").join(data.train.select("item_id").distinct(), on="item_id", how="left_anti")
+    )
     sizes = {
         "cold_users": {"max_train_interactions": settings.cold_max_train,
                        "users": held.select("user_id").distinct().join(cold, on="user_id", how="left_semi").count()},
         "long_tail": {"head_share": settings.head_share, "items": tail.count(),
                       "held_out_rows": held.join(tail, on="item_id", how="left_semi").count()},
+        "cold_items": {"items": cold_items.count(),
+                       "held_out_rows": held.join(cold_items, on="item_id", how="left_semi").count()},
     }
-    return {"cold_users": cold, "long_tail_items": tail}, sizes
+    return {"cold_users": cold, "long_tail_items": tail, "cold_items": cold_items}, sizes
 
 
 # ----------------------------------------------------------------------------------- stage
@@ -243,9 +307,13 @@ def evaluate_with(ctx: RunContext, scratch: Scratch) -> dict:
     ref.items = scratch.cached(ref.items)  # read by every model's list metrics at every k
     tuned = tune(spark, config, scratch, data, ref.n_items)
     log.info("evaluate: tuned %s", {k: v["best"] for k, v in tuned.items() if isinstance(v, dict)})
-    lists, ours = build_all(spark, config, scratch, data, tuned)
+    lists, ours, vectors = build_all(spark, config, scratch, data, tuned)
     slices, slice_sizes = make_slices(data, held, ref, config, scratch)
     models = {name: score(recs, held, ref, slices, settings.ks) for name, recs in lists.items()}
+    if slice_sizes["cold_items"]["held_out_rows"]:
+        for name, figures in cold_item_ranking(spark, config, scratch, data, vectors, slices["cold_items"], held,
+                                               settings.ks).items():
+            models[name]["cold_items_only"] = figures
 
     curve = ours.curve if ours.curve is not None else silhouette_curve(
         features(ours.profiles), config.segment, ours.profiles.count())

@@ -29,6 +29,7 @@ STAGING = "_staging"
 class _HadoopFS:
     def __init__(self, spark: SparkSession, root: str):
         jvm = spark._jvm  # type: ignore[attr-defined]
+        self._jvm = jvm
         self._Path = jvm.org.apache.hadoop.fs.Path
         self._fs = self._Path(root).getFileSystem(spark._jsc.hadoopConfiguration())  # type: ignore[attr-defined]
 
@@ -53,16 +54,11 @@ class _HadoopFS:
             stream.close()
 
     def read_bytes(self, path: str) -> bytes:
+        # Read on the JVM side and returned whole: py4j passes a Python bytearray to Java as a copy,
+        # so ``stream.read(buffer)`` would never fill the Python buffer.
         stream = self._fs.open(self._Path(path))
         try:
-            chunks = []
-            buffer = bytearray(1 << 16)
-            while True:
-                n = stream.read(buffer)
-                if n is None or n < 0:
-                    break
-                chunks.append(bytes(buffer[:n]))
-            return b"".join(chunks)
+            return bytes(self._jvm.org.apache.commons.io.IOUtils.toByteArray(stream))
         finally:
             stream.close()
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from pyspark.sql import SparkSession
 
-from jobs import embed, evaluate, profile, recommend, segment, validate
+from jobs import embed, evaluate, profile, recommend, segment, train, validate
 from jobs.config import Config
 from jobs.context import RunContext
 from jobs.errors import StageNotBuiltError
@@ -21,6 +21,7 @@ log = logging.getLogger("segrec")
 STAGES: dict[str, Callable[[RunContext], Any] | None] = {
     "validate": validate.run,
     "embed": embed.run,
+    "train": train.run,
     "profile": profile.run,
     "segment": segment.run,
     "recommend": recommend.run,

@@ -25,6 +25,7 @@ from pyspark.sql import functions as F
 
 from jobs.config import Profile
 from jobs.context import RunContext
+from jobs.feedback import with_feedback_weight
 
 NO_SIGNAL = "no_signal"
 
@@ -47,18 +48,17 @@ def sum_vectors(df: DataFrame, key: str, vector: str, name: str) -> DataFrame:
     return summed.select(key, vector_to_array("_sum", dtype="float32").alias(name))
 
 
-def interaction_weights(interactions: DataFrame, settings: Profile) -> DataFrame:
-    """(user_id, item_id, weight): 1 + centred rating / the user's largest deviation, times recency."""
-    by_user = Window.partitionBy("user_id")
-    df = interactions.withColumn("_centred", F.col("rating") - F.avg("rating").over(by_user))
-    df = df.withColumn("_spread", F.max(F.abs("_centred")).over(by_user))
-    weight = F.when(F.col("rating").isNull() | (F.col("_spread") < 1e-9), F.lit(1.0)).otherwise(
-        1.0 + F.col("_centred") / F.col("_spread")
-    )
-    df = df.withColumn("weight", weight)
+def interaction_weights(
+    interactions: DataFrame, settings: Profile, feedback: str = "explicit", implicit_weight: str = "log1p"
+) -> DataFrame:
+    """(user_id, item_id, weight): the feedback weight (``jobs.feedback``), times recency."""
+    df = with_feedback_weight(interactions, feedback, implicit_weight)
     if settings.recency_half_life_days is not None:
-        newest = F.max("timestamp").over(Window.partitionBy())
-        age_days = (F.unix_timestamp(newest) - F.unix_timestamp("timestamp")) / 86400.0
+        # The newest timestamp as a one-row aggregate joined to every row (a window without partition
+        # columns would move every interaction into one task).
+        newest = interactions.agg(F.max("timestamp").alias("_newest"))
+        df = df.join(F.broadcast(newest), how="cross")
+        age_days = (F.unix_timestamp("_newest") - F.unix_timestamp("timestamp")) / 86400.0
         decay = F.when(F.col("timestamp").isNull(), F.lit(1.0)).otherwise(
             F.pow(F.lit(0.5), age_days / settings.recency_half_life_days)
         )
@@ -66,9 +66,12 @@ def interaction_weights(interactions: DataFrame, settings: Profile) -> DataFrame
     return df.select("user_id", "item_id", "weight")
 
 
-def item_side(interactions: DataFrame, item_vectors: DataFrame, settings: Profile) -> DataFrame:
+def item_side(
+    interactions: DataFrame, item_vectors: DataFrame, settings: Profile, feedback: str = "explicit",
+    implicit_weight: str = "log1p",
+) -> DataFrame:
     """(user_id, item_vec, n_items): normalised weighted sum of the vectors of interacted items."""
-    weighted = interaction_weights(interactions, settings).join(
+    weighted = interaction_weights(interactions, settings, feedback, implicit_weight).join(
         item_vectors.select("item_id", "vector"), on="item_id", how="inner"
     )
     scaled = weighted.select("user_id", scale(F.col("vector"), F.col("weight")).alias("v"))
@@ -99,13 +102,16 @@ def user_vectors(
     item_vectors: DataFrame,
     text_vectors: DataFrame,
     settings: Profile,
+    feedback: str = "explicit",
+    implicit_weight: str = "log1p",
 ) -> DataFrame:
-    """(user_id, vector, has_text, n_items, n_texts); vector is null for users with no signal."""
+    """(user_id, vector, n_items, n_texts) in the text vectors' space; vector is null for users with
+    no signal."""
     alpha = settings.text_weight
     mixed = (
         all_users(users, interactions)
         .join(text_side(text_vectors), on="user_id", how="left")
-        .join(item_side(interactions, item_vectors, settings), on="user_id", how="left")
+        .join(item_side(interactions, item_vectors, settings, feedback, implicit_weight), on="user_id", how="left")
     )
     both = F.zip_with("text_vec", "item_vec", lambda t, i: t * alpha + i * (1.0 - alpha))
     vector = (
@@ -132,20 +138,34 @@ def no_signal_rejects(profiles: DataFrame) -> DataFrame:
 
 
 def run(ctx: RunContext) -> dict:
+    from jobs import train  # train imports this module's transforms
+
     store, settings = ctx.store, ctx.config.profile
     interactions = store.read("interactions", needed_by="profile")
     users = store.read("users") if store.exists("users") else None
     item_vectors = store.read("item_vectors", needed_by="profile")
     text_vectors = store.read("text_vectors", needed_by="profile")
     previous_rejects = store.read("rejects", needed_by="profile")
+    model = train.trained_model(ctx)
+    source = ctx.config.inputs.interactions
 
     with ctx.manifest.stage("profile") as figures:
-        profiles = store.write_staged(user_vectors(users, interactions, item_vectors, text_vectors, settings), "profiles")
+        if model is not None:
+            learned = store.read(train.ITEM_VECTORS, needed_by="profile with a trained model")
+            built = train.learned_user_vectors(users, interactions, learned, text_vectors, model, ctx.config)
+            space = model.model_id
+        else:
+            built = user_vectors(users, interactions, item_vectors, text_vectors, settings, source.feedback,
+                                 source.implicit_weight)
+            space = train.TEXT_SPACE
+        figures["space"] = space
+        profiles = store.write_staged(built.withColumn("space", F.lit(space)), "profiles")
         rejects = previous_rejects.where(F.col("reason") != NO_SIGNAL).unionByName(no_signal_rejects(profiles))
         store.write_together(
             {"user_vectors": profiles.where(F.col("vector").isNotNull()), "rejects": rejects}
         )
         store.drop_staged("profiles")
+        train.check_finite(store.read("user_vectors"), "user_vectors", "user_id")
         ctx.manifest.record_output("user_vectors")
         ctx.manifest.record_output("rejects")
         summary = store.read("user_vectors").agg(

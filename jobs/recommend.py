@@ -30,6 +30,7 @@ from pyspark.sql import functions as F
 from jobs.config import Recommend
 from jobs.context import RunContext
 from jobs.errors import ConfigError, InputError
+from jobs.train import item_vectors_for, space_of
 from udfs.device import TaskSlot, choose_device, current_slot
 from udfs.topk import (
     OUTPUT_COLUMNS, Catalogue, cached_catalogue, candidate_depth, candidate_precision, load_catalogue, recommend_batch,
@@ -291,7 +292,7 @@ def matrix_path(settings: Recommend) -> str | None:
 def run(ctx: RunContext) -> dict:
     store, settings = ctx.store, ctx.config.recommend
     user_vectors = store.read("user_vectors", needed_by="recommend")
-    item_vectors = store.read("item_vectors", needed_by="recommend")
+    item_vectors = item_vectors_for(store, space_of(user_vectors))  # the user vectors' own space
     interactions = store.read("interactions", needed_by="recommend")
     segments = store.read("segments") if store.exists("segments") else None
 

@@ -24,7 +24,7 @@ from jobs.metrics import METRICS
 
 log = logging.getLogger("segrec")
 
-MODEL_ORDER = ("most_popular", "als", "random", "content", "hybrid")
+MODEL_ORDER = ("most_popular", "als", "random", "content", "hybrid", "trained")
 SHOWN_LIST_METRICS = ("coverage", "novelty", "diversity", "personalisation")
 
 
@@ -128,6 +128,8 @@ def markdown(document: dict, k: int) -> str:
                         f"long-tail share of lists@{k}"],
                        [[m, *slice_values(document, m, k)] for m in models]),
         "",
+        *cold_item_section(document, models, k),
+        "",
         "## Tuning (validation split)",
         "",
         "Hybrid, chosen by " + tuning["metric"] + ": "
@@ -137,6 +139,7 @@ def markdown(document: dict, k: int) -> str:
                        [[_shown(row["segment_k"]), str(row["popularity_weight"]), row["ndcg"], row["coverage"]]
                         for row in tuning["hybrid"]["grid"]]),
         "",
+        *trained_tuning(tuning),
         "ALS grid (implicit feedback):",
         "",
         markdown_table(["rank", "reg_param", "alpha", tuning["metric"]],
@@ -154,6 +157,51 @@ def markdown(document: dict, k: int) -> str:
         "",
     ]
     return "\n".join(parts)
+
+
+def cold_item_section(document: dict, models: list[str], k: int) -> list[str]:
+    """Held-out rows whose item had no training interaction: who can recommend new items at all."""
+    sizes = document["slices"].get("cold_items")
+    if not sizes:
+        return []
+    lines = [
+        f"Cold items (no training interaction): {sizes['items']} items, {sizes['held_out_rows']} held-out rows. "
+        "most_popular and ALS cannot rank an item without training interactions (no count, no factor), so "
+        "their figures here are 0 by construction; content, hybrid and trained reach them through item texts.",
+    ]
+    if sizes["held_out_rows"]:
+        def only(m: str, metric: str):
+            figures = document["models"][m].get("cold_items_only")
+            return figures[k][metric] if figures else "n/a"
+
+        lines += [
+            "",
+            "In full lists (ranked against the whole catalogue), and ranked among the cold items only (can the "
+            "model tell which new item a user will pick? n/a: the model has no score for an item without "
+            "interactions):",
+            "",
+            markdown_table(["model", f"ndcg@{k} in full lists", f"recall@{k} in full lists",
+                            f"ndcg@{k} among cold items", f"recall@{k} among cold items"],
+                           [[m, document["models"][m]["cold_items"][k]["ndcg"], document["models"][m]["cold_items"][k]["recall"],
+                             only(m, "ndcg"), only(m, "recall")] for m in models]),
+        ]
+    return lines
+
+
+def trained_tuning(tuning: dict) -> list[str]:
+    """The towers' grid on the validation split, and which settings the train stage ships with."""
+    if "trained" not in tuning:
+        return []
+    best = tuning["trained"]["best"]
+    shipped = ("the train stage's configured settings" if not best
+               else f"train settings {best}: set them under `train:` for the stage to ship the evaluated model")
+    return [
+        "Two-tower model, chosen by " + tuning["metric"] + f": {shipped}.",
+        "",
+        markdown_table(["train settings", tuning["metric"], "final training loss"],
+                       [[str(c["cell"] or "as configured"), c["ndcg"], c["final_loss"]] for c in tuning["trained"]["grid"]]),
+        "",
+    ]
 
 
 def _shown(value: Any) -> str:

@@ -28,6 +28,7 @@ from scipy.optimize import linear_sum_assignment
 from jobs.config import Segment
 from jobs.context import RunContext
 from jobs.errors import InputError
+from jobs.train import item_vectors_for, space_of
 from udfs.segments import assign, normalise_rows
 
 log = logging.getLogger("segrec")
@@ -250,7 +251,7 @@ def run(ctx: RunContext) -> dict:
     user_vectors = store.read("user_vectors", needed_by="segment")
     interactions = store.read("interactions", needed_by="segment")
     items = store.read("items", needed_by="segment")
-    item_vectors = store.read("item_vectors", needed_by="segment")
+    item_vectors = item_vectors_for(store, space_of(user_vectors))  # the user vectors' own space
     users = store.read("users") if store.exists("users") else None
 
     with ctx.manifest.stage("segment") as figures:

@@ -63,13 +63,15 @@ def run(ctx: RunContext) -> dict[str, sources.SourceCounts]:
         known_users = None
         if "users" in raw:
             users = settle("users", sources.annotate_users(raw["users"], config.inputs.users))
-            known_users = sources.split(users, "users")[0].select("user_id")
+            if config.inputs.users.complete:
+                # Only a complete users source can say that an interaction's user does not exist.
+                known_users = sources.split(users, "users")[0].select("user_id")
 
         settle(
             "interactions",
             sources.annotate_interactions(raw["interactions"], config.inputs.interactions, known_items, known_users),
         )
-        if counts["interactions"].kept == 0 and (known_users is None or counts["users"].kept == 0):
+        if counts["interactions"].kept == 0 and ("users" not in counts or counts["users"].kept == 0):
             _kept_or_fail("interactions", counts["interactions"])
 
         rejects = None

@@ -25,6 +25,7 @@ def workspace(tmp_path, synthetic_data):
          {"user_id": "u00001", "item_id": "i000001", "rating": float("nan"), "timestamp": 1}])])
     events.to_parquet(paths["interactions"], index=False)
     conf = config_dict(paths, str(tmp_path / "out"))
+    conf["inputs"]["users"]["complete"] = True  # the users source lists everyone: "ghost" is unknown
     return tmp_path, conf, len(items), len(events)
 
 
@@ -51,6 +52,19 @@ def test_validate_writes_outputs_and_a_reconciling_manifest(spark, workspace, ca
     assert sorted(os.listdir(out / "_staging")) == []  # staging datasets were renamed into place
     printed = capsys.readouterr().out
     assert "interactions  rows_in=" in printed and "unknown_user=1" in printed
+
+
+def test_a_partial_users_source_keeps_other_users_interactions(spark, workspace):
+    """users.complete false (the default): a users table with text for some users only rejects nobody's
+    interactions for that; the user appears in user-side outputs through their interactions."""
+    tmp_path, conf, _, n_events = workspace
+    del conf["inputs"]["users"]["complete"]
+    assert run_cli(tmp_path, conf, "validate") == 0
+    events = json.loads((tmp_path / "out" / "manifest.json").read_text())["sources"]["interactions"]
+    assert events["rejected_by_reason"] == {"invalid_rating": 1, "unknown_item": 1}
+    assert events["kept"] == n_events - 2
+    kept = spark.read.parquet(str(tmp_path / "out" / "interactions"))
+    assert kept.where("user_id = 'ghost'").count() == 1
 
 
 def test_rerun_replaces_outputs_not_appends(spark, workspace):

@@ -39,7 +39,7 @@ def test_databricks_job_runs_every_stage_in_order_on_the_stage_notebook():
 
     job = json.loads((CONF / "databricks" / "job.json").read_text())
     stages = [t["notebook_task"]["base_parameters"]["stage"] for t in job["tasks"]]
-    assert stages == ["validate", "embed", "profile", "segment", "recommend"]
+    assert stages == ["validate", "embed", "train", "profile", "segment", "recommend"]
     for before, task in zip(job["tasks"], job["tasks"][1:]):
         assert task["depends_on"] == [{"task_key": before["task_key"]}]
     notebook = CONF.parent / (job["tasks"][0]["notebook_task"]["notebook_path"].split("/segrec/", 1)[1] + ".py")

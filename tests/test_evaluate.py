@@ -32,6 +32,7 @@ def evaluated(tmp_path_factory, tiny_model_dir, spark):
     conf["evaluate"] = {"holdout": HOLDOUT, "ks": [3, 5], "tune_k": 5, "popularity_weights": [0.0, 1.0], "segment_ks": [2, 3],
                         "als": {"ranks": [4], "reg_params": [0.1], "alphas": [1.0, 5.0], "max_iter": 3},
                         "projection_sample": 40}
+    conf["train"] = {"dim": 16, "hidden": 32, "epochs": 3, "batch_size": 64, "learning_rate": 0.005}
     (root / "conf.yaml").write_text(yaml.safe_dump(conf))
 
     seen: dict[str, list[set]] = {}
@@ -50,6 +51,8 @@ def evaluated(tmp_path_factory, tiny_model_dir, spark):
         mp.setattr(baselines, "most_popular", recorder("most popular counts", baselines.most_popular, 1))
         mp.setattr(baselines, "als", recorder("ALS fit", baselines.als, 1))
         mp.setattr(baselines, "random_lists", recorder("random", baselines.random_lists, 0))
+        mp.setattr(evaluate, "fit_towers", recorder("towers fit", evaluate.fit_towers, 3))
+        mp.setattr(evaluate, "learned_user_vectors", recorder("towers: user histories", evaluate.learned_user_vectors, 1))
         code = cli.main(["evaluate", "--conf", str(root / "conf.yaml")])
     assert code == 0
     interactions = spark.read.parquet(str(root / "out" / "interactions"))
@@ -63,6 +66,7 @@ def test_no_held_out_interaction_reaches_any_training_input(evaluated):
     # validation pass and test pass of ours; every ALS cell plus the refit; one call each for the rest
     assert len(seen["profiles"]) == 2
     assert len(seen["ALS fit"]) == 3
+    assert len(seen["towers fit"]) == 3  # two grid cells on validation, then the refit
     assert {"most popular counts", "random", "baselines: seen-masks", "ours: seen-masks and segment popularity"} <= set(seen)
     for name, inputs in seen.items():
         for used in inputs:
@@ -71,13 +75,20 @@ def test_no_held_out_interaction_reaches_any_training_input(evaluated):
             assert used <= train, name
     # the final models were trained on the whole training set, not only the validation part
     assert seen["profiles"][1] == train and seen["most popular counts"][0] == train
+    assert seen["towers fit"][-1] == train and seen["towers: user histories"][-1] == train
 
 
 def test_report_files_and_metrics_are_complete(evaluated):
     root, _, _, held = evaluated
     folder = root / "out" / "evaluation"
     doc = json.loads((folder / "metrics.json").read_text())
-    assert set(doc["models"]) == {"most_popular", "als", "random", "content", "hybrid"}
+    assert set(doc["models"]) == {"most_popular", "als", "random", "content", "hybrid", "trained"}
+    towers = doc["tuning"]["trained"]
+    assert [c["cell"] for c in towers["grid"]] == [{}, {"id_embeddings": False}]
+    assert towers["best"] == max(towers["grid"], key=lambda c: c["ndcg"])["cell"]
+    # every held-out item was seen in training here (dense synthetic data): the slice is empty, reported as such
+    cold = doc["slices"]["cold_items"]
+    assert cold["held_out_rows"] == 0 or doc["models"]["als"]["cold_items"]["5"]["ndcg"] == 0.0
     assert doc["split"]["held_out_rows"] == len(held)
     grid = doc["tuning"]["hybrid"]["grid"]
     assert [(r["segment_k"], r["popularity_weight"]) for r in grid] == [(2, 0.0), (2, 1.0), (3, 0.0), (3, 1.0)]
@@ -94,10 +105,12 @@ def test_report_files_and_metrics_are_complete(evaluated):
         assert 0.0 < lists["coverage"] <= 1.0 and lists["novelty"] > 0, name
     # content ranks by text similarity: on planted personas it must beat random
     assert doc["models"]["content"]["ranking"]["5"]["ndcg"] > doc["models"]["random"]["ranking"]["5"]["ndcg"]
+    assert doc["models"]["trained"]["ranking"]["5"]["ndcg"] > doc["models"]["random"]["ranking"]["5"]["ndcg"]
     assert sum(doc["segments"]["sizes"].values()) == 60
     assert doc["segments"]["davies_bouldin"] > 0 and -1 <= doc["segments"]["silhouette"] <= 1
     text = (folder / "report.md").read_text()
-    assert "| hybrid |" in text and "ndcg@5" in text and "Best per metric" in text
+    assert "| hybrid |" in text and "| trained |" in text and "ndcg@5" in text and "Best per metric" in text
+    assert "Two-tower model, chosen by ndcg@5" in text and "Cold items (no training interaction)" in text
     for plot in ("silhouette_by_k", "segment_sizes", "user_projection", "metrics_vs_baselines"):
         assert (folder / "plots" / f"{plot}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list((root / "out" / "_staging").glob("eval-*"))  # no staged leftovers

@@ -29,7 +29,7 @@ with DAG(
     default_args={"retries": 2, "retry_delay": timedelta(minutes=10)},
 ) as dag:
     previous = None
-    for stage in ("validate", "embed", "profile", "segment", "recommend"):
+    for stage in ("validate", "embed", "train", "profile", "segment", "recommend"):
         task = SparkSubmitOperator(
             task_id=stage,
             application_args=[stage, "--conf", f"{SEGREC}/conf/cluster.yaml", "--set", "output.run_date={{ ds }}"],

@@ -11,7 +11,7 @@
 
 dbutils.widgets.text("config", "/Workspace/Repos/segrec/conf/cluster.example.yaml", "Run config (YAML)")  # noqa: F821
 dbutils.widgets.dropdown(  # noqa: F821
-    "stage", "run", ["run", "validate", "embed", "profile", "segment", "recommend", "evaluate"], "Stage"
+    "stage", "run", ["run", "validate", "embed", "train", "profile", "segment", "recommend", "evaluate"], "Stage"
 )
 dbutils.widgets.text("items_table", "", "Items table (blank: as in the config)")  # noqa: F821
 dbutils.widgets.text("interactions_table", "", "Interactions table (blank: as in the config)")  # noqa: F821

@@ -1,0 +1,169 @@
+"""The two-tower model without Spark: shapes, numpy inference = torch, seeding, and what it learns on
+planted personas (behaviour when texts say nothing; text alone for items nobody touched)."""
+
+import numpy as np
+import pytest
+
+from jobs.synthetic import generate
+from udfs.towers import (
+    TEXT_FREE, TowerSettings, TowerWeights, TrainingData, build_model, example_positions, histories, id_rows,
+    inference_history, train,
+)
+
+TEXT_DIM = 24
+FAST = dict(dim=16, hidden=32, epochs=8, batch_size=64, learning_rate=5e-3, history=20, temperature=0.1)
+
+
+def planted(text: str = "informative", cold_share: float = 0.0, seed: int = 3):
+    """TrainingData from the planted-persona generator, with synthetic text vectors per item: near its
+    persona's direction (informative), or drawn independently of the persona (uninformative). With
+    ``cold_share``, that share of each persona's items loses every interaction (cold items)."""
+    data = generate(n_users=150, items_per_persona=12, seed=seed)
+    rng = np.random.default_rng(seed)
+    personas = data.personas
+    centres = rng.standard_normal((len(personas), TEXT_DIM))
+    item_ids = np.array(sorted(data.items["item_id"]))
+    item_persona = data.item_persona.loc[item_ids].to_numpy()
+    if text == "informative":
+        vectors = centres[[personas.index(p) for p in item_persona]] + 0.6 * rng.standard_normal((len(item_ids), TEXT_DIM))
+    else:
+        vectors = rng.standard_normal((len(item_ids), TEXT_DIM))
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    cold = np.zeros(len(item_ids), bool)
+    if cold_share:
+        for p in personas:
+            own = np.flatnonzero(item_persona == p)
+            cold[rng.choice(own, size=max(1, int(len(own) * cold_share)), replace=False)] = True
+    events = data.interactions.sort_values(["user_id", "timestamp", "item_id"])
+    events = events[~np.isin(events["item_id"], item_ids[cold])]
+    users = np.array(sorted(data.users["user_id"]))
+    lengths = events.groupby("user_id").size().reindex(users, fill_value=0).to_numpy()
+    positions = np.searchsorted(item_ids, events["item_id"].to_numpy())
+    training = TrainingData(
+        item_ids=item_ids, item_text=vectors.astype(np.float32),
+        item_counts=np.bincount(positions, minlength=len(item_ids)),
+        flat_items=positions.astype(np.int64), flat_weights=np.ones(len(positions), np.float32),
+        offsets=np.concatenate([[0], np.cumsum(lengths)]),
+        user_text=np.zeros((len(users), TEXT_DIM), np.float32), has_text=np.zeros(len(users), bool),
+    )
+    user_persona = data.user_persona.loc[users].to_numpy()
+    return training, item_persona, user_persona, cold
+
+
+def user_matrix(data: TrainingData, weights: TowerWeights, items: np.ndarray) -> np.ndarray:
+    """Every user's vector through the numpy user tower, pooling as the profile stage does."""
+    pooled = np.zeros((data.n_users, weights.settings.dim))
+    for u in range(data.n_users):
+        a, b = data.offsets[u], data.offsets[u + 1]
+        if b > a:
+            hist, w = inference_history(data.flat_items[a:b], data.flat_weights[a:b], weights.settings)
+            pooled[u] = (items[hist] * w[:, None]).sum(0) / w.sum()
+    return weights.user_vectors(pooled, None)
+
+
+def fitted(data: TrainingData, **overrides):
+    settings = TowerSettings(**{**FAST, **overrides})
+    result = train(data, settings, log=lambda _: None)
+    return TowerWeights(settings, result.state, result.id_items), result
+
+
+def own_persona_share(scores: np.ndarray, data, item_persona, user_persona, k: int = 5) -> float:
+    """Share of the top-k unseen items that belong to the user's own persona."""
+    scores = scores.copy()
+    for u in range(data.n_users):
+        scores[u, data.flat_items[data.offsets[u]:data.offsets[u + 1]]] = -np.inf
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return float((item_persona[top] == user_persona[:, None]).mean())
+
+
+@pytest.fixture(scope="module")
+def informative():
+    return planted("informative")
+
+
+def test_towers_give_unit_vectors_of_the_configured_dimension(informative):
+    data, *_ = informative
+    weights, result = fitted(data, epochs=1)
+    items = weights.item_vectors(data.item_text, data.item_ids)
+    assert items.shape == (len(data.item_ids), FAST["dim"]) and items.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(items, axis=1), 1.0, atol=1e-5)
+    users = user_matrix(data, weights, items)
+    np.testing.assert_allclose(np.linalg.norm(users, axis=1), 1.0, atol=1e-5)
+    assert np.isfinite(users).all()
+    # A user with no history and no text has no direction: a zero vector, never NaN.
+    assert not weights.user_vectors(np.zeros((1, FAST["dim"])), np.full((1, TEXT_DIM), np.nan)).any()
+    assert [c["epoch"] for c in result.curve] == [1] and np.isfinite(result.curve[0]["loss"])
+
+
+def test_numpy_item_tower_matches_the_torch_model(informative):
+    import torch
+
+    data, *_ = informative
+    weights, _ = fitted(data, epochs=1)
+    model = build_model(TEXT_DIM, len(weights.id_items), weights.settings)
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in weights.state.items()})
+    rows = torch.from_numpy(id_rows(data.item_counts, weights.settings))
+    with torch.no_grad():
+        expected = model.items(torch.from_numpy(data.item_text), rows).numpy()
+    np.testing.assert_allclose(weights.item_vectors(data.item_text, data.item_ids), expected, atol=1e-5)
+    # Items past the ID table (cold) get the text path alone: the torch model with row 0.
+    with torch.no_grad():
+        text_only = model.items(torch.from_numpy(data.item_text), torch.zeros(len(rows), dtype=torch.long)).numpy()
+    unknown = np.array([f"new-{i}" for i in range(len(data.item_ids))])
+    np.testing.assert_allclose(weights.item_vectors(data.item_text, unknown), text_only, atol=1e-5)
+
+
+def test_same_seed_gives_the_same_model_and_another_seed_does_not(informative):
+    data, *_ = informative
+    first, _ = fitted(data, epochs=2)
+    second, _ = fitted(data, epochs=2)
+    other, _ = fitted(data, epochs=2, seed=7)
+    a, b = first.item_vectors(data.item_text, data.item_ids), second.item_vectors(data.item_text, data.item_ids)
+    np.testing.assert_allclose(a, b, atol=1e-6)
+    assert np.abs(a - other.item_vectors(data.item_text, data.item_ids)).max() > 1e-3
+
+
+def test_items_need_enough_interactions_for_an_embedding():
+    counts = np.array([0, 4, 5, 9])
+    assert id_rows(counts, TowerSettings(id_min_interactions=5)).tolist() == [0, 0, 1, 2]
+    assert id_rows(counts, TowerSettings(id_embeddings=False)).tolist() == [0, 0, 0, 0]
+
+
+def test_sequential_history_is_what_came_before_the_target_newest_last():
+    data = TrainingData(
+        item_ids=np.array(["a", "b", "c", "d"]), item_text=np.eye(4, dtype=np.float32), item_counts=np.ones(4),
+        flat_items=np.array([0, 1, 2, 3, 2]), flat_weights=np.array([1, 1, 1, 1, 2], np.float32),
+        offsets=np.array([0, 3, 5]), user_text=np.zeros((2, 4), np.float32), has_text=np.array([False, True]),
+    )
+    settings = TowerSettings(history=2, decay=0.5)
+    # u0's first interaction has no history and u0 has no text: not an example; u1's first is (text).
+    assert example_positions(data, settings).tolist() == [1, 2, 3, 4]
+    items, weights = histories(data, np.array([2, 4]), settings, np.random.default_rng(0))
+    assert items.tolist() == [[0, 1], [TEXT_FREE, 3]]
+    np.testing.assert_allclose(weights, [[0.5, 1.0], [0.0, 1.0]])
+    order_free = TowerSettings(history=4, objective="order_free")
+    items, _ = histories(data, np.array([1]), order_free, np.random.default_rng(0))
+    assert sorted(i for i in items[0] if i != TEXT_FREE) == [0, 2]  # the user's others, not the target
+
+
+def test_behaviour_is_learned_when_texts_say_nothing():
+    data, item_persona, user_persona, _ = planted("uninformative")
+    weights, _ = fitted(data)
+    items = weights.item_vectors(data.item_text, data.item_ids)
+    trained = own_persona_share(user_matrix(data, weights, items) @ items.T, data, item_persona, user_persona)
+    # content: the user as the mean of the text vectors of their items, scored by cosine
+    text = data.item_text
+    content_users = np.stack([text[data.flat_items[data.offsets[u]:data.offsets[u + 1]]].mean(0)
+                              for u in range(data.n_users)])
+    content = own_persona_share(content_users @ text.T, data, item_persona, user_persona)
+    assert trained >= 0.8 and trained > content + 0.4, (trained, content)
+
+
+def test_items_nobody_touched_reach_the_right_personas_through_their_text():
+    data, item_persona, user_persona, cold = planted("informative", cold_share=0.1)
+    assert cold.sum() >= 5 and data.item_counts[cold].sum() == 0
+    weights, _ = fitted(data)
+    items = weights.item_vectors(data.item_text, data.item_ids)
+    scores = user_matrix(data, weights, items) @ items.T
+    best_cold = np.flatnonzero(cold)[np.argmax(scores[:, cold], axis=1)]
+    assert (item_persona[best_cold] == user_persona).mean() >= 0.9

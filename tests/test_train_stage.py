@@ -1,0 +1,153 @@
+"""The train stage through the CLI and TorchDistributor: outputs, the learned space downstream, the saved
+model's round trip, new items and users placed without retraining, several processes, bad input."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from pyspark.sql import functions as F
+
+from jobs import cli
+from jobs.config import config_from_dict
+from jobs.io import OutputStore
+from jobs.synthetic import config_dict, generate, write_parquet
+from jobs.train import fit_towers, learned_item_vectors, learned_user_vectors, load_model
+
+TRAIN = {"dim": 16, "hidden": 32, "epochs": 3, "batch_size": 64, "learning_rate": 0.005}
+
+
+def workspace(tmp_path, tiny_model_dir, **train):
+    data = generate(n_users=60, items_per_persona=6, personas=["hiker", "cook", "gamer"], seed=11)
+    # an item nobody interacted with, and a user with a bio and no interaction
+    data.items = pd.concat([data.items, pd.DataFrame([{"item_id": "new-item", "title": "Trail map",
+                            "description": "A trail map for anyone who loves hiking.", "category": "hiker"}])])
+    data.users = pd.concat([data.users, pd.DataFrame([{"user_id": "new-user", "bio": "I love hiking and camping."}])])
+    paths = write_parquet(data, str(tmp_path / "in"))
+    conf = config_dict(paths, str(tmp_path / "out"), model_path=tiny_model_dir)
+    conf["model"].update({"max_length": 32, "chunk_overlap": 4})
+    conf["train"] = {**TRAIN, **train}
+    path = tmp_path / "conf.yaml"
+    path.write_text(yaml.safe_dump(conf))
+    return str(path), conf, data
+
+
+@pytest.fixture(scope="module")
+def trained_run(spark, tmp_path_factory, tiny_model_dir):
+    tmp_path = tmp_path_factory.mktemp("train-stage")
+    conf_path, conf, data = workspace(tmp_path, tiny_model_dir)
+    assert cli.main(["run", "--conf", conf_path]) == 0
+    out = tmp_path / "out"
+    manifest = json.loads((out / "manifest.json").read_text())
+    return {"out": out, "conf": conf, "data": data, "manifest": manifest}
+
+
+def read(spark, run, name):
+    return spark.read.parquet(str(run["out"] / name))
+
+
+def test_run_trains_between_embed_and_profile_and_records_the_model(trained_run):
+    manifest = trained_run["manifest"]
+    assert list(manifest["stages"])[:4] == ["validate", "embed", "train", "profile"]
+    figures = manifest["stages"]["train"]
+    assert figures["model_id"].startswith("towers-") and figures["objective"] == "sequential"
+    assert figures["items"] == len(trained_run["data"].items)
+    assert len(manifest["train_curve"]) == TRAIN["epochs"]
+    assert all(np.isfinite(point["loss"]) for point in manifest["train_curve"])
+    assert {"towers", "trained_item_vectors"} <= set(manifest["outputs"])
+    saved = json.loads((trained_run["out"] / "towers" / "towers.json").read_text())
+    assert saved["model_id"] == figures["model_id"] and saved["text_model_id"] == manifest["model"]["model_id"]
+
+
+def test_every_item_and_user_lands_in_the_learned_space(spark, trained_run):
+    model_id = trained_run["manifest"]["stages"]["train"]["model_id"]
+    items = read(spark, trained_run, "trained_item_vectors").toPandas()
+    assert len(items) == len(trained_run["data"].items) and set(items["model_id"]) == {model_id}
+    matrix = np.stack(items["vector"].to_numpy())
+    assert matrix.shape[1] == TRAIN["dim"]
+    np.testing.assert_allclose(np.linalg.norm(matrix, axis=1), 1.0, atol=1e-5)
+    assert "new-item" in set(items["item_id"])  # no interaction: placed through its text
+    users = read(spark, trained_run, "user_vectors").toPandas()
+    assert set(users["space"]) == {model_id}
+    assert len(users) == len(trained_run["data"].users)
+    new_user = users.set_index("user_id").loc["new-user"]
+    assert new_user["n_items"] == 0 and np.isclose(np.linalg.norm(new_user["vector"]), 1.0, atol=1e-5)
+
+
+def test_segments_and_recommendations_use_the_learned_space(spark, trained_run):
+    recs = read(spark, trained_run, "recommendations")
+    assert recs.select("user_id").distinct().count() == len(trained_run["data"].users)
+    seen = trained_run["data"].interactions.groupby("user_id")["item_id"].agg(set).to_dict()
+    for row in recs.collect():
+        assert row.item_id not in seen.get(row.user_id, set())
+    assert read(spark, trained_run, "segments").count() == len(trained_run["data"].users)
+
+
+def test_saved_model_reloads_to_identical_vectors(spark, trained_run):
+    config = config_from_dict(trained_run["conf"])
+    store = OutputStore(spark, config.output, "check")
+    model = load_model(store)
+    assert model.model_id == trained_run["manifest"]["stages"]["train"]["model_id"]
+    again = learned_item_vectors(read(spark, trained_run, "item_vectors"), model).toPandas().set_index("item_id")
+    saved = read(spark, trained_run, "trained_item_vectors").toPandas().set_index("item_id")
+    np.testing.assert_allclose(np.stack(again.loc[saved.index, "vector"]), np.stack(saved["vector"]), atol=1e-6)
+
+
+def test_a_rerun_with_the_same_seed_gives_the_same_vectors(spark, trained_run):
+    config = config_from_dict(trained_run["conf"])
+    store = OutputStore(spark, config.output, "rerun")
+    model, _ = fit_towers(spark, store, config, read(spark, trained_run, "interactions"),
+                          read(spark, trained_run, "item_vectors"), read(spark, trained_run, "text_vectors"), tag="rerun")
+    again = learned_item_vectors(read(spark, trained_run, "item_vectors"), model).toPandas().set_index("item_id")
+    saved = read(spark, trained_run, "trained_item_vectors").toPandas().set_index("item_id")
+    np.testing.assert_allclose(np.stack(again.loc[saved.index, "vector"]), np.stack(saved["vector"]), atol=1e-6)
+
+
+def own_persona_share(spark, trained_run, model, config, k=3):
+    """Share of each user's k best-scored items (seen ones included: with 6 items per persona a user has
+    seen most of their own) that are of the user's own persona."""
+    data = trained_run["data"]
+    items = learned_item_vectors(read(spark, trained_run, "item_vectors"), model).toPandas()
+    users = learned_user_vectors(read(spark, trained_run, "users"), read(spark, trained_run, "interactions"),
+                                 spark.createDataFrame(items), read(spark, trained_run, "text_vectors"), model, config)
+    users = users.where(F.col("vector").isNotNull()).toPandas()
+    users = users[users["user_id"].isin(data.user_persona.index)]
+    scores = np.stack(users["vector"]) @ np.stack(items["vector"]).T
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    item_persona = items["item_id"].map(data.item_persona).to_numpy()
+    user_persona = users["user_id"].map(data.user_persona).to_numpy()
+    return float((item_persona[top] == user_persona[:, None]).mean())
+
+
+def test_two_processes_train_as_well_as_one(spark, trained_run):
+    config = config_from_dict(trained_run["conf"])
+    store = OutputStore(spark, config.output, "procs")
+    inputs = [read(spark, trained_run, n) for n in ("interactions", "item_vectors", "text_vectors")]
+    shares = {}
+    for processes in (1, 2):
+        train = config.train.model_copy(update={"processes": processes, "epochs": 20, "batch_size": 16})
+        model, figures = fit_towers(spark, store, config, *inputs, train=train, tag=f"procs{processes}")
+        shares[processes] = own_persona_share(spark, trained_run, model, config)
+    assert shares[1] >= 0.6 and shares[2] >= 0.6, shares
+    assert abs(shares[1] - shares[2]) <= 0.15, shares
+
+
+def test_items_without_text_stop_training_with_a_clear_error(spark, tmp_path, tiny_model_dir, capsys):
+    conf_path, conf, _ = workspace(tmp_path, tiny_model_dir)
+    conf["inputs"]["items"]["columns"]["text"] = []
+    (tmp_path / "conf.yaml").write_text(yaml.safe_dump(conf))
+    for stage in ("validate", "embed"):
+        assert cli.main([stage, "--conf", conf_path]) == 0
+    assert cli.main(["train", "--conf", conf_path]) == 2
+    err = capsys.readouterr().err
+    assert "train: no item text vectors" in err and "Traceback" not in err
+
+
+def test_train_disabled_keeps_the_text_space(spark, tmp_path, tiny_model_dir):
+    conf_path, _, _ = workspace(tmp_path, tiny_model_dir, enabled=False)
+    assert cli.main(["run", "--conf", conf_path]) == 0
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert "skipped" in manifest["stages"]["train"]
+    users = spark.read.parquet(str(tmp_path / "out" / "user_vectors"))
+    assert {r.space for r in users.select("space").distinct().collect()} == {"text"}

@@ -1,0 +1,408 @@
+"""The two-tower model over frozen text vectors: its layers, its training loop, and applying it.
+
+Item tower: the item's text vector through a residual MLP into the recommendation space, plus a learned
+per-item embedding for items with enough training interactions; L2-normalised. During training each
+item's embedding is dropped (zeroed) with probability ``id_dropout`` at every step, so the text path
+alone stays good for items never seen in training (cold start).
+
+User tower: the weighted mean of the item-tower vectors of the user's history (feedback weight x
+``decay`` per step back, the newest ``history`` items), plus a learned projection of the user's own
+text vector where there is one; L2-normalised. Score = user . item (cosine).
+
+Objective: every training interaction is a positive to predict from what the user did before it
+(``sequential``, where timestamps give an order) or from the user's other interactions
+(``order_free``), with a softmax over the catalogue's items that have training interactions at
+``temperature`` and a log-popularity correction (logQ: the item's log training frequency subtracted
+from its logit, so the towers do not spend their capacity on popularity alone).
+
+Everything here takes numpy/torch in and gives numpy/torch out (no Spark driver API): the train stage
+runs ``train_process`` under TorchDistributor, and the profile and train stages apply the towers in
+pandas UDFs through ``TowerWeights``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+TEXT_FREE = -1  # a history slot with no item
+
+
+@dataclass(frozen=True)
+class TowerSettings:
+    """What decides the towers (and so the trained model's id), shipped whole to every process."""
+
+    dim: int = 128
+    hidden: int = 512
+    temperature: float = 0.05
+    epochs: int = 6
+    batch_size: int = 512
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    history: int = 50
+    decay: float = 0.9
+    feedback_weights: bool = False
+    id_embeddings: bool = True
+    id_min_interactions: int = 5
+    id_dropout: float = 0.2
+    objective: str = "sequential"
+    logq: bool = True
+    mask_history: bool = True
+    user_text: bool = True
+    seed: int = 42
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+# ------------------------------------------------------------------------------------- data
+
+
+@dataclass
+class TrainingData:
+    """Everything one training process needs, as flat arrays.
+
+    item_ids: the catalogue, sorted (position = row of ``item_text``); item_text (n, t) float32;
+    item_counts (n,) training interactions per item. Users' histories as one flat array of catalogue
+    positions (``flat_items``, oldest first within a user) with their feedback weights, cut by
+    ``offsets`` (n_users + 1); user_text (n_users, t) float32 with ``has_text`` (n_users,) bool.
+    """
+
+    item_ids: np.ndarray
+    item_text: np.ndarray
+    item_counts: np.ndarray
+    flat_items: np.ndarray
+    flat_weights: np.ndarray
+    offsets: np.ndarray
+    user_text: np.ndarray
+    has_text: np.ndarray
+
+    @property
+    def n_users(self) -> int:
+        return len(self.offsets) - 1
+
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+
+def id_rows(item_counts: np.ndarray, settings: TowerSettings) -> np.ndarray:
+    """Row of each catalogue item in the ID-embedding table: 1.. for items with at least
+    ``id_min_interactions`` training interactions, 0 (no embedding, text path only) for the rest."""
+    if not settings.id_embeddings:
+        return np.zeros(len(item_counts), np.int64)
+    has_id = item_counts >= settings.id_min_interactions
+    rows = np.zeros(len(item_counts), np.int64)
+    rows[has_id] = np.arange(1, int(has_id.sum()) + 1)
+    return rows
+
+
+def example_positions(data: TrainingData, settings: TowerSettings) -> np.ndarray:
+    """Flat positions of the interactions to predict. Sequential: every interaction with something
+    before it, and a user's first one where the user has text. Order-free: every interaction of a
+    user with at least one other, or with text."""
+    lengths = data.lengths()
+    user = np.repeat(np.arange(data.n_users), lengths)
+    step = np.arange(len(data.flat_items)) - data.offsets[user]
+    if settings.objective == "sequential":
+        usable = (step >= 1) | data.has_text[user]
+    else:
+        usable = (lengths[user] >= 2) | data.has_text[user]
+    return np.flatnonzero(usable)
+
+
+def user_of(data: TrainingData, positions: np.ndarray) -> np.ndarray:
+    return np.searchsorted(data.offsets, positions, side="right") - 1
+
+
+def histories(
+    data: TrainingData, positions: np.ndarray, settings: TowerSettings, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """(items (B, H) catalogue positions or TEXT_FREE, weights (B, H)) of each example's history."""
+    h = settings.history
+    users = user_of(data, positions)
+    start = data.offsets[users]
+    if settings.objective == "sequential":
+        # The h interactions before the target, newest in the last column.
+        flat = positions[:, None] - np.arange(h, 0, -1)[None, :]
+        valid = flat >= start[:, None]
+        steps_back = np.arange(h - 1, -1, -1)[None, :]
+        decay = settings.decay ** steps_back
+    else:
+        # The user's other interactions: all of them when they fit, else h drawn at random.
+        length = data.offsets[users + 1] - start
+        others = length - 1
+        target = positions - start
+        fixed = np.broadcast_to(np.arange(h)[None, :], (len(positions), h))
+        drawn = (rng.random((len(positions), h)) * np.maximum(others, 1)[:, None]).astype(np.int64)
+        j = np.where((others > h)[:, None], drawn, fixed)
+        valid = j < others[:, None]
+        j = j + (j >= target[:, None])  # skip the target itself
+        flat = start[:, None] + j
+        decay = np.ones((1, h))
+    flat = np.where(valid, flat, 0)
+    items = np.where(valid, data.flat_items[flat], TEXT_FREE)
+    weights = np.where(valid, data.flat_weights[flat] * decay, 0.0).astype(np.float32)
+    return items, weights
+
+
+def inference_history(
+    items: np.ndarray, weights: np.ndarray, settings: TowerSettings
+) -> tuple[np.ndarray, np.ndarray]:
+    """One user's whole history (oldest first) -> the pooling inputs the towers were trained with:
+    the newest ``history`` items, weighted by feedback x decay per step back (order-free: no decay)."""
+    items, weights = items[-settings.history :], weights[-settings.history :]
+    if settings.objective == "sequential":
+        weights = weights * settings.decay ** np.arange(len(items) - 1, -1, -1)
+    return items, weights.astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------ model
+
+
+def build_model(text_dim: int, n_ids: int, settings: TowerSettings):
+    """The towers as a torch module (imported here so that importing this file needs no torch)."""
+    import torch
+    from torch import nn
+    from torch.nn import functional as F
+
+    class TwoTower(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.text_skip = nn.Linear(text_dim, settings.dim, bias=False)
+            self.text_mlp = nn.Sequential(
+                nn.Linear(text_dim, settings.hidden), nn.GELU(), nn.Linear(settings.hidden, settings.dim)
+            )
+            self.item_id = nn.Embedding(n_ids + 1, settings.dim, padding_idx=0)
+            nn.init.normal_(self.item_id.weight, std=0.01)
+            with torch.no_grad():
+                self.item_id.weight[0].zero_()
+            self.user_text = nn.Linear(text_dim, settings.dim, bias=False)
+
+        def items(self, text: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+            z = self.text_skip(text) + self.text_mlp(text) + self.item_id(rows)
+            return F.normalize(z, dim=-1)
+
+        def users(self, pooled: torch.Tensor, text: torch.Tensor, has_text: torch.Tensor) -> torch.Tensor:
+            z = pooled
+            if settings.user_text:
+                z = z + self.user_text(text) * has_text[:, None]
+            return F.normalize(z, dim=-1)
+
+        def forward(self, text, rows, history, weights, user_text, has_text):
+            """(user vectors (B, dim), every item's vector (n, dim)) for one batch of examples."""
+            vectors = self.items(text, rows)
+            return self.users(pool(vectors, history, weights), user_text, has_text), vectors
+
+    return TwoTower()
+
+
+def pool(item_vectors, items, weights):
+    """Weighted mean of the history's item vectors (torch); an empty history pools to zero."""
+    import torch
+
+    gathered = item_vectors[torch.clamp(items, min=0)] * (items >= 0)[..., None]
+    total = weights.sum(dim=1, keepdim=True).clamp_min(1e-6)
+    return (gathered * weights[..., None]).sum(dim=1) / total
+
+
+# ---------------------------------------------------------------------------------- training
+
+
+@dataclass
+class TrainResult:
+    state: dict  # parameter name -> numpy array
+    curve: list[dict] = field(default_factory=list)  # per epoch: loss, seconds
+    examples: int = 0
+    id_items: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=str))  # ids with an embedding, sorted
+    peak_rss_mb: float | None = None  # of the training process (rank 0), set by ``train_process``
+
+
+def train(
+    data: TrainingData, settings: TowerSettings, rank: int = 0, world: int = 1, device: str = "cpu", log=print
+) -> TrainResult:
+    """Train the towers on this process's share of users (``rank`` of ``world``); with world > 1 the
+    process group must already be initialised (gradients are averaged by DistributedDataParallel)."""
+    import torch
+
+    # The history gather's backward is a scatter-add whose multi-threaded CPU kernel sums in a varying
+    # order: deterministic kernels make a re-run give the same model (tests/test_train_stage.py).
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        return _train(data, settings, rank, world, device, log)
+    finally:
+        torch.use_deterministic_algorithms(deterministic)
+
+
+def _train(data: TrainingData, settings: TowerSettings, rank: int, world: int, device: str, log) -> TrainResult:
+    import torch
+
+    torch.manual_seed(settings.seed)  # the same initial weights in every process
+    rows_np = id_rows(data.item_counts, settings)
+    model = build_model(data.item_text.shape[1], int(rows_np.max(initial=0)), settings).to(device)
+    trained = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        trained = DistributedDataParallel(model)
+    optimiser = torch.optim.Adam(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
+
+    item_text = torch.from_numpy(np.ascontiguousarray(data.item_text, dtype=np.float32)).to(device)
+    rows = torch.from_numpy(rows_np).to(device)
+    user_text = torch.from_numpy(np.ascontiguousarray(data.user_text, dtype=np.float32)).to(device)
+    has_text = torch.from_numpy(data.has_text.astype(np.float32)).to(device)
+    frequency = data.item_counts.astype(np.float64) + 1.0
+    log_q = np.log(frequency / frequency.sum())
+    # Items with no training interaction are left out of the softmax: as negatives only (and with the
+    # largest logQ boost) they would teach the text path to push every text like theirs down, which is
+    # the opposite of what new items need (tests/test_towers.py, the cold-item test).
+    log_q[data.item_counts == 0] = np.inf
+    log_q = torch.from_numpy(log_q.astype(np.float32)).to(device)
+
+    positions = example_positions(data, settings)
+    mine = positions[user_of(data, positions) % world == rank]
+    # Every process must take the same number of steps (DDP all-reduces at each one).
+    steps = math.ceil(_max_over_processes(len(mine), world) / settings.batch_size)
+    curve = []
+    for epoch in range(settings.epochs):
+        started = time.perf_counter()
+        rng = np.random.default_rng([settings.seed, epoch, rank])
+        order = mine[rng.permutation(len(mine))] if len(mine) else mine
+        if len(order) and len(order) < steps * settings.batch_size:
+            order = np.resize(order, steps * settings.batch_size)  # wrap around to the common count
+        total, count = 0.0, 0
+        for step in range(steps):
+            batch = order[step * settings.batch_size : (step + 1) * settings.batch_size]
+            loss = _step_loss(trained, batch, data, settings, rng, item_text, rows, user_text, has_text, log_q)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            total += float(loss.detach()) * len(batch)
+            count += len(batch)
+        mean = _mean_over_processes(total, count, world)
+        curve.append({"epoch": epoch + 1, "loss": round(mean, 6), "seconds": round(time.perf_counter() - started, 2)})
+        if rank == 0:
+            log(f"train: epoch {epoch + 1}/{settings.epochs} loss {mean:.4f} ({curve[-1]['seconds']:.1f}s)")
+    state = {name: tensor.detach().cpu().numpy().copy() for name, tensor in model.state_dict().items()}
+    return TrainResult(state=state, curve=curve, examples=len(positions), id_items=data.item_ids[rows_np > 0])
+
+
+def _step_loss(model, batch, data, settings, rng, item_text, rows, user_text, has_text, log_q):
+    """Softmax cross-entropy of one batch's targets over the whole catalogue."""
+    import torch
+    from torch.nn import functional as F
+
+    if len(batch) == 0:
+        # A process with no examples still takes part in the step, with a zero loss.
+        return sum((p * 0.0).sum() for p in model.parameters())
+    device = item_text.device
+    if settings.id_dropout > 0 and settings.id_embeddings:
+        rows = rows * torch.from_numpy(rng.random(len(rows)) >= settings.id_dropout).to(device)
+    hist, weights = histories(data, batch, settings, rng)
+    hist = torch.from_numpy(hist).to(device)
+    users = torch.from_numpy(user_of(data, batch)).to(device)
+    u, vectors = model(item_text, rows, hist, torch.from_numpy(weights).to(device), user_text[users], has_text[users])
+    logits = u @ vectors.T / settings.temperature
+    logits = logits - (log_q if settings.logq else torch.where(torch.isinf(log_q), log_q, 0.0))[None, :]
+    target = torch.from_numpy(data.flat_items[batch]).to(device)
+    if settings.mask_history:
+        # Items already in the history are not candidates at recommendation time either.
+        valid = hist >= 0
+        rows_of = torch.arange(len(batch), device=device)[:, None].expand_as(hist)
+        seen = torch.zeros_like(logits, dtype=torch.bool)
+        seen[rows_of[valid], hist[valid]] = True
+        seen[torch.arange(len(batch), device=device), target] = False
+        logits = logits.masked_fill(seen, float("-inf"))
+    return F.cross_entropy(logits, target)
+
+
+def _max_over_processes(value: int, world: int) -> int:
+    if world == 1:
+        return value
+    import torch
+    import torch.distributed as dist
+
+    tensor = torch.tensor([value], dtype=torch.int64)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return int(tensor.item())
+
+
+def _mean_over_processes(total: float, count: int, world: int) -> float:
+    if world > 1:
+        import torch
+        import torch.distributed as dist
+
+        tensor = torch.tensor([total, float(count)], dtype=torch.float64)
+        dist.all_reduce(tensor)
+        total, count = float(tensor[0]), int(tensor[1])
+    return total / max(count, 1)
+
+
+# ----------------------------------------------------------------------------------- applying
+
+
+@dataclass(frozen=True)
+class TowerWeights:
+    """A trained model's weights as numpy arrays, with what is needed to apply them in a worker:
+    the settings, and the ids of the items that have a learned embedding (sorted; row i+1)."""
+
+    settings: TowerSettings
+    state: dict
+    id_items: np.ndarray
+
+    def item_vectors(self, text: np.ndarray, item_ids: np.ndarray) -> np.ndarray:
+        """(n, dim) float32 unit vectors for items with these text vectors and ids (an id without a
+        learned embedding, a cold item, goes through the text path alone)."""
+        s = self.state
+        x = np.asarray(text, np.float32)
+        hidden = _gelu(x @ s["text_mlp.0.weight"].T + s["text_mlp.0.bias"])
+        z = x @ s["text_skip.weight"].T + hidden @ s["text_mlp.2.weight"].T + s["text_mlp.2.bias"]
+        if len(self.id_items):
+            at = np.searchsorted(self.id_items, item_ids)
+            at = np.minimum(at, len(self.id_items) - 1)
+            found = self.id_items[at] == item_ids
+            z = z + np.where(found[:, None], s["item_id.weight"][at + 1], 0.0)
+        return _normalise(z)
+
+    def user_vectors(self, pooled: np.ndarray, text: np.ndarray | None) -> np.ndarray:
+        """(n, dim) unit vectors from pooled history vectors (zeros when none) and the user's text
+        vector (None or NaN rows: no text); an all-zero result (no signal) stays zero."""
+        z = np.asarray(pooled, np.float64)
+        if self.settings.user_text and text is not None:
+            t = np.nan_to_num(np.asarray(text, np.float64), nan=0.0)
+            z = z + t @ self.state["user_text.weight"].T.astype(np.float64)
+        return _normalise(z)
+
+
+def _gelu(x: np.ndarray) -> np.ndarray:
+    # torch's default GELU (the exact erf form)
+    from scipy.special import erf
+
+    return 0.5 * x * (1.0 + erf(x / math.sqrt(2.0)))
+
+
+def _normalise(z: np.ndarray) -> np.ndarray:
+    norm = np.linalg.norm(z, axis=1, keepdims=True)
+    return np.where(norm > 1e-12, z / np.maximum(norm, 1e-12), 0.0).astype(np.float32)
+
+
+_WORKER_WEIGHTS: dict[str, TowerWeights] = {}
+_LOCK = threading.Lock()
+
+
+def cached_weights(key: str, load) -> TowerWeights:
+    """One copy of a model's weights per Python worker, however many batches it serves."""
+    with _LOCK:
+        if key not in _WORKER_WEIGHTS:
+            _WORKER_WEIGHTS.clear()
+            _WORKER_WEIGHTS[key] = load()
+        return _WORKER_WEIGHTS[key]
+
+
+def torch_threads() -> int:
+    return max(1, int(os.environ.get("OMP_NUM_THREADS", "0")) or (os.cpu_count() or 1))
