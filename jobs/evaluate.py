@@ -233,6 +233,16 @@ def cold_item_ranking(
     return results
 
 
+def without_new_items(train: DataFrame, share: float, seed: int) -> tuple[DataFrame, DataFrame]:
+    """(train, removed): with ``share`` > 0, a seeded share of the items (by a hash of the id, so the
+    same items whatever the partitioning) lose every training interaction, for every model alike: they
+    are new items, and their held-out rows measure who can recommend what nobody has touched yet."""
+    if not share:
+        return train, train.limit(0)
+    new = F.pmod(F.xxhash64(F.col("item_id").cast("string"), F.lit(seed)), F.lit(10_000)) < F.lit(int(round(share * 10_000)))
+    return train.where(~new), train.where(new)
+
+
 # --------------------------------------------------------------------------------- scoring
 
 
@@ -296,10 +306,13 @@ def evaluate_with(ctx: RunContext, scratch: Scratch) -> dict:
     settings = config.evaluate
     started = time.perf_counter()
     train, held = holdout_split(store.read("interactions", needed_by="evaluate"), settings.holdout, settings.seed)
+    train, removed = without_new_items(train, settings.cold_item_share, settings.seed)
     data = read_inputs(store, scratch.keep(train, "train"))
     held = scratch.keep(held, "held")
     split = {"train_rows": data.train.count(), "held_out_rows": held.count(),
              "users_evaluated": held.select("user_id").distinct().count(), "holdout_per_user": settings.holdout}
+    if settings.cold_item_share:
+        split.update(cold_item_share=settings.cold_item_share, training_rows_of_new_items_removed=removed.count())
     if split["held_out_rows"] == 0:
         raise InputError("evaluate: no interaction could be held out (every user has a single interaction)")
 
@@ -340,5 +353,5 @@ def run(ctx: RunContext) -> dict:
         figures.update(users=document["split"]["users_evaluated"], held_out=document["split"]["held_out_rows"],
                        **{f"hybrid_{key}": value for key, value in document["tuning"]["hybrid"]["best"].items()})
         ctx.manifest.data["evaluation_table"] = report.comparison_table(document, k)
-        ctx.manifest.record_output("evaluation")
+        ctx.manifest.record_output("report")
     return figures

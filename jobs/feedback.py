@@ -29,7 +29,8 @@ def with_feedback_weight(interactions: DataFrame, feedback: str = "explicit", im
         if implicit_weight == "binary":
             return interactions.withColumn("weight", F.lit(1.0))
         count = F.greatest(F.col("rating").cast("double"), F.lit(0.0))
-        return interactions.withColumn("weight", finite_or(F.log1p(count), 1.0))
+        weight = F.when(F.col("rating").isNull(), F.lit(1.0)).otherwise(F.log1p(count))
+        return interactions.withColumn("weight", finite_or(weight, 1.0))
     by_user = Window.partitionBy("user_id")
     df = interactions.withColumn("_centred", F.col("rating") - F.avg("rating").over(by_user))
     df = df.withColumn("_spread", F.max(F.abs("_centred")).over(by_user))

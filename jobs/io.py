@@ -20,6 +20,7 @@ from pyspark.sql.utils import AnalysisException
 
 from jobs.config import Output
 from jobs.errors import InputError
+from jobs.output_safety import MARKER
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,9 @@ class _HadoopFS:
         self._jvm = jvm
         self._Path = jvm.org.apache.hadoop.fs.Path
         self._fs = self._Path(root).getFileSystem(spark._jsc.hadoopConfiguration())  # type: ignore[attr-defined]
+        # No .crc side files next to manifests, reports and plots on a local disk (the checksum file
+        # system's default): people open those folders.
+        self._fs.setWriteChecksum(False)
 
     def exists(self, path: str) -> bool:
         return bool(self._fs.exists(self._Path(path)))
@@ -45,6 +49,11 @@ class _HadoopFS:
 
     def mkdirs(self, path: str) -> None:
         self._fs.mkdirs(self._Path(path))
+
+    def list_names(self, path: str) -> list[str]:
+        if not self.exists(path):
+            return []
+        return [status.getPath().getName() for status in self._fs.listStatus(self._Path(path))]
 
     def write_bytes(self, path: str, data: bytes) -> None:
         stream = self._fs.create(self._Path(path), True)
@@ -83,6 +92,9 @@ class _LocalFS:
 
     def mkdirs(self, path: str) -> None:
         os.makedirs(self._p(path), exist_ok=True)
+
+    def list_names(self, path: str) -> list[str]:
+        return os.listdir(self._p(path)) if os.path.isdir(self._p(path)) else []
 
     def write_bytes(self, path: str, data: bytes) -> None:
         with open(self._p(path), "wb") as fh:
@@ -155,6 +167,8 @@ class OutputStore:
         Frames may read the very datasets they replace (incremental stages): nothing is swapped until
         every write has finished.
         """
+        for name in frames:
+            self.check_replaceable(name)
         if self.format == "delta":
             # Delta's overwrite is a single transaction: readers see the old or the new version.
             for name, df in frames.items():
@@ -165,6 +179,7 @@ class OutputStore:
             staging = self.staging_path(name)
             self.fs.delete(staging)
             df.write.format(self.file_format).mode("overwrite").save(staging)
+            self.mark(staging)
             staged[name] = staging
         for name, staging in staged.items():
             if self.format == "table":
@@ -207,10 +222,39 @@ class OutputStore:
 
     def save_model(self, model, name: str) -> None:
         """Save a Spark ML model (its own persistence format, no pickle) atomically under ``name``."""
+        self.check_replaceable(name)
         staging = self.staging_path(name)
         self.fs.delete(staging)
         model.write().overwrite().save(staging)
+        self.mark(staging)
         self._swap(staging, self.path(name))
+
+    def mark(self, directory: str) -> None:
+        """Sign a directory as segrec's own (see ``jobs.output_safety``)."""
+        self.fs.write_bytes(f"{directory}/{MARKER}", f"written by segrec, run {self.run_id}\n".encode("utf-8"))
+
+    def check_replaceable(self, name: str) -> None:
+        """Refuse to replace an existing ``name`` that segrec did not write: no marker in it, and no
+        earlier run's manifest lists it as an output (outputs of versions before the marker)."""
+        if self.format == "table":
+            return  # tables are replaced by name inside output.database, checked against the inputs up front
+        target = self.path(name)
+        if not self.fs.exists(target) or self.fs.exists(f"{target}/{MARKER}") or self._written_before(name):
+            return
+        raise InputError(
+            f"{target} exists and was not written by segrec (no {MARKER} marker, not an output of the last run): "
+            "refusing to replace it. Move it away, or choose another output.path."
+        )
+
+    def _written_before(self, name: str) -> bool:
+        """An earlier run's manifest lists ``name`` among its outputs (newest runs first)."""
+        for run in sorted(self.fs.list_names(f"{self.root}/_runs"), reverse=True):
+            if run == self.run_id:
+                continue
+            manifest = self.read_json(f"_runs/{run}/manifest.json") or {}
+            if name in manifest.get("outputs", []):
+                return True
+        return False
 
     def drop_staged(self, name: str) -> None:
         self.fs.delete(self.staging_path(name))
@@ -228,6 +272,7 @@ class OutputStore:
 
     def publish_directory(self, local: str, name: str) -> str:
         """Copy a local directory of files (a report) to ``name``, replacing it whole; returns its path."""
+        self.check_replaceable(name)
         staging = self.staging_path(name)
         self.fs.delete(staging)
         for root, _, files in os.walk(local):
@@ -237,19 +282,36 @@ class OutputStore:
             for file in sorted(files):
                 with open(os.path.join(root, file), "rb") as fh:
                     self.fs.write_bytes(f"{folder}/{file}", fh.read())
+        self.mark(staging)
         self._swap(staging, self.path(name))
         return self.path(name)
+
+    def publish_files(self, local: str) -> str:
+        """Copy a local directory's files (a report) into this store's root, each replaced atomically
+        (a temporary name, then a rename): the datasets beside them stay as they are."""
+        for root, _, files in os.walk(local):
+            relative = os.path.relpath(root, local)
+            folder = self.root if relative == "." else f"{self.root}/{relative.replace(os.sep, '/')}"
+            self.fs.mkdirs(folder)
+            for file in sorted(files):
+                with open(os.path.join(root, file), "rb") as fh:
+                    self._replace_file(f"{folder}/{file}", fh.read())
+        self.mark(self.root)
+        return self.root
+
+    def _replace_file(self, target: str, data: bytes) -> None:
+        temporary = f"{target}.tmp-{self.run_id}"
+        self.fs.write_bytes(temporary, data)
+        if self.fs.exists(target):
+            self.fs.delete(target)
+        self.fs.rename(temporary, target)
 
     def write_json(self, relative: str, payload: dict[str, Any]) -> str:
         """Write a JSON document atomically (temporary file, then rename); returns its path."""
         target = f"{self.root}/{relative}"
         parent = target.rsplit("/", 1)[0]
         self.fs.mkdirs(parent)
-        temporary = f"{target}.tmp-{self.run_id}"
-        self.fs.write_bytes(temporary, json.dumps(payload, indent=2, sort_keys=False, default=str).encode("utf-8"))
-        if self.fs.exists(target):
-            self.fs.delete(target)
-        self.fs.rename(temporary, target)
+        self._replace_file(target, json.dumps(payload, indent=2, sort_keys=False, default=str).encode("utf-8"))
         return target
 
     def read_json(self, relative: str) -> dict[str, Any] | None:

@@ -14,6 +14,7 @@ from jobs.context import RunContext
 from jobs.errors import StageNotBuiltError
 from jobs.io import OutputStore
 from jobs.manifest import RunManifest, new_run_id
+from jobs.output_safety import check_locations
 
 log = logging.getLogger("segrec")
 
@@ -27,6 +28,14 @@ STAGES: dict[str, Callable[[RunContext], Any] | None] = {
     "recommend": recommend.run,
     "evaluate": evaluate.run,
 }
+
+EVALUATION_DIR = "evaluation"
+
+# Every dataset a run can write under output.path (or as a catalog table).
+DATASETS = (
+    "items", "users", "interactions", "rejects", "item_vectors", "text_vectors", "trained_item_vectors",
+    "user_vectors", "segments", "segment_summary", "recommendations",
+)
 
 # evaluate rebuilds profiles, segments and lists itself (on training rows only), but reads the validated
 # inputs and the text vectors: it runs validate and embed first (embed is incremental, so texts
@@ -46,13 +55,27 @@ def stages_for(command: str) -> list[str]:
     return [command]
 
 
+def evaluation_output(config: Config):
+    """Where evaluate writes: files under ``<output.path>/evaluation`` whatever the output format."""
+    return config.output.model_copy(update={"path": f"{config.output.path.rstrip('/')}/{EVALUATION_DIR}",
+                                            "format": "parquet", "run_date": None})
+
+
 def execute(spark: SparkSession, config: Config, command: str) -> RunManifest:
     """Run ``command`` (one stage, or ``run`` for the whole pipeline) and return its manifest."""
     names = stages_for(command)
+    check_locations(config, list(DATASETS))  # before anything is written
     run_id = config.run.id or new_run_id()
     store = OutputStore(spark, config.output, run_id)
+    reuse_from = None
+    if command == "evaluate":
+        # evaluate writes only under <output>/evaluation/ (its validated inputs, vectors, scratch,
+        # manifest and report): the outputs of `run` are read (vectors reused), never replaced.
+        reuse_from = store
+        store = OutputStore(spark, evaluation_output(config), run_id)
     manifest = RunManifest(config, command, run_id)
-    ctx = RunContext(spark=spark, config=config, store=store, manifest=manifest)
+    manifest.data["output_path"] = store.root
+    ctx = RunContext(spark=spark, config=config, store=store, manifest=manifest, reuse_from=reuse_from)
     if command == "run":
         missing = [n for n, fn in STAGES.items() if fn is None]
         if missing:
@@ -60,9 +83,14 @@ def execute(spark: SparkSession, config: Config, command: str) -> RunManifest:
     manifest.write(store)
     try:
         for name in names:
+            manifest.data["current_stage"] = name
             STAGES[name](ctx)  # type: ignore[misc]
-    except BaseException:
+    except BaseException as exc:
+        # What an on-call engineer needs first: which stage, what kind of error, its message.
+        manifest.data["error"] = {"stage": manifest.data.get("current_stage"), "class": type(exc).__name__,
+                                  "message": str(exc).splitlines()[0][:2000] if str(exc) else ""}
         manifest.write(store, status="failed")
         raise
+    manifest.data.pop("current_stage", None)
     manifest.write(store, status="succeeded")
     return manifest

@@ -101,7 +101,9 @@ def markdown(document: dict, k: int) -> str:
         "",
         f"Hold-out: the newest {split['holdout_per_user']} interactions per user; {split['train_rows']} training rows, "
         f"{split['held_out_rows']} held-out rows, {split['users_evaluated']} users evaluated. Every model is built "
-        "from the training rows only; tuning used a second hold-out inside the training rows.",
+        "from the training rows only; tuning used a second hold-out inside the training rows."
+        + (f" New-item protocol: {split['cold_item_share']:.0%} of the items lost all their training interactions "
+           f"({split['training_rows_of_new_items_removed']} rows) for every model." if split.get("cold_item_share") else ""),
         "",
         f"## Ranking metrics and list metrics at k={k}",
         "",
@@ -278,7 +280,8 @@ def report_k(settings: Evaluate) -> int:
 
 
 def write(store: OutputStore, document: dict, points: pd.DataFrame, settings: Evaluate) -> str:
-    """Render every file locally, copy them under ``<output>/evaluation``, log to MLflow if set."""
+    """Render every file locally, copy them into the evaluation store's root (``<output>/evaluation``),
+    log to MLflow if set."""
     k = report_k(settings)
     with tempfile.TemporaryDirectory(prefix="segrec-report-") as local:
         with open(os.path.join(local, "metrics.json"), "w", encoding="utf-8") as fh:
@@ -287,7 +290,7 @@ def write(store: OutputStore, document: dict, points: pd.DataFrame, settings: Ev
             fh.write(markdown(document, k))
         if settings.plots:
             plot_all(document, points, os.path.join(local, "plots"))
-        target = store.publish_directory(local, "evaluation")
+        target = store.publish_files(local)
         log_to_mlflow(document, local, settings, k)
     return target
 

@@ -52,14 +52,16 @@ def kmeans(k: int, settings: Segment) -> KMeans:
 
 def silhouette_curve(feats: DataFrame, settings: Segment, n_users: int) -> dict[int, float]:
     """Cosine silhouette of a KMeans fit for each k in range, on a seeded sample of users."""
-    sample = feats if settings.sample_fraction >= 1.0 else feats.sample(fraction=settings.sample_fraction, seed=settings.seed)
-    sample = sample.cache()
+    sampled = settings.sample_fraction < 1.0
+    # The whole set is cached by the caller already (caching it again only makes Spark warn).
+    sample = feats.sample(fraction=settings.sample_fraction, seed=settings.seed).cache() if sampled else feats
     evaluator = ClusteringEvaluator(distanceMeasure="cosine", featuresCol="features", predictionCol="prediction")
     curve = {}
     for k in range(settings.k_min, min(settings.k_max, n_users - 1) + 1):
         predictions = kmeans(k, settings).fit(sample).transform(sample)
         curve[k] = round(float(evaluator.evaluate(predictions)), 6)
-    sample.unpersist()
+    if sampled:
+        sample.unpersist()
     return curve
 
 

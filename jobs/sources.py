@@ -203,6 +203,11 @@ def annotate_users(raw: DataFrame, source: UsersSource) -> DataFrame:
     return annotate_entities(raw, source, "user_id", require_text=False)
 
 
+# Ratings and counts beyond this are a unit or mapping mistake, and sums of a few of them would overflow
+# the weights built from them: rejected as invalid_rating.
+MAX_RATING = 1e9
+
+
 def parse_rating(column: Column, dtype: T.DataType) -> Column:
     """Ratings as doubles; null when the value is not a number (checked for NaN/inf afterwards)."""
     return column.cast("double") if isinstance(dtype, T.NumericType) else F.trim(column).try_cast("double")
@@ -262,7 +267,7 @@ def annotate_interactions(
         df = df.withColumn("_user_known", F.lit(True))
 
     bad_rating = F.lit(bool(cols.rating)) & (
-        F.col("rating").isNull() | F.isnan("rating") | (F.abs(F.col("rating")) == float("inf"))
+        F.col("rating").isNull() | F.isnan("rating") | (F.abs(F.col("rating")) > MAX_RATING)
     )
     bad_time = F.lit(bool(cols.timestamp)) & F.col("timestamp").isNull()
     df = df.withColumn(

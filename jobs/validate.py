@@ -33,10 +33,19 @@ def read_checked(ctx: RunContext) -> dict[str, DataFrame]:
     return raw
 
 
-def _kept_or_fail(name: str, counts: sources.SourceCounts) -> None:
+def _kept_or_fail(name: str, counts: sources.SourceCounts, max_share: float = 1.0) -> None:
+    """A source whose rows were all rejected stops the run; so does one whose rejected share exceeds
+    ``max_share`` (that looks like a mapping mistake: a wrong id column, a wrong timestamp unit)."""
+    detail = ", ".join(f"{r}={n}" for r, n in sorted(counts.rejected_by_reason.items())) or "the source is empty"
     if counts.kept == 0:
-        detail = ", ".join(f"{r}={n}" for r, n in sorted(counts.rejected_by_reason.items())) or "the source is empty"
         raise InputError(f"{name}: no valid rows left ({counts.rows_in} read; rejected: {detail})")
+    if counts.rows_in and counts.rejected / counts.rows_in > max_share:
+        top = max(sorted(counts.rejected_by_reason), key=counts.rejected_by_reason.get)
+        raise InputError(
+            f"{name}: {counts.rejected} of {counts.rows_in} rows rejected ({counts.rejected / counts.rows_in:.0%}, above "
+            f"inputs.{name}.max_reject_share {max_share:g}); most are {top} ({counts.rejected_by_reason[top]}). "
+            f"Check the column mapping and units for that reason (rejected: {detail})"
+        )
 
 
 def run(ctx: RunContext) -> dict[str, sources.SourceCounts]:
@@ -57,12 +66,14 @@ def run(ctx: RunContext) -> dict[str, sources.SourceCounts]:
 
     with ctx.manifest.stage("validate") as figures:
         items = settle("items", sources.annotate_items(raw["items"], config.inputs.items))
-        _kept_or_fail("items", counts["items"])
+        _kept_or_fail("items", counts["items"], config.inputs.items.max_reject_share)
         known_items = sources.split(items, "items")[0].select("item_id")
 
         known_users = None
         if "users" in raw:
             users = settle("users", sources.annotate_users(raw["users"], config.inputs.users))
+            if counts["users"].rows_in:
+                _kept_or_fail("users", counts["users"], config.inputs.users.max_reject_share)
             if config.inputs.users.complete:
                 # Only a complete users source can say that an interaction's user does not exist.
                 known_users = sources.split(users, "users")[0].select("user_id")
@@ -71,8 +82,11 @@ def run(ctx: RunContext) -> dict[str, sources.SourceCounts]:
             "interactions",
             sources.annotate_interactions(raw["interactions"], config.inputs.interactions, known_items, known_users),
         )
-        if counts["interactions"].kept == 0 and ("users" not in counts or counts["users"].kept == 0):
-            _kept_or_fail("interactions", counts["interactions"])
+        # An empty interactions source is allowed when users have texts (text-only profiles); one whose
+        # rows were all (or mostly) rejected is a mistake, whatever else remains.
+        events = counts["interactions"]
+        if events.rows_in or "users" not in counts or counts["users"].kept == 0:
+            _kept_or_fail("interactions", events, config.inputs.interactions.max_reject_share)
 
         rejects = None
         for name, frame in annotated.items():

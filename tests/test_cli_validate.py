@@ -109,8 +109,10 @@ def test_a_source_with_nothing_valid_stops_the_run(spark, workspace, capsys):
     err = capsys.readouterr().err
     assert "items: no valid rows left (2 read; rejected: empty_text=2)" in err
     manifest_dir = tmp_path / "out" / "_runs"
-    statuses = [json.loads((manifest_dir / r / "manifest.json").read_text())["status"] for r in os.listdir(manifest_dir)]
-    assert statuses == ["failed"]
+    written = [json.loads((manifest_dir / r / "manifest.json").read_text()) for r in os.listdir(manifest_dir)]
+    assert [m["status"] for m in written] == ["failed"]
+    assert written[0]["error"]["stage"] == "validate" and written[0]["error"]["class"] == "InputError"
+    assert "items: no valid rows left" in written[0]["error"]["message"]
     assert not (tmp_path / "out" / "manifest.json").exists()
 
 

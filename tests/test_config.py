@@ -123,3 +123,33 @@ def test_yaml_is_never_evaluated(tmp_path):
 def test_missing_config_file():
     with pytest.raises(ConfigError, match="config file not found: nope.yaml"):
         load_config("nope.yaml")
+
+
+def test_secrets_are_matched_by_name_and_value_not_by_any_word():
+    from jobs.config import redact
+
+    shown = redact({
+        "embed": {"token_budget": 16384},
+        "spark": {"conf": {"spark.hadoop.fs.s3a.access.key": "AKIAABCDEFGHIJKLMNOP", "spark.app.note": "ghp_" + "a" * 36,
+                           "spark.jdbc.url": "postgresql://etl:hunter2@db:5432/wh", "spark.sql.shuffle.partitions": "64"}},
+    })
+    assert shown["embed"]["token_budget"] == 16384
+    conf = shown["spark"]["conf"]
+    assert conf["spark.hadoop.fs.s3a.access.key"] == "***redacted***"
+    assert conf["spark.app.note"] == "***redacted***"  # a GitHub token under an innocent key
+    assert conf["spark.jdbc.url"] == "postgresql://etl:***@db:5432/wh"
+    assert conf["spark.sql.shuffle.partitions"] == "64"
+
+
+def test_a_yaml_alias_bomb_is_refused_quickly_with_a_short_message(tmp_path):
+    import time
+
+    lines = ['a: &a ["x","x","x","x","x","x","x","x","x"]']
+    for i in range(1, 9):
+        lines.append(f"{chr(97 + i)}: &{chr(97 + i)} [" + ",".join([f"*{chr(96 + i)}"] * 9) + "]")
+    path = tmp_path / "bomb.yaml"
+    path.write_text("\n".join(lines) + "\n")  # 9^9 leaves once expanded, 1 KB on disk
+    started = time.perf_counter()
+    with pytest.raises(ConfigError, match="alias bomb") as caught:
+        load_config(path)
+    assert time.perf_counter() - started < 5 and len(str(caught.value)) < 500

@@ -1,7 +1,9 @@
 """The evaluate stage end to end on synthetic data: no held-out interaction reaches any model, and the
 report, metrics and printed table are complete and consistent."""
 
+import hashlib
 import json
+import os
 import sys
 import types
 
@@ -55,7 +57,7 @@ def evaluated(tmp_path_factory, tiny_model_dir, spark):
         mp.setattr(evaluate, "learned_user_vectors", recorder("towers: user histories", evaluate.learned_user_vectors, 1))
         code = cli.main(["evaluate", "--conf", str(root / "conf.yaml")])
     assert code == 0
-    interactions = spark.read.parquet(str(root / "out" / "interactions"))
+    interactions = spark.read.parquet(str(root / "out" / "evaluation" / "interactions"))
     train, held = holdout_split(interactions, HOLDOUT, seed=42)
     return root, seen, pairs(train), pairs(held)
 
@@ -113,12 +115,13 @@ def test_report_files_and_metrics_are_complete(evaluated):
     assert "Two-tower model, chosen by ndcg@5" in text and "Cold items (no training interaction)" in text
     for plot in ("silhouette_by_k", "segment_sizes", "user_projection", "metrics_vs_baselines"):
         assert (folder / "plots" / f"{plot}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert not list((root / "out" / "_staging").glob("eval-*"))  # no staged leftovers
+    assert not list((root / "out" / "evaluation" / "_staging").glob("eval-*"))  # no staged leftovers
+    assert sorted(os.listdir(root / "out")) == ["evaluation"]  # evaluate writes nowhere else
 
 
 def test_the_cli_prints_the_comparison_table(evaluated, capsys):
     root, *_ = evaluated
-    manifest = json.loads((root / "out" / "manifest.json").read_text())
+    manifest = json.loads((root / "out" / "evaluation" / "manifest.json").read_text())
     table = manifest["evaluation_table"].splitlines()
     assert table[0].split()[:4] == ["model", "precision@5", "recall@5", "ndcg@5"]
     assert [line.split()[0] for line in table[1:]] == list(report.MODEL_ORDER)
@@ -165,3 +168,40 @@ def test_a_source_where_nothing_can_be_held_out_is_refused(spark, tmp_path, tiny
     (tmp_path / "conf.yaml").write_text(yaml.safe_dump(conf))
     assert cli.main(["evaluate", "--conf", str(tmp_path / "conf.yaml")]) == 2
     assert "no interaction could be held out (every user has a single interaction)" in capsys.readouterr().err
+
+
+def test_new_item_protocol_removes_whole_items_from_training(spark):
+    rows = [(f"u{u}", f"i{i}") for u in range(20) for i in range(30) if (u + i) % 3 == 0]
+    train = spark.createDataFrame(rows, "user_id string, item_id string")
+    kept, removed = evaluate.without_new_items(train, 0.3, seed=5)
+    kept_items = {r.item_id for r in kept.select("item_id").distinct().collect()}
+    removed_items = {r.item_id for r in removed.select("item_id").distinct().collect()}
+    assert removed_items and kept_items and not kept_items & removed_items  # an item is new for every user
+    assert kept.count() + removed.count() == len(rows)
+    again, _ = evaluate.without_new_items(train, 0.3, seed=5)
+    assert {r.item_id for r in again.select("item_id").distinct().collect()} == kept_items  # seeded
+    untouched, nothing = evaluate.without_new_items(train, 0.0, seed=5)
+    assert untouched.count() == len(rows) and nothing.count() == 0
+
+
+def test_evaluate_leaves_the_outputs_of_run_untouched_and_reuses_their_vectors(spark, tmp_path, tiny_model_dir):
+    paths = write_parquet(generate(n_users=24, items_per_persona=4, personas=["hiker", "cook"], seed=4), str(tmp_path / "in"))
+    conf = config_dict(paths, str(tmp_path / "out"), model_path=tiny_model_dir)
+    conf["train"] = {"dim": 8, "hidden": 16, "epochs": 1}
+    conf["segment"] = {"k": 2}
+    conf["evaluate"] = {"holdout": 1, "ks": [3], "tune_k": 3, "popularity_weights": [0.0], "train_grid": [{}],
+                        "als": {"ranks": [2], "reg_params": [0.1], "alphas": [1.0], "max_iter": 1}, "plots": False}
+    (tmp_path / "conf.yaml").write_text(yaml.safe_dump(conf))
+    assert cli.main(["run", "--conf", str(tmp_path / "conf.yaml")]) == 0
+    out = tmp_path / "out"
+
+    def files():
+        return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in out.rglob("*") if p.is_file() and "evaluation" not in p.parts}
+
+    before = files()
+    assert cli.main(["evaluate", "--conf", str(tmp_path / "conf.yaml")]) == 0
+    assert files() == before  # not one byte of run's outputs or manifests changed
+    evaluation = json.loads((out / "evaluation" / "manifest.json").read_text())
+    assert evaluation["stages"]["embed"]["embedded"] == 0  # every vector reused from run's outputs
+    assert (out / "evaluation" / "metrics.json").exists()

@@ -93,3 +93,19 @@ def test_no_signal_rows_for_rejects(frames, spark):
     df = spark.createDataFrame(rows)
     rejects = profile.no_signal_rejects(df).collect()
     assert [(r.source, r.id, r.reason) for r in rejects] == [("users", "silent", "no_signal")]
+
+
+def test_implicit_counts_weigh_log1p_or_one(spark):
+    events = spark.createDataFrame(
+        [("u", "a", 0.0), ("u", "b", 9.0), ("u", "c", None), ("v", "a", 1e308), ("v", "b", 1e308)],
+        "user_id string, item_id string, rating double",
+    ).withColumn("timestamp", profile.F.lit(None).cast("timestamp"))
+    implicit = {(r.user_id, r.item_id): r.weight
+                for r in profile.interaction_weights(events, Profile(), "implicit", "log1p").collect()}
+    assert implicit[("u", "a")] == 0.0 and implicit[("u", "b")] == pytest.approx(np.log(10.0))
+    assert implicit[("u", "c")] == 1.0  # no count: the interaction itself counts once
+    binary = {r.weight for r in profile.interaction_weights(events, Profile(), "implicit", "binary").collect()}
+    assert binary == {1.0}
+    # explicit ratings whose mean overflows: every weight stays finite (1) instead of NaN
+    explicit = {(r.user_id, r.item_id): r.weight for r in profile.interaction_weights(events, Profile()).collect()}
+    assert explicit[("v", "a")] == 1.0 and explicit[("v", "b")] == 1.0

@@ -54,6 +54,7 @@ def test_the_whole_run_through_spark_submit(artifact, tmp_path, tiny_model_dir):
     assert done.returncode == 0, done.stderr[-3000:]
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["status"] == "succeeded" and manifest["command"] == "run"
-    assert set(manifest["stages"]) == {"validate", "embed", "profile", "segment", "recommend"}
+    assert set(manifest["stages"]) == {"validate", "embed", "train", "profile", "segment", "recommend"}
+    assert manifest["stages"]["train"]["model_id"].startswith("towers-")  # TorchDistributor found udfs in the zip
     recs = pd.read_parquet(tmp_path / "out" / "recommendations")
     assert recs["user_id"].nunique() == len(data.users) and recs.groupby("user_id").size().max() == 10

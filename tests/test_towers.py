@@ -16,7 +16,7 @@ FAST = dict(dim=16, hidden=32, epochs=8, batch_size=64, learning_rate=5e-3, hist
 
 def planted(text: str = "informative", cold_share: float = 0.0, seed: int = 3):
     """TrainingData from the planted-persona generator, with synthetic text vectors per item: near its
-    persona's direction (informative), or drawn independently of the persona (uninformative). With
+    persona's direction (informative), or those same vectors shuffled between items (uninformative). With
     ``cold_share``, that share of each persona's items loses every interaction (cold items)."""
     data = generate(n_users=150, items_per_persona=12, seed=seed)
     rng = np.random.default_rng(seed)
@@ -24,10 +24,9 @@ def planted(text: str = "informative", cold_share: float = 0.0, seed: int = 3):
     centres = rng.standard_normal((len(personas), TEXT_DIM))
     item_ids = np.array(sorted(data.items["item_id"]))
     item_persona = data.item_persona.loc[item_ids].to_numpy()
-    if text == "informative":
-        vectors = centres[[personas.index(p) for p in item_persona]] + 0.6 * rng.standard_normal((len(item_ids), TEXT_DIM))
-    else:
-        vectors = rng.standard_normal((len(item_ids), TEXT_DIM))
+    vectors = centres[[personas.index(p) for p in item_persona]] + 0.6 * rng.standard_normal((len(item_ids), TEXT_DIM))
+    if text == "uninformative":
+        vectors = vectors[rng.permutation(len(item_ids))]
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     cold = np.zeros(len(item_ids), bool)
     if cold_share:
@@ -146,7 +145,7 @@ def test_sequential_history_is_what_came_before_the_target_newest_last():
     assert sorted(i for i in items[0] if i != TEXT_FREE) == [0, 2]  # the user's others, not the target
 
 
-def test_behaviour_is_learned_when_texts_say_nothing():
+def test_behaviour_is_learned_when_texts_are_shuffled_between_items():
     data, item_persona, user_persona, _ = planted("uninformative")
     weights, _ = fitted(data)
     items = weights.item_vectors(data.item_text, data.item_ids)

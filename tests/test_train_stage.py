@@ -151,3 +151,17 @@ def test_train_disabled_keeps_the_text_space(spark, tmp_path, tiny_model_dir):
     assert "skipped" in manifest["stages"]["train"]
     users = spark.read.parquet(str(tmp_path / "out" / "user_vectors"))
     assert {r.space for r in users.select("space").distinct().collect()} == {"text"}
+
+
+def test_data_without_timestamps_trains_order_free(spark, trained_run):
+    config = config_from_dict(trained_run["conf"])
+    store = OutputStore(spark, config.output, "untimed")
+    untimed = read(spark, trained_run, "interactions").withColumn("timestamp", F.lit(None).cast("timestamp"))
+    model, figures = fit_towers(spark, store, config, untimed, read(spark, trained_run, "item_vectors"),
+                                read(spark, trained_run, "text_vectors"), tag="untimed")
+    assert figures["objective"] == "order_free" and model.weights.settings.objective == "order_free"
+    users = learned_user_vectors(None, untimed, learned_item_vectors(read(spark, trained_run, "item_vectors"), model),
+                                 read(spark, trained_run, "text_vectors"), model, config).toPandas()
+    matrix = np.stack(users["vector"].to_numpy())
+    assert np.isfinite(matrix).all()
+    np.testing.assert_allclose(np.linalg.norm(matrix, axis=1), 1.0, atol=1e-5)

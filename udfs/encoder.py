@@ -103,8 +103,11 @@ class Encoder:
     def __init__(self, settings: EncoderSettings, device: str = "cpu", dtype: str = "float32"):
         import torch
         from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
 
         started = time.perf_counter()
+        # Python workers write to the executor's log: no progress bars there (the load is logged below).
+        hf_logging.disable_progress_bar()
         path = resolve_model_path(settings.model_path)
         self.settings = settings
         self.device = torch.device(device)
