@@ -419,7 +419,8 @@ def config_from_dict(raw: dict[str, Any], overrides: list[str] | None = None, so
     try:
         config = Config.model_validate(resolved)
     except ValidationError as exc:
-        raise ConfigError(f"{source}: invalid config:\n" + format_validation_error(exc, resolved)) from None
+        set_keys = [item.partition("=")[0].strip() for item in overrides or []]
+        raise ConfigError(f"{source}: invalid config:\n" + format_validation_error(exc, resolved, set_keys)) from None
     config._redacted = redact(config.model_dump(mode="json"), secret_paths)
     return config
 
@@ -457,22 +458,25 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
         node = child
 
 
-def format_validation_error(exc: ValidationError, data: dict[str, Any]) -> str:
+def format_validation_error(exc: ValidationError, data: dict[str, Any], set_keys: list[str] | None = None) -> str:
+    """One line per problem; a problem in a key given with ``--set`` says so (the file is not at fault)."""
     lines = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"])
+        given = [k for k in set_keys or [] if loc == k or loc.startswith(k + ".") or k.startswith(loc + ".")]
+        origin = f" [given with --set {given[0]}]" if given else ""
         if err["type"] == "extra_forbidden":
             parent = err["loc"][:-1]
             allowed = _allowed_keys(parent)
             hint = difflib.get_close_matches(str(err["loc"][-1]), allowed, n=1)
             did_you_mean = f"; did you mean '{hint[0]}'?" if hint else ""
-            lines.append(f"  {loc}: unknown key (allowed here: {', '.join(allowed)}){did_you_mean}")
+            lines.append(f"  {loc}: unknown key (allowed here: {', '.join(allowed)}){did_you_mean}{origin}")
         elif err["type"] == "missing":
-            lines.append(f"  {loc}: required key is missing")
+            lines.append(f"  {loc}: required key is missing{origin}")
         else:
             value = err.get("input")
             shown = "" if isinstance(value, dict) else f" (got {_short(repr(value))})"
-            lines.append(f"  {loc}: {err['msg']}{shown}")
+            lines.append(f"  {loc}: {err['msg']}{shown}{origin}")
     return "\n".join(lines)
 
 

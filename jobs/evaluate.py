@@ -35,6 +35,7 @@ from jobs.config import Config
 from jobs.context import RunContext
 from jobs.errors import InputError
 from jobs.io import OutputStore
+from jobs.manifest import RunManifest
 from jobs.list_metrics import Reference, list_metrics, long_tail_items, reference, segment_quality
 from jobs.metrics import ranking_metrics
 from jobs.profile import user_vectors
@@ -73,10 +74,18 @@ class OurModel:
 class Scratch:
     """The staged and cached intermediates of one evaluation, dropped together when it ends."""
 
-    def __init__(self, store: OutputStore):
+    def __init__(self, store: OutputStore, manifest: RunManifest | None = None):
         self.store = store
+        self.manifest = manifest
         self.names: list[str] = []
         self.frames: list[DataFrame] = []
+
+    def progress(self, activity: str) -> None:
+        """Log what the evaluation does now; the stage's progress lines repeat it while it lasts."""
+        if self.manifest is not None:
+            self.manifest.doing(activity)
+        else:
+            log.info("%s", activity)
 
     def keep(self, df: DataFrame, name: str) -> DataFrame:
         self.names.append(name)
@@ -161,13 +170,17 @@ def tune(spark: SparkSession, config: Config, scratch: Scratch, data: Inputs, n_
     profiles = build_profiles(config, scratch, inner, "val")
     hybrid = []
     for segment_k in settings.segment_ks or [None]:
+        scratch.progress(f"evaluate: tuning the hybrid (segment k {segment_k or 'as configured'}, "
+                 f"{len(settings.popularity_weights)} popularity weights)")
         ours = build_ours(spark, with_segment_k(config, segment_k), scratch, inner, profiles,
                           settings.popularity_weights, k, f"val-k{segment_k}")
         hybrid += [{"segment_k": segment_k, "popularity_weight": w, "ndcg": round(ndcg(recs), 6),
                     "coverage": round(coverage(recs), 4)} for w, recs in ours.lists.items()]
     best = max(hybrid, key=lambda row: row["ndcg"])  # ties: the first (smaller weight, earlier k)
     cells = []
-    for params in baselines.als_grid(settings.als.ranks, settings.als.reg_params, settings.als.alphas):
+    grid = baselines.als_grid(settings.als.ranks, settings.als.reg_params, settings.als.alphas)
+    for i, params in enumerate(grid):
+        scratch.progress(f"evaluate: tuning ALS, cell {i + 1} of {len(grid)}: {params.as_dict()}")
         recs = baselines.als(spark, inner.train, params, settings.als.max_iter, settings.seed, k)
         cells.append({**params.as_dict(), "ndcg": round(ndcg(recs), 6)})
     best_cell = max(cells, key=lambda c: c["ndcg"])  # ties: the first in grid order
@@ -179,7 +192,7 @@ def tune(spark: SparkSession, config: Config, scratch: Scratch, data: Inputs, n_
     if config.train.enabled:
         towers = []
         for i, cell in enumerate(settings.train_grid):
-            log.info("evaluate: tuning the towers, cell %d of %d: %s", i + 1, len(settings.train_grid), cell or "as configured")
+            scratch.progress(f"evaluate: tuning the towers, cell {i + 1} of {len(settings.train_grid)}: {cell or 'as configured'}")
             recs, figures, _ = build_trained(spark, config, scratch, inner, cell, k, f"val-t{i}")
             towers.append({"cell": cell, "ndcg": round(ndcg(recs), 6), "final_loss": figures["final_loss"]})
         best_towers = max(towers, key=lambda c: c["ndcg"])  # ties: the first in grid order
@@ -207,7 +220,7 @@ def build_all(
         lists["random"] = scratch.keep(baselines.random_lists(data.train, data.item_vectors, k, settings.seed), "random")
     vectors = {"content": (ours.profiles, data.item_vectors)}
     if "trained" in tuned:
-        log.info("evaluate: training the towers on all training rows with %s", tuned["trained"]["best"] or "the configured settings")
+        scratch.progress(f"evaluate: training the towers on all training rows with {tuned['trained']['best'] or 'the configured settings'}")
         lists["trained"], _, vectors["trained"] = build_trained(spark, config, scratch, data, tuned["trained"]["best"], k, "test")
     return lists, ours, vectors
 
@@ -294,7 +307,7 @@ def read_inputs(store: OutputStore, train: DataFrame) -> Inputs:
 
 def evaluate(ctx: RunContext) -> dict:
     """The whole evaluation; returns the metrics document (also written to ``evaluation/``)."""
-    scratch = Scratch(ctx.store)
+    scratch = Scratch(ctx.store, ctx.manifest)
     try:
         return evaluate_with(ctx, scratch)
     finally:

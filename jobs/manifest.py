@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import platform
 import secrets
+import threading
 import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -22,6 +23,8 @@ from jobs.config import Config
 from jobs.io import OutputStore
 
 log = logging.getLogger("segrec")
+
+PROGRESS_SECONDS = 30.0
 
 
 def new_run_id() -> str:
@@ -51,6 +54,7 @@ class RunManifest:
             "stages": {},
             "outputs": [],
         }
+        self.activity = ""  # what the running stage is doing, for its progress lines
 
     @property
     def run_id(self) -> str:
@@ -67,14 +71,30 @@ class RunManifest:
         if name not in self.data["outputs"]:
             self.data["outputs"].append(name)
 
+    def doing(self, activity: str) -> None:
+        """Say what the running stage is doing now: the next progress line shows it."""
+        self.activity = activity
+        log.info("%s", activity)
+
     @contextmanager
     def stage(self, name: str) -> Iterator[dict[str, Any]]:
-        """Time a stage; the yielded dict collects its row counts. Logs one line when it ends."""
+        """Time a stage; the yielded dict collects its row counts. Logs one line when it ends, and one
+        every ``PROGRESS_SECONDS`` while it runs (a long Spark job prints nothing of its own)."""
         figures: dict[str, Any] = {}
         started = time.perf_counter()
+        self.activity = ""
+        finished = threading.Event()
+
+        def progress() -> None:
+            while not finished.wait(PROGRESS_SECONDS):
+                doing = f": {self.activity}" if self.activity else ""
+                log.info("stage %s still running after %.0fs%s", name, time.perf_counter() - started, doing)
+
+        threading.Thread(target=progress, name=f"segrec-progress-{name}", daemon=True).start()
         try:
             yield figures
         finally:
+            finished.set()
             seconds = round(time.perf_counter() - started, 3)
             self.record_stage(name, seconds=seconds, **figures)
             shown = " ".join(f"{k}={v}" for k, v in figures.items() if not isinstance(v, (dict, list)))

@@ -71,22 +71,36 @@ def get_spark(config: Config) -> SparkSession:
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(config.spark.log_level)
     if config.spark.log_level in ("WARN", "ERROR", "FATAL", "OFF"):
-        quiet_window_warning(spark)
+        quiet_spark_noise(spark)
     # Runtime settings every segrec session wants, local or spark-submit: Arrow for pandas transfers.
     spark.conf.set("spark.sql.execution.arrow.pyspark.enabled", "true")
     return spark
 
 
-def quiet_window_warning(spark: SparkSession) -> None:
-    """Silence WindowExec's "No Partition Defined" warning, logged once per task by the global windows
-    segrec uses on purpose (the sharded plan's dense item index, the long-tail cut); it said nothing a
-    user could act on and buried the real warnings."""
+# Loggers whose messages say nothing a user can act on, or repeat as Java stack traces what segrec
+# reports itself in one paragraph (exit 2 for input problems, the traceback for anything unexpected).
+# --debug (log level INFO) leaves them all on.
+_QUIET_LOGGERS = {
+    # "No Partition Defined", logged once per task by the global windows segrec uses on purpose
+    "org.apache.spark.sql.execution.window.WindowExec": "ERROR",
+    # a 90-line stack trace when an input path does not exist (segrec names the path)
+    "org.apache.spark.sql.execution.streaming.FileStreamSink": "ERROR",
+    "org.apache.spark.sql.execution.streaming.sinks.FileStreamSink": "ERROR",
+    # a failed task's stack trace, before the error reaches the driver (where segrec reports it)
+    "org.apache.spark.executor.Executor": "FATAL",
+    "org.apache.spark.scheduler.TaskSetManager": "ERROR",
+}
+
+
+def quiet_spark_noise(spark: SparkSession) -> None:
+    """Raise the level of the loggers in ``_QUIET_LOGGERS``."""
     try:
         jvm = spark.sparkContext._jvm  # type: ignore[attr-defined]
-        jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(
-            "org.apache.spark.sql.execution.window.WindowExec", jvm.org.apache.logging.log4j.Level.ERROR
-        )
-    except Exception:  # no JVM here (Spark Connect) or another logging backend: keep the warning
+        for logger, level in _QUIET_LOGGERS.items():
+            jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(
+                logger, getattr(jvm.org.apache.logging.log4j.Level, level)
+            )
+    except Exception:  # no JVM here (Spark Connect) or another logging backend: keep the messages
         pass
 
 

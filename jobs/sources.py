@@ -8,6 +8,8 @@ rows and the ``rejects`` rows, so every input row ends in exactly one of the two
 
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -31,6 +33,8 @@ INVALID_RATING = "invalid_rating"
 INVALID_TIMESTAMP = "invalid_timestamp"
 UNKNOWN_ITEM = "unknown_item"
 UNKNOWN_USER = "unknown_user"
+MALFORMED_ROW = "malformed_row"
+CORRUPT = "_corrupt_record"  # the CSV reader's column for rows it could not split into the header's fields
 
 REJECTS_SCHEMA = "source string, row_ordinal long, id string, reason string, raw string"
 
@@ -55,6 +59,14 @@ def read_source(spark: SparkSession, name: str, source: _Source) -> DataFrame:
             options.setdefault("multiLine", "true")
             options.setdefault("mode", "PERMISSIVE")
             options.setdefault("escape", '"')  # RFC 4180: a quote inside quotes is doubled
+            if options["mode"].upper() == "PERMISSIVE" and "columnNameOfCorruptRecord" not in options:
+                # A row with too few or too many fields, or an unclosed quote that swallows the lines
+                # after it, keeps its raw text in CORRUPT and becomes a malformed_row reject.
+                columns = reader.options(**options).load(source.path).schema
+                if CORRUPT not in columns.fieldNames():
+                    schema = T.StructType(columns.fields + [T.StructField(CORRUPT, T.StringType())])
+                    options["columnNameOfCorruptRecord"] = CORRUPT
+                    return reader.options(**options).schema(schema).load(source.path)
         return reader.options(**options).load(source.path)
     except AnalysisException as exc:
         message = str(exc).splitlines()[0]
@@ -63,6 +75,27 @@ def read_source(spark: SparkSession, name: str, source: _Source) -> DataFrame:
         if "TABLE_OR_VIEW_NOT_FOUND" in message:
             raise InputError(f"{name}: table not found: {source.table}") from None
         raise InputError(f"{name}: cannot read {source.location}: {message}") from None
+    except Exception as exc:  # Spark's own read errors (Py4JJavaError) while inferring the schema
+        mapped = unreadable(name, source, exc)
+        if mapped is exc:
+            raise
+        raise mapped from None
+
+
+def unreadable(name: str, source, exc: Exception) -> Exception:
+    """A source whose files Spark cannot read as configured (another format, files with conflicting
+    schemas, a corrupt file): an input error naming it, with Spark's own reason in one line. Anything
+    else is unexpected and stays as it is."""
+    text = str(exc)
+    match = re.search(r"\[(FAILED_READ_FILE[A-Z_.]*|CANNOT_[A-Z_.]+|MALFORMED_[A-Z_.]+|INCOMPATIBLE_[A-Z_.]+)\][^\n]*", text)
+    if match is None:
+        return exc
+    reason = match.group(0)
+    reason = reason if len(reason) <= 400 else reason[:397] + "..."
+    return InputError(
+        f"{name}: cannot read {source.location} as {source.format}: {reason} "
+        f"Check inputs.{name}.format and that every file under the path has the same columns and types."
+    )
 
 
 # ---------------------------------------------------------------------------------------- schema
@@ -149,11 +182,18 @@ def text_column(df: DataFrame, columns: list[str], separator: str) -> Column:
 
 
 def with_raw(df: DataFrame) -> DataFrame:
-    """Attach the original row as JSON and its read order, before any column is touched."""
-    original = [_col(c) for c in df.columns]
+    """Attach the original row as JSON, whether the reader found it malformed (CSV), and its read
+    order, before any column is touched. A malformed row's raw JSON is its text as read."""
+    original = [_col(c) for c in df.columns if c != CORRUPT]
+    raw = F.to_json(F.struct(*original))
+    malformed = F.lit(False)
+    if CORRUPT in df.columns:
+        malformed = F.col(CORRUPT).isNotNull()
+        raw = F.when(malformed, F.to_json(F.struct(F.col(CORRUPT).alias("malformed_text")))).otherwise(raw)
     return df.select(
         *original,
-        F.to_json(F.struct(*original)).alias("_raw"),
+        raw.alias("_raw"),
+        malformed.alias("_malformed"),
         F.monotonically_increasing_id().alias("_ordinal"),
     )
 
@@ -186,9 +226,10 @@ def annotate_entities(raw: DataFrame, source: ItemsSource | UsersSource, key: st
         clean_id(_col(cols.id)).alias(key),
         text_column(raw, cols.text, source.text_separator).alias("text"),
         "_raw",
+        "_malformed",
         "_ordinal",
     )
-    checks = [(undecodable(), INVALID_ENCODING), (F.col(key).isNull(), MISSING_ID)]
+    checks = [(F.col("_malformed"), MALFORMED_ROW), (undecodable(), INVALID_ENCODING), (F.col(key).isNull(), MISSING_ID)]
     if require_text and cols.text:
         checks.append((F.col("text").isNull(), EMPTY_TEXT))
     return mark_duplicates(df.withColumn("_reason", first_reason(*checks)), key)
@@ -250,6 +291,7 @@ def annotate_interactions(
         text_column(raw, cols.text, source.text_separator).alias("text"),
         *extra,
         "_raw",
+        "_malformed",
         "_ordinal",
     )
     rating = parse_rating(F.col("_r"), types[cols.rating]) if cols.rating else F.lit(None).cast("double")
@@ -273,6 +315,7 @@ def annotate_interactions(
     df = df.withColumn(
         "_reason",
         first_reason(
+            (F.col("_malformed"), MALFORMED_ROW),
             (undecodable(), INVALID_ENCODING),
             (F.col("user_id").isNull(), MISSING_USER_ID),
             (F.col("item_id").isNull(), MISSING_ITEM_ID),

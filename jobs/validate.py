@@ -61,7 +61,10 @@ def run(ctx: RunContext) -> dict[str, sources.SourceCounts]:
         # Cached: the reason counts, the kept rows and the rejects all come from one computation.
         frame = frame.persist(StorageLevel.MEMORY_AND_DISK)
         annotated[name] = frame
-        counts[name] = sources.count_reasons(frame)
+        try:
+            counts[name] = sources.count_reasons(frame)  # the first read of the source's rows
+        except Exception as exc:
+            raise sources.unreadable(name, getattr(config.inputs, name), exc) from None
         return frame
 
     with ctx.manifest.stage("validate") as figures:
@@ -98,6 +101,10 @@ def run(ctx: RunContext) -> dict[str, sources.SourceCounts]:
         ctx.manifest.record_output("rejects")
 
         for name, c in counts.items():
+            if c.rejected_by_reason.get(sources.MALFORMED_ROW):
+                log.warning("source %s: %d malformed row(s) (too few or too many fields, or an unclosed quote that "
+                            "ran over the lines after it): in rejects with their text as read",
+                            name, c.rejected_by_reason[sources.MALFORMED_ROW])
             ctx.manifest.record_source(name, c.as_dict())
             figures[f"{name}_kept"] = c.kept
             figures[f"{name}_rejected"] = c.rejected

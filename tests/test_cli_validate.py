@@ -127,3 +127,35 @@ def test_secrets_from_the_environment_stay_out_of_manifests_and_output(spark, wo
     assert written and all("s3cr3t-value" not in text for text in written)
     captured = capsys.readouterr()
     assert "s3cr3t-value" not in captured.out + captured.err
+
+
+def test_a_wrong_timestamp_unit_stops_the_run_naming_the_reason(spark, workspace, capsys):
+    tmp_path, conf, _, _ = workspace
+    events = pd.read_parquet(conf["inputs"]["interactions"]["path"])
+    events["timestamp"] = events["timestamp"] * 1000 * 1000  # microseconds read as seconds: out of range
+    events.to_parquet(conf["inputs"]["interactions"]["path"], index=False)
+    assert run_cli(tmp_path, conf, "validate") == 2
+    err = capsys.readouterr().err
+    assert "interactions:" in err and "invalid_timestamp" in err and "Traceback" not in err
+
+
+def test_mostly_rejected_interactions_stop_at_max_reject_share(spark, workspace, capsys):
+    tmp_path, conf, _, n_events = workspace
+    events = pd.read_parquet(conf["inputs"]["interactions"]["path"])
+    events.loc[events.index[: int(len(events) * 0.6)], "item_id"] = "not-an-item"
+    events.to_parquet(conf["inputs"]["interactions"]["path"], index=False)
+    assert run_cli(tmp_path, conf, "validate") == 2
+    err = capsys.readouterr().err
+    assert "above inputs.interactions.max_reject_share 0.5" in err and "most are unknown_item" in err
+    conf["inputs"]["interactions"]["max_reject_share"] = 0.9  # the user says this much is expected
+    assert run_cli(tmp_path, conf, "validate") == 0
+
+
+def test_ratings_too_large_to_weigh_are_rejected(spark, workspace):
+    tmp_path, conf, _, _ = workspace
+    events = pd.read_parquet(conf["inputs"]["interactions"]["path"])
+    events.loc[events.index[:2], "rating"] = 1e308
+    events.to_parquet(conf["inputs"]["interactions"]["path"], index=False)
+    assert run_cli(tmp_path, conf, "validate") == 0
+    counts = json.loads((tmp_path / "out" / "manifest.json").read_text())["sources"]["interactions"]
+    assert counts["rejected_by_reason"]["invalid_rating"] == 1 + 2  # the NaN row and the two overflows

@@ -153,3 +153,8 @@ def test_a_yaml_alias_bomb_is_refused_quickly_with_a_short_message(tmp_path):
     with pytest.raises(ConfigError, match="alias bomb") as caught:
         load_config(path)
     assert time.perf_counter() - started < 5 and len(str(caught.value)) < 500
+
+
+def test_a_mistake_given_with_set_is_attributed_to_set():
+    with pytest.raises(ConfigError, match=r"recommend\.k: .*\(got -1\) \[given with --set recommend\.k\]"):
+        config_from_dict(MINIMAL, ["recommend.k=-1"])

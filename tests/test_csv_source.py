@@ -1,5 +1,7 @@
 """A CSV interactions file with hostile ids and string ratings, read through the real reader."""
 
+import json
+
 import pytest
 
 from jobs import sources
@@ -56,3 +58,23 @@ def test_invalid_utf8_rows_are_rejected_not_mangled(spark, tmp_path):
     kept, rejects = sources.split(annotated, "items")
     assert dict(kept.collect()) == {"1": "ok title", "3": "café"}
     assert rejects.collect()[0].id == "2"
+
+
+def test_ragged_rows_and_an_unclosed_quote_become_malformed_row_rejects(spark, tmp_path):
+    path = tmp_path / "items.csv"
+    path.write_text('item_id,title,category\n1,Boots,hiker\n2,Tent\n3,Stove,cook,extra\n'
+                    '4,"Unclosed quote,cook\n5,Knife,cook\n6,Pan,cook\n', encoding="utf-8")
+    config = config_from_dict({"inputs": {
+        "items": {"path": str(path), "format": "csv", "columns": {"id": "item_id", "text": ["title", "category"]}},
+        "interactions": {"path": "-", "columns": {"user_id": "u", "item_id": "i"}},
+    }})
+    raw = sources.read_source(spark, "items", config.inputs.items)
+    annotated = sources.annotate_items(raw, config.inputs.items)
+    counts = sources.count_reasons(annotated)
+    # the unclosed quote swallowed records 5 and 6: they are not dropped, they are in its reject's raw text
+    assert counts.as_dict()["rejected_by_reason"] == {"malformed_row": 3} and counts.kept == 1
+    kept, rejects = sources.split(annotated, "items")
+    assert [r.item_id for r in kept.collect()] == ["1"]
+    raws = sorted(json.loads(r.raw)["malformed_text"] for r in rejects.collect())
+    assert raws[0] == "2,Tent" and raws[1] == "3,Stove,cook,extra"
+    assert "5,Knife,cook" in raws[2] and "6,Pan,cook" in raws[2]
