@@ -51,12 +51,26 @@ def reference(train: DataFrame, item_vectors: DataFrame, head_share: float) -> R
     most popular items (ties by id)."""
     n_items = item_vectors.count()
     n_head = int(round(n_items * head_share))
-    ranked = item_vectors.select("item_id").join(item_user_counts(train), on="item_id", how="left").withColumn(
-        "_rank", F.row_number().over(Window.orderBy(F.desc_nulls_last("users"), F.asc("item_id")))
+    counted = item_vectors.select("item_id").join(item_user_counts(train), on="item_id", how="left").select(
+        "item_id", F.coalesce("users", F.lit(0)).alias("users")
     )
-    items = ranked.select(
-        "item_id", F.coalesce("users", F.lit(0)).alias("users"), (F.col("_rank") > n_head).alias("long_tail")
-    )
+    # The head is the n_head most popular items, ties by id. Without a global window: the items per
+    # popularity level reach the driver (one row per distinct count, few), which gives the cut level
+    # and how many items of that level are in the head; within the level, ranks by id per level.
+    levels = sorted(((r["users"], r["n"]) for r in counted.groupBy("users").agg(F.count("*").alias("n")).collect()),
+                    reverse=True)
+    cut_level, taken_at_cut, seen = None, 0, 0
+    for users, n in levels:
+        if seen + n >= n_head:
+            cut_level, taken_at_cut = users, n_head - seen
+            break
+        seen += n
+    if cut_level is None or n_head == 0:
+        head = F.lit(n_head > 0)  # every item is in the head (or none)
+    else:
+        within = F.row_number().over(Window.partitionBy("users").orderBy(F.asc("item_id")))
+        head = (F.col("users") > cut_level) | ((F.col("users") == cut_level) & (within <= taken_at_cut))
+    items = counted.select("item_id", "users", (~head).alias("long_tail"))
     return Reference(item_vectors, items, n_items, train.select("user_id").distinct().count())
 
 

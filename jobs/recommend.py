@@ -45,11 +45,6 @@ OUTPUT_SCHEMA = "user_id string, rank int, item_id string, score double, similar
 # ------------------------------------------------------------------------------------ transforms
 
 
-def item_index(item_vectors: DataFrame) -> DataFrame:
-    """(idx, item_id): a dense index in item-id order (so ties broken by index are broken by id)."""
-    return item_vectors.select("item_id", (F.row_number().over(Window.orderBy("item_id")) - 1).alias("idx"))
-
-
 def segment_popularity(interactions: DataFrame, segments: DataFrame, n_segments: int) -> DataFrame:
     """(item_id, popularity array<float>[n_segments]): per segment, the item's share of the segment's
     users, divided by the segment's largest share."""
@@ -97,7 +92,7 @@ def user_frame(
 
 def to_catalogue(rows: pd.DataFrame, offset: int = 0) -> Catalogue:
     """Rows of catalogue_frame, in item-id order (Python's string order is Spark's binary UTF-8 order,
-    so positions here are item_index's idx)."""
+    so ties broken by position are broken by id, as in the sharded plan's merge)."""
     rows = rows.sort_values("item_id", kind="stable")
     vectors = np.stack(rows["vector"].to_numpy()).astype(np.float32, copy=False)
     has_pop = rows["popularity"].notna().any()
@@ -164,12 +159,15 @@ def mmr_settings(settings: Recommend) -> tuple[float, int] | None:
     return (settings.mmr_trade_off, settings.mmr_pool) if settings.mmr_trade_off is not None else None
 
 
-def sharded_plan(users: DataFrame, catalogue: DataFrame, settings: Recommend, dim: int, n_users: int) -> DataFrame:
+def sharded_plan(users: DataFrame, catalogue: DataFrame, settings: Recommend, dim: int, n_users: int, n_items: int) -> DataFrame:
     """Users in blocks x item shards: each pair keeps its top k; each user keeps the best k overall."""
     per_shard = max(1, int(settings.max_broadcast_mb * 2**20 // (dim * 4)))
-    indexed = catalogue.join(item_index(catalogue), on="item_id", how="inner")
-    shards = indexed.withColumn("shard", F.floor(F.col("idx") / per_shard)).groupBy("shard").agg(
-        F.min("idx").alias("offset"), F.sort_array(F.collect_list(F.struct("idx", "item_id", "vector", "popularity"))).alias("items")
+    # Items hashed into shards (a 25% margin keeps the fullest shard under max_broadcast_mb): no global
+    # index, so no single-task window. Each shard is sorted by id in the worker and the merge below
+    # breaks ties by id, so the lists are the broadcast plan's.
+    n_shards = max(1, math.ceil(1.25 * n_items / per_shard))
+    shards = catalogue.withColumn("shard", F.pmod(F.xxhash64("item_id"), F.lit(n_shards))).groupBy("shard").agg(
+        F.lit(0).alias("offset"), F.collect_list(F.struct("item_id", "vector", "popularity")).alias("items")
     )
     n_blocks = max(1, math.ceil(n_users / settings.user_block))
     blocks = users.withColumn("block", F.pmod(F.xxhash64("user_id"), F.lit(n_blocks))).groupBy("block").agg(
@@ -276,7 +274,7 @@ def weighted_recommendations(
         source = catalogue_source(spark, to_catalogue(rows), path)
         return {w: broadcast_plan(users, source, s) for w, s in per_weight.items()}, figures
     n_users = user_vectors.count()
-    return {w: sharded_plan(users, catalogue, s, dim, n_users) for w, s in per_weight.items()}, figures
+    return {w: sharded_plan(users, catalogue, s, dim, n_users, n_items) for w, s in per_weight.items()}, figures
 
 
 def matrix_path(settings: Recommend) -> str | None:

@@ -162,11 +162,13 @@ def label_terms(segments: DataFrame, users: DataFrame | None, items: DataFrame, 
     )
     per_segment = Window.partitionBy("segment_id")
     per_term = Window.partitionBy("term")
-    everything = Window.partitionBy()
+    # The mean number of terms per segment, as a one-row aggregate joined to every term (a window
+    # without partition columns would move every term into one task).
+    average = terms.agg((F.sum("count") / F.countDistinct("segment_id")).alias("avg_terms"))
     scored = (
         terms.withColumn("tf", F.col("count") / F.sum("count").over(per_segment))
         .withColumn("f", F.sum("count").over(per_term))
-        .withColumn("avg_terms", F.sum("count").over(everything) / F.size(F.collect_set("segment_id").over(everything)))
+        .join(F.broadcast(average), how="cross")
         .withColumn("score", F.col("tf") * F.log(1 + F.col("avg_terms") / F.col("f")))
     )
     return top_n(scored, n, [F.desc("score"), F.asc("term")], "label_terms", F.col("term"))

@@ -81,8 +81,6 @@ def get_spark(config: Config) -> SparkSession:
 # reports itself in one paragraph (exit 2 for input problems, the traceback for anything unexpected).
 # --debug (log level INFO) leaves them all on.
 _QUIET_LOGGERS = {
-    # "No Partition Defined", logged once per task by the global windows segrec uses on purpose
-    "org.apache.spark.sql.execution.window.WindowExec": "ERROR",
     # a 90-line stack trace when an input path does not exist (segrec names the path)
     "org.apache.spark.sql.execution.streaming.FileStreamSink": "ERROR",
     "org.apache.spark.sql.execution.streaming.sinks.FileStreamSink": "ERROR",

@@ -184,7 +184,7 @@ def test_new_item_protocol_removes_whole_items_from_training(spark):
     assert untouched.count() == len(rows) and nothing.count() == 0
 
 
-def test_evaluate_leaves_the_outputs_of_run_untouched_and_reuses_their_vectors(spark, tmp_path, tiny_model_dir):
+def test_evaluate_leaves_the_outputs_of_run_untouched_and_reuses_their_vectors(spark, tmp_path, tiny_model_dir, capfd):
     paths = write_parquet(generate(n_users=24, items_per_persona=4, personas=["hiker", "cook"], seed=4), str(tmp_path / "in"))
     conf = config_dict(paths, str(tmp_path / "out"), model_path=tiny_model_dir)
     conf["train"] = {"dim": 8, "hidden": 16, "epochs": 1}
@@ -205,3 +205,5 @@ def test_evaluate_leaves_the_outputs_of_run_untouched_and_reuses_their_vectors(s
     evaluation = json.loads((out / "evaluation" / "manifest.json").read_text())
     assert evaluation["stages"]["embed"]["embedded"] == 0  # every vector reused from run's outputs
     assert (out / "evaluation" / "metrics.json").exists()
+    # no stage of run or evaluate moves all rows into one task (Spark warns once per such window)
+    assert "No Partition Defined for Window operation" not in capfd.readouterr().err

@@ -88,3 +88,14 @@ def test_random_lists_are_seeded_unseen_and_cover_the_catalogue(spark):
     recs = random_lists(train, items, 5, seed=3).toPandas().sort_values(["user_id", "rank"])
     assert recs[recs.user_id == "u1"].item_id.tolist() == [r[2] for r in first]
     assert len(recs[recs.user_id == "u2"]) == 5
+
+
+def test_the_head_cut_inside_a_popularity_tie_goes_by_item_id(spark):
+    # popularity: z 3 users; b, a, c 1 user each; e, f none. A head of 3 takes z, then a and b by id.
+    train = spark.createDataFrame([("u1", "z"), ("u2", "z"), ("u3", "z"), ("u1", "b"), ("u2", "a"), ("u3", "c")],
+                                  "user_id string, item_id string")
+    vectors = spark.createDataFrame([(i, [1.0]) for i in "zbacef"], "item_id string, vector array<float>")
+    ref = reference(train, vectors, head_share=0.5)
+    assert sorted(r.item_id for r in long_tail_items(ref).collect()) == ["c", "e", "f"]
+    everything = reference(train, vectors, head_share=0.99)  # rounds to all 6 items: no long tail
+    assert long_tail_items(everything).count() == 0
