@@ -172,18 +172,26 @@ def learned_user_vectors(
 # ------------------------------------------------------------------------------------- training
 
 
+def on_driver(spark: SparkSession, train: Train) -> bool:
+    """Where TorchDistributor trains: the driver for a local master (or when asked), else executors."""
+    master = spark.conf.get("spark.master", "") or ""
+    return train.local_mode == "driver" or (train.local_mode == "auto" and master.startswith("local"))
+
+
 def distributor(spark: SparkSession, train: Train):
     from pyspark.ml.torch.distributor import TorchDistributor
 
-    master = spark.conf.get("spark.master", "") or ""
-    local = train.local_mode == "driver" or (train.local_mode == "auto" and master.startswith("local"))
-    return TorchDistributor(num_processes=train.processes, local_mode=local, use_gpu=train.device == "cuda")
+    return TorchDistributor(num_processes=train.processes, local_mode=on_driver(spark, train), use_gpu=train.device == "cuda")
 
 
-def threads_per_process(spark: SparkSession, train: Train) -> int:
+def threads_per_process(spark: SparkSession, train: Train, driver: bool) -> int:
+    """torch threads per training process: the driver's cores shared by its processes, or a barrier
+    task's cores (spark.task.cpus) on an executor."""
     if train.threads:
         return train.threads
-    return max(1, (os.cpu_count() or 1) // train.processes)
+    if driver:
+        return max(1, (os.cpu_count() or 1) // train.processes)
+    return max(1, int(spark.conf.get("spark.task.cpus", "1") or 1))
 
 
 def fit_towers(
@@ -206,7 +214,7 @@ def fit_towers(
         raise InputError("train: no interaction refers to an item with a text vector: nothing to learn from")
     settings = tower_settings(train, has_timestamps(interactions))
     job = TrainJob(paths["catalogue"], paths["sequences"], paths["user_texts"], settings,
-                   threads=threads_per_process(spark, train), device=train.device)
+                   threads=threads_per_process(spark, train, on_driver(spark, train)), device=train.device)
     log.info("train: %s objective, %d items, %d users with history, %d processes",
              settings.objective, counts["items"], counts["users_with_history"], train.processes)
     try:

@@ -23,8 +23,6 @@ pandas UDFs through ``TowerWeights``.
 from __future__ import annotations
 
 import math
-import os
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -389,20 +387,3 @@ def _gelu(x: np.ndarray) -> np.ndarray:
 def _normalise(z: np.ndarray) -> np.ndarray:
     norm = np.linalg.norm(z, axis=1, keepdims=True)
     return np.where(norm > 1e-12, z / np.maximum(norm, 1e-12), 0.0).astype(np.float32)
-
-
-_WORKER_WEIGHTS: dict[str, TowerWeights] = {}
-_LOCK = threading.Lock()
-
-
-def cached_weights(key: str, load) -> TowerWeights:
-    """One copy of a model's weights per Python worker, however many batches it serves."""
-    with _LOCK:
-        if key not in _WORKER_WEIGHTS:
-            _WORKER_WEIGHTS.clear()
-            _WORKER_WEIGHTS[key] = load()
-        return _WORKER_WEIGHTS[key]
-
-
-def torch_threads() -> int:
-    return max(1, int(os.environ.get("OMP_NUM_THREADS", "0")) or (os.cpu_count() or 1))
