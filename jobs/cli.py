@@ -76,6 +76,8 @@ def print_summary(manifest) -> None:
     if data.get("evaluation_table"):
         print(f"\nevaluation (held-out interactions; report under {data.get('output_path', 'evaluation/')}):")
         print(data["evaluation_table"])
+        for line in data.get("evaluation_ratios", []):
+            print(f"  {line}")
     where = data.get("output_path") or data["config"]["output"]["path"]
     print(f"  outputs under {where}: {', '.join(data['outputs']) or 'none'}")
 

@@ -183,6 +183,9 @@ class Train(_Section):
     """The two-tower model learned from the training interactions over the frozen text vectors."""
 
     enabled: bool = Field(True, description="train the towers; profile, segment and recommend use the learned space")
+    mode: Literal["fit", "apply"] = Field(
+        "fit", description="apply: place the current items with the saved towers, without retraining"
+    )
     objective: Literal["auto", "sequential", "order_free"] = Field(
         "auto", description="auto: sequential where interactions have timestamps, else order_free"
     )

@@ -73,6 +73,22 @@ def comparison_table(document: dict, k: int) -> str:
     return "\n".join(lines)
 
 
+def ratio_lines(document: dict, k: int, against: str = "als") -> list[str]:
+    """Each of our models' NDCG and recall at k as a multiple of the baseline's (ALS by default)."""
+    models = document["models"]
+    if against not in models:
+        return []
+    base = models[against]["ranking"][k]
+    lines = []
+    for name in ("trained", "hybrid", "content"):
+        if name in models:
+            ours = models[name]["ranking"][k]
+            shown = [f"{m}@{k} {ours[m] / base[m]:.2f}x" if base[m] else f"{m}@{k} n/a ({against} scores 0)"
+                     for m in ("ndcg", "recall")]
+            lines.append(f"{name} / {against}: " + ", ".join(shown))
+    return lines
+
+
 def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
@@ -112,6 +128,8 @@ def markdown(document: dict, k: int) -> str:
         "",
         "Best per metric:",
         *winners(document, k),
+        "",
+        *[f"- {line}" for line in ratio_lines(document, k)],
         "",
         "## NDCG and recall at every k",
         "",

@@ -337,17 +337,25 @@ def run(ctx: RunContext) -> dict:
         if not config.train.enabled:
             figures["skipped"] = "train.enabled is false: profile, segment and recommend use the text vectors"
             return figures
-        interactions = store.read("interactions", needed_by="train")
         item_vectors = store.read("item_vectors", needed_by="train")
-        text_vectors = store.read("text_vectors", needed_by="train")
-        model, fit_figures = fit_towers(ctx.spark, store, config, interactions, item_vectors, text_vectors)
-        save_model(store, model)
+        if config.train.mode == "apply":
+            # New items placed with the saved towers, nothing retrained (like segment's assign mode).
+            model = trained_model(ctx)
+            if model is None:
+                raise InputError(f"train.mode=apply needs a trained model under {store.path(MODEL)}: run train in fit mode first")
+            figures.update(mode="apply", model_id=model.model_id)
+        else:
+            interactions = store.read("interactions", needed_by="train")
+            text_vectors = store.read("text_vectors", needed_by="train")
+            model, fit_figures = fit_towers(ctx.spark, store, config, interactions, item_vectors, text_vectors)
+            save_model(store, model)
+            ctx.manifest.record_output(MODEL)
+            figures.update(mode="fit", model_id=model.model_id, **fit_figures)
+            ctx.manifest.data["train_curve"] = model.curve
         store.write(learned_item_vectors(item_vectors, model), ITEM_VECTORS)
         check_finite(store.read(ITEM_VECTORS), ITEM_VECTORS, "item_id")
-        for name in (MODEL, ITEM_VECTORS):
-            ctx.manifest.record_output(name)
-        figures.update(model_id=model.model_id, **fit_figures)
-        ctx.manifest.data["train_curve"] = model.curve
+        ctx.manifest.record_output(ITEM_VECTORS)
+        figures["items"] = store.read(ITEM_VECTORS).count()
     return figures
 
 

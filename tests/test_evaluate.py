@@ -125,6 +125,9 @@ def test_the_cli_prints_the_comparison_table(evaluated, capsys):
     table = manifest["evaluation_table"].splitlines()
     assert table[0].split()[:4] == ["model", "precision@5", "recall@5", "ndcg@5"]
     assert [line.split()[0] for line in table[1:]] == list(report.MODEL_ORDER)
+    doc = json.loads((root / "out" / "evaluation" / "metrics.json").read_text())
+    ratio = doc["models"]["trained"]["ranking"]["5"]["ndcg"] / doc["models"]["als"]["ranking"]["5"]["ndcg"]
+    assert manifest["evaluation_ratios"][0].startswith(f"trained / als: ndcg@5 {ratio:.2f}x, recall@5 ")
     assert manifest["stages"].keys() >= {"validate", "embed", "evaluate"}
 
 

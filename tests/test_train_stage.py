@@ -165,3 +165,21 @@ def test_data_without_timestamps_trains_order_free(spark, trained_run):
     matrix = np.stack(users["vector"].to_numpy())
     assert np.isfinite(matrix).all()
     np.testing.assert_allclose(np.linalg.norm(matrix, axis=1), 1.0, atol=1e-5)
+
+
+def test_apply_mode_places_new_items_with_the_saved_towers(spark, tmp_path, tiny_model_dir):
+    conf_path, conf, data = workspace(tmp_path, tiny_model_dir, epochs=1)
+    assert cli.main(["run", "--conf", conf_path]) == 0
+    towers = (tmp_path / "out" / "towers" / "towers.safetensors").read_bytes()
+    fitted = json.loads((tmp_path / "out" / "manifest.json").read_text())["stages"]["train"]["model_id"]
+    items = pd.concat([data.items, pd.DataFrame([{"item_id": "brand-new", "title": "Camping stove",
+                       "description": "A stove for anyone who loves camping.", "category": "hiker"}])])
+    items.to_parquet(conf["inputs"]["items"]["path"], index=False)
+    for stage in ("validate", "embed"):
+        assert cli.main([stage, "--conf", conf_path]) == 0
+    assert cli.main(["train", "--conf", conf_path, "--set", "train.mode=apply"]) == 0
+    figures = json.loads((tmp_path / "out" / "manifest.json").read_text())["stages"]["train"]
+    assert figures["mode"] == "apply" and figures["model_id"] == fitted and figures["items"] == len(items)
+    assert (tmp_path / "out" / "towers" / "towers.safetensors").read_bytes() == towers  # nothing retrained
+    learned = spark.read.parquet(str(tmp_path / "out" / "trained_item_vectors")).toPandas().set_index("item_id")
+    assert np.isclose(np.linalg.norm(learned.loc["brand-new", "vector"]), 1.0, atol=1e-5)
