@@ -353,17 +353,19 @@ def run(ctx: RunContext) -> dict:
             figures.update(mode="fit", model_id=model.model_id, **fit_figures)
             ctx.manifest.data["train_curve"] = model.curve
         store.write(learned_item_vectors(item_vectors, model), ITEM_VECTORS)
-        check_finite(store.read(ITEM_VECTORS), ITEM_VECTORS, "item_id")
+        figures["items"] = check_finite(store.read(ITEM_VECTORS), ITEM_VECTORS, "item_id")
         ctx.manifest.record_output(ITEM_VECTORS)
-        figures["items"] = store.read(ITEM_VECTORS).count()
     return figures
 
 
-def check_finite(vectors: DataFrame, name: str, key: str) -> None:
-    """No NaN or infinity in any vector: anything else fails the stage, naming a row."""
-    bad = vectors.where(F.exists("vector", lambda x: F.isnan(x) | (F.abs(x) == float("inf")))).select(key).first()
-    if bad is not None:
-        raise RuntimeError(f"{name}: the vector of {key} {bad[key]!r} is not finite")
+def check_finite(vectors: DataFrame, name: str, key: str) -> int:
+    """The number of rows, checked in the same pass for NaN or infinity in any vector: a bad vector
+    fails the stage, naming a row."""
+    bad = F.exists("vector", lambda x: F.isnan(x) | (F.abs(x) == float("inf")))
+    row = vectors.agg(F.count("*").alias("n"), F.min(F.when(bad, F.col(key).cast("string"))).alias("bad")).first()
+    if row["bad"] is not None:
+        raise RuntimeError(f"{name}: the vector of {key} {row['bad']!r} is not finite")
+    return row["n"]
 
 
 def tuned(train: Train, cell: dict) -> Train:
