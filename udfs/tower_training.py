@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import resource
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -110,6 +111,12 @@ def train_process(job: TrainJob) -> TrainResult | None:
 
             dist.destroy_process_group()
     if rank != 0:
+        if int(os.environ.get("LOCAL_WORLD_SIZE", "1")) > 1:
+            # Processes on one host (TorchDistributor's local mode) share one output file, and the last
+            # to finish would overwrite rank 0's weights with None: the others leave without writing.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
         return None
     result.peak_rss_mb = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux: KiB
     return result
