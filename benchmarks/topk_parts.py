@@ -19,24 +19,13 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 
 import numpy as np
 import pandas as pd
 import torch
 
-from common import local_spark, unit_rows  # (also puts the repository on sys.path)
+from common import best_seconds, local_spark, unit_rows  # (also puts the repository on sys.path)
 from udfs import topk
-
-
-def best_seconds(fn, repeats: int) -> float:
-    fn()  # warm-up
-    timings = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        timings.append(time.perf_counter() - started)
-    return min(timings)
 
 
 def selection(items: int, dim: int, rows: int, k: int, repeats: int) -> None:

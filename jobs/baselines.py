@@ -31,17 +31,26 @@ from udfs.topk import OUTPUT_COLUMNS
 
 
 def _plain(k: int) -> Recommend:
-    return Recommend(k=k, popularity_weight=0.0, exclude_seen=True, plan="broadcast")
+    return Recommend(k=k, popularity_weight=0.0, exclude_seen=True, plan="broadcast", explain=False)
 
 
-def most_popular(spark: SparkSession, train: DataFrame, item_ids: DataFrame, k: int) -> DataFrame:
-    """Top k by training popularity for every training user, seen items masked, ties by item id."""
+def only(users: DataFrame, scored: DataFrame | None) -> DataFrame:
+    """``users`` restricted to ``scored``'s user ids (None: all of them)."""
+    return users if scored is None else users.join(scored, on="user_id", how="left_semi")
+
+
+def most_popular(
+    spark: SparkSession, train: DataFrame, item_ids: DataFrame, k: int, scored: DataFrame | None = None
+) -> DataFrame:
+    """Top k by training popularity for every training user (or those in ``scored``), seen items
+    masked, ties by item id."""
     counts = item_user_counts(train)
     top = counts.agg(F.max("users")).first()[0] or 1
     items = item_ids.select("item_id").join(counts, on="item_id", how="left").select(
         "item_id", F.array((F.coalesce("users", F.lit(0)) / F.lit(top)).cast("float")).alias("vector")
     )
-    users = train.select("user_id").distinct().select("user_id", F.array(F.lit(1.0).cast("float")).alias("vector"))
+    users = only(train.select("user_id").distinct(), scored).select(
+        "user_id", F.array(F.lit(1.0).cast("float")).alias("vector"))
     recs, _ = recommendations(spark, users, items, train, None, _plain(k))
     return recs
 
@@ -56,8 +65,12 @@ class AlsParams:
         return {"rank": self.rank, "reg_param": self.reg_param, "alpha": self.alpha}
 
 
-def als(spark: SparkSession, train: DataFrame, params: AlsParams, max_iter: int, seed: int, k: int) -> DataFrame:
-    """Fit implicit ALS on ``train`` and return its top k per user (seen items masked)."""
+def als(
+    spark: SparkSession, train: DataFrame, params: AlsParams, max_iter: int, seed: int, k: int,
+    scored: DataFrame | None = None,
+) -> DataFrame:
+    """Fit implicit ALS on all of ``train`` and return its top k per user (or per user in ``scored``),
+    seen items masked."""
     pairs = train.select("user_id", "item_id").distinct()
     users = StringIndexer(inputCol="user_id", outputCol="u", stringOrderType="alphabetAsc").fit(pairs)
     items = StringIndexer(inputCol="item_id", outputCol="i", stringOrderType="alphabetAsc").fit(pairs)
@@ -68,7 +81,7 @@ def als(spark: SparkSession, train: DataFrame, params: AlsParams, max_iter: int,
         rank=params.rank, regParam=params.reg_param, alpha=params.alpha, maxIter=max_iter, seed=seed,
         implicitPrefs=True, userCol="u", itemCol="i", ratingCol="r", coldStartStrategy="drop",
     ).fit(indexed)
-    user_vectors = back_to_ids(model.userFactors, users.labels, "user_id")
+    user_vectors = only(back_to_ids(model.userFactors, users.labels, "user_id"), scored)
     item_vectors = back_to_ids(model.itemFactors, items.labels, "item_id")
     recs, _ = recommendations(spark, user_vectors, item_vectors, train, None, _plain(k))
     return recs
@@ -84,10 +97,11 @@ def als_grid(ranks: list[int], reg_params: list[float], alphas: list[float]) -> 
     return [AlsParams(r, g, a) for r in ranks for g in reg_params for a in alphas]
 
 
-def random_lists(train: DataFrame, item_ids: DataFrame, k: int, seed: int) -> DataFrame:
-    """k unseen items per training user, uniformly at random, the same for the same (seed, user)."""
+def random_lists(train: DataFrame, item_ids: DataFrame, k: int, seed: int, scored: DataFrame | None = None) -> DataFrame:
+    """k unseen items per training user (or per user in ``scored``), uniformly at random, the same for
+    the same (seed, user)."""
     catalogue = np.array(sorted(r["item_id"] for r in item_ids.select("item_id").collect()), dtype=object)
-    users = train.groupBy("user_id").agg(F.collect_set("item_id").alias("seen"))
+    users = only(train, scored).groupBy("user_id").agg(F.collect_set("item_id").alias("seen"))
 
     def draw(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
@@ -98,8 +112,8 @@ def random_lists(train: DataFrame, item_ids: DataFrame, k: int, seed: int) -> Da
 
 
 def draw_for_user(user: str, seen, catalogue: np.ndarray, k: int, seed: int) -> list[tuple]:
-    """(user, rank, item, score, similarity, boost) rows: a seeded permutation of the unseen items."""
+    """(user, rank, item, score, similarity, boost, no reason) rows: a seeded permutation of the unseen items."""
     rng = np.random.default_rng([seed, zlib.crc32(user.encode("utf-8"))])
     unseen = catalogue[~np.isin(catalogue, np.asarray(list(seen), dtype=object))]
     picked = unseen[rng.permutation(len(unseen))[:k]]
-    return [(user, rank, item, 0.0, 0.0, 0.0) for rank, item in enumerate(picked, start=1)]
+    return [(user, rank, item, 0.0, 0.0, 0.0, None, None) for rank, item in enumerate(picked, start=1)]

@@ -159,6 +159,10 @@ class Model(_Section):
     long_text: Literal["chunk", "truncate"] = "chunk"
     chunk_overlap: int = Field(32, ge=0, description="tokens shared by consecutive windows")
     gpu_dtype: Literal["float16", "bfloat16", "float32"] = "float16"
+    cpu_dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto", description="the encoder's dtype on CPU; auto: bfloat16 on CPUs with native bfloat16 "
+        "(AVX512-BF16, AMX), float32 elsewhere (vectors within cosine 0.999 of float32: docs/benchmarks.md)",
+    )
 
     @model_validator(mode="after")
     def _overlap_fits(self) -> "Model":
@@ -204,6 +208,11 @@ class Train(_Section):
     id_dropout: float = Field(0.2, ge=0, lt=1, description="share of item embeddings dropped at each step")
     logq: bool = Field(True, description="subtract the log training frequency of each item from its logit")
     mask_history: bool = Field(True, description="items in the history are not negatives")
+    negatives: int = Field(
+        8192, ge=0, description="above this many trainable items, each step's softmax runs over this many "
+        "uniformly sampled items plus the batch's targets and histories (cost per step flat in the catalogue); "
+        "0: always the whole catalogue",
+    )
     user_text: bool = Field(True, description="add the projected user text vector to the user tower")
     seed: int = 42
     processes: int = Field(1, ge=1, description="TorchDistributor processes (one per GPU or executor on a cluster)")
@@ -226,6 +235,10 @@ class Segment(_Section):
     temperature: float = Field(0.05, gt=0, description="softmax temperature over cosine for memberships")
     label_terms: int = Field(8, ge=1, le=50)
     top_items: int = Field(5, ge=1, le=50)
+    min_term_users: int = Field(
+        5, ge=1, description="a label term or engaged item is shown for a segment only when at least this many "
+        "of its users wrote or engaged with it (so no portrait singles a person out)",
+    )
     model_path: str | None = Field(None, description="assign mode: a saved model; None: this output's")
 
     @model_validator(mode="after")
@@ -262,6 +275,10 @@ class Recommend(_Section):
         description="None: off; else MMR re-ranking for diversity (1 = relevance only, 0 = diversity only)",
     )
     mmr_pool: int = Field(50, ge=1, description="with MMR: the best candidates per user that are re-ranked")
+    explain: bool = Field(
+        True, description="each recommendation's reason: the item in the user's history most similar to it "
+        "(because_item_id, because_similarity); needs exclude_seen, and the broadcast plan",
+    )
 
 
 class Als(_Section):
@@ -297,6 +314,11 @@ class Evaluate(_Section):
         0.0, ge=0, lt=1,
         description="new-item protocol: this seeded share of items loses every training interaction (for all models)",
     )
+    sample_users: float | None = Field(
+        None, gt=0,
+        description="score a seeded sample of the users with held-out rows: below 1 a share, 1 or more a count "
+        "(models are still fitted on every training row; None: every user)",
+    )
     projection_sample: int = Field(3000, ge=10, description="users drawn for the 2D projection plot")
     plots: bool = True
     mlflow_tracking_uri: str | None = Field(None, description="log to MLflow when set and mlflow is importable")
@@ -314,6 +336,13 @@ class Evaluate(_Section):
                 Train.model_validate(cell)
             except ValidationError as exc:
                 raise ValueError(f"cell {cell}: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}") from None
+        return value
+
+    @field_validator("sample_users")
+    @classmethod
+    def _sample(cls, value: float | None) -> float | None:
+        if value is not None and value >= 1 and value != int(value):
+            raise ValueError(f"a count of users must be a whole number (got {value}); a share is below 1")
         return value
 
     @field_validator("ks", "segment_ks", "popularity_weights")
@@ -339,10 +368,20 @@ class Output(_Section):
         return value.isoformat() if isinstance(value, date) else value
 
 
+class Text(_Section):
+    """What happens to every text column after normalisation, before hashing, embedding and labels."""
+
+    pii: Literal["redact", "keep"] = Field(
+        "redact", description="redact: e-mail addresses, phone, card and IBAN numbers, IPs and URLs with "
+        "credentials become typed placeholders (<email>, <phone>, ...); keep: texts as written",
+    )
+
+
 class Config(_Section):
     run: Run = Field(default_factory=Run)
     spark: Spark = Field(default_factory=Spark)
     inputs: Inputs
+    text: Text = Field(default_factory=Text)
     demo: Demo = Field(default_factory=Demo)
     model: Model = Field(default_factory=Model)
     embed: Embed = Field(default_factory=Embed)

@@ -58,6 +58,13 @@ class Inputs:
     item_vectors: DataFrame
     text_vectors: DataFrame
     users: DataFrame | None
+    # The users whose lists are scored (those with held-out rows, sampled by ``evaluate.sample_users``):
+    # models are fitted on every training row, but only these users' lists are computed.
+    scored: DataFrame | None = None
+
+    def only_scored(self, df: DataFrame) -> DataFrame:
+        """``df`` (a user_id column) restricted to the scored users."""
+        return df if self.scored is None else df.join(self.scored, on="user_id", how="left_semi")
 
 
 @dataclass
@@ -128,8 +135,9 @@ def build_ours(
     centroids = np.array(model.clusterCenters(), dtype=np.float32)
     segments = scratch.keep(assign_segments(profiles, centroids, config.segment.temperature), f"{tag}-segments")
     ours = OurModel(profiles, segments, centroids, curve)
-    settings = config.recommend.model_copy(update={"k": k})
-    lists, _ = weighted_recommendations(spark, profiles, data.item_vectors, data.train, segments, settings, weights)
+    settings = config.recommend.model_copy(update={"k": k, "explain": False})
+    lists, _ = weighted_recommendations(spark, data.only_scored(profiles), data.item_vectors, data.train, segments,
+                                        settings, weights)
     for i, weight in enumerate(weights):
         ours.lists[weight] = scratch.keep(lists[weight], f"{tag}-recs-{i}")
     return ours
@@ -144,8 +152,8 @@ def build_trained(
                                 tuned(config.train, cell), tag=f"eval-{tag}-towers")
     items = scratch.keep(learned_item_vectors(data.item_vectors, model), f"{tag}-learned-items")
     users = learned_user_vectors(data.users, data.train, items, data.text_vectors, model, config)
-    users = scratch.keep(users, f"{tag}-learned-users").where(F.col("vector").isNotNull())
-    settings = config.recommend.model_copy(update={"k": k, "popularity_weight": 0.0})
+    users = scratch.keep(data.only_scored(users), f"{tag}-learned-users").where(F.col("vector").isNotNull())
+    settings = config.recommend.model_copy(update={"k": k, "popularity_weight": 0.0, "explain": False})
     recs, _ = recommendations(spark, users, items, data.train, None, settings)
     figures = {**figures, "model_id": model.model_id, "curve": model.curve}
     return scratch.keep(recs, f"{tag}-trained-recs"), figures, (users, items)
@@ -157,8 +165,9 @@ def tune(spark: SparkSession, config: Config, scratch: Scratch, data: Inputs, n_
     settings = config.evaluate
     k = settings.tune_k
     train, validation = holdout_split(data.train, settings.holdout, settings.seed)
-    inner = Inputs(scratch.keep(train, "val-train"), data.item_vectors, data.text_vectors, data.users)
-    validation = scratch.keep(validation, "val-held")
+    validation = scratch.keep(data.only_scored(validation), "val-held")
+    scored = scratch.cached(validation.select("user_id").distinct())
+    inner = Inputs(scratch.keep(train, "val-train"), data.item_vectors, data.text_vectors, data.users, scored)
 
     def ndcg(recs: DataFrame) -> float:
         return ranking_metrics(recs, validation, [k])[k]["ndcg"]
@@ -181,7 +190,7 @@ def tune(spark: SparkSession, config: Config, scratch: Scratch, data: Inputs, n_
     grid = baselines.als_grid(settings.als.ranks, settings.als.reg_params, settings.als.alphas)
     for i, params in enumerate(grid):
         scratch.progress(f"evaluate: tuning ALS, cell {i + 1} of {len(grid)}: {params.as_dict()}")
-        recs = baselines.als(spark, inner.train, params, settings.als.max_iter, settings.seed, k)
+        recs = baselines.als(spark, inner.train, params, settings.als.max_iter, settings.seed, k, inner.scored)
         cells.append({**params.as_dict(), "ndcg": round(ndcg(recs), 6)})
     best_cell = max(cells, key=lambda c: c["ndcg"])  # ties: the first in grid order
     tuning = {
@@ -213,11 +222,14 @@ def build_all(
     ours = build_ours(spark, with_segment_k(config, best["segment_k"]), scratch, data, profiles,
                       sorted({0.0, weight}), k, "test")
     lists = {"content": ours.lists[0.0], "hybrid": ours.lists[weight]}
-    lists["most_popular"] = scratch.keep(baselines.most_popular(spark, data.train, data.item_vectors, k), "popular")
+    lists["most_popular"] = scratch.keep(
+        baselines.most_popular(spark, data.train, data.item_vectors, k, data.scored), "popular")
     params = baselines.AlsParams(**tuned["als"]["best"])
-    lists["als"] = scratch.keep(baselines.als(spark, data.train, params, settings.als.max_iter, settings.seed, k), "als")
+    lists["als"] = scratch.keep(
+        baselines.als(spark, data.train, params, settings.als.max_iter, settings.seed, k, data.scored), "als")
     if settings.random_baseline:
-        lists["random"] = scratch.keep(baselines.random_lists(data.train, data.item_vectors, k, settings.seed), "random")
+        lists["random"] = scratch.keep(
+            baselines.random_lists(data.train, data.item_vectors, k, settings.seed, data.scored), "random")
     vectors = {"content": (ours.profiles, data.item_vectors)}
     if "trained" in tuned:
         scratch.progress(f"evaluate: training the towers on all training rows with {tuned['trained']['best'] or 'the configured settings'}")
@@ -233,17 +245,30 @@ def cold_item_ranking(
     in training, against the held-out rows of those items (the usual cold-start protocol: can the model
     tell which new item a user will pick?). ALS and most-popular have no score for such items."""
     relevant = held.join(cold_items, on="item_id", how="left_semi")
-    settings = config.recommend.model_copy(update={"k": max(ks), "popularity_weight": 0.0})
+    settings = config.recommend.model_copy(update={"k": max(ks), "popularity_weight": 0.0, "explain": False})
     results = {}
     for name, (users, items) in vectors.items():
         catalogue = items.join(cold_items, on="item_id", how="left_semi")
+        users = users.join(relevant.select("user_id").distinct(), on="user_id", how="left_semi")
         recs, _ = recommendations(spark, users, catalogue, data.train, None, settings)
-        recs = scratch.keep(recs.join(relevant.select("user_id").distinct(), on="user_id", how="left_semi"),
-                            f"cold-only-{name}")
+        recs = scratch.keep(recs, f"cold-only-{name}")
         results[name] = ranking_metrics(recs, relevant, ks)
     # The hybrid's popularity term is 0 for an item nobody interacted with: among cold items it ranks as content.
     results["hybrid"] = results["content"]
     return results
+
+
+def sampled_users(held: DataFrame, sample: float | None, seed: int) -> DataFrame:
+    """The users with held-out rows, or a seeded sample of them: ``sample`` below 1 is a share (each
+    user kept by a hash of its id, so the same users whatever the partitioning), 1 or more a count (the
+    users with the smallest hashes, ties by id)."""
+    users = held.select("user_id").distinct()
+    if sample is None:
+        return users
+    order = F.xxhash64(F.col("user_id").cast("string"), F.lit(seed))
+    if sample < 1:
+        return users.where(F.pmod(order, F.lit(1_000_000)) < F.lit(int(round(sample * 1_000_000))))
+    return users.orderBy(order, "user_id").limit(int(sample))
 
 
 def without_new_items(train: DataFrame, share: float, seed: int) -> tuple[DataFrame, DataFrame]:
@@ -321,9 +346,13 @@ def evaluate_with(ctx: RunContext, scratch: Scratch) -> dict:
     train, held = holdout_split(store.read("interactions", needed_by="evaluate"), settings.holdout, settings.seed)
     train, removed = without_new_items(train, settings.cold_item_share, settings.seed)
     data = read_inputs(store, scratch.keep(train, "train"))
-    held = scratch.keep(held, "held")
+    users_held = held.select("user_id").distinct().count() if settings.sample_users is not None else None
+    data.scored = scratch.keep(sampled_users(held, settings.sample_users, settings.seed), "scored-users")
+    held = scratch.keep(data.only_scored(held), "held")
     split = {"train_rows": data.train.count(), "held_out_rows": held.count(),
-             "users_evaluated": held.select("user_id").distinct().count(), "holdout_per_user": settings.holdout}
+             "users_evaluated": data.scored.count(), "holdout_per_user": settings.holdout}
+    if users_held is not None:
+        split.update(sample_users=settings.sample_users, users_with_held_out_rows=users_held)
     if settings.cold_item_share:
         split.update(cold_item_share=settings.cold_item_share, training_rows_of_new_items_removed=removed.count())
     if split["held_out_rows"] == 0:

@@ -119,7 +119,10 @@ def markdown(document: dict, k: int) -> str:
         f"{split['held_out_rows']} held-out rows, {split['users_evaluated']} users evaluated. Every model is built "
         "from the training rows only; tuning used a second hold-out inside the training rows."
         + (f" New-item protocol: {split['cold_item_share']:.0%} of the items lost all their training interactions "
-           f"({split['training_rows_of_new_items_removed']} rows) for every model." if split.get("cold_item_share") else ""),
+           f"({split['training_rows_of_new_items_removed']} rows) for every model." if split.get("cold_item_share") else "")
+        + (f" Sampled: the lists of {split['users_evaluated']} of the {split['users_with_held_out_rows']} users with "
+           f"held-out rows (evaluate.sample_users {split['sample_users']:g}, seeded) were computed and scored; every "
+           "model was still fitted on all training rows." if "sample_users" in split else ""),
         "",
         f"## Ranking metrics and list metrics at k={k}",
         "",

@@ -148,3 +148,39 @@ def config_dict(paths: dict[str, str], output: str, model_path: str | None = Non
     if model_path:
         config["model"] = {"path": model_path}
     return config
+
+
+TINY_VOCAB_WORDS = (
+    "the a an and or of to for in on with is are was i am my into love loves anyone who "
+    "hiking boots trail running shoes cast iron skillet tent camping chef knife recipe baking bread "
+    "video game console guitar piano garden seeds flowers music cooking kitchen outdoors mountain"
+).split()
+
+
+def save_tiny_bert(directory: str) -> str:
+    """A randomly initialised 2-layer BertModel (hidden size 32) and a WordPiece tokenizer saved to
+    ``directory``: fast enough for tests and the scale benchmark, where the real model's throughput is
+    not what is measured."""
+    import string
+    from pathlib import Path
+
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    folder = Path(directory)
+    folder.mkdir(parents=True, exist_ok=True)
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    chars = list(string.ascii_lowercase + string.digits + string.punctuation)
+    vocab = specials + chars + ["##" + c for c in string.ascii_lowercase + string.digits] + TINY_VOCAB_WORDS
+    vocab = list(dict.fromkeys(vocab))
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
+    tokenizer.model_max_length = 128
+    tokenizer.save_pretrained(folder)
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=128,
+    )
+    BertModel(config).eval().save_pretrained(folder)
+    return str(folder)

@@ -33,38 +33,12 @@ def spark():
     session.stop()
 
 
-TINY_VOCAB_WORDS = (
-    "the a an and or of to for in on with is are was i am my into love loves anyone who "
-    "hiking boots trail running shoes cast iron skillet tent camping chef knife recipe baking bread "
-    "video game console guitar piano garden seeds flowers music cooking kitchen outdoors mountain"
-).split()
-
-
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """A randomly initialised 2-layer BertModel and a WordPiece tokenizer saved to a temp directory."""
-    import string
+    from jobs.synthetic import save_tiny_bert
 
-    import torch
-    from transformers import BertConfig, BertModel, BertTokenizerFast
-
-    directory = tmp_path_factory.mktemp("tiny-bert")
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    chars = list(string.ascii_lowercase + string.digits + string.punctuation)
-    vocab = specials + chars + ["##" + c for c in string.ascii_lowercase + string.digits] + TINY_VOCAB_WORDS
-    vocab = list(dict.fromkeys(vocab))
-    (directory / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
-    tokenizer = BertTokenizerFast(vocab_file=str(directory / "vocab.txt"), do_lower_case=True)
-    tokenizer.model_max_length = 128
-    tokenizer.save_pretrained(directory)
-
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=128,
-    )
-    BertModel(config).eval().save_pretrained(directory)
-    return str(directory)
+    return save_tiny_bert(str(tmp_path_factory.mktemp("tiny-bert")))
 
 
 @pytest.fixture(scope="session")

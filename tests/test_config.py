@@ -1,7 +1,8 @@
 import pytest
 import yaml
+from pydantic import ValidationError
 
-from jobs.config import Config, config_from_dict, load_config
+from jobs.config import Config, Evaluate, config_from_dict, load_config
 from jobs.errors import ConfigError
 
 MINIMAL = {
@@ -158,3 +159,11 @@ def test_a_yaml_alias_bomb_is_refused_quickly_with_a_short_message(tmp_path):
 def test_a_mistake_given_with_set_is_attributed_to_set():
     with pytest.raises(ConfigError, match=r"recommend\.k: .*\(got -1\) \[given with --set recommend\.k\]"):
         config_from_dict(MINIMAL, ["recommend.k=-1"])
+
+
+def test_a_user_sample_is_a_share_below_one_or_a_whole_count():
+    assert Evaluate(sample_users=0.1).sample_users == 0.1 and Evaluate(sample_users=5000).sample_users == 5000
+    with pytest.raises(ValidationError, match="whole number"):
+        Evaluate(sample_users=12.5)
+    with pytest.raises(ValidationError):
+        Evaluate(sample_users=0)

@@ -193,7 +193,8 @@ def test_evaluate_leaves_the_outputs_of_run_untouched_and_reuses_their_vectors(s
     conf["train"] = {"dim": 8, "hidden": 16, "epochs": 1}
     conf["segment"] = {"k": 2}
     conf["evaluate"] = {"holdout": 1, "ks": [3], "tune_k": 3, "popularity_weights": [0.0], "train_grid": [{}],
-                        "als": {"ranks": [2], "reg_params": [0.1], "alphas": [1.0], "max_iter": 1}, "plots": False}
+                        "als": {"ranks": [2], "reg_params": [0.1], "alphas": [1.0], "max_iter": 1}, "plots": False,
+                        "sample_users": 10}
     (tmp_path / "conf.yaml").write_text(yaml.safe_dump(conf))
     assert cli.main(["run", "--conf", str(tmp_path / "conf.yaml")]) == 0
     out = tmp_path / "out"
@@ -203,10 +204,38 @@ def test_evaluate_leaves_the_outputs_of_run_untouched_and_reuses_their_vectors(s
                 for p in out.rglob("*") if p.is_file() and "evaluation" not in p.parts}
 
     before = files()
-    assert cli.main(["evaluate", "--conf", str(tmp_path / "conf.yaml")]) == 0
+    als_rows, fit_als = [], baselines.als
+
+    def als(spark_, train, *args):
+        als_rows.append(train.count())
+        return fit_als(spark_, train, *args)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(evaluate.baselines, "als", als)
+        assert cli.main(["evaluate", "--conf", str(tmp_path / "conf.yaml")]) == 0
     assert files() == before  # not one byte of run's outputs or manifests changed
     evaluation = json.loads((out / "evaluation" / "manifest.json").read_text())
     assert evaluation["stages"]["embed"]["embedded"] == 0  # every vector reused from run's outputs
-    assert (out / "evaluation" / "metrics.json").exists()
+    doc = json.loads((out / "evaluation" / "metrics.json").read_text())
+    # sampled: 10 of the 24 users scored, while ALS's refit still saw every training row
+    assert doc["split"]["users_evaluated"] == 10 and doc["split"]["users_with_held_out_rows"] == 24
+    assert als_rows[-1] == doc["split"]["train_rows"] and doc["split"]["held_out_rows"] == 10
+    assert "the lists of 10 of the 24 users with held-out rows" in (out / "evaluation" / "report.md").read_text()
     # no stage of run or evaluate moves all rows into one task (Spark warns once per such window)
     assert "No Partition Defined for Window operation" not in capfd.readouterr().err
+
+
+def test_a_user_sample_is_seeded_and_sized_as_asked(spark):
+    held = spark.createDataFrame([(f"u{u}", f"i{i}") for u in range(400) for i in range(2)], "user_id string, item_id string")
+
+    def users(sample, seed=42):
+        return {r.user_id for r in evaluate.sampled_users(held, sample, seed).collect()}
+
+    everyone = users(None)
+    assert len(everyone) == 400
+    share = users(0.25)
+    assert share == users(0.25) and share < everyone and 60 < len(share) < 140  # about a quarter, the same again
+    assert users(0.25, seed=7) != share
+    counted = users(37)
+    assert len(counted) == 37 and counted == users(37) and counted < everyone
+    assert users(1000) == everyone

@@ -166,3 +166,23 @@ def test_items_nobody_touched_reach_the_right_personas_through_their_text():
     scores = user_matrix(data, weights, items) @ items.T
     best_cold = np.flatnonzero(cold)[np.argmax(scores[:, cold], axis=1)]
     assert (item_persona[best_cold] == user_persona).mean() >= 0.9
+
+
+def test_a_catalogue_larger_than_negatives_trains_on_sampled_items_as_well(informative):
+    data, item_persona, user_persona, _ = planted("uninformative")
+    weights, _ = fitted(data, negatives=10)  # 60 trainable items: each step sees 10 drawn + the batch's own
+    items = weights.item_vectors(data.item_text, data.item_ids)
+    assert own_persona_share(user_matrix(data, weights, items) @ items.T, data, item_persona, user_persona) >= 0.8
+    # at or above the trainable items the softmax is the whole catalogue: the very same model
+    full, _ = fitted(informative[0], negatives=0)
+    enough, _ = fitted(informative[0], negatives=60)
+    assert all(np.array_equal(full.state[name], enough.state[name]) for name in full.state)
+
+
+def test_new_items_reach_their_personas_with_sampled_negatives_too():
+    data, item_persona, user_persona, cold = planted("informative", cold_share=0.1)
+    weights, _ = fitted(data, negatives=10)
+    items = weights.item_vectors(data.item_text, data.item_ids)
+    scores = user_matrix(data, weights, items) @ items.T
+    best_cold = np.flatnonzero(cold)[np.argmax(scores[:, cold], axis=1)]
+    assert (item_persona[best_cold] == user_persona).mean() >= 0.9

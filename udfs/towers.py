@@ -13,7 +13,11 @@ Objective: every training interaction is a positive to predict from what the use
 (``sequential``, where timestamps give an order) or from the user's other interactions
 (``order_free``), with a softmax over the catalogue's items that have training interactions at
 ``temperature`` and a log-popularity correction (logQ: the item's log training frequency subtracted
-from its logit, so the towers do not spend their capacity on popularity alone).
+from its logit, so the towers do not spend their capacity on popularity alone). Above ``negatives``
+trainable items, each step's softmax runs over that many items drawn uniformly from them, plus the
+batch's targets and history items (mixed negative sampling: the in-batch items are popularity-biased
+negatives, which logQ corrects): the item tower then runs on a fixed number of items per step instead
+of the whole catalogue, so an epoch costs the same per interaction at any catalogue size.
 
 Everything here takes numpy/torch in and gives numpy/torch out (no Spark driver API): the train stage
 runs ``train_process`` under TorchDistributor, and the profile and train stages apply the towers in
@@ -51,6 +55,7 @@ class TowerSettings:
     objective: str = "sequential"
     logq: bool = True
     mask_history: bool = True
+    negatives: int = 8192
     user_text: bool = True
     seed: int = 42
 
@@ -261,6 +266,7 @@ def _train(data: TrainingData, settings: TowerSettings, rank: int, world: int, d
     # the opposite of what new items need (tests/test_towers.py, the cold-item test).
     log_q[data.item_counts == 0] = np.inf
     log_q = torch.from_numpy(log_q.astype(np.float32)).to(device)
+    trainable = np.flatnonzero(data.item_counts > 0)  # the items the softmax (or its sample) draws from
 
     positions = example_positions(data, settings)
     mine = positions[user_of(data, positions) % world == rank]
@@ -276,7 +282,8 @@ def _train(data: TrainingData, settings: TowerSettings, rank: int, world: int, d
         total, count = 0.0, 0
         for step in range(steps):
             batch = order[step * settings.batch_size : (step + 1) * settings.batch_size]
-            loss = _step_loss(trained, batch, data, settings, rng, item_text, rows, user_text, has_text, log_q)
+            loss = _step_loss(trained, batch, data, settings, rng, item_text, rows, user_text, has_text, log_q,
+                              trainable)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
@@ -290,8 +297,9 @@ def _train(data: TrainingData, settings: TowerSettings, rank: int, world: int, d
     return TrainResult(state=state, curve=curve, examples=len(positions), id_items=data.item_ids[rows_np > 0])
 
 
-def _step_loss(model, batch, data, settings, rng, item_text, rows, user_text, has_text, log_q):
-    """Softmax cross-entropy of one batch's targets over the whole catalogue."""
+def _step_loss(model, batch, data, settings, rng, item_text, rows, user_text, has_text, log_q, trainable):
+    """Softmax cross-entropy of one batch's targets over the catalogue's trainable items, or over a
+    sample of them (``settings.negatives``)."""
     import torch
     from torch.nn import functional as F
 
@@ -302,12 +310,21 @@ def _step_loss(model, batch, data, settings, rng, item_text, rows, user_text, ha
     if settings.id_dropout > 0 and settings.id_embeddings:
         rows = rows * torch.from_numpy(rng.random(len(rows)) >= settings.id_dropout).to(device)
     hist, weights = histories(data, batch, settings, rng)
-    hist = torch.from_numpy(hist).to(device)
     users = torch.from_numpy(user_of(data, batch)).to(device)
+    target = data.flat_items[batch]
+    if settings.negatives and len(trainable) > settings.negatives:
+        # The step's candidates: sampled items and every item the batch names, histories re-indexed.
+        drawn = trainable[rng.integers(0, len(trainable), settings.negatives)]
+        candidates = np.unique(np.concatenate([drawn, target, hist[hist >= 0]]))
+        hist = np.where(hist >= 0, np.searchsorted(candidates, hist), hist)
+        target = np.searchsorted(candidates, target)
+        chosen = torch.from_numpy(candidates).to(device)
+        item_text, rows, log_q = item_text[chosen], rows[chosen], log_q[chosen]
+    hist = torch.from_numpy(hist).to(device)
     u, vectors = model(item_text, rows, hist, torch.from_numpy(weights).to(device), user_text[users], has_text[users])
     logits = u @ vectors.T / settings.temperature
     logits = logits - (log_q if settings.logq else torch.where(torch.isinf(log_q), log_q, 0.0))[None, :]
-    target = torch.from_numpy(data.flat_items[batch]).to(device)
+    target = torch.from_numpy(target).to(device)
     if settings.mask_history:
         # Items already in the history are not candidates at recommendation time either.
         valid = hist >= 0
