@@ -73,6 +73,8 @@ def print_summary(manifest) -> None:
         print("\nsample recommendations:")
         for row in data["sample_recommendations"]:
             print(f"  user {row['user_id']:>6} #{row['rank']}  {row['item']}  ({row['score']:.3f})")
+            if row.get("because"):
+                print(f"{'':>17}because of {row['because']} (similarity {row['because_similarity']:.3f})")
     if data.get("evaluation_table"):
         print(f"\nevaluation (held-out interactions; report under {data.get('output_path', 'evaluation/')}):")
         print(data["evaluation_table"])

@@ -39,7 +39,8 @@ from udfs.topk import (
 
 log = logging.getLogger("segrec")
 
-OUTPUT_SCHEMA = "user_id string, rank int, item_id string, score double, similarity double, popularity_boost double"
+OUTPUT_SCHEMA = ("user_id string, rank int, item_id string, score double, similarity double, popularity_boost double, "
+                 "because_item_id string, because_similarity double")
 
 
 # ------------------------------------------------------------------------------------ transforms
@@ -131,13 +132,14 @@ def broadcast_plan(users: DataFrame, source: tuple[str, Callable[[], Catalogue]]
     k, weight, block_mb = settings.k, settings.popularity_weight, settings.block_mb
     key, load = source
     device_setting, precision_setting, mmr = settings.device, settings.precision, mmr_settings(settings)
+    explain = settings.explain
 
     def score(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         items = cached_catalogue(key, load)
         device = task_device(device_setting)
         precision = candidate_precision(precision_setting, device)
         for batch in batches:
-            yield recommend_batch(batch, items, k, weight, block_mb, device, mmr, precision)
+            yield recommend_batch(batch, items, k, weight, block_mb, device, mmr, precision, explain)
 
     # Arrow in and out: the users' vectors and seen ids are read from Arrow's flat buffers, with no
     # per-user pandas objects (benchmarks/topk_parts.py, part 3: 1.15-1.30x mapInPandas over three runs).
@@ -268,6 +270,12 @@ def weighted_recommendations(
     matrix_mb = n_items * dim * 4 / 2**20
     plan = choose_plan(settings, matrix_mb)
     figures = {"plan": plan, "items": n_items, "matrix_mb": round(matrix_mb, 2)}
+    if settings.explain and (plan == "sharded" or not settings.exclude_seen):
+        # The reason is found among the user's history inside the worker that holds the whole catalogue:
+        # a shard holds part of it, and without exclude_seen no history is shipped.
+        log.warning("recommend.explain: no reasons in this run (because_item_id is null): they need the broadcast "
+                    "plan and exclude_seen (plan %s, exclude_seen %s)", plan, settings.exclude_seen)
+        figures["explained"] = False
     if plan == "broadcast":
         if rows is None:
             rows = catalogue.toPandas()  # the broadcast plan's premise: the catalogue fits on the driver
@@ -308,11 +316,17 @@ def run(ctx: RunContext) -> dict:
 
 
 def sample(recs: DataFrame, items: DataFrame, users: int = 3, top: int = 5) -> list[dict]:
-    """The first few users' (by id) top items with their text, for people to read."""
+    """The first few users' (by id) top items with their text and reason, for people to read."""
     first = recs.select("user_id").distinct().orderBy("user_id").limit(users)
+    texts = items.select("item_id", "text")
+    reasons = texts.select(F.col("item_id").alias("because_item_id"), F.col("text").alias("because_text"))
     rows = (
         recs.join(first, on="user_id", how="inner").where(F.col("rank") <= top)
-        .join(items.select("item_id", "text"), on="item_id", how="left")
+        .join(texts, on="item_id", how="left")
+        .join(reasons, on="because_item_id", how="left")
         .orderBy("user_id", "rank").collect()
     )
-    return [{"user_id": r.user_id, "rank": r.rank, "item": f"{r.item_id}: {r.text}", "score": round(r.score, 4)} for r in rows]
+    return [{"user_id": r.user_id, "rank": r.rank, "item": f"{r.item_id}: {r.text}", "score": round(r.score, 4),
+             "because": f"{r.because_item_id}: {r.because_text}" if r.because_item_id is not None else None,
+             "because_similarity": round(r.because_similarity, 4) if r.because_similarity is not None else None}
+            for r in rows]

@@ -6,7 +6,9 @@ manifest). Outputs:
   top_weights (the 3 highest soft memberships, softmax over cosine / temperature);
 - ``segment_summary``: segment_id, size, share, label_terms (class-based TF-IDF over the texts of the
   segment's users and of the items they engaged with), representative_items (nearest the centroid),
-  engaged_items with their lift over the whole population, nearest_segment;
+  engaged_items with their lift over the whole population, nearest_segment, and a one-line
+  description. Terms and engaged items are shown only when ``segment.min_term_users`` of the segment's
+  users share them, so a portrait never singles a person out;
 - ``segment_model``: the fitted KMeansModel (Spark ML persistence), so ``segment.mode: assign`` places
   new users without refitting. A refit reports stability against the previous ``segments``.
 """
@@ -21,7 +23,7 @@ from pyspark.ml.clustering import KMeans, KMeansModel
 from pyspark.ml.evaluation import ClusteringEvaluator
 from pyspark.ml.feature import RegexTokenizer, StopWordsRemover
 from pyspark.ml.functions import array_to_vector
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from scipy.optimize import linear_sum_assignment
 
@@ -29,6 +31,7 @@ from jobs.config import Segment
 from jobs.context import RunContext
 from jobs.errors import InputError
 from jobs.train import item_vectors_for, space_of
+from udfs.pii import ANY_PLACEHOLDER as PLACEHOLDERS
 from udfs.segments import assign, normalise_rows
 
 log = logging.getLogger("segrec")
@@ -143,22 +146,29 @@ def engaged(interactions: DataFrame) -> DataFrame:
     return with_mean.where(F.col("rating").isNull() | (F.col("rating") >= F.col("_mean"))).select("user_id", "item_id")
 
 
-def label_terms(segments: DataFrame, users: DataFrame | None, items: DataFrame, interactions: DataFrame, n: int) -> DataFrame:
+def label_terms(
+    segments: DataFrame, users: DataFrame | None, items: DataFrame, interactions: DataFrame, n: int, min_users: int
+) -> DataFrame:
     """(segment_id, label_terms): class-based TF-IDF over each segment's user and engaged-item texts.
 
     tf = count of a term in the segment / terms in the segment; idf = log(1 + A / f) with A the mean
     number of terms per segment and f the term's count over all segments (BERTopic's c-TF-IDF).
+    Only terms that at least ``min_users`` distinct users of the segment wrote or engaged with can
+    label it: a name, a street or an e-mail domain that one person writes many times cannot single
+    them out (and a segment smaller than ``min_users`` gets no terms).
     """
     texts = engaged(interactions).join(items.select("item_id", "text"), on="item_id", how="inner").select("user_id", "text")
     if users is not None:
         texts = texts.unionByName(users.where(F.col("text").isNotNull()).select("user_id", "text"))
     docs = texts.join(segments.select("user_id", "segment_id"), on="user_id", how="inner")
+    # the placeholders of redacted personal data (<email>, <phone>, ...) are not words of the segment
+    docs = docs.withColumn("text", F.regexp_replace("text", PLACEHOLDERS, " "))
     tokens = RegexTokenizer(inputCol="text", outputCol="_tokens", pattern=r"[^\p{L}\p{N}']+", minTokenLength=3).transform(docs)
     words = StopWordsRemover(inputCol="_tokens", outputCol="_words").transform(tokens)
     terms = (
-        words.select("segment_id", F.explode("_words").alias("term"))
+        words.select("segment_id", "user_id", F.explode("_words").alias("term"))
         .where(~F.col("term").rlike(r"^[\d']+$"))
-        .groupBy("segment_id", "term").count()
+        .groupBy("segment_id", "term").agg(F.count("*").alias("count"), F.countDistinct("user_id").alias("users"))
     )
     per_segment = Window.partitionBy("segment_id")
     per_term = Window.partitionBy("term")
@@ -171,7 +181,8 @@ def label_terms(segments: DataFrame, users: DataFrame | None, items: DataFrame, 
         .join(F.broadcast(average), how="cross")
         .withColumn("score", F.col("tf") * F.log(1 + F.col("avg_terms") / F.col("f")))
     )
-    return top_n(scored, n, [F.desc("score"), F.asc("term")], "label_terms", F.col("term"))
+    shown = scored.where(F.col("users") >= min_users)  # idf counted over every term, shown or not
+    return top_n(shown, n, [F.desc("score"), F.asc("term")], "label_terms", F.col("term"))
 
 
 def item_label(items: DataFrame) -> DataFrame:
@@ -194,8 +205,11 @@ def representative_items(item_vectors: DataFrame, items: DataFrame, centroids: n
     return top_n(labelled, n, [F.desc("sim"), F.asc("item_id")], "representative_items", F.col("item"))
 
 
-def engaged_items(segments: DataFrame, interactions: DataFrame, items: DataFrame, n: int, total: int) -> DataFrame:
-    """(segment_id, engaged_items): items most engaged with in the segment, each with its lift.
+def engaged_items(
+    segments: DataFrame, interactions: DataFrame, items: DataFrame, n: int, total: int, min_users: int
+) -> DataFrame:
+    """(segment_id, engaged_items): items most engaged with in the segment, each with its lift; only
+    items at least ``min_users`` of the segment's users engaged with.
 
     ``total`` is the number of users in all segments.
 
@@ -206,7 +220,8 @@ def engaged_items(segments: DataFrame, interactions: DataFrame, items: DataFrame
     overall = pairs.groupBy("item_id").agg(F.count("*").alias("all_users"))
     counts = pairs.groupBy("segment_id", "item_id").agg(F.count("*").alias("users"))
     scored = (
-        counts.join(sizes, on="segment_id", how="inner")
+        counts.where(F.col("users") >= min_users)
+        .join(sizes, on="segment_id", how="inner")
         .join(overall, on="item_id", how="inner")
         .withColumn("lift", (F.col("users") / F.col("size")) / (F.col("all_users") / F.lit(total)))
         .join(item_label(items), on="item_id", how="inner")
@@ -232,11 +247,27 @@ def summarise(
         "share", F.round(F.col("size") / F.lit(total), 4)
     )
     return (
-        sizes.join(label_terms(segments, users, items, interactions, settings.label_terms), on="segment_id", how="left")
+        sizes.join(label_terms(segments, users, items, interactions, settings.label_terms, settings.min_term_users),
+                   on="segment_id", how="left")
         .join(representative_items(item_vectors, items, centroids, settings.top_items), on="segment_id", how="left")
-        .join(engaged_items(segments, interactions, items, settings.top_items, total), on="segment_id", how="left")
+        .join(engaged_items(segments, interactions, items, settings.top_items, total, settings.min_term_users),
+              on="segment_id", how="left")
         .join(nearest_segments(spark, centroids), on="segment_id", how="left")
+        .withColumn("description", description())
         .orderBy("segment_id")
+    )
+
+
+def description() -> Column:
+    """One line a person can read: size, share, the first label terms and the most engaged items."""
+    terms = F.array_join(F.slice(F.coalesce("label_terms", F.array()), 1, 4), ", ")
+    engaged_names = F.transform(F.slice(F.coalesce("engaged_items", F.array()), 1, 2),
+                                lambda e: F.concat(e["item"], F.lit(" (lift "), e["lift"].cast("string"), F.lit(")")))
+    return F.concat_ws(
+        "; ",
+        F.format_string("%d users (%.1f%%)", F.col("size"), F.col("share") * 100),
+        F.when(F.length(terms) > 0, F.concat(F.lit("about "), terms)),
+        F.when(F.size(engaged_names) > 0, F.concat(F.lit("most engaged: "), F.array_join(engaged_names, ", "))),
     )
 
 

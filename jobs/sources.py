@@ -20,6 +20,8 @@ from pyspark.sql.utils import AnalysisException
 
 from jobs.config import InteractionsSource, ItemsSource, UsersSource, _Source
 from jobs.errors import InputError
+from udfs.pii import KINDS as PII_KINDS
+from udfs.pii import PLACEHOLDER, redact_series
 from udfs.text import render_frame
 
 # Reason codes written to `rejects`.
@@ -159,16 +161,18 @@ def clean_id(column: Column) -> Column:
     return F.when(F.length(text) > 0, text)
 
 
-def _render_udf(separator: str):
+def _render_udf(separator: str, pii: str):
     @F.pandas_udf("string")
     def render(parts: pd.DataFrame) -> pd.Series:
-        return render_frame(parts, separator)
+        texts = render_frame(parts, separator)
+        return redact_series(texts) if pii == "redact" else texts
 
     return render
 
 
-def text_column(df: DataFrame, columns: list[str], separator: str) -> Column:
-    """The normalised text of each row: the configured columns, cleaned and joined; null when empty."""
+def text_column(df: DataFrame, columns: list[str], separator: str, pii: str = "redact") -> Column:
+    """The normalised text of each row: the configured columns, cleaned and joined, personal data
+    replaced by typed placeholders (``udfs.pii``) unless ``pii`` is keep; null when empty."""
     if not columns:
         return F.lit(None).cast("string")
     types = {f.name: f.dataType for f in df.schema.fields}
@@ -178,7 +182,7 @@ def text_column(df: DataFrame, columns: list[str], separator: str) -> Column:
         if isinstance(types[name], T.ArrayType):
             value = F.array_join(value.cast("array<string>"), ", ")
         parts.append(value.cast("string").alias(f"p{i}"))
-    return _render_udf(separator)(F.struct(*parts))
+    return _render_udf(separator, pii)(F.struct(*parts))
 
 
 def with_raw(df: DataFrame) -> DataFrame:
@@ -219,12 +223,14 @@ def mark_duplicates(df: DataFrame, key: str) -> DataFrame:
     return df.withColumn("_reason", F.when(duplicate, F.lit(DUPLICATE_ID)).otherwise(F.col("_reason")))
 
 
-def annotate_entities(raw: DataFrame, source: ItemsSource | UsersSource, key: str, require_text: bool) -> DataFrame:
+def annotate_entities(
+    raw: DataFrame, source: ItemsSource | UsersSource, key: str, require_text: bool, pii: str = "redact"
+) -> DataFrame:
     """Items or users: a clean id, the rendered text, and the first failing reason per row."""
     cols = source.columns
     df = with_raw(raw).select(
         clean_id(_col(cols.id)).alias(key),
-        text_column(raw, cols.text, source.text_separator).alias("text"),
+        text_column(raw, cols.text, source.text_separator, pii).alias("text"),
         "_raw",
         "_malformed",
         "_ordinal",
@@ -235,13 +241,13 @@ def annotate_entities(raw: DataFrame, source: ItemsSource | UsersSource, key: st
     return mark_duplicates(df.withColumn("_reason", first_reason(*checks)), key)
 
 
-def annotate_items(raw: DataFrame, source: ItemsSource) -> DataFrame:
-    return annotate_entities(raw, source, "item_id", require_text=True)
+def annotate_items(raw: DataFrame, source: ItemsSource, pii: str = "redact") -> DataFrame:
+    return annotate_entities(raw, source, "item_id", require_text=True, pii=pii)
 
 
-def annotate_users(raw: DataFrame, source: UsersSource) -> DataFrame:
+def annotate_users(raw: DataFrame, source: UsersSource, pii: str = "redact") -> DataFrame:
     # A user's own text is optional: a user with none is still known and keeps their interactions.
-    return annotate_entities(raw, source, "user_id", require_text=False)
+    return annotate_entities(raw, source, "user_id", require_text=False, pii=pii)
 
 
 # Ratings and counts beyond this are a unit or mapping mistake, and sums of a few of them would overflow
@@ -275,6 +281,7 @@ def annotate_interactions(
     source: InteractionsSource,
     known_items: DataFrame,
     known_users: DataFrame | None,
+    pii: str = "redact",
 ) -> DataFrame:
     """``known_items`` / ``known_users`` hold the kept ids (one column each: item_id / user_id)."""
     cols = source.columns
@@ -288,7 +295,7 @@ def annotate_interactions(
     df = base.select(
         clean_id(_col(cols.user_id)).alias("user_id"),
         clean_id(_col(cols.item_id)).alias("item_id"),
-        text_column(raw, cols.text, source.text_separator).alias("text"),
+        text_column(raw, cols.text, source.text_separator, pii).alias("text"),
         *extra,
         "_raw",
         "_malformed",
@@ -360,6 +367,7 @@ class SourceCounts:
     rows_in: int = 0
     kept: int = 0
     rejected_by_reason: dict[str, int] = field(default_factory=dict)
+    pii_redacted: dict[str, int] = field(default_factory=dict)  # placeholders per kind, never the values
 
     @property
     def rejected(self) -> int:
@@ -371,18 +379,25 @@ class SourceCounts:
             "kept": self.kept,
             "rejected": self.rejected,
             "rejected_by_reason": dict(sorted(self.rejected_by_reason.items())),
+            "pii_redacted": dict(self.pii_redacted),
         }
 
 
 def count_reasons(annotated: DataFrame) -> SourceCounts:
-    """One Spark action: rows per reason (null reason = kept)."""
+    """One Spark action: rows per reason (null reason = kept), and the placeholders of redacted personal
+    data per kind (normalisation strips tags, so only a text that spelled one out as HTML entities,
+    ``&lt;email&gt;``, holds a placeholder it did not get from redaction)."""
     counts = SourceCounts()
-    for row in annotated.groupBy("_reason").count().collect():
+    found = [F.sum(F.coalesce(F.regexp_count(F.col("text"), F.lit(PLACEHOLDER[kind])), F.lit(0))).alias(kind)
+             for kind in PII_KINDS]
+    for row in annotated.groupBy("_reason").agg(F.count("*").alias("count"), *found).collect():
         counts.rows_in += row["count"]
         if row["_reason"] is None:
             counts.kept = row["count"]
         else:
             counts.rejected_by_reason[row["_reason"]] = row["count"]
+        for kind in PII_KINDS:
+            counts.pii_redacted[kind] = counts.pii_redacted.get(kind, 0) + (row[kind] or 0)
     return counts
 
 

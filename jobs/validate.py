@@ -68,13 +68,13 @@ def run(ctx: RunContext) -> dict[str, sources.SourceCounts]:
         return frame
 
     with ctx.manifest.stage("validate") as figures:
-        items = settle("items", sources.annotate_items(raw["items"], config.inputs.items))
+        items = settle("items", sources.annotate_items(raw["items"], config.inputs.items, config.text.pii))
         _kept_or_fail("items", counts["items"], config.inputs.items.max_reject_share)
         known_items = sources.split(items, "items")[0].select("item_id")
 
         known_users = None
         if "users" in raw:
-            users = settle("users", sources.annotate_users(raw["users"], config.inputs.users))
+            users = settle("users", sources.annotate_users(raw["users"], config.inputs.users, config.text.pii))
             if counts["users"].rows_in:
                 _kept_or_fail("users", counts["users"], config.inputs.users.max_reject_share)
             if config.inputs.users.complete:
@@ -83,7 +83,8 @@ def run(ctx: RunContext) -> dict[str, sources.SourceCounts]:
 
         settle(
             "interactions",
-            sources.annotate_interactions(raw["interactions"], config.inputs.interactions, known_items, known_users),
+            sources.annotate_interactions(raw["interactions"], config.inputs.interactions, known_items, known_users,
+                                          config.text.pii),
         )
         # An empty interactions source is allowed when users have texts (text-only profiles); one whose
         # rows were all (or mostly) rejected is a mistake, whatever else remains.

@@ -36,7 +36,8 @@ def test_csv_quotes_commas_newlines_and_string_ratings(spark, config):
     known = spark.createDataFrame([("a",), ("b",)], "item_id string")
     annotated = sources.annotate_interactions(raw, source, known, None)
     counts = sources.count_reasons(annotated)
-    assert counts.as_dict() == {"rows_in": 5, "kept": 3, "rejected": 2, "rejected_by_reason": {"invalid_rating": 2}}
+    assert counts.as_dict() == {"rows_in": 5, "kept": 3, "rejected": 2, "rejected_by_reason": {"invalid_rating": 2},
+                                "pii_redacted": {"url": 0, "email": 0, "iban": 0, "card": 0, "ip": 0, "phone": 0}}
     kept, _ = sources.split(annotated, "interactions")
     rows = {r.user_id: r for r in kept.collect()}
     assert set(rows) == {"u,1", "u\n2", "u5"}

@@ -36,6 +36,7 @@ def inputs(spark):
 
 
 def run(spark, inputs, tmp_path=None, **settings):
+    settings.setdefault("explain", False)  # the sharded plan has no reasons: compared with explain on below
     config = Recommend(**settings)
     recs, figures = recommendations(spark, inputs["user_vectors"], inputs["item_vectors"], inputs["interactions"],
                                     inputs["segments"], config)
@@ -136,3 +137,29 @@ def test_a_matrix_file_without_a_path_is_a_config_error(spark, inputs, plan):
 
     with pytest.raises(ConfigError, match="matrix_path"):
         run(spark, inputs, k=3, plan=plan, matrix_source="file")
+
+
+@pytest.mark.parametrize("mmr", [None, 0.5])
+def test_every_reason_is_the_most_similar_item_of_the_users_own_history(spark, inputs, mmr):
+    explained, figures = run(spark, inputs, k=6, popularity_weight=0.3, plan="broadcast", explain=True, mmr_trade_off=mmr)
+    plain, _ = run(spark, inputs, k=6, popularity_weight=0.3, plan="broadcast", mmr_trade_off=mmr)
+    reasons = ["because_item_id", "because_similarity"]
+    pd.testing.assert_frame_equal(explained.drop(columns=reasons), plain.drop(columns=reasons))  # same lists
+    assert plain["because_item_id"].isna().all() and "explained" not in figures
+    vectors = dict(zip(inputs["item_vectors"].toPandas()["item_id"], inputs["item_vectors"].toPandas()["vector"]))
+    seen = inputs["seen"]
+    for row in explained.itertuples():
+        history = sorted(seen.get(row.user_id, ()))
+        if not history:
+            assert row.because_item_id is None and np.isnan(row.because_similarity), row
+            continue
+        sims = [float(np.dot(vectors[row.item_id], vectors[h])) for h in history]
+        assert row.because_item_id == history[int(np.argmax(sims))], row  # ties: the smaller id
+        assert row.because_similarity == pytest.approx(max(sims), abs=1e-5)
+    assert explained["because_item_id"].notna().sum() > 100
+
+
+def test_the_sharded_plan_says_it_has_no_reasons(spark, inputs, caplog):
+    recs, figures = run(spark, inputs, k=3, max_broadcast_mb=30 * DIM * 4 / 2**20, user_block=8, explain=True)
+    assert figures["explained"] is False and recs["because_item_id"].isna().all()
+    assert "no reasons in this run" in caplog.text

@@ -74,6 +74,7 @@ def test_items_counts_per_reason(annotated):
     assert counts.as_dict() == {
         "rows_in": 10, "kept": 5, "rejected": 5,
         "rejected_by_reason": {"duplicate_id": 1, "empty_text": 2, "missing_id": 2},
+        "pii_redacted": {"url": 0, "email": 0, "iban": 0, "card": 0, "ip": 0, "phone": 0},
     }
 
 
@@ -175,3 +176,16 @@ def test_a_catalog_table_is_a_source(spark, config):
     assert kept.collect()[0].asDict() == {"item_id": "t1", "text": "Tent. Camping"}
     with pytest.raises(InputError, match="items: table not found: no_such_table"):
         sources.read_source(spark, "items", source.model_copy(update={"table": "no_such_table"}))
+
+
+def test_personal_data_is_redacted_before_anything_reads_the_text_and_counted_by_kind(spark, config):
+    rows = [("1", "Boots, ask bob@example.com", "call +44 20 7946 0958 or bob@example.com"), ("2", "Tent", None)]
+    raw = spark.createDataFrame(rows, "item_id string, title string, genres string")
+    annotated = sources.annotate_items(raw, config.inputs.items)
+    kept, _ = sources.split(annotated, "items")
+    assert {r.item_id: r.text for r in kept.collect()} == {
+        "1": "Boots, ask <email>. call <phone> or <email>", "2": "Tent"}
+    counts = sources.count_reasons(annotated).as_dict()
+    assert counts["pii_redacted"] == {"url": 0, "email": 2, "iban": 0, "card": 0, "ip": 0, "phone": 1}
+    kept_as_written, _ = sources.split(sources.annotate_items(raw, config.inputs.items, pii="keep"), "items")
+    assert "bob@example.com" in kept_as_written.where("item_id = '1'").first().text

@@ -26,7 +26,8 @@ import pyarrow.compute as pc
 import torch
 
 ARROW_SCHEMA = pa.schema([("user_id", pa.string()), ("rank", pa.int32()), ("item_id", pa.string()),
-                          ("score", pa.float64()), ("similarity", pa.float64()), ("popularity_boost", pa.float64())])
+                          ("score", pa.float64()), ("similarity", pa.float64()), ("popularity_boost", pa.float64()),
+                          ("because_item_id", pa.string()), ("because_similarity", pa.float64())])
 OUTPUT_COLUMNS = ARROW_SCHEMA.names
 OUTPUT_DTYPES = {f.name: f.type.to_pandas_dtype() for f in ARROW_SCHEMA}  # strings: object
 
@@ -447,7 +448,7 @@ def rerank_mmr(frame: pd.DataFrame, vectors: np.ndarray, k: int, trade_off: floa
     order = mmr_order(frame["score"].to_numpy(np.float64), vectors, k, trade_off)
     picked = frame.iloc[order].copy()
     picked["rank"] = np.arange(1, len(picked) + 1, dtype=np.int32)
-    return picked[OUTPUT_COLUMNS]
+    return picked[[c for c in OUTPUT_COLUMNS if c in picked.columns]]
 
 
 @dataclass(frozen=True)
@@ -527,11 +528,13 @@ def recommend_users(
     device: str = "cpu",
     mmr: tuple[float, int] | None = None,
     precision: str = "float32",
+    explain: bool = False,
 ) -> dict[str, np.ndarray]:
     """A batch of users -> the OUTPUT_COLUMNS, as arrays.
 
     ``mmr`` (trade-off, pool): the best ``pool`` items per user are re-ranked by MMR and k kept.
     ``precision``: the fast pass's (see top_k); the lists and scores do not depend on it.
+    ``explain``: fill because_item_id / because_similarity (see ``explain_picks``); else they are null.
     """
     seen = seen_positions(users.seen_ids, users.seen_counts, catalogue)
     depth = candidate_depth(k, mmr)
@@ -547,13 +550,68 @@ def recommend_users(
         parts["score"].append(score)
         parts["similarity"].append(sim)
         parts["popularity_boost"].append(boost)
-    columns = {c: np.concatenate(v) for c, v in parts.items()}
-    if not mmr or not len(columns["user_id"]):
-        return columns
-    frame, local = pd.DataFrame(columns), np.concatenate(positions)
-    lists = [rerank_mmr(group, catalogue.vectors[local[group.index]], k, mmr[0])
-             for _, group in frame.groupby("user_id", sort=False)]
-    return {c: v.to_numpy() for c, v in pd.concat(lists, ignore_index=True).items()}
+    columns = {c: np.concatenate(v) for c, v in parts.items() if c not in EXPLANATION}
+    if mmr and len(columns["user_id"]):
+        frame, local = pd.DataFrame(columns), np.concatenate(positions)
+        lists = [rerank_mmr(group, catalogue.vectors[local[group.index]], k, mmr[0])
+                 for _, group in frame.groupby("user_id", sort=False)]
+        columns = {c: v.to_numpy() for c, v in pd.concat(lists, ignore_index=True).items()}
+    because = np.full(len(columns["user_id"]), -1, np.int64)
+    similarity = np.full(len(because), np.nan)
+    if explain and len(because) and len(seen.rows):
+        index = _cached(catalogue, "id_index", lambda: pd.Index(catalogue.item_ids.astype(object)))
+        rows = pd.Index(users.ids.astype(object)).get_indexer(columns["user_id"])
+        because, similarity = explain_picks(rows, index.get_indexer(columns["item_id"]), seen, catalogue.vectors)
+    ids = np.full(len(because), None, object)
+    ids[because >= 0] = catalogue.item_ids[because[because >= 0]]
+    return {**columns, "because_item_id": ids, "because_similarity": similarity}
+
+
+EXPLANATION = ("because_item_id", "because_similarity")
+
+
+def explain_picks(
+    rows: np.ndarray, picks: np.ndarray, seen: SeenItems, vectors: np.ndarray, budget: int = 32_768
+) -> tuple[np.ndarray, np.ndarray]:
+    """For each recommended (user row, catalogue position): the position of the item in that user's
+    history most similar to it (ties: the lower position, i.e. the smaller id) and the cosine between
+    them; -1 and NaN for a user with no history in this catalogue.
+
+    Users are taken in order of history length, in blocks whose padded (users x longest history) stays
+    under ``budget`` vectors, and each block is one batched matrix product: the cost is about one dot
+    product per (recommended item, history item) pair, a small part of scoring the whole catalogue.
+    """
+    because = np.full(len(rows), -1, np.int64)
+    similarity = np.full(len(rows), np.nan)
+    order = np.argsort(rows, kind="stable")
+    sorted_rows = rows[order]
+    users = np.unique(sorted_rows)
+    h_start = np.searchsorted(seen.rows, users, "left")
+    h_len = np.searchsorted(seen.rows, users, "right") - h_start
+    r_start = np.searchsorted(sorted_rows, users, "left")
+    r_len = np.searchsorted(sorted_rows, users, "right") - r_start
+    with_history = np.flatnonzero(h_len > 0)
+    by_length = with_history[np.argsort(h_len[with_history], kind="stable")]
+    at = 0
+    while at < len(by_length):
+        end = at + 1
+        while end < len(by_length) and (end + 1 - at) * max(h_len[by_length[end]], r_len[by_length[at:end + 1]].max()) <= budget:
+            end += 1
+        block = by_length[at:end]
+        at = end
+        h_max, r_max = int(h_len[block].max()), int(r_len[block].max())
+        h_valid = np.arange(h_max) < h_len[block][:, None]
+        r_valid = np.arange(r_max) < r_len[block][:, None]
+        history = seen.positions[np.where(h_valid, h_start[block][:, None] + np.arange(h_max), 0)]
+        out = order[np.where(r_valid, r_start[block][:, None] + np.arange(r_max), 0)]
+        sims = np.matmul(vectors[picks[out]], vectors[history].transpose(0, 2, 1))  # (users, picks, history)
+        sims[~np.broadcast_to(h_valid[:, None, :], sims.shape)] = -np.inf
+        best = sims.argmax(axis=2)
+        chosen = np.take_along_axis(history[:, None, :].repeat(r_max, 1), best[..., None], 2)[..., 0]
+        value = np.take_along_axis(sims, best[..., None], 2)[..., 0]
+        because[out[r_valid]] = chosen[r_valid]
+        similarity[out[r_valid]] = value[r_valid]
+    return because, similarity
 
 
 def recommend_frame(
@@ -565,10 +623,12 @@ def recommend_frame(
     device: str = "cpu",
     mmr: tuple[float, int] | None = None,
     precision: str = "float32",
+    explain: bool = False,
 ) -> pd.DataFrame:
     """One pandas batch of users (user_id, vector, segment_id, seen item ids) -> rows of OUTPUT_COLUMNS."""
     users = UserBatch.from_pandas(batch, catalogue.vectors.shape[1])
-    return pd.DataFrame(recommend_users(users, catalogue, k, popularity_weight, block_mb, device, mmr, precision))
+    return pd.DataFrame(recommend_users(users, catalogue, k, popularity_weight, block_mb, device, mmr, precision,
+                                        explain))
 
 
 def recommend_batch(
@@ -580,11 +640,14 @@ def recommend_batch(
     device: str = "cpu",
     mmr: tuple[float, int] | None = None,
     precision: str = "float32",
+    explain: bool = False,
 ) -> pa.RecordBatch:
     """recommend_frame for mapInArrow: Arrow in, Arrow out, no pandas conversion either way."""
     users = UserBatch.from_arrow(batch, catalogue.vectors.shape[1])
-    columns = recommend_users(users, catalogue, k, popularity_weight, block_mb, device, mmr, precision)
-    return pa.RecordBatch.from_arrays([pa.array(columns[f.name], type=f.type) for f in ARROW_SCHEMA], schema=ARROW_SCHEMA)
+    columns = recommend_users(users, catalogue, k, popularity_weight, block_mb, device, mmr, precision, explain)
+    # from_pandas: a NaN similarity (no history to explain with) is written as null
+    return pa.RecordBatch.from_arrays([pa.array(columns[f.name], type=f.type, from_pandas=True) for f in ARROW_SCHEMA],
+                                      schema=ARROW_SCHEMA)
 
 
 def _ranks(rows: np.ndarray) -> np.ndarray:
