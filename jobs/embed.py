@@ -31,7 +31,7 @@ def encoder_settings(config: Config) -> EncoderSettings:
     m = config.model
     return EncoderSettings(
         model_path=m.path, pooling=m.pooling, max_length=m.max_length, long_text=m.long_text,
-        chunk_overlap=m.chunk_overlap, gpu_dtype=m.gpu_dtype,
+        chunk_overlap=m.chunk_overlap, gpu_dtype=m.gpu_dtype, cpu_dtype=m.cpu_dtype,
         token_budget=config.embed.token_budget,
     )
 
@@ -115,7 +115,7 @@ def default_partitions(spark: SparkSession) -> int:
 
 def run(ctx: RunContext) -> dict[str, int]:
     config, store = ctx.config, ctx.store
-    identity = model_identity(config.model)
+    identity = model_identity(encoder_settings(config))
     model_id = identity["model_id"]
     ctx.manifest.data["model"] = identity
 

@@ -10,9 +10,8 @@ import hashlib
 import json
 from pathlib import Path
 
-from jobs.config import Model
 from jobs.errors import ConfigError
-from udfs.encoder import resolve_model_path
+from udfs.encoder import EncoderSettings, resolve_model_path
 
 _SKIP = {"README.md", ".gitattributes"}
 
@@ -29,19 +28,15 @@ def fingerprint(directory: str) -> str:
     return digest.hexdigest()
 
 
-def model_identity(model: Model) -> dict[str, str]:
+def model_identity(settings: EncoderSettings) -> dict[str, str]:
+    """The model id: its name and a hash of its files and ``settings.vector_settings()`` (the same
+    settings the workers key their encoders on)."""
     try:
-        path = resolve_model_path(model.path)
+        path = resolve_model_path(settings.model_path)
     except ValueError as exc:
         raise ConfigError(f"model.path: {exc}") from None
     files_hash = fingerprint(path)
-    name = model.path.split(":", 1)[1] if model.path.startswith("package:") else Path(path).name
-    vector_settings = {
-        "files": files_hash,
-        "pooling": model.pooling,
-        "max_length": model.max_length,
-        "long_text": model.long_text,
-        "chunk_overlap": model.chunk_overlap if model.long_text == "chunk" else None,
-    }
+    name = settings.model_path.split(":", 1)[1] if settings.model_path.startswith("package:") else Path(path).name
+    vector_settings = {"files": files_hash, **settings.vector_settings()}
     settings_hash = hashlib.sha256(json.dumps(vector_settings, sort_keys=True).encode()).hexdigest()
     return {"name": name, "path": path, "files_sha256": files_hash, "model_id": f"{name}@{settings_hash[:16]}"}

@@ -12,7 +12,7 @@ from pyspark.sql import functions as F
 from jobs import cli
 from jobs.synthetic import config_dict, write_parquet
 from udfs import encoder
-from udfs.encoder import Encoder, EncoderSettings
+from udfs.encoder import Encoder, EncoderSettings, cpu_dtype
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,9 @@ def test_spark_vectors_equal_the_plain_encoder(spark, workspace, tiny_model_dir,
     rows = spark.read.parquet(str(root / "out" / "item_vectors")).orderBy("item_id").limit(8).toPandas()
     texts = synthetic_data.items.set_index("item_id").loc[rows["item_id"]]
     rendered = (texts["title"] + ". " + texts["description"]).tolist()
-    plain = Encoder(EncoderSettings(model_path=tiny_model_dir, max_length=32, chunk_overlap=4)).encode(rendered)
+    # the stage's default cpu_dtype (auto) in the plain encoder too: bfloat16 on CPUs with native bfloat16
+    plain = Encoder(EncoderSettings(model_path=tiny_model_dir, max_length=32, chunk_overlap=4),
+                    dtype=cpu_dtype("auto")).encode(rendered)
     np.testing.assert_allclose(np.stack(rows["vector"].to_numpy()), plain, atol=1e-5)
 
 

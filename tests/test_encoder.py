@@ -8,6 +8,7 @@ import pytest
 
 from udfs import device, encoder
 from udfs.embedding import embed_batches
+from udfs.device import TaskSlot
 from udfs.encoder import Encoder, EncoderSettings
 
 TEXTS = ["hiking boots", "a cast iron skillet for the kitchen", "guitar", "trail running shoes in the mountain " * 5]
@@ -141,3 +142,21 @@ def test_ten_megabyte_text_is_chunked_under_the_token_budget(tiny_model_dir):
     assert np.isfinite(vectors).all()
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     np.testing.assert_allclose(vectors[1], enc.encode(["guitar"])[0], atol=1e-5)
+
+
+def test_settings_that_change_the_vectors_get_their_own_encoder_in_one_worker(tiny_model_dir):
+    short = EncoderSettings(model_path=tiny_model_dir, max_length=16)
+    long = EncoderSettings(model_path=tiny_model_dir, max_length=64)
+    a, b = encoder.get_encoder(short, TaskSlot()), encoder.get_encoder(long, TaskSlot())
+    assert a is not b and (a.capacity, b.capacity) == (14, 62)
+    assert encoder.get_encoder(EncoderSettings(model_path=tiny_model_dir, max_length=16), TaskSlot()) is a
+    truncating = EncoderSettings(model_path=tiny_model_dir, max_length=16, long_text="truncate")
+    assert encoder.get_encoder(truncating, TaskSlot()) is not a
+
+
+def test_bfloat16_on_the_cpu_stays_within_a_cosine_of_float32(tiny_model_dir):
+    texts = ["hiking boots for the mountain trail", "a cast iron skillet", "guitar " * 40]
+    full = encoder.Encoder(EncoderSettings(model_path=tiny_model_dir)).encode(texts)
+    half = encoder.Encoder(EncoderSettings(model_path=tiny_model_dir), dtype="bfloat16").encode(texts)
+    assert half.dtype == np.float32 and np.allclose(np.linalg.norm(half, axis=1), 1, atol=1e-5)
+    assert (np.sum(full * half, axis=1) > 0.99).all() and not np.array_equal(full, half)

@@ -36,7 +36,20 @@ class EncoderSettings:
     long_text: str = "chunk"
     chunk_overlap: int = 32
     gpu_dtype: str = "float16"
+    # auto: bfloat16 where the CPU has native bfloat16 dot products (the config's default; float32 here
+    # so that a bare EncoderSettings gives the reference vectors)
+    cpu_dtype: str = "float32"
     token_budget: int = 16384
+
+    def vector_settings(self) -> dict:
+        """What decides the vectors besides the model's files: the model id hashes it (with the files'
+        hash), and a worker keeps one encoder per value of it (with the device and dtype)."""
+        return {
+            "pooling": self.pooling,
+            "max_length": self.max_length,
+            "long_text": self.long_text,
+            "chunk_overlap": self.chunk_overlap if self.long_text == "chunk" else None,
+        }
 
 
 def resolve_model_path(path: str) -> str:
@@ -84,7 +97,7 @@ def get_encoder(settings: EncoderSettings, slot: TaskSlot | None = None) -> "Enc
     device = choose_device(slot)
     if device == "cpu":
         torch.set_num_threads(slot.cpus)
-    dtype = settings.gpu_dtype if device.startswith("cuda") else "float32"
+    dtype = settings.gpu_dtype if device.startswith("cuda") else cpu_dtype(settings.cpu_dtype)
     key = cache_key(settings, device, dtype)
     with _CACHE_LOCK:
         encoder = _CACHE.get(key)
@@ -96,7 +109,18 @@ def get_encoder(settings: EncoderSettings, slot: TaskSlot | None = None) -> "Enc
 
 
 def cache_key(settings: EncoderSettings, device: str = "cpu", dtype: str = "float32") -> tuple:
-    return (settings.model_path, settings.pooling, device, dtype)
+    """One encoder per model, vector-deciding settings, device, dtype and batching budget."""
+    vector = tuple(sorted(settings.vector_settings().items()))
+    return (settings.model_path, vector, device, dtype, settings.token_budget)
+
+
+def cpu_dtype(setting: str) -> str:
+    """``auto``: bfloat16 where the CPU multiplies bfloat16 natively (AVX512-BF16, AMX), else float32."""
+    if setting != "auto":
+        return setting
+    from udfs.topk import native_bfloat16
+
+    return "bfloat16" if native_bfloat16() else "float32"
 
 
 class Encoder:
@@ -114,7 +138,7 @@ class Encoder:
         self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False)
         model = AutoModel.from_pretrained(path, local_files_only=True, trust_remote_code=False)
         model.eval()
-        if self.device.type == "cuda":
+        if self.device.type == "cuda" or dtype == "bfloat16":
             model = model.to(self.device, dtype=getattr(torch, dtype))
         self.model = model
         self.dim = int(model.config.hidden_size)
