@@ -7,6 +7,10 @@
 Same model, same texts, same machine:
   (a) plain: one process, transformers AutoModel, batches of 64 in input order (no sorting), padded to
       each batch's longest text, truncated at max_length, mean pooling, L2 normalisation;
+  (c) sentence-transformers, what a data scientist would call (the bench extra):
+      ``SentenceTransformer(path).encode(texts, batch_size=64, normalize_embeddings=True)`` with
+      max_seq_length = --max-length (it truncates, as (a) and long_text=truncate do), model load
+      included as in (a), the same threads (torch's default: every core);
   (b) the segrec embed stage on local[N] (validate runs before, untimed; one untimed warm-up run
       starts the Python workers, as (a) has an untimed warm-up encode): per-worker cached model,
       length-sorted token-budget batches, de-duplication by content hash. Timed twice: with
@@ -15,6 +19,9 @@ Same model, same texts, same machine:
 Two text sets: unique texts with a realistic length mix (short titles to multi-paragraph reviews), and
 the same with 30% duplicates. Prints a table, then the ratios (b)/(a) in texts per second.
 Peak RSS: (a) the benchmark process before Spark starts; (b) the largest Spark Python worker.
+Last, the cost of personal-data redaction (``text.pii: redact``, on in (b)): the validate stage's text
+rendering of the unique set, with a fifth of the texts given an e-mail address and a phone number,
+timed in one process with and without redaction, as a share of (b)'s time per text.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from common import local_spark, python_worker_peak_rss_mb  # noqa: E402
+from common import best_seconds, local_spark, python_worker_peak_rss_mb  # noqa: E402
 
 WORDS = (
     "the a of and to in is it for on with as was at by this that from are be have or an they which one "
@@ -89,6 +96,26 @@ def plain_encode(texts: list[str], model_dir: str, device: str, max_length: int)
     return time.perf_counter() - started
 
 
+def bfloat16_check(texts: list[str], model_dir: str, max_length: int) -> None:
+    """The encoder in bfloat16 on this CPU (model.cpu_dtype): speed and agreement with float32, the
+    stage's own Encoder both times (same windows, batches and pooling), one warm-up encode each."""
+    from udfs.encoder import Encoder, EncoderSettings
+    from udfs.topk import native_bfloat16
+
+    settings = EncoderSettings(model_path=model_dir, max_length=max_length)
+    timings, vectors = {}, {}
+    for dtype in ("float32", "bfloat16"):
+        encoder = Encoder(settings, dtype=dtype)
+        encoder.encode(texts[:64])
+        started = time.perf_counter()
+        vectors[dtype] = encoder.encode(texts)
+        timings[dtype] = time.perf_counter() - started
+    cosine = (vectors["float32"] * vectors["bfloat16"]).sum(axis=1)
+    print(f"\nbfloat16 encoder on {len(texts)} texts (native bfloat16: {native_bfloat16()}): float32 "
+          f"{timings['float32']:.2f} s, bfloat16 {timings['bfloat16']:.2f} s: {timings['float32'] / timings['bfloat16']:.2f}x; "
+          f"cosine to float32 min {cosine.min():.5f} mean {cosine.mean():.5f} (kept only if min >= 0.999)")
+
+
 def int8_check(texts: list[str], model_dir: str, max_length: int) -> None:
     """Dynamic int8 quantisation of the Linear layers (CPU): speed and agreement with fp32."""
     import torch
@@ -134,6 +161,35 @@ def spark_encode(spark, texts: list[str], workdir: str, model_path: str, long_te
     return time.perf_counter() - started, manifest.data["stages"]["embed"]
 
 
+def st_encode(texts: list[str], model_dir: str, device: str, max_length: int) -> float:
+    """(c): seconds for sentence-transformers to load the model and encode ``texts``."""
+    from sentence_transformers import SentenceTransformer
+
+    started = time.perf_counter()
+    model = SentenceTransformer(model_dir, device=device, local_files_only=True)
+    model.max_seq_length = max_length
+    if device.startswith("cuda"):
+        model = model.half()
+    model.encode(texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+    return time.perf_counter() - started
+
+
+def pii_cost(texts: list[str], repeats: int = 3) -> tuple[float, float]:
+    """(seconds to render, seconds to render and redact) the texts, best of ``repeats``."""
+    from udfs.pii import redact_series
+    from udfs.text import render_frame
+
+    contact = " Write to jane.roe@example.com or call +44 20 7946 0958."
+    frame = pd.DataFrame({"p0": [t + contact if i % 5 == 0 else t for i, t in enumerate(texts)]})
+
+    return (best_seconds(lambda: render_frame(frame, ". "), repeats),
+            best_seconds(lambda: redact_series(render_frame(frame, ". ")), repeats))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--texts", type=int, default=2000)
@@ -142,6 +198,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="device for the plain baseline (cuda for a GPU)")
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--int8", action="store_true", help="only measure int8 quantisation against fp32")
+    parser.add_argument("--bfloat16", action="store_true", help="only measure the bfloat16 CPU encoder against float32")
     args = parser.parse_args()
 
     os.environ["PYSPARK_PYTHON"] = sys.executable
@@ -155,9 +212,19 @@ def main() -> None:
     if args.int8:
         int8_check(sets["unique"], model_dir, args.max_length)
         return
+    if args.bfloat16:
+        bfloat16_check(sets["unique"], model_dir, args.max_length)
+        return
     plain_encode(sets["unique"][:64], model_dir, args.device, args.max_length)  # warm caches, untimed
     plain = {name: plain_encode(texts, model_dir, args.device, args.max_length) for name, texts in sets.items()}
+    try:
+        st_encode(sets["unique"][:64], model_dir, args.device, args.max_length)  # warm-up, untimed
+        library = {name: st_encode(texts, model_dir, args.device, args.max_length) for name, texts in sets.items()}
+    except ImportError:
+        print("(c) sentence-transformers skipped: pip install sentence-transformers (the bench extra)")
+        library = {}
     plain_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    render_only, render_redact = pii_cost(sets["unique"])
 
     spark = local_spark("embed-benchmark", args.cores)
 
@@ -181,6 +248,8 @@ def main() -> None:
     print(f"{'set':<16}{'side':<34}{'seconds':>9}{'texts/s':>10}{'embedded':>10}")
     for name, seconds in plain.items():
         print(f"{name:<16}{'(a) plain process, batch 64':<34}{seconds:>9.2f}{n / seconds:>10.1f}{n:>10}")
+    for name, seconds in library.items():
+        print(f"{name:<16}{'(c) sentence-transformers encode':<34}{seconds:>9.2f}{n / seconds:>10.1f}{n:>10}")
     for name, long_text, seconds, embedded in rows:
         side = f"(b) spark stage, long_text={long_text}"
         print(f"{name:<16}{side:<34}{seconds:>9.2f}{n / seconds:>10.1f}{embedded:>10}")
@@ -188,6 +257,15 @@ def main() -> None:
     print("\nratios, (b)/(a) in texts per second (targets: >= 0.9 unique, >= 1.3 with duplicates):")
     for name, long_text, seconds, _ in rows:
         print(f"  {name:<16} long_text={long_text:<9} {plain[name] / seconds:.2f}x")
+    if library:
+        print("ratios, (b)/(c) in texts per second (targets: >= 1.0 unique, >= 1.5 with duplicates):")
+        for name, long_text, seconds, _ in rows:
+            print(f"  {name:<16} long_text={long_text:<9} {library[name] / seconds:.2f}x")
+    stage = next(seconds for name, long_text, seconds, _ in rows if name == "unique" and long_text == "chunk")
+    extra = render_redact - render_only
+    print(f"\npersonal-data redaction, {n} texts (a fifth with an e-mail and a phone): rendering {render_only * 1e3:.1f} ms, "
+          f"with redaction {render_redact * 1e3:.1f} ms: +{extra / n * 1e6:.1f} us per text, "
+          f"{extra / stage:.2%} of the stage's time per text (unique, chunk)")
 
 
 if __name__ == "__main__":

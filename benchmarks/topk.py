@@ -12,7 +12,8 @@ vary by up to ~30% from one to the next):
       with a fresh catalogue broadcast and the seen-item join included; its three inputs (user vectors,
       item vectors, interactions) are read from parquet files, as `segrec run`'s recommend stage reads
       the previous stages' outputs (--inputs memory: from Spark's in-memory cache instead, from which
-      the seen lists take about twice as long to build: benchmarks/topk_parts.py, part 4);
+      the seen lists take about twice as long to build: benchmarks/topk_parts.py, part 4); with each
+      recommendation's reason (recommend.explain, the default), and timed again without it;
   (b) Spark ML ALS recommendForAllUsers at the same rank (fitted with one iteration, untimed; only the
       recommendation is timed), forced the same way;
   (c) a plain Spark SQL cross join: dot product with zip_with/aggregate, then a window keeping the top k
@@ -20,7 +21,12 @@ vary by up to ~30% from one to the next):
   (d) the floor: users x items x dims x 2 FLOPs at this machine's measured matrix-multiply rate (torch,
       all cores, or GPU 0 with --device cuda): at the float32 rate, and at the bfloat16 rate where (a)'s
       candidate pass runs in bfloat16 (CPUs with native bfloat16; --precision), the time no top-k
-      computed from that product can beat. (a)'s lists are exact either way (float64 rescoring).
+      computed from that product can beat. (a)'s lists are exact either way (float64 rescoring);
+  (e) faiss (``pip install faiss-cpu``, the bench extra): an exact inner-product index (IndexFlatIP)
+      over the same item vectors, searched for k + the most items any user has seen, the seen items
+      then removed and k kept, in one process with --cores threads: index build, search and
+      filtering timed, best of --repeats after a warm-up (numpy arrays in memory: no Spark, no reads
+      or writes). Skipped when faiss is not installed, or with --device cuda.
 Prints a table, then the ratios.
 """
 
@@ -81,6 +87,24 @@ def parquet_copy(spark, df, path: str):
 def force(df) -> float:
     """Seconds to compute every row of ``df`` (no output written)."""
     return _timed(lambda: df.write.format("noop").mode("overwrite").save())
+
+
+def faiss_topk(users: np.ndarray, items: np.ndarray, events: pd.DataFrame, k: int, threads: int) -> np.ndarray:
+    """(users, k) item indices: IndexFlatIP's exact top k + max seen, seen items removed, k kept."""
+    import faiss
+
+    faiss.omp_set_num_threads(threads)
+    index = faiss.IndexFlatIP(items.shape[1])
+    index.add(items)
+    depth = k + int(events.groupby("user").size().max())
+    _, found = index.search(users, depth)
+    n_items = len(items)
+    seen_keys = np.sort(events["user"].to_numpy() * n_items + events["item"].to_numpy())
+    keys = np.arange(len(users))[:, None] * n_items + found
+    at = np.minimum(np.searchsorted(seen_keys, keys), len(seen_keys) - 1)
+    drop = (seen_keys[at] == keys) | (found < 0)
+    order = np.argsort(drop, axis=1, kind="stable")[:, :k]  # unseen first, in faiss's order
+    return np.take_along_axis(found, order, axis=1)
 
 
 def main() -> None:
@@ -149,6 +173,9 @@ def main() -> None:
     # Both sides alike: one full warm-up run, then the best of --repeats (the first runs in a JVM are
     # slower; every run is printed). Each run of (a) ships its own catalogue.
     ours, our_runs = best_of(args.repeats, lambda: force(recommendations(spark, *stage_inputs, None, settings)[0]))
+    # the same stage without each recommendation's reason (recommend.explain, on by default)
+    unexplained = settings.model_copy(update={"explain": False})
+    plain, plain_runs = best_of(args.repeats, lambda: force(recommendations(spark, *stage_inputs, None, unexplained)[0]))
     worker_rss = python_worker_peak_rss_mb()
 
     ratings = spark.createDataFrame(events.assign(rating=1.0)).cache()
@@ -172,23 +199,39 @@ def main() -> None:
     spark.stop()
     if inputs_dir:
         shutil.rmtree(inputs_dir, ignore_errors=True)
+    faiss_seconds = None
+    try:
+        import faiss  # noqa: F401
+    except ImportError:
+        print("(e) faiss skipped: pip install faiss-cpu (the bench extra)")
+    else:
+        if args.device == "cpu":
+            faiss_seconds, faiss_runs = best_of(args.repeats, lambda: _timed(
+                lambda: faiss_topk(users, items, events, args.k, args.cores)))
 
     floors = {dtype: pairs * args.dim * 2 / (rate * 1e9) for dtype, rate in gflops.items()}
     print(f"\ntop-{args.k}: {args.users} users x {args.items} items x {args.dim} dims, local[{args.cores}], "
           f"(a) and (b) best of {args.repeats}, (a)'s inputs from {args.inputs}")
     print(f"{'side':<52}{'seconds':>10}")
     print(f"{'(a) segrec recommend (broadcast, ' + args.device + ', ' + precision + ' pass)':<52}{ours:>10.2f}")
+    print(f"{'(a) without explanations (recommend.explain false)':<52}{plain:>10.2f}")
     print(f"{'(b) ALS recommendForAllUsers, rank ' + str(args.dim):<52}{als_seconds:>10.2f}")
     shown = f"{cross_seconds:>10.2f}" if cross_seconds is not None else f"{'skipped':>10}"
     print(f"{'(c) Spark SQL cross join + window':<52}{shown}")
     for dtype, rate in gflops.items():
         side = f"(d) floor: {dtype} matmul, {rate:.1f} GFLOP/s measured"
         print(f"{side:<52}{floors[dtype]:>10.2f}")
-    for side, runs in (("(a)", our_runs), ("(b)", als_runs)):
+    if faiss_seconds is not None:
+        print(f"{'(e) faiss IndexFlatIP, ' + str(args.cores) + ' threads, seen removed':<52}{faiss_seconds:>10.2f}")
+    for side, runs in (("(a)", our_runs), ("(a) no explain", plain_runs), ("(b)", als_runs),
+                       *((("(e)", faiss_runs),) if faiss_seconds is not None else ())):
         print(f"{side} every run, s: warm-up {runs[0]:.2f}, then " + ", ".join(f"{t:.2f}" for t in runs[1:]))
     print(f"\npeak RSS of the largest Spark Python worker: {worker_rss:.0f} MB")
     print("\nratios (targets: (b)/(a) >= 10, (a)/(d) <= 2):")
     print(f"  ALS / ours          {als_seconds / ours:.1f}x")
+    print(f"  explain on / off    {ours / plain:.2f}x (the cost of a reason beside every recommendation)")
+    if faiss_seconds is not None:
+        print(f"  faiss / ours        {faiss_seconds / ours:.2f}x (users/s: ours / faiss; target >= 1.0)")
     if cross_seconds is not None:
         print(f"  cross join / ours   {cross_seconds / ours:.1f}x")
     for dtype, floor in floors.items():
