@@ -28,7 +28,7 @@ def local_spark(app: str, cores: int, driver_memory: str = "4g", ui: bool = Fals
 
     master = f"local[{cores}]"
     builder = SparkSession.builder.master(master).appName(app).config("spark.ui.enabled", str(ui).lower())
-    for key, value in local_defaults(master, cores).items():
+    for key, value in local_defaults(cores).items():
         builder = builder.config(key, value)
     if ui:  # for the REST API's per-stage figures (shuffle bytes); keep every stage's
         builder = builder.config("spark.ui.port", "0").config("spark.ui.retainedStages", "100000") \

@@ -40,7 +40,8 @@ def only(users: DataFrame, scored: DataFrame | None) -> DataFrame:
 
 
 def most_popular(
-    spark: SparkSession, train: DataFrame, item_ids: DataFrame, k: int, scored: DataFrame | None = None
+    spark: SparkSession, train: DataFrame, item_ids: DataFrame, k: int, scored: DataFrame | None = None,
+    matrix_dir: str | None = None,
 ) -> DataFrame:
     """Top k by training popularity for every training user (or those in ``scored``), seen items
     masked, ties by item id."""
@@ -51,7 +52,7 @@ def most_popular(
     )
     users = only(train.select("user_id").distinct(), scored).select(
         "user_id", F.array(F.lit(1.0).cast("float")).alias("vector"))
-    recs, _ = recommendations(spark, users, items, train, None, _plain(k))
+    recs, _ = recommendations(spark, users, items, train, None, _plain(k), matrix_dir)
     return recs
 
 
@@ -67,7 +68,7 @@ class AlsParams:
 
 def als(
     spark: SparkSession, train: DataFrame, params: AlsParams, max_iter: int, seed: int, k: int,
-    scored: DataFrame | None = None,
+    scored: DataFrame | None = None, matrix_dir: str | None = None,
 ) -> DataFrame:
     """Fit implicit ALS on all of ``train`` and return its top k per user (or per user in ``scored``),
     seen items masked."""
@@ -83,7 +84,7 @@ def als(
     ).fit(indexed)
     user_vectors = only(back_to_ids(model.userFactors, users.labels, "user_id"), scored)
     item_vectors = back_to_ids(model.itemFactors, items.labels, "item_id")
-    recs, _ = recommendations(spark, user_vectors, item_vectors, train, None, _plain(k))
+    recs, _ = recommendations(spark, user_vectors, item_vectors, train, None, _plain(k), matrix_dir)
     return recs
 
 

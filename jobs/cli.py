@@ -25,6 +25,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="override a config key, e.g. --set embed.batch_rows=512 (repeatable)",
     )
+    common.add_argument(
+        "--remote", metavar="URL",
+        help="run on a Spark Connect server (sc://host:15002, or local[N] to start one here); as spark.remote",
+    )
     common.add_argument("--debug", action="store_true", help="show tracebacks and Spark's INFO logs")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     helps = {
@@ -91,14 +95,26 @@ def main(argv: list[str] | None = None) -> int:
         # Imported here so that --help and config errors answer without starting a JVM.
         from jobs.config import load_config
         from jobs.pipeline import execute, stages_for
-        from jobs.session import get_spark
+        from jobs.session import get_spark, has_spark_context
 
         config = load_config(args.conf, args.overrides)
         if args.debug:
             config.spark.log_level = "INFO"
+        if args.remote:
+            config.spark.master = None  # the Connect server has its own master
+            config.spark.remote = args.remote
         stages_for(args.command)  # an unbuilt stage is refused before Spark starts
+        from pyspark.sql import SparkSession
+
+        created = SparkSession.getActiveSession() is None
         spark = get_spark(config)
-        manifest = execute(spark, config, args.command)
+        try:
+            manifest = execute(spark, config, args.command)
+        finally:
+            if created and not has_spark_context(spark):
+                # A Connect session this command started (and, with --remote local[N], its local
+                # server): stopped, or its client threads keep the process from exiting.
+                spark.stop()
         print_summary(manifest)
         return 0
     except UserError as exc:

@@ -146,10 +146,21 @@ class Run(_Section):
 
 class Spark(_Section):
     master: str | None = Field(None, description="None: whatever spark-submit or the notebook provides")
+    remote: str | None = Field(
+        None, description="a Spark Connect server (sc://host:15002, or local[N] to start one here); also "
+        "--remote and SPARK_REMOTE. Not with master",
+    )
     app_name: str = "segrec"
     driver_memory: str | None = Field("4g", pattern=r"^\d+[kmgt]?$")
     log_level: Literal["ALL", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "OFF"] = "WARN"
     conf: dict[str, str] = Field(default_factory=dict, description="extra Spark conf, applied last")
+
+    @model_validator(mode="after")
+    def _one_of_master_and_remote(self) -> "Spark":
+        if self.master and self.remote:
+            raise ValueError(f"set master ({self.master}) or remote ({self.remote}), not both: remote is a Spark "
+                             "Connect server, which has its own master")
+        return self
 
 
 class Model(_Section):
@@ -257,10 +268,12 @@ class Recommend(_Section):
     plan: Literal["auto", "broadcast", "sharded"] = Field("auto", description="auto: sharded above max_broadcast_mb")
     max_broadcast_mb: float = Field(512.0, gt=0, description="largest item matrix broadcast whole")
     block_mb: float = Field(64.0, gt=0, description="memory cap for one block of user x item scores")
-    matrix_source: Literal["broadcast", "file"] = Field(
-        "broadcast", description="file: workers load a matrix file the driver wrote (Spark Connect, serverless)"
+    matrix_source: Literal["auto", "broadcast", "file"] = Field(
+        "auto", description="how the item matrix reaches the workers: auto is a Spark broadcast where the session "
+        "has a SparkContext, else (Spark Connect) a file under output.path; file: a file at matrix_path",
     )
-    matrix_path: str | None = Field(None, description="with matrix_source=file: a path every executor can read")
+    matrix_path: str | None = Field(
+        None, description="with matrix_source=file: a file every executor can read (auto needs none)")
     user_block: int = Field(4096, ge=1, description="sharded plan: users per block scored against each shard")
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="auto: the task's GPU when Spark gave it one; cuda: GPU 0 without GPU scheduling"
@@ -321,8 +334,6 @@ class Evaluate(_Section):
     )
     projection_sample: int = Field(3000, ge=10, description="users drawn for the 2D projection plot")
     plots: bool = True
-    mlflow_tracking_uri: str | None = Field(None, description="log to MLflow when set and mlflow is importable")
-    mlflow_experiment: str = "segrec"
 
     @field_validator("train_grid")
     @classmethod
@@ -350,6 +361,18 @@ class Evaluate(_Section):
     def _grid(cls, value: list | None) -> list | None:
         """Grids are tried in ascending order without repeats (ties in tuning go to the smaller value)."""
         return sorted(set(value)) if value is not None else None
+
+
+class Mlflow(_Section):
+    """Where train, segment and evaluate log their parameters, metrics, reports and models."""
+
+    enabled: bool | Literal["auto"] = Field(
+        "auto", description="auto: when a tracking URI is set (here or MLFLOW_TRACKING_URI) or on Databricks, "
+        "and mlflow is installed; true: required (an error without mlflow)",
+    )
+    tracking_uri: str | None = Field(None, description="None: MLFLOW_TRACKING_URI, or the workspace's on Databricks")
+    experiment: str = Field("segrec", description="experiment name (on Databricks a workspace path, /Users/...)")
+    artifact_location: str | None = Field(None, description="where a new experiment keeps artifacts (None: server default)")
 
 
 class Output(_Section):
@@ -390,6 +413,7 @@ class Config(_Section):
     segment: Segment = Field(default_factory=Segment)
     recommend: Recommend = Field(default_factory=Recommend)
     evaluate: Evaluate = Field(default_factory=Evaluate)
+    mlflow: Mlflow = Field(default_factory=Mlflow)
     output: Output = Field(default_factory=Output)
 
     # Not a config key: the config as loaded, with secrets redacted, for the manifest.

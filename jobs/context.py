@@ -9,6 +9,7 @@ from pyspark.sql import SparkSession
 from jobs.config import Config
 from jobs.io import OutputStore
 from jobs.manifest import RunManifest
+from jobs.tracking import Tracker
 
 
 @dataclass
@@ -17,5 +18,6 @@ class RunContext:
     config: Config
     store: OutputStore
     manifest: RunManifest
+    tracker: Tracker
     # Outputs of `run` that a command may read but never writes (evaluate: vectors to reuse).
     reuse_from: OutputStore | None = None

@@ -19,6 +19,7 @@ from pyspark.sql import functions as F
 from jobs.config import Config
 from jobs.context import RunContext
 from jobs.model_info import model_identity
+from jobs.session import parallelism
 from udfs.embedding import embed_batches
 from udfs.encoder import EncoderSettings
 
@@ -107,10 +108,7 @@ def attach_vectors(texts: DataFrame, vectors: DataFrame, model_id: str, keys: li
 
 
 def default_partitions(spark: SparkSession) -> int:
-    try:
-        return max(1, 2 * spark.sparkContext.defaultParallelism)
-    except Exception:  # Spark Connect: no SparkContext
-        return int(spark.conf.get("spark.sql.shuffle.partitions", "200"))
+    return 2 * parallelism(spark)
 
 
 def run(ctx: RunContext) -> dict[str, int]:

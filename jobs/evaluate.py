@@ -86,6 +86,8 @@ class Scratch:
         self.manifest = manifest
         self.names: list[str] = []
         self.frames: list[DataFrame] = []
+        # Item matrix files for the workers on a session without broadcasts (Spark Connect).
+        self.matrix_dir = store.staging_path("eval-catalogues")
 
     def progress(self, activity: str) -> None:
         """Log what the evaluation does now; the stage's progress lines repeat it while it lasts."""
@@ -107,6 +109,7 @@ class Scratch:
             df.unpersist()
         for name in self.names:
             self.store.drop_staged(f"eval-{name}")
+        self.store.fs.delete(self.matrix_dir)
 
 
 # ---------------------------------------------------------------------------------- building
@@ -137,7 +140,7 @@ def build_ours(
     ours = OurModel(profiles, segments, centroids, curve)
     settings = config.recommend.model_copy(update={"k": k, "explain": False})
     lists, _ = weighted_recommendations(spark, data.only_scored(profiles), data.item_vectors, data.train, segments,
-                                        settings, weights)
+                                        settings, weights, scratch.matrix_dir)
     for i, weight in enumerate(weights):
         ours.lists[weight] = scratch.keep(lists[weight], f"{tag}-recs-{i}")
     return ours
@@ -154,7 +157,7 @@ def build_trained(
     users = learned_user_vectors(data.users, data.train, items, data.text_vectors, model, config)
     users = scratch.keep(data.only_scored(users), f"{tag}-learned-users").where(F.col("vector").isNotNull())
     settings = config.recommend.model_copy(update={"k": k, "popularity_weight": 0.0, "explain": False})
-    recs, _ = recommendations(spark, users, items, data.train, None, settings)
+    recs, _ = recommendations(spark, users, items, data.train, None, settings, scratch.matrix_dir)
     figures = {**figures, "model_id": model.model_id, "curve": model.curve}
     return scratch.keep(recs, f"{tag}-trained-recs"), figures, (users, items)
 
@@ -190,7 +193,8 @@ def tune(spark: SparkSession, config: Config, scratch: Scratch, data: Inputs, n_
     grid = baselines.als_grid(settings.als.ranks, settings.als.reg_params, settings.als.alphas)
     for i, params in enumerate(grid):
         scratch.progress(f"evaluate: tuning ALS, cell {i + 1} of {len(grid)}: {params.as_dict()}")
-        recs = baselines.als(spark, inner.train, params, settings.als.max_iter, settings.seed, k, inner.scored)
+        recs = baselines.als(spark, inner.train, params, settings.als.max_iter, settings.seed, k, inner.scored,
+                             scratch.matrix_dir)
         cells.append({**params.as_dict(), "ndcg": round(ndcg(recs), 6)})
     best_cell = max(cells, key=lambda c: c["ndcg"])  # ties: the first in grid order
     tuning = {
@@ -223,10 +227,11 @@ def build_all(
                       sorted({0.0, weight}), k, "test")
     lists = {"content": ours.lists[0.0], "hybrid": ours.lists[weight]}
     lists["most_popular"] = scratch.keep(
-        baselines.most_popular(spark, data.train, data.item_vectors, k, data.scored), "popular")
+        baselines.most_popular(spark, data.train, data.item_vectors, k, data.scored, scratch.matrix_dir), "popular")
     params = baselines.AlsParams(**tuned["als"]["best"])
     lists["als"] = scratch.keep(
-        baselines.als(spark, data.train, params, settings.als.max_iter, settings.seed, k, data.scored), "als")
+        baselines.als(spark, data.train, params, settings.als.max_iter, settings.seed, k, data.scored,
+                      scratch.matrix_dir), "als")
     if settings.random_baseline:
         lists["random"] = scratch.keep(
             baselines.random_lists(data.train, data.item_vectors, k, settings.seed, data.scored), "random")
@@ -250,7 +255,7 @@ def cold_item_ranking(
     for name, (users, items) in vectors.items():
         catalogue = items.join(cold_items, on="item_id", how="left_semi")
         users = users.join(relevant.select("user_id").distinct(), on="user_id", how="left_semi")
-        recs, _ = recommendations(spark, users, catalogue, data.train, None, settings)
+        recs, _ = recommendations(spark, users, catalogue, data.train, None, settings, scratch.matrix_dir)
         recs = scratch.keep(recs, f"cold-only-{name}")
         results[name] = ranking_metrics(recs, relevant, ks)
     # The hybrid's popularity term is 0 for an item nobody interacted with: among cold items it ranks as content.
@@ -384,7 +389,7 @@ def evaluate_with(ctx: RunContext, scratch: Scratch) -> dict:
         "seconds": round(time.perf_counter() - started, 1),
     }
     projection = report.projection(ours.profiles, ours.segments, settings.projection_sample, settings.seed)
-    report.write(store, document, projection, settings)
+    report.write(store, document, projection, settings, ctx.tracker)
     return document
 
 

@@ -19,7 +19,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.utils import AnalysisException
 
 from jobs.config import Output
-from jobs.errors import InputError
+from jobs.errors import ConfigError, InputError
 from jobs.output_safety import MARKER
 
 log = logging.getLogger(__name__)
@@ -108,7 +108,34 @@ class _LocalFS:
 def _filesystem(spark: SparkSession, root: str) -> _HadoopFS | _LocalFS:
     if getattr(spark, "_jvm", None) is not None:
         return _HadoopFS(spark, root)
+    check_local_path(root)
     return _LocalFS()
+
+
+def check_local_path(root: str) -> None:
+    """Spark Connect has no JVM here: outputs are handled with the driver's own file system, which
+    holds local paths and mounted ones (Unity Catalog volumes under /Volumes, /dbfs). An object-store
+    URI cannot be staged and renamed into place from here: say so before anything is written."""
+    scheme = root.split("://", 1)[0].lower() if "://" in root else root.split(":", 1)[0].lower() if ":" in root else ""
+    if scheme in ("", "file") or len(scheme) == 1:  # len 1: a Windows drive letter
+        return
+    raise ConfigError(
+        f"output.path {root!r} is an object-store or cluster URI ({scheme}:), which a Spark Connect session "
+        "cannot write atomically (no JVM on this side to rename staged outputs). Use a path the driver and "
+        "executors both mount, e.g. a Unity Catalog volume (/Volumes/<catalog>/<schema>/<volume>/segrec), "
+        "or output.format: table with output.path on such a volume for staging and models, or run on a "
+        "classic session (spark-submit, a dedicated cluster)."
+    )
+
+
+def local_path(path: str) -> str:
+    """A path as the driver's and workers' own file system opens it: ``file:`` dropped, DBFS through
+    its FUSE mount on Databricks."""
+    if path.startswith("file:"):
+        return path[len("file:"):]
+    if path.startswith("dbfs:/"):
+        return "/dbfs/" + path[len("dbfs:/"):].lstrip("/")
+    return path
 
 
 class OutputStore:

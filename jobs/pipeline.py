@@ -15,6 +15,7 @@ from jobs.errors import StageNotBuiltError
 from jobs.io import OutputStore
 from jobs.manifest import RunManifest, new_run_id
 from jobs.output_safety import check_locations
+from jobs.tracking import Tracker
 
 log = logging.getLogger("segrec")
 
@@ -75,22 +76,29 @@ def execute(spark: SparkSession, config: Config, command: str) -> RunManifest:
         store = OutputStore(spark, evaluation_output(config), run_id)
     manifest = RunManifest(config, command, run_id)
     manifest.data["output_path"] = store.root
-    ctx = RunContext(spark=spark, config=config, store=store, manifest=manifest, reuse_from=reuse_from)
+    tracker = Tracker(config.mlflow, run_id, command)  # a config error (mlflow required, missing) before any write
+    ctx = RunContext(spark=spark, config=config, store=store, manifest=manifest, tracker=tracker, reuse_from=reuse_from)
     if command == "run":
         missing = [n for n, fn in STAGES.items() if fn is None]
         if missing:
             log.info("stages not available in this version yet: %s", ", ".join(missing))
     manifest.write(store)
     try:
+        if {"train", "segment", "evaluate"} & set(names):  # the stages that log to MLflow
+            tracker.log_params(config.redacted())
         for name in names:
             manifest.data["current_stage"] = name
             STAGES[name](ctx)  # type: ignore[misc]
     except BaseException as exc:
+        tracker.finish(succeeded=False)
         # What an on-call engineer needs first: which stage, what kind of error, its message.
         manifest.data["error"] = {"stage": manifest.data.get("current_stage"), "class": type(exc).__name__,
                                   "message": str(exc).splitlines()[0][:2000] if str(exc) else ""}
         manifest.write(store, status="failed")
         raise
     manifest.data.pop("current_stage", None)
+    tracker.finish(succeeded=True)
+    if tracker.run_id:
+        manifest.data["mlflow_run_id"] = tracker.run_id
     manifest.write(store, status="succeeded")
     return manifest

@@ -30,6 +30,8 @@ from pyspark.sql import functions as F
 from jobs.config import Recommend
 from jobs.context import RunContext
 from jobs.errors import ConfigError, InputError
+from jobs.io import local_path
+from jobs.session import has_spark_context
 from jobs.train import item_vectors_for, space_of
 from udfs.device import TaskSlot, choose_device, current_slot
 from udfs.topk import (
@@ -109,16 +111,30 @@ def to_catalogue(rows: pd.DataFrame, offset: int = 0) -> Catalogue:
 # ------------------------------------------------------------------------------------------ plans
 
 
-def catalogue_source(spark: SparkSession, catalogue: Catalogue, matrix_file: str | None) -> tuple[str, Callable[[], Catalogue]]:
-    """(cache key, loader) through which workers get the catalogue once each: a Spark broadcast, or
-    a file the driver writes (Spark Connect, serverless)."""
-    if matrix_file is None:
+def catalogue_source(
+    spark: SparkSession, catalogue: Catalogue, settings: Recommend, matrix_dir: str | None
+) -> tuple[str, Callable[[], Catalogue]]:
+    """(cache key, loader) through which workers get the catalogue once each: a Spark broadcast where
+    the session has a SparkContext, else (Spark Connect: no broadcast) a file the driver writes, at
+    ``recommend.matrix_path`` or under ``matrix_dir`` (the run's staging area, dropped by the caller)."""
+    source = settings.matrix_source
+    if source == "auto":
+        source = "broadcast" if has_spark_context(spark) else "file"
+    if source == "broadcast":
         handle = spark.sparkContext.broadcast(catalogue)
 
         def load() -> Catalogue:
             return handle.value
 
         return f"broadcast-{uuid.uuid4().hex}", load  # one catalogue per worker per broadcast
+    if settings.matrix_path:
+        matrix_file = settings.matrix_path
+    elif matrix_dir:
+        os.makedirs(local_path(matrix_dir), exist_ok=True)
+        matrix_file = f"{local_path(matrix_dir)}/catalogue-{uuid.uuid4().hex}.npz"
+    else:
+        raise ConfigError("recommend: this session has no SparkContext to broadcast the item matrix (Spark Connect): "
+                          "set recommend.matrix_path to a file every executor can read")
     save_catalogue(matrix_file, catalogue)
 
     def load_file() -> Catalogue:
@@ -229,10 +245,13 @@ def recommendations(
     interactions: DataFrame,
     segments: DataFrame | None,
     settings: Recommend,
+    matrix_dir: str | None = None,
 ) -> tuple[DataFrame, dict]:
-    """The recommendations DataFrame and figures about how it is computed (plan, sizes)."""
+    """The recommendations DataFrame and figures about how it is computed (plan, sizes). ``matrix_dir``:
+    where the item matrix file goes on a session without a SparkContext (see ``catalogue_source``)."""
     weight = settings.popularity_weight
-    lists, figures = weighted_recommendations(spark, user_vectors, item_vectors, interactions, segments, settings, [weight])
+    lists, figures = weighted_recommendations(spark, user_vectors, item_vectors, interactions, segments, settings,
+                                              [weight], matrix_dir)
     return lists[weight], figures
 
 
@@ -244,6 +263,7 @@ def weighted_recommendations(
     segments: DataFrame | None,
     settings: Recommend,
     weights: list[float],
+    matrix_dir: str | None = None,
 ) -> tuple[dict[float, DataFrame], dict]:
     """Recommendations for each popularity weight (``settings``' own is ignored), from one catalogue:
     counted, collected and shipped to the workers once, however many weights (evaluate's grid)."""
@@ -256,7 +276,8 @@ def weighted_recommendations(
     catalogue = catalogue_frame(item_vectors, popularity)
     users = user_frame(user_vectors, segments, interactions, settings.exclude_seen)
     per_weight = {w: settings.model_copy(update={"popularity_weight": w}) for w in weights}
-    path = matrix_path(settings) if settings.plan != "sharded" else None  # a config error before any job
+    if settings.plan != "sharded":
+        check_matrix_settings(settings)  # a config error before any job
     rows = None
     if settings.plan == "broadcast":
         # Forced: the catalogue is collected anyway, so it is counted there (no job to count it first).
@@ -279,20 +300,16 @@ def weighted_recommendations(
     if plan == "broadcast":
         if rows is None:
             rows = catalogue.toPandas()  # the broadcast plan's premise: the catalogue fits on the driver
-        source = catalogue_source(spark, to_catalogue(rows), path)
+        source = catalogue_source(spark, to_catalogue(rows), settings, matrix_dir)
         return {w: broadcast_plan(users, source, s) for w, s in per_weight.items()}, figures
     n_users = user_vectors.count()
     return {w: sharded_plan(users, catalogue, s, dim, n_users, n_items) for w, s in per_weight.items()}, figures
 
 
-def matrix_path(settings: Recommend) -> str | None:
-    """Where the driver writes the catalogue for the workers (``matrix_source: file``), or None for a
-    Spark broadcast."""
-    if settings.matrix_source != "file":
-        return None
-    if not settings.matrix_path:
-        raise ConfigError("recommend.matrix_source=file needs recommend.matrix_path (a path every executor reads)")
-    return settings.matrix_path
+def check_matrix_settings(settings: Recommend) -> None:
+    if settings.matrix_source == "file" and not settings.matrix_path:
+        raise ConfigError("recommend.matrix_source=file needs recommend.matrix_path (a path every executor reads); "
+                          "matrix_source: auto needs none")
 
 
 def run(ctx: RunContext) -> dict:
@@ -303,9 +320,14 @@ def run(ctx: RunContext) -> dict:
     segments = store.read("segments") if store.exists("segments") else None
 
     with ctx.manifest.stage("recommend") as figures:
-        recs, plan_figures = recommendations(ctx.spark, user_vectors, item_vectors, interactions, segments, settings)
+        matrix_dir = store.staging_path("catalogue")
+        recs, plan_figures = recommendations(ctx.spark, user_vectors, item_vectors, interactions, segments, settings,
+                                             matrix_dir)
         figures.update(plan_figures)
-        store.write(recs, "recommendations")
+        try:
+            store.write(recs, "recommendations")
+        finally:
+            store.fs.delete(matrix_dir)
         ctx.manifest.record_output("recommendations")
         written = store.read("recommendations").agg(
             F.count("*").alias("rows"), F.countDistinct("user_id").alias("users")

@@ -21,6 +21,7 @@ from pyspark.sql import functions as F
 from jobs.config import Evaluate
 from jobs.io import OutputStore
 from jobs.metrics import METRICS
+from jobs.tracking import Tracker
 
 log = logging.getLogger("segrec")
 
@@ -300,9 +301,9 @@ def report_k(settings: Evaluate) -> int:
     return settings.tune_k if settings.tune_k in settings.ks else max(settings.ks)
 
 
-def write(store: OutputStore, document: dict, points: pd.DataFrame, settings: Evaluate) -> str:
+def write(store: OutputStore, document: dict, points: pd.DataFrame, settings: Evaluate, tracker: Tracker) -> str:
     """Render every file locally, copy them into the evaluation store's root (``<output>/evaluation``),
-    log to MLflow if set."""
+    log them to MLflow (when tracking is on)."""
     k = report_k(settings)
     with tempfile.TemporaryDirectory(prefix="segrec-report-") as local:
         with open(os.path.join(local, "metrics.json"), "w", encoding="utf-8") as fh:
@@ -312,30 +313,25 @@ def write(store: OutputStore, document: dict, points: pd.DataFrame, settings: Ev
         if settings.plots:
             plot_all(document, points, os.path.join(local, "plots"))
         target = store.publish_files(local)
-        log_to_mlflow(document, local, settings, k)
+        log_to_tracker(tracker, document, local, k)
     return target
 
 
-def log_to_mlflow(document: dict, directory: str, settings: Evaluate, k: int) -> bool:
-    """Log the run to MLflow when a tracking URI is configured and mlflow is importable."""
-    if not settings.mlflow_tracking_uri:
-        return False
-    try:
-        import mlflow
-    except ImportError:
-        log.warning("evaluate.mlflow_tracking_uri is set but mlflow is not installed: not logged to MLflow")
-        return False
-    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-    mlflow.set_experiment(settings.mlflow_experiment)
-    with mlflow.start_run(run_name=document["run_id"]):
-        mlflow.log_params({"holdout": settings.holdout,
-                           **{f"hybrid_{key}": value for key, value in document["tuning"]["hybrid"]["best"].items()},
-                           **{f"als_{key}": value for key, value in document["tuning"]["als"]["best"].items()}})
-        metrics = {}
-        for model, figures in document["models"].items():
-            for cut, values in figures["ranking"].items():
-                metrics.update({f"{model}.{m}_at_{cut}": v for m, v in values.items()})
-            metrics.update({f"{model}.{m}_at_{k}": v for m, v in figures["lists"][k].items()})
-        mlflow.log_metrics(metrics)
-        mlflow.log_artifacts(directory)
-    return True
+def log_to_tracker(tracker: Tracker, document: dict, directory: str, k: int) -> None:
+    """The evaluation's tuned settings as params, every model's metrics (the names of metrics.json's
+    values: ``<model>.<metric>_at_<k>``), and the report directory as artifacts."""
+    tracker.log_params({"holdout": document["split"]["holdout_per_user"],
+                        "hybrid": document["tuning"]["hybrid"]["best"], "als": document["tuning"]["als"]["best"]},
+                       prefix="evaluate")
+    tracker.log_metrics(flat_metrics(document, k))
+    tracker.log_artifacts(directory, "evaluation")
+
+
+def flat_metrics(document: dict, k: int) -> dict[str, float]:
+    """Each model's ranking metrics at every cut-off and its list figures at ``k``, by dotted name."""
+    metrics = {}
+    for model, figures in document["models"].items():
+        for cut, values in figures["ranking"].items():
+            metrics.update({f"{model}.{m}_at_{cut}": v for m, v in values.items()})
+        metrics.update({f"{model}.{m}_at_{k}": v for m, v in figures["lists"][k].items()})
+    return metrics

@@ -16,6 +16,7 @@ manifest). Outputs:
 from __future__ import annotations
 
 import logging
+import os
 
 import numpy as np
 import pandas as pd
@@ -30,6 +31,7 @@ from scipy.optimize import linear_sum_assignment
 from jobs.config import Segment
 from jobs.context import RunContext
 from jobs.errors import InputError
+from jobs.io import local_path
 from jobs.train import item_vectors_for, space_of
 from udfs.pii import ANY_PLACEHOLDER as PLACEHOLDERS
 from udfs.segments import assign, normalise_rows
@@ -315,6 +317,7 @@ def run(ctx: RunContext) -> dict:
         if settings.mode == "fit":
             store.save_model(model, "segment_model")
             ctx.manifest.record_output("segment_model")
+            log_to_tracker(ctx, centroids, figures.get("silhouette_by_k"))
         store.drop_staged("segments_new")
         for name in outputs:
             ctx.manifest.record_output(name)
@@ -323,6 +326,19 @@ def run(ctx: RunContext) -> dict:
         figures.update(k=len(centroids), users=n_users)
         ctx.manifest.data["segments"] = table
     return figures
+
+
+def log_to_tracker(ctx: RunContext, centroids: np.ndarray, curve: dict[int, float] | None) -> None:
+    """k, the silhouette curve, and the model: its centroids (all that assigning users needs) and, where
+    the output store is on this machine's file system, the Spark ML model directory itself."""
+    tracker = ctx.tracker
+    tracker.log_metrics({"segment.k": len(centroids)})
+    for k, silhouette in sorted((curve or {}).items()):
+        tracker.log_metrics({"segment.silhouette": silhouette}, step=int(k))
+    tracker.log_json({"k": len(centroids), "centroids": centroids.tolist()}, "models/segment_model/centroids.json")
+    folder = local_path(ctx.store.path("segment_model"))
+    if os.path.isdir(folder):
+        tracker.log_artifacts(folder, "models/segment_model/spark")
 
 
 def format_table(summary: list[dict], terms: int = 6, top: int = 3) -> str:

@@ -17,7 +17,7 @@ from jobs.config import Config
 log = logging.getLogger(__name__)
 
 
-def local_defaults(master: str, cores: int) -> dict[str, str]:
+def local_defaults(cores: int) -> dict[str, str]:
     """Spark conf for a local master: Arrow on, Python workers reused, shuffles sized to the cores."""
     return {
         "spark.sql.execution.arrow.pyspark.enabled": "true",
@@ -43,10 +43,16 @@ def local_cores(master: str) -> int:
         return os.cpu_count() or 1
 
 
+def remote_of(config: Config) -> str | None:
+    """The Spark Connect server this run talks to: ``spark.remote`` (or ``--remote``), else
+    ``SPARK_REMOTE`` as pyspark itself reads it; None for a classic session."""
+    return config.spark.remote or os.environ.get("SPARK_REMOTE") or None
+
+
 def get_spark(config: Config) -> SparkSession:
     active = SparkSession.getActiveSession()
     if active is not None:
-        log.info("reusing the active Spark session (%s)", active.sparkContext.master if _has_context(active) else "connect")
+        log.info("reusing the active Spark session (%s)", active.sparkContext.master if has_spark_context(active) else "connect")
         for key, value in config.spark.conf.items():
             try:
                 active.conf.set(key, value)
@@ -55,26 +61,43 @@ def get_spark(config: Config) -> SparkSession:
         return active
 
     builder = SparkSession.builder.appName(config.spark.app_name)
-    master = config.spark.master
-    if master:
+    remote = remote_of(config)
+    # A Connect server has its own master; ``remote("local[N]")`` starts one on this machine.
+    master = None if remote else config.spark.master
+    local = (master or remote or "").startswith("local")
+    if remote:
+        builder = builder.remote(remote)
+    elif master:
         builder = builder.master(master)
-    if master and master.startswith("local"):
+    if local:
         # Executors are Python processes on this machine: they must run this interpreter.
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-        for key, value in local_defaults(master, local_cores(master)).items():
+        for key, value in local_defaults(local_cores(master or remote)).items():
             builder = builder.config(key, value)
         if config.spark.driver_memory:
             builder = builder.config("spark.driver.memory", config.spark.driver_memory)
     for key, value in config.spark.conf.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
-    spark.sparkContext.setLogLevel(config.spark.log_level)
-    if config.spark.log_level in ("WARN", "ERROR", "FATAL", "OFF"):
-        quiet_spark_noise(spark)
+    if has_spark_context(spark):
+        spark.sparkContext.setLogLevel(config.spark.log_level)
+        if config.spark.log_level in ("WARN", "ERROR", "FATAL", "OFF"):
+            quiet_spark_noise(spark)
     # Runtime settings every segrec session wants, local or spark-submit: Arrow for pandas transfers.
     spark.conf.set("spark.sql.execution.arrow.pyspark.enabled", "true")
     return spark
+
+
+def parallelism(spark: SparkSession) -> int:
+    """Tasks worth running at once: ``spark.default.parallelism`` when set, else the cores a classic
+    session's executors have, else (Spark Connect, no SparkContext) ``spark.sql.shuffle.partitions``."""
+    configured = spark.conf.get("spark.default.parallelism", None)
+    if configured:
+        return max(1, int(configured))
+    if has_spark_context(spark):
+        return max(1, spark.sparkContext.defaultParallelism)
+    return max(1, int(spark.conf.get("spark.sql.shuffle.partitions", "200") or 200))
 
 
 # Loggers whose messages say nothing a user can act on, or repeat as Java stack traces what segrec
@@ -102,7 +125,8 @@ def quiet_spark_noise(spark: SparkSession) -> None:
         pass
 
 
-def _has_context(spark: SparkSession) -> bool:
+def has_spark_context(spark: SparkSession) -> bool:
+    """A classic session (JVM, SparkContext, broadcasts); False on Spark Connect."""
     try:
         spark.sparkContext  # noqa: B018 - raises on Spark Connect
         return True

@@ -33,7 +33,7 @@ from jobs.config import Config, Train
 from jobs.context import RunContext
 from jobs.errors import InputError
 from jobs.feedback import with_feedback_weight
-from jobs.io import OutputStore
+from jobs.io import OutputStore, local_path
 from jobs.profile import sum_vectors, text_side
 from udfs.tower_training import TrainJob, train_process
 from udfs.towers import TowerSettings, TowerWeights
@@ -202,7 +202,7 @@ def fit_towers(
     train = train or config.train
     frames = training_frames(interactions, item_vectors, text_vectors, config)
     staged = {name: store.write_staged(frame, f"{tag}-{name}") for name, frame in frames.items()}
-    paths = {name: _local(store.staging_path(f"{tag}-{name}")) for name in frames}
+    paths = {name: local_path(store.staging_path(f"{tag}-{name}")) for name in frames}
     counts = {
         "items": staged["catalogue"].count(),
         "users_with_history": staged["sequences"].count(),
@@ -232,14 +232,6 @@ def fit_towers(
     return model, figures
 
 
-def _local(path: str) -> str:
-    """The path as the training processes open it with pyarrow: local paths and object-store URIs as
-    they are, DBFS through its FUSE mount on Databricks."""
-    if path.startswith("file:"):
-        return path[len("file:"):]
-    if path.startswith("dbfs:/"):
-        return "/dbfs/" + path[len("dbfs:/"):].lstrip("/")
-    return path
 
 
 def model_identity(weights: TowerWeights, text_model_id: str | None) -> str:
@@ -268,6 +260,9 @@ def save_model(store: OutputStore, model: TrainedModel) -> str:
         with open(os.path.join(local, "id_items.json"), "w", encoding="utf-8") as fh:
             json.dump(model.weights.id_items.tolist(), fh)
         return store.publish_directory(local, MODEL)
+
+
+MODEL_FILES = ("towers.safetensors", "towers.json", "id_items.json")  # what save_model writes
 
 
 def load_model(store: OutputStore) -> TrainedModel:
@@ -352,10 +347,21 @@ def run(ctx: RunContext) -> dict:
             ctx.manifest.record_output(MODEL)
             figures.update(mode="fit", model_id=model.model_id, **fit_figures)
             ctx.manifest.data["train_curve"] = model.curve
+            log_to_tracker(ctx, model, fit_figures)
         store.write(learned_item_vectors(item_vectors, model), ITEM_VECTORS)
         figures["items"] = check_finite(store.read(ITEM_VECTORS), ITEM_VECTORS, "item_id")
         ctx.manifest.record_output(ITEM_VECTORS)
     return figures
+
+
+def log_to_tracker(ctx: RunContext, model: TrainedModel, figures: dict) -> None:
+    """The loss per epoch, the fit's figures and the saved towers (as written, from the output store)."""
+    tracker = ctx.tracker
+    for point in model.curve:
+        tracker.log_metrics({"train.loss": point["loss"]}, step=int(point["epoch"]))
+    tracker.log_metrics({f"train.{key}": value for key, value in figures.items()})
+    root = ctx.store.path(MODEL)
+    tracker.log_files({name: ctx.store.fs.read_bytes(f"{root}/{name}") for name in MODEL_FILES}, "models/towers")
 
 
 def check_finite(vectors: DataFrame, name: str, key: str) -> int:

@@ -20,7 +20,7 @@ def spark():
     from jobs.session import local_defaults
 
     builder = SparkSession.builder.master("local[2]").appName("segrec-tests")
-    for key, value in local_defaults("local[2]", 2).items():
+    for key, value in local_defaults(2).items():
         builder = builder.config(key, value)
     session = (
         builder.config("spark.sql.shuffle.partitions", "4")

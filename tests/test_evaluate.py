@@ -4,8 +4,6 @@ report, metrics and printed table are complete and consistent."""
 import hashlib
 import json
 import os
-import sys
-import types
 
 import pandas as pd
 import pytest
@@ -35,6 +33,9 @@ def evaluated(tmp_path_factory, tiny_model_dir, spark):
                         "als": {"ranks": [4], "reg_params": [0.1], "alphas": [1.0, 5.0], "max_iter": 3},
                         "projection_sample": 40}
     conf["train"] = {"dim": 16, "hidden": 32, "epochs": 3, "batch_size": 64, "learning_rate": 0.005}
+    # a real MLflow tracking store (sqlite) and artifact folder in the temp dir
+    conf["mlflow"] = {"tracking_uri": f"sqlite:///{root}/mlflow.db", "experiment": "segrec-test",
+                      "artifact_location": str(root / "mlartifacts")}
     (root / "conf.yaml").write_text(yaml.safe_dump(conf))
 
     seen: dict[str, list[set]] = {}
@@ -131,36 +132,47 @@ def test_the_cli_prints_the_comparison_table(evaluated, capsys):
     assert manifest["stages"].keys() >= {"validate", "embed", "evaluate"}
 
 
-def test_mlflow_is_logged_only_when_configured(evaluated, monkeypatch, tmp_path):
+def test_the_mlflow_run_read_back_holds_metrics_json_and_the_report(evaluated):
+    mlflow = pytest.importorskip("mlflow")
     root, *_ = evaluated
     doc = json.loads((root / "out" / "evaluation" / "metrics.json").read_text())
-    doc["models"] = {m: {"ranking": {int(k): v for k, v in f["ranking"].items()},
-                         "lists": {int(k): v for k, v in f["lists"].items()}} for m, f in doc["models"].items()}
-    calls = []
-    fake = types.SimpleNamespace(
-        set_tracking_uri=lambda uri: calls.append(("uri", uri)),
-        set_experiment=lambda name: calls.append(("experiment", name)),
-        log_params=lambda p: calls.append(("params", p)),
-        log_metrics=lambda m: calls.append(("metrics", m)),
-        log_artifacts=lambda d: calls.append(("artifacts", d)),
-    )
+    manifest = json.loads((root / "out" / "evaluation" / "manifest.json").read_text())
+    client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{root}/mlflow.db")
+    (run,) = client.search_runs([client.get_experiment_by_name("segrec-test").experiment_id])
+    assert run.info.run_id == manifest["mlflow_run_id"] and run.info.status == "FINISHED"
+    assert run.data.tags["segrec.run_id"] == doc["run_id"] and run.data.tags["segrec.command"] == "evaluate"
+    metrics = run.data.metrics
+    for model, figures in doc["models"].items():
+        for cut, values in figures["ranking"].items():
+            for name, value in values.items():
+                assert metrics[f"{model}.{name}_at_{cut}"] == pytest.approx(value), (model, name, cut)
+    assert metrics["als.coverage_at_5"] == pytest.approx(doc["models"]["als"]["lists"]["5"]["coverage"])
+    params = run.data.params
+    assert params["evaluate.holdout"] == str(HOLDOUT) and params["train.dim"] == "16"
+    assert json.loads(params["evaluate.als.rank"]) == doc["tuning"]["als"]["best"]["rank"]
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
+    assert {"evaluation/metrics.json", "evaluation/report.md", "evaluation/plots"} <= artifacts
+    logged = json.loads(open(client.download_artifacts(run.info.run_id, "evaluation/metrics.json")).read())
+    assert logged == doc
 
-    class Run:
-        def __enter__(self):
-            return self
 
-        def __exit__(self, *exc):
-            return False
+def test_tracking_is_off_without_a_uri_and_required_when_asked(monkeypatch):
+    from jobs.config import Mlflow
+    from jobs.errors import ConfigError
+    from jobs.tracking import Tracker
 
-    fake.start_run = lambda run_name: Run()
-    monkeypatch.setitem(sys.modules, "mlflow", fake)
-    assert not report.log_to_mlflow(doc, str(tmp_path), Evaluate(ks=[3, 5], tune_k=5), 5)
-    assert calls == []
-    assert report.log_to_mlflow(doc, str(tmp_path), Evaluate(ks=[3, 5], tune_k=5, mlflow_tracking_uri="file:/tmp/x"), 5)
-    logged = dict(calls)
-    assert logged["uri"] == "file:/tmp/x" and logged["artifacts"] == str(tmp_path)
-    assert logged["metrics"]["hybrid.ndcg_at_5"] == doc["models"]["hybrid"]["ranking"][5]["ndcg"]
-    assert "als.coverage_at_5" in logged["metrics"]
+    for name in ("MLFLOW_TRACKING_URI", "DATABRICKS_RUNTIME_VERSION"):
+        monkeypatch.delenv(name, raising=False)
+    off = Tracker(Mlflow(), "r1", "run")
+    assert not off.enabled
+    off.log_metrics({"x": 1.0})  # a no-op, no run started
+    assert off.run_id is None
+    monkeypatch.setenv("DATABRICKS_RUNTIME_VERSION", "16.4")
+    assert Tracker(Mlflow(), "r1", "run").uri == "databricks"
+    monkeypatch.setattr("jobs.tracking._mlflow_installed", lambda: False)
+    assert not Tracker(Mlflow(), "r1", "run").enabled  # auto: a warning, nothing logged
+    with pytest.raises(ConfigError, match="mlflow is not installed"):
+        Tracker(Mlflow(enabled=True), "r1", "run")
 
 
 def test_a_source_where_nothing_can_be_held_out_is_refused(spark, tmp_path, tiny_model_dir, capsys):

@@ -45,7 +45,8 @@ class Catalogue:
     derived: dict = field(default_factory=dict, repr=False, compare=False)
 
 
-_CACHE: dict[str, Catalogue] = {}
+_CACHE: dict[str, Catalogue] = {}  # insertion order is recency order
+CACHE_SIZE = 4
 # Users selected in this process, and how many of them the first candidate pass could not prove
 # (benchmarks/topk_precision.py reports the share).
 SELECTION = {"users": 0, "widened": 0}
@@ -54,11 +55,16 @@ LOADS: dict[str, int] = {}
 
 
 def cached_catalogue(key: str, load: Callable[[], Catalogue]) -> Catalogue:
-    """The worker's catalogue for ``key``, loaded on first use only."""
+    """The worker's catalogue for ``key``, loaded on first use only. A long-lived worker (a notebook,
+    evaluate's many models) keeps the ``CACHE_SIZE`` most recently used ones, not every one it met."""
     with _LOCK:
-        if key not in _CACHE:
+        if key in _CACHE:
+            _CACHE[key] = _CACHE.pop(key)  # now the most recent
+        else:
             _CACHE[key] = load()
             LOADS[key] = LOADS.get(key, 0) + 1
+            while len(_CACHE) > CACHE_SIZE:
+                _CACHE.pop(next(iter(_CACHE)))
         return _CACHE[key]
 
 
