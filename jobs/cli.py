@@ -7,6 +7,7 @@ Exit codes: 0 success; 2 a config or input problem (short message, no traceback 
 from __future__ import annotations
 
 import argparse
+import re
 import logging
 import sys
 import traceback
@@ -103,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.remote:
             config.spark.master = None  # the Connect server has its own master
             config.spark.remote = args.remote
-        stages_for(args.command)  # an unbuilt stage is refused before Spark starts
+        stages_for(args.command)  # an unknown command is refused before Spark starts
         from pyspark.sql import SparkSession
 
         created = SparkSession.getActiveSession() is None
@@ -125,10 +126,33 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"segrec {args.command}: interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:  # unexpected: the traceback is what someone needs to fix it
-        traceback.print_exc()
+    except Exception as exc:
+        found = worker_input_error(exc)
+        if found is not None:
+            # A data problem a Python worker found (a vector of the wrong size...): an input error.
+            if args.debug:
+                traceback.print_exc()
+            print(f"segrec {args.command}: error: {found}", file=sys.stderr)
+            return 2
+        traceback.print_exc()  # unexpected: the traceback is what someone needs to fix it
         print(f"segrec {args.command}: unexpected error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
+
+
+def worker_input_error(exc: BaseException) -> str | None:
+    """The message of a ``udfs.errors.WorkerInputError`` raised in a Python worker or training process,
+    which reaches the driver only as the text of the failed task (a PythonException, or the training
+    process's output), else None."""
+    seen = 0
+    while exc is not None and seen < 10:
+        match = _WORKER_ERROR.search(str(exc))
+        if match:
+            return match.group(1).strip()
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return None
+
+
+_WORKER_ERROR = re.compile(r"WorkerInputError: ([^\n]+)")
 
 
 if __name__ == "__main__":

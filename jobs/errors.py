@@ -13,5 +13,5 @@ class InputError(UserError):
     """An input source cannot be used: missing path, missing column, wrong column type, nothing left."""
 
 
-class StageNotBuiltError(UserError):
-    """The requested stage is not part of this version of segrec yet."""
+class UnknownCommandError(UserError):
+    """A command that is not one of segrec's stages (or run)."""

@@ -11,7 +11,7 @@ from pyspark.sql import SparkSession
 from jobs import embed, evaluate, profile, recommend, segment, train, validate
 from jobs.config import Config
 from jobs.context import RunContext
-from jobs.errors import StageNotBuiltError
+from jobs.errors import UnknownCommandError
 from jobs.io import OutputStore
 from jobs.manifest import RunManifest, new_run_id
 from jobs.output_safety import check_locations
@@ -19,8 +19,8 @@ from jobs.tracking import Tracker
 
 log = logging.getLogger("segrec")
 
-# Every stage of the design, in pipeline order; None marks a stage this version does not have yet.
-STAGES: dict[str, Callable[[RunContext], Any] | None] = {
+# Every stage, in pipeline order.
+STAGES: dict[str, Callable[[RunContext], Any]] = {
     "validate": validate.run,
     "embed": embed.run,
     "train": train.run,
@@ -46,11 +46,9 @@ EVALUATE_NEEDS = ["validate", "embed"]
 
 def stages_for(command: str) -> list[str]:
     if command == "run":
-        return [name for name, fn in STAGES.items() if fn is not None and name != "evaluate"]
+        return [name for name in STAGES if name != "evaluate"]
     if command not in STAGES:
-        raise StageNotBuiltError(f"unknown command '{command}'")
-    if STAGES[command] is None:
-        raise StageNotBuiltError(f"stage '{command}' is not built yet in this version of segrec")
+        raise UnknownCommandError(f"unknown command '{command}' (one of run, {', '.join(STAGES)})")
     if command == "evaluate":
         return EVALUATE_NEEDS + [command]
     return [command]
@@ -78,17 +76,13 @@ def execute(spark: SparkSession, config: Config, command: str) -> RunManifest:
     manifest.data["output_path"] = store.root
     tracker = Tracker(config.mlflow, run_id, command)  # a config error (mlflow required, missing) before any write
     ctx = RunContext(spark=spark, config=config, store=store, manifest=manifest, tracker=tracker, reuse_from=reuse_from)
-    if command == "run":
-        missing = [n for n, fn in STAGES.items() if fn is None]
-        if missing:
-            log.info("stages not available in this version yet: %s", ", ".join(missing))
     manifest.write(store)
     try:
         if {"train", "segment", "evaluate"} & set(names):  # the stages that log to MLflow
             tracker.log_params(config.redacted())
         for name in names:
             manifest.data["current_stage"] = name
-            STAGES[name](ctx)  # type: ignore[misc]
+            STAGES[name](ctx)
     except BaseException as exc:
         tracker.finish(succeeded=False)
         # What an on-call engineer needs first: which stage, what kind of error, its message.

@@ -26,6 +26,7 @@ import pandas as pd
 import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
+from pyspark.sql.pandas.types import from_arrow_schema
 
 from jobs.config import Recommend
 from jobs.context import RunContext
@@ -35,14 +36,14 @@ from jobs.session import has_spark_context
 from jobs.train import item_vectors_for, space_of
 from udfs.device import TaskSlot, choose_device, current_slot
 from udfs.topk import (
-    OUTPUT_COLUMNS, Catalogue, cached_catalogue, candidate_depth, candidate_precision, load_catalogue, recommend_batch,
+    ARROW_SCHEMA, OUTPUT_COLUMNS, Catalogue, cached_catalogue, candidate_depth, candidate_precision, load_catalogue, recommend_batch,
     recommend_frame, rerank_mmr, save_catalogue,
 )
 
 log = logging.getLogger("segrec")
 
-OUTPUT_SCHEMA = ("user_id string, rank int, item_id string, score double, similarity double, popularity_boost double, "
-                 "because_item_id string, because_similarity double")
+# The Spark schema of recommendations, from the one Arrow definition the workers write.
+OUTPUT_SCHEMA = from_arrow_schema(ARROW_SCHEMA)
 
 
 # ------------------------------------------------------------------------------------ transforms

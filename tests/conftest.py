@@ -53,3 +53,34 @@ def synthetic_data():
     from jobs.synthetic import generate
 
     return generate(n_users=100, items_per_persona=12, seed=7)
+
+
+def small_config(root, model_dir: str, output: str, **sections) -> str:
+    """A config over 24 users of two personas with the smallest towers, segments and evaluation grid."""
+    import yaml
+
+    from jobs.synthetic import config_dict, generate, write_parquet
+
+    paths = write_parquet(generate(n_users=24, items_per_persona=4, personas=["hiker", "cook"], seed=4), str(root / "in"))
+    conf = config_dict(paths, str(root / output), model_path=model_dir)
+    conf["train"] = {"dim": 8, "hidden": 16, "epochs": 1}
+    conf["segment"] = {"k": 2}
+    conf["evaluate"] = {"holdout": 1, "ks": [3], "tune_k": 3, "popularity_weights": [0.0], "train_grid": [{}],
+                        "als": {"ranks": [2], "reg_params": [0.1], "alphas": [1.0], "max_iter": 1}, "plots": False,
+                        "sample_users": 10}
+    conf.update(sections)
+    path = root / f"{output}.yaml"
+    path.write_text(yaml.safe_dump(conf))
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def small_run(spark, tmp_path_factory, tiny_model_dir):
+    """``segrec run`` of :func:`small_config` on the classic session: (root, config path); outputs
+    under root/out. Read by the evaluate and Spark Connect tests, never written to by them."""
+    from jobs import cli
+
+    root = tmp_path_factory.mktemp("small-run")
+    conf = small_config(root, tiny_model_dir, "out")
+    assert cli.main(["run", "--conf", conf]) == 0
+    return root, conf

@@ -167,3 +167,25 @@ def test_a_user_sample_is_a_share_below_one_or_a_whole_count():
         Evaluate(sample_users=12.5)
     with pytest.raises(ValidationError):
         Evaluate(sample_users=0)
+
+
+def test_master_and_remote_are_exclusive_and_remote_comes_from_the_environment(monkeypatch):
+    from jobs.session import remote_of
+
+    base = {"inputs": {"items": {"path": "i", "columns": {"id": "id"}},
+                       "interactions": {"path": "x", "columns": {"user_id": "u", "item_id": "i"}}}}
+    with pytest.raises(ConfigError, match="not both"):
+        config_from_dict({**base, "spark": {"master": "local[2]", "remote": "sc://host:15002"}})
+    monkeypatch.delenv("SPARK_REMOTE", raising=False)
+    assert remote_of(config_from_dict(base)) is None
+    assert remote_of(config_from_dict({**base, "spark": {"remote": "sc://a:15002"}})) == "sc://a:15002"
+    monkeypatch.setenv("SPARK_REMOTE", "sc://env:15002")
+    assert remote_of(config_from_dict(base)) == "sc://env:15002"
+
+
+def test_the_old_evaluate_mlflow_keys_are_named_as_unknown():
+    base = {"inputs": {"items": {"path": "i", "columns": {"id": "id"}},
+                       "interactions": {"path": "x", "columns": {"user_id": "u", "item_id": "i"}}}}
+    with pytest.raises(ConfigError, match="evaluate.mlflow_tracking_uri: unknown key"):
+        config_from_dict({**base, "evaluate": {"mlflow_tracking_uri": "file:/tmp/x"}})
+    assert config_from_dict({**base, "mlflow": {"tracking_uri": "file:/tmp/x"}}).mlflow.tracking_uri == "file:/tmp/x"

@@ -199,17 +199,9 @@ def test_new_item_protocol_removes_whole_items_from_training(spark):
     assert untouched.count() == len(rows) and nothing.count() == 0
 
 
-def test_evaluate_leaves_the_outputs_of_run_untouched_and_reuses_their_vectors(spark, tmp_path, tiny_model_dir, capfd):
-    paths = write_parquet(generate(n_users=24, items_per_persona=4, personas=["hiker", "cook"], seed=4), str(tmp_path / "in"))
-    conf = config_dict(paths, str(tmp_path / "out"), model_path=tiny_model_dir)
-    conf["train"] = {"dim": 8, "hidden": 16, "epochs": 1}
-    conf["segment"] = {"k": 2}
-    conf["evaluate"] = {"holdout": 1, "ks": [3], "tune_k": 3, "popularity_weights": [0.0], "train_grid": [{}],
-                        "als": {"ranks": [2], "reg_params": [0.1], "alphas": [1.0], "max_iter": 1}, "plots": False,
-                        "sample_users": 10}
-    (tmp_path / "conf.yaml").write_text(yaml.safe_dump(conf))
-    assert cli.main(["run", "--conf", str(tmp_path / "conf.yaml")]) == 0
-    out = tmp_path / "out"
+def test_evaluate_leaves_the_outputs_of_run_untouched_and_reuses_their_vectors(small_run, capfd):
+    root, conf = small_run
+    out = root / "out"
 
     def files():
         return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
@@ -224,7 +216,7 @@ def test_evaluate_leaves_the_outputs_of_run_untouched_and_reuses_their_vectors(s
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(evaluate.baselines, "als", als)
-        assert cli.main(["evaluate", "--conf", str(tmp_path / "conf.yaml")]) == 0
+        assert cli.main(["evaluate", "--conf", conf]) == 0
     assert files() == before  # not one byte of run's outputs or manifests changed
     evaluation = json.loads((out / "evaluation" / "manifest.json").read_text())
     assert evaluation["stages"]["embed"]["embedded"] == 0  # every vector reused from run's outputs

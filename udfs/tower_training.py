@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from udfs.errors import WorkerInputError
 from udfs.towers import TowerSettings, TrainingData, TrainResult, train
 
 
@@ -64,7 +65,7 @@ def load_training_data(job: TrainJob) -> TrainingData:
     positions = np.minimum(positions, max(len(item_ids) - 1, 0))
     if len(flat_ids) and not np.array_equal(item_ids[positions], flat_ids):
         missing = flat_ids[item_ids[positions] != flat_ids][0]
-        raise ValueError(f"training history refers to item {missing!r}, which has no text vector")
+        raise WorkerInputError(f"training history refers to item {missing!r}, which has no text vector")
     weights = np.nan_to_num(flat_weights, nan=1.0, posinf=1.0, neginf=0.0)
     if not job.settings.feedback_weights:
         weights = np.ones_like(weights)

@@ -3,9 +3,10 @@
 # MAGIC # segrec: one stage (or the whole run) on Databricks
 # MAGIC
 # MAGIC Uses the notebook's existing `spark` and the same functions as the `segrec` CLI. Widgets: the
-# MAGIC run config, the stage, the input tables, the output location and the run date. The cluster needs
-# MAGIC the segrec wheel (or zip) and its dependencies as cluster libraries; GPU clusters get the task's
-# MAGIC GPU automatically (see conf/databricks/job.json).
+# MAGIC run config, the stage, the input tables, the output location and the run date. Classic clusters
+# MAGIC need the segrec wheel and its dependencies as cluster libraries (GPU clusters get the task's GPU
+# MAGIC automatically); on serverless, add the wheel to the notebook's environment. The scheduled job is
+# MAGIC the Asset Bundle in conf/databricks/databricks.yml.
 
 # COMMAND ----------
 
