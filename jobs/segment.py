@@ -332,6 +332,8 @@ def log_to_tracker(ctx: RunContext, centroids: np.ndarray, curve: dict[int, floa
     """k, the silhouette curve, and the model: its centroids (all that assigning users needs) and, where
     the output store is on this machine's file system, the Spark ML model directory itself."""
     tracker = ctx.tracker
+    if not tracker.enabled:
+        return
     tracker.log_metrics({"segment.k": len(centroids)})
     for k, silhouette in sorted((curve or {}).items()):
         tracker.log_metrics({"segment.silhouette": silhouette}, step=int(k))

@@ -13,6 +13,8 @@ import logging
 import math
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from jobs.config import Mlflow
@@ -80,9 +82,10 @@ class Tracker:
             from mlflow.tracking import MlflowClient
 
             self._client = MlflowClient(tracking_uri=self.uri)
-            experiment = self._client.get_experiment_by_name(self.settings.experiment)
+            name = experiment_name(self.settings.experiment, self.uri)
+            experiment = self._client.get_experiment_by_name(name)
             experiment_id = experiment.experiment_id if experiment is not None else self._client.create_experiment(
-                self.settings.experiment, artifact_location=self.settings.artifact_location)
+                name, artifact_location=self.settings.artifact_location)
             run = self._client.create_run(experiment_id, run_name=self.segrec_run_id,
                                           tags={"segrec.run_id": self.segrec_run_id, "segrec.command": self.command})
             self.run_id = run.info.run_id
@@ -93,7 +96,21 @@ class Tracker:
     def finish(self, succeeded: bool) -> None:
         """End the MLflow run (if one was started) as FINISHED or FAILED."""
         if self.run_id is not None:
-            self._client.set_terminated(self.run_id, status="FINISHED" if succeeded else "FAILED")
+            with self._guard("end the run"):
+                self._client.set_terminated(self.run_id, status="FINISHED" if succeeded else "FAILED")
+
+    @contextmanager
+    def _guard(self, what: str) -> Iterator[None]:
+        """A tracking server that fails (unreachable, refusing) stops the command only when tracking
+        was required (``mlflow.enabled: true``); under ``auto`` it is a warning and tracking stops."""
+        try:
+            yield
+        except Exception as exc:
+            if self.settings.enabled is True:
+                raise
+            log.warning("MLflow: could not %s at %s (%s: %s): nothing more is logged to MLflow in this run",
+                        what, self.uri, type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+            self.enabled = False
 
     # ---------------------------------------------------------------------------------- logging
 
@@ -105,9 +122,10 @@ class Tracker:
 
         flat = flatten(params, prefix)
         items = [Param(key, _text(value)[:_PARAM_CHARS]) for key, value in sorted(flat.items())]
-        run = self._run()
-        for start in range(0, len(items), _PARAMS_PER_BATCH):
-            self._client.log_batch(run, params=items[start:start + _PARAMS_PER_BATCH])
+        with self._guard("log parameters"):
+            run = self._run()
+            for start in range(0, len(items), _PARAMS_PER_BATCH):
+                self._client.log_batch(run, params=items[start:start + _PARAMS_PER_BATCH])
 
     def log_metrics(self, metrics: dict[str, Any], step: int = 0) -> None:
         """Finite numbers only (MLflow refuses NaN on some stores; None means no value)."""
@@ -120,14 +138,16 @@ class Tracker:
         now = int(time.time() * 1000)
         items = [Metric(key, float(value), now, step) for key, value in sorted(metrics.items())
                  if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)]
-        run = self._run()
-        for start in range(0, len(items), _METRICS_PER_BATCH):
-            self._client.log_batch(run, metrics=items[start:start + _METRICS_PER_BATCH])
+        with self._guard("log metrics"):
+            run = self._run()
+            for start in range(0, len(items), _METRICS_PER_BATCH):
+                self._client.log_batch(run, metrics=items[start:start + _METRICS_PER_BATCH])
 
     def log_artifacts(self, local_dir: str, artifact_path: str | None = None) -> None:
         if self.enabled:
-            run = self._run()
-            self._client.log_artifacts(run, local_dir, artifact_path)
+            with self._guard("log artifacts"):
+                run = self._run()
+                self._client.log_artifacts(run, local_dir, artifact_path)
 
     def log_files(self, files: dict[str, bytes], artifact_path: str) -> None:
         """Files given as bytes (read from the output store, wherever it lives) under ``artifact_path``."""
@@ -143,6 +163,13 @@ class Tracker:
         if self.enabled:
             folder, _, name = artifact_file.rpartition("/")
             self.log_files({name: json.dumps(payload, indent=2, default=str).encode("utf-8")}, folder or None)
+
+
+def experiment_name(name: str, uri: str | None) -> str:
+    """On Databricks an experiment is a workspace path: a bare name goes under /Shared."""
+    if uri and uri.startswith("databricks") and not name.startswith("/"):
+        return f"/Shared/{name}"
+    return name
 
 
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:

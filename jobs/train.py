@@ -357,6 +357,8 @@ def run(ctx: RunContext) -> dict:
 def log_to_tracker(ctx: RunContext, model: TrainedModel, figures: dict) -> None:
     """The loss per epoch, the fit's figures and the saved towers (as written, from the output store)."""
     tracker = ctx.tracker
+    if not tracker.enabled:
+        return
     for point in model.curve:
         tracker.log_metrics({"train.loss": point["loss"]}, step=int(point["epoch"]))
     tracker.log_metrics({f"train.{key}": value for key, value in figures.items()})

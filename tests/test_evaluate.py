@@ -175,6 +175,24 @@ def test_tracking_is_off_without_a_uri_and_required_when_asked(monkeypatch):
         Tracker(Mlflow(enabled=True), "r1", "run")
 
 
+def test_a_failing_tracking_server_stops_tracking_not_the_run_unless_required(tmp_path, caplog):
+    pytest.importorskip("mlflow")
+    from jobs.config import Mlflow
+    from jobs.tracking import Tracker, experiment_name
+
+    (tmp_path / "a-file").write_text("not a folder")
+    broken = f"sqlite:///{tmp_path}/a-file/mlflow.db"  # a store that cannot be created
+    tracker = Tracker(Mlflow(tracking_uri=broken), "r1", "run")
+    tracker.log_metrics({"x": 1.0})
+    assert not tracker.enabled and "nothing more is logged to MLflow" in caplog.text
+    tracker.log_params({"y": 2})  # now a no-op
+    with pytest.raises(Exception):
+        Tracker(Mlflow(tracking_uri=broken, enabled=True), "r1", "run").log_metrics({"x": 1.0})
+    assert experiment_name("segrec", "databricks") == "/Shared/segrec"
+    assert experiment_name("/Users/me/segrec", "databricks") == "/Users/me/segrec"
+    assert experiment_name("segrec", "sqlite:///x.db") == "segrec"
+
+
 def test_a_source_where_nothing_can_be_held_out_is_refused(spark, tmp_path, tiny_model_dir, capsys):
     data = generate(n_users=12, items_per_persona=4, seed=2)
     data.interactions = data.interactions.groupby("user_id").head(1)  # one interaction per user

@@ -547,11 +547,12 @@ def recommend_users(
     seen = seen_positions(users.seen_ids, users.seen_counts, catalogue)
     depth = candidate_depth(k, mmr)
     parts = {c: [np.empty(0, t)] for c, t in OUTPUT_DTYPES.items()}
-    positions = [np.empty(0, np.int64)]
+    positions, user_rows = [np.empty(0, np.int64)], [np.empty(0, np.int64)]
     for rows, idx, score, sim, boost in top_k(
         users.vectors, users.segments, seen, catalogue, depth, popularity_weight, block_mb, device, precision
     ):
         positions.append(idx - catalogue.offset)
+        user_rows.append(rows)
         parts["user_id"].append(users.ids[rows])
         parts["rank"].append(_ranks(rows))
         parts["item_id"].append(catalogue.item_ids[positions[-1]])
@@ -567,9 +568,13 @@ def recommend_users(
     because = np.full(len(columns["user_id"]), -1, np.int64)
     similarity = np.full(len(because), np.nan)
     if explain and len(because) and len(seen.rows):
-        index = _cached(catalogue, "id_index", lambda: pd.Index(catalogue.item_ids.astype(object)))
-        rows = pd.Index(users.ids.astype(object)).get_indexer(columns["user_id"])
-        because, similarity = explain_picks(rows, index.get_indexer(columns["item_id"]), seen, catalogue.vectors)
+        if mmr:  # re-ranked: the rows' users and items found again by id
+            index = _cached(catalogue, "id_index", lambda: pd.Index(catalogue.item_ids.astype(object)))
+            rows = pd.Index(users.ids.astype(object)).get_indexer(columns["user_id"])
+            picks = index.get_indexer(columns["item_id"])
+        else:  # in the order top_k gave them
+            rows, picks = np.concatenate(user_rows), np.concatenate(positions)
+        because, similarity = explain_picks(rows, picks, seen, catalogue.vectors)
     ids = np.full(len(because), None, object)
     ids[because >= 0] = catalogue.item_ids[because[because >= 0]]
     return {**columns, "because_item_id": ids, "because_similarity": similarity}
@@ -614,8 +619,8 @@ def explain_picks(
         out = order[np.where(r_valid, r_start[block][:, None] + np.arange(r_max), 0)]
         sims = np.matmul(vectors[picks[out]], vectors[history].transpose(0, 2, 1))  # (users, picks, history)
         sims[~np.broadcast_to(h_valid[:, None, :], sims.shape)] = -np.inf
-        best = sims.argmax(axis=2)
-        chosen = np.take_along_axis(history[:, None, :].repeat(r_max, 1), best[..., None], 2)[..., 0]
+        best = sims.argmax(axis=2)  # the first of equal maxima: the lower position
+        chosen = np.take_along_axis(history, best, 1)
         value = np.take_along_axis(sims, best[..., None], 2)[..., 0]
         because[out[r_valid]] = chosen[r_valid]
         similarity[out[r_valid]] = value[r_valid]
