@@ -290,7 +290,8 @@ class Recommend(_Section):
     mmr_pool: int = Field(50, ge=1, description="with MMR: the best candidates per user that are re-ranked")
     explain: bool = Field(
         True, description="each recommendation's reason: the item in the user's history most similar to it "
-        "(because_item_id, because_similarity); needs exclude_seen, and the broadcast plan",
+        "(because_item_id, because_similarity); in the scoring worker, or by joins (sharded plan, exclude_seen "
+        "false)",
     )
 
 

@@ -292,19 +292,42 @@ def weighted_recommendations(
     matrix_mb = n_items * dim * 4 / 2**20
     plan = choose_plan(settings, matrix_mb)
     figures = {"plan": plan, "items": n_items, "matrix_mb": round(matrix_mb, 2)}
-    if settings.explain and (plan == "sharded" or not settings.exclude_seen):
-        # The reason is found among the user's history inside the worker that holds the whole catalogue:
-        # a shard holds part of it, and without exclude_seen no history is shipped.
-        log.warning("recommend.explain: no reasons in this run (because_item_id is null): they need the broadcast "
-                    "plan and exclude_seen (plan %s, exclude_seen %s)", plan, settings.exclude_seen)
-        figures["explained"] = False
+    # The worker that holds the whole catalogue finds each reason among the user's history; a shard
+    # holds part of the catalogue, and without exclude_seen no history is shipped: joins find them.
+    joined_reasons = settings.explain and (plan == "sharded" or not settings.exclude_seen)
+    if joined_reasons:
+        figures["reasons"] = "joined"
     if plan == "broadcast":
         if rows is None:
             rows = catalogue.toPandas()  # the broadcast plan's premise: the catalogue fits on the driver
         source = catalogue_source(spark, to_catalogue(rows), settings, matrix_dir)
-        return {w: broadcast_plan(users, source, s) for w, s in per_weight.items()}, figures
-    n_users = user_vectors.count()
-    return {w: sharded_plan(users, catalogue, s, dim, n_users, n_items) for w, s in per_weight.items()}, figures
+        lists = {w: broadcast_plan(users, source, s) for w, s in per_weight.items()}
+    else:
+        n_users = user_vectors.count()
+        lists = {w: sharded_plan(users, catalogue, s, dim, n_users, n_items) for w, s in per_weight.items()}
+    if joined_reasons:
+        lists = {w: reasons_by_join(recs, interactions, item_vectors) for w, recs in lists.items()}
+    return lists, figures
+
+
+def reasons_by_join(recs: DataFrame, interactions: DataFrame, item_vectors: DataFrame) -> DataFrame:
+    """Each recommendation's reason from joins: every item of the user's history (other than the
+    recommended item itself) against it, the most similar kept, ties by the smaller id: the reasons
+    the broadcast plan's workers give. Its cost is k x history dot products per user, shuffled."""
+    history = interactions.select("user_id", F.col("item_id").alias("because_item_id")).distinct()
+    vectors = item_vectors.select("item_id", "vector")
+    history_vectors = vectors.select(F.col("item_id").alias("because_item_id"), F.col("vector").alias("because_vector"))
+    dot = F.aggregate(F.zip_with("vector", "because_vector", lambda x, y: x * y), F.lit(0.0), lambda acc, x: acc + x)
+    pairs = (
+        recs.select("user_id", "item_id").join(vectors, on="item_id", how="inner")
+        .join(history, on="user_id", how="inner").where(F.col("because_item_id") != F.col("item_id"))
+        .join(history_vectors, on="because_item_id", how="inner")
+        .select("user_id", "item_id", "because_item_id", dot.alias("because_similarity"))
+    )
+    best = Window.partitionBy("user_id", "item_id").orderBy(F.desc("because_similarity"), F.asc("because_item_id"))
+    chosen = pairs.withColumn("_pick", F.row_number().over(best)).where(F.col("_pick") == 1).drop("_pick")
+    return recs.drop("because_item_id", "because_similarity").join(
+        chosen, on=["user_id", "item_id"], how="left").select(*OUTPUT_COLUMNS)
 
 
 def check_matrix_settings(settings: Recommend) -> None:

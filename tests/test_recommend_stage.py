@@ -36,7 +36,7 @@ def inputs(spark):
 
 
 def run(spark, inputs, tmp_path=None, **settings):
-    settings.setdefault("explain", False)  # the sharded plan has no reasons: compared with explain on below
+    settings.setdefault("explain", False)  # reasons are compared with explain on below
     config = Recommend(**settings)
     recs, figures = recommendations(spark, inputs["user_vectors"], inputs["item_vectors"], inputs["interactions"],
                                     inputs["segments"], config)
@@ -159,10 +159,24 @@ def test_every_reason_is_the_most_similar_item_of_the_users_own_history(spark, i
     assert explained["because_item_id"].notna().sum() > 100
 
 
-def test_the_sharded_plan_says_it_has_no_reasons(spark, inputs, caplog):
-    recs, figures = run(spark, inputs, k=3, max_broadcast_mb=30 * DIM * 4 / 2**20, user_block=8, explain=True)
-    assert figures["explained"] is False and recs["because_item_id"].isna().all()
-    assert "no reasons in this run" in caplog.text
+def test_the_sharded_plan_gives_the_broadcast_plans_reasons(spark, inputs):
+    broadcast, _ = run(spark, inputs, k=5, popularity_weight=0.3, plan="broadcast", explain=True)
+    sharded, figures = run(spark, inputs, k=5, popularity_weight=0.3, max_broadcast_mb=30 * DIM * 4 / 2**20, user_block=8,
+                           explain=True)
+    assert figures["plan"] == "sharded" and figures["reasons"] == "joined"
+    pd.testing.assert_frame_equal(sharded.drop(columns="because_similarity"), broadcast.drop(columns="because_similarity"))
+    np.testing.assert_allclose(sharded["because_similarity"], broadcast["because_similarity"], atol=1e-5)
+    assert broadcast["because_item_id"].notna().sum() > 100
+
+
+def test_without_exclude_seen_reasons_come_from_the_rest_of_the_history(spark, inputs):
+    recs, figures = run(spark, inputs, k=5, plan="broadcast", explain=True, exclude_seen=False)
+    assert figures["reasons"] == "joined"
+    seen = inputs["seen"]
+    for row in recs.itertuples():
+        others = seen.get(row.user_id, set()) - {row.item_id}
+        assert (row.because_item_id in others) if others else row.because_item_id is None, row
+    assert recs["because_item_id"].notna().sum() > 100
 
 
 def test_without_a_spark_context_the_matrix_goes_to_a_file_under_the_given_directory(tmp_path):
