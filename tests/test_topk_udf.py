@@ -372,3 +372,27 @@ def test_seen_items_are_sorted_by_row_and_each_pair_kept_once():
     assert rows.tolist() == [1, 1] and positions.tolist() == [0, 7]
     empty = SeenItems.from_lists([np.array([], np.int64)] * 2)
     assert len(empty.rows) == 0 and len(empty.block(0, 2)[0]) == 0
+
+
+def test_reasons_do_not_depend_on_the_block_budget():
+    from udfs.topk import SeenItems, explain_picks
+
+    rng = np.random.default_rng(5)
+    vectors = rng.standard_normal((300, 8)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    lengths = rng.integers(0, 40, 50)  # some users without history, some longer than the smallest budgets
+    seen = SeenItems.from_pairs(np.repeat(np.arange(50), lengths), rng.integers(0, 300, lengths.sum()))
+    rows, picks = np.repeat(np.arange(50), 6), rng.integers(0, 300, 300)
+    results = [explain_picks(rows, picks, seen, vectors, budget=b) for b in (1, 7, 64, 4096, 1 << 20)]
+    for because, similarity in results[1:]:
+        np.testing.assert_array_equal(because, results[0][0])
+        np.testing.assert_allclose(similarity, results[0][1], atol=1e-6)  # padding changes the BLAS kernel
+    because, similarity = results[0]
+    for row in range(50):
+        history = seen.positions[seen.rows == row]
+        mine = rows == row
+        if not len(history):
+            assert (because[mine] == -1).all() and np.isnan(similarity[mine]).all()
+            continue
+        sims = vectors[picks[mine]] @ vectors[history].T
+        np.testing.assert_array_equal(because[mine], history[sims.argmax(axis=1)])

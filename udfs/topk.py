@@ -584,7 +584,7 @@ EXPLANATION = ("because_item_id", "because_similarity")
 
 
 def explain_picks(
-    rows: np.ndarray, picks: np.ndarray, seen: SeenItems, vectors: np.ndarray, budget: int = 32_768
+    rows: np.ndarray, picks: np.ndarray, seen: SeenItems, vectors: np.ndarray, budget: int = 4096
 ) -> tuple[np.ndarray, np.ndarray]:
     """For each recommended (user row, catalogue position): the position of the item in that user's
     history most similar to it (ties: the lower position, i.e. the smaller id) and the cosine between
@@ -593,6 +593,8 @@ def explain_picks(
     Users are taken in order of history length, in blocks whose padded (users x longest history) stays
     under ``budget`` vectors, and each block is one batched matrix product: the cost is about one dot
     product per (recommended item, history item) pair, a small part of scoring the whole catalogue.
+    The cost is in gathering the vectors, not in the products: small blocks keep a block's gathered
+    vectors in cache until its product reads them (the "explain on / off" line of benchmarks/topk.py).
     """
     because = np.full(len(rows), -1, np.int64)
     similarity = np.full(len(rows), np.nan)
