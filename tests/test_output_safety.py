@@ -83,3 +83,21 @@ def test_a_directory_segrec_did_not_write_is_never_replaced(spark, inputs, capsy
     assert validate(tmp_path, paths, tmp_path / "out") == 0
     assert (tmp_path / "out" / "items" / "_SEGREC").exists()
     assert validate(tmp_path, paths, tmp_path / "out") == 0
+
+
+@pytest.mark.parametrize("path", ["output", "/Volumes/main/segrec/out", "/dbfs/segrec", "file:/tmp/out", "C:/out"])
+def test_mounted_and_local_outputs_are_writable_without_a_jvm(path):
+    from jobs.io import check_local_path
+
+    check_local_path(path)  # no error
+
+
+@pytest.mark.parametrize("path", ["s3://bucket/out", "s3a://bucket/out", "abfss://c@acct.dfs.core.windows.net/out",
+                                  "gs://bucket/out", "hdfs:///segrec", "dbfs:/segrec"])
+def test_object_store_outputs_without_a_jvm_are_refused_naming_the_alternatives(path):
+    from jobs.errors import ConfigError
+    from jobs.io import check_local_path
+
+    with pytest.raises(ConfigError, match="/Volumes/") as refused:
+        check_local_path(path)
+    assert path in str(refused.value) and "output.format: table" in str(refused.value)
