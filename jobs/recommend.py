@@ -15,7 +15,6 @@ Two plans, same results:
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 import uuid
@@ -36,11 +35,9 @@ from jobs.session import has_spark_context
 from jobs.train import item_vectors_for, space_of
 from udfs.device import TaskSlot, choose_device, current_slot
 from udfs.topk import (
-    ARROW_SCHEMA, OUTPUT_COLUMNS, Catalogue, cached_catalogue, candidate_depth, candidate_precision, load_catalogue, recommend_batch,
-    recommend_frame, rerank_mmr, save_catalogue,
+    ARROW_SCHEMA, OUTPUT_COLUMNS, Catalogue, cached_catalogue, candidate_depth, candidate_precision, load_catalogue,
+    recommend_batch, recommend_frame, rerank_mmr, save_catalogue,
 )
-
-log = logging.getLogger("segrec")
 
 # The Spark schema of recommendations, from the one Arrow definition the workers write.
 OUTPUT_SCHEMA = from_arrow_schema(ARROW_SCHEMA)
