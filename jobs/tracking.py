@@ -95,9 +95,16 @@ class Tracker:
 
     def finish(self, succeeded: bool) -> None:
         """End the MLflow run (if one was started) as FINISHED or FAILED."""
-        if self.run_id is not None:
+        if self.run_id is None:
+            return
+        try:
             with self._guard("end the run"):
                 self._client.set_terminated(self.run_id, status="FINISHED" if succeeded else "FAILED")
+        except Exception:
+            if succeeded:
+                raise
+            # The command is failing already: its own error is the one to report.
+            log.warning("MLflow: run %s could not be marked FAILED", self.run_id, exc_info=True)
 
     @contextmanager
     def _guard(self, what: str) -> Iterator[None]:
