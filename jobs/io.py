@@ -75,7 +75,7 @@ class _HadoopFS:
 class _LocalFS:
     @staticmethod
     def _p(path: str) -> str:
-        return path[len("file:") :] if path.startswith("file:") else path
+        return local_path(path)
 
     def exists(self, path: str) -> bool:
         return os.path.exists(self._p(path))
