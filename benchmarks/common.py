@@ -24,7 +24,7 @@ def local_spark(app: str, cores: int, driver_memory: str = "4g", ui: bool = Fals
     os.environ["PYSPARK_PYTHON"] = sys.executable
     from pyspark.sql import SparkSession
 
-    from jobs.session import local_defaults
+    from segrec.jobs.session import local_defaults
 
     master = f"local[{cores}]"
     builder = SparkSession.builder.master(master).appName(app).config("spark.ui.enabled", str(ui).lower())

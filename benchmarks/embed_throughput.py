@@ -99,8 +99,8 @@ def plain_encode(texts: list[str], model_dir: str, device: str, max_length: int)
 def bfloat16_check(texts: list[str], model_dir: str, max_length: int) -> None:
     """The encoder in bfloat16 on this CPU (model.cpu_dtype): speed and agreement with float32, the
     stage's own Encoder both times (same windows, batches and pooling), one warm-up encode each."""
-    from udfs.encoder import Encoder, EncoderSettings
-    from udfs.topk import native_bfloat16
+    from segrec.udfs.encoder import Encoder, EncoderSettings
+    from segrec.udfs.topk import native_bfloat16
 
     settings = EncoderSettings(model_path=model_dir, max_length=max_length)
     timings, vectors = {}, {}
@@ -120,7 +120,7 @@ def int8_check(texts: list[str], model_dir: str, max_length: int) -> None:
     """Dynamic int8 quantisation of the Linear layers (CPU): speed and agreement with fp32."""
     import torch
 
-    from udfs.encoder import Encoder, EncoderSettings
+    from segrec.udfs.encoder import Encoder, EncoderSettings
 
     fp32 = Encoder(EncoderSettings(model_path=model_dir, max_length=max_length, long_text="truncate"))
     int8 = Encoder(EncoderSettings(model_path=model_dir, max_length=max_length, long_text="truncate"))
@@ -138,8 +138,8 @@ def int8_check(texts: list[str], model_dir: str, max_length: int) -> None:
 
 def spark_encode(spark, texts: list[str], workdir: str, model_path: str, long_text: str) -> tuple[float, dict]:
     """(b): seconds for the embed stage over ``texts`` as items (validate first, untimed)."""
-    from jobs.config import config_from_dict
-    from jobs.pipeline import execute
+    from segrec.jobs.config import config_from_dict
+    from segrec.jobs.pipeline import execute
 
     items = Path(workdir) / "items.parquet"
     events = Path(workdir) / "interactions.parquet"
@@ -180,8 +180,8 @@ def st_encode(texts: list[str], model_dir: str, device: str, max_length: int) ->
 
 def pii_cost(texts: list[str], repeats: int = 3) -> tuple[float, float]:
     """(seconds to render, seconds to render and redact) the texts, best of ``repeats``."""
-    from udfs.pii import redact_series
-    from udfs.text import render_frame
+    from segrec.udfs.pii import redact_series
+    from segrec.udfs.text import render_frame
 
     contact = " Write to jane.roe@example.com or call +44 20 7946 0958."
     frame = pd.DataFrame({"p0": [t + contact if i % 5 == 0 else t for i, t in enumerate(texts)]})
@@ -202,7 +202,7 @@ def main() -> None:
     args = parser.parse_args()
 
     os.environ["PYSPARK_PYTHON"] = sys.executable
-    from udfs.encoder import resolve_model_path
+    from segrec.udfs.encoder import resolve_model_path
 
     model_dir = resolve_model_path(args.model)
     sets = {

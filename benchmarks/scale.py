@@ -35,7 +35,7 @@ import pandas as pd
 
 from common import local_spark, peak_rss_mb, pids_where, worker_pids
 
-from jobs.synthetic import _ADJECTIVES, PERSONAS, TINY_VOCAB_WORDS, save_tiny_bert
+from segrec.jobs.bootstrap.synthetic import _ADJECTIVES, PERSONAS, TINY_VOCAB_WORDS, save_tiny_bert
 
 RUN_STAGES = ["validate", "embed", "train", "profile", "segment", "recommend"]
 TARGET = 1.5
@@ -165,7 +165,7 @@ def shuffle_bytes(spark, group: str) -> int:
 
 
 def measure(spark, conf, command: str, group: str) -> dict:
-    from jobs.pipeline import execute
+    from segrec.jobs.pipeline import execute
 
     reset_peaks([os.getpid(), *jvm_pids(), *worker_pids()])
     spark.sparkContext.setJobGroup(group, command)
@@ -206,7 +206,7 @@ def main() -> None:
     parser.add_argument("--cores", type=int, default=2)
     args = parser.parse_args()
 
-    from jobs.config import config_from_dict
+    from segrec.jobs.config import config_from_dict
 
     spark = local_spark("segrec-scale", args.cores, driver_memory="8g", ui=True)
     rows = []

@@ -134,15 +134,15 @@ def main() -> None:
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    from jobs.config import Recommend
-    from jobs.recommend import recommendations
+    from segrec.jobs.config import Recommend
+    from segrec.jobs.recommend import recommendations
 
     rng = np.random.default_rng(7)
     users, items = unit_rows(rng, args.users, args.dim), unit_rows(rng, args.items, args.dim)
     events = pd.DataFrame(
         {"user": np.repeat(np.arange(args.users), args.seen), "item": rng.integers(0, args.items, args.users * args.seen)}
     ).drop_duplicates()
-    from udfs.topk import candidate_precision
+    from segrec.udfs.topk import candidate_precision
 
     device = "cuda:0" if args.device == "cuda" else "cpu"
     precision = candidate_precision(args.precision, device)

@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 
 from common import best_seconds, local_spark, unit_rows  # (also puts the repository on sys.path)
-from udfs import topk
+from segrec.udfs import topk
 
 
 def selection(items: int, dim: int, rows: int, k: int, repeats: int) -> None:
@@ -65,7 +65,7 @@ def batch_format(users: int, items: int, dim: int, k: int, repeats: int) -> None
     import pyarrow as pa
     from pyspark.sql import functions as F
 
-    from jobs.recommend import user_frame
+    from segrec.jobs.recommend import user_frame
 
     rng = np.random.default_rng(2)
     spark = local_spark("topk-parts", 2, driver_memory="4g")

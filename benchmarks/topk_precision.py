@@ -21,8 +21,8 @@ import numpy as np
 import pandas as pd
 
 from common import unit_rows  # (also puts the repository on sys.path)
-from udfs import topk
-from udfs.topk import Catalogue, SeenItems, top_k
+from segrec.udfs import topk
+from segrec.udfs.topk import Catalogue, SeenItems, top_k
 
 
 def vectors_from(output: Path) -> tuple[np.ndarray, np.ndarray]:

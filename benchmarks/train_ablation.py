@@ -19,7 +19,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from udfs.towers import TowerSettings, TowerWeights, TrainingData, inference_history, train
+from segrec.udfs.towers import TowerSettings, TowerWeights, TrainingData, inference_history, train
 
 
 def read(output: str, name: str) -> pd.DataFrame:

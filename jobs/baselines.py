@@ -24,10 +24,10 @@ from pyspark.ml.recommendation import ALS
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from jobs.config import Recommend
-from jobs.list_metrics import item_user_counts
-from jobs.recommend import OUTPUT_SCHEMA, recommendations
-from udfs.topk import OUTPUT_COLUMNS
+from segrec.jobs.config import Recommend
+from segrec.jobs.list_metrics import item_user_counts
+from segrec.jobs.recommend import OUTPUT_SCHEMA, recommendations
+from segrec.udfs.topk import OUTPUT_COLUMNS
 
 
 def _plain(k: int) -> Recommend:

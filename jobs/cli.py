@@ -12,8 +12,8 @@ import logging
 import sys
 import traceback
 
-from jobs.config import DEFAULT_CONF
-from jobs.errors import UserError
+from segrec.jobs.config import DEFAULT_CONF
+from segrec.jobs.errors import UserError
 
 COMMANDS = ["validate", "run", "embed", "train", "profile", "segment", "recommend", "evaluate"]
 
@@ -70,7 +70,7 @@ def print_summary(manifest) -> None:
         shown = " ".join(f"{k}={v}" for k, v in figures.items() if not isinstance(v, (dict, list)))
         print(f"  stage {name:<10} {shown}")
     if data.get("segments"):
-        from jobs.segment import format_table
+        from segrec.jobs.segment import format_table
 
         print("\nsegments:")
         print(format_table(data["segments"]))
@@ -94,9 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.debug)
     try:
         # Imported here so that --help and config errors answer without starting a JVM.
-        from jobs.config import load_config
-        from jobs.pipeline import execute, stages_for
-        from jobs.session import get_spark, has_spark_context
+        from segrec.jobs.config import load_config
+        from segrec.jobs.pipeline import execute, stages_for
+        from segrec.jobs.session import get_spark, has_spark_context
 
         config = load_config(args.conf, args.overrides)
         if args.debug:

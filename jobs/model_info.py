@@ -10,8 +10,8 @@ import hashlib
 import json
 from pathlib import Path
 
-from jobs.errors import ConfigError
-from udfs.encoder import EncoderSettings, resolve_model_path
+from segrec.jobs.errors import ConfigError
+from segrec.udfs.encoder import EncoderSettings, resolve_model_path
 
 _SKIP = {"README.md", ".gitattributes"}
 

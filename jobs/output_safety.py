@@ -17,8 +17,8 @@ import os
 import re
 from urllib.parse import urlparse
 
-from jobs.config import Config
-from jobs.errors import ConfigError
+from segrec.jobs.config import Config
+from segrec.jobs.errors import ConfigError
 
 MARKER = "_SEGREC"
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")

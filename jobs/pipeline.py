@@ -8,14 +8,14 @@ from typing import Any
 
 from pyspark.sql import SparkSession
 
-from jobs import embed, evaluate, profile, recommend, segment, train, validate
-from jobs.config import Config
-from jobs.context import RunContext
-from jobs.errors import UnknownCommandError
-from jobs.io import OutputStore
-from jobs.manifest import RunManifest, new_run_id
-from jobs.output_safety import check_locations
-from jobs.tracking import Tracker
+from segrec.jobs import embed, evaluate, profile, recommend, segment, train, validate
+from segrec.jobs.config import Config
+from segrec.jobs.context import RunContext
+from segrec.jobs.errors import UnknownCommandError
+from segrec.jobs.io import OutputStore
+from segrec.jobs.manifest import RunManifest, new_run_id
+from segrec.jobs.output_safety import check_locations
+from segrec.jobs.tracking import Tracker
 
 log = logging.getLogger("segrec")
 

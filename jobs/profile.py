@@ -23,9 +23,9 @@ from pyspark.ml.stat import Summarizer
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from jobs.config import Profile
-from jobs.context import RunContext
-from jobs.feedback import with_feedback_weight
+from segrec.jobs.config import Profile
+from segrec.jobs.context import RunContext
+from segrec.jobs.feedback import with_feedback_weight
 
 NO_SIGNAL = "no_signal"
 
@@ -138,7 +138,7 @@ def no_signal_rejects(profiles: DataFrame) -> DataFrame:
 
 
 def run(ctx: RunContext) -> dict:
-    from jobs import train  # train imports this module's transforms
+    from segrec.jobs import train  # train imports this module's transforms
 
     store, settings = ctx.store, ctx.config.profile
     interactions = store.read("interactions", needed_by="profile")

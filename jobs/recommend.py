@@ -27,14 +27,14 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import from_arrow_schema
 
-from jobs.config import Recommend
-from jobs.context import RunContext
-from jobs.errors import ConfigError, InputError
-from jobs.io import local_path
-from jobs.session import has_spark_context
-from jobs.train import item_vectors_for, space_of
-from udfs.device import TaskSlot, choose_device, current_slot
-from udfs.topk import (
+from segrec.jobs.config import Recommend
+from segrec.jobs.context import RunContext
+from segrec.jobs.errors import ConfigError, InputError
+from segrec.jobs.io import local_path
+from segrec.jobs.session import has_spark_context
+from segrec.jobs.train import item_vectors_for, space_of
+from segrec.udfs.device import TaskSlot, choose_device, current_slot
+from segrec.udfs.topk import (
     ARROW_SCHEMA, OUTPUT_COLUMNS, Catalogue, cached_catalogue, candidate_depth, candidate_precision, load_catalogue,
     recommend_batch, recommend_frame, rerank_mmr, save_catalogue,
 )

@@ -18,10 +18,10 @@ from pyspark.ml.functions import array_to_vector, vector_to_array
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from jobs.config import Evaluate
-from jobs.io import OutputStore
-from jobs.metrics import METRICS
-from jobs.tracking import Tracker
+from segrec.jobs.config import Evaluate
+from segrec.jobs.io import OutputStore
+from segrec.jobs.metrics import METRICS
+from segrec.jobs.tracking import Tracker
 
 log = logging.getLogger("segrec")
 

@@ -28,13 +28,13 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from scipy.optimize import linear_sum_assignment
 
-from jobs.config import Segment
-from jobs.context import RunContext
-from jobs.errors import InputError
-from jobs.io import local_path
-from jobs.train import item_vectors_for, space_of
-from udfs.pii import ANY_PLACEHOLDER as PLACEHOLDERS
-from udfs.segments import assign, normalise_rows
+from segrec.jobs.config import Segment
+from segrec.jobs.context import RunContext
+from segrec.jobs.errors import InputError
+from segrec.jobs.io import local_path
+from segrec.jobs.train import item_vectors_for, space_of
+from segrec.udfs.pii import ANY_PLACEHOLDER as PLACEHOLDERS
+from segrec.udfs.segments import assign, normalise_rows
 
 log = logging.getLogger("segrec")
 

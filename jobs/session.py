@@ -12,7 +12,7 @@ import sys
 
 from pyspark.sql import SparkSession
 
-from jobs.config import Config
+from segrec.jobs.config import Config
 
 log = logging.getLogger(__name__)
 

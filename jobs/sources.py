@@ -18,11 +18,11 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.sql.utils import AnalysisException
 
-from jobs.config import InteractionsSource, ItemsSource, UsersSource, _Source
-from jobs.errors import InputError
-from udfs.pii import KINDS as PII_KINDS
-from udfs.pii import PLACEHOLDER, redact_series
-from udfs.text import render_frame
+from segrec.jobs.config import InteractionsSource, ItemsSource, UsersSource, _Source
+from segrec.jobs.errors import InputError
+from segrec.udfs.pii import KINDS as PII_KINDS
+from segrec.udfs.pii import PLACEHOLDER, redact_series
+from segrec.udfs.text import render_frame
 
 # Reason codes written to `rejects`.
 INVALID_ENCODING = "invalid_encoding"

@@ -10,7 +10,7 @@ executors import ``jobs`` and ``udfs`` from.
 
 import sys
 
-from jobs.cli import main
+from segrec.jobs.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -17,8 +17,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from jobs.config import Mlflow
-from jobs.errors import ConfigError
+from segrec.jobs.config import Mlflow
+from segrec.jobs.errors import ConfigError
 
 log = logging.getLogger("segrec")
 

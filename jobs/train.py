@@ -29,14 +29,14 @@ import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from jobs.config import Config, Train
-from jobs.context import RunContext
-from jobs.errors import InputError
-from jobs.feedback import with_feedback_weight
-from jobs.io import OutputStore, local_path
-from jobs.profile import sum_vectors, text_side
-from udfs.tower_training import TrainJob, train_process
-from udfs.towers import TowerSettings, TowerWeights
+from segrec.jobs.config import Config, Train
+from segrec.jobs.context import RunContext
+from segrec.jobs.errors import InputError
+from segrec.jobs.feedback import with_feedback_weight
+from segrec.jobs.io import OutputStore, local_path
+from segrec.jobs.profile import sum_vectors, text_side
+from segrec.udfs.tower_training import TrainJob, train_process
+from segrec.udfs.towers import TowerSettings, TowerWeights
 
 log = logging.getLogger("segrec")
 

@@ -11,10 +11,10 @@ import logging
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 
-from jobs import sources
-from jobs.context import RunContext
-from jobs.demo_data import ensure_movielens
-from jobs.errors import InputError
+from segrec.jobs import sources
+from segrec.jobs.context import RunContext
+from segrec.jobs.demo_data import ensure_movielens
+from segrec.jobs.errors import InputError
 
 log = logging.getLogger("segrec")
 

@@ -17,7 +17,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 def spark():
     from pyspark.sql import SparkSession
 
-    from jobs.session import local_defaults
+    from segrec.jobs.session import local_defaults
 
     builder = SparkSession.builder.master("local[2]").appName("segrec-tests")
     for key, value in local_defaults(2).items():
@@ -36,7 +36,7 @@ def spark():
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """A randomly initialised 2-layer BertModel and a WordPiece tokenizer saved to a temp directory."""
-    from jobs.synthetic import save_tiny_bert
+    from segrec.jobs.bootstrap.synthetic import save_tiny_bert
 
     return save_tiny_bert(str(tmp_path_factory.mktemp("tiny-bert")))
 
@@ -50,7 +50,7 @@ def real_model_dir():
 
 @pytest.fixture(scope="session")
 def synthetic_data():
-    from jobs.synthetic import generate
+    from segrec.jobs.bootstrap.synthetic import generate
 
     return generate(n_users=100, items_per_persona=12, seed=7)
 
@@ -59,7 +59,7 @@ def small_config(root, model_dir: str, output: str, **sections) -> str:
     """A config over 24 users of two personas with the smallest towers, segments and evaluation grid."""
     import yaml
 
-    from jobs.synthetic import config_dict, generate, write_parquet
+    from segrec.jobs.bootstrap.synthetic import config_dict, generate, write_parquet
 
     paths = write_parquet(generate(n_users=24, items_per_persona=4, personas=["hiker", "cook"], seed=4), str(root / "in"))
     conf = config_dict(paths, str(root / output), model_path=model_dir)
@@ -78,7 +78,7 @@ def small_config(root, model_dir: str, output: str, **sections) -> str:
 def small_run(spark, tmp_path_factory, tiny_model_dir):
     """``segrec run`` of :func:`small_config` on the classic session: (root, config path); outputs
     under root/out. Read by the evaluate and Spark Connect tests, never written to by them."""
-    from jobs import cli
+    from segrec.jobs import cli
 
     root = tmp_path_factory.mktemp("small-run")
     conf = small_config(root, tiny_model_dir, "out")

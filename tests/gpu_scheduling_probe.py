@@ -13,8 +13,8 @@ os.environ["PYSPARK_PYTHON"] = sys.executable
 from pyspark.sql import SparkSession  # noqa: E402
 from pyspark.sql import functions as F  # noqa: E402
 
-from jobs.embed import embedding_udf  # noqa: E402
-from udfs.encoder import EncoderSettings  # noqa: E402
+from segrec.jobs.embed import embedding_udf  # noqa: E402
+from segrec.udfs.encoder import EncoderSettings  # noqa: E402
 
 model_dir, script = sys.argv[1], sys.argv[2]
 builder = SparkSession.builder.master("local-cluster[1,2,1024]").appName("gpu-probe")
@@ -35,7 +35,7 @@ spark.sparkContext.setLogLevel("ERROR")
 
 @F.pandas_udf("string")
 def slot(ids: pd.Series) -> pd.Series:
-    from udfs.device import choose_device, current_slot
+    from segrec.udfs.device import choose_device, current_slot
 
     s = current_slot()
     return pd.Series([json.dumps({"gpus": list(s.gpu_addresses), "device": choose_device(s)})] * len(ids))

@@ -1,6 +1,6 @@
 import pytest
 
-from jobs import bootstrap
+from segrec.jobs import bootstrap
 
 
 def test_missing_java_stops_with_a_one_line_hint(monkeypatch, capsys):

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from jobs import cli
-from jobs.synthetic import config_dict, write_parquet
+from segrec.jobs import cli
+from segrec.jobs.bootstrap.synthetic import config_dict, write_parquet
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import pytest
 
 import yaml
 
-from jobs.config import load_config
+from segrec.jobs.config import load_config
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 

@@ -2,8 +2,8 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from jobs.config import Config, Evaluate, config_from_dict, load_config
-from jobs.errors import ConfigError
+from segrec.jobs.config import Config, Evaluate, config_from_dict, load_config
+from segrec.jobs.errors import ConfigError
 
 MINIMAL = {
     "inputs": {
@@ -127,7 +127,7 @@ def test_missing_config_file():
 
 
 def test_secrets_are_matched_by_name_and_value_not_by_any_word():
-    from jobs.config import redact
+    from segrec.jobs.config import redact
 
     shown = redact({
         "embed": {"token_budget": 16384},
@@ -170,7 +170,7 @@ def test_a_user_sample_is_a_share_below_one_or_a_whole_count():
 
 
 def test_master_and_remote_are_exclusive_and_remote_comes_from_the_environment(monkeypatch):
-    from jobs.session import remote_of
+    from segrec.jobs.session import remote_of
 
     base = {"inputs": {"items": {"path": "i", "columns": {"id": "id"}},
                        "interactions": {"path": "x", "columns": {"user_id": "u", "item_id": "i"}}}}

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from jobs import sources
-from jobs.config import config_from_dict
+from segrec.jobs import sources
+from segrec.jobs.config import config_from_dict
 
 CSV = '''user,item,stars,review
 "u,1",a,5,"Great, really ""great"""

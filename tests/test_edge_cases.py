@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from jobs import cli
-from jobs.synthetic import config_dict, generate, write_parquet
+from segrec.jobs import cli
+from segrec.jobs.bootstrap.synthetic import config_dict, generate, write_parquet
 
 
 def workspace(tmp_path, tiny_model_dir, n_users, **overrides):

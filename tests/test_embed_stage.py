@@ -9,10 +9,10 @@ import pytest
 import yaml
 from pyspark.sql import functions as F
 
-from jobs import cli
-from jobs.synthetic import config_dict, write_parquet
-from udfs import encoder
-from udfs.encoder import Encoder, EncoderSettings, cpu_dtype
+from segrec.jobs import cli
+from segrec.jobs.bootstrap.synthetic import config_dict, write_parquet
+from segrec.udfs import encoder
+from segrec.udfs.encoder import Encoder, EncoderSettings, cpu_dtype
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +82,7 @@ def test_second_run_embeds_nothing_and_ten_new_items_embed_ten(spark, workspace,
 
 def test_model_is_loaded_once_per_python_worker(spark, tiny_model_dir):
     settings = EncoderSettings(model_path=tiny_model_dir, max_length=24)
-    from jobs.embed import embedding_udf
+    from segrec.jobs.embed import embedding_udf
 
     texts = spark.createDataFrame([(f"guitar {i}",) for i in range(400)], "text string").repartition(8)
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "10")  # many batches per task
@@ -94,7 +94,7 @@ def test_model_is_loaded_once_per_python_worker(spark, tiny_model_dir):
     def loads(ids: pd.Series) -> pd.Series:
         import os as _os
 
-        from udfs import encoder as enc
+        from segrec.udfs import encoder as enc
 
         enc.get_encoder(settings)
         return pd.Series([f"{_os.getpid()}:{enc.LOADS[key]}"] * len(ids))

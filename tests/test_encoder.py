@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from udfs import device, encoder
-from udfs.embedding import embed_batches
-from udfs.device import TaskSlot
-from udfs.encoder import Encoder, EncoderSettings
+from segrec.udfs import device, encoder
+from segrec.udfs.embedding import embed_batches
+from segrec.udfs.device import TaskSlot
+from segrec.udfs.encoder import Encoder, EncoderSettings
 
 TEXTS = ["hiking boots", "a cast iron skillet for the kitchen", "guitar", "trail running shoes in the mountain " * 5]
 
@@ -112,7 +112,7 @@ def test_device_choice_from_task_resources(caplog, monkeypatch):
     monkeypatch.setattr(device, "_warned_no_cuda", False)
     assert device.choose_device(device.TaskSlot()) == "cpu"
     assert device.choose_device(device.TaskSlot(gpu_addresses=("1",)), cuda_available=True) == "cuda:1"
-    with caplog.at_level(logging.WARNING, logger="udfs.device"):
+    with caplog.at_level(logging.WARNING, logger="segrec.udfs.device"):
         assert device.choose_device(device.TaskSlot(gpu_addresses=("0",)), cuda_available=False) == "cpu"
         assert device.choose_device(device.TaskSlot(gpu_addresses=("0",)), cuda_available=False) == "cpu"
     warnings = [r for r in caplog.records if "CUDA is not available" in r.message]
@@ -125,7 +125,7 @@ def test_outside_spark_the_slot_has_no_gpu():
 
 
 def test_ten_megabyte_text_is_chunked_under_the_token_budget(tiny_model_dir):
-    from udfs.text import normalize_text
+    from segrec.udfs.text import normalize_text
 
     enc = Encoder(EncoderSettings(model_path=tiny_model_dir, max_length=128, chunk_overlap=0, token_budget=4096))
     text = normalize_text("hiking boots <b>tent</b> camping\x00 " * 300_000)  # 10.5 MB before cleaning

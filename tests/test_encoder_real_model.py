@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from udfs.encoder import Encoder, EncoderSettings
+from segrec.udfs.encoder import Encoder, EncoderSettings
 
 pytestmark = pytest.mark.slow
 

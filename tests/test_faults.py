@@ -13,11 +13,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from jobs.synthetic import config_dict, generate, write_parquet
+from segrec.jobs.bootstrap.synthetic import config_dict, generate, write_parquet
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
-STAGES = "import sys; from jobs.cli import main; sys.exit(main(['validate', '--conf', sys.argv[1]]) or main(['embed', '--conf', sys.argv[1]]))"
+STAGES = "import sys; from segrec.jobs.cli import main; sys.exit(main(['validate', '--conf', sys.argv[1]]) or main(['embed', '--conf', sys.argv[1]]))"
 
 
 def write_conf(tmp_path, tiny_model_dir, name):

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from udfs.encoder import Encoder, EncoderSettings
+from segrec.udfs.encoder import Encoder, EncoderSettings
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent

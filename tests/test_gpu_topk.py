@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from udfs.topk import Catalogue, SeenItems, top_k
+from segrec.udfs.topk import Catalogue, SeenItems, top_k
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from jobs.synthetic import config_dict, generate, write_parquet
+from segrec.jobs.bootstrap.synthetic import config_dict, generate, write_parquet
 
 pytestmark = [pytest.mark.notebooks, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parent.parent

@@ -6,8 +6,8 @@ import os
 import pytest
 import yaml
 
-from jobs import cli
-from jobs.synthetic import config_dict, generate, write_parquet
+from segrec.jobs import cli
+from segrec.jobs.bootstrap.synthetic import config_dict, generate, write_parquet
 
 
 def digest(directory) -> dict[str, str]:
@@ -87,7 +87,7 @@ def test_a_directory_segrec_did_not_write_is_never_replaced(spark, inputs, capsy
 
 @pytest.mark.parametrize("path", ["output", "/Volumes/main/segrec/out", "/dbfs/segrec", "file:/tmp/out", "C:/out"])
 def test_mounted_and_local_outputs_are_writable_without_a_jvm(path):
-    from jobs.io import check_local_path
+    from segrec.jobs.io import check_local_path
 
     check_local_path(path)  # no error
 
@@ -95,8 +95,8 @@ def test_mounted_and_local_outputs_are_writable_without_a_jvm(path):
 @pytest.mark.parametrize("path", ["s3://bucket/out", "s3a://bucket/out", "abfss://c@acct.dfs.core.windows.net/out",
                                   "gs://bucket/out", "hdfs:///segrec", "dbfs:/segrec"])
 def test_object_store_outputs_without_a_jvm_are_refused_naming_the_alternatives(path):
-    from jobs.errors import ConfigError
-    from jobs.io import check_local_path
+    from segrec.jobs.errors import ConfigError
+    from segrec.jobs.io import check_local_path
 
     with pytest.raises(ConfigError, match="/Volumes/") as refused:
         check_local_path(path)

@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from udfs.pii import iban_valid, luhn_valid, redact, redact_series
+from segrec.udfs.pii import iban_valid, luhn_valid, redact, redact_series
 
 MIXED = (
     "Jane (jane.doe+shop@example.co.uk) paid with 4111 1111 1111 1111 from DE89 3704 0044 0532 0130 00; "

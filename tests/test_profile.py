@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from jobs import profile
-from jobs.config import Profile
+from segrec.jobs import profile
+from segrec.jobs.config import Profile
 
 E = np.eye(4, dtype=np.float32).tolist()  # orthogonal unit vectors e0..e3
 TS = "2026-01-10 00:00:00"

@@ -3,9 +3,9 @@
 import logging
 import time
 
-from jobs import manifest as manifest_module
-from jobs.config import config_from_dict
-from jobs.manifest import RunManifest
+from segrec.jobs import manifest as manifest_module
+from segrec.jobs.config import config_from_dict
+from segrec.jobs.manifest import RunManifest
 
 MINIMAL = {"inputs": {"items": {"path": "i", "columns": {"id": "id"}},
                       "interactions": {"path": "e", "columns": {"user_id": "u", "item_id": "i"}}}}

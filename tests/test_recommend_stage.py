@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 from pyspark.sql import functions as F
 
-from jobs.config import Recommend
-from jobs.recommend import recommendations
+from segrec.jobs.config import Recommend
+from segrec.jobs.recommend import recommendations
 
 N_ITEMS, N_USERS, DIM = 120, 40, 16
 
@@ -97,7 +97,7 @@ def test_catalogue_is_loaded_once_per_worker(spark, inputs):
 
     @F.pandas_udf("string")
     def loads(ids: pd.Series) -> pd.Series:
-        from udfs import topk
+        from segrec.udfs import topk
 
         return pd.Series([",".join(str(v) for v in topk.LOADS.values()) or "none"] * len(ids))
 
@@ -107,7 +107,7 @@ def test_catalogue_is_loaded_once_per_worker(spark, inputs):
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the fallback without CUDA")
 def test_a_gpu_setting_without_cuda_scores_on_the_cpu_with_the_same_lists(spark, inputs):
-    from jobs.recommend import task_device
+    from segrec.jobs.recommend import task_device
 
     assert [task_device(s) for s in ("auto", "cpu", "cuda")] == ["cpu", "cpu", "cpu"]
     on_cpu, _ = run(spark, inputs, k=4, plan="broadcast", device="cpu")
@@ -123,7 +123,7 @@ def test_plan_figures_count_the_catalogue_whichever_way_it_is_chosen(spark, inpu
 
 @pytest.mark.parametrize("plan", ["auto", "broadcast", "sharded"])
 def test_an_empty_catalogue_is_a_clear_error(spark, inputs, plan):
-    from jobs.errors import InputError
+    from segrec.jobs.errors import InputError
 
     empty = inputs["item_vectors"].limit(0)
     with pytest.raises(InputError, match="no item vectors"):
@@ -133,7 +133,7 @@ def test_an_empty_catalogue_is_a_clear_error(spark, inputs, plan):
 
 @pytest.mark.parametrize("plan", ["auto", "broadcast"])
 def test_a_matrix_file_without_a_path_is_a_config_error(spark, inputs, plan):
-    from jobs.errors import ConfigError
+    from segrec.jobs.errors import ConfigError
 
     with pytest.raises(ConfigError, match="matrix_path"):
         run(spark, inputs, k=3, plan=plan, matrix_source="file")
@@ -183,10 +183,10 @@ def test_without_a_spark_context_the_matrix_goes_to_a_file_under_the_given_direc
     """The Spark Connect path of ``matrix_source: auto``, without a server: no broadcast is attempted."""
     import numpy as np
 
-    from jobs.config import Recommend
-    from jobs.errors import ConfigError
-    from jobs.recommend import catalogue_source
-    from udfs.topk import Catalogue
+    from segrec.jobs.config import Recommend
+    from segrec.jobs.errors import ConfigError
+    from segrec.jobs.recommend import catalogue_source
+    from segrec.udfs.topk import Catalogue
 
     class ConnectLike:  # a session whose sparkContext raises, as Spark Connect's does
         @property
@@ -206,7 +206,7 @@ def test_without_a_spark_context_the_matrix_goes_to_a_file_under_the_given_direc
 def test_a_worker_keeps_only_the_most_recent_catalogues():
     import numpy as np
 
-    from udfs import topk
+    from segrec.udfs import topk
 
     def catalogue(n):
         return lambda: topk.Catalogue(item_ids=np.array([str(n)]), vectors=np.ones((1, 2), np.float32))
@@ -224,9 +224,9 @@ def test_a_worker_keeps_only_the_most_recent_catalogues():
 
 def test_a_user_vector_of_the_wrong_size_is_an_input_error_naming_the_user(spark):
     """Found in a Python worker, reported by the CLI as an input problem (exit 2), not as unexpected."""
-    from jobs.cli import worker_input_error
-    from jobs.config import Recommend
-    from jobs.recommend import recommendations
+    from segrec.jobs.cli import worker_input_error
+    from segrec.jobs.config import Recommend
+    from segrec.jobs.recommend import recommendations
 
     items = spark.createDataFrame([("a", [1.0, 0.0]), ("b", [0.0, 1.0])], "item_id string, vector array<float>")
     users = spark.createDataFrame([("u1", [1.0, 0.0]), ("u2", [1.0, 0.0, 0.0])], "user_id string, vector array<float>")

@@ -4,8 +4,8 @@ import os
 
 import yaml
 
-from jobs import cli
-from jobs.synthetic import config_dict, write_parquet
+from segrec.jobs import cli
+from segrec.jobs.bootstrap.synthetic import config_dict, write_parquet
 
 
 def files(directory):
@@ -33,8 +33,8 @@ def test_same_date_twice_leaves_one_copy_and_another_date_leaves_it_alone(spark,
 
 
 def test_run_date_must_be_a_date():
-    from jobs.config import config_from_dict
-    from jobs.errors import ConfigError
+    from segrec.jobs.config import config_from_dict
+    from segrec.jobs.errors import ConfigError
     import pytest
 
     with pytest.raises(ConfigError, match=r"output\.run_date: String should match pattern"):

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from jobs import cli
-from jobs.synthetic import PERSONAS, config_dict, generate, write_parquet
+from segrec.jobs import cli
+from segrec.jobs.bootstrap.synthetic import PERSONAS, config_dict, generate, write_parquet
 
 pytestmark = pytest.mark.slow
 

@@ -3,7 +3,7 @@
 import pytest
 from pyspark.sql import functions as F
 
-from jobs.segment import description, engaged_items, label_terms
+from segrec.jobs.segment import description, engaged_items, label_terms
 
 
 @pytest.fixture(scope="module")

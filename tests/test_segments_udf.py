@@ -1,6 +1,6 @@
 import numpy as np
 
-from udfs.segments import assign
+from segrec.udfs.segments import assign
 
 
 def test_nearest_centroid_distance_and_memberships():

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 
 def connect(command: str, conf: str, *extra: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "SPARK_REMOTE"}
-    done = subprocess.run([sys.executable, "-m", "jobs.cli", command, "--conf", conf, "--remote", "local[2]", *extra],
+    done = subprocess.run([sys.executable, "-m", "segrec.jobs.cli", command, "--conf", conf, "--remote", "local[2]", *extra],
                           capture_output=True, text=True, env=env, timeout=900)
     print(f"segrec {command} --remote local[2]: exit {done.returncode}\n{done.stdout[-2000:]}")
     return done

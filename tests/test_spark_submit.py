@@ -11,8 +11,8 @@ import pyspark
 import pytest
 import yaml
 
-from jobs.package import build
-from jobs.synthetic import config_dict, generate, write_parquet
+from segrec.jobs.bootstrap.package import build
+from segrec.jobs.bootstrap.synthetic import config_dict, generate, write_parquet
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent

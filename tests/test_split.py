@@ -1,6 +1,6 @@
 from pyspark.sql import functions as F
 
-from jobs.split import holdout_split
+from segrec.jobs.split import holdout_split
 
 
 def frame(spark, rows):

@@ -3,8 +3,8 @@
 import pytest
 import yaml
 
-from jobs import cli
-from jobs.synthetic import config_dict, write_parquet
+from segrec.jobs import cli
+from segrec.jobs.bootstrap.synthetic import config_dict, write_parquet
 
 
 @pytest.fixture

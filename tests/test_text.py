@@ -2,7 +2,7 @@ import math
 
 import pandas as pd
 
-from udfs.text import normalize_series, normalize_text, render_frame, render_text
+from segrec.udfs.text import normalize_series, normalize_text, render_frame, render_text
 
 
 def test_html_tags_and_entities_are_removed():

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 import torch
 
-from udfs.topk import GROUP, PRECISIONS, Catalogue, SeenItems, best_fast_scores, block_rows, recommend_frame, top_k
+from segrec.udfs.topk import GROUP, PRECISIONS, Catalogue, SeenItems, best_fast_scores, block_rows, recommend_frame, top_k
 
 
 def catalogue(n=6, d=3, seed=0, popularity=None):
@@ -174,7 +174,7 @@ def test_bfloat16_and_float32_candidate_passes_give_identical_lists_and_scores()
 def test_crowded_rows_are_widened_until_proven(monkeypatch):
     """300 near-copies of one item sit within the bfloat16 error bound of each other: the first
     candidate pass cannot prove any list, so rows are widened, and the lists are still exact."""
-    import udfs.topk as topk
+    import segrec.udfs.topk as topk
 
     rng = np.random.default_rng(4)
     base = rng.standard_normal(32)
@@ -204,7 +204,7 @@ def test_error_bound_covers_every_item_left_out():
     """excluded_score_bound: whatever the cut, no item whose fast score is at most the cut has an exact
     score above cut + bound; and the bfloat16 bound is tight enough to be useful (within 20x of the errors
     seen; the float32 one is the worst-case sum bound, far above typical errors but ~1e-4 at most here)."""
-    from udfs.topk import excluded_score_bound, fast_similarities, item_norms
+    from segrec.udfs.topk import excluded_score_bound, fast_similarities, item_norms
 
     rng = np.random.default_rng(8)
     for d in (8, 384):
@@ -230,7 +230,7 @@ def test_error_bound_covers_every_item_left_out():
 
 
 def test_candidate_precision_choice(monkeypatch):
-    import udfs.topk as topk
+    import segrec.udfs.topk as topk
 
     monkeypatch.setattr(topk, "native_bfloat16", lambda: True)
     assert topk.candidate_precision("auto", "cpu") == "bfloat16"
@@ -263,7 +263,7 @@ def _users_batch(n_users=9, d=8, seed=6):
 
 @pytest.mark.parametrize("mmr", [None, (0.5, 12)])
 def test_arrow_and_pandas_batches_give_the_same_rows(mmr):
-    from udfs.topk import ARROW_SCHEMA, recommend_batch
+    from segrec.udfs.topk import ARROW_SCHEMA, recommend_batch
 
     cat = catalogue(n=40, d=8, seed=2, popularity=np.random.default_rng(1).random((40, 2)).astype(np.float32))
     frame, arrow = _users_batch()
@@ -277,7 +277,7 @@ def test_arrow_and_pandas_batches_give_the_same_rows(mmr):
 
 
 def test_an_empty_batch_gives_no_rows_with_the_output_schema():
-    from udfs.topk import ARROW_SCHEMA, recommend_batch
+    from segrec.udfs.topk import ARROW_SCHEMA, recommend_batch
 
     frame, arrow = _users_batch()
     out = recommend_batch(arrow.slice(0, 0), catalogue(n=40, d=8), 5, 0.0, 64)
@@ -288,7 +288,7 @@ def test_an_empty_batch_gives_no_rows_with_the_output_schema():
 def test_a_user_without_a_vector_of_the_catalogues_dimension_is_named():
     import pyarrow as pa
 
-    from udfs.topk import recommend_batch
+    from segrec.udfs.topk import recommend_batch
 
     frame, arrow = _users_batch()
     cat = catalogue(n=40, d=8)
@@ -304,7 +304,7 @@ def test_a_user_without_a_vector_of_the_catalogues_dimension_is_named():
 
 
 def test_mmr_order_by_hand():
-    from udfs.topk import mmr_order
+    from segrec.udfs.topk import mmr_order
 
     relevance = np.array([0.9, 0.85, 0.5])
     vectors = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]], np.float32)  # 0 and 1 are the same item twice
@@ -350,7 +350,7 @@ def test_float32_pass_ignores_a_lower_matmul_precision_set_by_the_process():
     (On this project's CPU "medium" does not change the product, so the error check is a floor only.)"""
     import torch
 
-    from udfs.topk import fast_similarities
+    from segrec.udfs.topk import fast_similarities
 
     cat = catalogue(n=500, d=384, seed=2)
     users = np.random.default_rng(3).standard_normal((20, 384)).astype(np.float32)
@@ -375,7 +375,7 @@ def test_seen_items_are_sorted_by_row_and_each_pair_kept_once():
 
 
 def test_reasons_do_not_depend_on_the_block_budget():
-    from udfs.topk import SeenItems, explain_picks
+    from segrec.udfs.topk import SeenItems, explain_picks
 
     rng = np.random.default_rng(5)
     vectors = rng.standard_normal((300, 8)).astype(np.float32)

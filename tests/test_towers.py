@@ -4,8 +4,8 @@ planted personas (behaviour when texts say nothing; text alone for items nobody 
 import numpy as np
 import pytest
 
-from jobs.synthetic import generate
-from udfs.towers import (
+from segrec.jobs.bootstrap.synthetic import generate
+from segrec.udfs.towers import (
     TEXT_FREE, TowerSettings, TowerWeights, TrainingData, build_model, example_positions, histories, id_rows,
     inference_history, train,
 )

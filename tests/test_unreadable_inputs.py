@@ -6,8 +6,8 @@ import os
 import pytest
 import yaml
 
-from jobs import cli
-from jobs.synthetic import config_dict, generate, write_parquet
+from segrec.jobs import cli
+from segrec.jobs.bootstrap.synthetic import config_dict, generate, write_parquet
 
 
 @pytest.fixture

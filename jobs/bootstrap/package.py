@@ -1,8 +1,8 @@
 """Build what spark-submit needs: the code as a zip for --py-files, and the entry script.
 
-    python -m jobs.package [DIST]        # default dist/
+    python3 -m jobs.bootstrap package [DIST]        # default dist/
 
-Writes DIST/segrec-<version>.zip (the ``jobs`` and ``udfs`` packages, for --py-files),
+Writes DIST/segrec-<version>.zip (the ``segrec.jobs`` and ``segrec.udfs`` packages, for --py-files),
 DIST/segrec_main.py (the entry script) and DIST/segrec-<version>-py3-none-any.whl (for cluster
 libraries, e.g. Databricks; built by pip, without dependencies).
 Executors need the third-party dependencies too (pyspark's Python side, torch, transformers, pandas,
@@ -19,19 +19,24 @@ import sys
 import zipfile
 from pathlib import Path
 
-import jobs
+from segrec.jobs import __version__ as VERSION
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("jobs", "udfs")
+# Developer tooling (this package: set-up, packaging, synthetic test data) stays out of the artifacts.
+DEV_ONLY = ROOT / "jobs" / "bootstrap"
 
 
 def build(dist: Path, wheel: bool = False) -> dict[str, Path]:
     dist.mkdir(parents=True, exist_ok=True)
-    archive = dist / f"segrec-{jobs.__version__}.zip"
+    archive = dist / f"segrec-{VERSION}.zip"
     with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        # `segrec` is a namespace package (no __init__.py): zipimport finds it only by its directory entry.
+        zf.writestr("segrec/", "")
         for package in PACKAGES:
             for source in sorted((ROOT / package).rglob("*.py")):
-                zf.write(source, source.relative_to(ROOT).as_posix())
+                if DEV_ONLY not in source.parents:
+                    zf.write(source, "segrec/" + source.relative_to(ROOT).as_posix())
     main = dist / "segrec_main.py"
     shutil.copyfile(ROOT / "jobs" / "spark_submit.py", main)
     built = {"py_files": archive, "main": main}
@@ -39,7 +44,7 @@ def build(dist: Path, wheel: bool = False) -> dict[str, Path]:
         subprocess.run(
             [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(dist), str(ROOT)], check=True
         )
-        built["wheel"] = next(dist.glob(f"segrec-{jobs.__version__}-*.whl"))
+        built["wheel"] = next(dist.glob(f"segrec-{VERSION}-*.whl"))
     return built
 
 
