@@ -100,7 +100,7 @@ def bfloat16_check(texts: list[str], model_dir: str, max_length: int) -> None:
     """The encoder in bfloat16 on this CPU (model.cpu_dtype): speed and agreement with float32, the
     stage's own Encoder both times (same windows, batches and pooling), one warm-up encode each."""
     from segrec.udfs.encoder import Encoder, EncoderSettings
-    from segrec.udfs.topk import native_bfloat16
+    from segrec.udfs.device import native_bfloat16
 
     settings = EncoderSettings(model_path=model_dir, max_length=max_length)
     timings, vectors = {}, {}

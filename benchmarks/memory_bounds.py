@@ -56,7 +56,9 @@ def embed_case(budget: int, kind: str) -> tuple[float, float]:
 
 
 def topk_case(block_mb: float, users: int) -> tuple[float, float]:
-    from segrec.udfs.topk import Catalogue, SeenItems, candidate_precision, top_k
+    from segrec.udfs.topk.catalogue import Catalogue, SeenItems
+    from segrec.udfs.topk.exact import candidate_precision, top_k
+    from segrec.udfs.topk.settings import TopKSettings
 
     rng = np.random.default_rng(0)
     vectors = rng.standard_normal((100_000, 384), dtype=np.float32)
@@ -66,7 +68,7 @@ def topk_case(block_mb: float, users: int) -> tuple[float, float]:
     seen = [np.arange(20) for _ in range(users)]
     loaded = loaded_rss_mb()
     precision = candidate_precision("auto", "cpu")  # what a worker on this machine uses
-    for _ in top_k(user_vectors, np.full(users, -1), SeenItems.from_lists(seen), catalogue, 10, 0.0, block_mb, "cpu", precision):
+    for _ in top_k(user_vectors, np.full(users, -1), SeenItems.from_lists(seen), catalogue, TopKSettings(k=10, popularity_weight=0.0, block_mb=block_mb, device='cpu', precision=precision)):
         pass
     return loaded, rss_mb("VmHWM")
 

@@ -142,7 +142,7 @@ def main() -> None:
     events = pd.DataFrame(
         {"user": np.repeat(np.arange(args.users), args.seen), "item": rng.integers(0, args.items, args.users * args.seen)}
     ).drop_duplicates()
-    from segrec.udfs.topk import candidate_precision
+    from segrec.udfs.topk.exact import candidate_precision
 
     device = "cuda:0" if args.device == "cuda" else "cpu"
     precision = candidate_precision(args.precision, device)

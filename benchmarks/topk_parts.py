@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 
 from common import best_seconds, local_spark, unit_rows  # (also puts the repository on sys.path)
-from segrec.udfs import topk
+from segrec.udfs.topk import exact as topk
 
 
 def selection(items: int, dim: int, rows: int, k: int, repeats: int) -> None:
@@ -56,7 +56,7 @@ def deduplication(items: int, repeats: int) -> None:
     rows = np.repeat(np.arange(10_000), 20)
     positions = rng.integers(0, items, len(rows))
     unique = best_seconds(lambda: np.unique(rows * items + positions), repeats)
-    pairs = best_seconds(lambda: topk.SeenItems.from_pairs(rows, positions), repeats)
+    pairs = best_seconds(lambda: SeenItems.from_pairs(rows, positions), repeats)
     print(f"\n2. deduplicating {len(rows)} seen pairs: np.unique {unique * 1e3:.2f} ms, "
           f"SeenItems.from_pairs {pairs * 1e3:.2f} ms: {unique / pairs:.1f}x")
 

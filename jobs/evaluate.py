@@ -39,7 +39,7 @@ from segrec.jobs.manifest import RunManifest
 from segrec.jobs.list_metrics import Reference, list_metrics, long_tail_items, reference, segment_quality
 from segrec.jobs.metrics import ranking_metrics
 from segrec.jobs.profile import user_vectors
-from segrec.jobs.recommend import recommendations, weighted_recommendations
+from segrec.jobs.recommend import Recommender
 from segrec.jobs.segment import assign_segments, features, fit, silhouette_curve
 from segrec.jobs.split import holdout_split
 from segrec.jobs.train import fit_towers, learned_item_vectors, learned_user_vectors, tuned
@@ -138,11 +138,13 @@ def build_ours(
     centroids = np.array(model.clusterCenters(), dtype=np.float32)
     segments = scratch.keep(assign_segments(profiles, centroids, config.segment.temperature), f"{tag}-segments")
     ours = OurModel(profiles, segments, centroids, curve)
-    settings = config.recommend.model_copy(update={"k": k, "explain": False})
-    lists, _ = weighted_recommendations(spark, data.only_scored(profiles), data.item_vectors, data.train, segments,
-                                        settings, weights, scratch.matrix_dir)
+    # One catalogue for the whole weight grid: counted, collected and shipped to the workers once.
+    recommender = Recommender(spark, data.item_vectors, data.train, segments, config.recommend, scratch.matrix_dir,
+                              with_popularity=max(weights) > 0)
+    users = data.only_scored(profiles)
     for i, weight in enumerate(weights):
-        ours.lists[weight] = scratch.keep(lists[weight], f"{tag}-recs-{i}")
+        settings = config.recommend.topk(k=k, popularity_weight=weight, explain=False)
+        ours.lists[weight] = scratch.keep(recommender.recommend(users, settings), f"{tag}-recs-{i}")
     return ours
 
 
@@ -156,8 +158,8 @@ def build_trained(
     items = scratch.keep(learned_item_vectors(data.item_vectors, model), f"{tag}-learned-items")
     users = learned_user_vectors(data.users, data.train, items, data.text_vectors, model, config)
     users = scratch.keep(data.only_scored(users), f"{tag}-learned-users").where(F.col("vector").isNotNull())
-    settings = config.recommend.model_copy(update={"k": k, "popularity_weight": 0.0, "explain": False})
-    recs, _ = recommendations(spark, users, items, data.train, None, settings, scratch.matrix_dir)
+    settings = config.recommend.topk(k=k, popularity_weight=0.0, explain=False)
+    recs = Recommender(spark, items, data.train, None, config.recommend, scratch.matrix_dir).recommend(users, settings)
     figures = {**figures, "model_id": model.model_id, "curve": model.curve}
     return scratch.keep(recs, f"{tag}-trained-recs"), figures, (users, items)
 
@@ -250,12 +252,13 @@ def cold_item_ranking(
     in training, against the held-out rows of those items (the usual cold-start protocol: can the model
     tell which new item a user will pick?). ALS and most-popular have no score for such items."""
     relevant = held.join(cold_items, on="item_id", how="left_semi")
-    settings = config.recommend.model_copy(update={"k": max(ks), "popularity_weight": 0.0, "explain": False})
+    settings = config.recommend.topk(k=max(ks), popularity_weight=0.0, explain=False)
     results = {}
     for name, (users, items) in vectors.items():
         catalogue = items.join(cold_items, on="item_id", how="left_semi")
         users = users.join(relevant.select("user_id").distinct(), on="user_id", how="left_semi")
-        recs, _ = recommendations(spark, users, catalogue, data.train, None, settings, scratch.matrix_dir)
+        recommender = Recommender(spark, catalogue, data.train, None, config.recommend, scratch.matrix_dir)
+        recs = recommender.recommend(users, settings)
         recs = scratch.keep(recs, f"cold-only-{name}")
         results[name] = ranking_metrics(recs, relevant, ks)
     # The hybrid's popularity term is 0 for an item nobody interacted with: among cold items it ranks as content.

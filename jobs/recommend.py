@@ -25,7 +25,6 @@ import pandas as pd
 import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
-from pyspark.sql.pandas.types import from_arrow_schema
 
 from segrec.jobs.config import Recommend
 from segrec.jobs.context import RunContext
@@ -33,14 +32,14 @@ from segrec.jobs.errors import ConfigError, InputError
 from segrec.jobs.io import local_path
 from segrec.jobs.session import has_spark_context
 from segrec.jobs.train import item_vectors_for, space_of
-from segrec.udfs.device import TaskSlot, choose_device, current_slot
-from segrec.udfs.topk import (
-    ARROW_SCHEMA, OUTPUT_COLUMNS, Catalogue, cached_catalogue, candidate_depth, candidate_precision, load_catalogue,
-    recommend_batch, recommend_frame, rerank_mmr, save_catalogue,
-)
+from segrec.udfs.schemas import RECOMMENDATION_COLUMNS, RECOMMENDATIONS, spark_schema
+from segrec.udfs.topk.batches import recommend_batch, recommend_frame
+from segrec.udfs.topk.catalogue import Catalogue, cached_catalogue, load_catalogue, save_catalogue
+from segrec.udfs.topk.mmr import rerank_mmr
+from segrec.udfs.topk.settings import TopKSettings
 
 # The Spark schema of recommendations, from the one Arrow definition the workers write.
-OUTPUT_SCHEMA = from_arrow_schema(ARROW_SCHEMA)
+OUTPUT_SCHEMA = spark_schema(RECOMMENDATIONS)
 
 
 # ------------------------------------------------------------------------------------ transforms
@@ -110,12 +109,12 @@ def to_catalogue(rows: pd.DataFrame, offset: int = 0) -> Catalogue:
 
 
 def catalogue_source(
-    spark: SparkSession, catalogue: Catalogue, settings: Recommend, matrix_dir: str | None
+    spark: SparkSession, catalogue: Catalogue, plan: Recommend, matrix_dir: str | None
 ) -> tuple[str, Callable[[], Catalogue]]:
     """(cache key, loader) through which workers get the catalogue once each: a Spark broadcast where
     the session has a SparkContext, else (Spark Connect: no broadcast) a file the driver writes, at
     ``recommend.matrix_path`` or under ``matrix_dir`` (the run's staging area, dropped by the caller)."""
-    source = settings.matrix_source
+    source = plan.matrix_source
     if source == "auto":
         source = "broadcast" if has_spark_context(spark) else "file"
     if source == "broadcast":
@@ -125,8 +124,8 @@ def catalogue_source(
             return handle.value
 
         return f"broadcast-{uuid.uuid4().hex}", load  # one catalogue per worker per broadcast
-    if settings.matrix_path:
-        matrix_file = settings.matrix_path
+    if plan.matrix_path:
+        matrix_file = plan.matrix_path
     elif matrix_dir:
         os.makedirs(local_path(matrix_dir), exist_ok=True)
         matrix_file = f"{local_path(matrix_dir)}/catalogue-{uuid.uuid4().hex}.npz"
@@ -141,43 +140,27 @@ def catalogue_source(
     return f"file-{matrix_file}-{os.path.getmtime(matrix_file)}", load_file
 
 
-def broadcast_plan(users: DataFrame, source: tuple[str, Callable[[], Catalogue]], settings: Recommend) -> DataFrame:
+def broadcast_plan(users: DataFrame, source: tuple[str, Callable[[], Catalogue]], settings: TopKSettings) -> DataFrame:
     """Score users against the whole catalogue, cached once per Python worker."""
-    k, weight, block_mb = settings.k, settings.popularity_weight, settings.block_mb
     key, load = source
-    device_setting, precision_setting, mmr = settings.device, settings.precision, mmr_settings(settings)
-    explain = settings.explain
 
     def score(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         items = cached_catalogue(key, load)
-        device = task_device(device_setting)
-        precision = candidate_precision(precision_setting, device)
+        task_settings = settings.for_this_task()
         for batch in batches:
-            yield recommend_batch(batch, items, k, weight, block_mb, device, mmr, precision, explain)
+            yield recommend_batch(batch, items, task_settings)
 
     # Arrow in and out: the users' vectors and seen ids are read from Arrow's flat buffers, with no
-    # per-user pandas objects (benchmarks/topk_parts.py, part 3: 1.15-1.30x mapInPandas over three runs).
+    # per-user pandas objects (benchmarks/topk_parts.py, part 3).
     return users.mapInArrow(score, OUTPUT_SCHEMA)
 
 
-def task_device(setting: str) -> str:
-    """Where a task scores: ``auto``, its GPU when Spark gave it one; ``cuda``, GPU 0 whatever Spark
-    scheduled (local mode on a GPU machine, single-GPU nodes). Without CUDA both fall back to the CPU
-    with one warning."""
-    if setting == "auto":
-        return choose_device(current_slot())
-    if setting == "cuda":
-        return choose_device(TaskSlot(gpu_addresses=("0",)))
-    return "cpu"
-
-
-def mmr_settings(settings: Recommend) -> tuple[float, int] | None:
-    return (settings.mmr_trade_off, settings.mmr_pool) if settings.mmr_trade_off is not None else None
-
-
-def sharded_plan(users: DataFrame, catalogue: DataFrame, settings: Recommend, dim: int, n_users: int, n_items: int) -> DataFrame:
+def sharded_plan(
+    users: DataFrame, catalogue: DataFrame, settings: TopKSettings, plan: Recommend, dim: int, n_users: int,
+    n_items: int,
+) -> DataFrame:
     """Users in blocks x item shards: each pair keeps its top k; each user keeps the best k overall."""
-    per_shard = max(1, int(settings.max_broadcast_mb * 2**20 // (dim * 4)))
+    per_shard = max(1, int(plan.max_broadcast_mb * 2**20 // (dim * 4)))
     # Items hashed into shards (a 25% margin keeps the fullest shard under max_broadcast_mb): no global
     # index, so no single-task window. Each shard is sorted by id in the worker and the merge below
     # breaks ties by id, so the lists are the broadcast plan's.
@@ -185,34 +168,29 @@ def sharded_plan(users: DataFrame, catalogue: DataFrame, settings: Recommend, di
     shards = catalogue.withColumn("shard", F.pmod(F.xxhash64("item_id"), F.lit(n_shards))).groupBy("shard").agg(
         F.lit(0).alias("offset"), F.collect_list(F.struct("item_id", "vector", "popularity")).alias("items")
     )
-    n_blocks = max(1, math.ceil(n_users / settings.user_block))
+    n_blocks = max(1, math.ceil(n_users / plan.user_block))
     blocks = users.withColumn("block", F.pmod(F.xxhash64("user_id"), F.lit(n_blocks))).groupBy("block").agg(
         F.collect_list(F.struct("user_id", "vector", "segment_id", "seen")).alias("users")
     )
     pairs = blocks.join(shards, how="cross").select("users", "offset", "items")
-    mmr = mmr_settings(settings)
     # With MMR every shard hands over its best pool, so the merged pool is the broadcast plan's.
-    depth = candidate_depth(settings.k, mmr)
-    weight, block_mb, device_setting = settings.popularity_weight, settings.block_mb, settings.device
-    precision_setting = settings.precision
+    per_shard_settings = settings.candidates_only()
 
     def score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        device = task_device(device_setting)
-        precision = candidate_precision(precision_setting, device)
+        task_settings = per_shard_settings.for_this_task()
         for batch in batches:
             for users_list, offset, items_list in batch.itertuples(index=False, name=None):
                 items = to_catalogue(pd.DataFrame(list(items_list)), offset=int(offset))
-                users = pd.DataFrame(list(users_list))
-                yield recommend_frame(users, items, depth, weight, block_mb, device, precision=precision)
+                yield recommend_frame(pd.DataFrame(list(users_list)), items, task_settings)
 
     candidates = pairs.mapInPandas(score, OUTPUT_SCHEMA)
     best = Window.partitionBy("user_id").orderBy(F.desc("score"), F.asc("item_id"))
     merged = (
         candidates.withColumn("rank", F.row_number().over(best).cast("int"))
-        .where(F.col("rank") <= depth)
-        .select(*OUTPUT_COLUMNS)
+        .where(F.col("rank") <= settings.depth)
+        .select(*RECOMMENDATION_COLUMNS)
     )
-    return merged if mmr is None else mmr_pass(merged, catalogue, settings.k, mmr[0])
+    return merged if settings.mmr is None else mmr_pass(merged, catalogue, settings.k, settings.mmr_trade_off)
 
 
 def mmr_pass(candidates: DataFrame, catalogue: DataFrame, k: int, trade_off: float) -> DataFrame:
@@ -230,10 +208,75 @@ def mmr_pass(candidates: DataFrame, catalogue: DataFrame, k: int, trade_off: flo
 # ------------------------------------------------------------------------------------------ stage
 
 
-def choose_plan(settings: Recommend, matrix_mb: float) -> str:
-    if settings.plan != "auto":
-        return settings.plan
-    return "broadcast" if matrix_mb <= settings.max_broadcast_mb else "sharded"
+def choose_plan(plan: Recommend, matrix_mb: float) -> str:
+    if plan.plan != "auto":
+        return plan.plan
+    return "broadcast" if matrix_mb <= plan.max_broadcast_mb else "sharded"
+
+
+class Recommender:
+    """Top-k lists over one catalogue, for any users and ``TopKSettings``.
+
+    Built once: the catalogue (item vectors, and the segment popularity when ``with_popularity``) is
+    counted, its plan chosen and, for the broadcast plan, collected and shipped to the workers once,
+    however many lists it is asked for (evaluate's popularity-weight grid asks for several).
+    ``plan``: the recommend section's plan keys (plan, max_broadcast_mb, user_block, matrix_source,
+    matrix_path, exclude_seen). ``matrix_dir``: where the item matrix file goes on a session without a
+    SparkContext (see ``catalogue_source``); the caller removes it after writing.
+    """
+
+    def __init__(
+        self, spark: SparkSession, item_vectors: DataFrame, interactions: DataFrame, segments: DataFrame | None,
+        plan: Recommend, matrix_dir: str | None = None, with_popularity: bool = False,
+    ):
+        self.spark, self.item_vectors, self.interactions, self.segments = spark, item_vectors, interactions, segments
+        self.plan_settings, self.with_popularity = plan, with_popularity
+        popularity = None
+        if with_popularity:
+            if segments is None:
+                raise InputError("recommend.popularity_weight > 0 needs the segments output: run the segment stage first")
+            n_segments = segments.agg(F.max("segment_id")).first()[0] + 1
+            popularity = segment_popularity(interactions, segments, n_segments)
+        self.catalogue = catalogue_frame(item_vectors, popularity)
+        if plan.plan != "sharded":
+            check_matrix_settings(plan)  # a config error before any job
+        rows = None
+        if plan.plan == "broadcast":
+            # Forced: the catalogue is collected anyway, so it is counted there (no job to count it first).
+            rows = self.catalogue.toPandas()
+            self.n_items, self.dim = len(rows), max((len(v) for v in rows["vector"]), default=0)
+        else:
+            self.n_items, self.dim = item_vectors.agg(F.count("*"), F.max(F.size("vector"))).first()  # one job
+        if self.n_items == 0:
+            raise InputError("recommend: no item vectors: nothing to recommend")
+        matrix_mb = self.n_items * self.dim * 4 / 2**20
+        self.plan = choose_plan(plan, matrix_mb)
+        self.figures = {"plan": self.plan, "items": self.n_items, "matrix_mb": round(matrix_mb, 2)}
+        self.source = None
+        if self.plan == "broadcast":
+            if rows is None:
+                rows = self.catalogue.toPandas()  # the broadcast plan's premise: the catalogue fits on the driver
+            self.source = catalogue_source(spark, to_catalogue(rows), plan, matrix_dir)
+
+    def recommend(self, user_vectors: DataFrame, settings: TopKSettings) -> DataFrame:
+        """Rows of RECOMMENDATIONS for every user in ``user_vectors`` (user_id, vector)."""
+        if settings.popularity_weight > 0 and not self.with_popularity:
+            raise ValueError("a popularity weight needs a Recommender built with_popularity")
+        users = user_frame(user_vectors, self.segments, self.interactions, self.plan_settings.exclude_seen)
+        if self.plan == "broadcast":
+            recs = broadcast_plan(users, self.source, settings)
+        else:
+            n_users = user_vectors.count()
+            recs = sharded_plan(users, self.catalogue, settings, self.plan_settings, self.dim, n_users, self.n_items)
+        # The worker that holds the whole catalogue finds each reason among the user's history; a shard
+        # holds part of the catalogue, and without exclude_seen no history is shipped: joins find them.
+        if settings.explain and self.joined_reasons:
+            recs = reasons_by_join(recs, self.interactions, self.item_vectors)
+        return recs
+
+    @property
+    def joined_reasons(self) -> bool:
+        return self.plan == "sharded" or not self.plan_settings.exclude_seen
 
 
 def recommendations(
@@ -245,66 +288,15 @@ def recommendations(
     settings: Recommend,
     matrix_dir: str | None = None,
 ) -> tuple[DataFrame, dict]:
-    """The recommendations DataFrame and figures about how it is computed (plan, sizes). ``matrix_dir``:
-    where the item matrix file goes on a session without a SparkContext (see ``catalogue_source``)."""
-    weight = settings.popularity_weight
-    lists, figures = weighted_recommendations(spark, user_vectors, item_vectors, interactions, segments, settings,
-                                              [weight], matrix_dir)
-    return lists[weight], figures
-
-
-def weighted_recommendations(
-    spark: SparkSession,
-    user_vectors: DataFrame,
-    item_vectors: DataFrame,
-    interactions: DataFrame,
-    segments: DataFrame | None,
-    settings: Recommend,
-    weights: list[float],
-    matrix_dir: str | None = None,
-) -> tuple[dict[float, DataFrame], dict]:
-    """Recommendations for each popularity weight (``settings``' own is ignored), from one catalogue:
-    counted, collected and shipped to the workers once, however many weights (evaluate's grid)."""
-    popularity = None
-    if max(weights) > 0:
-        if segments is None:
-            raise InputError("recommend.popularity_weight > 0 needs the segments output: run the segment stage first")
-        n_segments = segments.agg(F.max("segment_id")).first()[0] + 1
-        popularity = segment_popularity(interactions, segments, n_segments)
-    catalogue = catalogue_frame(item_vectors, popularity)
-    users = user_frame(user_vectors, segments, interactions, settings.exclude_seen)
-    per_weight = {w: settings.model_copy(update={"popularity_weight": w}) for w in weights}
-    if settings.plan != "sharded":
-        check_matrix_settings(settings)  # a config error before any job
-    rows = None
-    if settings.plan == "broadcast":
-        # Forced: the catalogue is collected anyway, so it is counted there (no job to count it first).
-        rows = catalogue.toPandas()
-        n_items = len(rows)
-        dim = max((len(v) for v in rows["vector"]), default=0)
-    else:
-        n_items, dim = item_vectors.agg(F.count("*"), F.max(F.size("vector"))).first()  # one job for both
-    if n_items == 0:
-        raise InputError("recommend: no item vectors: nothing to recommend")
-    matrix_mb = n_items * dim * 4 / 2**20
-    plan = choose_plan(settings, matrix_mb)
-    figures = {"plan": plan, "items": n_items, "matrix_mb": round(matrix_mb, 2)}
-    # The worker that holds the whole catalogue finds each reason among the user's history; a shard
-    # holds part of the catalogue, and without exclude_seen no history is shipped: joins find them.
-    joined_reasons = settings.explain and (plan == "sharded" or not settings.exclude_seen)
-    if joined_reasons:
+    """The recommendations DataFrame of the recommend section ``settings`` and figures about how it is
+    computed (plan, sizes)."""
+    topk = settings.topk()
+    recommender = Recommender(spark, item_vectors, interactions, segments, settings, matrix_dir,
+                              with_popularity=topk.popularity_weight > 0)
+    figures = dict(recommender.figures)
+    if topk.explain and recommender.joined_reasons:
         figures["reasons"] = "joined"
-    if plan == "broadcast":
-        if rows is None:
-            rows = catalogue.toPandas()  # the broadcast plan's premise: the catalogue fits on the driver
-        source = catalogue_source(spark, to_catalogue(rows), settings, matrix_dir)
-        lists = {w: broadcast_plan(users, source, s) for w, s in per_weight.items()}
-    else:
-        n_users = user_vectors.count()
-        lists = {w: sharded_plan(users, catalogue, s, dim, n_users, n_items) for w, s in per_weight.items()}
-    if joined_reasons:
-        lists = {w: reasons_by_join(recs, interactions, item_vectors) for w, recs in lists.items()}
-    return lists, figures
+    return recommender.recommend(user_vectors, topk), figures
 
 
 def reasons_by_join(recs: DataFrame, interactions: DataFrame, item_vectors: DataFrame) -> DataFrame:
@@ -324,11 +316,11 @@ def reasons_by_join(recs: DataFrame, interactions: DataFrame, item_vectors: Data
     best = Window.partitionBy("user_id", "item_id").orderBy(F.desc("because_similarity"), F.asc("because_item_id"))
     chosen = pairs.withColumn("_pick", F.row_number().over(best)).where(F.col("_pick") == 1).drop("_pick")
     return recs.drop("because_item_id", "because_similarity").join(
-        chosen, on=["user_id", "item_id"], how="left").select(*OUTPUT_COLUMNS)
+        chosen, on=["user_id", "item_id"], how="left").select(*RECOMMENDATION_COLUMNS)
 
 
-def check_matrix_settings(settings: Recommend) -> None:
-    if settings.matrix_source == "file" and not settings.matrix_path:
+def check_matrix_settings(plan: Recommend) -> None:
+    if plan.matrix_source == "file" and not plan.matrix_path:
         raise ConfigError("recommend.matrix_source=file needs recommend.matrix_path (a path every executor reads); "
                           "matrix_source: auto needs none")
 

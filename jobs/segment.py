@@ -34,11 +34,12 @@ from segrec.jobs.errors import InputError
 from segrec.jobs.io import local_path
 from segrec.jobs.train import item_vectors_for, space_of
 from segrec.udfs.pii import ANY_PLACEHOLDER as PLACEHOLDERS
+from segrec.udfs.schemas import SEGMENT_ASSIGNMENT, spark_schema
 from segrec.udfs.segments import assign, normalise_rows
 
 log = logging.getLogger("segrec")
 
-SEGMENT_SCHEMA = "segment_id int, distance double, top_segments array<int>, top_weights array<double>"
+SEGMENT_SCHEMA = spark_schema(SEGMENT_ASSIGNMENT)
 
 
 # ------------------------------------------------------------------------------------ fitting

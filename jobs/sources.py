@@ -38,8 +38,6 @@ UNKNOWN_USER = "unknown_user"
 MALFORMED_ROW = "malformed_row"
 CORRUPT = "_corrupt_record"  # the CSV reader's column for rows it could not split into the header's fields
 
-REJECTS_SCHEMA = "source string, row_ordinal long, id string, reason string, raw string"
-
 _ID_TYPES = (T.StringType, T.IntegerType, T.LongType, T.ShortType, T.ByteType, T.DecimalType)
 _ATOMIC_TYPES = (T.StringType, T.NumericType, T.BooleanType, T.DateType, T.TimestampType, T.TimestampNTZType)
 _TIME_TYPES = (T.TimestampType, T.TimestampNTZType, T.DateType)

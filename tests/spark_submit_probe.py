@@ -23,9 +23,9 @@ def without_editable_install() -> None:
 def where(ids: pd.Series) -> pd.Series:
     without_editable_install()
     import segrec.jobs
-    import segrec.udfs.topk
+    import segrec.udfs.topk.exact
 
-    return pd.Series([json.dumps([segrec.jobs.__file__, segrec.udfs.topk.__file__])] * len(ids))
+    return pd.Series([json.dumps([segrec.jobs.__file__, segrec.udfs.topk.exact.__file__])] * len(ids))
 
 
 without_editable_install()

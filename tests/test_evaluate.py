@@ -48,9 +48,9 @@ def evaluated(tmp_path_factory, tiny_model_dir, spark):
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(evaluate, "user_vectors", recorder("profiles", evaluate.user_vectors, 1))
-        mp.setattr(evaluate, "weighted_recommendations",
-                   recorder("ours: seen-masks and segment popularity", evaluate.weighted_recommendations, 3))
-        mp.setattr(baselines, "recommendations", recorder("baselines: seen-masks", baselines.recommendations, 3))
+        mp.setattr(evaluate, "Recommender",
+                   recorder("ours: seen-masks and segment popularity", evaluate.Recommender, 2))
+        mp.setattr(baselines, "Recommender", recorder("baselines: seen-masks", baselines.Recommender, 2))
         mp.setattr(baselines, "most_popular", recorder("most popular counts", baselines.most_popular, 1))
         mp.setattr(baselines, "als", recorder("ALS fit", baselines.als, 1))
         mp.setattr(baselines, "random_lists", recorder("random", baselines.random_lists, 0))

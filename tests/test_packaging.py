@@ -10,9 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from segrec.jobs.bootstrap.package import build
+from segrec.jobs.bootstrap.package import build, build_wheel
 
 ROOT = Path(__file__).resolve().parent.parent
+# Every runtime module of the repository, as it is named inside the artifacts.
+RUNTIME = {f"segrec/{p.relative_to(ROOT).as_posix()}" for folder in ("jobs", "udfs")
+           for p in (ROOT / folder).rglob("*.py") if "bootstrap" not in p.relative_to(ROOT).parts}
 
 
 @pytest.fixture()
@@ -29,13 +32,13 @@ def decoy(tmp_path):
 def test_segrec_imports_past_a_decoy_jobs_package_first_on_sys_path(decoy):
     probe = (
         "import sys, json; sys.path.insert(0, sys.argv[1]);"
-        "import segrec.jobs.cli, segrec.udfs.topk, jobs, udfs;"
-        "print(json.dumps([segrec.jobs.cli.__file__, segrec.udfs.topk.__file__, jobs.WHO, udfs.WHO]))"
+        "import segrec.jobs.cli, segrec.udfs.topk.exact, jobs, udfs;"
+        "print(json.dumps([segrec.jobs.cli.__file__, segrec.udfs.topk.exact.__file__, jobs.WHO, udfs.WHO]))"
     )
     done = subprocess.run([sys.executable, "-c", probe, str(decoy)], cwd=decoy, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     cli, topk, user_jobs, user_udfs = json.loads(done.stdout)
-    assert Path(cli) == ROOT / "jobs" / "cli.py" and Path(topk) == ROOT / "udfs" / "topk.py"
+    assert Path(cli) == ROOT / "jobs" / "cli.py" and Path(topk) == ROOT / "udfs" / "topk" / "exact.py"
     assert (user_jobs, user_udfs) == ("decoy jobs", "decoy udfs")  # and the user's packages still import
 
 
@@ -50,13 +53,12 @@ def test_the_console_script_runs_with_a_decoy_jobs_package_on_pythonpath(decoy, 
 
 @pytest.mark.slow
 def test_the_wheel_holds_segrec_jobs_and_udfs_and_no_developer_tooling(tmp_path):
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(tmp_path), str(ROOT)],
-                   check=True)
-    wheel = next(tmp_path.glob("segrec-*.whl"))
+    wheel = build_wheel(tmp_path)
     names = zipfile.ZipFile(wheel).namelist()
     code = [n for n in names if not n.startswith("segrec-")]
     assert {n.split("/")[1] for n in code} == {"jobs", "udfs"} and all(n.startswith("segrec/") for n in code)
-    assert "segrec/jobs/cli.py" in code and "segrec/udfs/topk.py" in code
+    assert "segrec/jobs/cli.py" in code and "segrec/udfs/topk/exact.py" in code
+    assert set(code) == RUNTIME  # no module left out (a subpackage missing from pyproject's list)
     assert not [n for n in code if "bootstrap" in n or "synthetic" in n]
     top_level = next(n for n in names if n.endswith("top_level.txt"))
     assert zipfile.ZipFile(wheel).read(top_level).decode().split() == ["segrec"]
@@ -67,7 +69,8 @@ def test_the_wheel_holds_segrec_jobs_and_udfs_and_no_developer_tooling(tmp_path)
 def test_the_spark_submit_zip_holds_the_same_packages(tmp_path):
     built = build(tmp_path)
     names = zipfile.ZipFile(built["py_files"]).namelist()
-    assert "segrec/jobs/cli.py" in names and "segrec/udfs/topk.py" in names
+    assert "segrec/jobs/cli.py" in names and "segrec/udfs/topk/exact.py" in names
+    assert set(names) - {"segrec/"} == RUNTIME
     assert all(n.startswith(("segrec/jobs/", "segrec/udfs/")) for n in names if n != "segrec/")
     assert not [n for n in names if "/bootstrap/" in n]
     assert "from segrec.jobs.cli import main" in built["main"].read_text()

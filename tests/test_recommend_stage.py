@@ -97,9 +97,9 @@ def test_catalogue_is_loaded_once_per_worker(spark, inputs):
 
     @F.pandas_udf("string")
     def loads(ids: pd.Series) -> pd.Series:
-        from segrec.udfs import topk
+        from segrec.udfs.topk import catalogue
 
-        return pd.Series([",".join(str(v) for v in topk.LOADS.values()) or "none"] * len(ids))
+        return pd.Series([",".join(str(v) for v in catalogue.LOADS.values()) or "none"] * len(ids))
 
     report = {r.r for r in spark.range(0, 32, numPartitions=8).select(loads("id").alias("r")).collect()}
     assert all(set(r.split(",")) <= {"1", "none"} for r in report), report
@@ -107,7 +107,7 @@ def test_catalogue_is_loaded_once_per_worker(spark, inputs):
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the fallback without CUDA")
 def test_a_gpu_setting_without_cuda_scores_on_the_cpu_with_the_same_lists(spark, inputs):
-    from segrec.jobs.recommend import task_device
+    from segrec.udfs.device import task_device
 
     assert [task_device(s) for s in ("auto", "cpu", "cuda")] == ["cpu", "cpu", "cpu"]
     on_cpu, _ = run(spark, inputs, k=4, plan="broadcast", device="cpu")
@@ -186,7 +186,7 @@ def test_without_a_spark_context_the_matrix_goes_to_a_file_under_the_given_direc
     from segrec.jobs.config import Recommend
     from segrec.jobs.errors import ConfigError
     from segrec.jobs.recommend import catalogue_source
-    from segrec.udfs.topk import Catalogue
+    from segrec.udfs.topk.catalogue import Catalogue
 
     class ConnectLike:  # a session whose sparkContext raises, as Spark Connect's does
         @property
@@ -206,7 +206,7 @@ def test_without_a_spark_context_the_matrix_goes_to_a_file_under_the_given_direc
 def test_a_worker_keeps_only_the_most_recent_catalogues():
     import numpy as np
 
-    from segrec.udfs import topk
+    from segrec.udfs.topk import catalogue as topk
 
     def catalogue(n):
         return lambda: topk.Catalogue(item_ids=np.array([str(n)]), vectors=np.ones((1, 2), np.float32))

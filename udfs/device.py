@@ -1,4 +1,4 @@
-"""Which device a Python worker's task should encode on, and with how many CPU threads.
+"""Which device a Python worker's task should run on, with how many CPU threads, and what that CPU can do.
 
 Spark tells a task which GPU it was given (``TaskContext.resources()["gpu"].addresses``) when the
 cluster schedules GPUs (``spark.task.resource.gpu.amount``). That address is used when CUDA is
@@ -67,3 +67,23 @@ def choose_device(slot: TaskSlot, cuda_available: bool | None = None) -> str:
 
     visible = torch.cuda.device_count() if torch.cuda.is_available() else index + 1
     return f"cuda:{index if index < visible else 0}"
+
+
+def native_bfloat16() -> bool:
+    """Whether this CPU has bfloat16 dot-product instructions (AVX512-BF16 or AMX), which make
+    bfloat16 matrix products several times faster than float32 ones; without them they are slower."""
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    import torch
+
+    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+
+
+def task_device(setting: str) -> str:
+    """Where a task computes: ``auto``, its GPU when Spark gave it one; ``cuda``, GPU 0 whatever Spark
+    scheduled (local mode on a GPU machine, single-GPU nodes). Without CUDA both fall back to the CPU
+    with one warning."""
+    if setting == "auto":
+        return choose_device(current_slot())
+    if setting == "cuda":
+        return choose_device(TaskSlot(gpu_addresses=("0",)))
+    return "cpu"

@@ -119,7 +119,7 @@ def cpu_dtype(setting: str) -> str:
     """``auto``: bfloat16 where the CPU multiplies bfloat16 natively (AVX512-BF16, AMX), else float32."""
     if setting != "auto":
         return setting
-    from segrec.udfs.topk import native_bfloat16
+    from segrec.udfs.device import native_bfloat16
 
     return "bfloat16" if native_bfloat16() else "float32"
 

@@ -41,11 +41,16 @@ def build(dist: Path, wheel: bool = False) -> dict[str, Path]:
     shutil.copyfile(ROOT / "jobs" / "spark_submit.py", main)
     built = {"py_files": archive, "main": main}
     if wheel:
-        subprocess.run(
-            [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(dist), str(ROOT)], check=True
-        )
-        built["wheel"] = next(dist.glob(f"segrec-{VERSION}-*.whl"))
+        built["wheel"] = build_wheel(dist)
     return built
+
+
+def build_wheel(dist: Path) -> Path:
+    """The wheel, built by pip without dependencies. setuptools builds in ./build and keeps what it
+    finds there: a module since moved or deleted would ship, so that directory is cleared first."""
+    shutil.rmtree(ROOT / "build", ignore_errors=True)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(dist), str(ROOT)], check=True)
+    return next(dist.glob(f"segrec-{VERSION}-*.whl"))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,314 @@
+"""Exact top-k selection: a fast pass picks candidates, an exact pass scores them, a bound proves it.
+
+score = cosine(user, item) + popularity_weight * popularity(user's segment, item)
+A fast pass (one matrix product per block of users, float32 or bfloat16) picks candidates, an exact
+float64 pass scores them, and a row is kept only once its error bound proves that no item left out
+could beat its k-th item (see "candidate precision" below). Candidates are ordered by (-score, index),
+so the same inputs give the same lists and scores whatever the block, shard or precision.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from segrec.udfs.device import native_bfloat16
+from segrec.udfs.topk.catalogue import Catalogue, SeenItems, _cached, catalogue_tensors
+
+if TYPE_CHECKING:
+    from segrec.udfs.topk.settings import TopKSettings
+
+# Users selected in this process, and how many of them the first candidate pass could not prove
+# (benchmarks/topk_precision.py reports the share).
+SELECTION = {"users": 0, "widened": 0}
+
+def block_rows(n_items: int, block_mb: float, depth: int = 0, dim: int = 0) -> int:
+    """Users per block so that the block's memory stays under ``block_mb``: per user, about 3 score
+    rows of n_items float32, plus its first candidates' vectors gathered for the exact pass (float32,
+    and float64 working copies: 12 bytes per value)."""
+    per_user = max(n_items, 1) * 4 * 3 + candidate_count(depth, n_items) * dim * 12
+    return max(1, int(block_mb * 2**20 // per_user))
+
+
+# Extra candidates in the first pass, beyond depth + depth // 2. benchmarks/topk_precision.py --margins
+# compares margins: 8 widened 0.4-1.2% of the demo's users and was faster than 16 (fewer candidates to
+# rescore exactly); with no depth // 2 term, 44% of them needed widening at k = 50.
+CANDIDATE_MARGIN = 8
+
+
+def candidate_count(depth: int, n_items: int) -> int:
+    """Candidates per user in the first selection pass: enough beyond ``depth`` that the proof below
+    usually holds at once (rows where it does not are widened)."""
+    return min(n_items, depth + depth // 2 + CANDIDATE_MARGIN) if depth > 0 else 0
+
+
+PRECISIONS = ("float32", "bfloat16")
+
+
+def candidate_precision(setting: str, device: str) -> str:
+    """The fast pass's precision: ``auto`` is bfloat16 on CPUs with native bfloat16, float32 otherwise.
+    A GPU's pass is float32 (its products are far from the bottleneck, and cuBLAS may reduce bfloat16
+    products in reduced precision, which would void the error bound)."""
+    if device != "cpu":
+        return "float32"
+    if setting == "auto":
+        return "bfloat16" if native_bfloat16() else "float32"
+    return setting
+
+
+@dataclass(frozen=True)
+class ItemNorms:
+    """The catalogue's largest norms (float64): of its vectors, of their bfloat16 roundings, and of the
+    rounding errors (vector - its bfloat16 rounding), which the error bound is built from."""
+
+    vector: float
+    rounded: float
+    rounding_error: float
+
+
+def bfloat16_rounded(x: np.ndarray) -> np.ndarray:
+    """float32 rows rounded to bfloat16 (to nearest, as the fast pass does), as float64."""
+    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).bfloat16().double().numpy()
+
+
+def item_norms(vectors: np.ndarray, rows: int = 2048) -> ItemNorms:
+    """In chunks of ``rows``, so that the float64 working copies stay small beside the catalogue."""
+    largest = np.zeros(3)
+    for start in range(0, len(vectors), rows):
+        exact = vectors[start : start + rows].astype(np.float64)
+        rounded = bfloat16_rounded(vectors[start : start + rows])
+        norms = [np.linalg.norm(m, axis=1).max(initial=0.0) for m in (exact, rounded, rounded - exact)]
+        largest = np.maximum(largest, norms)
+    return ItemNorms(*(float(x) for x in largest))
+
+
+def excluded_score_bound(
+    precision: str, users: np.ndarray, items: ItemNorms, fast_cut: np.ndarray, boost_max: float
+) -> np.ndarray:
+    """Per user row, B such that every item whose fast score is at most ``fast_cut`` has an exact score
+    of at most fast_cut + B (so no item left out of the candidates can beat an exact score above it).
+
+    Let s = u.v exactly and s' the fast pass's product, c = 2^-8 / (1 - 2^-8).
+    - float32: |s' - s| <= gamma_d sum|u_i v_i| <= (d + 1) 2^-23 |u| |v| for any summation order.
+    - bfloat16: the inputs are rounded to nearest (u~, v~), so |u~.v~ - u.v| <= |u~| |v~ - v| + |u~ - u| |v|
+      (Cauchy-Schwarz, with the rounding errors' actual norms); products of bfloat16 are exact and summed
+      in float32 (gamma_d |u~| |v~|); the sum is rounded to bfloat16 (2^-8 of it), so s <= g(s') + the
+      rest with g(x) = x + c |x|. g is increasing: without a boost, an item with s' <= cut has
+      s <= cut + c |cut| + the rest; with a boost, c |s'| <= c |u~| |v~| (1 + gamma_d) instead.
+    - The boost (lambda * popularity, <= boost_max) and its sum with s' are float32 operations:
+      2^-22 (|cut| + boost_max) covers both, and 2^-40 (|u| |v| + 1) the float64 exact pass.
+    """
+    d = users.shape[1]
+    exact = users.astype(np.float64)
+    norm = np.linalg.norm(exact, axis=1)
+    gamma = (d + 1) * 2.0**-23
+    cut = np.where(np.isfinite(fast_cut), np.abs(fast_cut), 0.0)
+    if precision == "bfloat16":
+        rounded = bfloat16_rounded(users)
+        rounded_norm = np.linalg.norm(rounded, axis=1)
+        inputs = rounded_norm * items.rounding_error + np.linalg.norm(rounded - exact, axis=1) * items.vector
+        product = rounded_norm * items.rounded
+        c = 2.0**-8 / (1 - 2.0**-8)
+        output = c * (cut if boost_max == 0 else product * (1 + gamma))
+        bound = inputs + gamma * product + output
+    else:
+        bound = gamma * norm * items.vector
+    return bound + 2.0**-22 * (cut + boost_max) + 2.0**-40 * (norm * items.vector + 1)
+
+
+def fast_similarities(block: np.ndarray, catalogue: Catalogue, device: str, precision: str) -> torch.Tensor:
+    """(b, n) similarities of a block of users to every item, from the fast pass, in its precision
+    (bfloat16 values convert to float32 exactly; the selection reads them as they are)."""
+    if precision == "bfloat16":
+        vectors = _cached(catalogue, f"{device}:bfloat16", lambda: catalogue_tensors(catalogue, device)[0].bfloat16())
+        return torch.from_numpy(block).to(device).bfloat16() @ vectors.T
+    # torch's product, not numpy's: numpy's BLAS threads keep spinning after a product, and a profile
+    # showed them slowing the torch steps that follow (selection, exact pass) on the CPU.
+    vectors, _ = catalogue_tensors(catalogue, device)
+    # "highest": true float32 products whatever the process set (TF32 on a GPU, or bfloat16 inside
+    # oneDNN on a CPU, would void the float32 error bound).
+    prior = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        return torch.from_numpy(block).to(device) @ vectors.T
+    finally:
+        torch.set_float32_matmul_precision(prior)
+
+
+def exact_scores(
+    users: np.ndarray, candidates: np.ndarray, segments: np.ndarray, catalogue: Catalogue, device: str, weight: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """float64 (similarity, boost) of each user (p, d) with its candidates (p, m) item indices.
+
+    A similarity is the float64 sum of exact float32 products, summed the same way whatever the number
+    of rows and candidates (a batched matrix product switches kernels with the shape, and its last bits
+    with them), so a user's scores do not depend on its block, shard or precision.
+    """
+    if device == "cpu":
+        sims = np.einsum("pmd,pd->pm", catalogue.vectors[candidates], users, dtype=np.float64)
+    else:
+        vectors, _ = catalogue_tensors(catalogue, device)
+        gathered = vectors[torch.from_numpy(candidates).to(device)].double()
+        sims = (gathered * torch.from_numpy(users).to(device).double().unsqueeze(1)).sum(dim=2).cpu().numpy()
+    boosts = np.zeros_like(sims)
+    if weight > 0 and catalogue.popularity is not None:
+        has = segments >= 0
+        boosts[has] = weight * catalogue.popularity[candidates[has], segments[has][:, None]].astype(np.float64)
+    return sims, boosts
+
+
+@dataclass
+class _Block:
+    """One block of users under selection: their vectors and segments, their fast scores (b, n) on the
+    device, per row how many items to keep and how many it has not seen, and the error bound of the
+    fast pass for given rows (``bound(rows, fast_cut)``)."""
+
+    users: np.ndarray
+    segments: np.ndarray
+    scores: torch.Tensor
+    take: np.ndarray
+    unseen: np.ndarray
+    bound: Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def top_k(
+    users: np.ndarray, segments: np.ndarray, seen: SeenItems, catalogue: Catalogue, settings: TopKSettings
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """Per block of users, flat arrays ordered by user row then rank:
+    (user rows, global item indices, scores, similarities, boosts), scores exact in float64, the best
+    ``settings.depth`` unseen items per user.
+
+    ``seen``: the users' seen items, as positions in this catalogue (SeenItems.from_lists builds it from
+    an array per user); ``segments`` the user's segment (-1: none). The fast pass (``settings.precision``),
+    masking and candidate selection run on ``settings.device`` (a CUDA device, or "cpu"); only
+    candidates come back to host memory.
+    """
+    k, weight, block_mb, device = settings.depth, settings.popularity_weight, settings.block_mb, settings.device
+    n, dim = catalogue.vectors.shape
+    step = block_rows(n, block_mb, k, dim)
+    _, popularity = catalogue_tensors(catalogue, device)
+    use_boost = weight > 0 and popularity is not None
+    norms = _cached(catalogue, "norms", lambda: item_norms(catalogue.vectors))
+    boost_max = weight * float(catalogue.popularity.max(initial=0.0)) if use_boost else 0.0
+    for start in range(0, len(users), step):
+        vectors = users[start : start + step]
+        b = len(vectors)
+        block_segments = segments[start : start + step]
+        scores = fast_similarities(vectors, catalogue, device, settings.precision)
+        if use_boost:
+            scores = scores.float()  # the boost is added in float32 (the error bound counts that sum)
+            on_device = torch.from_numpy(block_segments).to(device)
+            has = on_device >= 0
+            scores[has] += weight * popularity[:, on_device[has]].T
+
+        seen_rows, seen_items = seen.block(start, start + b)
+        if len(seen_rows):
+            scores[torch.from_numpy(seen_rows).to(device), torch.from_numpy(seen_items).to(device)] = -np.inf
+        unseen = n - np.bincount(seen_rows, minlength=b)
+
+        def bound(rows: np.ndarray, fast_cut: np.ndarray, vectors=vectors) -> np.ndarray:
+            return excluded_score_bound(settings.precision, vectors[rows], norms, fast_cut, boost_max=boost_max)
+
+        block = _Block(vectors, block_segments, scores, np.minimum(k, unseen), unseen, bound)
+        picks = _select_block(block, catalogue, settings, k)
+        flat_rows = np.repeat(np.arange(start, start + b), [len(p[0]) for p in picks])
+        idx, sims, boosts = (np.concatenate([p[j] for p in picks]) for j in range(3))
+        yield flat_rows, idx + catalogue.offset, sims + boosts, sims, boosts
+
+
+def _select_block(block: _Block, catalogue: Catalogue, settings: TopKSettings, k: int) -> list[tuple]:
+    """Per block row, (positions, similarities, boosts) of its best items: rows are selected from their
+    best ``m`` fast scores and widened until every row is proven exact."""
+    n, dim = catalogue.vectors.shape
+    picks: list = [None] * len(block.take)
+    for r in np.flatnonzero(block.take == 0):
+        picks[r] = (np.empty(0, np.int64), np.empty(0), np.empty(0))
+    pending = np.flatnonzero(block.take > 0)
+    m = candidate_count(k, n)
+    SELECTION["users"] += len(pending)
+    while len(pending):
+        chunk = max(1, int(settings.block_mb * 2**20 // (m * dim * 12)))  # gathered vectors stay under the cap
+        unproven, needed = [], []
+        for at in range(0, len(pending), chunk):
+            rows = pending[at : at + chunk]
+            proven, picked, need = _select(block, rows, m, catalogue, settings)
+            for row, pick in picked:
+                picks[row] = pick
+            unproven.append(rows[~proven])
+            needed.append(need[~proven])
+        pending = np.concatenate(unproven)
+        if m == candidate_count(k, n):  # after the first pass
+            SELECTION["widened"] += len(pending)
+        if len(pending):
+            # Widen to what the bound says the unproven rows need, and at least double.
+            m = min(n, max(2 * m, int(np.concatenate(needed).max()) + 1))
+    return picks
+
+
+GROUP = 16  # columns per group in best_fast_scores (the fastest of 8, 16 and 32 at 20K items, k=10)
+
+
+def best_fast_scores(scores: torch.Tensor, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the ``count`` best scores (float32, best first) and their columns, on the host.
+
+    On the CPU, torch.topk over every column took over half as long as the bfloat16 product, so the columns
+    are first cut into GROUP strided groups (group j: columns j, j + w, j + 2w, ... with w = n // GROUP)
+    and only the ``count`` groups with the highest maxima, plus the few columns past GROUP * w, are
+    searched. That keeps the same values: a column outside them, with score x, has a group maximum
+    below ``count`` other groups' maxima, so ``count`` searched scores are >= x and x is not needed.
+    Among equal scores, which column comes back is arbitrary (as with torch.topk); the exact pass
+    breaks ties. A GPU's topk is fast: it is used there as it is.
+    """
+    n = scores.shape[1]
+    w = n // GROUP
+    if scores.device.type != "cpu" or w < 4 * count:
+        values, columns = torch.topk(scores, count, dim=1, sorted=True)
+        return values.float().cpu().numpy(), columns.cpu().numpy()
+    b = scores.shape[0]
+    maxima = scores[:, : GROUP * w].unflatten(1, (GROUP, w)).amax(dim=1).float().numpy()
+    groups = np.argpartition(maxima, w - count, axis=1)[:, w - count :]
+    columns = (groups[:, None, :] + w * np.arange(GROUP)[:, None]).reshape(b, -1)
+    if n > GROUP * w:
+        columns = np.hstack([columns, np.broadcast_to(np.arange(GROUP * w, n), (b, n - GROUP * w))])
+    values = scores.gather(1, torch.from_numpy(columns)).float().numpy()
+    best = np.argpartition(values, values.shape[1] - count, axis=1)[:, values.shape[1] - count :]
+    values, columns = np.take_along_axis(values, best, axis=1), np.take_along_axis(columns, best, axis=1)
+    order = np.argsort(-values, axis=1, kind="stable")
+    return np.take_along_axis(values, order, axis=1), np.take_along_axis(columns, order, axis=1)
+
+
+def _select(
+    block: _Block, rows: np.ndarray, m: int, catalogue: Catalogue, settings: TopKSettings
+) -> tuple[np.ndarray, list[tuple[int, tuple]], np.ndarray]:
+    """The best ``block.take`` items of each of ``rows`` (block rows) from their ``m`` best fast scores,
+    rescored exactly. Returns per row whether this proves it exact, the proven rows' (row, (positions,
+    similarities, boosts)), and per unproven row the candidate count the bound says could prove it."""
+    # rows is an ordered subset of the block's rows: all of them needs no copy.
+    scores = block.scores
+    row_scores = scores if len(rows) == len(scores) else scores[torch.from_numpy(rows).to(scores.device)]
+    n = scores.shape[1]
+    fast, candidates = best_fast_scores(row_scores, min(m + 1, n))
+    # The best fast score left out (the (m+1)-th); none when every item is a candidate.
+    cut = fast[:, m] if m < n else np.full(len(rows), -np.inf, np.float32)
+    fast, candidates = fast[:, :m], candidates[:, :m]
+    sims, boosts = exact_scores(block.users[rows], candidates, block.segments[rows], catalogue, settings.device,
+                                settings.popularity_weight)
+    exact = np.where(np.isneginf(fast), -np.inf, sims + boosts)  # masked (seen) items are never picked
+    order = np.lexsort((candidates, -exact), axis=1)
+    candidates, exact, sims, boosts = (np.take_along_axis(a, order, axis=1) for a in (candidates, exact, sims, boosts))
+    want = block.take[rows]
+    kth = exact[np.arange(len(rows)), want - 1]
+    # Every unseen item is a candidate, or no item left out can reach the k-th exact score.
+    proven = (block.unseen[rows] <= m) | (cut + block.bound(rows, cut) < kth)
+    picked = [(rows[j], (candidates[j, : want[j]], sims[j, : want[j]], boosts[j, : want[j]]))
+              for j in np.flatnonzero(proven)]
+    needed = np.zeros(len(rows), np.int64)
+    if not proven.all():
+        reach = torch.from_numpy(kth - block.bound(rows, kth)).to(device=settings.device, dtype=torch.float32)
+        open_rows = torch.from_numpy(~proven).to(settings.device)
+        needed[~proven] = (row_scores[open_rows].float() >= reach[open_rows].unsqueeze(1)).sum(dim=1).cpu().numpy()
+    return proven, picked, needed

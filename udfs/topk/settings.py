@@ -1,0 +1,48 @@
+"""What the top-k scorer computes and how, as one value the driver builds and ships to the workers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from segrec.udfs.device import task_device
+
+
+@dataclass(frozen=True)
+class TopKSettings:
+    """Per user: the ``k`` best unseen items by cosine + ``popularity_weight`` x segment popularity,
+    optionally re-ranked by MMR among the best ``mmr_pool`` (``mmr_trade_off`` None: off), each with its
+    reason when ``explain``. ``device`` (auto | cpu | cuda) and ``precision`` (auto | float32 | bfloat16,
+    the candidate pass's) say how; the lists and scores do not depend on them. ``block_mb`` caps one
+    block of user x item scores. Plan knobs (broadcast or shards, shard and user-block sizes) are the
+    driver's, not these."""
+
+    k: int = 10
+    popularity_weight: float = 0.0
+    mmr_trade_off: float | None = None
+    mmr_pool: int = 50
+    explain: bool = False
+    block_mb: float = 64.0
+    device: str = "cpu"
+    precision: str = "float32"
+
+    @property
+    def mmr(self) -> tuple[float, int] | None:
+        """(trade-off, pool) when re-ranking, else None."""
+        return None if self.mmr_trade_off is None else (self.mmr_trade_off, self.mmr_pool)
+
+    @property
+    def depth(self) -> int:
+        """How many best items per user the exact selection keeps: k, or the MMR pool when re-ranking."""
+        return max(self.k, self.mmr_pool) if self.mmr else self.k
+
+    def candidates_only(self) -> "TopKSettings":
+        """The selection alone, ``depth`` deep: what each shard of the sharded plan computes before the
+        merge (which re-ranks and explains)."""
+        return replace(self, k=self.depth, mmr_trade_off=None, explain=False)
+
+    def for_this_task(self) -> "TopKSettings":
+        """``device`` and ``precision`` resolved for the running task (its GPU, this CPU's bfloat16)."""
+        from segrec.udfs.topk.exact import candidate_precision  # torch: loaded in the worker only
+
+        device = task_device(self.device)
+        return replace(self, device=device, precision=candidate_precision(self.precision, device))
