@@ -158,7 +158,7 @@ def spark_encode(spark, texts: list[str], workdir: str, model_path: str, long_te
     execute(spark, config, "validate")
     started = time.perf_counter()
     manifest = execute(spark, config, "embed")
-    return time.perf_counter() - started, manifest.data["stages"]["embed"]
+    return time.perf_counter() - started, manifest.stage_figures("embed")
 
 
 def st_encode(texts: list[str], model_dir: str, device: str, max_length: int) -> float:

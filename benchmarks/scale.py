@@ -172,7 +172,7 @@ def measure(spark, conf, command: str, group: str) -> dict:
     started = time.perf_counter()
     manifest = execute(spark, conf, command)
     seconds = time.perf_counter() - started
-    stages = manifest.data["stages"]
+    stages = manifest.stages
     if command == "evaluate":  # evaluate re-runs validate and embed (vectors reused): its own stage only
         seconds = stages["evaluate"]["seconds"]
     workers = peak_rss_mb(worker_pids())  # the train stage's training processes report their own peak

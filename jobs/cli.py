@@ -7,13 +7,17 @@ Exit codes: 0 success; 2 a config or input problem (short message, no traceback 
 from __future__ import annotations
 
 import argparse
-import re
 import logging
+import re
 import sys
 import traceback
+from typing import TYPE_CHECKING
 
 from segrec.jobs.config import DEFAULT_CONF
 from segrec.jobs.errors import UserError
+
+if TYPE_CHECKING:
+    from segrec.jobs.manifest import RunManifest
 
 COMMANDS = ["validate", "run", "embed", "train", "profile", "segment", "recommend", "evaluate"]
 
@@ -53,40 +57,39 @@ def configure_logging(debug: bool) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    for name in ("segrec", "jobs", "udfs"):
+    for name in ("segrec",):  # segrec.jobs.*, segrec.udfs.* and the "segrec" logger
         logging.getLogger(name).setLevel(logging.DEBUG if debug else logging.INFO)
     if not debug:
         logging.getLogger("py4j").setLevel(logging.ERROR)
 
 
-def print_summary(manifest) -> None:
-    data = manifest.data
-    print(f"run {data['run_id']}: {data['command']} {data['status']}")
-    for name, counts in data["sources"].items():
+def print_summary(manifest: RunManifest) -> None:
+    print(f"run {manifest.run_id}: {manifest.command} {manifest.status}")
+    for name, counts in manifest.sources.items():
         reasons = ", ".join(f"{r}={n}" for r, n in counts["rejected_by_reason"].items()) or "none"
         print(f"  {name:<13} rows_in={counts['rows_in']:<8} kept={counts['kept']:<8} "
               f"rejected={counts['rejected']:<6} by reason: {reasons}")
-    for name, figures in data["stages"].items():
+    for name, figures in manifest.stages.items():
         shown = " ".join(f"{k}={v}" for k, v in figures.items() if not isinstance(v, (dict, list)))
         print(f"  stage {name:<10} {shown}")
-    if data.get("segments"):
+    if manifest.segments:
         from segrec.jobs.segment import format_table
 
         print("\nsegments:")
-        print(format_table(data["segments"]))
-    if data.get("sample_recommendations"):
+        print(format_table(manifest.segments))
+    if manifest.sample_recommendations:
         print("\nsample recommendations:")
-        for row in data["sample_recommendations"]:
+        for row in manifest.sample_recommendations:
             print(f"  user {row['user_id']:>6} #{row['rank']}  {row['item']}  ({row['score']:.3f})")
             if row.get("because"):
                 print(f"{'':>17}because of {row['because']} (similarity {row['because_similarity']:.3f})")
-    if data.get("evaluation_table"):
-        print(f"\nevaluation (held-out interactions; report under {data.get('output_path', 'evaluation/')}):")
-        print(data["evaluation_table"])
-        for line in data.get("evaluation_ratios", []):
+    if manifest.evaluation_table:
+        print(f"\nevaluation (held-out interactions; report under {manifest.output_path or 'evaluation/'}):")
+        print(manifest.evaluation_table)
+        for line in manifest.evaluation_ratios or []:
             print(f"  {line}")
-    where = data.get("output_path") or data["config"]["output"]["path"]
-    print(f"  outputs under {where}: {', '.join(data['outputs']) or 'none'}")
+    where = manifest.output_path or manifest.data["config"]["output"]["path"]
+    print(f"  outputs under {where}: {', '.join(manifest.outputs) or 'none'}")
 
 
 def main(argv: list[str] | None = None) -> int:

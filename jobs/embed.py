@@ -115,7 +115,7 @@ def run(ctx: RunContext) -> dict[str, int]:
     config, store = ctx.config, ctx.store
     identity = model_identity(encoder_settings(config))
     model_id = identity["model_id"]
-    ctx.manifest.data["model"] = identity
+    ctx.manifest.model = identity
 
     items = store.read("items", needed_by="embed")
     interactions = store.read("interactions", needed_by="embed")

@@ -402,7 +402,7 @@ def run(ctx: RunContext) -> dict:
         k = report.report_k(ctx.config.evaluate)
         figures.update(users=document["split"]["users_evaluated"], held_out=document["split"]["held_out_rows"],
                        **{f"hybrid_{key}": value for key, value in document["tuning"]["hybrid"]["best"].items()})
-        ctx.manifest.data["evaluation_table"] = report.comparison_table(document, k)
-        ctx.manifest.data["evaluation_ratios"] = report.ratio_lines(document, k)
+        ctx.manifest.evaluation_table = report.comparison_table(document, k)
+        ctx.manifest.evaluation_ratios = report.ratio_lines(document, k)
         ctx.manifest.record_output("report")
     return figures

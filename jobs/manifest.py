@@ -14,7 +14,7 @@ import threading
 import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from typing import Any, Iterator
+from typing import Any, Generic, Iterator, TypeVar, overload
 
 import pyspark
 
@@ -35,7 +35,56 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+T = TypeVar("T")
+
+
+class Entry(Generic[T]):
+    """One key of manifest.json, read and written as an attribute of the manifest (None until set).
+
+    The keys that stages fill and the CLI, notebooks and schedulers read are declared once, below, with
+    their types: a misspelt name is an AttributeError, not a key nobody reads.
+    """
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.key = name
+
+    @overload
+    def __get__(self, manifest: None, owner: type) -> "Entry[T]": ...
+    @overload
+    def __get__(self, manifest: "RunManifest", owner: type) -> T | None: ...
+
+    def __get__(self, manifest, owner=None):
+        return self if manifest is None else manifest.data.get(self.key)
+
+    def __set__(self, manifest: "RunManifest", value: T | None) -> None:
+        manifest.data[self.key] = value
+
+
 class RunManifest:
+    """The run's manifest.json as an object: ``data`` is the document, the attributes below its keys."""
+
+    __slots__ = ("data", "activity")
+
+    run_id: Entry[str] = Entry()
+    command: Entry[str] = Entry()
+    status: Entry[str] = Entry()  # running | succeeded | failed
+    output_path: Entry[str] = Entry()
+    current_stage: Entry[str] = Entry()  # while a stage runs
+    error: Entry[dict[str, str]] = Entry()  # stage, class, message of a failed run
+    mlflow_run_id: Entry[str] = Entry()
+    # source -> rows_in, kept, rejected, rejected_by_reason
+    sources: Entry[dict[str, dict[str, Any]]] = Entry()
+    rejects_by_reason: Entry[dict[str, dict[str, int]]] = Entry()
+    # stage -> its figures (seconds, counts, what it chose); read one with ``stage_figures``
+    stages: Entry[dict[str, dict[str, Any]]] = Entry()
+    outputs: Entry[list[str]] = Entry()
+    model: Entry[dict[str, str]] = Entry()  # the text model: name, path, files_sha256, model_id (embed)
+    train_curve: Entry[list[dict[str, float]]] = Entry()  # loss per epoch (train)
+    segments: Entry[list[dict[str, Any]]] = Entry()  # one row per segment of segment_summary (segment)
+    sample_recommendations: Entry[list[dict[str, Any]]] = Entry()  # the first users' lists with reasons (recommend)
+    evaluation_table: Entry[str] = Entry()  # the models side by side, as text (evaluate)
+    evaluation_ratios: Entry[list[str]] = Entry()  # ours against each baseline, one line each (evaluate)
+
     def __init__(self, config: Config, command: str, run_id: str):
         self.data: dict[str, Any] = {
             "run_id": run_id,
@@ -56,9 +105,9 @@ class RunManifest:
         }
         self.activity = ""  # what the running stage is doing, for its progress lines
 
-    @property
-    def run_id(self) -> str:
-        return self.data["run_id"]
+    def stage_figures(self, name: str) -> dict[str, Any]:
+        """A stage's figures ({} when it has not run)."""
+        return self.data["stages"].get(name, {})
 
     def record_source(self, name: str, counts: dict[str, Any]) -> None:
         self.data["sources"][name] = counts

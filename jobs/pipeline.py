@@ -73,7 +73,7 @@ def execute(spark: SparkSession, config: Config, command: str) -> RunManifest:
         reuse_from = store
         store = OutputStore(spark, evaluation_output(config), run_id)
     manifest = RunManifest(config, command, run_id)
-    manifest.data["output_path"] = store.root
+    manifest.output_path = store.root
     tracker = Tracker(config.mlflow, run_id, command)  # a config error (mlflow required, missing) before any write
     ctx = RunContext(spark=spark, config=config, store=store, manifest=manifest, tracker=tracker, reuse_from=reuse_from)
     manifest.write(store)
@@ -81,18 +81,18 @@ def execute(spark: SparkSession, config: Config, command: str) -> RunManifest:
         if {"train", "segment", "evaluate"} & set(names):  # the stages that log to MLflow
             tracker.log_params(config.redacted())
         for name in names:
-            manifest.data["current_stage"] = name
+            manifest.current_stage = name
             STAGES[name](ctx)
     except BaseException as exc:
         tracker.finish(succeeded=False)
         # What an on-call engineer needs first: which stage, what kind of error, its message.
-        manifest.data["error"] = {"stage": manifest.data.get("current_stage"), "class": type(exc).__name__,
-                                  "message": str(exc).splitlines()[0][:2000] if str(exc) else ""}
+        manifest.error = {"stage": manifest.current_stage, "class": type(exc).__name__,
+                          "message": str(exc).splitlines()[0][:2000] if str(exc) else ""}
         manifest.write(store, status="failed")
         raise
-    manifest.data.pop("current_stage", None)
+    manifest.data.pop("current_stage", None)  # finished: no stage is current
     tracker.finish(succeeded=True)
     if tracker.run_id:
-        manifest.data["mlflow_run_id"] = tracker.run_id
+        manifest.mlflow_run_id = tracker.run_id
     manifest.write(store, status="succeeded")
     return manifest

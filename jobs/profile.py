@@ -179,5 +179,5 @@ def run(ctx: RunContext) -> dict:
             user_vectors=summary["users"], both_sides=summary["both"], text_only=summary["text_only"],
             items_only=summary["items_only"], no_signal=no_signal,
         )
-        ctx.manifest.data["rejects_by_reason"].setdefault("users", {})[NO_SIGNAL] = no_signal
+        ctx.manifest.rejects_by_reason.setdefault("users", {})[NO_SIGNAL] = no_signal
     return figures

@@ -346,7 +346,7 @@ def run(ctx: RunContext) -> dict:
             F.count("*").alias("rows"), F.countDistinct("user_id").alias("users")
         ).first()
         figures.update(rows=written["rows"], users=written["users"], k=settings.k)
-        ctx.manifest.data["sample_recommendations"] = sample(store.read("recommendations"), store.read("items"))
+        ctx.manifest.sample_recommendations = sample(store.read("recommendations"), store.read("items"))
     return figures
 
 

@@ -325,7 +325,7 @@ def run(ctx: RunContext) -> dict:
 
         table = [row.asDict(recursive=True) for row in store.read("segment_summary").orderBy("segment_id").collect()]
         figures.update(k=len(centroids), users=n_users)
-        ctx.manifest.data["segments"] = table
+        ctx.manifest.segments = table
     return figures
 
 

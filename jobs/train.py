@@ -285,7 +285,7 @@ def trained_model(ctx: RunContext) -> TrainedModel | None:
     if not ctx.config.train.enabled or not ctx.store.exists(MODEL):
         return None
     model = load_model(ctx.store)
-    text_model = (ctx.manifest.data.get("model") or {}).get("model_id") or _text_model_id(ctx.store)
+    text_model = (ctx.manifest.model or {}).get("model_id") or _text_model_id(ctx.store)
     if model.text_model_id and text_model and model.text_model_id != text_model:
         raise InputError(
             f"the trained model was trained on text vectors of {model.text_model_id}, but item_vectors hold "
@@ -346,7 +346,7 @@ def run(ctx: RunContext) -> dict:
             save_model(store, model)
             ctx.manifest.record_output(MODEL)
             figures.update(mode="fit", model_id=model.model_id, **fit_figures)
-            ctx.manifest.data["train_curve"] = model.curve
+            ctx.manifest.train_curve = model.curve
             log_to_tracker(ctx, model, fit_figures)
         store.write(learned_item_vectors(item_vectors, model), ITEM_VECTORS)
         figures["items"] = check_finite(store.read(ITEM_VECTORS), ITEM_VECTORS, "item_id")

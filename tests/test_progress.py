@@ -3,6 +3,8 @@
 import logging
 import time
 
+import pytest
+
 from segrec.jobs import manifest as manifest_module
 from segrec.jobs.config import config_from_dict
 from segrec.jobs.manifest import RunManifest
@@ -24,3 +26,15 @@ def test_a_running_stage_logs_progress_with_its_current_activity(monkeypatch, ca
     beats = [line for line in lines if line.startswith("stage evaluate still running after")]
     assert len(beats) >= 2 and all(line.endswith("tuning ALS, cell 2 of 8") for line in beats)
     assert len(caplog.records) == ended  # no progress line once the stage is over
+
+
+def test_the_manifest_keys_stages_fill_are_attributes_written_to_its_document():
+    manifest = RunManifest(config_from_dict(MINIMAL), "run", "run-2")
+    assert (manifest.run_id, manifest.command, manifest.status) == ("run-2", "run", "running")
+    assert manifest.segments is None and manifest.stage_figures("segment") == {}
+    manifest.segments = [{"segment_id": 0, "size": 3}]
+    manifest.record_stage("segment", k=2, silhouette_by_k={"2": 0.4})
+    assert manifest.data["segments"] == [{"segment_id": 0, "size": 3}]  # the same document manifest.json holds
+    assert manifest.stage_figures("segment") == {"k": 2, "silhouette_by_k": {"2": 0.4}}
+    with pytest.raises(AttributeError):
+        manifest.segment_table = []  # a misspelt entry is refused, not written where nobody reads it

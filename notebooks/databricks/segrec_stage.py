@@ -40,14 +40,14 @@ if widget("run_date"):
 config = load_config(widget("config"), overrides)
 session = get_spark(config)  # the notebook's own session, reused
 manifest = execute(session, config, widget("stage"))
-print(manifest.data["run_id"], manifest.data["status"])
+print(manifest.run_id, manifest.status)
 
 # COMMAND ----------
 
-if manifest.data.get("segments"):
-    print(format_table(manifest.data["segments"]))
-if manifest.data.get("sample_recommendations"):
-    display(spark.createDataFrame(manifest.data["sample_recommendations"]))  # noqa: F821
-if manifest.data.get("evaluation_table"):
+if manifest.segments:
+    print(format_table(manifest.segments))
+if manifest.sample_recommendations:
+    display(spark.createDataFrame(manifest.sample_recommendations))  # noqa: F821
+if manifest.evaluation_table:
     # evaluate: the comparison table; metrics.json, report.md and the plots are under <output>/evaluation
-    print(manifest.data["evaluation_table"])
+    print(manifest.evaluation_table)
