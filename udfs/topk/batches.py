@@ -39,7 +39,7 @@ class UserBatch:
         seen = batch.column("seen")
         return cls(
             ids=ids,
-            # writable (a copy of Arrow's read-only buffer, ~3 ms per 10K users): torch warns on read-only arrays
+            # writable (a copy of Arrow's read-only buffer, cheap beside scoring): torch warns on read-only arrays
             vectors=np.require(vector.flatten().to_numpy(zero_copy_only=False), np.float32, "W").reshape(-1, dim),
             segments=pc.fill_null(batch.column("segment_id"), -1).to_numpy(zero_copy_only=False).astype(np.int64),
             seen_ids=seen.flatten().to_numpy(zero_copy_only=False),

@@ -34,9 +34,9 @@ def block_rows(n_items: int, block_mb: float, depth: int = 0, dim: int = 0) -> i
     return max(1, int(block_mb * 2**20 // per_user))
 
 
-# Extra candidates in the first pass, beyond depth + depth // 2. benchmarks/topk_precision.py --margins
-# compares margins: 8 widened 0.4-1.2% of the demo's users and was faster than 16 (fewer candidates to
-# rescore exactly); with no depth // 2 term, 44% of them needed widening at k = 50.
+# Extra candidates in the first pass, beyond depth + depth // 2: benchmarks/topk_precision.py --margins
+# compares margins (how many users each widens, and the time); 8 was the fastest, and without the
+# depth // 2 term most users needed widening at large k.
 CANDIDATE_MARGIN = 8
 
 
@@ -249,14 +249,14 @@ def _select_block(block: _Block, catalogue: Catalogue, settings: TopKSettings, k
     return picks
 
 
-GROUP = 16  # columns per group in best_fast_scores (the fastest of 8, 16 and 32 at 20K items, k=10)
+GROUP = 16  # columns per group in best_fast_scores (benchmarks/topk_parts.py, part 1, compares 8, 16 and 32)
 
 
 def best_fast_scores(scores: torch.Tensor, count: int) -> tuple[np.ndarray, np.ndarray]:
     """Per row, the ``count`` best scores (float32, best first) and their columns, on the host.
 
-    On the CPU, torch.topk over every column took over half as long as the bfloat16 product, so the columns
-    are first cut into GROUP strided groups (group j: columns j, j + w, j + 2w, ... with w = n // GROUP)
+    On the CPU, torch.topk over every column cost a large share of the bfloat16 product's time
+    (benchmarks/topk_parts.py, part 1), so the columns are first cut into GROUP strided groups (group j: columns j, j + w, j + 2w, ... with w = n // GROUP)
     and only the ``count`` groups with the highest maxima, plus the few columns past GROUP * w, are
     searched. That keeps the same values: a column outside them, with score x, has a group maximum
     below ``count`` other groups' maxima, so ``count`` searched scores are >= x and x is not needed.
