@@ -21,6 +21,7 @@ from pyspark.sql.utils import AnalysisException
 from segrec.jobs.config import Output
 from segrec.jobs.errors import ConfigError, InputError
 from segrec.jobs.output_safety import MARKER
+from segrec.udfs.schemas import schema_differences
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +139,16 @@ def local_path(path: str) -> str:
     return path
 
 
+def check_schema(name: str, df: DataFrame) -> None:
+    """A dataset is written only with the columns and types ``udfs/schemas.DATASETS`` declares for
+    it: a stage that drifted from the contract fails before it writes, not readers after (no Spark job:
+    the schema is known from the plan)."""
+    problems = schema_differences(name, df.schema)
+    if problems:
+        raise RuntimeError(f"dataset {name} does not match its declared schema (udfs/schemas.py): "
+                           + "; ".join(problems))
+
+
 class OutputStore:
     """Reads and writes the named outputs of a run under one root path."""
 
@@ -194,8 +205,9 @@ class OutputStore:
         Frames may read the very datasets they replace (incremental stages): nothing is swapped until
         every write has finished.
         """
-        for name in frames:
+        for name, df in frames.items():
             self.check_replaceable(name)
+            check_schema(name, df)
         if self.format == "delta":
             # Delta's overwrite is a single transaction: readers see the old or the new version.
             for name, df in frames.items():

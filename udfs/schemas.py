@@ -1,7 +1,8 @@
 """The columns of segrec's datasets, defined once as Arrow schemas.
 
 Workers write Arrow batches of these schemas; the driver derives its Spark schemas from the same
-definitions (``segrec.jobs.schemas``), so a dataset's columns and types are stated in one place.
+definitions (``spark_schema``), and the output store checks every dataset it writes against
+``DATASETS`` before writing, so a dataset's columns and types are stated in one place.
 """
 
 from __future__ import annotations
@@ -32,9 +33,70 @@ SEGMENT_ASSIGNMENT = pa.schema([
     ("top_weights", pa.list_(pa.float64())),
 ])
 
+_TIMESTAMP = pa.timestamp("us", tz="UTC")  # Spark's TimestampType (session time zone)
+
+# Every dataset a stage writes under output.path, by name (a dated run adds its run_date partition).
+DATASETS: dict[str, pa.Schema] = {
+    # validate
+    "items": pa.schema([("item_id", pa.string()), ("text", pa.string())]),
+    "users": pa.schema([("user_id", pa.string()), ("text", pa.string())]),
+    "interactions": pa.schema([("user_id", pa.string()), ("item_id", pa.string()), ("rating", pa.float64()),
+                               ("timestamp", _TIMESTAMP), ("text", pa.string())]),
+    "rejects": REJECTS,
+    # embed: one vector per text hash and model; text_vectors also holds users' own and review texts
+    "item_vectors": pa.schema([("item_id", pa.string()), ("vector", _VECTOR), ("text_hash", pa.string()),
+                               ("model_id", pa.string())]),
+    "text_vectors": pa.schema([("user_id", pa.string()), ("kind", pa.string()), ("item_id", pa.string()),
+                               ("vector", _VECTOR), ("text_hash", pa.string()), ("model_id", pa.string())]),
+    # train
+    "trained_item_vectors": pa.schema([("item_id", pa.string()), ("vector", _VECTOR), ("model_id", pa.string())]),
+    # profile
+    "user_vectors": pa.schema([("user_id", pa.string()), ("vector", _VECTOR), ("n_items", pa.int64()),
+                               ("n_texts", pa.int64()), ("space", pa.string())]),
+    # segment
+    "segments": pa.schema([("user_id", pa.string()), *zip(SEGMENT_ASSIGNMENT.names, SEGMENT_ASSIGNMENT.types)]),
+    "segment_summary": pa.schema([
+        ("segment_id", pa.int32()), ("size", pa.int64()), ("share", pa.float64()),
+        ("label_terms", pa.list_(pa.string())), ("representative_items", pa.list_(pa.string())),
+        ("engaged_items", pa.list_(pa.struct([("item", pa.string()), ("users", pa.int64()), ("lift", pa.float64())]))),
+        ("nearest_segment", pa.int32()), ("description", pa.string()),
+    ]),
+    # recommend
+    "recommendations": RECOMMENDATIONS,
+}
+
 
 def spark_schema(schema: pa.Schema):
     """The Spark StructType of one of these schemas (what the driver declares for UDF outputs)."""
     from pyspark.sql.pandas.types import from_arrow_schema  # a type mapping: no session involved
 
     return from_arrow_schema(schema)
+
+
+def schema_differences(name: str, spark_type) -> list[str]:
+    """How a frame's Spark schema differs from dataset ``name``'s (column names, order and types;
+    nullability aside): one line per difference, empty when it matches or ``name`` is not declared."""
+    if name not in DATASETS:
+        return []
+    expected = {f.name: f.dataType for f in _without_nullability(spark_schema(DATASETS[name])).fields}
+    found = {f.name: f.dataType for f in _without_nullability(spark_type).fields}
+    problems = [f"{column}: expected {kind.simpleString()}, found {found[column].simpleString()}"
+                for column, kind in expected.items() if column in found and found[column] != kind]
+    problems += [f"{column}: missing" for column in expected if column not in found]
+    problems += [f"{column}: not declared" for column in found if column not in expected]
+    if not problems and list(found) != list(expected):
+        problems.append(f"column order {list(found)}, declared {list(expected)}")
+    return problems
+
+
+def _without_nullability(spark_type):
+    """The same Spark type with every field, element and value nullable (parquet reads them so)."""
+    from pyspark.sql import types as T
+
+    if isinstance(spark_type, T.StructType):
+        return T.StructType([T.StructField(f.name, _without_nullability(f.dataType), True) for f in spark_type.fields])
+    if isinstance(spark_type, T.ArrayType):
+        return T.ArrayType(_without_nullability(spark_type.elementType), True)
+    if isinstance(spark_type, T.MapType):
+        return T.MapType(_without_nullability(spark_type.keyType), _without_nullability(spark_type.valueType), True)
+    return spark_type
