@@ -119,8 +119,8 @@ def random_lists(train: DataFrame, item_ids: DataFrame, k: int, seed: int, score
 
 
 def draw_for_user(user: str, seen, catalogue: np.ndarray, k: int, seed: int) -> list[tuple]:
-    """(user, rank, item, score, similarity, boost, no reason) rows: a seeded permutation of the unseen items."""
+    """(user, rank, item, score, similarity, boost, no reason, no parts) rows: a seeded permutation of the unseen items."""
     rng = np.random.default_rng([seed, zlib.crc32(user.encode("utf-8"))])
     unseen = catalogue[~np.isin(catalogue, np.asarray(list(seen), dtype=object))]
     picked = unseen[rng.permutation(len(unseen))[:k]]
-    return [(user, rank, item, 0.0, 0.0, 0.0, None, None) for rank, item in enumerate(picked, start=1)]
+    return [(user, rank, item, 0.0, 0.0, 0.0, None, None, None) for rank, item in enumerate(picked, start=1)]

@@ -83,6 +83,10 @@ def print_summary(manifest: RunManifest) -> None:
             print(f"  user {row['user_id']:>6} #{row['rank']}  {row['item']}  ({row['score']:.3f})")
             if row.get("because"):
                 print(f"{'':>17}because of {row['because']} (similarity {row['because_similarity']:.3f})")
+            shares = ", ".join(f"{name.replace('_', ' ')} {value:.3f}" for name, value in row.items()
+                               if name.startswith("from_") and value)
+            if shares:
+                print(f"{'':>17}score: {shares}")
     if manifest.evaluation_table:
         print(f"\nevaluation (held-out interactions; report under {manifest.output_path or 'evaluation/'}):")
         print(manifest.evaluation_table)

@@ -296,14 +296,17 @@ class Recommend(_Section):
     mmr_pool: int = Field(50, ge=1, description="with MMR: the best candidates per user that are re-ranked")
     explain: bool = Field(
         True, description="each recommendation's reason: the item in the user's history most similar to it "
-        "(because_item_id, because_similarity); in the scoring worker, or by joins (sharded plan, exclude_seen "
-        "false)",
+        "(because_item_id, because_similarity; in the scoring worker, or by joins for the sharded plan and "
+        "exclude_seen false), and with trained towers the part of its similarity from the item's learned "
+        "embedding (learned_similarity)",
     )
 
     def topk(self, **changes) -> TopKSettings:
-        """What the workers' scorer computes and how (``changes`` override fields: evaluate's grid)."""
+        """What the workers' scorer computes and how (``changes`` override fields: evaluate's grid).
+        ``explain`` asks for both halves of an explanation: the reason and the score's parts."""
         fields = {name: getattr(self, name) for name in TOPK_FIELDS}
-        return TopKSettings(**{**fields, **changes})
+        fields = {**fields, **changes}
+        return TopKSettings(**fields, score_parts=fields["explain"])
 
 
 class Als(_Section):

@@ -64,14 +64,17 @@ def segment_popularity(interactions: DataFrame, segments: DataFrame, n_segments:
     )
 
 
-def catalogue_frame(item_vectors: DataFrame, popularity: DataFrame | None) -> DataFrame:
-    """(item_id, vector, popularity or null) for every item with a vector."""
-    df = item_vectors.select("item_id", "vector")
+def catalogue_frame(item_vectors: DataFrame, popularity: DataFrame | None, score_parts: bool = False) -> DataFrame:
+    """(item_id, vector, popularity or null, learned_part or null) for every item with a vector; the
+    learned parts only when asked for and the vectors have them (trained towers)."""
+    with_parts = score_parts and "learned_part" in item_vectors.columns
+    df = item_vectors.select("item_id", "vector", F.col("learned_part") if with_parts
+                             else F.lit(None).cast("array<float>").alias("learned_part"))
     if popularity is not None:
         df = df.join(popularity, on="item_id", how="left")
     else:
         df = df.withColumn("popularity", F.lit(None).cast("array<float>"))
-    return df.select("item_id", "vector", "popularity")
+    return df.select("item_id", "vector", "popularity", "learned_part")
 
 
 def user_frame(
@@ -102,7 +105,12 @@ def to_catalogue(rows: pd.DataFrame, offset: int = 0) -> Catalogue:
         popularity = np.stack(
             [np.asarray(p, np.float32) if p is not None else np.zeros(width, np.float32) for p in rows["popularity"]]
         )
-    return Catalogue(item_ids=rows["item_id"].to_numpy().astype(str), vectors=vectors, popularity=popularity, offset=offset)
+    learned = None
+    if "learned_part" in rows and rows["learned_part"].notna().any():
+        zero = np.zeros(vectors.shape[1], np.float32)  # a cold item: its vector is all text
+        learned = np.stack([zero if p is None else np.asarray(p, np.float32) for p in rows["learned_part"]])
+    return Catalogue(item_ids=rows["item_id"].to_numpy().astype(str), vectors=vectors, popularity=popularity,
+                     learned_part=learned, offset=offset)
 
 
 # ------------------------------------------------------------------------------------------ plans
@@ -166,7 +174,8 @@ def sharded_plan(
     # breaks ties by id, so the lists are the broadcast plan's.
     n_shards = max(1, math.ceil(1.25 * n_items / per_shard))
     shards = catalogue.withColumn("shard", F.pmod(F.xxhash64("item_id"), F.lit(n_shards))).groupBy("shard").agg(
-        F.lit(0).alias("offset"), F.collect_list(F.struct("item_id", "vector", "popularity")).alias("items")
+        F.lit(0).alias("offset"),
+        F.collect_list(F.struct("item_id", "vector", "popularity", "learned_part")).alias("items"),
     )
     n_blocks = max(1, math.ceil(n_users / plan.user_block))
     blocks = users.withColumn("block", F.pmod(F.xxhash64("user_id"), F.lit(n_blocks))).groupBy("block").agg(
@@ -222,12 +231,13 @@ class Recommender:
     however many lists it is asked for (evaluate's popularity-weight grid asks for several).
     ``plan``: the recommend section's plan keys (plan, max_broadcast_mb, user_block, matrix_source,
     matrix_path, exclude_seen). ``matrix_dir``: where the item matrix file goes on a session without a
-    SparkContext (see ``catalogue_source``); the caller removes it after writing.
+    SparkContext (see ``catalogue_source``); the caller removes it after writing. ``score_parts``: ship
+    the trained towers' learned parts too, for lists asked with ``TopKSettings.score_parts``.
     """
 
     def __init__(
         self, spark: SparkSession, item_vectors: DataFrame, interactions: DataFrame, segments: DataFrame | None,
-        plan: Recommend, matrix_dir: str | None = None, with_popularity: bool = False,
+        plan: Recommend, matrix_dir: str | None = None, with_popularity: bool = False, score_parts: bool = False,
     ):
         self.spark, self.item_vectors, self.interactions, self.segments = spark, item_vectors, interactions, segments
         self.plan_settings, self.with_popularity = plan, with_popularity
@@ -237,7 +247,7 @@ class Recommender:
                 raise InputError("recommend.popularity_weight > 0 needs the segments output: run the segment stage first")
             n_segments = segments.agg(F.max("segment_id")).first()[0] + 1
             popularity = segment_popularity(interactions, segments, n_segments)
-        self.catalogue = catalogue_frame(item_vectors, popularity)
+        self.catalogue = catalogue_frame(item_vectors, popularity, score_parts)
         if plan.plan != "sharded":
             check_matrix_settings(plan)  # a config error before any job
         rows = None
@@ -292,7 +302,7 @@ def recommendations(
     computed (plan, sizes)."""
     topk = settings.topk()
     recommender = Recommender(spark, item_vectors, interactions, segments, settings, matrix_dir,
-                              with_popularity=topk.popularity_weight > 0)
+                              with_popularity=topk.popularity_weight > 0, score_parts=topk.score_parts)
     figures = dict(recommender.figures)
     if topk.explain and recommender.joined_reasons:
         figures["reasons"] = "joined"
@@ -363,5 +373,16 @@ def sample(recs: DataFrame, items: DataFrame, users: int = 3, top: int = 5) -> l
     )
     return [{"user_id": r.user_id, "rank": r.rank, "item": f"{r.item_id}: {r.text}", "score": round(r.score, 4),
              "because": f"{r.because_item_id}: {r.because_text}" if r.because_item_id is not None else None,
-             "because_similarity": round(r.because_similarity, 4) if r.because_similarity is not None else None}
+             "because_similarity": round(r.because_similarity, 4) if r.because_similarity is not None else None,
+             **score_parts(r.similarity, r.popularity_boost, r.learned_similarity)}
             for r in rows]
+
+
+def score_parts(similarity: float, popularity_boost: float, learned_similarity: float | None) -> dict[str, float]:
+    """Where a score came from, for people to read: the item's text, its learned embedding (trained
+    towers: what users did with it), and its popularity in the user's segment."""
+    parts = {"from_text": similarity, "from_popularity": popularity_boost}
+    if learned_similarity is not None:
+        parts = {"from_text": similarity - learned_similarity, "from_interactions": learned_similarity,
+                 "from_popularity": popularity_boost}
+    return {name: round(value, 4) for name, value in parts.items()}

@@ -100,19 +100,20 @@ def training_frames(
 
 
 def learned_item_vectors(item_vectors: DataFrame, model: TrainedModel) -> DataFrame:
-    """(item_id, vector, model_id): the item tower applied in the workers to every item's text vector."""
+    """(item_id, vector, learned_part, model_id): the item tower applied in the workers to every item's
+    text vector; ``learned_part`` is the share of the vector that its learned embedding contributed
+    (``TowerWeights.item_parts``), null for an item without one (a cold item)."""
     weights = model.weights
 
-    @F.pandas_udf("array<float>")
-    def tower(ids: pd.Series, vectors: pd.Series) -> pd.Series:
+    @F.pandas_udf("vector array<float>, learned_part array<float>")
+    def tower(ids: pd.Series, vectors: pd.Series) -> pd.DataFrame:
         if len(vectors) == 0:
-            return pd.Series([], dtype=object)
-        out = weights.item_vectors(np.stack(vectors.to_numpy()), ids.astype(str).to_numpy())
-        return pd.Series(list(out))
+            return pd.DataFrame({"vector": pd.Series([], dtype=object), "learned_part": pd.Series([], dtype=object)})
+        out, learned, found = weights.item_parts(np.stack(vectors.to_numpy()), ids.astype(str).to_numpy())
+        return pd.DataFrame({"vector": list(out), "learned_part": [p if f else None for p, f in zip(learned, found)]})
 
-    return item_vectors.select(
-        "item_id", tower(F.col("item_id").cast("string"), "vector").alias("vector"), F.lit(model.model_id).alias("model_id")
-    )
+    towers = item_vectors.select("item_id", tower(F.col("item_id").cast("string"), "vector").alias("t"))
+    return towers.select("item_id", "t.vector", "t.learned_part", F.lit(model.model_id).alias("model_id"))
 
 
 def learned_user_vectors(

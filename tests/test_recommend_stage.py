@@ -1,5 +1,7 @@
 """Recommendations through Spark: both plans agree, seen items never appear, every user gets k rows."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -237,3 +239,44 @@ def test_a_user_vector_of_the_wrong_size_is_an_input_error_naming_the_user(spark
     assert worker_input_error(failed.value) == ("recommend: user 'u2' has a vector of 3 values; the item vectors "
                                                 "have 2 (1 such user(s) in this batch)")
     assert worker_input_error(RuntimeError("something else")) is None
+
+
+def test_a_runs_recommendations_split_each_similarity_into_text_and_learned_parts(spark, small_run):
+    """With trained towers, learned_similarity is the user vector against the item's learned part (0
+    for an item without a learned embedding), and the rest of the similarity is its text's."""
+    root, _ = small_run
+    out = root / "out"
+    recs = pd.read_parquet(out / "recommendations")
+    users = pd.read_parquet(out / "user_vectors").set_index("user_id")["vector"]
+    items = pd.read_parquet(out / "trained_item_vectors").set_index("item_id")
+    assert recs["learned_similarity"].notna().all()
+    for row in recs.itertuples():
+        u = users[row.user_id].astype(np.float64)
+        part = items.at[row.item_id, "learned_part"]
+        expected = 0.0 if part is None else float(u @ np.asarray(part, np.float64))
+        assert row.learned_similarity == pytest.approx(expected, abs=1e-5)
+        text_part = np.asarray(items.at[row.item_id, "vector"], np.float64) - (0 if part is None else np.asarray(part))
+        assert row.similarity - row.learned_similarity == pytest.approx(float(u @ text_part), abs=1e-5)
+    manifest = json.loads((out / "manifest.json").read_text())
+    first = manifest["sample_recommendations"][0]
+    assert first["from_text"] + first["from_interactions"] + first["from_popularity"] == pytest.approx(first["score"], abs=2e-4)
+
+
+def test_both_plans_give_the_same_learned_parts(spark, inputs):
+    items = inputs["item_vectors"].toPandas()
+    rng = np.random.default_rng(3)
+    items["learned_part"] = [None if j % 5 == 0 else list(rng.standard_normal(DIM).astype(np.float32) * 0.1)
+                             for j in range(len(items))]
+    with_parts = dict(inputs, item_vectors=spark.createDataFrame(
+        items, "item_id string, vector array<float>, learned_part array<float>"))
+    broadcast, _ = run(spark, with_parts, k=5, plan="broadcast", explain=True)
+    sharded, figures = run(spark, with_parts, k=5, max_broadcast_mb=30 * DIM * 4 / 2**20, user_block=8, explain=True)
+    assert figures["plan"] == "sharded"
+    np.testing.assert_allclose(sharded["learned_similarity"], broadcast["learned_similarity"], atol=1e-9)
+    users = inputs["user_vectors"].toPandas().set_index("user_id")["vector"]
+    parts = items.set_index("item_id")["learned_part"]
+    expected = [0.0 if parts[r.item_id] is None else float(np.dot(users[r.user_id], parts[r.item_id]))
+                for r in broadcast.itertuples()]
+    np.testing.assert_allclose(broadcast["learned_similarity"], expected, atol=1e-5)
+    plain, _ = run(spark, with_parts, k=5, plan="broadcast")  # explain off: no parts shipped, none computed
+    assert plain["learned_similarity"].isna().all()

@@ -402,3 +402,36 @@ def test_reasons_do_not_depend_on_the_block_budget():
             continue
         sims = vectors[picks[mine]] @ vectors[history].T
         np.testing.assert_array_equal(because[mine], history[sims.argmax(axis=1)])
+
+
+@pytest.mark.parametrize("mmr", [{}, {"mmr_trade_off": 0.5, "mmr_pool": 12}])
+def test_the_learned_part_of_each_similarity_is_the_user_against_the_items_learned_part(mmr):
+    rng = np.random.default_rng(5)
+    cat = catalogue(n=40, d=8, seed=3)
+    learned = (rng.standard_normal((40, 8)) * 0.2).astype(np.float32)
+    learned[::4] = 0.0  # cold items: all text
+    cat.learned_part = learned
+    frame, _ = _users_batch()
+    plain = recommend_frame(frame, cat, TopKSettings(k=5, **mmr))
+    parts = recommend_frame(frame, cat, TopKSettings(k=5, score_parts=True, **mmr))
+    columns = ["user_id", "rank", "item_id", "score", "similarity"]
+    pd.testing.assert_frame_equal(plain[columns], parts[columns])  # the lists do not depend on it
+    assert plain["learned_similarity"].isna().all()
+    users = dict(zip(frame["user_id"], frame["vector"]))
+    position = {item: j for j, item in enumerate(cat.item_ids)}
+    for row in parts.itertuples():
+        expected = float(np.dot(users[row.user_id].astype(np.float64), learned[position[row.item_id]]))
+        assert row.learned_similarity == pytest.approx(expected, abs=1e-9)
+    cold = parts["item_id"].map(position) % 4 == 0
+    assert cold.any() and (parts.loc[cold, "learned_similarity"] == 0.0).all()
+
+
+def test_a_catalogue_file_keeps_the_learned_parts(tmp_path):
+    from segrec.udfs.topk.catalogue import load_catalogue, save_catalogue
+
+    cat = catalogue(n=5, d=3)
+    cat.learned_part = np.arange(15, dtype=np.float32).reshape(5, 3)
+    save_catalogue(str(tmp_path / "c.npz"), cat)
+    loaded = load_catalogue(str(tmp_path / "c.npz"))
+    np.testing.assert_array_equal(loaded.learned_part, cat.learned_part)
+    assert loaded.popularity is None

@@ -112,6 +112,30 @@ def test_numpy_item_tower_matches_the_torch_model(informative):
     np.testing.assert_allclose(weights.item_vectors(data.item_text, unknown), text_only, atol=1e-5)
 
 
+def test_a_vector_splits_into_its_text_part_and_its_learned_part(informative):
+    """vector = (text path + learned embedding) / norm: the learned part is the embedding over the same
+    norm, so vector - learned part points along the text path alone; cold items have no learned part."""
+    import torch
+
+    data, *_ = informative
+    weights, _ = fitted(data, epochs=1)
+    ids = data.item_ids.copy()
+    ids[::3] = [f"new-{i}" for i in range(len(ids[::3]))]  # a third of the items cold
+    vectors, learned, found = weights.item_parts(data.item_text, ids)
+    assert found.any() and not found.all()
+    np.testing.assert_array_equal(found, ~np.isin(np.arange(len(ids)), np.arange(0, len(ids), 3)))
+    np.testing.assert_array_equal(vectors, weights.item_vectors(data.item_text, ids))
+    assert np.abs(learned[~found]).max() == 0.0 and np.abs(learned[found]).max() > 0.0
+    model = build_model(TEXT_DIM, len(weights.id_items), weights.settings)
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in weights.state.items()})
+    with torch.no_grad():
+        text_path = model.text_skip(torch.from_numpy(data.item_text)) + model.text_mlp(torch.from_numpy(data.item_text))
+    text_part = (vectors - learned).astype(np.float64)
+    cosine = np.einsum("nd,nd->n", text_part, text_path.double().numpy()) / (
+        np.linalg.norm(text_part, axis=1) * np.linalg.norm(text_path.double().numpy(), axis=1))
+    assert cosine.min() > 1 - 1e-5  # the text part is the text path, scaled
+
+
 def test_same_seed_gives_the_same_model_and_another_seed_does_not(informative):
     data, *_ = informative
     first, _ = fitted(data, epochs=2)

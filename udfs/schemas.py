@@ -16,6 +16,8 @@ RECOMMENDATIONS = pa.schema([
     ("user_id", pa.string()), ("rank", pa.int32()), ("item_id", pa.string()), ("score", pa.float64()),
     ("similarity", pa.float64()), ("popularity_boost", pa.float64()),
     ("because_item_id", pa.string()), ("because_similarity", pa.float64()),
+    # the part of similarity from the item's learned embedding (trained towers; the rest is its text)
+    ("learned_similarity", pa.float64()),
 ])
 RECOMMENDATION_COLUMNS = RECOMMENDATIONS.names
 # numpy dtypes of the columns (strings: object), for the pandas side of the adapters
@@ -49,7 +51,8 @@ DATASETS: dict[str, pa.Schema] = {
     "text_vectors": pa.schema([("user_id", pa.string()), ("kind", pa.string()), ("item_id", pa.string()),
                                ("vector", _VECTOR), ("text_hash", pa.string()), ("model_id", pa.string())]),
     # train
-    "trained_item_vectors": pa.schema([("item_id", pa.string()), ("vector", _VECTOR), ("model_id", pa.string())]),
+    "trained_item_vectors": pa.schema([("item_id", pa.string()), ("vector", _VECTOR), ("learned_part", _VECTOR),
+                                       ("model_id", pa.string())]),
     # profile
     "user_vectors": pa.schema([("user_id", pa.string()), ("vector", _VECTOR), ("n_items", pa.int64()),
                                ("n_texts", pa.int64()), ("space", pa.string())]),

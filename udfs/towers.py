@@ -373,16 +373,28 @@ class TowerWeights:
     def item_vectors(self, text: np.ndarray, item_ids: np.ndarray) -> np.ndarray:
         """(n, dim) float32 unit vectors for items with these text vectors and ids (an id without a
         learned embedding, a cold item, goes through the text path alone)."""
+        return self.item_parts(text, item_ids)[0]
+
+    def item_parts(self, text: np.ndarray, item_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(unit vectors, their learned parts, which items have a learned embedding). A vector is
+        (text path + learned embedding) / its norm, so vector = text part + learned part with both
+        divided by that one norm, and a user's score u . vector splits the same way: u . learned part
+        is what the item's interactions added to its text. The learned part is 0 for a cold item."""
         s = self.state
         x = np.asarray(text, np.float32)
         hidden = _gelu(x @ s["text_mlp.0.weight"].T + s["text_mlp.0.bias"])
         z = x @ s["text_skip.weight"].T + hidden @ s["text_mlp.2.weight"].T + s["text_mlp.2.bias"]
+        learned = np.zeros_like(z)
+        found = np.zeros(len(z), dtype=bool)
         if len(self.id_items):
             at = np.searchsorted(self.id_items, item_ids)
             at = np.minimum(at, len(self.id_items) - 1)
             found = self.id_items[at] == item_ids
-            z = z + np.where(found[:, None], s["item_id.weight"][at + 1], 0.0)
-        return _normalise(z)
+            learned = np.where(found[:, None], s["item_id.weight"][at + 1], 0.0)
+        z = z + learned
+        norm = np.linalg.norm(z, axis=1, keepdims=True)
+        scale = np.where(norm > 1e-12, 1.0 / np.maximum(norm, 1e-12), 0.0)
+        return (z * scale).astype(np.float32), (learned * scale).astype(np.float32), found
 
     def user_vectors(self, pooled: np.ndarray, text: np.ndarray | None) -> np.ndarray:
         """(n, dim) unit vectors from pooled history vectors (zeros when none) and the user's text

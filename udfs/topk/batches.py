@@ -100,22 +100,39 @@ def recommend_users(users: UserBatch, catalogue: Catalogue, settings: TopKSettin
         lists = [rerank_mmr(group, catalogue.vectors[local[group.index]], k, mmr[0])
                  for _, group in frame.groupby("user_id", sort=False)]
         columns = {c: v.to_numpy() for c, v in pd.concat(lists, ignore_index=True).items()}
-    because = np.full(len(columns["user_id"]), -1, np.int64)
-    similarity = np.full(len(because), np.nan)
-    if settings.explain and len(because) and len(seen.rows):
+    n = len(columns["user_id"])
+    because, similarity, learned = np.full(n, -1, np.int64), np.full(n, np.nan), np.full(n, np.nan)
+    parts_known = settings.score_parts and catalogue.learned_part is not None
+    if n and (settings.explain and len(seen.rows) or parts_known):
         if mmr:  # re-ranked: the rows' users and items found again by id
             index = _cached(catalogue, "id_index", lambda: pd.Index(catalogue.item_ids.astype(object)))
             rows = pd.Index(users.ids.astype(object)).get_indexer(columns["user_id"])
             picks = index.get_indexer(columns["item_id"])
         else:  # in the order top_k gave them
             rows, picks = np.concatenate(user_rows), np.concatenate(positions)
-        because, similarity = explain_picks(rows, picks, seen, catalogue.vectors)
-    ids = np.full(len(because), None, object)
+        if settings.explain and len(seen.rows):
+            because, similarity = explain_picks(rows, picks, seen, catalogue.vectors)
+        if parts_known:
+            learned = learned_similarities(users.vectors, rows, catalogue.learned_part, picks)
+    ids = np.full(n, None, object)
     ids[because >= 0] = catalogue.item_ids[because[because >= 0]]
-    return {**columns, "because_item_id": ids, "because_similarity": similarity}
+    return {**columns, "because_item_id": ids, "because_similarity": similarity, "learned_similarity": learned}
 
 
-EXPLANATION = ("because_item_id", "because_similarity")
+def learned_similarities(
+    users: np.ndarray, rows: np.ndarray, learned_part: np.ndarray, picks: np.ndarray, block: int = 4096
+) -> np.ndarray:
+    """u . learned part of each recommended (user row, catalogue position), float64: the part of the
+    similarity that the item's learned embedding contributed (0 for a cold item). In blocks of
+    ``block`` rows, so the gathered vectors stay small."""
+    out = np.empty(len(rows))
+    for start in range(0, len(rows), block):
+        at = slice(start, start + block)
+        out[at] = np.einsum("pd,pd->p", users[rows[at]], learned_part[picks[at]], dtype=np.float64)
+    return out
+
+
+EXPLANATION = ("because_item_id", "because_similarity", "learned_similarity")
 
 
 def recommend_frame(batch: pd.DataFrame, catalogue: Catalogue, settings: TopKSettings) -> pd.DataFrame:

@@ -15,13 +15,17 @@ import numpy as np
 import pandas as pd
 import torch
 
+
 @dataclass
 class Catalogue:
-    """The items in index order: ids, unit vectors (n, d) float32, popularity (n, segments) or None."""
+    """The items in index order: ids, unit vectors (n, d) float32, popularity (n, segments) or None,
+    and, for trained towers' vectors, each vector's learned part (n, d) float32 (zero rows for cold
+    items) or None."""
 
     item_ids: np.ndarray
     vectors: np.ndarray
     popularity: np.ndarray | None = None
+    learned_part: np.ndarray | None = None
     offset: int = 0  # global index of the first item (a shard's start)
     # Made on first use inside a worker and kept with the cached catalogue: per-device tensor copies
     # (catalogue_tensors), norms, the id index.
@@ -29,11 +33,9 @@ class Catalogue:
 
 
 _CACHE: dict[str, Catalogue] = {}  # insertion order is recency order
-
 CACHE_SIZE = 4
 _LOCK = threading.Lock()
-
-LOADS: dict[str, int] = {}
+LOADS: dict[str, int] = {}  # loads per cache key in this process: tests check each stays at one
 
 
 def cached_catalogue(key: str, load: Callable[[], Catalogue]) -> Catalogue:
@@ -52,16 +54,17 @@ def cached_catalogue(key: str, load: Callable[[], Catalogue]) -> Catalogue:
 
 def save_catalogue(path: str, catalogue: Catalogue) -> None:
     arrays = {"item_ids": catalogue.item_ids.astype(str), "vectors": catalogue.vectors}
-    if catalogue.popularity is not None:
-        arrays["popularity"] = catalogue.popularity
+    for name in ("popularity", "learned_part"):
+        if getattr(catalogue, name) is not None:
+            arrays[name] = getattr(catalogue, name)
     with open(path, "wb") as fh:
         np.savez(fh, **arrays)
 
 
 def load_catalogue(path: str) -> Catalogue:
     with np.load(path, allow_pickle=False) as data:  # never unpickle
-        popularity = data["popularity"] if "popularity" in data.files else None
-        return Catalogue(item_ids=data["item_ids"], vectors=data["vectors"], popularity=popularity)
+        optional = {name: data[name] for name in ("popularity", "learned_part") if name in data.files}
+        return Catalogue(item_ids=data["item_ids"], vectors=data["vectors"], **optional)
 
 
 def catalogue_tensors(catalogue: Catalogue, device: str) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -11,7 +11,7 @@ from segrec.udfs.device import task_device
 class TopKSettings:
     """Per user: the ``k`` best unseen items by cosine + ``popularity_weight`` x segment popularity,
     optionally re-ranked by MMR among the best ``mmr_pool`` (``mmr_trade_off`` None: off), each with its
-    reason when ``explain``. ``device`` (auto | cpu | cuda) and ``precision`` (auto | float32 | bfloat16,
+    reason when ``explain`` and its similarity's learned part when ``score_parts`` (trained towers). ``device`` (auto | cpu | cuda) and ``precision`` (auto | float32 | bfloat16,
     the candidate pass's) say how; the lists and scores do not depend on them. ``block_mb`` caps one
     block of user x item scores. Plan knobs (broadcast or shards, shard and user-block sizes) are the
     driver's, not these."""
@@ -21,6 +21,7 @@ class TopKSettings:
     mmr_trade_off: float | None = None
     mmr_pool: int = 50
     explain: bool = False
+    score_parts: bool = False
     block_mb: float = 64.0
     device: str = "cpu"
     precision: str = "float32"
@@ -37,7 +38,7 @@ class TopKSettings:
 
     def candidates_only(self) -> "TopKSettings":
         """The selection alone, ``depth`` deep: what each shard of the sharded plan computes before the
-        merge (which re-ranks and explains)."""
+        merge (which re-ranks and finds the reasons); a score's parts need only the shard's items."""
         return replace(self, k=self.depth, mmr_trade_off=None, explain=False)
 
     def for_this_task(self) -> "TopKSettings":
