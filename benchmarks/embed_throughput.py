@@ -3,6 +3,7 @@
     python benchmarks/embed_throughput.py                 # 2,000 texts per set, local[<all cores>]
     python benchmarks/embed_throughput.py --texts 400     # quick
     python benchmarks/embed_throughput.py --device cuda   # the plain baseline on a GPU too (fp16)
+    python benchmarks/embed_throughput.py --onnx          # only the ONNX Runtime encoder against torch, in process
 
 Same model, same texts, same machine:
   (a) plain: one process, transformers AutoModel, batches of 64 in input order (no sorting), padded to
@@ -15,7 +16,8 @@ Same model, same texts, same machine:
       starts the Python workers, as (a) has an untimed warm-up encode): per-worker cached model,
       length-sorted token-budget batches, de-duplication by content hash. Timed twice: with
       long_text=truncate (the same work as (a)) and with the default chunking (more work: every token
-      of a long text is embedded).
+      of a long text is embedded), on each of --runtimes: torch, and ONNX Runtime (model.runtime: onnx,
+      the model exported once before the timed runs, as a worker's first use does).
 Two text sets: unique texts with a realistic length mix (short titles to multi-paragraph reviews), and
 the same with 30% duplicates. Prints a table, then the ratios (b)/(a) in texts per second.
 Peak RSS: (a) the benchmark process before Spark starts; (b) the largest Spark Python worker.
@@ -116,6 +118,34 @@ def bfloat16_check(texts: list[str], model_dir: str, max_length: int) -> None:
           f"cosine to float32 min {cosine.min():.5f} mean {cosine.mean():.5f} (kept only if min >= 0.999)")
 
 
+def onnx_check(texts: list[str], model_dir: str, max_length: int) -> None:
+    """The encoder on ONNX Runtime (model.runtime: onnx) against torch in float32: the stage's own
+    Encoder both times (same windows, batches and pooling), one warm-up encode each, this process's
+    threads; the export is timed apart (a worker does it once per machine and model)."""
+    import tempfile
+
+    import torch
+
+    from segrec.udfs.encoder import Encoder, EncoderSettings
+
+    cache = tempfile.mkdtemp(prefix="segrec-onnx-")
+    settings = EncoderSettings(model_path=model_dir, max_length=max_length, onnx_cache_dir=cache)
+    started = time.perf_counter()
+    engines = {"torch": Encoder(settings, threads=torch.get_num_threads())}
+    engines["onnx"] = Encoder(settings, engine="onnx", threads=torch.get_num_threads())
+    load = time.perf_counter() - started
+    timings, vectors = {}, {}
+    for name, encoder in engines.items():
+        encoder.encode(texts[:64])
+        started = time.perf_counter()
+        vectors[name] = encoder.encode(texts)
+        timings[name] = time.perf_counter() - started
+    cosine = (vectors["torch"] * vectors["onnx"]).sum(axis=1)
+    print(f"\nONNX Runtime encoder on {len(texts)} texts, {torch.get_num_threads()} threads: torch {timings['torch']:.2f} s, "
+          f"onnx {timings['onnx']:.2f} s: {timings['torch'] / timings['onnx']:.2f}x; cosine to torch min {cosine.min():.6f} "
+          f"(kept only if min >= 0.999); both loaded, export included, in {load:.1f} s")
+
+
 def int8_check(texts: list[str], model_dir: str, max_length: int) -> None:
     """Dynamic int8 quantisation of the Linear layers (CPU): speed and agreement with fp32."""
     import torch
@@ -136,7 +166,8 @@ def int8_check(texts: list[str], model_dir: str, max_length: int) -> None:
           f"cosine to fp32 min {cosine.min():.4f} mean {cosine.mean():.4f} (kept only if min >= 0.99)")
 
 
-def spark_encode(spark, texts: list[str], workdir: str, model_path: str, long_text: str) -> tuple[float, dict]:
+def spark_encode(spark, texts: list[str], workdir: str, model_path: str, long_text: str,
+                 runtime: str = "torch") -> tuple[float, dict]:
     """(b): seconds for the embed stage over ``texts`` as items (validate first, untimed)."""
     from segrec.jobs.config import config_from_dict
     from segrec.jobs.pipeline import execute
@@ -151,8 +182,8 @@ def spark_encode(spark, texts: list[str], workdir: str, model_path: str, long_te
                 "items": {"path": str(items), "columns": {"id": "item_id", "text": ["text"]}},
                 "interactions": {"path": str(events), "columns": {"user_id": "user_id", "item_id": "item_id"}},
             },
-            "model": {"path": model_path, "long_text": long_text},
-            "output": {"path": str(Path(workdir) / f"out-{long_text}")},
+            "model": {"path": model_path, "long_text": long_text, "runtime": runtime},
+            "output": {"path": str(Path(workdir) / f"out-{long_text}-{runtime}")},
         }
     )
     execute(spark, config, "validate")
@@ -199,6 +230,8 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--int8", action="store_true", help="only measure int8 quantisation against fp32")
     parser.add_argument("--bfloat16", action="store_true", help="only measure the bfloat16 CPU encoder against float32")
+    parser.add_argument("--onnx", action="store_true", help="only measure the ONNX Runtime encoder against torch")
+    parser.add_argument("--runtimes", default="torch,onnx", help="the stage's model.runtime values to time")
     args = parser.parse_args()
 
     os.environ["PYSPARK_PYTHON"] = sys.executable
@@ -214,6 +247,9 @@ def main() -> None:
         return
     if args.bfloat16:
         bfloat16_check(sets["unique"], model_dir, args.max_length)
+        return
+    if args.onnx:
+        onnx_check(sets["unique"], model_dir, args.max_length)
         return
     plain_encode(sets["unique"][:64], model_dir, args.device, args.max_length)  # warm caches, untimed
     plain = {name: plain_encode(texts, model_dir, args.device, args.max_length) for name, texts in sets.items()}
@@ -232,13 +268,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         # Untimed warm-up, as for (a): Python workers started, torch imported, model cached per worker.
         (Path(tmp) / "warmup").mkdir()
-        spark_encode(spark, make_texts(64, seed=9), str(Path(tmp) / "warmup"), args.model, "chunk")
+        runtimes = args.runtimes.split(",")
+        for runtime in runtimes:  # the ONNX export happens here, once, as at a worker's first use
+            spark_encode(spark, make_texts(64, seed=9), str(Path(tmp) / f"warmup-{runtime}"), args.model, "chunk", runtime)
         for name, texts in sets.items():
             for long_text in ("truncate", "chunk"):
-                workdir = Path(tmp) / f"{name.split('%')[0].replace(' ', '')}-{long_text}"
-                workdir.mkdir()
-                seconds, figures = spark_encode(spark, texts, str(workdir), args.model, long_text)
-                rows.append((name, long_text, seconds, figures["embedded"]))
+                for runtime in runtimes:
+                    workdir = Path(tmp) / f"{name.split('%')[0].replace(' ', '')}-{long_text}-{runtime}"
+                    workdir.mkdir()
+                    seconds, figures = spark_encode(spark, texts, str(workdir), args.model, long_text, runtime)
+                    rows.append((name, f"{long_text}, {runtime}", seconds, figures["embedded"]))
     worker_rss = python_worker_peak_rss_mb()
     spark.stop()
 
@@ -251,17 +290,17 @@ def main() -> None:
     for name, seconds in library.items():
         print(f"{name:<16}{'(c) sentence-transformers encode':<34}{seconds:>9.2f}{n / seconds:>10.1f}{n:>10}")
     for name, long_text, seconds, embedded in rows:
-        side = f"(b) spark stage, long_text={long_text}"
+        side = f"(b) spark stage, {long_text}"
         print(f"{name:<16}{side:<34}{seconds:>9.2f}{n / seconds:>10.1f}{embedded:>10}")
     print(f"\npeak RSS: (a) plain process {plain_rss:.0f} MB; (b) largest Spark Python worker {worker_rss:.0f} MB")
     print("\nratios, (b)/(a) in texts per second (targets: >= 0.9 unique, >= 1.3 with duplicates):")
     for name, long_text, seconds, _ in rows:
-        print(f"  {name:<16} long_text={long_text:<9} {plain[name] / seconds:.2f}x")
+        print(f"  {name:<16} {long_text:<16} {plain[name] / seconds:.2f}x")
     if library:
         print("ratios, (b)/(c) in texts per second (targets: >= 1.0 unique, >= 1.5 with duplicates):")
         for name, long_text, seconds, _ in rows:
-            print(f"  {name:<16} long_text={long_text:<9} {library[name] / seconds:.2f}x")
-    stage = next(seconds for name, long_text, seconds, _ in rows if name == "unique" and long_text == "chunk")
+            print(f"  {name:<16} {long_text:<16} {library[name] / seconds:.2f}x")
+    stage = next(seconds for name, side, seconds, _ in rows if name == "unique" and side.startswith("chunk"))
     extra = render_redact - render_only
     print(f"\npersonal-data redaction, {n} texts (a fifth with an e-mail and a phone): rendering {render_only * 1e3:.1f} ms, "
           f"with redaction {render_redact * 1e3:.1f} ms: +{extra / n * 1e6:.1f} us per text, "

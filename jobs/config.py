@@ -175,6 +175,12 @@ class Model(_Section):
         "auto", description="the encoder's dtype on CPU; auto: bfloat16 on CPUs with native bfloat16 "
         "(AVX512-BF16, AMX), float32 elsewhere (vectors within cosine 0.999 of float32: docs/benchmarks.md)",
     )
+    runtime: Literal["auto", "torch", "onnx"] = Field(
+        "torch", description="what runs the encoder on CPU: torch, or ONNX Runtime (segrec[onnx]; the model is "
+        "exported once per machine to onnx_cache_dir); auto: onnx on float32 CPUs where it is installed. "
+        "GPUs always run torch",
+    )
+    onnx_cache_dir: str = Field("~/.cache/segrec/onnx", description="where executors keep the ONNX export")
 
     @model_validator(mode="after")
     def _overlap_fits(self) -> "Model":

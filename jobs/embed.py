@@ -32,8 +32,8 @@ def encoder_settings(config: Config) -> EncoderSettings:
     m = config.model
     return EncoderSettings(
         model_path=m.path, pooling=m.pooling, max_length=m.max_length, long_text=m.long_text,
-        chunk_overlap=m.chunk_overlap, gpu_dtype=m.gpu_dtype, cpu_dtype=m.cpu_dtype,
-        token_budget=config.embed.token_budget,
+        chunk_overlap=m.chunk_overlap, gpu_dtype=m.gpu_dtype, cpu_dtype=m.cpu_dtype, runtime=m.runtime,
+        onnx_cache_dir=m.onnx_cache_dir, token_budget=config.embed.token_budget,
     )
 
 

@@ -11,21 +11,7 @@ import json
 from pathlib import Path
 
 from segrec.jobs.errors import ConfigError
-from segrec.udfs.encoder import EncoderSettings, resolve_model_path
-
-_SKIP = {"README.md", ".gitattributes"}
-
-
-def fingerprint(directory: str) -> str:
-    digest = hashlib.sha256()
-    for path in sorted(Path(directory).rglob("*")):
-        if not path.is_file() or path.name in _SKIP:
-            continue
-        digest.update(str(path.relative_to(directory)).encode())
-        with path.open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
+from segrec.udfs.encoder import EncoderSettings, fingerprint, resolve_model_path
 
 
 def model_identity(settings: EncoderSettings) -> dict[str, str]:

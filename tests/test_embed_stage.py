@@ -60,6 +60,23 @@ def test_spark_vectors_equal_the_plain_encoder(spark, workspace, tiny_model_dir,
     np.testing.assert_allclose(np.stack(rows["vector"].to_numpy()), plain, atol=1e-5)
 
 
+def test_the_stage_on_onnx_runtime_writes_torchs_vectors(spark, workspace, tmp_path):
+    root, conf, _ = workspace
+    onnx_out = tmp_path / "out-onnx"
+    overrides = ["--set", f"output.path={onnx_out}", "--set", "model.runtime=onnx", "--set", "model.cpu_dtype=float32",
+                 "--set", f"model.onnx_cache_dir={tmp_path / 'onnx'}"]
+    assert cli.main(["validate", "--conf", conf, *overrides]) == 0
+    assert cli.main(["embed", "--conf", conf, *overrides]) == 0
+    assert list((tmp_path / "onnx").glob("*.onnx"))  # exported on the executors, once per model
+    torch_run = spark.read.parquet(str(root / "out" / "item_vectors")).toPandas().set_index("item_id")
+    onnx_run = spark.read.parquet(str(onnx_out / "item_vectors")).toPandas().set_index("item_id")
+    assert set(torch_run.index) == set(onnx_run.index)
+    if cpu_dtype("auto") == "float32":  # the torch run's vectors are float32 ones only on such CPUs
+        difference = np.abs(np.stack(onnx_run.loc[torch_run.index, "vector"]) - np.stack(torch_run["vector"])).max()
+        assert difference < 1e-5
+    assert (onnx_run["model_id"] == torch_run["model_id"]).all()  # the same vectors, the same model id
+
+
 def test_second_run_embeds_nothing_and_ten_new_items_embed_ten(spark, workspace, synthetic_data):
     root, conf, paths = workspace
     before = spark.read.parquet(str(root / "out" / "item_vectors")).toPandas().set_index("item_id")

@@ -160,3 +160,36 @@ def test_bfloat16_on_the_cpu_stays_within_a_cosine_of_float32(tiny_model_dir):
     half = encoder.Encoder(EncoderSettings(model_path=tiny_model_dir), dtype="bfloat16").encode(texts)
     assert half.dtype == np.float32 and np.allclose(np.linalg.norm(half, axis=1), 1, atol=1e-5)
     assert (np.sum(full * half, axis=1) > 0.99).all() and not np.array_equal(full, half)
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls"])
+def test_onnx_runtime_gives_torchs_vectors_and_exports_once_per_model(tiny_model_dir, tmp_path, pooling):
+    from segrec.udfs import onnx_runtime
+
+    texts = ["hiking boots for the mountain trail", "a cast iron skillet", "guitar " * 40, "x"]
+    settings = EncoderSettings(model_path=tiny_model_dir, max_length=32, chunk_overlap=4, token_budget=64,
+                               pooling=pooling, onnx_cache_dir=str(tmp_path / "onnx"))
+    reference = Encoder(settings).encode(texts)
+    on_onnx = Encoder(settings, engine="onnx").encode(texts)  # long text chunked, batches of mixed lengths
+    assert on_onnx.dtype == np.float32
+    assert np.abs(on_onnx - reference).max() < 1e-5
+    (exported,) = (tmp_path / "onnx").glob("*.onnx")
+    assert onnx_runtime.EXPORTS[str(exported)] == 1
+    Encoder(settings, engine="onnx")  # a second worker's encoder: the cached file, no second export
+    assert onnx_runtime.EXPORTS[str(exported)] == 1 and not list((tmp_path / "onnx").glob("*.partial"))
+
+
+def test_the_runtime_setting_chooses_onnx_only_on_float32_cpus(monkeypatch):
+    from segrec.udfs import onnx_runtime
+
+    monkeypatch.setattr(onnx_runtime, "available", lambda: True)
+    assert encoder.runtime("auto", "cpu", "float32") == "onnx"
+    assert encoder.runtime("onnx", "cpu", "float32") == "onnx"
+    assert encoder.runtime("onnx", "cpu", "bfloat16") == "onnx"  # asked for: float32 on ONNX Runtime
+    assert encoder.runtime("auto", "cpu", "bfloat16") == "torch"  # torch's bfloat16 kernels
+    assert encoder.runtime("onnx", "cuda:0", "float16") == "torch"  # GPUs run torch
+    assert encoder.runtime("torch", "cpu", "float32") == "torch"
+    monkeypatch.setattr(onnx_runtime, "available", lambda: False)
+    assert encoder.runtime("auto", "cpu", "float32") == "torch"
+    with pytest.raises(encoder.WorkerInputError, match="segrec\\[onnx\\]"):
+        onnx_runtime.OnnxTransformer("unused", "unused", 1)

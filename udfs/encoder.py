@@ -11,6 +11,7 @@ the windows of a text weighted by their token counts, L2-normalises, and returns
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import logging
 import threading
@@ -40,6 +41,9 @@ class EncoderSettings:
     # auto: bfloat16 where the CPU has native bfloat16 dot products (the config's default; float32 here
     # so that a bare EncoderSettings gives the reference vectors)
     cpu_dtype: str = "float32"
+    # torch | onnx | auto (ONNX Runtime on a float32 CPU where it is installed); GPUs run torch
+    runtime: str = "torch"
+    onnx_cache_dir: str = "~/.cache/segrec/onnx"
     token_budget: int = 16384
 
     def vector_settings(self) -> dict:
@@ -74,6 +78,23 @@ def resolve_model_path(path: str) -> str:
     return str(directory)
 
 
+_SKIP = {"README.md", ".gitattributes"}
+
+
+def fingerprint(directory: str) -> str:
+    """sha256 of a model directory's files (names and bytes; READMEs aside): what the model id hashes,
+    and what names the model's ONNX export."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(directory).rglob("*")):
+        if not path.is_file() or path.name in _SKIP:
+            continue
+        digest.update(str(path.relative_to(directory)).encode())
+        with path.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
 def special_tokens(tokenizer) -> tuple[list[int], list[int]]:
     """The ids the tokenizer puts before and after a text ([CLS] / [SEP] for BERT, <s> / </s> ...)."""
     content = tokenizer("hello world", add_special_tokens=False)["input_ids"]
@@ -99,20 +120,39 @@ def get_encoder(settings: EncoderSettings, slot: TaskSlot | None = None) -> "Enc
     if device == "cpu":
         torch.set_num_threads(slot.cpus)
     dtype = settings.gpu_dtype if device.startswith("cuda") else cpu_dtype(settings.cpu_dtype)
-    key = cache_key(settings, device, dtype)
+    engine = runtime(settings.runtime, device, dtype)
+    if engine == "onnx":
+        dtype = "float32"  # the exported graph is float32
+    key = cache_key(settings, device, dtype, engine)
     with _CACHE_LOCK:
         encoder = _CACHE.get(key)
         if encoder is None:
-            encoder = Encoder(settings, device, dtype)
+            encoder = Encoder(settings, device, dtype, engine, threads=slot.cpus)
             _CACHE[key] = encoder
             LOADS[key] += 1
     return encoder
 
 
-def cache_key(settings: EncoderSettings, device: str = "cpu", dtype: str = "float32") -> tuple:
-    """One encoder per model, vector-deciding settings, device, dtype and batching budget."""
+def cache_key(settings: EncoderSettings, device: str = "cpu", dtype: str = "float32", engine: str = "torch") -> tuple:
+    """One encoder per model, vector-deciding settings, device, dtype, runtime and batching budget."""
     vector = tuple(sorted(settings.vector_settings().items()))
-    return (settings.model_path, vector, device, dtype, settings.token_budget)
+    return (settings.model_path, vector, device, dtype, engine, settings.token_budget)
+
+
+def runtime(setting: str, device: str, dtype: str) -> str:
+    """What runs the transformer on this device: ``onnx`` (ONNX Runtime in float32, CPUs only) or
+    ``torch``. ``auto`` is onnx where the CPU dtype is float32 and onnxruntime is installed
+    (benchmarks/embed_throughput.py compares the two), torch elsewhere: on GPUs, and on bfloat16 CPUs,
+    where torch's bfloat16 kernels are the fast path."""
+    if device != "cpu" or setting == "torch":
+        return "torch"
+    if setting == "onnx":
+        return "onnx"
+    if dtype != "float32":
+        return "torch"
+    from segrec.udfs import onnx_runtime
+
+    return "onnx" if onnx_runtime.available() else "torch"
 
 
 def cpu_dtype(setting: str) -> str:
@@ -125,7 +165,8 @@ def cpu_dtype(setting: str) -> str:
 
 
 class Encoder:
-    def __init__(self, settings: EncoderSettings, device: str = "cpu", dtype: str = "float32"):
+    def __init__(self, settings: EncoderSettings, device: str = "cpu", dtype: str = "float32", engine: str = "torch",
+                 threads: int = 1):
         import torch
         from transformers import AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging
@@ -137,17 +178,27 @@ class Encoder:
         self.settings = settings
         self.device = torch.device(device)
         self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False)
-        model = AutoModel.from_pretrained(path, local_files_only=True, trust_remote_code=False)
-        model.eval()
-        if self.device.type == "cuda" or dtype == "bfloat16":
-            model = model.to(self.device, dtype=getattr(torch, dtype))
-        self.model = model
-        self.dim = int(model.config.hidden_size)
+        self.onnx = None
+        if engine == "onnx":
+            from transformers import AutoConfig
+
+            from segrec.udfs.onnx_runtime import OnnxTransformer
+
+            self.model = None
+            self.onnx = OnnxTransformer(path, settings.onnx_cache_dir, threads)
+            self.dim = int(AutoConfig.from_pretrained(path, local_files_only=True).hidden_size)
+        else:
+            model = AutoModel.from_pretrained(path, local_files_only=True, trust_remote_code=False)
+            model.eval()
+            if self.device.type == "cuda" or dtype == "bfloat16":
+                model = model.to(self.device, dtype=getattr(torch, dtype))
+            self.model = model
+            self.dim = int(model.config.hidden_size)
         self.prefix, self.suffix = special_tokens(self.tokenizer)
         # Room for content tokens in one window once the special tokens are added.
         self.capacity = settings.max_length - len(self.prefix) - len(self.suffix)
         self.pad_id = self.tokenizer.pad_token_id or 0
-        log.info("loaded encoder %s on %s (%s) in %.1fs", path, device, dtype, time.perf_counter() - started)
+        log.info("loaded encoder %s on %s (%s, %s) in %.1fs", path, device, dtype, engine, time.perf_counter() - started)
 
     # ---------------------------------------------------------------------------------- windows
 
@@ -210,12 +261,18 @@ class Encoder:
         import torch
 
         width = max(len(w) for w in windows)
-        ids = torch.full((len(windows), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(windows), width), dtype=torch.long)
+        ids = np.full((len(windows), width), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(windows), width), dtype=np.int64)
         for row, window in enumerate(windows):
-            ids[row, : len(window)] = torch.tensor(window, dtype=torch.long)
+            ids[row, : len(window)] = window
             mask[row, : len(window)] = 1
-        ids, mask = ids.to(self.device), mask.to(self.device)
+        if self.onnx is not None:
+            hidden = self.onnx(ids, mask)
+            if self.settings.pooling == "cls":
+                return np.ascontiguousarray(hidden[:, 0], dtype=np.float32)
+            m = mask[..., None].astype(np.float32)
+            return ((hidden * m).sum(axis=1) / np.maximum(m.sum(axis=1), 1.0)).astype(np.float32)
+        ids, mask = torch.from_numpy(ids).to(self.device), torch.from_numpy(mask).to(self.device)
         with torch.inference_mode():
             hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state.float()
             if self.settings.pooling == "cls":
