@@ -4,6 +4,7 @@
     python benchmarks/embed_throughput.py --texts 400     # quick
     python benchmarks/embed_throughput.py --device cuda   # the plain baseline on a GPU too (fp16)
     python benchmarks/embed_throughput.py --onnx          # only the ONNX Runtime encoder against torch, in process
+    python benchmarks/embed_throughput.py --budgets 1     # only the encoder's token budgets, one torch thread
 
 Same model, same texts, same machine:
   (a) plain: one process, transformers AutoModel, batches of 64 in input order (no sorting), padded to
@@ -118,6 +119,25 @@ def bfloat16_check(texts: list[str], model_dir: str, max_length: int) -> None:
           f"cosine to float32 min {cosine.min():.5f} mean {cosine.mean():.5f} (kept only if min >= 0.999)")
 
 
+def budget_check(texts: list[str], model_dir: str, max_length: int, threads: int) -> None:
+    """The stage's Encoder (torch, CPU) at several embed.token_budget values, ``threads`` torch threads
+    (1: what one Spark task with spark.task.cpus=1 gets), best of two encodes each after a warm-up."""
+    import torch
+
+    from segrec.udfs.encoder import Encoder, EncoderSettings
+
+    torch.set_num_threads(threads)
+    print(f"\ntoken budgets on {len(texts)} texts, {threads} torch thread(s):")
+    timings = {}
+    for budget in (1024, 2048, 4096, 8192, 16384, 32768):
+        encoder = Encoder(EncoderSettings(model_path=model_dir, max_length=max_length, token_budget=budget))
+        encoder.encode(texts[:64])
+        timings[budget] = best_seconds(lambda: encoder.encode(texts), 2)
+    for budget, seconds in timings.items():
+        print(f"  token_budget {budget:>6}: {seconds:6.2f} s, {len(texts) / seconds:6.1f} texts/s, "
+              f"{timings[16384] / seconds:.2f}x the 16384 budget")
+
+
 def onnx_check(texts: list[str], model_dir: str, max_length: int) -> None:
     """The encoder on ONNX Runtime (model.runtime: onnx) against torch in float32: the stage's own
     Encoder both times (same windows, batches and pooling), one warm-up encode each, this process's
@@ -230,6 +250,7 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--int8", action="store_true", help="only measure int8 quantisation against fp32")
     parser.add_argument("--bfloat16", action="store_true", help="only measure the bfloat16 CPU encoder against float32")
+    parser.add_argument("--budgets", type=int, metavar="THREADS", help="only compare token budgets, THREADS torch threads")
     parser.add_argument("--onnx", action="store_true", help="only measure the ONNX Runtime encoder against torch")
     parser.add_argument("--runtimes", default="torch,onnx", help="the stage's model.runtime values to time")
     args = parser.parse_args()
@@ -251,6 +272,9 @@ def main() -> None:
     if args.onnx:
         onnx_check(sets["unique"], model_dir, args.max_length)
         return
+    if args.budgets:
+        budget_check(sets["unique"], model_dir, args.max_length, args.budgets)
+        return
     plain_encode(sets["unique"][:64], model_dir, args.device, args.max_length)  # warm caches, untimed
     plain = {name: plain_encode(texts, model_dir, args.device, args.max_length) for name, texts in sets.items()}
     try:
@@ -270,6 +294,7 @@ def main() -> None:
         (Path(tmp) / "warmup").mkdir()
         runtimes = args.runtimes.split(",")
         for runtime in runtimes:  # the ONNX export happens here, once, as at a worker's first use
+            (Path(tmp) / f"warmup-{runtime}").mkdir()
             spark_encode(spark, make_texts(64, seed=9), str(Path(tmp) / f"warmup-{runtime}"), args.model, "chunk", runtime)
         for name, texts in sets.items():
             for long_text in ("truncate", "chunk"):

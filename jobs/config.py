@@ -175,10 +175,10 @@ class Model(_Section):
         "auto", description="the encoder's dtype on CPU; auto: bfloat16 on CPUs with native bfloat16 "
         "(AVX512-BF16, AMX), float32 elsewhere (vectors within cosine 0.999 of float32: docs/benchmarks.md)",
     )
-    runtime: Literal["auto", "torch", "onnx"] = Field(
-        "torch", description="what runs the encoder on CPU: torch, or ONNX Runtime (segrec[onnx]; the model is "
-        "exported once per machine to onnx_cache_dir); auto: onnx on float32 CPUs where it is installed. "
-        "GPUs always run torch",
+    runtime: Literal["torch", "onnx"] = Field(
+        "torch", description="what runs the encoder on CPU: torch, or ONNX Runtime in float32 (segrec[onnx]; the "
+        "model is exported once per machine to onnx_cache_dir; slower than torch on the benchmark machine: "
+        "docs/benchmarks.md). GPUs always run torch",
     )
     onnx_cache_dir: str = Field("~/.cache/segrec/onnx", description="where executors keep the ONNX export")
 
@@ -190,7 +190,17 @@ class Model(_Section):
 
 
 class Embed(_Section):
-    token_budget: int = Field(16384, ge=64, description="max padded tokens in one forward pass")
+    token_budget: int | Literal["auto"] = Field(
+        "auto", description="max padded tokens in one forward pass; auto: 2048 on a CPU, 16384 on a GPU "
+        "(benchmarks/embed_throughput.py --budgets compares budgets on a CPU)",
+    )
+
+    @field_validator("token_budget")
+    @classmethod
+    def _budget_floor(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 64:
+            raise ValueError(f"must be 'auto' or an integer greater than or equal to 64 (got {value})")
+        return value
     batch_rows: int = Field(2048, ge=1, description="rows per Arrow batch sent to a Python worker")
     partitions: int | None = Field(None, ge=1, description="None: twice the default parallelism")
     incremental: bool = Field(True, description="reuse vectors of texts already embedded by the same model")

@@ -26,7 +26,7 @@ def test_local_default_config_loads_with_typed_values():
     assert config.inputs.items.columns.text == ["title", "year", "genres"]
     assert config.inputs.interactions.columns.rating == "rating"
     assert config.demo.dataset == "movielens100k"
-    assert config.embed.token_budget == 16384
+    assert config.embed.token_budget == "auto"
 
 
 def test_misspelt_key_is_named_with_a_suggestion(tmp_path):

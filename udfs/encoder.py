@@ -41,10 +41,11 @@ class EncoderSettings:
     # auto: bfloat16 where the CPU has native bfloat16 dot products (the config's default; float32 here
     # so that a bare EncoderSettings gives the reference vectors)
     cpu_dtype: str = "float32"
-    # torch | onnx | auto (ONNX Runtime on a float32 CPU where it is installed); GPUs run torch
+    # torch | onnx (ONNX Runtime in float32, on CPUs; GPUs run torch)
     runtime: str = "torch"
     onnx_cache_dir: str = "~/.cache/segrec/onnx"
-    token_budget: int = 16384
+    # padded tokens per forward pass; auto: CPU_TOKEN_BUDGET or GPU_TOKEN_BUDGET for the device
+    token_budget: int | str = "auto"
 
     def vector_settings(self) -> dict:
         """What decides the vectors besides the model's files: the model id hashes it (with the files'
@@ -105,6 +106,11 @@ def special_tokens(tokenizer) -> tuple[list[int], list[int]]:
     raise WorkerInputError("cannot locate the text inside the tokenizer's special tokens")
 
 
+# On a CPU, batches past a few thousand padded tokens got slower per token (their activations leave
+# the caches: benchmarks/embed_throughput.py --budgets); a GPU wants large batches.
+CPU_TOKEN_BUDGET = 2048
+GPU_TOKEN_BUDGET = 16384
+
 _CACHE: dict[tuple, "Encoder"] = {}
 _CACHE_LOCK = threading.Lock()
 # Model loads in this process per cache key: tests check each stays at one per worker.
@@ -120,7 +126,7 @@ def get_encoder(settings: EncoderSettings, slot: TaskSlot | None = None) -> "Enc
     if device == "cpu":
         torch.set_num_threads(slot.cpus)
     dtype = settings.gpu_dtype if device.startswith("cuda") else cpu_dtype(settings.cpu_dtype)
-    engine = runtime(settings.runtime, device, dtype)
+    engine = runtime(settings.runtime, device)
     if engine == "onnx":
         dtype = "float32"  # the exported graph is float32
     key = cache_key(settings, device, dtype, engine)
@@ -136,23 +142,19 @@ def get_encoder(settings: EncoderSettings, slot: TaskSlot | None = None) -> "Enc
 def cache_key(settings: EncoderSettings, device: str = "cpu", dtype: str = "float32", engine: str = "torch") -> tuple:
     """One encoder per model, vector-deciding settings, device, dtype, runtime and batching budget."""
     vector = tuple(sorted(settings.vector_settings().items()))
-    return (settings.model_path, vector, device, dtype, engine, settings.token_budget)
+    return (settings.model_path, vector, device, dtype, engine, token_budget(settings.token_budget, device))
 
 
-def runtime(setting: str, device: str, dtype: str) -> str:
-    """What runs the transformer on this device: ``onnx`` (ONNX Runtime in float32, CPUs only) or
-    ``torch``. ``auto`` is onnx where the CPU dtype is float32 and onnxruntime is installed
-    (benchmarks/embed_throughput.py compares the two), torch elsewhere: on GPUs, and on bfloat16 CPUs,
-    where torch's bfloat16 kernels are the fast path."""
-    if device != "cpu" or setting == "torch":
-        return "torch"
-    if setting == "onnx":
-        return "onnx"
-    if dtype != "float32":
-        return "torch"
-    from segrec.udfs import onnx_runtime
+def token_budget(setting: int | str, device: str) -> int:
+    if setting != "auto":
+        return int(setting)
+    return CPU_TOKEN_BUDGET if device == "cpu" else GPU_TOKEN_BUDGET
 
-    return "onnx" if onnx_runtime.available() else "torch"
+
+def runtime(setting: str, device: str) -> str:
+    """What runs the transformer on this device: ``onnx`` (ONNX Runtime in float32, CPUs only) when
+    asked for, else torch; GPUs always run torch."""
+    return "onnx" if setting == "onnx" and device == "cpu" else "torch"
 
 
 def cpu_dtype(setting: str) -> str:
@@ -177,6 +179,7 @@ class Encoder:
         path = resolve_model_path(settings.model_path)
         self.settings = settings
         self.device = torch.device(device)
+        self.token_budget = token_budget(settings.token_budget, device)
         self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False)
         self.onnx = None
         if engine == "onnx":
@@ -220,7 +223,7 @@ class Encoder:
         current: list[int] = []
         for i in order:
             longest = lengths[current[0]] if current else lengths[i]
-            if current and (len(current) + 1) * longest > self.settings.token_budget:
+            if current and (len(current) + 1) * longest > self.token_budget:
                 batches.append(current)
                 current = []
             current.append(i)

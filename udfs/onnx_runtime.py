@@ -1,11 +1,11 @@
-"""The encoder's transformer on ONNX Runtime (``model.runtime: onnx``, or ``auto`` on a float32 CPU).
+"""The encoder's transformer on ONNX Runtime (``model.runtime: onnx``; CPUs only, float32).
 
 The model directory is exported to ONNX once per machine and model: the file is named by a hash of
 the model's files and kept under ``model.onnx_cache_dir``, so later workers and runs load it in well
 under a second. The export writes to a temporary name and renames it into place, so workers exporting
 at the same time never read a half-written file. ONNX Runtime runs the same float32 graph as torch
-(vectors agree to about 1e-6; tests check it) with its own fused kernels, which is where its speed
-comes from (benchmarks/embed_throughput.py, side (b) with runtime=onnx).
+(vectors agree to about 1e-6; tests check it). It is not the default: on the benchmark machine it was
+slower than torch (benchmarks/embed_throughput.py --onnx); CPUs where it is faster can opt in.
 """
 
 from __future__ import annotations
