@@ -99,6 +99,17 @@ def plain_encode(texts: list[str], model_dir: str, device: str, max_length: int)
     return time.perf_counter() - started
 
 
+def timed_encodes(encoders: dict, texts: list[str]) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """(seconds, vectors) of each named encoder over ``texts``, after one untimed warm-up encode each."""
+    timings, vectors = {}, {}
+    for name, encoder in encoders.items():
+        encoder.encode(texts[:64])
+        started = time.perf_counter()
+        vectors[name] = encoder.encode(texts)
+        timings[name] = time.perf_counter() - started
+    return timings, vectors
+
+
 def bfloat16_check(texts: list[str], model_dir: str, max_length: int) -> None:
     """The encoder in bfloat16 on this CPU (model.cpu_dtype): speed and agreement with float32, the
     stage's own Encoder both times (same windows, batches and pooling), one warm-up encode each."""
@@ -106,13 +117,7 @@ def bfloat16_check(texts: list[str], model_dir: str, max_length: int) -> None:
     from segrec.udfs.device import native_bfloat16
 
     settings = EncoderSettings(model_path=model_dir, max_length=max_length)
-    timings, vectors = {}, {}
-    for dtype in ("float32", "bfloat16"):
-        encoder = Encoder(settings, dtype=dtype)
-        encoder.encode(texts[:64])
-        started = time.perf_counter()
-        vectors[dtype] = encoder.encode(texts)
-        timings[dtype] = time.perf_counter() - started
+    timings, vectors = timed_encodes({dtype: Encoder(settings, dtype=dtype) for dtype in ("float32", "bfloat16")}, texts)
     cosine = (vectors["float32"] * vectors["bfloat16"]).sum(axis=1)
     print(f"\nbfloat16 encoder on {len(texts)} texts (native bfloat16: {native_bfloat16()}): float32 "
           f"{timings['float32']:.2f} s, bfloat16 {timings['bfloat16']:.2f} s: {timings['float32'] / timings['bfloat16']:.2f}x; "
@@ -154,12 +159,7 @@ def onnx_check(texts: list[str], model_dir: str, max_length: int) -> None:
     engines = {"torch": Encoder(settings, threads=torch.get_num_threads())}
     engines["onnx"] = Encoder(settings, engine="onnx", threads=torch.get_num_threads())
     load = time.perf_counter() - started
-    timings, vectors = {}, {}
-    for name, encoder in engines.items():
-        encoder.encode(texts[:64])
-        started = time.perf_counter()
-        vectors[name] = encoder.encode(texts)
-        timings[name] = time.perf_counter() - started
+    timings, vectors = timed_encodes(engines, texts)
     cosine = (vectors["torch"] * vectors["onnx"]).sum(axis=1)
     print(f"\nONNX Runtime encoder on {len(texts)} texts, {torch.get_num_threads()} threads: torch {timings['torch']:.2f} s, "
           f"onnx {timings['onnx']:.2f} s: {timings['torch'] / timings['onnx']:.2f}x; cosine to torch min {cosine.min():.6f} "
