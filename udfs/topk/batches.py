@@ -11,11 +11,14 @@ import pyarrow.compute as pc
 
 from segrec.udfs.errors import WorkerInputError
 from segrec.udfs.schemas import RECOMMENDATION_DTYPES, RECOMMENDATIONS
-from segrec.udfs.topk.catalogue import Catalogue, _cached, seen_positions
+from segrec.udfs.topk.catalogue import Catalogue, SeenItems, _cached, seen_positions
 from segrec.udfs.topk.exact import top_k
 from segrec.udfs.topk.mmr import rerank_mmr
 from segrec.udfs.topk.reasons import explain_picks
 from segrec.udfs.topk.settings import TopKSettings
+
+# The columns that explain a recommendation rather than rank it.
+EXPLANATION = ("because_item_id", "because_similarity", "learned_similarity")
 
 
 @dataclass(frozen=True)
@@ -100,23 +103,31 @@ def recommend_users(users: UserBatch, catalogue: Catalogue, settings: TopKSettin
         lists = [rerank_mmr(group, catalogue.vectors[local[group.index]], k, mmr[0])
                  for _, group in frame.groupby("user_id", sort=False)]
         columns = {c: v.to_numpy() for c, v in pd.concat(lists, ignore_index=True).items()}
-    n = len(columns["user_id"])
+    if mmr and len(columns["user_id"]):  # re-ranked: the rows' users and items found again by id
+        index = _cached(catalogue, "id_index", lambda: pd.Index(catalogue.item_ids.astype(object)))
+        rows = pd.Index(users.ids.astype(object)).get_indexer(columns["user_id"])
+        picks = index.get_indexer(columns["item_id"])
+    else:  # in the order top_k gave them
+        rows, picks = np.concatenate(user_rows), np.concatenate(positions)
+    return {**columns, **explanations(users.vectors, rows, picks, seen, catalogue, settings)}
+
+
+def explanations(
+    users: np.ndarray, rows: np.ndarray, picks: np.ndarray, seen: SeenItems, catalogue: Catalogue,
+    settings: TopKSettings,
+) -> dict[str, np.ndarray]:
+    """The EXPLANATION columns of recommended (user row, catalogue position) pairs: the reason (with
+    ``settings.explain``) and the learned part of the similarity (with ``settings.score_parts`` and a
+    catalogue that has the parts); null where not asked for or not known."""
+    n = len(rows)
     because, similarity, learned = np.full(n, -1, np.int64), np.full(n, np.nan), np.full(n, np.nan)
-    parts_known = settings.score_parts and catalogue.learned_part is not None
-    if n and (settings.explain and len(seen.rows) or parts_known):
-        if mmr:  # re-ranked: the rows' users and items found again by id
-            index = _cached(catalogue, "id_index", lambda: pd.Index(catalogue.item_ids.astype(object)))
-            rows = pd.Index(users.ids.astype(object)).get_indexer(columns["user_id"])
-            picks = index.get_indexer(columns["item_id"])
-        else:  # in the order top_k gave them
-            rows, picks = np.concatenate(user_rows), np.concatenate(positions)
-        if settings.explain and len(seen.rows):
-            because, similarity = explain_picks(rows, picks, seen, catalogue.vectors)
-        if parts_known:
-            learned = learned_similarities(users.vectors, rows, catalogue.learned_part, picks)
+    if n and settings.explain and len(seen.rows):
+        because, similarity = explain_picks(rows, picks, seen, catalogue.vectors)
+    if n and settings.score_parts and catalogue.learned_part is not None:
+        learned = learned_similarities(users, rows, catalogue.learned_part, picks)
     ids = np.full(n, None, object)
     ids[because >= 0] = catalogue.item_ids[because[because >= 0]]
-    return {**columns, "because_item_id": ids, "because_similarity": similarity, "learned_similarity": learned}
+    return {"because_item_id": ids, "because_similarity": similarity, "learned_similarity": learned}
 
 
 def learned_similarities(
@@ -130,9 +141,6 @@ def learned_similarities(
         at = slice(start, start + block)
         out[at] = np.einsum("pd,pd->p", users[rows[at]], learned_part[picks[at]], dtype=np.float64)
     return out
-
-
-EXPLANATION = ("because_item_id", "because_similarity", "learned_similarity")
 
 
 def recommend_frame(batch: pd.DataFrame, catalogue: Catalogue, settings: TopKSettings) -> pd.DataFrame:
