@@ -80,9 +80,9 @@ def _check_vectors(ids: np.ndarray, lengths: np.ndarray, dim: int) -> None:
 def recommend_users(users: UserBatch, catalogue: Catalogue, settings: TopKSettings) -> dict[str, np.ndarray]:
     """A batch of users -> the RECOMMENDATIONS columns, as arrays.
 
-    With MMR on, each user's best ``settings.mmr_pool`` items are re-ranked and k kept. With
-    ``settings.explain``, because_item_id / because_similarity are filled (see ``explain_picks``); else
-    they are null. ``settings`` has its device and precision resolved (``TopKSettings.for_this_task``).
+    With MMR on, each user's best ``settings.mmr_pool`` items are re-ranked and k kept; the EXPLANATION
+    columns come from ``explanations``. ``settings`` has its device and precision resolved
+    (``TopKSettings.for_this_task``).
     """
     seen = seen_positions(users.seen_ids, users.seen_counts, catalogue)
     mmr, k = settings.mmr, settings.k
