@@ -302,7 +302,7 @@ def main() -> None:
                     workdir = Path(tmp) / f"{name.split('%')[0].replace(' ', '')}-{long_text}-{runtime}"
                     workdir.mkdir()
                     seconds, figures = spark_encode(spark, texts, str(workdir), args.model, long_text, runtime)
-                    rows.append((name, f"{long_text}, {runtime}", seconds, figures["embedded"]))
+                    rows.append((name, f"{long_text}, {runtime}", seconds, figures["embedded"], figures["encode_seconds"]))
     worker_rss = python_worker_peak_rss_mb()
     spark.stop()
 
@@ -314,18 +314,18 @@ def main() -> None:
         print(f"{name:<16}{'(a) plain process, batch 64':<34}{seconds:>9.2f}{n / seconds:>10.1f}{n:>10}")
     for name, seconds in library.items():
         print(f"{name:<16}{'(c) sentence-transformers encode':<34}{seconds:>9.2f}{n / seconds:>10.1f}{n:>10}")
-    for name, long_text, seconds, embedded in rows:
+    for name, long_text, seconds, embedded, encoding in rows:
         side = f"(b) spark stage, {long_text}"
-        print(f"{name:<16}{side:<34}{seconds:>9.2f}{n / seconds:>10.1f}{embedded:>10}")
+        print(f"{name:<16}{side:<34}{seconds:>9.2f}{n / seconds:>10.1f}{embedded:>10}   (encoder job {encoding:.2f} s)")
     print(f"\npeak RSS: (a) plain process {plain_rss:.0f} MB; (b) largest Spark Python worker {worker_rss:.0f} MB")
     print("\nratios, (b)/(a) in texts per second (targets: >= 0.9 unique, >= 1.3 with duplicates):")
-    for name, long_text, seconds, _ in rows:
+    for name, long_text, seconds, *_ in rows:
         print(f"  {name:<16} {long_text:<16} {plain[name] / seconds:.2f}x")
     if library:
         print("ratios, (b)/(c) in texts per second (targets: >= 1.0 unique, >= 1.5 with duplicates):")
-        for name, long_text, seconds, _ in rows:
+        for name, long_text, seconds, *_ in rows:
             print(f"  {name:<16} {long_text:<16} {library[name] / seconds:.2f}x")
-    stage = next(seconds for name, side, seconds, _ in rows if name == "unique" and side.startswith("chunk"))
+    stage = next(seconds for name, side, seconds, *_ in rows if name == "unique" and side.startswith("chunk"))
     extra = render_redact - render_only
     print(f"\npersonal-data redaction, {n} texts (a fifth with an e-mail and a phone): rendering {render_only * 1e3:.1f} ms, "
           f"with redaction {render_redact * 1e3:.1f} ms: +{extra / n * 1e6:.1f} us per text, "

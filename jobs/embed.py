@@ -10,6 +10,7 @@ kind, item_id, vector, text_hash, model_id) where kind is ``profile`` (the user'
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 
 import pandas as pd
@@ -134,7 +135,11 @@ def run(ctx: RunContext) -> dict[str, int]:
         ctx.spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(config.embed.batch_rows))
         partitions = config.embed.partitions or default_partitions(ctx.spark)
         # Written once to staging, so the UDF runs once whatever reads the vectors afterwards.
+        started = time.perf_counter()
         fresh = store.write_staged(embed_texts(to_embed, encoder_settings(config), partitions), "new_vectors")
+        # The job that runs the encoder (with the reads, hashing and shuffle before it), apart from the
+        # stage's writes and counts: where a slow stage spends its time.
+        figures["encode_seconds"] = round(time.perf_counter() - started, 3)
         vectors = fresh
         if known is not None:
             vectors = fresh.unionByName(known.join(needed.select("text_hash"), "text_hash", how="left_semi"))
