@@ -13,7 +13,9 @@ vary by up to ~30% from one to the next):
       item vectors, interactions) are read from parquet files, as `segrec run`'s recommend stage reads
       the previous stages' outputs (--inputs memory: from Spark's in-memory cache instead, from which
       the seen lists take about twice as long to build: benchmarks/topk_parts.py, part 4); with each
-      recommendation's reason (recommend.explain, the default), and timed again without it;
+      recommendation's reason (recommend.explain, the default), and timed again without it; with
+      --learned-parts the items carry learned parts, as trained towers' do, and the explained run also
+      computes each score's learned part;
   (b) Spark ML ALS recommendForAllUsers at the same rank (fitted with one iteration, untimed; only the
       recommendation is timed), forced the same way;
   (c) a plain Spark SQL cross join: dot product with zip_with/aggregate, then a window keeping the top k
@@ -122,6 +124,8 @@ def main() -> None:
     parser.add_argument("--inputs", choices=["parquet", "memory"], default="parquet",
                         help="where (a) reads its inputs: parquet files (as the stage does), or Spark's cache")
     parser.add_argument("--repeats", type=int, default=3, help="timings of (a) and (b); the best is reported")
+    parser.add_argument("--learned-parts", action="store_true",
+                        help="items carry learned parts (trained towers): (a) with reasons also computes learned_similarity")
     parser.add_argument("--crossjoin-max", type=float, default=2.5e7, help="largest users x items for (c)")
     args = parser.parse_args()
     if args.device == "cuda":
@@ -155,10 +159,13 @@ def main() -> None:
         pd.DataFrame({"user_id": [f"u{i:07d}" for i in range(args.users)], "vector": list(users)}),
         "user_id string, vector array<float>",
     ).repartition(2 * args.cores).cache()
-    item_df = spark.createDataFrame(
-        pd.DataFrame({"item_id": [f"i{i:07d}" for i in range(args.items)], "vector": list(items)}),
-        "item_id string, vector array<float>",
-    ).cache()
+    item_frame = pd.DataFrame({"item_id": [f"i{i:07d}" for i in range(args.items)], "vector": list(items)})
+    item_schema = "item_id string, vector array<float>"
+    if args.learned_parts:  # as trained towers' vectors carry: a learned part per item (a fifth cold)
+        parts = unit_rows(rng, args.items, args.dim) * 0.3
+        item_frame["learned_part"] = [None if i % 5 == 0 else p for i, p in enumerate(parts)]
+        item_schema += ", learned_part array<float>"
+    item_df = spark.createDataFrame(item_frame, item_schema).cache()
     event_df = spark.createDataFrame(
         pd.DataFrame({"user_id": [f"u{u:07d}" for u in events.user], "item_id": [f"i{i:07d}" for i in events.item]})
     ).cache()
