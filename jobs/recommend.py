@@ -263,6 +263,7 @@ class Recommender:
         self.plan = choose_plan(plan, matrix_mb)
         self.figures = {"plan": self.plan, "items": self.n_items, "matrix_mb": round(matrix_mb, 2)}
         self.source = None
+        self._user_counts: dict[int, tuple[DataFrame, int]] = {}
         if self.plan == "broadcast":
             if rows is None:
                 rows = self.catalogue.toPandas()  # the broadcast plan's premise: the catalogue fits on the driver
@@ -276,13 +277,21 @@ class Recommender:
         if self.plan == "broadcast":
             recs = broadcast_plan(users, self.source, settings)
         else:
-            n_users = user_vectors.count()
-            recs = sharded_plan(users, self.catalogue, settings, self.plan_settings, self.dim, n_users, self.n_items)
+            recs = sharded_plan(users, self.catalogue, settings, self.plan_settings, self.dim,
+                                self.user_count(user_vectors), self.n_items)
         # The worker that holds the whole catalogue finds each reason among the user's history; a shard
         # holds part of the catalogue, and without exclude_seen no history is shipped: joins find them.
         if settings.explain and self.joined_reasons:
             recs = reasons_by_join(recs, self.interactions, self.item_vectors)
         return recs
+
+    def user_count(self, user_vectors: DataFrame) -> int:
+        """How many users the sharded plan cuts into blocks: counted once per users frame, however many
+        lists are asked for it (evaluate's weight grid asks one per weight)."""
+        known = self._user_counts.get(id(user_vectors))
+        if known is None or known[0] is not user_vectors:
+            known = self._user_counts[id(user_vectors)] = (user_vectors, user_vectors.count())
+        return known[1]
 
     @property
     def joined_reasons(self) -> bool:
