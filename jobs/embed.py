@@ -20,7 +20,7 @@ from pyspark.sql import functions as F
 from segrec.jobs.config import Config
 from segrec.jobs.context import RunContext
 from segrec.jobs.model_info import model_identity
-from segrec.jobs.session import parallelism
+from segrec.jobs.session import spread, udf_partitions
 from segrec.udfs.embedding import embed_batches
 from segrec.udfs.encoder import EncoderSettings
 
@@ -94,7 +94,7 @@ def known_vectors(previous: list[DataFrame], model_id: str) -> DataFrame | None:
 
 def embed_texts(texts: DataFrame, settings: EncoderSettings, partitions: int) -> DataFrame:
     """(text_hash, vector) for each (text_hash, text) row, spread over ``partitions`` tasks."""
-    return texts.repartition(partitions, "text_hash").select(
+    return spread(texts, partitions, "text_hash").select(
         "text_hash", embedding_udf(settings)(F.col("text")).alias("vector")
     )
 
@@ -106,10 +106,6 @@ def attach_vectors(texts: DataFrame, vectors: DataFrame, model_id: str, keys: li
 
 
 # ------------------------------------------------------------------------------------------ stage
-
-
-def default_partitions(spark: SparkSession) -> int:
-    return 2 * parallelism(spark)
 
 
 def run(ctx: RunContext) -> dict[str, int]:
@@ -133,7 +129,7 @@ def run(ctx: RunContext) -> dict[str, int]:
         to_embed = needed if known is None else needed.join(known.select("text_hash"), "text_hash", how="left_anti")
 
         ctx.spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(config.embed.batch_rows))
-        partitions = config.embed.partitions or default_partitions(ctx.spark)
+        partitions = udf_partitions(ctx.spark, config.embed.partitions)
         # Written once to staging, so the UDF runs once whatever reads the vectors afterwards.
         started = time.perf_counter()
         fresh = store.write_staged(embed_texts(to_embed, encoder_settings(config), partitions), "new_vectors")

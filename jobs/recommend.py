@@ -30,7 +30,7 @@ from segrec.jobs.config import Recommend
 from segrec.jobs.context import RunContext
 from segrec.jobs.errors import ConfigError, InputError
 from segrec.jobs.io import local_path
-from segrec.jobs.session import has_spark_context
+from segrec.jobs.session import has_spark_context, spread, udf_partitions
 from segrec.jobs.train import item_vectors_for, space_of
 from segrec.udfs.schemas import RECOMMENDATION_COLUMNS, RECOMMENDATIONS, spark_schema
 from segrec.udfs.topk.batches import recommend_batch, recommend_frame
@@ -165,9 +165,10 @@ def broadcast_plan(users: DataFrame, source: tuple[str, Callable[[], Catalogue]]
 
 def sharded_plan(
     users: DataFrame, catalogue: DataFrame, settings: TopKSettings, plan: Recommend, dim: int, n_users: int,
-    n_items: int,
+    n_items: int, partitions: int,
 ) -> DataFrame:
-    """Users in blocks x item shards: each pair keeps its top k; each user keeps the best k overall."""
+    """Users in blocks x item shards: each pair keeps its top k; each user keeps the best k overall.
+    The pairs are spread over ``partitions`` tasks."""
     per_shard = max(1, int(plan.max_broadcast_mb * 2**20 // (dim * 4)))
     # Items hashed into shards (a 25% margin keeps the fullest shard under max_broadcast_mb): no global
     # index, so no single-task window. Each shard is sorted by id in the worker and the merge below
@@ -181,7 +182,7 @@ def sharded_plan(
     blocks = users.withColumn("block", F.pmod(F.xxhash64("user_id"), F.lit(n_blocks))).groupBy("block").agg(
         F.collect_list(F.struct("user_id", "vector", "segment_id", "seen")).alias("users")
     )
-    pairs = blocks.join(shards, how="cross").select("users", "offset", "items")
+    pairs = spread(blocks.join(shards, how="cross"), partitions, "block", "shard").select("users", "offset", "items")
     # With MMR every shard hands over its best pool, so the merged pool is the broadcast plan's.
     per_shard_settings = settings.candidates_only()
 
@@ -274,11 +275,12 @@ class Recommender:
         if settings.popularity_weight > 0 and not self.with_popularity:
             raise ValueError("a popularity weight needs a Recommender built with_popularity")
         users = user_frame(user_vectors, self.segments, self.interactions, self.plan_settings.exclude_seen)
+        partitions = udf_partitions(self.spark, self.plan_settings.partitions)
         if self.plan == "broadcast":
-            recs = broadcast_plan(users, self.source, settings)
+            recs = broadcast_plan(spread(users, partitions, "user_id"), self.source, settings)
         else:
             recs = sharded_plan(users, self.catalogue, settings, self.plan_settings, self.dim,
-                                self.user_count(user_vectors), self.n_items)
+                                self.user_count(user_vectors), self.n_items, partitions)
         # The worker that holds the whole catalogue finds each reason among the user's history; a shard
         # holds part of the catalogue, and without exclude_seen no history is shipped: joins find them.
         if settings.explain and self.joined_reasons:

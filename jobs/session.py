@@ -10,7 +10,8 @@ import logging
 import os
 import sys
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 from segrec.jobs.config import Config
 
@@ -98,6 +99,24 @@ def parallelism(spark: SparkSession) -> int:
     if has_spark_context(spark):
         return max(1, spark.sparkContext.defaultParallelism)
     return max(1, int(spark.conf.get("spark.sql.shuffle.partitions", "200") or 200))
+
+
+def udf_partitions(spark: SparkSession, configured: int | None) -> int:
+    """Tasks for a stage whose Python UDF costs far more per row than moving the row: ``configured``,
+    else twice the parallelism (a task that finishes early finds another; the last ones end together)."""
+    return configured or 2 * parallelism(spark)
+
+
+def spread(df: DataFrame, partitions: int, *columns: str) -> DataFrame:
+    """``df`` in ``partitions`` tasks by a hash of ``columns``, ahead of an expensive Python UDF.
+
+    A hash *of* the columns, not the columns themselves: when ``df`` comes out of a shuffle on the same
+    columns (a de-duplication, a join), Spark drops a repartition by them as already satisfied, and
+    adaptive execution then coalesces that shuffle by bytes, so a small frame of texts or users lands
+    in one task and one core runs the whole UDF (the embed benchmark's stage ran at half speed on two
+    cores). A repartition Spark has to keep is never coalesced. The hash is deterministic, so a retried
+    task gets the same rows."""
+    return df.repartition(partitions, F.xxhash64(*columns))
 
 
 # Loggers whose messages say nothing a user can act on, or repeat as Java stack traces what segrec

@@ -119,3 +119,22 @@ def test_model_is_loaded_once_per_python_worker(spark, tiny_model_dir):
     report = spark.range(0, 64, numPartitions=8).select(loads("id").alias("r")).distinct().collect()
     counts = {r.r.split(":")[1] for r in report}
     assert counts == {"1"}, report
+
+
+def test_texts_are_encoded_in_as_many_tasks_as_asked(spark, tmp_path, tiny_model_dir):
+    # The stage's own path: texts read back from files, de-duplicated by hash (a shuffle on text_hash,
+    # which adaptive execution coalesces by size), then spread for the encoder. Without a repartition
+    # Spark has to keep, every text went to one task and one core encoded them all.
+    from segrec.jobs.embed import distinct_texts, embed_texts, item_texts
+
+    path = str(tmp_path / "items")
+    spark.createDataFrame([(f"i{n}", f"text number {n % 150}") for n in range(300)], "item_id string, text string") \
+        .write.parquet(path)
+    texts = distinct_texts(item_texts(spark.read.parquet(path), "tiny"))
+    # As many tasks as the de-duplication's shuffle has: the stage's default (twice the parallelism)
+    # is what local sessions set spark.sql.shuffle.partitions to.
+    partitions = int(spark.conf.get("spark.sql.shuffle.partitions"))
+    vectors = embed_texts(texts, EncoderSettings(model_path=tiny_model_dir, max_length=24), partitions)
+    per_task = vectors.groupBy(F.spark_partition_id().alias("task")).count().orderBy("task").toPandas()
+    assert per_task["task"].tolist() == list(range(partitions))
+    assert per_task["count"].sum() == 150 and per_task["count"].min() >= 150 / partitions / 2

@@ -45,6 +45,18 @@ def run(spark, inputs, tmp_path=None, **settings):
     return recs.toPandas().sort_values(["user_id", "rank"]).reset_index(drop=True), figures
 
 
+def test_users_are_scored_in_as_many_tasks_as_asked(spark, inputs):
+    # The users frame comes out of a join on user_id that adaptive execution coalesces by size (into
+    # one task for a frame this small); the scorer's tasks are what recommend.partitions asks for.
+    config = Recommend(k=5, explain=False, plan="broadcast", partitions=3)
+    recs, _ = recommendations(spark, inputs["user_vectors"], inputs["item_vectors"], inputs["interactions"],
+                              inputs["segments"], config)
+    per_task = recs.groupBy(F.spark_partition_id().alias("task")).agg(F.countDistinct("user_id").alias("users"))
+    per_task = per_task.orderBy("task").toPandas()
+    assert per_task["task"].tolist() == [0, 1, 2]
+    assert per_task["users"].sum() == N_USERS and per_task["users"].min() >= N_USERS / 6
+
+
 @pytest.mark.parametrize("weight", [0.0, 0.4])
 def test_broadcast_and_sharded_plans_give_identical_lists(spark, inputs, weight):
     broadcast, f1 = run(spark, inputs, k=7, popularity_weight=weight, plan="broadcast")
