@@ -38,6 +38,16 @@ def current_slot() -> TaskSlot:
     return TaskSlot(gpu_addresses=addresses, cpus=max(1, int(context.cpus() or 1)))
 
 
+def use_task_cpus(slot: TaskSlot | None = None) -> int:
+    """Set torch's intra-op threads to the task's cores (outside Spark: left as they are); returns them."""
+    import torch
+
+    cpus = (slot or current_slot()).cpus
+    if torch.get_num_threads() != cpus:
+        torch.set_num_threads(cpus)
+    return cpus
+
+
 def _default_threads() -> int:
     import torch
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segrec.udfs.device import TaskSlot, choose_device, current_slot
+from segrec.udfs.device import TaskSlot, choose_device, current_slot, use_task_cpus
 from segrec.udfs.errors import WorkerInputError
 
 log = logging.getLogger(__name__)
@@ -119,12 +119,10 @@ LOADS: Counter = Counter()
 
 def get_encoder(settings: EncoderSettings, slot: TaskSlot | None = None) -> "Encoder":
     """The worker's encoder for these settings on the task's device, loaded on first use only."""
-    import torch
-
     slot = slot or current_slot()
     device = choose_device(slot)
     if device == "cpu":
-        torch.set_num_threads(slot.cpus)
+        use_task_cpus(slot)
     dtype = settings.gpu_dtype if device.startswith("cuda") else cpu_dtype(settings.cpu_dtype)
     engine = runtime(settings.runtime, device)
     if engine == "onnx":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from segrec.udfs.device import task_device
+from segrec.udfs.device import task_device, use_task_cpus
 
 
 @dataclass(frozen=True)
@@ -42,8 +42,13 @@ class TopKSettings:
         return replace(self, k=self.depth, mmr_trade_off=None, explain=False)
 
     def for_this_task(self) -> "TopKSettings":
-        """``device`` and ``precision`` resolved for the running task (its GPU, this CPU's bfloat16)."""
+        """``device`` and ``precision`` resolved for the running task (its GPU, this CPU's bfloat16).
+        On a CPU, torch's threads are set to the task's cores (``spark.task.cpus``), as the encoder's
+        are: an executor runs several scoring tasks side by side, and each one using every core of the
+        machine would oversubscribe them."""
         from segrec.udfs.topk.exact import candidate_precision  # torch: loaded in the worker only
 
         device = task_device(self.device)
+        if device == "cpu":
+            use_task_cpus()
         return replace(self, device=device, precision=candidate_precision(self.precision, device))
