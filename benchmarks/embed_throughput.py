@@ -5,6 +5,8 @@
     python benchmarks/embed_throughput.py --device cuda   # the plain baseline on a GPU too (fp16)
     python benchmarks/embed_throughput.py --onnx          # only the ONNX Runtime encoder against torch, in process
     python benchmarks/embed_throughput.py --budgets 1     # only the encoder's token budgets, one torch thread
+    python benchmarks/embed_throughput.py --profile --threads 1 --texts 750   # one task's encode, profiled
+    python benchmarks/embed_throughput.py --compile --threads 1 --texts 600   # torch.compile against eager
 
 Same model, same texts, same machine:
   (a) plain: one process, transformers AutoModel, batches of 64 in input order (no sorting), padded to
@@ -166,6 +168,64 @@ def onnx_check(texts: list[str], model_dir: str, max_length: int) -> None:
           f"(kept only if min >= 0.999); both loaded, export included, in {load:.1f} s")
 
 
+def compile_check(texts: list[str], model_dir: str, max_length: int) -> None:
+    """torch.compile (inductor, dynamic shapes, freezing) against eager on this process's threads: the
+    stage's Encoder both times; the compile (on a first 64-text encode) and the first full encode
+    (shapes the first one did not see) are timed apart from a second, steady-state encode."""
+    import torch
+    import torch._inductor.config as inductor
+
+    from segrec.udfs.encoder import Encoder, EncoderSettings
+
+    settings = EncoderSettings(model_path=model_dir, max_length=max_length, long_text="truncate")
+    eager = Encoder(settings)
+    eager.encode(texts[:64])
+    started = time.perf_counter()
+    reference = eager.encode(texts)
+    eager_s = time.perf_counter() - started
+    compiled = Encoder(settings)
+    inductor.freezing = True
+    compiled.model = torch.compile(compiled.model, dynamic=True)
+    timings = []
+    for batch in (texts[:64], texts, texts):
+        started = time.perf_counter()
+        vectors = compiled.encode(batch)
+        timings.append(time.perf_counter() - started)
+    cosine = (vectors * reference).sum(axis=1)
+    print(f"\ntorch.compile on {len(texts)} texts, {torch.get_num_threads()} threads: eager {eager_s:.2f} s; compiled: "
+          f"compile {timings[0]:.1f} s, first encode {timings[1]:.2f} s, second {timings[2]:.2f} s: "
+          f"{eager_s / timings[2]:.2f}x eager; cosine to eager min {cosine.min():.6f}")
+
+
+def profile_check(texts: list[str], model_dir: str, max_length: int) -> None:
+    """Where one task's encode spends its time (cProfile of the stage's Encoder, truncate, this
+    process's threads), and the share of padding in the tokens its batches compute."""
+    import cProfile
+    import pstats
+
+    import torch
+
+    from segrec.udfs.encoder import Encoder, EncoderSettings
+
+    encoder = Encoder(EncoderSettings(model_path=model_dir, max_length=max_length, long_text="truncate"))
+    encoder.encode(texts[:64])
+    profiler = cProfile.Profile()
+    started = time.perf_counter()
+    profiler.runcall(encoder.encode, texts)
+    total = time.perf_counter() - started
+    stats = pstats.Stats(profiler).stats
+    own = {f"{fn[2]}": entry[2] for fn, entry in stats.items()}  # function name -> its own time
+    print(f"\nprofile of one encode of {len(texts)} texts, {torch.get_num_threads()} thread(s): {total:.2f} s")
+    for name, seconds in sorted(own.items(), key=lambda item: -item[1])[:6]:
+        print(f"  {name:<60} {seconds:6.2f} s  {seconds / total:6.1%}")
+    ids = encoder.tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
+    lengths = [min(len(i), encoder.capacity) + len(encoder.prefix) + len(encoder.suffix) for i in ids]
+    batches = encoder.plan(lengths)
+    padded = sum(len(b) * max(lengths[i] for i in b) for b in batches)
+    print(f"  tokens {sum(lengths)}, computed with padding {padded} ({1 - sum(lengths) / padded:.1%} padding) "
+          f"in {len(batches)} forward passes")
+
+
 def int8_check(texts: list[str], model_dir: str, max_length: int) -> None:
     """Dynamic int8 quantisation of the Linear layers (CPU): speed and agreement with fp32."""
     import torch
@@ -252,8 +312,15 @@ def main() -> None:
     parser.add_argument("--bfloat16", action="store_true", help="only measure the bfloat16 CPU encoder against float32")
     parser.add_argument("--budgets", type=int, metavar="THREADS", help="only compare token budgets, THREADS torch threads")
     parser.add_argument("--onnx", action="store_true", help="only measure the ONNX Runtime encoder against torch")
+    parser.add_argument("--compile", action="store_true", help="only measure torch.compile against eager")
+    parser.add_argument("--profile", action="store_true", help="only profile one encode of the texts")
+    parser.add_argument("--threads", type=int, help="torch threads for the in-process checks (1: one Spark task's)")
     parser.add_argument("--runtimes", default="torch,onnx", help="the stage's model.runtime values to time")
     args = parser.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
 
     os.environ["PYSPARK_PYTHON"] = sys.executable
     from segrec.udfs.encoder import resolve_model_path
@@ -271,6 +338,12 @@ def main() -> None:
         return
     if args.onnx:
         onnx_check(sets["unique"], model_dir, args.max_length)
+        return
+    if args.compile:
+        compile_check(sets["unique"], model_dir, args.max_length)
+        return
+    if args.profile:
+        profile_check(sets["unique"], model_dir, args.max_length)
         return
     if args.budgets:
         budget_check(sets["unique"], model_dir, args.max_length, args.budgets)
