@@ -330,21 +330,13 @@ def main() -> None:
         "unique": make_texts(args.texts, seed=1),
         "30% duplicates": make_texts(args.texts, seed=1, duplicate_share=0.30),
     }
-    if args.int8:
-        int8_check(sets["unique"], model_dir, args.max_length)
-        return
-    if args.bfloat16:
-        bfloat16_check(sets["unique"], model_dir, args.max_length)
-        return
-    if args.onnx:
-        onnx_check(sets["unique"], model_dir, args.max_length)
-        return
-    if args.compile:
-        compile_check(sets["unique"], model_dir, args.max_length)
-        return
-    if args.profile:
-        profile_check(sets["unique"], model_dir, args.max_length)
-        return
+    # One in-process check alone, on the unique set, when its flag is given.
+    checks = {"int8": int8_check, "bfloat16": bfloat16_check, "onnx": onnx_check, "compile": compile_check,
+              "profile": profile_check}
+    for flag, check in checks.items():
+        if getattr(args, flag):
+            check(sets["unique"], model_dir, args.max_length)
+            return
     if args.budgets:
         budget_check(sets["unique"], model_dir, args.max_length, args.budgets)
         return
