@@ -16,7 +16,6 @@ import pandas as pd
 from pyspark.ml.feature import PCA
 from pyspark.ml.functions import array_to_vector, vector_to_array
 from pyspark.sql import DataFrame
-from pyspark.sql import functions as F
 
 from segrec.jobs.config import Evaluate
 from segrec.jobs.io import OutputStore
