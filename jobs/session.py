@@ -98,7 +98,9 @@ def parallelism(spark: SparkSession) -> int:
         return max(1, int(configured))
     if has_spark_context(spark):
         return max(1, spark.sparkContext.defaultParallelism)
-    return max(1, int(spark.conf.get("spark.sql.shuffle.partitions", "200") or 200))
+    shuffle = str(spark.conf.get("spark.sql.shuffle.partitions", "200") or "200")
+    # Databricks accepts "auto" (its auto-optimized shuffle): no number to read, so Spark's default.
+    return max(1, int(shuffle)) if shuffle.strip().isdigit() else 200
 
 
 def udf_partitions(spark: SparkSession, configured: int | None) -> int:
