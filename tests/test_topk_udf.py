@@ -435,3 +435,17 @@ def test_a_catalogue_file_keeps_the_learned_parts(tmp_path):
     loaded = load_catalogue(str(tmp_path / "c.npz"))
     np.testing.assert_array_equal(loaded.learned_part, cat.learned_part)
     assert loaded.popularity is None
+
+
+def test_a_cpu_task_scores_with_torch_threads_for_its_own_cores(monkeypatch):
+    # Several scoring tasks run side by side on one executor: each keeps to spark.task.cpus threads.
+    from segrec.udfs import device
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)  # a process's default on a multi-core machine
+    monkeypatch.setattr(device, "current_slot", lambda: device.TaskSlot(cpus=1))
+    try:
+        assert TopKSettings(device="cpu").for_this_task().device == "cpu"
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
