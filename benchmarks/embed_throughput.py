@@ -23,6 +23,10 @@ Same model, same texts, same machine:
       the model exported once before the timed runs, as a worker's first use does).
 Two text sets: unique texts with a realistic length mix (short titles to multi-paragraph reviews), and
 the same with 30% duplicates. Prints a table, then the ratios (b)/(a) in texts per second.
+--repeats R (default 3) times (c) and every (b) row R times, interleaved: each round times (c) and
+then the stage rows on one set, so a machine whose speed drifts during the run (a shared host's
+does by 10-15% in minutes) slows both sides alike. The table gives each side's median and range, the
+ratios compare medians. (a) is timed once: it is the slow reference, not the claim.
 Peak RSS: (a) the benchmark process before Spark starts; (b) the largest Spark Python worker.
 Last, the cost of personal-data redaction (``text.pii: redact``, on in (b)): the validate stage's text
 rendering of the unique set, with a fifth of the texts given an e-mail address and a phone number,
@@ -38,6 +42,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from statistics import median
 
 import numpy as np
 import pandas as pd
@@ -316,6 +321,7 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="only profile one encode of the texts")
     parser.add_argument("--threads", type=int, help="torch threads for the in-process checks (1: one Spark task's)")
     parser.add_argument("--runtimes", default="torch,onnx", help="the stage's model.runtime values to time")
+    parser.add_argument("--repeats", type=int, default=3, help="rounds of (c) and (b), interleaved; medians compared")
     args = parser.parse_args()
     if args.threads:
         import torch
@@ -344,57 +350,67 @@ def main() -> None:
     plain = {name: plain_encode(texts, model_dir, args.device, args.max_length) for name, texts in sets.items()}
     try:
         st_encode(sets["unique"][:64], model_dir, args.device, args.max_length)  # warm-up, untimed
-        library = {name: st_encode(texts, model_dir, args.device, args.max_length) for name, texts in sets.items()}
+        has_library = True
     except ImportError:
         print("(c) sentence-transformers skipped: pip install sentence-transformers (the bench extra)")
-        library = {}
+        has_library = False
     plain_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     render_only, render_redact = pii_cost(sets["unique"])
 
     spark = local_spark("embed-benchmark", args.cores)
 
-    rows = []
+    library: dict[str, list[float]] = {name: [] for name in sets} if has_library else {}
+    stage: dict[tuple[str, str], list[tuple[float, int, float]]] = {}
+    runtimes = args.runtimes.split(",")
     with tempfile.TemporaryDirectory() as tmp:
         # Untimed warm-up, as for (a): Python workers started, torch imported, model cached per worker.
-        (Path(tmp) / "warmup").mkdir()
-        runtimes = args.runtimes.split(",")
         for runtime in runtimes:  # the ONNX export happens here, once, as at a worker's first use
             (Path(tmp) / f"warmup-{runtime}").mkdir()
             spark_encode(spark, make_texts(64, seed=9), str(Path(tmp) / f"warmup-{runtime}"), args.model, "chunk", runtime)
-        for name, texts in sets.items():
-            for long_text in ("truncate", "chunk"):
-                for runtime in runtimes:
-                    workdir = Path(tmp) / f"{name.split('%')[0].replace(' ', '')}-{long_text}-{runtime}"
-                    workdir.mkdir()
-                    seconds, figures = spark_encode(spark, texts, str(workdir), args.model, long_text, runtime)
-                    rows.append((name, f"{long_text}, {runtime}", seconds, figures["embedded"], figures["encode_seconds"]))
+        for repeat in range(args.repeats):
+            for name, texts in sets.items():
+                if has_library:
+                    library[name].append(st_encode(texts, model_dir, args.device, args.max_length))
+                for long_text in ("truncate", "chunk"):
+                    for runtime in runtimes:
+                        workdir = Path(tmp) / f"{repeat}-{name.split('%')[0].replace(' ', '')}-{long_text}-{runtime}"
+                        workdir.mkdir()
+                        seconds, figures = spark_encode(spark, texts, str(workdir), args.model, long_text, runtime)
+                        stage.setdefault((name, f"{long_text}, {runtime}"), []).append(
+                            (seconds, figures["embedded"], figures["encode_seconds"]))
     worker_rss = python_worker_peak_rss_mb()
     spark.stop()
 
     n = args.texts
     print(f"\nembedding throughput: {n} texts per set, model {args.model}, local[{args.cores}], "
-          f"plain baseline on {args.device}")
-    print(f"{'set':<16}{'side':<34}{'seconds':>9}{'texts/s':>10}{'embedded':>10}")
+          f"plain baseline on {args.device}; (b) and (c) medians of {args.repeats} interleaved rounds")
+    print(f"{'set':<16}{'side':<34}{'seconds':>9}{'texts/s':>10}{'embedded':>10}   range")
     for name, seconds in plain.items():
         print(f"{name:<16}{'(a) plain process, batch 64':<34}{seconds:>9.2f}{n / seconds:>10.1f}{n:>10}")
-    for name, seconds in library.items():
-        print(f"{name:<16}{'(c) sentence-transformers encode':<34}{seconds:>9.2f}{n / seconds:>10.1f}{n:>10}")
-    for name, long_text, seconds, embedded, encoding in rows:
-        side = f"(b) spark stage, {long_text}"
-        print(f"{name:<16}{side:<34}{seconds:>9.2f}{n / seconds:>10.1f}{embedded:>10}   (encoder job {encoding:.2f} s)")
+    for name, timings in library.items():
+        seconds = median(timings)
+        print(f"{name:<16}{'(c) sentence-transformers encode':<34}{seconds:>9.2f}{n / seconds:>10.1f}{n:>10}"
+              f"   {min(timings):.2f}-{max(timings):.2f} s")
+    for (name, long_text), runs in stage.items():
+        seconds, embedded = median(r[0] for r in runs), runs[0][1]
+        encoding = median(r[2] for r in runs)
+        print(f"{name:<16}{'(b) spark stage, ' + long_text:<34}{seconds:>9.2f}{n / seconds:>10.1f}{embedded:>10}"
+              f"   {min(r[0] for r in runs):.2f}-{max(r[0] for r in runs):.2f} s (encoder job {encoding:.2f} s)")
     print(f"\npeak RSS: (a) plain process {plain_rss:.0f} MB; (b) largest Spark Python worker {worker_rss:.0f} MB")
     print("\nratios, (b)/(a) in texts per second (targets: >= 0.9 unique, >= 1.3 with duplicates):")
-    for name, long_text, seconds, *_ in rows:
-        print(f"  {name:<16} {long_text:<16} {plain[name] / seconds:.2f}x")
+    for (name, long_text), runs in stage.items():
+        print(f"  {name:<16} {long_text:<16} {plain[name] / median(r[0] for r in runs):.2f}x")
     if library:
-        print("ratios, (b)/(c) in texts per second (targets: >= 1.0 unique, >= 1.5 with duplicates):")
-        for name, long_text, seconds, *_ in rows:
-            print(f"  {name:<16} {long_text:<16} {library[name] / seconds:.2f}x")
-    stage = next(seconds for name, side, seconds, *_ in rows if name == "unique" and side.startswith("chunk"))
+        print("ratios, (b)/(c) in texts per second, medians (targets: >= 1.0 unique, >= 1.5 with duplicates);"
+              " each round's own ratio in brackets:")
+        for (name, long_text), runs in stage.items():
+            rounds = ", ".join(f"{st / r[0]:.2f}" for st, r in zip(library[name], runs))
+            print(f"  {name:<16} {long_text:<16} {median(library[name]) / median(r[0] for r in runs):.2f}x   [{rounds}]")
+    chunked = median(r[0] for r in stage[("unique", f"chunk, {runtimes[0]}")])
     extra = render_redact - render_only
     print(f"\npersonal-data redaction, {n} texts (a fifth with an e-mail and a phone): rendering {render_only * 1e3:.1f} ms, "
           f"with redaction {render_redact * 1e3:.1f} ms: +{extra / n * 1e6:.1f} us per text, "
-          f"{extra / stage:.2%} of the stage's time per text (unique, chunk)")
+          f"{extra / chunked:.2%} of the stage's time per text (unique, chunk)")
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from pyspark.sql import functions as F
 
 from segrec.jobs.config import Config
 from segrec.jobs.context import RunContext
+from segrec.jobs.counts import row_counts
 from segrec.jobs.model_info import model_identity
 from segrec.jobs.session import spread, udf_partitions
 from segrec.udfs.embedding import embed_batches
@@ -146,25 +147,34 @@ def run(ctx: RunContext) -> dict[str, int]:
                 "text_vectors": attach_vectors(users_t, vectors, model_id, ["user_id", "kind", "item_id"]),
             }
         )
-        embedded = fresh.count()
+        # Every count the figures and the reconciliation need, in one job (the staged vectors are
+        # still there to count).
+        counted = {
+            "embedded": fresh,
+            "item_vectors": store.read("item_vectors"),
+            "text_vectors": store.read("text_vectors"),
+            "items_with_text": items.where(F.col("text").isNotNull()),
+            "items_without_text": items.where(F.col("text").isNull()),
+            "user_texts": users_t,
+        }
+        if known is not None:  # else every distinct text was embedded, and the two counts are one
+            counted["texts_distinct"] = needed
+        counts = row_counts(counted)
+        counts.setdefault("texts_distinct", counts["embedded"])
         store.drop_staged("new_vectors")
         for name in VECTOR_OUTPUTS:
             ctx.manifest.record_output(name)
 
-        texts_distinct = needed.count()
-        item_counts = items.agg(
-            F.count("text").alias("with_text"), F.sum(F.col("text").isNull().cast("int")).alias("without_text")
-        ).first()
         figures.update(
             model_id=model_id,
-            texts_distinct=texts_distinct,
-            embedded=embedded,
-            reused=texts_distinct - embedded,
-            item_vectors=store.read("item_vectors").count(),
-            text_vectors=store.read("text_vectors").count(),
-            items_without_text=item_counts["without_text"] or 0,
+            texts_distinct=counts["texts_distinct"],
+            embedded=counts["embedded"],
+            reused=counts["texts_distinct"] - counts["embedded"],
+            item_vectors=counts["item_vectors"],
+            text_vectors=counts["text_vectors"],
+            items_without_text=counts["items_without_text"],
         )
-        check_reconciled(figures, item_counts["with_text"], users_t.count())
+        check_reconciled(figures, counts["items_with_text"], counts["user_texts"])
     return figures
 
 

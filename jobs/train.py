@@ -31,6 +31,7 @@ from pyspark.sql import functions as F
 
 from segrec.jobs.config import Config, Train
 from segrec.jobs.context import RunContext
+from segrec.jobs.counts import row_counts
 from segrec.jobs.errors import InputError
 from segrec.jobs.feedback import with_feedback_weight
 from segrec.jobs.io import OutputStore, local_path
@@ -204,11 +205,8 @@ def fit_towers(
     frames = training_frames(interactions, item_vectors, text_vectors, config)
     staged = {name: store.write_staged(frame, f"{tag}-{name}") for name, frame in frames.items()}
     paths = {name: local_path(store.staging_path(f"{tag}-{name}")) for name in frames}
-    counts = {
-        "items": staged["catalogue"].count(),
-        "users_with_history": staged["sequences"].count(),
-        "users_with_text": staged["user_texts"].count(),
-    }
+    counts = row_counts({"items": staged["catalogue"], "users_with_history": staged["sequences"],
+                         "users_with_text": staged["user_texts"]})
     if counts["items"] == 0:
         raise InputError("train: no item text vectors (items need text columns for the towers' text path)")
     if counts["users_with_history"] == 0:

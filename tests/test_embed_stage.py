@@ -138,3 +138,11 @@ def test_texts_are_encoded_in_as_many_tasks_as_asked(spark, tmp_path, tiny_model
     per_task = vectors.groupBy(F.spark_partition_id().alias("task")).count().orderBy("task").toPandas()
     assert per_task["task"].tolist() == list(range(partitions))
     assert per_task["count"].sum() == 150 and per_task["count"].min() >= 150 / partitions / 2
+
+
+def test_a_text_without_its_vector_fails_the_stage_naming_both_counts():
+    from segrec.jobs.embed import check_reconciled
+
+    check_reconciled({"item_vectors": 5, "text_vectors": 7}, 5, 7)  # reconciled: no error
+    with pytest.raises(RuntimeError, match=r"5 item texts -> 4 item vectors, 7 user texts -> 7 text vectors"):
+        check_reconciled({"item_vectors": 4, "text_vectors": 7}, 5, 7)
