@@ -15,5 +15,5 @@ def test_each_frame_is_counted_under_its_own_name(spark):
     assert counts == {"items": 3, "items_without_text": 2, "vectors": 4, "nothing": 0}
 
 
-def test_no_frames_is_no_job(spark):
+def test_no_frames_give_no_counts(spark):
     assert row_counts({}) == {}
