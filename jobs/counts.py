@@ -2,8 +2,8 @@
 
 A stage that reconciles what went in with what came out needs a handful of counts. Taken one by one,
 each is a job of its own, and on a small run the jobs' fixed cost is a visible part of the stage (the
-embed stage spent about 0.1 s a count, next to 0.3 s for a whole 3,000-text read). One aggregation
-over a union of the frames, tagged by name, answers all of them at once.
+embed stage's six count jobs took twice as long as the one that replaced them; docs/benchmarks.md).
+One aggregation over a union of the frames, tagged by name, answers all of them at once.
 """
 
 from __future__ import annotations

@@ -153,7 +153,7 @@ def run(ctx: RunContext) -> dict[str, int]:
             "embedded": fresh,
             "item_vectors": store.read("item_vectors"),
             "text_vectors": store.read("text_vectors"),
-            "items_with_text": items.where(F.col("text").isNotNull()),
+            "item_texts": items_t,
             "items_without_text": items.where(F.col("text").isNull()),
             "user_texts": users_t,
         }
@@ -174,7 +174,7 @@ def run(ctx: RunContext) -> dict[str, int]:
             text_vectors=counts["text_vectors"],
             items_without_text=counts["items_without_text"],
         )
-        check_reconciled(figures, counts["items_with_text"], counts["user_texts"])
+        check_reconciled(figures, counts["item_texts"], counts["user_texts"])
     return figures
 
 
