@@ -3,6 +3,7 @@
     python benchmarks/embed_throughput.py                 # 2,000 texts per set, local[<all cores>]
     python benchmarks/embed_throughput.py --texts 400     # quick
     python benchmarks/embed_throughput.py --device cuda   # the plain baseline on a GPU too (fp16)
+    python benchmarks/embed_throughput.py --cpu-dtypes float32   # the stage in float32 only
     python benchmarks/embed_throughput.py --onnx          # only the ONNX Runtime encoder against torch, in process
     python benchmarks/embed_throughput.py --budgets 1     # only the encoder's token budgets, one torch thread
     python benchmarks/embed_throughput.py --profile --threads 1 --texts 750   # one task's encode, profiled
@@ -20,7 +21,10 @@ Same model, same texts, same machine:
       length-sorted token-budget batches, de-duplication by content hash. Timed twice: with
       long_text=truncate (the same work as (a)) and with the default chunking (more work: every token
       of a long text is embedded), on each of --runtimes: torch, and ONNX Runtime (model.runtime: onnx,
-      the model exported once before the timed runs, as a worker's first use does).
+      the model exported once before the timed runs, as a worker's first use does), and with torch
+      in each --cpu-dtypes (model.cpu_dtype): float32, and bfloat16 too where the CPU multiplies
+      bfloat16 natively (AVX512-BF16, AMX), where (c) is also timed in bfloat16 (its docs' way,
+      ``model_kwargs={"torch_dtype": "bfloat16"}``) for a like-for-like ratio.
 Two text sets: unique texts with a realistic length mix (short titles to multi-paragraph reviews), and
 the same with 30% duplicates. Prints a table, then the ratios (b)/(a) in texts per second.
 --repeats R (default 3) times (c) and every (b) row R times, interleaved: each round times (c) and
@@ -252,7 +256,7 @@ def int8_check(texts: list[str], model_dir: str, max_length: int) -> None:
 
 
 def spark_encode(spark, texts: list[str], workdir: str, model_path: str, long_text: str,
-                 runtime: str = "torch") -> tuple[float, dict]:
+                 runtime: str = "torch", cpu_dtype: str = "auto") -> tuple[float, dict]:
     """(b): seconds for the embed stage over ``texts`` as items (validate first, untimed)."""
     from segrec.jobs.config import config_from_dict
     from segrec.jobs.pipeline import execute
@@ -267,7 +271,7 @@ def spark_encode(spark, texts: list[str], workdir: str, model_path: str, long_te
                 "items": {"path": str(items), "columns": {"id": "item_id", "text": ["text"]}},
                 "interactions": {"path": str(events), "columns": {"user_id": "user_id", "item_id": "item_id"}},
             },
-            "model": {"path": model_path, "long_text": long_text, "runtime": runtime},
+            "model": {"path": model_path, "long_text": long_text, "runtime": runtime, "cpu_dtype": cpu_dtype},
             "output": {"path": str(Path(workdir) / f"out-{long_text}-{runtime}")},
         }
     )
@@ -277,12 +281,14 @@ def spark_encode(spark, texts: list[str], workdir: str, model_path: str, long_te
     return time.perf_counter() - started, manifest.stage_figures("embed")
 
 
-def st_encode(texts: list[str], model_dir: str, device: str, max_length: int) -> float:
-    """(c): seconds for sentence-transformers to load the model and encode ``texts``."""
+def st_encode(texts: list[str], model_dir: str, device: str, max_length: int, dtype: str = "float32") -> float:
+    """(c): seconds for sentence-transformers to load the model and encode ``texts``; ``dtype``
+    bfloat16 as its docs load it (``model_kwargs={"torch_dtype": ...}``)."""
     from sentence_transformers import SentenceTransformer
 
     started = time.perf_counter()
-    model = SentenceTransformer(model_dir, device=device, local_files_only=True)
+    kwargs = {"model_kwargs": {"torch_dtype": dtype}} if dtype != "float32" else {}
+    model = SentenceTransformer(model_dir, device=device, local_files_only=True, **kwargs)
     model.max_seq_length = max_length
     if device.startswith("cuda"):
         model = model.half()
@@ -322,6 +328,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, help="torch threads for the in-process checks (1: one Spark task's)")
     parser.add_argument("--runtimes", default="torch,onnx", help="the stage's model.runtime values to time")
     parser.add_argument("--repeats", type=int, default=3, help="rounds of (c) and (b), interleaved; medians compared")
+    parser.add_argument("--cpu-dtypes", help="the stage's model.cpu_dtype values to time, and (c)'s dtypes "
+                        "(default: float32, and bfloat16 too where the CPU has native bfloat16)")
     args = parser.parse_args()
     if args.threads:
         import torch
@@ -348,8 +356,16 @@ def main() -> None:
         return
     plain_encode(sets["unique"][:64], model_dir, args.device, args.max_length)  # warm caches, untimed
     plain = {name: plain_encode(texts, model_dir, args.device, args.max_length) for name, texts in sets.items()}
+    # The stage's CPU dtypes: float32 everywhere, and bfloat16 (model.cpu_dtype: auto's choice there)
+    # where the CPU multiplies bfloat16 natively; sentence-transformers is timed in each of them too.
+    from segrec.udfs.device import native_bfloat16
+
+    dtypes = args.cpu_dtypes.split(",") if args.cpu_dtypes else (
+        ["float32", "bfloat16"] if native_bfloat16() and args.device == "cpu" else ["float32"])
+    library_dtypes = dtypes if args.device == "cpu" else ["float32"]
     try:
-        st_encode(sets["unique"][:64], model_dir, args.device, args.max_length)  # warm-up, untimed
+        for dtype in library_dtypes:
+            st_encode(sets["unique"][:64], model_dir, args.device, args.max_length, dtype)  # warm-up, untimed
         has_library = True
     except ImportError:
         print("(c) sentence-transformers skipped: pip install sentence-transformers (the bench extra)")
@@ -359,54 +375,71 @@ def main() -> None:
 
     spark = local_spark("embed-benchmark", args.cores)
 
-    library: dict[str, list[float]] = {name: [] for name in sets} if has_library else {}
+    # (set, dtype) -> seconds per round; (set, "long_text, runtime, dtype") -> (seconds, embedded, encoder job s)
+    library: dict[tuple[str, str], list[float]] = {}
     stage: dict[tuple[str, str], list[tuple[float, int, float]]] = {}
     runtimes = args.runtimes.split(",")
+    # ONNX Runtime runs its exported float32 graph whatever the dtype: one row for it.
+    variants = [(lt, rt, dt) for lt in ("truncate", "chunk") for rt in runtimes
+                for dt in (dtypes if rt == "torch" else ["float32"])]
     with tempfile.TemporaryDirectory() as tmp:
         # Untimed warm-up, as for (a): Python workers started, torch imported, model cached per worker.
-        for runtime in runtimes:  # the ONNX export happens here, once, as at a worker's first use
-            (Path(tmp) / f"warmup-{runtime}").mkdir()
-            spark_encode(spark, make_texts(64, seed=9), str(Path(tmp) / f"warmup-{runtime}"), args.model, "chunk", runtime)
+        for runtime, dtype in dict.fromkeys((rt, dt) for _, rt, dt in variants):  # ONNX exports here, once
+            warm = Path(tmp) / f"warmup-{runtime}-{dtype}"
+            warm.mkdir()
+            spark_encode(spark, make_texts(64, seed=9), str(warm), args.model, "chunk", runtime, dtype)
         for repeat in range(args.repeats):
             for name, texts in sets.items():
                 if has_library:
-                    library[name].append(st_encode(texts, model_dir, args.device, args.max_length))
-                for long_text in ("truncate", "chunk"):
-                    for runtime in runtimes:
-                        workdir = Path(tmp) / f"{repeat}-{name.split('%')[0].replace(' ', '')}-{long_text}-{runtime}"
-                        workdir.mkdir()
-                        seconds, figures = spark_encode(spark, texts, str(workdir), args.model, long_text, runtime)
-                        stage.setdefault((name, f"{long_text}, {runtime}"), []).append(
-                            (seconds, figures["embedded"], figures["encode_seconds"]))
+                    for dtype in library_dtypes:
+                        library.setdefault((name, dtype), []).append(
+                            st_encode(texts, model_dir, args.device, args.max_length, dtype))
+                for long_text, runtime, dtype in variants:
+                    workdir = Path(tmp) / f"{repeat}-{name.split('%')[0].replace(' ', '')}-{long_text}-{runtime}-{dtype}"
+                    workdir.mkdir()
+                    seconds, figures = spark_encode(spark, texts, str(workdir), args.model, long_text, runtime, dtype)
+                    stage.setdefault((name, f"{long_text}, {runtime}, {dtype}"), []).append(
+                        (seconds, figures["embedded"], figures["encode_seconds"]))
     worker_rss = python_worker_peak_rss_mb()
     spark.stop()
 
     n = args.texts
     print(f"\nembedding throughput: {n} texts per set, model {args.model}, local[{args.cores}], "
-          f"plain baseline on {args.device}; (b) and (c) medians of {args.repeats} interleaved rounds")
-    print(f"{'set':<16}{'side':<34}{'seconds':>9}{'texts/s':>10}{'embedded':>10}   range")
+          f"plain baseline on {args.device}; (b) and (c) medians of {args.repeats} interleaved rounds; "
+          f"native bfloat16: {native_bfloat16()}")
+    print(f"{'set':<16}{'side':<44}{'seconds':>9}{'texts/s':>10}{'embedded':>10}   range")
     for name, seconds in plain.items():
-        print(f"{name:<16}{'(a) plain process, batch 64':<34}{seconds:>9.2f}{n / seconds:>10.1f}{n:>10}")
-    for name, timings in library.items():
+        print(f"{name:<16}{'(a) plain process, batch 64':<44}{seconds:>9.2f}{n / seconds:>10.1f}{n:>10}")
+    for (name, dtype), timings in library.items():
         seconds = median(timings)
-        print(f"{name:<16}{'(c) sentence-transformers encode':<34}{seconds:>9.2f}{n / seconds:>10.1f}{n:>10}"
+        print(f"{name:<16}{'(c) sentence-transformers encode, ' + dtype:<44}{seconds:>9.2f}{n / seconds:>10.1f}{n:>10}"
               f"   {min(timings):.2f}-{max(timings):.2f} s")
-    for (name, long_text), runs in stage.items():
+    for (name, variant), runs in stage.items():
         seconds, embedded = median(r[0] for r in runs), runs[0][1]
         encoding = median(r[2] for r in runs)
-        print(f"{name:<16}{'(b) spark stage, ' + long_text:<34}{seconds:>9.2f}{n / seconds:>10.1f}{embedded:>10}"
+        print(f"{name:<16}{'(b) spark stage, ' + variant:<44}{seconds:>9.2f}{n / seconds:>10.1f}{embedded:>10}"
               f"   {min(r[0] for r in runs):.2f}-{max(r[0] for r in runs):.2f} s (encoder job {encoding:.2f} s)")
     print(f"\npeak RSS: (a) plain process {plain_rss:.0f} MB; (b) largest Spark Python worker {worker_rss:.0f} MB")
     print("\nratios, (b)/(a) in texts per second (targets: >= 0.9 unique, >= 1.3 with duplicates):")
-    for (name, long_text), runs in stage.items():
-        print(f"  {name:<16} {long_text:<16} {plain[name] / median(r[0] for r in runs):.2f}x")
+    for (name, variant), runs in stage.items():
+        print(f"  {name:<16} {variant:<26} {plain[name] / median(r[0] for r in runs):.2f}x")
     if library:
-        print("ratios, (b)/(c) in texts per second, medians (targets: >= 1.0 unique, >= 1.5 with duplicates);"
-              " each round's own ratio in brackets:")
-        for (name, long_text), runs in stage.items():
-            rounds = ", ".join(f"{st / r[0]:.2f}" for st, r in zip(library[name], runs))
-            print(f"  {name:<16} {long_text:<16} {median(library[name]) / median(r[0] for r in runs):.2f}x   [{rounds}]")
-    chunked = median(r[0] for r in stage[("unique", f"chunk, {runtimes[0]}")])
+        print("ratios, (b)/(c) in texts per second, medians, against sentence-transformers as it runs by default"
+              " (float32; targets: >= 1.0 unique, >= 1.5 with duplicates, a stretch of 1.5 unique with the faster"
+              " CPU path); each round's own ratio in brackets:")
+        for (name, variant), runs in stage.items():
+            st = library[(name, "float32")]
+            rounds = ", ".join(f"{a / r[0]:.2f}" for a, r in zip(st, runs))
+            print(f"  {name:<16} {variant:<26} {median(st) / median(r[0] for r in runs):.2f}x   [{rounds}]")
+        if len(library_dtypes) > 1:
+            print("like for like, (b)/(c) with both in the same dtype:")
+            for (name, variant), runs in stage.items():
+                dtype = variant.rsplit(", ", 1)[1]
+                if dtype != "float32":
+                    st = library[(name, dtype)]
+                    rounds = ", ".join(f"{a / r[0]:.2f}" for a, r in zip(st, runs))
+                    print(f"  {name:<16} {variant:<26} {median(st) / median(r[0] for r in runs):.2f}x   [{rounds}]")
+    chunked = median(r[0] for r in stage[("unique", f"chunk, {runtimes[0]}, {dtypes[-1]}")])
     extra = render_redact - render_only
     print(f"\npersonal-data redaction, {n} texts (a fifth with an e-mail and a phone): rendering {render_only * 1e3:.1f} ms, "
           f"with redaction {render_redact * 1e3:.1f} ms: +{extra / n * 1e6:.1f} us per text, "
