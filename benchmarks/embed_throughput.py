@@ -300,6 +300,12 @@ def st_encode(texts: list[str], model_dir: str, device: str, max_length: int, dt
     return time.perf_counter() - started
 
 
+def library_ratio(name: str, variant: str, runs: list[tuple[float, int, float]], library: list[float]) -> str:
+    """One ratio line: (c)'s median seconds over (b)'s, then each round's own ratio."""
+    rounds = ", ".join(f"{a / r[0]:.2f}" for a, r in zip(library, runs))
+    return f"  {name:<16} {variant:<26} {median(library) / median(r[0] for r in runs):.2f}x   [{rounds}]"
+
+
 def pii_cost(texts: list[str], repeats: int = 3) -> tuple[float, float]:
     """(seconds to render, seconds to render and redact) the texts, best of ``repeats``."""
     from segrec.udfs.pii import redact_series
@@ -362,7 +368,8 @@ def main() -> None:
 
     dtypes = args.cpu_dtypes.split(",") if args.cpu_dtypes else (
         ["float32", "bfloat16"] if native_bfloat16() and args.device == "cpu" else ["float32"])
-    library_dtypes = dtypes if args.device == "cpu" else ["float32"]
+    # (c) always in float32 (its default: the targets' baseline), and in the stage's other dtypes on a CPU
+    library_dtypes = ["float32"] + ([d for d in dtypes if d != "float32"] if args.device == "cpu" else [])
     try:
         for dtype in library_dtypes:
             st_encode(sets["unique"][:64], model_dir, args.device, args.max_length, dtype)  # warm-up, untimed
@@ -428,17 +435,13 @@ def main() -> None:
               " (float32; targets: >= 1.0 unique, >= 1.5 with duplicates, a stretch of 1.5 unique with the faster"
               " CPU path); each round's own ratio in brackets:")
         for (name, variant), runs in stage.items():
-            st = library[(name, "float32")]
-            rounds = ", ".join(f"{a / r[0]:.2f}" for a, r in zip(st, runs))
-            print(f"  {name:<16} {variant:<26} {median(st) / median(r[0] for r in runs):.2f}x   [{rounds}]")
+            print(library_ratio(name, variant, runs, library[(name, "float32")]))
         if len(library_dtypes) > 1:
             print("like for like, (b)/(c) with both in the same dtype:")
             for (name, variant), runs in stage.items():
                 dtype = variant.rsplit(", ", 1)[1]
                 if dtype != "float32":
-                    st = library[(name, dtype)]
-                    rounds = ", ".join(f"{a / r[0]:.2f}" for a, r in zip(st, runs))
-                    print(f"  {name:<16} {variant:<26} {median(st) / median(r[0] for r in runs):.2f}x   [{rounds}]")
+                    print(library_ratio(name, variant, runs, library[(name, dtype)]))
     chunked = median(r[0] for r in stage[("unique", f"chunk, {runtimes[0]}, {dtypes[-1]}")])
     extra = render_redact - render_only
     print(f"\npersonal-data redaction, {n} texts (a fifth with an e-mail and a phone): rendering {render_only * 1e3:.1f} ms, "
