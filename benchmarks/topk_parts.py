@@ -6,6 +6,8 @@
 1. candidate selection per block of fast scores (one torch thread, as in a Spark worker): torch.topk
    over every column against best_fast_scores (group maxima, then np.argpartition over the best
    groups) at group sizes 8, 16 and 32, in bfloat16 and float32, on the scores of random unit vectors;
+   then the group maxima searched directly (np.argpartition over every one) against through groups
+   of 4, 8 and 16 again (MAXIMA_GROUP);
 2. seen-item pairs deduplicated with np.unique against SeenItems.from_pairs (np.sort + diff), for
    10,000 users x 20 items;
 3. the broadcast plan's batch format: the stage's user frame (vectors, seen ids) through mapInPandas
@@ -26,6 +28,7 @@ import torch
 
 from common import best_seconds, local_spark, unit_rows  # (also puts the repository on sys.path)
 from segrec.udfs.topk import exact as topk
+from segrec.udfs.topk.catalogue import SeenItems
 
 
 def selection(items: int, dim: int, rows: int, k: int, repeats: int) -> None:
@@ -46,6 +49,16 @@ def selection(items: int, dim: int, rows: int, k: int, repeats: int) -> None:
             grouped = best_seconds(lambda: topk.best_fast_scores(scores, count), repeats)
             print(f"{str(dtype).split('.')[1]:<10}{plain * 1e3:>12.2f}{group:>7}{grouped * 1e3:>10.2f}{plain / grouped:>15.1f}x")
         topk.GROUP = default
+        # The second level: the group maxima searched through groups again (MAXIMA_GROUP), or not.
+        second = topk.MAXIMA_GROUP
+        timings = {}
+        for group in (None, 4, 8, 16):
+            topk.MAXIMA_GROUP = group or items  # as wide as the row: np.argpartition over every maximum
+            assert np.array_equal(topk.best_fast_scores(scores, count)[0], expected)
+            timings[group] = best_seconds(lambda: topk.best_fast_scores(scores, count), repeats)
+        topk.MAXIMA_GROUP = second
+        print(f"{'':<10}maxima (group {default}) searched directly {timings[None] * 1e3:.2f} ms; through groups of "
+              + ", ".join(f"{g}: {t * 1e3:.2f} ms ({timings[None] / t:.2f}x)" for g, t in timings.items() if g))
     block, catalogue = torch.from_numpy(users).bfloat16(), torch.from_numpy(vectors).bfloat16()  # a worker caches the latter
     product = best_seconds(lambda: block @ catalogue.T, repeats)
     print(f"the bfloat16 product of the same block: {product * 1e3:.2f} ms")
@@ -78,7 +91,7 @@ def batch_format(users: int, items: int, dim: int, k: int, repeats: int) -> None
         "item_id": [f"i{i:07d}" for i in rng.integers(0, items, users * 20)],
     }))
     events.cache().count()
-    frame = user_frame(user_df, None, events, exclude_seen=True).cache()
+    frame = user_frame(user_df, None, events, exclude_seen=True, partitions=4).cache()
     frame.count()
     schema = "user_id string, rank int, item_id string, score double"
 

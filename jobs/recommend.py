@@ -15,6 +15,7 @@ Two plans, same results:
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import uuid
@@ -78,19 +79,43 @@ def catalogue_frame(item_vectors: DataFrame, popularity: DataFrame | None, score
 
 
 def user_frame(
-    user_vectors: DataFrame, segments: DataFrame | None, interactions: DataFrame, exclude_seen: bool
+    user_vectors: DataFrame, segments: DataFrame | None, interactions: DataFrame, exclude_seen: bool,
+    partitions: int,
 ) -> DataFrame:
-    """(user_id, vector, segment_id, seen): seen = ids of the items the user interacted with (the
-    workers map them to catalogue positions, so no join with the item index is needed here)."""
-    users = user_vectors.select("user_id", "vector")
+    """(user_id, vector, segment_id, seen) in ``partitions`` tasks: seen = ids of the items the user
+    interacted with (the workers map them to catalogue positions, so no join with the item index is
+    needed here).
+
+    The user vectors and, in one frame, the users' interactions and segment rows are hash-partitioned
+    the same way (on a hash of user_id and user_id, in ``partitions``); one aggregation per user gives
+    the seen list and the segment, and one join adds them to the vectors with no shuffle of its own,
+    its output already spread over the scoring tasks: the user vectors cross the network once, not
+    twice (a join, then a spread). A repartition the plan asks for is never coalesced by adaptive
+    execution, and one on the hash column is never dropped as already satisfied by an earlier shuffle
+    on user_id (see session.spread). One join, not two: a second join made Spark re-shuffle to
+    spark.sql.shuffle.partitions, whatever ``partitions`` said."""
+    key = ["_user_hash", "user_id"]
+
+    def by_user(df: DataFrame) -> DataFrame:
+        return df.withColumn("_user_hash", F.xxhash64("user_id")).repartition(partitions, *key)
+
+    users = by_user(user_vectors.select("user_id", "vector"))
+    rows = []  # per user: its interactions (item_id) and its segment (segment_id), one kind per row
     if segments is not None:
-        users = users.join(segments.select("user_id", "segment_id"), on="user_id", how="left")
-    else:
-        users = users.withColumn("segment_id", F.lit(None).cast("int"))
+        rows.append(segments.select("user_id", F.lit(None).cast("string").alias("item_id"),
+                                    F.col("segment_id").cast("int").alias("segment_id")))
+    if exclude_seen:
+        rows.append(interactions.select("user_id", "item_id", F.lit(None).cast("int").alias("segment_id")))
+    if not rows:
+        return users.select("user_id", "vector", F.lit(None).cast("int").alias("segment_id"),
+                            F.lit(None).cast("array<string>").alias("seen"))
+    per_user = by_user(functools.reduce(DataFrame.unionByName, rows)).groupBy(*key).agg(
+        F.max("segment_id").alias("segment_id"),  # a user's one segment (segment writes one row per user)
+        F.collect_set("item_id").alias("seen"),  # nulls (the segment rows) are left out
+    )
     if not exclude_seen:
-        return users.withColumn("seen", F.lit(None).cast("array<string>"))
-    seen = interactions.groupBy("user_id").agg(F.collect_set("item_id").alias("seen"))
-    return users.join(seen, on="user_id", how="left")
+        per_user = per_user.withColumn("seen", F.lit(None).cast("array<string>"))
+    return users.join(per_user, on=key, how="left").select("user_id", "vector", "segment_id", "seen")
 
 
 def to_catalogue(rows: pd.DataFrame, offset: int = 0) -> Catalogue:
@@ -274,10 +299,10 @@ class Recommender:
         """Rows of RECOMMENDATIONS for every user in ``user_vectors`` (user_id, vector)."""
         if settings.popularity_weight > 0 and not self.with_popularity:
             raise ValueError("a popularity weight needs a Recommender built with_popularity")
-        users = user_frame(user_vectors, self.segments, self.interactions, self.plan_settings.exclude_seen)
         partitions = udf_partitions(self.spark, self.plan_settings.partitions)
+        users = user_frame(user_vectors, self.segments, self.interactions, self.plan_settings.exclude_seen, partitions)
         if self.plan == "broadcast":
-            recs = broadcast_plan(spread(users, partitions, "user_id"), self.source, settings)
+            recs = broadcast_plan(users, self.source, settings)
         else:
             recs = sharded_plan(users, self.catalogue, settings, self.plan_settings, self.dim,
                                 self.user_count(user_vectors), self.n_items, partitions)

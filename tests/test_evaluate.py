@@ -5,13 +5,10 @@ import hashlib
 import json
 import os
 
-import pandas as pd
 import pytest
 import yaml
-from pyspark.sql import functions as F
 
 from segrec.jobs import baselines, cli, evaluate, report
-from segrec.jobs.config import Evaluate
 from segrec.jobs.split import holdout_split
 from segrec.jobs.bootstrap.synthetic import config_dict, generate, write_parquet
 

@@ -45,12 +45,19 @@ def run(spark, inputs, tmp_path=None, **settings):
     return recs.toPandas().sort_values(["user_id", "rank"]).reset_index(drop=True), figures
 
 
-def test_users_are_scored_in_as_many_tasks_as_asked(spark, inputs):
-    # The users frame comes out of a join on user_id that adaptive execution coalesces by size (into
-    # one task for a frame this small); the scorer's tasks are what recommend.partitions asks for.
+@pytest.mark.parametrize("users_from", ["a file", "an aggregation on user_id"])
+def test_users_are_scored_in_as_many_tasks_as_asked(spark, inputs, tmp_path, users_from):
+    # The users frame is joined with the seen lists and segments on user_id, and adaptive execution
+    # coalesces a join's shuffle by size (into one task for a frame this small); the scorer's tasks are
+    # what recommend.partitions asks for, also when the user vectors come out of a shuffle on user_id
+    # already (evaluate's profiles), which a repartition on user_id alone would be taken to satisfy.
+    path = str(tmp_path / "user_vectors")
+    inputs["user_vectors"].write.parquet(path)
+    users = spark.read.parquet(path)
+    if users_from == "an aggregation on user_id":
+        users = users.groupBy("user_id").agg(F.first("vector").alias("vector"))
     config = Recommend(k=5, explain=False, plan="broadcast", partitions=3)
-    recs, _ = recommendations(spark, inputs["user_vectors"], inputs["item_vectors"], inputs["interactions"],
-                              inputs["segments"], config)
+    recs, _ = recommendations(spark, users, inputs["item_vectors"], inputs["interactions"], inputs["segments"], config)
     per_task = recs.groupBy(F.spark_partition_id().alias("task")).agg(F.countDistinct("user_id").alias("users"))
     per_task = per_task.orderBy("task").toPandas()
     assert per_task["task"].tolist() == [0, 1, 2]

@@ -6,7 +6,7 @@ import torch
 
 from segrec.udfs.topk.batches import recommend_frame
 from segrec.udfs.topk.catalogue import Catalogue, SeenItems
-from segrec.udfs.topk.exact import GROUP, PRECISIONS, best_fast_scores, block_rows, top_k
+from segrec.udfs.topk.exact import GROUP, MAXIMA_GROUP, PRECISIONS, best_fast_scores, block_rows, largest_columns, top_k
 from segrec.udfs.topk.settings import TopKSettings
 
 
@@ -131,6 +131,40 @@ def test_grouped_fast_selection_keeps_the_topk_values(dtype, n):
     assert all(len(set(row.tolist())) == count for row in columns)  # no column twice
     assert set(columns[2, :GROUP].tolist()) == set((5 + w * np.arange(GROUP)).tolist())
     assert set(columns[3, :3].tolist()) == {n - 3, n - 2, n - 1}
+
+
+@pytest.mark.parametrize("n", [MAXIMA_GROUP * 60, MAXIMA_GROUP * 60 + 5, 30])  # whole groups, a tail, too few
+def test_largest_columns_finds_the_largest_values_however_they_fall_in_groups(n):
+    rng = np.random.default_rng(4)
+    count = 24
+    values = np.round(rng.standard_normal((8, n)), 1).astype(np.float32)  # many ties
+    w = n // MAXIMA_GROUP
+    values[0, :] = -np.inf  # a fully masked row
+    values[1, : n - 3] = -np.inf  # fewer finite values than count
+    if w:
+        values[2, 7 + w * np.arange(MAXIMA_GROUP)] = 10.0 + np.arange(MAXIMA_GROUP)  # one strided group holds the best
+    values[3, n - 5 :] = 20.0  # the best past the last whole group
+    values[4, :] = 0.5  # every value tied
+    values[5, :count] = 30.0 + np.arange(count)  # each in its own group: every chosen group needed
+    columns = largest_columns(values, count)
+    assert columns.shape == (8, count)
+    assert all(len(set(row.tolist())) == count for row in columns)  # no column twice
+    found = np.sort(np.take_along_axis(values, columns, axis=1), axis=1)
+    np.testing.assert_array_equal(found, np.sort(values, axis=1)[:, n - count :])
+    assert set(range(count)) == set(columns[5].tolist())
+    assert set(range(n - 5, n)) <= set(columns[3].tolist())
+
+
+def test_grouped_selection_over_a_catalogue_wide_enough_for_both_levels():
+    """20,000 columns (the benchmarks' catalogue): the group maxima are searched through groups again."""
+    rng = np.random.default_rng(6)
+    n, count = 20_000, 24
+    assert (n // GROUP) // MAXIMA_GROUP >= 2 * count  # the second level runs
+    scores = torch.from_numpy(rng.standard_normal((50, n)).astype(np.float32)).bfloat16()
+    scores[0, ::3] = -np.inf  # masked items
+    values, columns = best_fast_scores(scores, count)
+    np.testing.assert_array_equal(values, torch.topk(scores, count, dim=1).values.float().numpy())
+    np.testing.assert_array_equal(np.take_along_axis(scores.float().numpy(), columns, axis=1), values)
 
 
 def test_lists_with_many_ties_on_a_catalogue_large_enough_for_grouped_selection():

@@ -249,7 +249,7 @@ def _select_block(block: _Block, catalogue: Catalogue, settings: TopKSettings, k
     return picks
 
 
-GROUP = 16  # columns per group in best_fast_scores (benchmarks/topk_parts.py, part 1, compares 8, 16 and 32)
+GROUP = 8  # columns per group in best_fast_scores (benchmarks/topk_parts.py, part 1, compares 8, 16 and 32)
 
 
 def best_fast_scores(scores: torch.Tensor, count: int) -> tuple[np.ndarray, np.ndarray]:
@@ -268,17 +268,43 @@ def best_fast_scores(scores: torch.Tensor, count: int) -> tuple[np.ndarray, np.n
     if scores.device.type != "cpu" or w < 4 * count:
         values, columns = torch.topk(scores, count, dim=1, sorted=True)
         return values.float().cpu().numpy(), columns.cpu().numpy()
-    b = scores.shape[0]
     maxima = scores[:, : GROUP * w].unflatten(1, (GROUP, w)).amax(dim=1).float().numpy()
-    groups = np.argpartition(maxima, w - count, axis=1)[:, w - count :]
-    columns = (groups[:, None, :] + w * np.arange(GROUP)[:, None]).reshape(b, -1)
-    if n > GROUP * w:
-        columns = np.hstack([columns, np.broadcast_to(np.arange(GROUP * w, n), (b, n - GROUP * w))])
+    columns = _group_columns(largest_columns(maxima, count), w, GROUP, n)
     values = scores.gather(1, torch.from_numpy(columns)).float().numpy()
     best = np.argpartition(values, values.shape[1] - count, axis=1)[:, values.shape[1] - count :]
     values, columns = np.take_along_axis(values, best, axis=1), np.take_along_axis(columns, best, axis=1)
     order = np.argsort(-values, axis=1, kind="stable")
     return np.take_along_axis(values, order, axis=1), np.take_along_axis(columns, order, axis=1)
+
+
+MAXIMA_GROUP = 8  # the second level's group size (benchmarks/topk_parts.py, part 1)
+
+
+def largest_columns(values: np.ndarray, count: int) -> np.ndarray:
+    """Per row of ``values`` (float32), the columns of its ``count`` largest values, in no order (among
+    equal values, any). The group maxima of best_fast_scores are searched the same way again: the
+    best of MAXIMA_GROUP strided groups, so np.argpartition reads a fraction of each row (over every
+    column it cost more than the product's group maxima themselves)."""
+    b, n = values.shape
+    w = n // MAXIMA_GROUP
+    if w < 2 * count:
+        return np.argpartition(values, n - count, axis=1)[:, n - count :]
+    maxima = values[:, : MAXIMA_GROUP * w].reshape(b, MAXIMA_GROUP, w).max(axis=1)
+    groups = np.argpartition(maxima, w - count, axis=1)[:, w - count :]
+    columns = _group_columns(groups, w, MAXIMA_GROUP, n)
+    picked = np.take_along_axis(values, columns, axis=1)
+    best = np.argpartition(picked, picked.shape[1] - count, axis=1)[:, picked.shape[1] - count :]
+    return np.take_along_axis(columns, best, axis=1)
+
+
+def _group_columns(groups: np.ndarray, w: int, group: int, n: int) -> np.ndarray:
+    """The columns of the chosen strided groups (group j: j, j + w, ..., j + (group - 1) w), and the
+    columns past the last whole group, which belong to none."""
+    b = len(groups)
+    columns = (groups[:, None, :] + w * np.arange(group)[:, None]).reshape(b, -1)
+    if n > group * w:
+        columns = np.hstack([columns, np.broadcast_to(np.arange(group * w, n), (b, n - group * w))])
+    return columns
 
 
 def _select(

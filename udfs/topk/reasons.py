@@ -30,13 +30,11 @@ def explain_picks(
     r_len = np.searchsorted(sorted_rows, users, "right") - r_start
     with_history = np.flatnonzero(h_len > 0)
     by_length = with_history[np.argsort(h_len[with_history], kind="stable")]
+    h_sorted, r_sorted = h_len[by_length], r_len[by_length]
     at = 0
     while at < len(by_length):
-        end = at + 1
-        while end < len(by_length) and (end + 1 - at) * max(h_len[by_length[end]], r_len[by_length[at:end + 1]].max()) <= budget:
-            end += 1
-        block = by_length[at:end]
-        at = end
+        block = by_length[at : _block_end(h_sorted, r_sorted, at, budget)]
+        at += len(block)
         h_max, r_max = int(h_len[block].max()), int(r_len[block].max())
         h_valid = np.arange(h_max) < h_len[block][:, None]
         r_valid = np.arange(r_max) < r_len[block][:, None]
@@ -50,3 +48,14 @@ def explain_picks(
         because[out[r_valid]] = chosen[r_valid]
         similarity[out[r_valid]] = value[r_valid]
     return because, similarity
+
+
+def _block_end(h_len: np.ndarray, r_len: np.ndarray, at: int, budget: int) -> int:
+    """The end of the block that starts at ``at`` (users in order of history length ``h_len``, with
+    ``r_len`` picks each): as many users as fit in ``budget`` padded vectors (users x the longest
+    history or the most picks among them), and at least one."""
+    stop = min(len(h_len), at + max(budget, 1))
+    ends = np.arange(at + 1, stop + 1)
+    width = np.maximum(h_len[at:stop], np.maximum.accumulate(r_len[at:stop]))
+    fits = (ends - at) * width <= budget
+    return int(ends[fits][-1]) if fits.any() else at + 1
