@@ -29,6 +29,10 @@ vary by up to ~30% from one to the next):
       then removed and k kept, in one process with --cores threads: index build, search and
       filtering timed, best of --repeats after a warm-up (numpy arrays in memory: no Spark, no reads
       or writes). Skipped when faiss is not installed, or with --device cuda.
+  (f) the stage's data path alone: (a) with a scorer that returns nothing (the catalogue collected,
+      broadcast and loaded by every worker, the user vectors read, the seen lists built and joined,
+      every batch sent to the Python workers), best of --repeats after a warm-up: what Spark costs
+      before any product, so (a) - (f) is what scoring adds, set against the floor (d).
 Prints a table, then the ratios.
 """
 
@@ -47,7 +51,7 @@ from common import local_spark, python_worker_peak_rss_mb, unit_rows
 
 
 def matmul_gflops(dim: int, device: str = "cpu", dtype: str = "float32") -> float:
-    """Measured GEMM rate (GFLOP/s), best of 5, of the faster of numpy's BLAS and torch (float32 on the
+    """Measured GEMM rate (GFLOP/s), best of 20, of the faster of numpy's BLAS and torch (float32 on the
     CPU), or torch alone (bfloat16, GPU), with all cores."""
     import torch
 
@@ -61,10 +65,10 @@ def matmul_gflops(dim: int, device: str = "cpu", dtype: str = "float32") -> floa
             torch.cuda.synchronize(device)
 
     product()  # warm-up
-    best = min(_timed(product) for _ in range(5))
+    best = min(_timed(product) for _ in range(20))
     if device == "cpu" and dtype == "float32":
         a @ b
-        best = min(best, *(_timed(lambda: a @ b) for _ in range(5)))
+        best = min(best, *(_timed(lambda: a @ b) for _ in range(20)))
     return 2 * 2048 * 4096 * dim / best / 1e9
 
 
@@ -89,6 +93,27 @@ def parquet_copy(spark, df, path: str):
 def force(df) -> float:
     """Seconds to compute every row of ``df`` (no output written)."""
     return _timed(lambda: df.write.format("noop").mode("overwrite").save())
+
+
+def data_path(spark, user_vectors, item_vectors, interactions, settings):
+    """(f): the broadcast plan's frame of users through mapInArrow, each worker loading the catalogue
+    as the stage's scorer does, and returning no rows."""
+    from segrec.jobs.recommend import OUTPUT_SCHEMA, Recommender, user_frame
+    from segrec.jobs.session import udf_partitions
+    from segrec.udfs.topk.catalogue import cached_catalogue
+
+    recommender = Recommender(spark, item_vectors, interactions, None, settings)
+    key, load = recommender.source
+    users = user_frame(user_vectors, None, interactions, settings.exclude_seen,
+                       udf_partitions(spark, settings.partitions))
+
+    def nothing(batches):
+        cached_catalogue(key, load)
+        for _ in batches:
+            pass
+        yield from ()
+
+    return users.mapInArrow(nothing, OUTPUT_SCHEMA)
 
 
 def faiss_topk(users: np.ndarray, items: np.ndarray, events: pd.DataFrame, k: int, threads: int) -> np.ndarray:
@@ -150,9 +175,13 @@ def main() -> None:
 
     device = "cuda:0" if args.device == "cuda" else "cpu"
     precision = candidate_precision(args.precision, device)
+    # bfloat16 first: numpy's BLAS threads, which the float32 rate also times, keep spinning for a while
+    # after their last product and took a core from the bfloat16 product timed next (one run measured
+    # 812 GFLOP/s there, against 2,892 in the run before it, on the same machine).
+    bfloat16 = matmul_gflops(args.dim, device, "bfloat16") if precision == "bfloat16" else None
     gflops = {"float32": matmul_gflops(args.dim, device)}
-    if precision == "bfloat16":
-        gflops["bfloat16"] = matmul_gflops(args.dim, device, "bfloat16")
+    if bfloat16 is not None:
+        gflops["bfloat16"] = bfloat16
 
     spark = local_spark("topk-benchmark", args.cores, driver_memory="6g")
     user_df = spark.createDataFrame(
@@ -184,6 +213,7 @@ def main() -> None:
     unexplained = settings.model_copy(update={"explain": False})
     plain, plain_runs = best_of(args.repeats, lambda: force(recommendations(spark, *stage_inputs, None, unexplained)[0]))
     worker_rss = python_worker_peak_rss_mb()
+    path, path_runs = best_of(args.repeats, lambda: force(data_path(spark, *stage_inputs, settings)))
 
     ratings = spark.createDataFrame(events.assign(rating=1.0)).cache()
     als = ALS(rank=args.dim, maxIter=1, regParam=0.1, implicitPrefs=True, userCol="user", itemCol="item",
@@ -230,7 +260,8 @@ def main() -> None:
         print(f"{side:<52}{floors[dtype]:>10.2f}")
     if faiss_seconds is not None:
         print(f"{'(e) faiss IndexFlatIP, ' + str(args.cores) + ' threads, seen removed':<52}{faiss_seconds:>10.2f}")
-    for side, runs in (("(a)", our_runs), ("(a) no explain", plain_runs), ("(b)", als_runs),
+    print(f"{'(f) the data path alone (no scoring)':<52}{path:>10.2f}")
+    for side, runs in (("(a)", our_runs), ("(a) no explain", plain_runs), ("(f)", path_runs), ("(b)", als_runs),
                        *((("(e)", faiss_runs),) if faiss_seconds is not None else ())):
         print(f"{side} every run, s: warm-up {runs[0]:.2f}, then " + ", ".join(f"{t:.2f}" for t in runs[1:]))
     print(f"\npeak RSS of the largest Spark Python worker: {worker_rss:.0f} MB")
@@ -243,6 +274,9 @@ def main() -> None:
         print(f"  cross join / ours   {cross_seconds / ours:.1f}x")
     for dtype, floor in floors.items():
         print(f"  ours / {dtype} floor {ours / floor:.1f}x")
+    print(f"  data path / ours    {path / ours:.2f} (the share of (a) spent before any scoring)")
+    for dtype, floor in floors.items():
+        print(f"  (ours - data path) / {dtype} floor {(ours - path) / floor:.1f}x (what scoring adds)")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@
    over every column against best_fast_scores (group maxima, then np.argpartition over the best
    groups) at group sizes 8, 16 and 32, in bfloat16 and float32, on the scores of random unit vectors;
    then the group maxima searched directly (np.argpartition over every one) against through groups
-   of 4, 8 and 16 again (MAXIMA_GROUP);
+   of 4, 8 and 16 again (MAXIMA_GROUP); then the bfloat16 products of 64 blocks with the catalogue held
+   as rows (n, d) against held as contiguous columns (d, n);
 2. seen-item pairs deduplicated with np.unique against SeenItems.from_pairs (np.sort + diff), for
    10,000 users x 20 items;
 3. the broadcast plan's batch format: the stage's user frame (vectors, seen ids) through mapInPandas
@@ -59,9 +60,21 @@ def selection(items: int, dim: int, rows: int, k: int, repeats: int) -> None:
         topk.MAXIMA_GROUP = second
         print(f"{'':<10}maxima (group {default}) searched directly {timings[None] * 1e3:.2f} ms; through groups of "
               + ", ".join(f"{g}: {t * 1e3:.2f} ms ({timings[None] / t:.2f}x)" for g, t in timings.items() if g))
-    block, catalogue = torch.from_numpy(users).bfloat16(), torch.from_numpy(vectors).bfloat16()  # a worker caches the latter
-    product = best_seconds(lambda: block @ catalogue.T, repeats)
-    print(f"the bfloat16 product of the same block: {product * 1e3:.2f} ms")
+    # The bfloat16 products of a task's 64 blocks, one after another as a worker computes them, against
+    # the catalogue's bfloat16 copy (a worker caches it): held as rows (n, d) and multiplied through its
+    # transposed view, or held as contiguous columns (d, n), as fast_similarities holds it.
+    blocks = torch.from_numpy(unit_rows(rng, 64 * rows, dim)).bfloat16().split(rows)
+    catalogue = torch.from_numpy(vectors).bfloat16()
+    columns = catalogue.T.contiguous()
+
+    def products(catalogue_as) -> None:
+        for b in blocks:
+            b @ catalogue_as  # each block's scores freed before the next, as in the worker
+
+    as_rows = best_seconds(lambda: products(catalogue.T), repeats)
+    as_columns = best_seconds(lambda: products(columns), repeats)
+    print(f"the bfloat16 products of 64 such blocks: catalogue as rows (n, d) {as_rows * 1e3:.1f} ms, "
+          f"as columns (d, n) {as_columns * 1e3:.1f} ms: {as_rows / as_columns:.2f}x")
 
 
 def deduplication(items: int, repeats: int) -> None:

@@ -208,6 +208,24 @@ def test_bfloat16_and_float32_candidate_passes_give_identical_lists_and_scores()
         assert idx[rows == r].tolist() == brute_force(None, cat, set(seen[r].tolist()), 12, scores=full[r])
 
 
+def test_the_bfloat16_pass_multiplies_one_copy_of_the_catalogue_held_as_columns():
+    """The worker makes the catalogue's bfloat16 copy once and holds it as contiguous (d, n) columns
+    (the layout oneDNN multiplies fastest), equal to the vectors rounded to bfloat16."""
+    from segrec.udfs.topk.exact import fast_similarities
+
+    cat = catalogue(n=700, d=16, seed=4)
+    users = np.random.default_rng(5).standard_normal((9, 16)).astype(np.float32)
+    first = fast_similarities(users, cat, "cpu", "bfloat16")
+    columns = cat.derived["cpu:bfloat16:columns"]
+    assert columns.shape == (16, 700) and columns.is_contiguous() and columns.dtype == torch.bfloat16
+    torch.testing.assert_close(columns.float(), torch.from_numpy(cat.vectors).bfloat16().float().T, rtol=0, atol=0)
+    again = fast_similarities(users, cat, "cpu", "bfloat16")
+    assert cat.derived["cpu:bfloat16:columns"] is columns  # not copied again for the next block
+    assert first.shape == (9, 700) and first.dtype == torch.bfloat16 and torch.equal(first, again)
+    rounded = torch.from_numpy(users).bfloat16().float() @ columns.float()
+    assert (first.float() - rounded).abs().max() <= 2.0**-7 * rounded.abs().max()  # bfloat16 output rounding
+
+
 def test_crowded_rows_are_widened_until_proven(monkeypatch):
     """300 near-copies of one item sit within the bfloat16 error bound of each other: the first
     candidate pass cannot prove any list, so rows are widened, and the lists are still exact."""
