@@ -13,7 +13,8 @@ vary by up to ~30% from one to the next):
       item vectors, interactions) are read from parquet files, as `segrec run`'s recommend stage reads
       the previous stages' outputs (--inputs memory: from Spark's in-memory cache instead, from which
       the seen lists take about twice as long to build: benchmarks/topk_parts.py, part 4); with each
-      recommendation's reason (recommend.explain, the default), and timed again without it; with
+      recommendation's reason (recommend.explain, the default), and timed again without it, and again
+      in two tasks per core (the default on a cluster; a local master's is one per core); with
       --learned-parts the items carry learned parts, as trained towers' do, and the explained run also
       computes each score's learned part;
   (b) Spark ML ALS recommendForAllUsers at the same rank (fitted with one iteration, untimed; only the
@@ -98,14 +99,13 @@ def force(df) -> float:
 def data_path(spark, user_vectors, item_vectors, interactions, settings):
     """(f): the broadcast plan's frame of users through mapInArrow, each worker loading the catalogue
     as the stage's scorer does, and returning no rows."""
-    from segrec.jobs.recommend import OUTPUT_SCHEMA, Recommender, user_frame
-    from segrec.jobs.session import udf_partitions
+    from segrec.jobs.recommend import OUTPUT_SCHEMA, Recommender, scoring_tasks, user_frame
     from segrec.udfs.topk.catalogue import cached_catalogue
 
     recommender = Recommender(spark, item_vectors, interactions, None, settings)
     key, load = recommender.source
     users = user_frame(user_vectors, None, interactions, settings.exclude_seen,
-                       udf_partitions(spark, settings.partitions))
+                       scoring_tasks(spark, settings.partitions))
 
     def nothing(batches):
         cached_catalogue(key, load)
@@ -212,6 +212,9 @@ def main() -> None:
     # the same stage without each recommendation's reason (recommend.explain, on by default)
     unexplained = settings.model_copy(update={"explain": False})
     plain, plain_runs = best_of(args.repeats, lambda: force(recommendations(spark, *stage_inputs, None, unexplained)[0]))
+    # (a) in twice as many tasks, two per core: the default on a cluster (one per core on a local master)
+    doubled = settings.model_copy(update={"partitions": 2 * spark.sparkContext.defaultParallelism})
+    two_per_core, two_runs = best_of(args.repeats, lambda: force(recommendations(spark, *stage_inputs, None, doubled)[0]))
     worker_rss = python_worker_peak_rss_mb()
     path, path_runs = best_of(args.repeats, lambda: force(data_path(spark, *stage_inputs, settings)))
 
@@ -252,6 +255,7 @@ def main() -> None:
     print(f"{'side':<52}{'seconds':>10}")
     print(f"{'(a) segrec recommend (broadcast, ' + args.device + ', ' + precision + ' pass)':<52}{ours:>10.2f}")
     print(f"{'(a) without explanations (recommend.explain false)':<52}{plain:>10.2f}")
+    print(f"{'(a) in two tasks per core (recommend.partitions ' + str(doubled.partitions) + ')':<52}{two_per_core:>10.2f}")
     print(f"{'(b) ALS recommendForAllUsers, rank ' + str(args.dim):<52}{als_seconds:>10.2f}")
     shown = f"{cross_seconds:>10.2f}" if cross_seconds is not None else f"{'skipped':>10}"
     print(f"{'(c) Spark SQL cross join + window':<52}{shown}")
@@ -261,13 +265,15 @@ def main() -> None:
     if faiss_seconds is not None:
         print(f"{'(e) faiss IndexFlatIP, ' + str(args.cores) + ' threads, seen removed':<52}{faiss_seconds:>10.2f}")
     print(f"{'(f) the data path alone (no scoring)':<52}{path:>10.2f}")
-    for side, runs in (("(a)", our_runs), ("(a) no explain", plain_runs), ("(f)", path_runs), ("(b)", als_runs),
+    for side, runs in (("(a)", our_runs), ("(a) no explain", plain_runs), ("(a) two per core", two_runs),
+                       ("(f)", path_runs), ("(b)", als_runs),
                        *((("(e)", faiss_runs),) if faiss_seconds is not None else ())):
         print(f"{side} every run, s: warm-up {runs[0]:.2f}, then " + ", ".join(f"{t:.2f}" for t in runs[1:]))
     print(f"\npeak RSS of the largest Spark Python worker: {worker_rss:.0f} MB")
     print("\nratios (targets: (b)/(a) >= 10, (a)/(d) <= 2):")
     print(f"  ALS / ours          {als_seconds / ours:.1f}x")
     print(f"  explain on / off    {ours / plain:.2f}x (the cost of a reason beside every recommendation)")
+    print(f"  two / one per core  {two_per_core / ours:.2f}x (what one task per core saves on a local master)")
     if faiss_seconds is not None:
         print(f"  faiss / ours        {faiss_seconds / ours:.2f}x (users/s: ours / faiss; target >= 1.0)")
     if cross_seconds is not None:

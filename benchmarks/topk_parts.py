@@ -15,7 +15,11 @@
    against mapInArrow, each with an identity-like function returning k rows per user (the conversion
    cost alone, no scoring), local[2], best of --repeats;
 4. the seen-item lists (the stage's collect_set per user over the interactions) with the interactions
-   read from Spark's in-memory cache against read from parquet (benchmarks/topk.py's --inputs).
+   read from Spark's in-memory cache against read from parquet (benchmarks/topk.py's --inputs);
+5. three pieces of a block's scoring on one thread, each against the code it replaced: the bfloat16
+   group maxima as int16 keys (bfloat16_group_keys) against a bfloat16 amax; the bfloat16 products and
+   group maxima of 12,416 users in blocks sized for 6 bytes per score against 12 (block_rows); the exact
+   pass gathering EXACT_USERS users' candidates at a time against the whole block's at once.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import torch
 
 from common import best_seconds, local_spark, unit_rows  # (also puts the repository on sys.path)
 from segrec.udfs.topk import exact as topk
-from segrec.udfs.topk.catalogue import SeenItems
+from segrec.udfs.topk.catalogue import Catalogue, SeenItems
 
 
 def selection(items: int, dim: int, rows: int, k: int, repeats: int) -> None:
@@ -150,6 +154,49 @@ def batch_format(users: int, items: int, dim: int, k: int, repeats: int) -> None
     print(f"   from Spark's cache {cached:.3f} s, from parquet {parquet:.3f} s: {cached / parquet:.2f}x")
 
 
+def scoring(items: int, dim: int, k: int, repeats: int) -> None:
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(1)
+    vectors, count = unit_rows(rng, items, dim), topk.candidate_count(k, items) + 1
+    catalogue = Catalogue(item_ids=np.arange(items).astype(str), vectors=vectors)
+    columns = torch.from_numpy(vectors).T.bfloat16().contiguous()
+    old_rows, new_rows = (topk.block_rows(items, 64.0, k, dim, score_bytes=b) for b in (12, 6))
+    users = unit_rows(rng, 64 * old_rows, dim)
+    w = items // topk.GROUP
+    print(f"\n5. a block's scoring, 1 thread, {items} items x {dim}, k = {k} (ms)")
+
+    def grouped(scores):
+        return scores[:, : topk.GROUP * w].unflatten(1, (topk.GROUP, w))
+
+    scores = torch.from_numpy(users[:new_rows]).bfloat16() @ columns
+    as_bfloat16 = best_seconds(lambda: grouped(scores).amax(dim=1).float().numpy(), repeats)
+    as_keys = best_seconds(lambda: topk.bfloat16_group_keys(grouped(scores), count), repeats)
+    print(f"   group maxima of {new_rows} users: bfloat16 amax {as_bfloat16 * 1e3:.2f}, int16 keys "
+          f"{as_keys * 1e3:.2f}: {as_bfloat16 / as_keys:.2f}x")
+
+    def products(rows):
+        for start in range(0, len(users), rows):
+            topk.bfloat16_group_keys(grouped(torch.from_numpy(users[start : start + rows]).bfloat16() @ columns), count)
+
+    old_blocks, new_blocks = (best_seconds(lambda r=r: products(r), repeats) for r in (old_rows, new_rows))
+    print(f"   products and group maxima of {len(users)} users: blocks of {old_rows} (12 bytes per score) "
+          f"{old_blocks * 1e3:.1f}, of {new_rows} (6 bytes) {new_blocks * 1e3:.1f}: {old_blocks / new_blocks:.2f}x")
+    candidates = rng.integers(0, items, (new_rows, count - 1))
+    segments = np.full(new_rows, -1)
+
+    def exact():
+        return topk.exact_scores(users[:new_rows], candidates, segments, catalogue, "cpu", 0.0)[0]
+
+    chunk = topk.EXACT_USERS
+    chunked = best_seconds(exact, repeats)
+    topk.EXACT_USERS = new_rows  # the whole block in one gather, as before
+    whole, at_once = best_seconds(exact, repeats), exact()
+    topk.EXACT_USERS = chunk
+    assert np.array_equal(at_once, exact())  # the same sums either way
+    print(f"   exact pass of {new_rows} users x {count - 1} candidates: one gather {whole * 1e3:.2f}, "
+          f"{chunk} users at a time {chunked * 1e3:.2f}: {whole / chunked:.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=20_000)
@@ -163,6 +210,7 @@ def main() -> None:
     block = args.block or topk.block_rows(args.items, 64.0, args.k, args.dim)
     selection(args.items, args.dim, block, args.k, args.repeats)
     deduplication(args.items, args.repeats)
+    scoring(args.items, args.dim, args.k, args.repeats)
     if not args.skip_spark:
         batch_format(args.users, args.items, args.dim, args.k, args.repeats)
 

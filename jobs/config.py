@@ -299,7 +299,7 @@ class Recommend(_Section):
     user_block: int = Field(4096, ge=1, description="sharded plan: users per block scored against each shard")
     partitions: int | None = Field(
         None, ge=1, description="tasks that score users (broadcast plan) or (user block, item shard) pairs "
-        "(sharded plan); None: twice the default parallelism")
+        "(sharded plan); None: one per core on a local master, twice the default parallelism elsewhere")
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="auto: the task's GPU when Spark gave it one; cuda: GPU 0 without GPU scheduling"
     )

@@ -109,6 +109,11 @@ def udf_partitions(spark: SparkSession, configured: int | None) -> int:
     return configured or 2 * parallelism(spark)
 
 
+def on_local_master(spark: SparkSession) -> bool:
+    """A classic session on a ``local[...]`` master: every task runs on this one machine's cores."""
+    return has_spark_context(spark) and spark.sparkContext.master.startswith("local")
+
+
 def spread(df: DataFrame, partitions: int, *columns: str) -> DataFrame:
     """``df`` in ``partitions`` tasks by a hash of ``columns``, ahead of an expensive Python UDF.
 

@@ -37,3 +37,15 @@ def test_udf_stages_ask_twice_the_parallelism_unless_configured():
     session = ConnectLike({"spark.sql.shuffle.partitions": "auto"})
     assert udf_partitions(session, None) == 400
     assert udf_partitions(session, 7) == 7
+
+
+def test_scoring_tasks_one_per_core_on_a_local_master_twice_the_parallelism_elsewhere(spark):
+    from segrec.jobs.recommend import scoring_tasks
+
+    cores = spark.sparkContext.defaultParallelism
+    assert spark.sparkContext.master.startswith("local")
+    assert scoring_tasks(spark, None) == cores
+    assert scoring_tasks(spark, 7) == 7
+    connect = ConnectLike({"spark.sql.shuffle.partitions": "64"})  # no SparkContext: not a local master
+    assert scoring_tasks(connect, None) == 128
+    assert scoring_tasks(connect, 3) == 3

@@ -123,6 +123,12 @@ def test_grouped_fast_selection_keeps_the_topk_values(dtype, n):
     scores[3, n - 3 :] = 20.0  # the best past the last whole group
     scores[4, :] = 0.5  # every score tied
     scores[5, :count] = 30.0 + np.arange(count)  # the best each in its own group: every group needed
+    scores[6, :] = -1.0 - np.abs(scores[6, :])  # every score negative (bfloat16: keys ordered for negatives)
+    scores[7, :] = -1.0 - np.abs(scores[7, :])
+    scores[7, : count - 1] = 0.0  # one group too few with a maximum >= 0: its negatives decide the rest
+    scores[8, :] = -2.0
+    scores[8, :count] = -0.0  # -0.0 reads as a negative in bfloat16's bits
+    scores[8, count : 2 * count] = np.arange(count) / 10  # exactly count groups >= 0: the raw bits suffice
     tensor = torch.from_numpy(scores.astype(np.float32)).to(dtype)
     values, columns = best_fast_scores(tensor, count)
     expected = torch.topk(tensor, count, dim=1).values.float().numpy()
@@ -131,6 +137,32 @@ def test_grouped_fast_selection_keeps_the_topk_values(dtype, n):
     assert all(len(set(row.tolist())) == count for row in columns)  # no column twice
     assert set(columns[2, :GROUP].tolist()) == set((5 + w * np.arange(GROUP)).tolist())
     assert set(columns[3, :3].tolist()) == {n - 3, n - 2, n - 1}
+
+
+def test_bfloat16_group_keys_order_the_groups_as_their_maxima():
+    """int16 keys from bfloat16 bits: the ``count`` largest keys are the ``count`` largest maxima's
+    groups, for rows with enough maxima >= 0 (raw bits) and rows without (negatives' bits flipped)."""
+    from segrec.udfs.topk.exact import bfloat16_group_keys
+
+    rng = np.random.default_rng(11)
+    count, w = 5, 40
+    # distinct bfloat16 values (a permutation of an exactly representable grid), so maxima never tie
+    grid = (np.arange(-GROUP * w // 2, GROUP * w // 2) / 64).astype(np.float32)
+    rows = np.stack([rng.permutation(grid) for _ in range(6)])
+    rows[1] = -1.0 - np.abs(rows[1])  # all negative: every key from flipped bits
+    rows[2] = -1.0 - np.abs(rows[2])
+    rows[2, : count - 1] = np.arange(count - 1)  # one maximum >= 0 too few
+    rows[3] = -1.0 - np.abs(rows[3])
+    rows[3, :count] = np.arange(count)  # exactly count maxima >= 0
+    rows[4, ::2] = -np.inf  # masked items
+    groups = torch.from_numpy(rows).bfloat16().unflatten(1, (GROUP, w))
+    keys = bfloat16_group_keys(groups, count)
+    maxima = groups.amax(dim=1).float().numpy()
+    assert keys.dtype == np.int32 and keys.shape == (6, w)
+    for r in range(6):
+        assert set(np.argsort(-keys[r], kind="stable")[:count]) == set(np.argsort(-maxima[r], kind="stable")[:count])
+    for r in (1, 2):  # short rows: keys ordered as the maxima over every group
+        np.testing.assert_array_equal(np.argsort(keys[r], kind="stable"), np.argsort(maxima[r], kind="stable"))
 
 
 @pytest.mark.parametrize("n", [MAXIMA_GROUP * 60, MAXIMA_GROUP * 60 + 5, 30])  # whole groups, a tail, too few

@@ -26,11 +26,13 @@ if TYPE_CHECKING:
 # (benchmarks/topk_precision.py reports the share).
 SELECTION = {"users": 0, "widened": 0}
 
-def block_rows(n_items: int, block_mb: float, depth: int = 0, dim: int = 0) -> int:
-    """Users per block so that the block's memory stays under ``block_mb``: per user, about 3 score
-    rows of n_items float32, plus its first candidates' vectors gathered for the exact pass (float32,
-    and float64 working copies: 12 bytes per value)."""
-    per_user = max(n_items, 1) * 4 * 3 + candidate_count(depth, n_items) * dim * 12
+def block_rows(n_items: int, block_mb: float, depth: int = 0, dim: int = 0, score_bytes: int = 12) -> int:
+    """Users per block so that the block's memory stays under ``block_mb``: per user, ``score_bytes``
+    per item (12: about 3 score rows of float32, as a boost's sum makes them; 6 for a bfloat16 pass
+    without a boost: its 2-byte scores, a copy of the rows still to prove, their group maxima), plus its
+    first candidates' vectors gathered for the exact pass (float32, and float64 working copies: 12
+    bytes per value)."""
+    per_user = max(n_items, 1) * score_bytes + candidate_count(depth, n_items) * dim * 12
     return max(1, int(block_mb * 2**20 // per_user))
 
 
@@ -127,8 +129,7 @@ def fast_similarities(block: np.ndarray, catalogue: Catalogue, device: str, prec
         # The bfloat16 copy is held as contiguous columns (d, n), not rows multiplied through a transposed
         # view: oneDNN's bfloat16 products (AMX) ran 1.07-1.09x faster so (benchmarks/topk_parts.py,
         # part 1), at no extra memory, since the bfloat16 copy is made either way.
-        columns = _cached(catalogue, f"{device}:bfloat16:columns",
-                          lambda: catalogue_tensors(catalogue, device)[0].T.bfloat16().contiguous())
+        columns = _cached(catalogue, f"{device}:bfloat16:columns", lambda: _bfloat16_columns(catalogue, device))
         return torch.from_numpy(block).to(device).bfloat16() @ columns
     # torch's product, not numpy's: numpy's BLAS threads keep spinning after a product, and a profile
     # showed them slowing the torch steps that follow (selection, exact pass) on the CPU.
@@ -143,6 +144,17 @@ def fast_similarities(block: np.ndarray, catalogue: Catalogue, device: str, prec
         torch.set_float32_matmul_precision(prior)
 
 
+def _bfloat16_columns(catalogue: Catalogue, device: str) -> torch.Tensor:
+    """The catalogue rounded to bfloat16 as contiguous columns (d, n), converted straight into its one
+    allocation (``.T.bfloat16().contiguous()`` made a second bfloat16 copy on the way, which showed
+    in benchmarks/memory_bounds.py's peaks)."""
+    vectors, _ = catalogue_tensors(catalogue, device)
+    return torch.empty(vectors.shape[::-1], dtype=torch.bfloat16, device=vectors.device).copy_(vectors.T)
+
+
+EXACT_USERS = 16  # users per gather in exact_scores on the CPU
+
+
 def exact_scores(
     users: np.ndarray, candidates: np.ndarray, segments: np.ndarray, catalogue: Catalogue, device: str, weight: float
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -153,7 +165,12 @@ def exact_scores(
     with them), so a user's scores do not depend on its block, shard or precision.
     """
     if device == "cpu":
-        sims = np.einsum("pmd,pd->pm", catalogue.vectors[candidates], users, dtype=np.float64)
+        # A few users at a time, so that their gathered vectors are still in cache when einsum reads them
+        # (benchmarks/topk_parts.py, part 5, against one gather for the whole block).
+        sims = np.empty(candidates.shape)
+        for at in range(0, len(users), EXACT_USERS):
+            part = slice(at, at + EXACT_USERS)
+            sims[part] = np.einsum("pmd,pd->pm", catalogue.vectors[candidates[part]], users[part], dtype=np.float64)
     else:
         vectors, _ = catalogue_tensors(catalogue, device)
         gathered = vectors[torch.from_numpy(candidates).to(device)].double()
@@ -193,9 +210,11 @@ def top_k(
     """
     k, weight, block_mb, device = settings.depth, settings.popularity_weight, settings.block_mb, settings.device
     n, dim = catalogue.vectors.shape
-    step = block_rows(n, block_mb, k, dim)
     _, popularity = catalogue_tensors(catalogue, device)
     use_boost = weight > 0 and popularity is not None
+    # Larger blocks for 2-byte scores: AMX's bfloat16 products ran faster on blocks of 290 users than
+    # of 194 (benchmarks/topk_parts.py, part 5).
+    step = block_rows(n, block_mb, k, dim, score_bytes=6 if settings.precision == "bfloat16" and not use_boost else 12)
     norms = _cached(catalogue, "norms", lambda: item_norms(catalogue.vectors))
     boost_max = weight * float(catalogue.popularity.max(initial=0.0)) if use_boost else 0.0
     for start in range(0, len(users), step):
@@ -218,19 +237,15 @@ def top_k(
             return excluded_score_bound(settings.precision, vectors[rows], norms, fast_cut, boost_max=boost_max)
 
         block = _Block(vectors, block_segments, scores, np.minimum(k, unseen), unseen, bound)
-        picks = _select_block(block, catalogue, settings, k)
-        flat_rows = np.repeat(np.arange(start, start + b), [len(p[0]) for p in picks])
-        idx, sims, boosts = (np.concatenate([p[j] for p in picks]) for j in range(3))
-        yield flat_rows, idx + catalogue.offset, sims + boosts, sims, boosts
+        rows, idx, sims, boosts = _select_block(block, catalogue, settings, k)
+        yield rows + start, idx + catalogue.offset, sims + boosts, sims, boosts
 
 
-def _select_block(block: _Block, catalogue: Catalogue, settings: TopKSettings, k: int) -> list[tuple]:
-    """Per block row, (positions, similarities, boosts) of its best items: rows are selected from their
-    best ``m`` fast scores and widened until every row is proven exact."""
+def _select_block(block: _Block, catalogue: Catalogue, settings: TopKSettings, k: int) -> tuple[np.ndarray, ...]:
+    """Flat (block rows, positions, similarities, boosts) of each row's best items, ordered by row then
+    rank: rows are selected from their best ``m`` fast scores and widened until every row is proven exact."""
     n, dim = catalogue.vectors.shape
-    picks: list = [None] * len(block.take)
-    for r in np.flatnonzero(block.take == 0):
-        picks[r] = (np.empty(0, np.int64), np.empty(0), np.empty(0))
+    found: list[tuple[np.ndarray, ...]] = []
     pending = np.flatnonzero(block.take > 0)
     m = candidate_count(k, n)
     SELECTION["users"] += len(pending)
@@ -240,8 +255,7 @@ def _select_block(block: _Block, catalogue: Catalogue, settings: TopKSettings, k
         for at in range(0, len(pending), chunk):
             rows = pending[at : at + chunk]
             proven, picked, need = _select(block, rows, m, catalogue, settings)
-            for row, pick in picked:
-                picks[row] = pick
+            found.append(picked)
             unproven.append(rows[~proven])
             needed.append(need[~proven])
         pending = np.concatenate(unproven)
@@ -250,7 +264,12 @@ def _select_block(block: _Block, catalogue: Catalogue, settings: TopKSettings, k
         if len(pending):
             # Widen to what the bound says the unproven rows need, and at least double.
             m = min(n, max(2 * m, int(np.concatenate(needed).max()) + 1))
-    return picks
+    if not found:
+        return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0), np.empty(0)
+    rows, positions, sims, boosts = (np.concatenate([f[j] for f in found]) for j in range(4))
+    # A row is proven in one pass only, so a stable sort by row keeps each row's items in rank order.
+    order = np.argsort(rows, kind="stable")
+    return rows[order], positions[order], sims[order], boosts[order]
 
 
 GROUP = 8  # columns per group in best_fast_scores (benchmarks/topk_parts.py, part 1, compares 8, 16 and 32)
@@ -272,7 +291,10 @@ def best_fast_scores(scores: torch.Tensor, count: int) -> tuple[np.ndarray, np.n
     if scores.device.type != "cpu" or w < 4 * count:
         values, columns = torch.topk(scores, count, dim=1, sorted=True)
         return values.float().cpu().numpy(), columns.cpu().numpy()
-    maxima = scores[:, : GROUP * w].unflatten(1, (GROUP, w)).amax(dim=1).float().numpy()
+    if scores.dtype == torch.bfloat16:
+        maxima = bfloat16_group_keys(scores[:, : GROUP * w].unflatten(1, (GROUP, w)), count)
+    else:
+        maxima = scores[:, : GROUP * w].unflatten(1, (GROUP, w)).amax(dim=1).float().numpy()
     columns = _group_columns(largest_columns(maxima, count), w, GROUP, n)
     values = scores.gather(1, torch.from_numpy(columns)).float().numpy()
     best = np.argpartition(values, values.shape[1] - count, axis=1)[:, values.shape[1] - count :]
@@ -281,12 +303,32 @@ def best_fast_scores(scores: torch.Tensor, count: int) -> tuple[np.ndarray, np.n
     return np.take_along_axis(values, order, axis=1), np.take_along_axis(columns, order, axis=1)
 
 
+def bfloat16_group_keys(groups: torch.Tensor, count: int) -> np.ndarray:
+    """Per row of ``groups`` (b, GROUP, w) bfloat16 and per group, an integer key whose ``count`` largest
+    are the ``count`` largest group maxima, as best_fast_scores needs them.
+
+    A bfloat16's bits, read as int16, are ordered as its values for values >= 0, and every negative
+    value (sign bit set) reads below them. So the largest raw bits of a group are its maximum whenever
+    that maximum is >= 0, and a row with at least ``count`` such groups gets their ``count`` largest
+    right: the groups left out have lower maxima, negative or not. torch's int16 amax ran about twice
+    as fast as its bfloat16 one (benchmarks/topk_parts.py, part 5). Rows with fewer (a user whose scores
+    are mostly negative) use keys ordered for every value: the magnitude bits of negatives flipped."""
+    bits = groups.view(torch.int16)
+    keys = bits.amax(dim=1).numpy()
+    short = np.count_nonzero(keys >= 0, axis=1) < count
+    if short.any():
+        negatives = bits[torch.from_numpy(short)]
+        keys[short] = (negatives ^ ((negatives >> 15) & 0x7FFF)).amax(dim=1).numpy()
+    # as int32: np.argpartition (largest_columns) ran faster on 32-bit keys than on 16-bit ones
+    return keys.astype(np.int32)
+
+
 MAXIMA_GROUP = 8  # the second level's group size (benchmarks/topk_parts.py, part 1)
 
 
 def largest_columns(values: np.ndarray, count: int) -> np.ndarray:
-    """Per row of ``values`` (float32), the columns of its ``count`` largest values, in no order (among
-    equal values, any). The group maxima of best_fast_scores are searched the same way again: the
+    """Per row of ``values`` (float32, or bfloat16_group_keys' integers), the columns of its ``count``
+    largest values, in no order (among equal values, any). The group maxima of best_fast_scores are searched the same way again: the
     best of MAXIMA_GROUP strided groups, so np.argpartition reads a fraction of each row (over every
     column it cost more than the product's group maxima themselves)."""
     b, n = values.shape
@@ -313,10 +355,11 @@ def _group_columns(groups: np.ndarray, w: int, group: int, n: int) -> np.ndarray
 
 def _select(
     block: _Block, rows: np.ndarray, m: int, catalogue: Catalogue, settings: TopKSettings
-) -> tuple[np.ndarray, list[tuple[int, tuple]], np.ndarray]:
+) -> tuple[np.ndarray, tuple[np.ndarray, ...], np.ndarray]:
     """The best ``block.take`` items of each of ``rows`` (block rows) from their ``m`` best fast scores,
-    rescored exactly. Returns per row whether this proves it exact, the proven rows' (row, (positions,
-    similarities, boosts)), and per unproven row the candidate count the bound says could prove it."""
+    rescored exactly. Returns per row whether this proves it exact, the proven rows' (rows, positions,
+    similarities, boosts) as flat arrays by row then rank, and per unproven row the candidate count the
+    bound says could prove it."""
     # rows is an ordered subset of the block's rows: all of them needs no copy.
     scores = block.scores
     row_scores = scores if len(rows) == len(scores) else scores[torch.from_numpy(rows).to(scores.device)]
@@ -334,8 +377,8 @@ def _select(
     kth = exact[np.arange(len(rows)), want - 1]
     # Every unseen item is a candidate, or no item left out can reach the k-th exact score.
     proven = (block.unseen[rows] <= m) | (cut + block.bound(rows, cut) < kth)
-    picked = [(rows[j], (candidates[j, : want[j]], sims[j, : want[j]], boosts[j, : want[j]]))
-              for j in np.flatnonzero(proven)]
+    keep = proven[:, None] & (np.arange(candidates.shape[1]) < want[:, None])  # row-major: by row, then rank
+    picked = (np.broadcast_to(rows[:, None], keep.shape)[keep], candidates[keep], sims[keep], boosts[keep])
     needed = np.zeros(len(rows), np.int64)
     if not proven.all():
         reach = torch.from_numpy(kth - block.bound(rows, kth)).to(device=settings.device, dtype=torch.float32)
