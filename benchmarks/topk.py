@@ -214,7 +214,8 @@ def main() -> None:
     plain, plain_runs = best_of(args.repeats, lambda: force(recommendations(spark, *stage_inputs, None, unexplained)[0]))
     # (a) in twice as many tasks, two per core: the default on a cluster (one per core on a local master)
     doubled = settings.model_copy(update={"partitions": 2 * spark.sparkContext.defaultParallelism})
-    two_per_core, two_runs = best_of(args.repeats, lambda: force(recommendations(spark, *stage_inputs, None, doubled)[0]))
+    two_per_core, two_runs = best_of(
+        args.repeats, lambda: force(recommendations(spark, *stage_inputs, None, doubled)[0]))
     worker_rss = python_worker_peak_rss_mb()
     path, path_runs = best_of(args.repeats, lambda: force(data_path(spark, *stage_inputs, settings)))
 
@@ -255,7 +256,8 @@ def main() -> None:
     print(f"{'side':<52}{'seconds':>10}")
     print(f"{'(a) segrec recommend (broadcast, ' + args.device + ', ' + precision + ' pass)':<52}{ours:>10.2f}")
     print(f"{'(a) without explanations (recommend.explain false)':<52}{plain:>10.2f}")
-    print(f"{'(a) in two tasks per core (recommend.partitions ' + str(doubled.partitions) + ')':<52}{two_per_core:>10.2f}")
+    two_side = f"(a) in two tasks per core (recommend.partitions {doubled.partitions})"
+    print(f"{two_side:<52}{two_per_core:>10.2f}")
     print(f"{'(b) ALS recommendForAllUsers, rank ' + str(args.dim):<52}{als_seconds:>10.2f}")
     shown = f"{cross_seconds:>10.2f}" if cross_seconds is not None else f"{'skipped':>10}"
     print(f"{'(c) Spark SQL cross join + window':<52}{shown}")
