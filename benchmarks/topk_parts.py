@@ -159,8 +159,10 @@ def scoring(items: int, dim: int, k: int, repeats: int) -> None:
     rng = np.random.default_rng(1)
     vectors, count = unit_rows(rng, items, dim), topk.candidate_count(k, items) + 1
     catalogue = Catalogue(item_ids=np.arange(items).astype(str), vectors=vectors)
-    columns = torch.from_numpy(vectors).T.bfloat16().contiguous()
-    old_rows, new_rows = (topk.block_rows(items, 64.0, k, dim, score_bytes=b) for b in (12, 6))
+    columns = topk.bfloat16_columns(catalogue, "cpu")  # the worker's copy, as fast_similarities holds it
+    # blocks as the stage sized them before (12 bytes per score) and sizes them now without a boost (6)
+    old_rows, new_rows = (topk.block_rows(items, 64.0, k, dim, topk.bytes_per_score("bfloat16", boost))
+                          for boost in (True, False))
     users = unit_rows(rng, 64 * old_rows, dim)
     w = items // topk.GROUP
     print(f"\n5. a block's scoring, 1 thread, {items} items x {dim}, k = {k} (ms)")
@@ -201,13 +203,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=20_000)
     parser.add_argument("--dim", type=int, default=384)
-    parser.add_argument("--block", type=int, help="users per block (default: the stage's block_rows at block_mb 64)")
+    parser.add_argument("--block", type=int, help="users per block in part 1 (default: the stage's for a bfloat16 pass at block_mb 64)")
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--users", type=int, default=50_000, help="users through Spark in part 3")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--skip-spark", action="store_true")
     args = parser.parse_args()
-    block = args.block or topk.block_rows(args.items, 64.0, args.k, args.dim)
+    block = args.block or topk.block_rows(args.items, 64.0, args.k, args.dim, topk.bytes_per_score("bfloat16", False))
     selection(args.items, args.dim, block, args.k, args.repeats)
     deduplication(args.items, args.repeats)
     scoring(args.items, args.dim, args.k, args.repeats)

@@ -6,7 +6,8 @@ import torch
 
 from segrec.udfs.topk.batches import recommend_frame
 from segrec.udfs.topk.catalogue import Catalogue, SeenItems
-from segrec.udfs.topk.exact import GROUP, MAXIMA_GROUP, PRECISIONS, best_fast_scores, block_rows, largest_columns, top_k
+from segrec.udfs.topk.exact import (GROUP, MAXIMA_GROUP, PRECISIONS, best_fast_scores, block_rows, bytes_per_score,
+                                     largest_columns, top_k)
 from segrec.udfs.topk.settings import TopKSettings
 
 
@@ -68,6 +69,10 @@ def test_block_size_does_not_change_results():
     seen = [np.array([], np.int64)] * 30
     big = [r[1].tolist() for r in per_user(top_k(users, np.full(30, -1), SeenItems.from_lists(seen), cat, TopKSettings(k=7, popularity_weight=0.0, block_mb=64)))]
     assert block_rows(200, 0.001) == 1
+    # 2-byte scores (a bfloat16 pass without a boost) are counted at 6 bytes, float32 ones with a boost at 12
+    assert block_rows(20_000, 64, score_bytes=bytes_per_score("bfloat16", False)) == 64 * 2**20 // (20_000 * 6)
+    assert block_rows(20_000, 64) == 64 * 2**20 // (20_000 * 12)
+    assert bytes_per_score("bfloat16", True) == bytes_per_score("float32", False) == 12
     tiny = [r[1].tolist() for r in per_user(top_k(users, np.full(30, -1), SeenItems.from_lists(seen), cat, TopKSettings(k=7, popularity_weight=0.0, block_mb=0.001)))]
     assert len(big) == 30
     assert big == tiny

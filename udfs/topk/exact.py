@@ -36,6 +36,13 @@ def block_rows(n_items: int, block_mb: float, depth: int = 0, dim: int = 0, scor
     return max(1, int(block_mb * 2**20 // per_user))
 
 
+def bytes_per_score(precision: str, boost: bool) -> int:
+    """block_rows' bytes per (user, item) score: 6 for a bfloat16 pass without a boost (2-byte scores),
+    else 12 (the boost's float32 sum). The larger blocks this gives bfloat16 matter: AMX's products
+    ran faster on blocks of 296 users than of 193 (benchmarks/topk_parts.py, part 5)."""
+    return 6 if precision == "bfloat16" and not boost else 12
+
+
 # Extra candidates in the first pass, beyond depth + depth // 2: benchmarks/topk_precision.py --margins
 # compares margins (how many users each widens, and the time); 8 was the fastest, and without the
 # depth // 2 term most users needed widening at large k.
@@ -129,7 +136,7 @@ def fast_similarities(block: np.ndarray, catalogue: Catalogue, device: str, prec
         # The bfloat16 copy is held as contiguous columns (d, n), not rows multiplied through a transposed
         # view: oneDNN's bfloat16 products (AMX) ran 1.07-1.09x faster so (benchmarks/topk_parts.py,
         # part 1), at no extra memory, since the bfloat16 copy is made either way.
-        columns = _cached(catalogue, f"{device}:bfloat16:columns", lambda: _bfloat16_columns(catalogue, device))
+        columns = _cached(catalogue, f"{device}:bfloat16:columns", lambda: bfloat16_columns(catalogue, device))
         return torch.from_numpy(block).to(device).bfloat16() @ columns
     # torch's product, not numpy's: numpy's BLAS threads keep spinning after a product, and a profile
     # showed them slowing the torch steps that follow (selection, exact pass) on the CPU.
@@ -144,7 +151,7 @@ def fast_similarities(block: np.ndarray, catalogue: Catalogue, device: str, prec
         torch.set_float32_matmul_precision(prior)
 
 
-def _bfloat16_columns(catalogue: Catalogue, device: str) -> torch.Tensor:
+def bfloat16_columns(catalogue: Catalogue, device: str) -> torch.Tensor:
     """The catalogue rounded to bfloat16 as contiguous columns (d, n), converted straight into its one
     allocation (``.T.bfloat16().contiguous()`` made a second bfloat16 copy on the way, which showed
     in benchmarks/memory_bounds.py's peaks)."""
@@ -212,9 +219,7 @@ def top_k(
     n, dim = catalogue.vectors.shape
     _, popularity = catalogue_tensors(catalogue, device)
     use_boost = weight > 0 and popularity is not None
-    # Larger blocks for 2-byte scores: AMX's bfloat16 products ran faster on blocks of 296 users than
-    # of 193 (benchmarks/topk_parts.py, part 5).
-    step = block_rows(n, block_mb, k, dim, score_bytes=6 if settings.precision == "bfloat16" and not use_boost else 12)
+    step = block_rows(n, block_mb, k, dim, bytes_per_score(settings.precision, use_boost))
     norms = _cached(catalogue, "norms", lambda: item_norms(catalogue.vectors))
     boost_max = weight * float(catalogue.popularity.max(initial=0.0)) if use_boost else 0.0
     for start in range(0, len(users), step):
