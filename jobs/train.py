@@ -36,6 +36,7 @@ from segrec.jobs.errors import InputError
 from segrec.jobs.feedback import with_feedback_weight
 from segrec.jobs.io import OutputStore, local_path
 from segrec.jobs.profile import sum_vectors, text_side
+from segrec.udfs.device import job_uses_gpus
 from segrec.udfs.tower_training import TrainJob, train_process
 from segrec.udfs.towers import TowerSettings, TowerWeights
 
@@ -180,10 +181,20 @@ def on_driver(spark: SparkSession, train: Train) -> bool:
     return train.local_mode == "driver" or (train.local_mode == "auto" and master.startswith("local"))
 
 
+def scheduled_gpus(spark: SparkSession, driver: bool) -> float:
+    """GPUs Spark gives each training process: the driver's (local mode) or each task's (executors)."""
+    key = "spark.driver.resource.gpu.amount" if driver else "spark.task.resource.gpu.amount"
+    return float(spark.conf.get(key, "0") or 0)
+
+
 def distributor(spark: SparkSession, train: Train):
+    """TorchDistributor for ``train``: asked for GPUs where ``train.device`` wants them and Spark
+    schedules them (``auto`` on a GPU cluster trains on the executors' GPUs)."""
     from pyspark.ml.torch.distributor import TorchDistributor
 
-    return TorchDistributor(num_processes=train.processes, local_mode=on_driver(spark, train), use_gpu=train.device == "cuda")
+    driver = on_driver(spark, train)
+    use_gpu = job_uses_gpus(train.device, scheduled_gpus(spark, driver))
+    return TorchDistributor(num_processes=train.processes, local_mode=driver, use_gpu=use_gpu)
 
 
 def threads_per_process(spark: SparkSession, train: Train, driver: bool) -> int:

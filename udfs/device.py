@@ -88,6 +88,13 @@ def native_bfloat16() -> bool:
     return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
 
 
+def job_uses_gpus(setting: str, gpus_per_task: float) -> bool:
+    """The rule of :func:`task_device`, asked on the driver before a job's tasks start (barrier tasks
+    of TorchDistributor): ``cuda`` always; ``auto`` when Spark schedules at least one GPU per task
+    (``spark.task.resource.gpu.amount``, or the driver's GPUs for a job run on the driver); ``cpu`` never."""
+    return setting == "cuda" or (setting == "auto" and gpus_per_task >= 1)
+
+
 def task_device(setting: str) -> str:
     """Where a task computes: ``auto``, its GPU when Spark gave it one; ``cuda``, GPU 0 whatever Spark
     scheduled (local mode on a GPU machine, single-GPU nodes). Without CUDA both fall back to the CPU
