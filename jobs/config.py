@@ -253,19 +253,36 @@ class Train(_Section):
 
 class Segment(_Section):
     mode: Literal["fit", "assign"] = Field("fit", description="assign: place users with a saved model")
-    k: int | Literal["auto"] = Field("auto", description="a number of segments, or auto")
-    k_min: int = Field(2, ge=2)
+    algorithm: Literal["kmeans", "bisecting"] = Field(
+        "kmeans", description="kmeans: flat segments; bisecting: MLlib BisectingKMeans, each segment under one of "
+        "`parents` broad segments")
+    parents: int = Field(4, ge=2, description="bisecting: the number of broad segments the segments drill down from")
+    k: int | Literal["auto"] = Field(
+        "auto", description="a number of segments, or auto: the most segments in [k_min, k_max] that all come back "
+        "in bootstrap refits (see min_stability)")
+    k_min: int = Field(4, ge=2)
     k_max: int = Field(12, ge=2)
-    sample_fraction: float = Field(1.0, gt=0.0, le=1.0, description="users sampled to score k by silhouette")
+    bootstrap: int = Field(
+        20, ge=1, description="refits on bootstrap samples of users that score each segment's Jaccard stability")
+    min_stability: float = Field(
+        0.75, gt=0.0, le=1.0, description="a segment is reproducible when its mean bootstrap Jaccard reaches this "
+        "(Hennig 2007: 0.75)")
+    stability_users: int = Field(
+        20000, ge=10, description="users (a seeded sample) on which each k is fitted and bootstrapped; bounds "
+        "the cost of choosing k")
     seed: int = 42
     max_iter: int = Field(40, ge=1)
     tol: float = Field(1e-4, gt=0)
     temperature: float = Field(0.05, gt=0, description="softmax temperature over cosine for memberships")
     label_terms: int = Field(8, ge=1, le=50)
     top_items: int = Field(5, ge=1, le=50)
+    min_lift: float = Field(
+        1.2, ge=1.0, description="a label term or engaged item must be this many times as common in the segment "
+        "as in the whole population")
+    interest_terms: int = Field(10, ge=1, le=100, description="interest tags kept per user (user_interests)")
     min_term_users: int = Field(
-        5, ge=1, description="a label term or engaged item is shown for a segment only when at least this many "
-        "of its users wrote or engaged with it (so no portrait singles a person out)",
+        5, ge=1, description="a label term, engaged item or interest tag is shown only when at least this many "
+        "users (of the segment, for a segment's portrait) wrote or engaged with it, so none singles a person out",
     )
     model_path: str | None = Field(None, description="assign mode: a saved model; None: this output's")
 

@@ -40,8 +40,9 @@ from segrec.jobs.list_metrics import Reference, list_metrics, long_tail_items, r
 from segrec.jobs.metrics import ranking_metrics
 from segrec.jobs.profile import user_vectors
 from segrec.jobs.recommend import Recommender
-from segrec.jobs.segment import assign_segments, features, fit, silhouette_curve
+from segrec.jobs.segment import assign_segments, centres_of, features, fit
 from segrec.jobs.split import holdout_split
+from segrec.jobs.targeting import targeting_report
 from segrec.jobs.train import fit_towers, learned_item_vectors, learned_user_vectors, tuned
 
 log = logging.getLogger("segrec")
@@ -74,7 +75,8 @@ class OurModel:
     profiles: DataFrame
     segments: DataFrame
     centroids: np.ndarray
-    curve: dict[int, float] | None
+    curve: dict[int, dict] | None  # the stability curve k was chosen on (k auto)
+    stability: dict  # the segments' own bootstrap stability figures
     lists: dict[float, DataFrame] = field(default_factory=dict)
 
 
@@ -127,17 +129,27 @@ def build_profiles(config: Config, scratch: Scratch, data: Inputs, tag: str) -> 
     return scratch.keep(profiles, f"{tag}-profiles").where(F.col("vector").isNotNull())
 
 
+def build_segments(
+    spark: SparkSession, config: Config, scratch: Scratch, profiles: DataFrame, tag: str
+) -> tuple[DataFrame, np.ndarray, dict[int, dict] | None, dict]:
+    """Segments of ``profiles`` as the segment stage fits them (always fitted: a saved model may have
+    seen held-out data): (segments, centroids, stability curve or None, their stability figures)."""
+    feats = features(profiles).cache()
+    model, curve, shipped = fit(spark, feats, config.segment, feats.count())
+    feats.unpersist()
+    centroids = centres_of(model)
+    segments = scratch.keep(assign_segments(profiles, centroids, config.segment.temperature), f"{tag}-segments")
+    return segments, centroids, curve, shipped
+
+
 def build_ours(
     spark: SparkSession, config: Config, scratch: Scratch, data: Inputs, profiles: DataFrame,
     weights: list[float], k: int, tag: str,
 ) -> OurModel:
     """Segments (always fitted: a saved model may have seen held-out data), then one list per weight."""
     feats = features(profiles).cache()
-    model, curve = fit(feats, config.segment, feats.count())
-    feats.unpersist()
-    centroids = np.array(model.clusterCenters(), dtype=np.float32)
-    segments = scratch.keep(assign_segments(profiles, centroids, config.segment.temperature), f"{tag}-segments")
-    ours = OurModel(profiles, segments, centroids, curve)
+    segments, centroids, curve, shipped = build_segments(spark, config, scratch, profiles, tag)
+    ours = OurModel(profiles, segments, centroids, curve, shipped)
     # One catalogue for the whole weight grid: counted, collected and shipped to the workers once.
     recommender = Recommender(spark, data.item_vectors, data.train, segments, config.recommend, scratch.matrix_dir,
                               with_popularity=max(weights) > 0)
@@ -157,9 +169,11 @@ def build_trained(
                                 tuned(config.train, cell), tag=f"eval-{tag}-towers")
     items = scratch.keep(learned_item_vectors(data.item_vectors, model), f"{tag}-learned-items")
     users = learned_user_vectors(data.users, data.train, items, data.text_vectors, model, config)
-    users = scratch.keep(data.only_scored(users), f"{tag}-learned-users").where(F.col("vector").isNotNull())
+    # every user's learned vector (the learned-space segments need them all); lists for the scored ones
+    users = scratch.keep(users, f"{tag}-learned-users").where(F.col("vector").isNotNull())
     settings = config.recommend.topk(k=k, popularity_weight=0.0, explain=False)
-    recs = Recommender(spark, items, data.train, None, config.recommend, scratch.matrix_dir).recommend(users, settings)
+    recommender = Recommender(spark, items, data.train, None, config.recommend, scratch.matrix_dir)
+    recs = recommender.recommend(data.only_scored(users), settings)
     figures = {**figures, "model_id": model.model_id, "curve": model.curve}
     return scratch.keep(recs, f"{tag}-trained-recs"), figures, (users, items)
 
@@ -292,6 +306,21 @@ def without_new_items(train: DataFrame, share: float, seed: int) -> tuple[DataFr
 # --------------------------------------------------------------------------------- scoring
 
 
+def segment_figures(
+    segments: DataFrame, stability: dict, curve: dict[int, dict] | None, data: Inputs, held: DataFrame, config: Config
+) -> dict:
+    """Bootstrap stability of each segment, the curve k was chosen on, and the targeting lift of each
+    segment (and of random segments of the same sizes) on the held-out rows."""
+    return {
+        "k": len(stability["stability"]),
+        "stability": stability["stability"],
+        "mean_stability": stability["mean_stability"],
+        "reproducible_segments": stability["reproducible"],
+        "stability_by_k": curve,
+        "targeting": targeting_report(segments, data.train, held, config.segment, config.evaluate.seed),
+    }
+
+
 def score(recs: DataFrame, held: DataFrame, ref: Reference, slices: dict[str, DataFrame], ks: list[int]) -> dict:
     """Ranking metrics, list metrics and slices of one model's lists, over the users with held-out items."""
     recs = recs.join(held.select("user_id").distinct(), on="user_id", how="left_semi")
@@ -378,10 +407,12 @@ def evaluate_with(ctx: RunContext, scratch: Scratch) -> dict:
                                                settings.ks).items():
             models[name]["cold_items_only"] = figures
 
-    curve = ours.curve if ours.curve is not None else silhouette_curve(
-        features(ours.profiles), config.segment, ours.profiles.count())
+    scratch.progress("evaluate: segments and their targeting lift")
     quality = segment_quality(ours.profiles, ours.segments, ours.centroids)
-    quality["silhouette_by_k"] = curve
+    quality.update(segment_figures(ours.segments, ours.stability, ours.curve, data, held, config))
+    if "trained" in vectors:  # the learned space, where `run` ships its segments
+        learned = build_segments(spark, config, scratch, vectors["trained"][0], "learned")
+        quality["learned"] = segment_figures(learned[0], learned[3], learned[2], data, held, config)
     document = {
         "run_id": store.run_id,
         "split": split,

@@ -35,7 +35,7 @@ EVALUATION_DIR = "evaluation"
 # Every dataset a run can write under output.path (or as a catalog table).
 DATASETS = (
     "items", "users", "interactions", "rejects", "item_vectors", "text_vectors", "trained_item_vectors",
-    "user_vectors", "segments", "segment_summary", "recommendations",
+    "user_vectors", "segments", "segment_summary", "user_interests", "recommendations",
 )
 
 # evaluate rebuilds profiles, segments and lists itself (on training rows only), but reads the validated

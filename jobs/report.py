@@ -170,16 +170,40 @@ def markdown(document: dict, k: int) -> str:
         "",
         "## Segments (fitted on the training rows)",
         "",
-        f"k={quality['k']}, cosine silhouette {_value(quality['silhouette'])}, Davies–Bouldin {_value(quality['davies_bouldin'])}; "
-        "sizes " + ", ".join(f"{s}: {n}" for s, n in quality["sizes"].items()) + ".",
+        f"Text space: k={quality['k']}, cosine silhouette {_value(quality['silhouette'])}, Davies–Bouldin "
+        f"{_value(quality['davies_bouldin'])}.",
         "",
-        "Silhouette by k: " + ", ".join(f"{c}: {v:.3f}" for c, v in quality["silhouette_by_k"].items()),
-        "",
-        "![silhouette](plots/silhouette_by_k.png) ![sizes](plots/segment_sizes.png)",
+        *segment_section("text space (frozen text vectors)", quality),
+        *(segment_section("learned space (the trained towers, what `run` ships)", quality["learned"])
+          if "learned" in quality else []),
+        "![segments](plots/segments.png) ![stability](plots/stability_by_k.png)",
         "![projection](plots/user_projection.png) ![metrics](plots/metrics_vs_baselines.png)",
         "",
     ]
     return "\n".join(parts)
+
+
+def segment_section(title: str, figures: dict) -> list[str]:
+    """Each segment's stability and targeting lift beside random segments of the same sizes."""
+    ours, chance = figures["targeting"]["segments"], figures["targeting"]["random"]
+    rows = [[str(row["segment_id"]), str(row["members"]), _value(j), row["top_items"], row["member_rate"],
+             row["everyone_rate"], _value(row["lift"])]
+            for row, j in zip(ours["segments"], figures["stability"])]
+    curve = figures.get("stability_by_k") or {}
+    lines = [
+        f"Segments in the {title}: k={figures['k']}, {figures['reproducible_segments']} reproducible "
+        f"(bootstrap Jaccard >= the threshold), size-weighted mean stability {_value(figures['mean_stability'])}. "
+        f"Mean targeting lift {_value(ours['mean_lift'])}; random segments of the same sizes "
+        f"{_value(chance['mean_lift'])} (same run).",
+        "",
+        markdown_table(["segment", "members evaluated", "stability", "top items", "member response",
+                        "everyone's response", "targeting lift"], rows),
+        "",
+    ]
+    if curve:
+        lines += ["Stability by k (reproducible segments / k, mean Jaccard): " + ", ".join(
+            f"{k}: {c['reproducible']}/{k} {c['mean_stability']:.2f}" for k, c in curve.items()), ""]
+    return lines
 
 
 def cold_item_section(document: dict, models: list[str], k: int) -> list[str]:
@@ -257,17 +281,33 @@ def plot_all(document: dict, points: pd.DataFrame, directory: str) -> list[str]:
         plt.close(fig)
         written.append(path)
 
-    curve = document["segments"]["silhouette_by_k"]
+    spaces = {"text": document["segments"]}
+    if "learned" in document["segments"]:
+        spaces["learned"] = document["segments"]["learned"]
     fig, ax = plt.subplots(figsize=(5, 3.2))
-    ax.plot([int(c) for c in curve], list(curve.values()), marker="o")
-    ax.set(xlabel="k", ylabel="cosine silhouette", title="Silhouette by k (training users)")
-    save(fig, "silhouette_by_k.png")
+    for name, figures in spaces.items():
+        curve = figures.get("stability_by_k") or {}
+        ax.plot([int(k) for k in curve], [c["mean_stability"] for c in curve.values()], marker="o", label=name)
+    ax.set(xlabel="k", ylabel="mean bootstrap Jaccard", title="Segment stability by k (training users)")
+    ax.legend(fontsize=7)
+    save(fig, "stability_by_k.png")
 
-    sizes = document["segments"]["sizes"]
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    ax.bar([str(s) for s in sizes], list(sizes.values()))
-    ax.set(xlabel="segment", ylabel="users", title="Segment sizes")
-    save(fig, "segment_sizes.png")
+    fig, axes = plt.subplots(len(spaces), 3, figsize=(10, 3 * len(spaces)), squeeze=False)
+    for (name, figures), row in zip(spaces.items(), axes):
+        table = figures["targeting"]["segments"]["segments"]
+        ids = [str(t["segment_id"]) for t in table]
+        row[0].bar(ids, [t["members"] for t in table])
+        row[0].set(xlabel="segment", ylabel="users evaluated", title=f"{name}: sizes")
+        row[1].bar(ids, [j or 0.0 for j in figures["stability"]])
+        row[1].axhline(0.75, color="grey", linestyle="--", linewidth=1)
+        row[1].set(xlabel="segment", ylabel="bootstrap Jaccard", ylim=(0, 1), title=f"{name}: stability")
+        row[2].bar(ids, [t["lift"] or 0.0 for t in table])
+        chance = figures["targeting"]["random"]["mean_lift"]
+        if chance is not None:
+            row[2].axhline(chance, color="grey", linestyle="--", linewidth=1, label="random segments")
+            row[2].legend(fontsize=7)
+        row[2].set(xlabel="segment", ylabel="held-out lift", title=f"{name}: targeting lift")
+    save(fig, "segments.png")
 
     fig, ax = plt.subplots(figsize=(5, 4))
     for segment, group in points.groupby("segment_id"):

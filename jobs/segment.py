@@ -1,28 +1,33 @@
-"""Stage 3, segment: MLlib KMeans (cosine) on user vectors, per-user segments, segment portraits.
+"""Stage 4, segment: MLlib KMeans (cosine) on user vectors, per-user segments, segment portraits.
 
-k is fixed or chosen over [k_min, k_max] by cosine silhouette on a seeded sample (the curve goes in the
-manifest). Outputs:
+k is fixed or chosen over [k_min, k_max] for reproducibility (Hennig 2007; Dolnicar & Leisch 2010):
+each k is fitted with MLlib on a seeded sample of users, then every segment's Jaccard stability is
+scored over bootstrap refits of that sample (one Spark task per k, ``udfs.clustering``). ``auto`` picks
+the most segments that all come back (see :func:`choose_k`); the manifest keeps the curve. Outputs:
 - ``segments``: user_id, segment_id, distance (1 - cosine to the centroid), top_segments and
   top_weights (the 3 highest soft memberships, softmax over cosine / temperature);
-- ``segment_summary``: segment_id, size, share, label_terms (class-based TF-IDF over the texts of the
-  segment's users and of the items they engaged with), representative_items (nearest the centroid),
-  engaged_items with their lift over the whole population, nearest_segment, and a one-line
-  description. Terms and engaged items are shown only when ``segment.min_term_users`` of the segment's
-  users share them, so a portrait never singles a person out;
-- ``segment_model``: the fitted KMeansModel (Spark ML persistence), so ``segment.mode: assign`` places
-  new users without refitting. A refit reports stability against the previous ``segments``.
+- ``segment_summary``: segment_id, parent_id (bisecting: its broad segment), size, share, stability
+  and its plain word, label_terms and engaged_items ranked by how much more the segment has them than
+  the whole population (words every segment shares drop out), representative_items (nearest the
+  centroid), nearest_segment, and a one-line description of what sets the segment apart. Terms and
+  engaged items are shown only when ``segment.min_term_users`` of the segment's users share them, so
+  a portrait never singles a person out;
+- ``user_interests``: each user's interest tags, the terms of their history and own text that set
+  them apart from everyone (TF-IDF), under the same rule;
+- ``segment_model``: the fitted model (Spark ML persistence), so ``segment.mode: assign`` places
+  new users without refitting. A refit reports its agreement with the previous ``segments``.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
-from pyspark.ml.clustering import KMeans, KMeansModel
-from pyspark.ml.evaluation import ClusteringEvaluator
-from pyspark.ml.feature import RegexTokenizer, StopWordsRemover
+from pyspark.ml.clustering import BisectingKMeans, BisectingKMeansModel, KMeans, KMeansModel
+from pyspark.ml.feature import StopWordsRemover
 from pyspark.ml.functions import array_to_vector
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
@@ -33,13 +38,16 @@ from segrec.jobs.context import RunContext
 from segrec.jobs.errors import InputError
 from segrec.jobs.io import local_path
 from segrec.jobs.train import item_vectors_for, space_of
-from segrec.udfs.pii import ANY_PLACEHOLDER as PLACEHOLDERS
-from segrec.udfs.schemas import SEGMENT_ASSIGNMENT, spark_schema
+from segrec.udfs.clustering import score_k, stability_word
+from segrec.udfs.schemas import DATASETS, SEGMENT_ASSIGNMENT, SEGMENT_STABILITY, spark_schema
 from segrec.udfs.segments import assign, normalise_rows
+from segrec.udfs.terms import terms_of_texts
 
 log = logging.getLogger("segrec")
 
 SEGMENT_SCHEMA = spark_schema(SEGMENT_ASSIGNMENT)
+STABILITY_SCHEMA = spark_schema(SEGMENT_STABILITY)
+SegmentModel = KMeansModel | BisectingKMeansModel
 
 
 # ------------------------------------------------------------------------------------ fitting
@@ -49,46 +57,148 @@ def features(user_vectors: DataFrame) -> DataFrame:
     return user_vectors.select("user_id", array_to_vector("vector").alias("features"))
 
 
-def kmeans(k: int, settings: Segment) -> KMeans:
+def estimator(k: int, settings: Segment) -> KMeans | BisectingKMeans:
+    """The configured MLlib clustering with ``k`` segments, cosine distance, seeded."""
+    if settings.algorithm == "bisecting":
+        return BisectingKMeans(k=k, seed=settings.seed, maxIter=settings.max_iter, distanceMeasure="cosine",
+                               featuresCol="features", predictionCol="prediction")
     return KMeans(
         k=k, seed=settings.seed, maxIter=settings.max_iter, tol=settings.tol,
         initMode="k-means||", distanceMeasure="cosine", featuresCol="features", predictionCol="prediction",
     )
 
 
-def silhouette_curve(feats: DataFrame, settings: Segment, n_users: int) -> dict[int, float]:
-    """Cosine silhouette of a KMeans fit for each k in range, on a seeded sample of users."""
-    sampled = settings.sample_fraction < 1.0
-    # The whole set is cached by the caller already (caching it again only makes Spark warn).
-    sample = feats.sample(fraction=settings.sample_fraction, seed=settings.seed).cache() if sampled else feats
-    evaluator = ClusteringEvaluator(distanceMeasure="cosine", featuresCol="features", predictionCol="prediction")
-    curve = {}
-    for k in range(settings.k_min, min(settings.k_max, n_users - 1) + 1):
-        predictions = kmeans(k, settings).fit(sample).transform(sample)
-        curve[k] = round(float(evaluator.evaluate(predictions)), 6)
-    if sampled:
-        sample.unpersist()
+def centres_of(model: SegmentModel) -> np.ndarray:
+    return np.array(model.clusterCenters(), dtype=np.float32)
+
+
+def stability_sample(feats: DataFrame, n_users: int, settings: Segment) -> tuple[DataFrame, bool]:
+    """(sample, sampled): at most about ``stability_users`` users, each kept by a hash of its id (the
+    same users whatever the partitioning); all users when there are no more than that."""
+    if n_users <= settings.stability_users:
+        return feats, False
+    share = settings.stability_users / n_users
+    keep = F.pmod(F.xxhash64(F.col("user_id"), F.lit(settings.seed)), F.lit(1_000_000)) < F.lit(int(share * 1_000_000))
+    return feats.where(keep).cache(), True
+
+
+def sample_vectors(sample: DataFrame) -> np.ndarray:
+    """The sample's unit vectors on the driver (bounded by ``segment.stability_users``), ordered by id."""
+    rows = sample.select("user_id", F.col("features")).orderBy("user_id").collect()
+    return normalise_rows(np.array([r["features"].toArray() for r in rows], dtype=np.float32))
+
+
+def stability_by_k(
+    spark: SparkSession, vectors: np.ndarray, centres: dict[int, np.ndarray], settings: Segment
+) -> dict[int, dict]:
+    """For each k, the reference segments ``centres[k]`` cut in the sample ``vectors``: their sizes,
+    bootstrap Jaccard stabilities and the cosine silhouette. One Spark task per k; the sample travels
+    with the task (at most ``stability_users`` vectors)."""
+    samples, seed, max_iter, tol = settings.bootstrap, settings.seed, settings.max_iter, settings.tol
+
+    def score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for batch in batches:
+            for k in batch["k"]:
+                sizes, stability, silhouette = score_k(vectors, centres[int(k)], samples, seed + int(k), max_iter, tol)
+                yield pd.DataFrame({"k": int(k), "segment_id": np.arange(int(k), dtype=np.int32), "size": sizes,
+                                    "stability": stability, "silhouette": silhouette})
+
+    ks = sorted(centres)
+    tasks = spark.createDataFrame([(k,) for k in ks], "k int").repartition(len(ks))
+    rows = tasks.mapInPandas(score, STABILITY_SCHEMA).collect()
+    curve: dict[int, dict] = {}
+    for k in ks:
+        mine = sorted((r for r in rows if r["k"] == k), key=lambda r: r["segment_id"])
+        jaccard = [None if r["stability"] is None or np.isnan(r["stability"]) else round(float(r["stability"]), 4)
+                   for r in mine]
+        known = [(j, r["size"]) for j, r in zip(jaccard, mine) if j is not None]
+        curve[k] = {
+            "stability": jaccard,
+            "reproducible": sum(j >= settings.min_stability for j, _ in known),
+            "mean_stability": round(sum(j * n for j, n in known) / max(sum(n for _, n in known), 1), 4),
+            "silhouette": None if mine[0]["silhouette"] is None else round(float(mine[0]["silhouette"]), 4),
+        }
     return curve
 
 
-def choose_k(curve: dict[int, float]) -> int:
-    """The k with the highest silhouette; the smaller k on a tie."""
-    return max(sorted(curve), key=lambda k: curve[k])
+def choose_k(curve: dict[int, dict]) -> int:
+    """The largest k whose segments are all reproducible; where no k is, the k with the most
+    reproducible segments (ties: the higher size-weighted mean stability, then the higher silhouette,
+    then the smaller k). Silhouette alone favours the smallest k on embeddings; stability says which
+    segments another night's users would give back."""
+    whole = [k for k, c in curve.items() if c["reproducible"] == len(c["stability"])]
+    if whole:
+        return max(whole)
+    return min(curve, key=lambda k: (-curve[k]["reproducible"], -curve[k]["mean_stability"],
+                                     -(curve[k]["silhouette"] or -1.0), k))
 
 
-def fit(feats: DataFrame, settings: Segment, n_users: int) -> tuple[KMeansModel, dict[int, float] | None]:
-    """The fitted model and, when k is chosen automatically, the silhouette curve it was chosen on."""
+def check_k_range(settings: Segment, n_users: int) -> tuple[int, int]:
+    """The k range that fits ``n_users`` users; exit 2 naming the key when none of it does."""
     if n_users < 3:
         raise InputError(f"segment: {n_users} user vector(s); fitting segments needs at least 3 users")
-    curve = None
+    if settings.k_min > n_users - 1:
+        raise InputError(f"segment.k_min={settings.k_min} needs at least {settings.k_min + 1} users; "
+                         f"{n_users} have vectors: lower segment.k_min (and k_max) or set segment.k")
+    k_max = min(settings.k_max, n_users - 1)
+    if k_max != settings.k_max:
+        log.warning("segment.k_max=%d exceeds users - 1: trying k up to %d", settings.k_max, k_max)
+    return settings.k_min, k_max
+
+
+def fit(
+    spark: SparkSession, feats: DataFrame, settings: Segment, n_users: int
+) -> tuple[SegmentModel, dict[int, dict] | None, dict]:
+    """The fitted model, the stability curve it was chosen on (k auto; None for a fixed k) and the
+    shipped segments' own stability figures (sizes in the sample, Jaccard, silhouette)."""
+    sample, sampled = stability_sample(feats, n_users, settings)
+    vectors = sample_vectors(sample)
     if settings.k == "auto":
-        curve = silhouette_curve(feats, settings, n_users)
+        k_min, k_max = check_k_range(settings, n_users)
+        models = {k: estimator(k, settings).fit(sample) for k in range(k_min, k_max + 1)}
+        curve = stability_by_k(spark, vectors, {k: centres_of(m) for k, m in models.items()}, settings)
         k = choose_k(curve)
+        model = estimator(k, settings).fit(feats) if sampled else models[k]
     else:
-        k = min(settings.k, n_users - 1)
+        if n_users < 3:
+            raise InputError(f"segment: {n_users} user vector(s); fitting segments needs at least 3 users")
+        curve, k = None, min(settings.k, n_users - 1)
         if k != settings.k:
             log.warning("segment.k=%d exceeds users - 1: using k=%d", settings.k, k)
-    return kmeans(k, settings).fit(feats), curve
+        model = estimator(k, settings).fit(feats)
+    shipped = curve[k] if curve is not None and not sampled else stability_by_k(
+        spark, vectors, {k: centres_of(model)}, settings)[k]
+    if sampled:
+        sample.unpersist()
+    return model, curve, shipped
+
+
+def assess(spark: SparkSession, feats: DataFrame, centroids: np.ndarray, settings: Segment, n_users: int) -> dict:
+    """The stability figures of given centroids (a saved model in assign mode) on these users."""
+    sample, sampled = stability_sample(feats, n_users, settings)
+    figures = stability_by_k(spark, sample_vectors(sample), {len(centroids): centroids}, settings)[len(centroids)]
+    if sampled:
+        sample.unpersist()
+    return figures
+
+
+def parents_of(
+    feats: DataFrame, segments: DataFrame, settings: Segment, n_segments: int
+) -> tuple[DataFrame, np.ndarray] | None:
+    """Bisecting only: (segment_id, parent_id) and the broad segments' centroids. The broad segments
+    are the same seeded bisection stopped at ``segment.parents`` leaves; each segment's parent is the
+    broad segment most of its users descend through."""
+    if settings.algorithm != "bisecting" or settings.parents >= n_segments:
+        return None
+    broad = estimator(settings.parents, settings).fit(feats)
+    votes = (
+        broad.transform(feats).select("user_id", F.col("prediction").cast("int").alias("parent_id"))
+        .join(segments.select("user_id", "segment_id"), on="user_id", how="inner")
+        .groupBy("segment_id", "parent_id").count()
+    )
+    first = Window.partitionBy("segment_id").orderBy(F.desc("count"), F.asc("parent_id"))
+    chosen = votes.withColumn("_r", F.row_number().over(first)).where(F.col("_r") == 1)
+    return chosen.select("segment_id", "parent_id"), centres_of(broad)
 
 
 # --------------------------------------------------------------------------------- assignment
@@ -132,14 +242,14 @@ def stability(previous: DataFrame, current: DataFrame) -> float | None:
 # ---------------------------------------------------------------------------------- portraits
 
 
-def top_n(df: DataFrame, n: int, order: list, name: str, value) -> DataFrame:
-    """(segment_id, name): the first ``n`` rows of each segment by ``order``, as an ordered array."""
-    ranked = df.withColumn("_rank", F.row_number().over(Window.partitionBy("segment_id").orderBy(*order)))
+def top_n(df: DataFrame, n: int, order: list, name: str, value: Column, by: str = "segment_id") -> DataFrame:
+    """(by, name): the first ``n`` rows of each ``by`` group by ``order``, as an ordered array."""
+    ranked = df.withColumn("_rank", F.row_number().over(Window.partitionBy(by).orderBy(*order)))
     return (
         ranked.where(F.col("_rank") <= n)
-        .groupBy("segment_id")
+        .groupBy(by)
         .agg(F.array_sort(F.collect_list(F.struct(F.col("_rank"), value.alias("v")))).alias("_items"))
-        .select("segment_id", F.transform("_items", lambda x: x["v"]).alias(name))
+        .select(by, F.transform("_items", lambda x: x["v"]).alias(name))
     )
 
 
@@ -149,43 +259,85 @@ def engaged(interactions: DataFrame) -> DataFrame:
     return with_mean.where(F.col("rating").isNull() | (F.col("rating") >= F.col("_mean"))).select("user_id", "item_id")
 
 
-def label_terms(
-    segments: DataFrame, users: DataFrame | None, items: DataFrame, interactions: DataFrame, n: int, min_users: int
-) -> DataFrame:
-    """(segment_id, label_terms): class-based TF-IDF over each segment's user and engaged-item texts.
+def term_tokenizer():
+    """A pandas UDF: text -> array of terms (``udfs.terms``: words, or segmented CJK), with Spark ML's
+    English stop words. Loaded once on the driver and shipped with the function."""
+    stop_words = StopWordsRemover.loadDefaultStopWords("english")
 
-    tf = count of a term in the segment / terms in the segment; idf = log(1 + A / f) with A the mean
-    number of terms per segment and f the term's count over all segments (BERTopic's c-TF-IDF).
-    Only terms that at least ``min_users`` distinct users of the segment wrote or engaged with can
-    label it: a name, a street or an e-mail domain that one person writes many times cannot single
-    them out (and a segment smaller than ``min_users`` gets no terms).
-    """
-    texts = engaged(interactions).join(items.select("item_id", "text"), on="item_id", how="inner").select("user_id", "text")
+    @F.pandas_udf("array<string>")
+    def tokenize(texts: pd.Series) -> pd.Series:
+        return pd.Series(terms_of_texts(texts, stop_words), index=texts.index)
+
+    return tokenize
+
+
+def user_terms(users: DataFrame | None, items: DataFrame, interactions: DataFrame, min_users: int) -> DataFrame:
+    """(user_id, term, weight): each user's terms, from the texts of the items they engaged with and
+    their own text, weighted by their share of the user's terms (so every user counts once). Terms
+    fewer than ``min_users`` users have are left out first: they can never be shown, and a name one
+    person writes many times must not dilute the rest of their terms."""
+    tokenize = term_tokenizer()
+    # each item's text is split once, however many users engaged with it
+    item_terms = items.select("item_id", F.explode(tokenize("text")).alias("term"))
+    terms = engaged(interactions).join(item_terms, on="item_id", how="inner").select("user_id", "term")
     if users is not None:
-        texts = texts.unionByName(users.where(F.col("text").isNotNull()).select("user_id", "text"))
-    docs = texts.join(segments.select("user_id", "segment_id"), on="user_id", how="inner")
-    # the placeholders of redacted personal data (<email>, <phone>, ...) are not words of the segment
-    docs = docs.withColumn("text", F.regexp_replace("text", PLACEHOLDERS, " "))
-    tokens = RegexTokenizer(inputCol="text", outputCol="_tokens", pattern=r"[^\p{L}\p{N}']+", minTokenLength=3).transform(docs)
-    words = StopWordsRemover(inputCol="_tokens", outputCol="_words").transform(tokens)
-    terms = (
-        words.select("segment_id", "user_id", F.explode("_words").alias("term"))
-        .where(~F.col("term").rlike(r"^[\d']+$"))
-        .groupBy("segment_id", "term").agg(F.count("*").alias("count"), F.countDistinct("user_id").alias("users"))
+        terms = terms.unionByName(users.select("user_id", F.explode(tokenize("text")).alias("term")))
+    counts = terms.groupBy("user_id", "term").agg(F.count("*").alias("n"))
+    holders = counts.groupBy("term").agg(F.count("*").alias("holders")).where(F.col("holders") >= min_users)
+    counts = counts.join(holders.select("term"), on="term", how="left_semi")
+    return counts.select("user_id", "term", (F.col("n") / F.sum("n").over(Window.partitionBy("user_id"))).alias("weight"))
+
+
+def distinctive(per_segment: DataFrame, overall: DataFrame, key: str, sizes: DataFrame, total: int,
+                min_users: int, min_lift: float) -> DataFrame:
+    """(segment_id, key, users, lift, score) for what a segment has more of than the whole population.
+
+    ``per_segment`` holds (segment_id, key, mass, users), ``overall`` (key, mass_all): the mass of a
+    term or item summed over users. lift = (mass / segment size) / (mass_all / all users); score =
+    share x log(lift), the term's part of the segment's KL divergence from the population: high for
+    what many of the segment have and few others do, 0 for what every segment shares. Only keys that
+    at least ``min_users`` of the segment's users have, with lift at least ``min_lift`` (above 1).
+    """
+    share = F.col("mass") / F.col("size")
+    lift = share / (F.col("mass_all") / F.lit(total))
+    return (
+        per_segment.where(F.col("users") >= min_users)
+        .join(sizes, on="segment_id", how="inner")
+        .join(overall, on=key, how="inner")
+        .withColumn("lift", lift)
+        .where((F.col("lift") > 1.0) & (F.col("lift") >= min_lift))
+        .withColumn("score", share * F.log(F.col("lift")))
+        .select("segment_id", key, "users", "lift", "score")
     )
-    per_segment = Window.partitionBy("segment_id")
-    per_term = Window.partitionBy("term")
-    # The mean number of terms per segment, as a one-row aggregate joined to every term (a window
-    # without partition columns would move every term into one task).
-    average = terms.agg((F.sum("count") / F.countDistinct("segment_id")).alias("avg_terms"))
-    scored = (
-        terms.withColumn("tf", F.col("count") / F.sum("count").over(per_segment))
-        .withColumn("f", F.sum("count").over(per_term))
-        .join(F.broadcast(average), how="cross")
-        .withColumn("score", F.col("tf") * F.log(1 + F.col("avg_terms") / F.col("f")))
-    )
-    shown = scored.where(F.col("users") >= min_users)  # idf counted over every term, shown or not
-    return top_n(shown, n, [F.desc("score"), F.asc("term")], "label_terms", F.col("term"))
+
+
+def segment_sizes(segments: DataFrame) -> DataFrame:
+    return segments.groupBy("segment_id").agg(F.count("*").alias("size"))
+
+
+def label_terms(
+    terms: DataFrame, segments: DataFrame, n: int, min_users: int, total: int, min_lift: float = 1.0
+) -> DataFrame:
+    """(segment_id, terms): the ``n`` terms that most set each segment apart, each as (term, users,
+    lift); only terms at least ``min_users`` of the segment's users have (a name that one person writes
+    many times cannot single them out)."""
+    per_user = terms.join(segments.select("user_id", "segment_id"), on="user_id", how="inner")
+    per_segment = per_user.groupBy("segment_id", "term").agg(F.sum("weight").alias("mass"), F.count("*").alias("users"))
+    overall = per_user.groupBy("term").agg(F.sum("weight").alias("mass_all"))
+    scored = distinctive(per_segment, overall, "term", segment_sizes(segments), total, min_users, min_lift)
+    value = F.struct(F.col("term"), F.col("users"), F.round("lift", 2).alias("lift"))
+    return top_n(scored, n, [F.desc("score"), F.asc("term")], "terms", value)
+
+
+def distinctive_items(
+    segments: DataFrame, interactions: DataFrame, min_users: int, total: int, min_lift: float = 1.0
+) -> DataFrame:
+    """(segment_id, item_id, users, lift, score): items the segment's users engage with more than the
+    whole population does (see :func:`distinctive`; an item's mass is the users engaging with it)."""
+    pairs = engaged(interactions).join(segments.select("user_id", "segment_id"), on="user_id", how="inner").distinct()
+    per_segment = pairs.groupBy("segment_id", "item_id").agg(F.count("*").alias("users")).withColumn("mass", F.col("users"))
+    overall = pairs.groupBy("item_id").agg(F.count("*").alias("mass_all"))
+    return distinctive(per_segment, overall, "item_id", segment_sizes(segments), total, min_users, min_lift)
 
 
 def item_label(items: DataFrame) -> DataFrame:
@@ -209,28 +361,38 @@ def representative_items(item_vectors: DataFrame, items: DataFrame, centroids: n
 
 
 def engaged_items(
-    segments: DataFrame, interactions: DataFrame, items: DataFrame, n: int, total: int, min_users: int
+    segments: DataFrame, interactions: DataFrame, items: DataFrame, n: int, total: int, min_users: int,
+    min_lift: float = 1.0,
 ) -> DataFrame:
-    """(segment_id, engaged_items): items most engaged with in the segment, each with its lift; only
-    items at least ``min_users`` of the segment's users engaged with.
-
-    ``total`` is the number of users in all segments.
-
-    lift = (share of the segment's users engaging with the item) / (share of all users doing so).
-    """
-    pairs = engaged(interactions).join(segments.select("user_id", "segment_id"), on="user_id", how="inner").distinct()
-    sizes = segments.groupBy("segment_id").agg(F.count("*").alias("size"))
-    overall = pairs.groupBy("item_id").agg(F.count("*").alias("all_users"))
-    counts = pairs.groupBy("segment_id", "item_id").agg(F.count("*").alias("users"))
-    scored = (
-        counts.where(F.col("users") >= min_users)
-        .join(sizes, on="segment_id", how="inner")
-        .join(overall, on="item_id", how="inner")
-        .withColumn("lift", (F.col("users") / F.col("size")) / (F.col("all_users") / F.lit(total)))
-        .join(item_label(items), on="item_id", how="inner")
-    )
+    """(segment_id, engaged_items): the ``n`` items that most set each segment's engagement apart
+    (:func:`distinctive_items`), each as (item, users, lift); ``total`` is the users in all segments."""
+    scored = distinctive_items(segments, interactions, min_users, total, min_lift).join(item_label(items), on="item_id", how="inner")
     value = F.struct(F.col("item"), F.col("users"), F.round("lift", 2).alias("lift"))
-    return top_n(scored, n, [F.desc("users"), F.desc("lift"), F.asc("item_id")], "engaged_items", value)
+    return top_n(scored, n, [F.desc("score"), F.asc("item_id")], "engaged_items", value)
+
+
+def user_interests(terms: DataFrame, n: int, min_users: int) -> DataFrame:
+    """(user_id, interests): each user's ``n`` terms that most set them apart from everyone, scored as
+    the segments' terms are (:func:`distinctive`, with the user as a segment of one: their share of
+    the term x log(that share / the population's mean share)), weights scaled to sum to 1. Only terms
+    that at least ``min_users`` users have, so a tag never singles a person out; a term every user has
+    as much of carries no interest. Users with none get []."""
+    users = terms.select("user_id").distinct()
+    n_users = users.count()
+    spread = terms.groupBy("term").agg(F.count("*").alias("holders"), (F.sum("weight") / F.lit(n_users)).alias("mean"))
+    scored = (
+        terms.join(spread.where(F.col("holders") >= min_users), on="term", how="inner")
+        .withColumn("score", F.col("weight") * F.log(F.col("weight") / F.col("mean")))
+        .where(F.col("score") > 0)
+    )
+    top = top_n(scored, n, [F.desc("score"), F.asc("term")], "_top", F.struct("term", "score"), by="user_id")
+    total = F.aggregate("_top", F.lit(0.0), lambda a, x: a + x["score"])
+    interests = top.select("user_id", F.transform(
+        "_top", lambda t: F.struct(t["term"].alias("term"), F.round(t["score"] / total, 4).alias("weight"))
+    ).alias("interests"))
+    empty = F.array().cast("array<struct<term:string,weight:double>>")
+    return users.join(interests, on="user_id", how="left").select(
+        "user_id", F.coalesce("interests", empty).alias("interests"))
 
 
 def nearest_segments(spark: SparkSession, centroids: np.ndarray) -> DataFrame:
@@ -241,47 +403,109 @@ def nearest_segments(spark: SparkSession, centroids: np.ndarray) -> DataFrame:
     return spark.createDataFrame(rows, "segment_id int, nearest_segment int")
 
 
+def stability_table(spark: SparkSession, figures: dict, settings: Segment) -> DataFrame:
+    """(segment_id, stability, stability_class) from the shipped segments' stability figures."""
+    rows = [(i, j, stability_word(j, settings.min_stability)) for i, j in enumerate(figures["stability"])]
+    return spark.createDataFrame(rows, "segment_id int, stability double, stability_class string")
+
+
 def summarise(
-    spark: SparkSession, segments: DataFrame, users: DataFrame | None, items: DataFrame,
-    interactions: DataFrame, item_vectors: DataFrame, centroids: np.ndarray, settings: Segment,
+    spark: SparkSession, segments: DataFrame, terms: DataFrame, items: DataFrame, interactions: DataFrame,
+    item_vectors: DataFrame, centroids: np.ndarray, settings: Segment, stability: dict,
+    parents: DataFrame | None = None,
 ) -> DataFrame:
+    """One row per segment: the ``segment_summary`` dataset (see the module docstring)."""
     total = segments.count()
-    sizes = segments.groupBy("segment_id").agg(F.count("*").alias("size")).withColumn(
-        "share", F.round(F.col("size") / F.lit(total), 4)
-    )
-    return (
-        sizes.join(label_terms(segments, users, items, interactions, settings.label_terms, settings.min_term_users),
-                   on="segment_id", how="left")
-        .join(representative_items(item_vectors, items, centroids, settings.top_items), on="segment_id", how="left")
-        .join(engaged_items(segments, interactions, items, settings.top_items, total, settings.min_term_users),
+    sizes = segment_sizes(segments).withColumn("share", F.round(F.col("size") / F.lit(total), 4))
+    if parents is None:
+        parents = spark.createDataFrame([], "segment_id int, parent_id int")
+    summary = (
+        sizes.join(parents, on="segment_id", how="left")
+        .join(stability_table(spark, stability, settings), on="segment_id", how="left")
+        .join(label_terms(terms, segments, settings.label_terms, settings.min_term_users, total, settings.min_lift),
               on="segment_id", how="left")
+        .join(representative_items(item_vectors, items, centroids, settings.top_items), on="segment_id", how="left")
+        .join(engaged_items(segments, interactions, items, settings.top_items, total, settings.min_term_users,
+                            settings.min_lift), on="segment_id", how="left")
         .join(nearest_segments(spark, centroids), on="segment_id", how="left")
         .withColumn("description", description())
-        .orderBy("segment_id")
+        .withColumn("label_terms", F.transform(F.coalesce("terms", F.array()), lambda t: t["term"]))
     )
+    return summary.select(*DATASETS["segment_summary"].names).orderBy("segment_id")
 
 
 def description() -> Column:
-    """One line a person can read: size, share, the first label terms and the most engaged items."""
-    terms = F.array_join(F.slice(F.coalesce("label_terms", F.array()), 1, 4), ", ")
-    engaged_names = F.transform(F.slice(F.coalesce("engaged_items", F.array()), 1, 2),
-                                lambda e: F.concat(e["item"], F.lit(" (lift "), e["lift"].cast("string"), F.lit(")")))
+    """One line a person can read: size, share, stability, then what sets the segment apart: the terms
+    and items it has most over the whole population, with their lifts."""
+    def listed(column: str, name: str, count: int) -> Column:
+        entries = F.transform(F.slice(F.coalesce(column, F.array()), 1, count),
+                              lambda e: F.concat(e[name], F.lit(" "), F.format_number(e["lift"], 1), F.lit("x")))
+        return F.array_join(entries, ", ")
+
+    terms, items = listed("terms", "term", 4), listed("engaged_items", "item", 2)
     return F.concat_ws(
         "; ",
         F.format_string("%d users (%.1f%%)", F.col("size"), F.col("share") * 100),
-        F.when(F.length(terms) > 0, F.concat(F.lit("about "), terms)),
-        F.when(F.size(engaged_names) > 0, F.concat(F.lit("most engaged: "), F.array_join(engaged_names, ", "))),
+        F.when(F.col("stability").isNotNull(),
+               F.format_string("%s (stability %.2f)", F.col("stability_class"), F.col("stability"))),
+        F.when(F.col("parent_id").isNotNull(), F.format_string("within broad segment %d", F.col("parent_id"))),
+        F.when(F.length(terms) > 0, F.concat(F.lit("sets apart: "), terms)),
+        F.when(F.length(items) > 0, F.concat(F.lit("engages more than most with "), items)),
     )
 
 
 # -------------------------------------------------------------------------------------- stage
 
 
-def load_model(path: str) -> KMeansModel:
-    try:
-        return KMeansModel.load(path)
-    except Exception as exc:
-        raise InputError(f"segment.mode=assign: cannot load a segment model from {path}: {str(exc).splitlines()[0]}") from None
+def load_model(path: str) -> SegmentModel:
+    """A saved KMeans or BisectingKMeans model; exit 2 naming the path when neither loads."""
+    problem = ""
+    for kind in (KMeansModel, BisectingKMeansModel):
+        try:
+            return kind.load(path)
+        except Exception as exc:  # Spark raises a JVM error class that differs by version and session
+            problem = problem or str(exc).splitlines()[0]
+    raise InputError(f"segment.mode=assign: cannot load a segment model from {path}: {problem}")
+
+
+def saved_parents(spark: SparkSession, store, settings: Segment) -> DataFrame | None:
+    """Assign mode: the parents the fitted run recorded in ``segment_summary`` (bisecting), if any."""
+    if settings.algorithm != "bisecting" or not store.exists("segment_summary"):
+        return None
+    rows = store.read("segment_summary").where(F.col("parent_id").isNotNull()).select("segment_id", "parent_id").collect()
+    return spark.createDataFrame([tuple(r) for r in rows], "segment_id int, parent_id int") if rows else None
+
+
+def agreement(previous: DataFrame, current: DataFrame) -> float | None:
+    """Share of users in both runs whose segment matches, after matching segments one-to-one."""
+    pairs = (
+        previous.select("user_id", F.col("segment_id").alias("old"))
+        .join(current.select("user_id", F.col("segment_id").alias("new")), on="user_id", how="inner")
+        .groupBy("old", "new").count().collect()
+    )
+    if not pairs:
+        return None
+    olds = sorted({p["old"] for p in pairs})
+    news = sorted({p["new"] for p in pairs})
+    table = np.zeros((len(olds), len(news)))
+    for p in pairs:
+        table[olds.index(p["old"]), news.index(p["new"])] = p["count"]
+    rows, cols = linear_sum_assignment(table, maximize=True)
+    return round(float(table[rows, cols].sum() / table.sum()), 6)
+
+
+def stability_figures(shipped: dict, settings: Segment) -> dict:
+    """The manifest's figures for the shipped segments' stability, and a warning naming the segments
+    that did not come back in the bootstrap refits."""
+    weak = {i: j for i, j in enumerate(shipped["stability"]) if j is None or j < settings.min_stability}
+    if weak:
+        log.warning("segment: segment(s) %s are constructed, not reproducible (bootstrap Jaccard %s, below "
+                    "segment.min_stability %.2f): one way of cutting these users, not groups another sample gives "
+                    "back; read their portraits with care", ", ".join(map(str, weak)),
+                    ", ".join("-" if j is None else f"{j:.2f}" for j in weak.values()), settings.min_stability)
+    return {"segment_stability": shipped["stability"], "mean_stability": shipped["mean_stability"],
+            "reproducible_segments": shipped["reproducible"], "constructed_segments": sorted(weak),
+            "silhouette": shipped["silhouette"]}
 
 
 def run(ctx: RunContext) -> dict:
@@ -297,29 +521,39 @@ def run(ctx: RunContext) -> dict:
         n_users = feats.count()
         if settings.mode == "assign":
             model = load_model(settings.model_path or store.path("segment_model"))
+            centroids = centres_of(model)
+            dim = len(user_vectors.select("vector").first()["vector"])
+            if centroids.shape[1] != dim:
+                raise InputError(f"segment model has {centroids.shape[1]}-dim centroids, user vectors have {dim}")
+            shipped, curve, parents = assess(spark, feats, centroids, settings, n_users), None, saved_parents(spark, store, settings)
             figures["mode"] = "assign"
         else:
-            model, curve = fit(feats, settings, n_users)
+            model, curve, shipped = fit(spark, feats, settings, n_users)
+            centroids = centres_of(model)
             if curve is not None:
-                figures["silhouette_by_k"] = curve
+                figures["stability_by_k"] = curve
             figures["mode"] = "fit"
-        centroids = np.array(model.clusterCenters(), dtype=np.float32)
-        dim = len(user_vectors.select("vector").first()["vector"])
-        if centroids.shape[1] != dim:
-            raise InputError(f"segment model has {centroids.shape[1]}-dim centroids, user vectors have {dim}")
-        feats.unpersist()
+        figures.update(stability_figures(shipped, settings))
 
         segments = store.write_staged(assign_segments(user_vectors, centroids, settings.temperature), "segments_new")
-        if settings.mode == "fit" and store.exists("segments"):
-            figures["stability"] = stability(store.read("segments"), segments)
-        summary = summarise(spark, segments, users, items, interactions, item_vectors, centroids, settings)
-        outputs = {"segments": segments, "segment_summary": summary}
+        if settings.mode == "fit":
+            hierarchy = parents_of(feats, segments, settings, len(centroids))
+            parents = hierarchy[0] if hierarchy else None
+            if store.exists("segments"):
+                figures["agreement_with_previous"] = agreement(store.read("segments"), segments)
+        feats.unpersist()
+        terms = store.write_staged(user_terms(users, items, interactions, settings.min_term_users), "user_terms")
+        summary = summarise(spark, segments, terms, items, interactions, item_vectors, centroids, settings, shipped,
+                            parents)
+        outputs = {"segments": segments, "segment_summary": summary,
+                   "user_interests": user_interests(terms, settings.interest_terms, settings.min_term_users)}
         store.write_together(outputs)
         if settings.mode == "fit":
             store.save_model(model, "segment_model")
             ctx.manifest.record_output("segment_model")
-            log_to_tracker(ctx, centroids, figures.get("silhouette_by_k"))
+            log_to_tracker(ctx, centroids, curve)
         store.drop_staged("segments_new")
+        store.drop_staged("user_terms")
         for name in outputs:
             ctx.manifest.record_output(name)
 
@@ -329,15 +563,16 @@ def run(ctx: RunContext) -> dict:
     return figures
 
 
-def log_to_tracker(ctx: RunContext, centroids: np.ndarray, curve: dict[int, float] | None) -> None:
-    """k, the silhouette curve, and the model: its centroids (all that assigning users needs) and, where
+def log_to_tracker(ctx: RunContext, centroids: np.ndarray, curve: dict[int, dict] | None) -> None:
+    """k, the stability curve, and the model: its centroids (all that assigning users needs) and, where
     the output store is on this machine's file system, the Spark ML model directory itself."""
     tracker = ctx.tracker
     if not tracker.enabled:
         return
     tracker.log_metrics({"segment.k": len(centroids)})
-    for k, silhouette in sorted((curve or {}).items()):
-        tracker.log_metrics({"segment.silhouette": silhouette}, step=int(k))
+    for k, point in sorted((curve or {}).items()):
+        tracker.log_metrics({"segment.mean_stability": point["mean_stability"],
+                             "segment.reproducible": point["reproducible"]}, step=int(k))
     tracker.log_json({"k": len(centroids), "centroids": centroids.tolist()}, "models/segment_model/centroids.json")
     folder = local_path(ctx.store.path("segment_model"))
     if os.path.isdir(folder):
@@ -346,10 +581,12 @@ def log_to_tracker(ctx: RunContext, centroids: np.ndarray, curve: dict[int, floa
 
 def format_table(summary: list[dict], terms: int = 6, top: int = 3) -> str:
     """The segment summary as a short text table for people."""
-    lines = [f"{'seg':>3} {'size':>6} {'share':>6}  label terms / top engaged items (lift)"]
+    lines = [f"{'seg':>3} {'size':>6} {'share':>6} {'stability':>18}  label terms / top engaged items (lift)"]
     for row in summary:
         words = ", ".join((row.get("label_terms") or [])[:terms])
-        lines.append(f"{row['segment_id']:>3} {row['size']:>6} {row['share']:>6.1%}  {words}")
+        parent = f" in {row['parent_id']}" if row.get("parent_id") is not None else ""
+        stable = "" if row.get("stability") is None else f"{row['stability']:.2f} {row['stability_class']}"
+        lines.append(f"{row['segment_id']:>3}{parent} {row['size']:>6} {row['share']:>6.1%} {stable:>18}  {words}")
         for entry in (row.get("engaged_items") or [])[:top]:
-            lines.append(f"{'':>18}- {entry['item']} ({entry['lift']:.1f}x)")
+            lines.append(f"{'':>37}- {entry['item']} ({entry['lift']:.1f}x)")
     return "\n".join(lines)

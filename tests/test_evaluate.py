@@ -53,6 +53,7 @@ def evaluated(tmp_path_factory, tiny_model_dir, spark):
         mp.setattr(baselines, "random_lists", recorder("random", baselines.random_lists, 0))
         mp.setattr(evaluate, "fit_towers", recorder("towers fit", evaluate.fit_towers, 3))
         mp.setattr(evaluate, "learned_user_vectors", recorder("towers: user histories", evaluate.learned_user_vectors, 1))
+        mp.setattr(evaluate, "targeting_report", recorder("segments' top items", evaluate.targeting_report, 1))
         code = cli.main(["evaluate", "--conf", str(root / "conf.yaml")])
     assert code == 0
     interactions = spark.read.parquet(str(root / "out" / "evaluation" / "interactions"))
@@ -76,6 +77,7 @@ def test_no_held_out_interaction_reaches_any_training_input(evaluated):
     # the final models were trained on the whole training set, not only the validation part
     assert seen["profiles"][1] == train and seen["most popular counts"][0] == train
     assert seen["towers fit"][-1] == train and seen["towers: user histories"][-1] == train
+    assert seen["segments' top items"] == [train, train]  # text and learned space
 
 
 def test_report_files_and_metrics_are_complete(evaluated):
@@ -108,10 +110,18 @@ def test_report_files_and_metrics_are_complete(evaluated):
     assert doc["models"]["trained"]["ranking"]["5"]["ndcg"] > doc["models"]["random"]["ranking"]["5"]["ndcg"]
     assert sum(doc["segments"]["sizes"].values()) == 60
     assert doc["segments"]["davies_bouldin"] > 0 and -1 <= doc["segments"]["silhouette"] <= 1
+    for space in (doc["segments"], doc["segments"]["learned"]):
+        assert len(space["stability"]) == space["k"] and all(0 <= j <= 1 for j in space["stability"])
+        targeting = space["targeting"]
+        assert [row["segment_id"] for row in targeting["segments"]["segments"]] == list(range(space["k"]))
+        assert sum(row["members"] for row in targeting["segments"]["segments"]) == len({u for u, _ in held})
+        # planted personas: members respond to their segment's items far more than everyone does
+        assert targeting["segments"]["mean_lift"] > 1.5 > targeting["random"]["mean_lift"]
     text = (folder / "report.md").read_text()
     assert "| hybrid |" in text and "| trained |" in text and "ndcg@5" in text and "Best per metric" in text
     assert "Two-tower model, chosen by ndcg@5" in text and "Cold items (no training interaction)" in text
-    for plot in ("silhouette_by_k", "segment_sizes", "user_projection", "metrics_vs_baselines"):
+    assert "Mean targeting lift" in text and "learned space" in text
+    for plot in ("stability_by_k", "segments", "user_projection", "metrics_vs_baselines"):
         assert (folder / "plots" / f"{plot}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list((root / "out" / "evaluation" / "_staging").glob("eval-*"))  # no staged leftovers
     assert sorted(os.listdir(root / "out")) == ["evaluation"]  # evaluate writes nowhere else

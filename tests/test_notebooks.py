@@ -27,7 +27,7 @@ def test_quickstart_runs_and_draws_its_plots(tmp_path, tiny_model_dir, monkeypat
                             resources={"metadata": {"path": str(ROOT)}}).execute()
 
     plots = tmp_path / "out" / "plots"
-    assert sorted(os.listdir(plots)) == ["segment_sizes.png", "silhouette_by_k.png", "user_vectors_2d.png"]
+    assert sorted(os.listdir(plots)) == ["segment_sizes.png", "stability_by_k.png", "user_vectors_2d.png"]
     assert all((plots / p).stat().st_size > 5000 for p in os.listdir(plots))
     outputs = "".join(o.get("text", "") or o.get("data", {}).get("text/plain", "")
                       for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs)

@@ -58,11 +58,16 @@ def segments_of(spark, root):
 def test_planted_personas_are_recovered(planted, spark):
     data, root, _, _, _ = planted
     manifest = json.loads((root / "out" / "manifest.json").read_text())
-    curve = manifest["stages"]["segment"]["silhouette_by_k"]
-    assert abs(manifest["stages"]["segment"]["k"] - 5) <= 1, curve
+    figures = manifest["stages"]["segment"]
+    curve = figures["stability_by_k"]
+    assert figures["k"] == 5, curve  # the planted personas, chosen by bootstrap stability alone
+    assert figures["reproducible_segments"] == 5 and figures["constructed_segments"] == []
+    assert min(curve["6"]["stability"]) < 0.75  # a persona cut in two does not come back
     segments = segments_of(spark, root)
     truth = data.user_persona.loc[segments.index]
-    assert adjusted_rand_index(truth.tolist(), segments["segment_id"].tolist()) >= 0.8
+    assert adjusted_rand_index(truth.tolist(), segments["segment_id"].tolist()) >= 0.9
+    summary = spark.read.parquet(str(root / "out" / "segment_summary")).toPandas()
+    assert (summary["stability_class"] == "natural").all() and summary["parent_id"].isna().all()
     assert (segments["top_weights"].map(lambda w: abs(sum(w) - 1) < 1 and w[0] >= w[-1])).all()
 
 
@@ -78,6 +83,7 @@ def test_label_terms_speak_of_each_persona(planted, spark):
         vocabulary = " ".join(PERSONAS[persona]["things"] + PERSONAS[persona]["likes"]).lower().split()
         terms = summary[segment_id]["label_terms"]
         assert any(term in vocabulary for term in terms[:5]), (persona, terms)
+        assert all(term in vocabulary for term in terms[:3]), (persona, terms)  # nothing another persona shares
 
 
 def test_assign_mode_places_held_out_users_where_a_refit_would(planted, spark):
@@ -92,13 +98,14 @@ def test_assign_mode_places_held_out_users_where_a_refit_would(planted, spark):
     assert cli.main(["segment", "--conf", str(path), "--set", "segment.mode=assign"]) == 0
     assigned = segments_of(spark, root)
     manifest = json.loads((root / "out" / "manifest.json").read_text())
-    assert manifest["stages"]["segment"]["mode"] == "assign" and "stability" not in manifest["stages"]["segment"]
+    assert manifest["stages"]["segment"]["mode"] == "assign" and "agreement_with_previous" not in manifest["stages"]["segment"]
+    assert manifest["stages"]["segment"]["reproducible_segments"] >= 4  # the saved segments, scored on these users
 
     k = manifest["stages"]["segment"]["k"]
     assert cli.main(["segment", "--conf", str(path), "--set", f"segment.k={k}"]) == 0
     refit = segments_of(spark, root)
-    stability = json.loads((root / "out" / "manifest.json").read_text())["stages"]["segment"]["stability"]
-    assert stability >= 0.9
+    agreement = json.loads((root / "out" / "manifest.json").read_text())["stages"]["segment"]["agreement_with_previous"]
+    assert agreement >= 0.9
 
     # match refit segments to assigned ones on the users of the first fit, then compare the held-out
     both = pd.DataFrame({"a": assigned["segment_id"], "r": refit.loc[assigned.index, "segment_id"]})

@@ -35,6 +35,13 @@ SEGMENT_ASSIGNMENT = pa.schema([
     ("top_weights", pa.list_(pa.float64())),
 ])
 
+# What a worker returns for one candidate k: each reference segment's size and bootstrap Jaccard
+# stability, and the k's cosine silhouette (the same on every row of that k).
+SEGMENT_STABILITY = pa.schema([
+    ("k", pa.int32()), ("segment_id", pa.int32()), ("size", pa.int64()), ("stability", pa.float64()),
+    ("silhouette", pa.float64()),
+])
+
 _TIMESTAMP = pa.timestamp("us", tz="UTC")  # Spark's TimestampType (session time zone)
 
 # Every dataset a stage writes under output.path, by name (a dated run adds its run_date partition).
@@ -59,10 +66,16 @@ DATASETS: dict[str, pa.Schema] = {
     # segment
     "segments": pa.schema([("user_id", pa.string()), *zip(SEGMENT_ASSIGNMENT.names, SEGMENT_ASSIGNMENT.types)]),
     "segment_summary": pa.schema([
-        ("segment_id", pa.int32()), ("size", pa.int64()), ("share", pa.float64()),
+        ("segment_id", pa.int32()), ("parent_id", pa.int32()), ("size", pa.int64()), ("share", pa.float64()),
+        ("stability", pa.float64()), ("stability_class", pa.string()),
         ("label_terms", pa.list_(pa.string())), ("representative_items", pa.list_(pa.string())),
         ("engaged_items", pa.list_(pa.struct([("item", pa.string()), ("users", pa.int64()), ("lift", pa.float64())]))),
         ("nearest_segment", pa.int32()), ("description", pa.string()),
+    ]),
+    # interest tags per user: the terms of their history and own text that set them apart, weights summing to 1
+    "user_interests": pa.schema([
+        ("user_id", pa.string()),
+        ("interests", pa.list_(pa.struct([("term", pa.string()), ("weight", pa.float64())]))),
     ]),
     # recommend
     "recommendations": RECOMMENDATIONS,

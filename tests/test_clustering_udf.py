@@ -1,0 +1,73 @@
+"""Bootstrap stability and the silhouette on executors: planted groups come back, arbitrary cuts do not."""
+
+import numpy as np
+import pytest
+
+from segrec.udfs.clustering import (
+    bootstrap_stability, cosine_silhouette, jaccard_to_best_match, nearest, score_k, spherical_kmeans, stability_word,
+)
+from segrec.udfs.segments import normalise_rows
+
+
+@pytest.fixture(scope="module")
+def planted():
+    """Five well-separated groups of 120 unit vectors in 32 dimensions."""
+    rng = np.random.default_rng(0)
+    centres = normalise_rows(rng.normal(size=(5, 32)))
+    vectors = normalise_rows(np.repeat(centres, 120, axis=0) + 0.2 * rng.normal(size=(600, 32)))
+    return vectors, np.repeat(np.arange(5), 120)
+
+
+def test_spherical_kmeans_finds_planted_groups_with_unit_centres(planted):
+    vectors, truth = planted
+    centres = spherical_kmeans(vectors, 5, seed=1)
+    assert np.allclose(np.linalg.norm(centres, axis=1), 1.0, atol=1e-5)
+    labels = nearest(vectors, centres)
+    # every planted group lands whole in one segment, each in its own
+    assert all(len(set(labels[truth == g])) == 1 for g in range(5)) and len(set(labels)) == 5
+
+
+def test_a_planted_k_is_stable_and_a_split_group_is_not(planted):
+    vectors, _ = planted
+    _, at_planted, silhouette_planted = score_k(vectors, spherical_kmeans(vectors, 5, seed=1), 10, seed=2)
+    _, too_many, silhouette_more = score_k(vectors, spherical_kmeans(vectors, 8, seed=1), 10, seed=2)
+    assert at_planted.min() >= 0.95
+    assert too_many.min() < 0.75  # at least one planted group cut arbitrarily in two
+    assert silhouette_planted > silhouette_more
+
+
+def test_jaccard_to_best_match_on_a_known_table():
+    reference = np.array([0, 0, 0, 0, 1, 1, 2])
+    other = np.array([1, 1, 1, 0, 0, 0, 0])
+    # segment 0: {0..3} vs best {0,1,2} -> 3/4; segment 1: {4,5} vs {3,4,5,6} -> 2/4; segment 2: {6} -> 1/4
+    assert jaccard_to_best_match(reference, other, 3, 2).tolist() == [0.75, 0.5, 0.25]
+    assert np.isnan(jaccard_to_best_match(np.array([0, 0]), np.array([0, 1]), 2, 2)[1])  # segment 1 is empty here
+
+
+def test_bootstrap_stability_is_seeded_and_needs_samples(planted):
+    vectors, truth = planted
+    first = bootstrap_stability(vectors, truth, 5, 3, seed=9)
+    assert np.array_equal(first, bootstrap_stability(vectors, truth, 5, 3, seed=9))
+    assert np.isnan(bootstrap_stability(vectors, truth, 5, 0, seed=9)).all()
+
+
+def test_cosine_silhouette_matches_the_pairwise_definition():
+    rng = np.random.default_rng(3)
+    vectors = normalise_rows(rng.normal(size=(60, 8)))
+    labels = rng.integers(0, 3, 60)
+    distance = 1.0 - vectors @ vectors.T
+    scores = []
+    for i in range(60):
+        own = labels == labels[i]
+        a = distance[i, own].sum() / (own.sum() - 1)
+        b = min(distance[i, labels == j].mean() for j in range(3) if j != labels[i])
+        scores.append((b - a) / max(a, b))
+    assert cosine_silhouette(vectors, labels, 3) == pytest.approx(np.mean(scores), abs=1e-5)
+    assert cosine_silhouette(vectors, np.zeros(60, dtype=int), 3) is None  # one segment: undefined
+
+
+@pytest.mark.parametrize("jaccard, word", [(0.9, "natural"), (0.85, "natural"), (0.8, "reproducible"),
+                                           (0.75, "reproducible"), (0.74, "constructed"), (None, "unknown"),
+                                           (float("nan"), "unknown")])
+def test_stability_words(jaccard, word):
+    assert stability_word(jaccard, 0.75) == word

@@ -1,0 +1,147 @@
+"""Segment reproducibility on executors: spherical k-means refits on bootstrap samples, each reference
+segment's Jaccard stability (Hennig 2007, R ``fpc::clusterboot``), and the cosine silhouette.
+
+Everything here takes numpy arrays and gives numpy arrays back, so it runs inside a Spark task (one
+task per candidate k) and is unit-tested without Spark. The reference segments come from the driver's
+MLlib KMeans fit (cosine); the refits here optimise the same objective (cosine to unit centres, k-means++
+seeding), so a segment that comes back in the refits is one MLlib would find again on other users.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from segrec.udfs.segments import normalise_rows
+
+
+def nearest(vectors: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """(n,) the index of the most similar unit centre for each unit vector (ties: the lowest index)."""
+    return np.argmax(vectors @ centres.T, axis=1)
+
+
+def _seed_centres(vectors: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """k-means++ seeding with cosine distance: each next centre drawn in proportion to its distance."""
+    first = int(rng.integers(len(vectors)))
+    centres = [vectors[first]]
+    closest = 1.0 - vectors @ vectors[first]
+    for _ in range(1, k):
+        weights = np.maximum(closest, 0.0)
+        total = weights.sum()
+        pick = int(rng.choice(len(vectors), p=weights / total)) if total > 0 else int(rng.integers(len(vectors)))
+        centres.append(vectors[pick])
+        closest = np.minimum(closest, 1.0 - vectors @ vectors[pick])
+    return np.stack(centres)
+
+
+def spherical_kmeans(
+    vectors: np.ndarray, k: int, seed: int, max_iter: int = 40, tol: float = 1e-4, restarts: int = 3
+) -> np.ndarray:
+    """Unit centres (k, d) of a cosine k-means fit of unit ``vectors`` (n, d), n >= k: the best (highest
+    total cosine to the centres) of ``restarts`` seeded runs, as MLlib's k-means|| seeding is more robust
+    than one k-means++ draw and a poor local optimum would read as instability."""
+    rng = np.random.default_rng(seed)
+    best, best_fit = None, -np.inf
+    for _ in range(max(restarts, 1)):
+        centres = _lloyd(vectors, _seed_centres(vectors, k, rng), max_iter, tol)
+        fit = float(np.max(vectors @ centres.T, axis=1).sum())
+        if fit > best_fit:
+            best, best_fit = centres, fit
+    return best
+
+
+def _lloyd(vectors: np.ndarray, centres: np.ndarray, max_iter: int, tol: float) -> np.ndarray:
+    """Lloyd's iterations with the centres re-normalised each step (what MLlib's cosine KMeans does); an
+    emptied segment is re-seeded at the vectors worst served by their centres. Stops when no centre
+    moves by more than ``tol`` (cosine) or after ``max_iter`` iterations."""
+    k = len(centres)
+    for _ in range(max_iter):
+        sims = vectors @ centres.T
+        labels = np.argmax(sims, axis=1)
+        sums = np.zeros_like(centres)
+        np.add.at(sums, labels, vectors)
+        counts = np.bincount(labels, minlength=k)
+        empties = np.flatnonzero(counts == 0)
+        if len(empties):
+            served = sims[np.arange(len(vectors)), labels]
+            sums[empties] = vectors[np.argsort(served, kind="stable")[: len(empties)]]
+        updated = normalise_rows(sums)
+        moved = 1.0 - np.sum(updated * centres, axis=1)
+        centres = updated
+        if moved.max() <= tol:
+            break
+    return centres
+
+
+def jaccard_to_best_match(reference: np.ndarray, other: np.ndarray, k: int, k_other: int) -> np.ndarray:
+    """(k,) for each reference segment, the Jaccard index of its members with the best-matching segment
+    of ``other`` (both label arrays over the same points); NaN for a segment with no member here."""
+    table = np.zeros((k, k_other))
+    np.add.at(table, (reference, other), 1.0)
+    sizes, other_sizes = table.sum(axis=1), table.sum(axis=0)
+    union = sizes[:, None] + other_sizes[None, :] - table
+    with np.errstate(invalid="ignore", divide="ignore"):
+        best = np.max(np.where(union > 0, table / union, 0.0), axis=1)
+    return np.where(sizes > 0, best, np.nan)
+
+
+def bootstrap_stability(
+    vectors: np.ndarray, labels: np.ndarray, k: int, samples: int, seed: int, max_iter: int = 40, tol: float = 1e-4
+) -> np.ndarray:
+    """(k,) each reference segment's mean Jaccard stability over ``samples`` bootstrap refits.
+
+    For each bootstrap: draw n vectors with replacement, refit spherical k-means with the same k, place
+    the distinct drawn vectors in the refit's segments, and score each reference segment (restricted to
+    the drawn vectors) by its Jaccard index with the best-matching refit segment. 1 means it came back
+    whole every time; Hennig reads below 0.5 as dissolved, 0.75 and above as stable.
+    """
+    rng = np.random.default_rng(seed)
+    scores = np.zeros((samples, k))
+    for b in range(samples):
+        drawn = rng.integers(0, len(vectors), len(vectors))
+        centres = spherical_kmeans(vectors[drawn], k, seed=int(rng.integers(2**31)), max_iter=max_iter, tol=tol)
+        distinct = np.unique(drawn)
+        scores[b] = jaccard_to_best_match(labels[distinct], nearest(vectors[distinct], centres), k, k)
+    with np.errstate(invalid="ignore"):
+        return np.nanmean(scores, axis=0) if samples else np.full(k, np.nan)
+
+
+def cosine_silhouette(vectors: np.ndarray, labels: np.ndarray, k: int) -> float | None:
+    """The cosine silhouette of unit ``vectors`` as MLlib's ClusteringEvaluator computes it: a point's
+    mean distance to a segment is 1 - x . (sum of the segment) / size, so the cost is O(n k d)."""
+    sizes = np.bincount(labels, minlength=k).astype(np.float64)
+    if np.count_nonzero(sizes) < 2:
+        return None
+    sums = np.zeros((k, vectors.shape[1]))
+    np.add.at(sums, labels, vectors)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_distance = 1.0 - (vectors @ sums.T) / sizes[None, :]
+    rows = np.arange(len(vectors))
+    own_size = sizes[labels]
+    # a point's own segment holds the point itself: its distance to itself (0) is left out of the mean
+    a = np.where(own_size > 1, mean_distance[rows, labels] * own_size / np.maximum(own_size - 1, 1), 0.0)
+    others = np.where(sizes[None, :] > 0, mean_distance, np.inf)
+    others[rows, labels] = np.inf
+    b = others.min(axis=1)
+    score = np.where(own_size > 1, (b - a) / np.maximum(np.maximum(a, b), 1e-12), 0.0)
+    return float(score.mean())
+
+
+def stability_word(jaccard: float | None, reproducible: float) -> str:
+    """A plain word for a segment's stability (Dolnicar & Leisch 2010): natural (>= 0.85, comes back
+    nearly whole), reproducible (>= ``reproducible``), constructed (below: one way of cutting the users)."""
+    if jaccard is None or np.isnan(jaccard):
+        return "unknown"
+    if jaccard >= max(0.85, reproducible):
+        return "natural"
+    return "reproducible" if jaccard >= reproducible else "constructed"
+
+
+def score_k(
+    vectors: np.ndarray, centres: np.ndarray, samples: int, seed: int, max_iter: int = 40, tol: float = 1e-4
+) -> tuple[np.ndarray, np.ndarray, float | None]:
+    """For reference unit ``centres`` (k, d) over unit ``vectors`` (n, d): (sizes (k,), Jaccard
+    stability (k,), silhouette) of the segments the centres cut."""
+    k = len(centres)
+    labels = nearest(vectors, normalise_rows(centres))
+    stability = bootstrap_stability(vectors, labels, k, samples, seed, max_iter, tol)
+    return np.bincount(labels, minlength=k), stability, cosine_silhouette(vectors, labels, k)
