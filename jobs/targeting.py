@@ -2,11 +2,13 @@
 
 For each segment, its top items are the ones its portrait shows (``segment.distinctive_items`` on the
 training rows: what its users engage with more than the whole population, at least
-``segment.min_term_users`` of them). On the held-out rows, a user *responds* to a segment when they
-interact with one of its top items. Targeting lift = (share of the segment's members who respond) /
-(share of all evaluated users who respond to the same items): what a campaign aimed at the segment
-gains over one sent to everyone. The same figures for random segments of the same sizes (users placed
-by a seeded hash) say what lift comes from chance alone; it should be about 1.
+``segment.min_term_users`` of them). A campaign offers each top item to the users who have not had it
+yet: the (user, top item) pairs without a training interaction. A pair *responds* when the held-out
+rows hold it. Targeting lift = (response rate of the members' pairs) / (response rate of every
+evaluated user's pairs for the same items): what aiming the campaign at the segment gains over sending
+it to everyone. (Counting users instead of pairs would punish a segment for having already consumed
+its own top items, which a campaign would not offer again.) The same figures for random segments of
+the same sizes (users placed by a seeded hash) say what lift comes from chance alone: about 1.
 """
 
 from __future__ import annotations
@@ -42,34 +44,42 @@ def random_segments(segments: DataFrame, seed: int) -> DataFrame:
 
 
 def targeting_lift(segments: DataFrame, train: DataFrame, held: DataFrame, settings: Segment) -> dict:
-    """Per segment (members with held-out rows, their response rate, everyone's, the lift) and the mean
-    lift over the segments that have top items and responders."""
+    """Per segment: members with held-out rows, top items, the response rate of the members' open
+    (user, top item) pairs and of everyone's, and the lift; with the mean lift over the segments
+    that have top items. Pairs are counted, never listed: open pairs = users x items - pairs seen in
+    training, so the cost does not grow with users x items."""
     evaluated = held.select("user_id").distinct()
-    members = segments.join(evaluated, on="user_id", how="left_semi")
+    members = segments.join(evaluated, on="user_id", how="left_semi").select("user_id", "segment_id")
     n_users = members.count()
     top = top_items(segments, train, settings)
-    responses = held.select("user_id", "item_id").distinct().join(top, on="item_id", how="inner") \
-        .select("user_id", "segment_id").distinct()  # a user responding to segment s's items
-    everyone = responses.join(members.select("user_id"), on="user_id", how="left_semi") \
-        .groupBy("segment_id").agg(F.count("*").alias("responders"))
-    own = responses.join(members.select("user_id", "segment_id"), on=["user_id", "segment_id"], how="inner") \
-        .groupBy("segment_id").agg(F.count("*").alias("member_responders"))
-    rows = (
-        members.groupBy("segment_id").agg(F.count("*").alias("members"))
-        .join(everyone, on="segment_id", how="left")
-        .join(own, on="segment_id", how="left")
-        .join(top.groupBy("segment_id").agg(F.count("*").alias("top_items")), on="segment_id", how="left")
-        .orderBy("segment_id").collect()
-    )
-    table = []
-    for r in rows:
-        member_rate = (r["member_responders"] or 0) / r["members"]
-        everyone_rate = (r["responders"] or 0) / n_users if n_users else 0.0
-        table.append({"segment_id": int(r["segment_id"]), "members": int(r["members"]), "top_items": int(r["top_items"] or 0),
-                      "member_rate": round(member_rate, 4), "everyone_rate": round(everyone_rate, 4),
-                      "lift": round(member_rate / everyone_rate, 3) if everyone_rate > 0 else None})
-    lifts = [row["lift"] for row in table if row["lift"] is not None]
-    return {"segments": table, "mean_lift": round(sum(lifts) / len(lifts), 3) if lifts else None}
+    seen = train.select("user_id", "item_id").distinct().join(members, on="user_id", how="left_semi")
+    responded = held.select("user_id", "item_id").distinct().join(seen, on=["user_id", "item_id"], how="left_anti")
+
+    def count(pairs: DataFrame, name: str) -> tuple[DataFrame, DataFrame]:
+        """(segment_id, name) over every evaluated user, and over the segment's own members."""
+        per_item = pairs.join(top, on="item_id", how="inner")
+        everyone = per_item.groupBy("segment_id").agg(F.count("*").alias(f"{name}_all"))
+        own = per_item.join(members, on=["user_id", "segment_id"], how="inner") \
+            .groupBy("segment_id").agg(F.count("*").alias(f"{name}_members"))
+        return everyone, own
+
+    frames = [*count(seen, "seen"), *count(responded, "responses")]
+    table = members.groupBy("segment_id").agg(F.count("*").alias("members")).join(
+        top.groupBy("segment_id").agg(F.count("*").alias("top_items")), on="segment_id", how="left")
+    for frame in frames:
+        table = table.join(frame, on="segment_id", how="left")
+    rows = []
+    for r in table.orderBy("segment_id").collect():
+        items = r["top_items"] or 0
+        open_members = r["members"] * items - (r["seen_members"] or 0)
+        open_all = n_users * items - (r["seen_all"] or 0)
+        member_rate = (r["responses_members"] or 0) / open_members if open_members else 0.0
+        everyone_rate = (r["responses_all"] or 0) / open_all if open_all else 0.0
+        rows.append({"segment_id": int(r["segment_id"]), "members": int(r["members"]), "top_items": int(items),
+                     "member_rate": round(member_rate, 5), "everyone_rate": round(everyone_rate, 5),
+                     "lift": round(member_rate / everyone_rate, 3) if everyone_rate > 0 else None})
+    lifts = [row["lift"] for row in rows if row["lift"] is not None]
+    return {"segments": rows, "mean_lift": round(sum(lifts) / len(lifts), 3) if lifts else None}
 
 
 def targeting_report(segments: DataFrame, train: DataFrame, held: DataFrame, settings: Segment, seed: int) -> dict:
