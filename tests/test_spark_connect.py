@@ -60,6 +60,11 @@ def test_connect_run_gives_the_classic_sessions_lists_and_segments(spark, both):
         assert score == pytest.approx(scores[(user, rank)], abs=1e-5)
     segments = ["user_id", "segment_id"]
     assert rows(spark, str(both["remote"] / "segments"), segments) == rows(spark, str(both["classic"] / "segments"), segments)
+    # the bootstrap stability tasks, the term tokenizer and the interest tags run there too, alike
+    portrait = ["segment_id", "stability", "stability_class", "label_terms"]
+    assert rows(spark, str(both["remote"] / "segment_summary"), portrait) == \
+        rows(spark, str(both["classic"] / "segment_summary"), portrait)
+    assert spark.read.parquet(str(both["remote"] / "user_interests")).count() == 24
     # the item matrix reached the workers as a file under the run's staging area, removed afterwards
     assert not list((both["remote"] / "_staging").glob("catalogue*"))
 

@@ -157,10 +157,11 @@ TINY_VOCAB_WORDS = (
 ).split()
 
 
-def save_tiny_bert(directory: str) -> str:
+def save_tiny_bert(directory: str, extra_tokens: list[str] | None = None) -> str:
     """A randomly initialised 2-layer BertModel (hidden size 32) and a WordPiece tokenizer saved to
     ``directory``: fast enough for tests and the scale benchmark, where the real model's throughput is
-    not what is measured."""
+    not what is measured. ``extra_tokens`` join the vocabulary (CJK characters, say: BERT's tokenizer
+    splits Chinese text into single characters)."""
     import string
     from pathlib import Path
 
@@ -172,6 +173,7 @@ def save_tiny_bert(directory: str) -> str:
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     chars = list(string.ascii_lowercase + string.digits + string.punctuation)
     vocab = specials + chars + ["##" + c for c in string.ascii_lowercase + string.digits] + TINY_VOCAB_WORDS
+    vocab += list(extra_tokens or [])
     vocab = list(dict.fromkeys(vocab))
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
     tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
