@@ -147,7 +147,6 @@ def build_ours(
     weights: list[float], k: int, tag: str,
 ) -> OurModel:
     """Segments (always fitted: a saved model may have seen held-out data), then one list per weight."""
-    feats = features(profiles).cache()
     segments, centroids, curve, shipped = build_segments(spark, config, scratch, profiles, tag)
     ours = OurModel(profiles, segments, centroids, curve, shipped)
     # One catalogue for the whole weight grid: counted, collected and shipped to the workers once.
