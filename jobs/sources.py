@@ -233,7 +233,8 @@ def annotate_entities(
         "_malformed",
         "_ordinal",
     )
-    checks = [(F.col("_malformed"), MALFORMED_ROW), (undecodable(), INVALID_ENCODING), (F.col(key).isNull(), MISSING_ID)]
+    # bytes that are not UTF-8 come first: a JSON parser fails on them too, and the bytes are the cause
+    checks = [(undecodable(), INVALID_ENCODING), (F.col("_malformed"), MALFORMED_ROW), (F.col(key).isNull(), MISSING_ID)]
     if require_text and cols.text:
         checks.append((F.col("text").isNull(), EMPTY_TEXT))
     return mark_duplicates(df.withColumn("_reason", first_reason(*checks)), key)
@@ -320,8 +321,8 @@ def annotate_interactions(
     df = df.withColumn(
         "_reason",
         first_reason(
+            (undecodable(), INVALID_ENCODING),  # before malformed_row: the bytes are the cause
             (F.col("_malformed"), MALFORMED_ROW),
-            (undecodable(), INVALID_ENCODING),
             (F.col("user_id").isNull(), MISSING_USER_ID),
             (F.col("item_id").isNull(), MISSING_ITEM_ID),
             (bad_rating, INVALID_RATING),

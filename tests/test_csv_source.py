@@ -61,6 +61,32 @@ def test_invalid_utf8_rows_are_rejected_not_mangled(spark, tmp_path):
     assert rejects.collect()[0].id == "2"
 
 
+@pytest.mark.parametrize("source", ["items", "interactions"])
+def test_invalid_utf8_in_json_lines_is_invalid_encoding_not_malformed(spark, tmp_path, source):
+    """The JSON parser cannot parse a line with bytes that are not UTF-8 (it becomes a corrupt record):
+    the reject names the bytes, as the README promises for every source."""
+    path = tmp_path / f"{source}.json"
+    lines = [b'{"item_id": "1", "user_id": "u1", "title": "ok title"}',
+             b'{"item_id": "2", "user_id": "u2", "title": "bad \xff\xfe bytes"}',
+             b'{"item_id": "3", "user_id": "u3", "title": "caf\xc3\xa9"}', b'{"item_id": "4", "title": ']
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    columns = ({"id": "item_id", "text": ["title"]} if source == "items" else {"user_id": "user_id", "item_id": "item_id"})
+    config = config_from_dict({"inputs": {
+        "items": {"path": str(path), "format": "json", "columns": columns if source == "items" else {"id": "i"}},
+        "interactions": {"path": str(path), "format": "json", "columns": columns if source != "items" else
+                         {"user_id": "u", "item_id": "i"}},
+    }})
+    raw = sources.read_source(spark, source, getattr(config.inputs, source))
+    if source == "items":
+        annotated = sources.annotate_items(raw, config.inputs.items)
+    else:
+        known = spark.createDataFrame([(str(i),) for i in range(1, 5)], "item_id string")
+        annotated = sources.annotate_interactions(raw, config.inputs.interactions, known, None)
+    reasons = sources.count_reasons(annotated).as_dict()["rejected_by_reason"]
+    # line 4 is cut off: malformed, as a parser error should be
+    assert reasons["invalid_encoding"] == 1 and reasons["malformed_row"] == 1
+
+
 def test_ragged_rows_and_an_unclosed_quote_become_malformed_row_rejects(spark, tmp_path):
     path = tmp_path / "items.csv"
     path.write_text('item_id,title,category\n1,Boots,hiker\n2,Tent\n3,Stove,cook,extra\n'
