@@ -53,6 +53,10 @@ def read_source(spark: SparkSession, name: str, source: _Source) -> DataFrame:
             return spark.table(source.table)
         reader = spark.read.format(source.format)
         options = dict(source.options)
+        if source.format in ("parquet", "orc"):
+            # Spark takes the schema of one file unless told to merge: a directory whose files differ in
+            # columns (one written before `description` existed) would lose a column that others hold.
+            options.setdefault("mergeSchema", "true")
         if source.format == "csv":
             options.setdefault("header", "true")
             # Whole-row values (multi-line quoted text) and malformed rows stay visible to validation.
@@ -87,10 +91,13 @@ def unreadable(name: str, source, exc: Exception) -> Exception:
     schemas, a corrupt file): an input error naming it, with Spark's own reason in one line. Anything
     else is unexpected and stays as it is."""
     text = str(exc)
-    match = re.search(r"\[(FAILED_READ_FILE[A-Z_.]*|CANNOT_[A-Z_.]+|MALFORMED_[A-Z_.]+|INCOMPATIBLE_[A-Z_.]+)\][^\n]*", text)
+    # the reason runs to Spark's SQLSTATE or its Java stack (CANNOT_MERGE_SCHEMAS prints both schemas
+    # on lines of their own), whitespace folded onto one line
+    match = re.search(r"\[(FAILED_READ_FILE[A-Z_.]*|CANNOT_[A-Z_.]+|MALFORMED_[A-Z_.]+|INCOMPATIBLE_[A-Z_.]+)\]"
+                      r"(?:(?!SQLSTATE|\n\s*at )[\s\S])*", text)
     if match is None:
         return exc
-    reason = match.group(0)
+    reason = " ".join(match.group(0).split())
     reason = reason if len(reason) <= 400 else reason[:397] + "..."
     return InputError(
         f"{name}: cannot read {source.location} as {source.format}: {reason} "

@@ -45,6 +45,24 @@ def test_parquet_files_with_conflicting_schemas(spark, tmp_path, data, capfd):
     assert "items: cannot read" in err and "item_id" in err and quiet(err)
 
 
+def test_parquet_files_that_differ_in_columns_are_merged(spark, tmp_path, data):
+    """One file written before `description` existed: its rows keep their title, the others' keep both."""
+    generated, paths = data
+    folder = tmp_path / "items_dir"
+    folder.mkdir()
+    wide, narrow = generated.items.iloc[:3], generated.items.iloc[3:]
+    narrow.drop(columns=["description"]).to_parquet(folder / "a.parquet", index=False)  # read first
+    wide.to_parquet(folder / "b.parquet", index=False)
+    assert validate(tmp_path, paths, items=str(folder)) == 0
+    texts = dict(spark.read.parquet(str(tmp_path / "out" / "items")).select("item_id", "text").collect())
+    assert len(texts) == len(generated.items)
+    for row in generated.items.itertuples():
+        if row.Index < 3:
+            assert texts[row.item_id] == f"{row.title}. {row.description}"
+        else:
+            assert texts[row.item_id] == row.title
+
+
 def test_a_missing_input_path_is_named_without_a_stack_trace(spark, tmp_path, data, capfd):
     _, paths = data
     assert validate(tmp_path, paths, items=os.path.join(str(tmp_path), "nope")) == 2
