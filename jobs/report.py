@@ -194,7 +194,8 @@ def segment_section(title: str, figures: dict) -> list[str]:
         f"Segments in the {title}: k={figures['k']}, {figures['reproducible_segments']} reproducible "
         f"(bootstrap Jaccard >= the threshold), size-weighted mean stability {_value(figures['mean_stability'])}. "
         f"Mean targeting lift {_value(ours['mean_lift'])}; random segments of the same sizes "
-        f"{_value(chance['mean_lift'])} (same run).",
+        f"{_value(chance['mean_lift'])} (mean of {len(chance.get('draws', []))} draws: "
+        + ", ".join(f"{d:.2f}" for d in chance.get("draws", [])) + "; same run).",
         "",
         markdown_table(["segment", "members evaluated", "stability", "top items", "member response",
                         "everyone's response", "targeting lift"], rows),

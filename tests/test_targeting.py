@@ -43,7 +43,7 @@ def test_planted_segments_pay_and_random_ones_do_not(personas):
     report = targeting_report(segments, train, held, Segment(), seed=42)
     assert report["segments"]["mean_lift"] > 3.0  # each persona keeps ~85% of its picks on its own items
     assert all(row["lift"] > 2.0 for row in report["segments"]["segments"])
-    assert 0.6 < report["random"]["mean_lift"] < 1.4
+    assert 0.7 < report["random"]["mean_lift"] < 1.3 and len(report["random"]["draws"]) == 5
 
 
 def test_random_segments_keep_the_sizes_in_expectation(personas):
