@@ -372,6 +372,9 @@ class Evaluate(_Section):
         description="train settings tried on the validation split (each a set of train.* overrides)",
     )
     random_baseline: bool = True
+    chance_draws: int = Field(
+        5, ge=1, description="random placements of users into segments of the same sizes, whose mean targeting "
+        "lift is the chance level beside each segment's")
     cold_max_train: int = Field(20, ge=1, description="cold-user slice: users with at most this many training interactions")
     head_share: float = Field(0.2, gt=0, lt=1, description="long-tail slice: items outside this most-popular share")
     cold_item_share: float = Field(

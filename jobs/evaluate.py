@@ -316,7 +316,8 @@ def segment_figures(
         "mean_stability": stability["mean_stability"],
         "reproducible_segments": stability["reproducible"],
         "stability_by_k": curve,
-        "targeting": targeting_report(segments, data.train, held, config.segment, config.evaluate.seed),
+        "targeting": targeting_report(segments, data.train, held, config.segment, config.evaluate.seed,
+                                      config.evaluate.chance_draws),
     }
 
 

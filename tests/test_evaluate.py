@@ -28,7 +28,7 @@ def evaluated(tmp_path_factory, tiny_model_dir, spark):
     conf["segment"] = {"k": 3, "k_max": 4}
     conf["evaluate"] = {"holdout": HOLDOUT, "ks": [3, 5], "tune_k": 5, "popularity_weights": [0.0, 1.0], "segment_ks": [2, 3],
                         "als": {"ranks": [4], "reg_params": [0.1], "alphas": [1.0, 5.0], "max_iter": 3},
-                        "projection_sample": 40}
+                        "projection_sample": 40, "chance_draws": 2}
     conf["train"] = {"dim": 16, "hidden": 32, "epochs": 3, "batch_size": 64, "learning_rate": 0.005}
     # a real MLflow tracking store (sqlite) and artifact folder in the temp dir
     conf["mlflow"] = {"tracking_uri": f"sqlite:///{root}/mlflow.db", "experiment": "segrec-test",
@@ -116,6 +116,7 @@ def test_report_files_and_metrics_are_complete(evaluated):
         assert [row["segment_id"] for row in targeting["segments"]["segments"]] == list(range(space["k"]))
         assert sum(row["members"] for row in targeting["segments"]["segments"]) == len({u for u, _ in held})
         assert sum(row["members"] for row in targeting["random"]["segments"]) == len({u for u, _ in held})
+        assert len(targeting["random"]["draws"]) <= 2  # evaluate.chance_draws (a draw may have no top item)
     # (what the lift is worth is tests/test_targeting.py's: here a tiny random BERT and 3-epoch towers)
     text = (folder / "report.md").read_text()
     assert "| hybrid |" in text and "| trained |" in text and "ndcg@5" in text and "Best per metric" in text
