@@ -221,24 +221,6 @@ def assign_segments(user_vectors: DataFrame, centroids: np.ndarray, temperature:
     return placed.select("user_id", "s.segment_id", "s.distance", "s.top_segments", "s.top_weights")
 
 
-def stability(previous: DataFrame, current: DataFrame) -> float | None:
-    """Share of users in both runs whose segment matches, after matching segments one-to-one."""
-    pairs = (
-        previous.select("user_id", F.col("segment_id").alias("old"))
-        .join(current.select("user_id", F.col("segment_id").alias("new")), on="user_id", how="inner")
-        .groupBy("old", "new").count().collect()
-    )
-    if not pairs:
-        return None
-    olds = sorted({p["old"] for p in pairs})
-    news = sorted({p["new"] for p in pairs})
-    table = np.zeros((len(olds), len(news)))
-    for p in pairs:
-        table[olds.index(p["old"]), news.index(p["new"])] = p["count"]
-    rows, cols = linear_sum_assignment(table, maximize=True)
-    return round(float(table[rows, cols].sum() / table.sum()), 6)
-
-
 # ---------------------------------------------------------------------------------- portraits
 
 
