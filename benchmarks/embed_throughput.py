@@ -124,10 +124,11 @@ def timed_encodes(encoders: dict, texts: list[str]) -> tuple[dict[str, float], d
 def bfloat16_check(texts: list[str], model_dir: str, max_length: int) -> None:
     """The encoder in bfloat16 on this CPU (model.cpu_dtype): speed and agreement with float32, the
     stage's own Encoder both times (same windows, batches and pooling), one warm-up encode each."""
+    from segrec.jobs.config import executor_settings
     from segrec.udfs.encoder import Encoder, EncoderSettings
     from segrec.udfs.device import native_bfloat16
 
-    settings = EncoderSettings(model_path=model_dir, max_length=max_length)
+    settings = executor_settings(EncoderSettings, cpu_dtype="float32", model_path=model_dir, max_length=max_length)
     timings, vectors = timed_encodes({dtype: Encoder(settings, dtype=dtype) for dtype in ("float32", "bfloat16")}, texts)
     cosine = (vectors["float32"] * vectors["bfloat16"]).sum(axis=1)
     print(f"\nbfloat16 encoder on {len(texts)} texts (native bfloat16: {native_bfloat16()}): float32 "
@@ -140,13 +141,14 @@ def budget_check(texts: list[str], model_dir: str, max_length: int, threads: int
     (1: what one Spark task with spark.task.cpus=1 gets), best of two encodes each after a warm-up."""
     import torch
 
+    from segrec.jobs.config import executor_settings
     from segrec.udfs.encoder import Encoder, EncoderSettings
 
     torch.set_num_threads(threads)
     print(f"\ntoken budgets on {len(texts)} texts, {threads} torch thread(s):")
     timings = {}
     for budget in (1024, 2048, 4096, 8192, 16384, 32768):
-        encoder = Encoder(EncoderSettings(model_path=model_dir, max_length=max_length, token_budget=budget))
+        encoder = Encoder(executor_settings(EncoderSettings, cpu_dtype="float32", model_path=model_dir, max_length=max_length, token_budget=budget))
         encoder.encode(texts[:64])
         timings[budget] = best_seconds(lambda: encoder.encode(texts), 2)
     for budget, seconds in timings.items():
@@ -162,10 +164,11 @@ def onnx_check(texts: list[str], model_dir: str, max_length: int) -> None:
 
     import torch
 
+    from segrec.jobs.config import executor_settings
     from segrec.udfs.encoder import Encoder, EncoderSettings
 
     cache = tempfile.mkdtemp(prefix="segrec-onnx-")
-    settings = EncoderSettings(model_path=model_dir, max_length=max_length, onnx_cache_dir=cache)
+    settings = executor_settings(EncoderSettings, cpu_dtype="float32", model_path=model_dir, max_length=max_length, onnx_cache_dir=cache)
     started = time.perf_counter()
     engines = {"torch": Encoder(settings, threads=torch.get_num_threads())}
     engines["onnx"] = Encoder(settings, engine="onnx", threads=torch.get_num_threads())
@@ -184,9 +187,10 @@ def compile_check(texts: list[str], model_dir: str, max_length: int) -> None:
     import torch
     import torch._inductor.config as inductor
 
+    from segrec.jobs.config import executor_settings
     from segrec.udfs.encoder import Encoder, EncoderSettings
 
-    settings = EncoderSettings(model_path=model_dir, max_length=max_length, long_text="truncate")
+    settings = executor_settings(EncoderSettings, cpu_dtype="float32", model_path=model_dir, max_length=max_length, long_text="truncate")
     eager = Encoder(settings)
     eager.encode(texts[:64])
     started = time.perf_counter()
@@ -214,9 +218,10 @@ def profile_check(texts: list[str], model_dir: str, max_length: int) -> None:
 
     import torch
 
+    from segrec.jobs.config import executor_settings
     from segrec.udfs.encoder import Encoder, EncoderSettings
 
-    encoder = Encoder(EncoderSettings(model_path=model_dir, max_length=max_length, long_text="truncate"))
+    encoder = Encoder(executor_settings(EncoderSettings, cpu_dtype="float32", model_path=model_dir, max_length=max_length, long_text="truncate"))
     encoder.encode(texts[:64])
     profiler = cProfile.Profile()
     started = time.perf_counter()
@@ -239,10 +244,11 @@ def int8_check(texts: list[str], model_dir: str, max_length: int) -> None:
     """Dynamic int8 quantisation of the Linear layers (CPU): speed and agreement with fp32."""
     import torch
 
+    from segrec.jobs.config import executor_settings
     from segrec.udfs.encoder import Encoder, EncoderSettings
 
-    fp32 = Encoder(EncoderSettings(model_path=model_dir, max_length=max_length, long_text="truncate"))
-    int8 = Encoder(EncoderSettings(model_path=model_dir, max_length=max_length, long_text="truncate"))
+    fp32 = Encoder(executor_settings(EncoderSettings, cpu_dtype="float32", model_path=model_dir, max_length=max_length, long_text="truncate"))
+    int8 = Encoder(executor_settings(EncoderSettings, cpu_dtype="float32", model_path=model_dir, max_length=max_length, long_text="truncate"))
     int8.model = torch.ao.quantization.quantize_dynamic(int8.model, {torch.nn.Linear}, dtype=torch.qint8)
     timings = {}
     vectors = {}

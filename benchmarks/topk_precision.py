@@ -24,6 +24,7 @@ from common import unit_rows  # (also puts the repository on sys.path)
 from segrec.udfs.topk import exact as topk
 from segrec.udfs.topk.catalogue import Catalogue, SeenItems
 from segrec.udfs.topk.exact import top_k
+from segrec.jobs.config import executor_settings
 from segrec.udfs.topk.settings import TopKSettings
 
 
@@ -37,7 +38,7 @@ def vectors_from(output: Path) -> tuple[np.ndarray, np.ndarray]:
 def timed_lists(users, catalogue, seen, k, precision):
     before = dict(topk.SELECTION)
     started = time.perf_counter()
-    blocks = top_k(users, np.full(len(users), -1), SeenItems.from_lists(seen), catalogue, TopKSettings(k=k, popularity_weight=0.0, block_mb=64.0, device='cpu', precision=precision))
+    blocks = top_k(users, np.full(len(users), -1), SeenItems.from_lists(seen), catalogue, executor_settings(TopKSettings, explain=False, score_parts=False, mmr_trade_off=None, k=k, popularity_weight=0.0, block_mb=64.0, device='cpu', precision=precision))
     arrays = [np.concatenate(parts) for parts in zip(*blocks)]
     seconds = time.perf_counter() - started
     widened = (topk.SELECTION["widened"] - before["widened"]) / max(1, topk.SELECTION["users"] - before["users"])

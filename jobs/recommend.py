@@ -27,7 +27,7 @@ import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from segrec.jobs.config import Recommend
+from segrec.jobs.config import Recommend, executor_settings
 from segrec.jobs.context import RunContext
 from segrec.jobs.errors import ConfigError, InputError
 from segrec.jobs.io import local_path
@@ -347,7 +347,7 @@ def recommendations(
 ) -> tuple[DataFrame, dict]:
     """The recommendations DataFrame of the recommend section ``settings`` and figures about how it is
     computed (plan, sizes)."""
-    topk = settings.topk()
+    topk = executor_settings(TopKSettings, settings)
     recommender = Recommender(spark, item_vectors, interactions, segments, settings, matrix_dir,
                               with_popularity=topk.popularity_weight > 0, score_parts=topk.score_parts)
     figures = dict(recommender.figures)

@@ -29,7 +29,7 @@ import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from segrec.jobs.config import Config, Train
+from segrec.jobs.config import Config, Train, executor_settings
 from segrec.jobs.context import RunContext
 from segrec.jobs.counts import row_counts
 from segrec.jobs.errors import InputError
@@ -45,7 +45,6 @@ log = logging.getLogger("segrec")
 MODEL = "towers"
 ITEM_VECTORS = "trained_item_vectors"
 TEXT_SPACE = "text"  # user_vectors.space of profiles built from the text vectors alone
-_SETTING_KEYS = set(TowerSettings.__dataclass_fields__) - {"objective"}
 
 
 @dataclass(frozen=True)
@@ -67,8 +66,7 @@ def has_timestamps(interactions: DataFrame) -> bool:
 def tower_settings(train: Train, sequential: bool) -> TowerSettings:
     """The towers' settings from the config; ``objective: auto`` resolved by the data's timestamps."""
     objective = train.objective if train.objective != "auto" else ("sequential" if sequential else "order_free")
-    values = {key: getattr(train, key) for key in _SETTING_KEYS}
-    return TowerSettings(objective=objective, **values)
+    return executor_settings(TowerSettings, train, objective=objective)
 
 
 def sequences(weighted: DataFrame, catalogue: DataFrame, seed: int) -> DataFrame:

@@ -55,6 +55,32 @@ def synthetic_data():
     return generate(n_users=100, items_per_persona=12, seed=7)
 
 
+def topk_settings(**values):
+    """The scorer's settings from the default config, on a CPU in float32 without explanations unless
+    ``values`` ask otherwise: what the unit tests of exact top-k compare against."""
+    from segrec.jobs.config import executor_settings
+    from segrec.udfs.topk.settings import TopKSettings
+
+    chosen = {"explain": False, "score_parts": False, "device": "cpu", "precision": "float32", **values}
+    return executor_settings(TopKSettings, **chosen)
+
+
+def encoder_settings(**values):
+    """The encoder's settings from the default config, in float32 on a CPU unless ``values`` say."""
+    from segrec.jobs.config import executor_settings
+    from segrec.udfs.encoder import EncoderSettings
+
+    return executor_settings(EncoderSettings, **{"cpu_dtype": "float32", **values})
+
+
+def tower_settings(**values):
+    """The towers' settings from the default config with the sequential objective unless ``values`` say."""
+    from segrec.jobs.config import executor_settings
+    from segrec.udfs.towers import TowerSettings
+
+    return executor_settings(TowerSettings, **{"objective": "sequential", **values})
+
+
 def small_config(root, model_dir: str, output: str, **sections) -> str:
     """A config over 24 users of two personas with the smallest towers, segments and evaluation grid."""
     import yaml

@@ -14,6 +14,7 @@ from pyspark.sql import SparkSession  # noqa: E402
 from pyspark.sql import functions as F  # noqa: E402
 
 from segrec.jobs.embed import embedding_udf  # noqa: E402
+from segrec.jobs.config import executor_settings  # noqa: E402
 from segrec.udfs.encoder import EncoderSettings  # noqa: E402
 
 model_dir, script = sys.argv[1], sys.argv[2]
@@ -41,7 +42,7 @@ def slot(ids: pd.Series) -> pd.Series:
     return pd.Series([json.dumps({"gpus": list(s.gpu_addresses), "device": choose_device(s)})] * len(ids))
 
 
-settings = EncoderSettings(model_path=model_dir, max_length=32)
+settings = executor_settings(EncoderSettings, cpu_dtype="float32", model_path=model_dir, max_length=32)
 df = spark.createDataFrame([(i, f"guitar piano {i}") for i in range(40)], "id int, text string").repartition(4)
 rows = df.select("id", "text", slot("id").alias("slot"), embedding_udf(settings)("text").alias("v")).collect()
 print("RESULT " + json.dumps([{"id": r.id, "text": r.text, "slot": json.loads(r.slot), "v": list(r.v)} for r in rows]))

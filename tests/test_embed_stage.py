@@ -12,7 +12,8 @@ from pyspark.sql import functions as F
 from segrec.jobs import cli
 from segrec.jobs.bootstrap.synthetic import config_dict, write_parquet
 from segrec.udfs import encoder
-from segrec.udfs.encoder import Encoder, EncoderSettings, cpu_dtype
+from segrec.udfs.encoder import Encoder, cpu_dtype
+from conftest import encoder_settings
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +56,7 @@ def test_spark_vectors_equal_the_plain_encoder(spark, workspace, tiny_model_dir,
     texts = synthetic_data.items.set_index("item_id").loc[rows["item_id"]]
     rendered = (texts["title"] + ". " + texts["description"]).tolist()
     # the stage's default cpu_dtype (auto) in the plain encoder too: bfloat16 on CPUs with native bfloat16
-    plain = Encoder(EncoderSettings(model_path=tiny_model_dir, max_length=32, chunk_overlap=4),
+    plain = Encoder(encoder_settings(model_path=tiny_model_dir, max_length=32, chunk_overlap=4),
                     dtype=cpu_dtype("auto")).encode(rendered)
     np.testing.assert_allclose(np.stack(rows["vector"].to_numpy()), plain, atol=1e-5)
 
@@ -98,7 +99,7 @@ def test_second_run_embeds_nothing_and_ten_new_items_embed_ten(spark, workspace,
 
 
 def test_model_is_loaded_once_per_python_worker(spark, tiny_model_dir):
-    settings = EncoderSettings(model_path=tiny_model_dir, max_length=24)
+    settings = encoder_settings(model_path=tiny_model_dir, max_length=24)
     from segrec.jobs.embed import embedding_udf
 
     texts = spark.createDataFrame([(f"guitar {i}",) for i in range(400)], "text string").repartition(8)
@@ -134,7 +135,7 @@ def test_texts_are_encoded_in_as_many_tasks_as_asked(spark, tmp_path, tiny_model
     # As many tasks as the de-duplication's shuffle has: the stage's default (twice the parallelism)
     # is what local sessions set spark.sql.shuffle.partitions to.
     partitions = int(spark.conf.get("spark.sql.shuffle.partitions"))
-    vectors = embed_texts(texts, EncoderSettings(model_path=tiny_model_dir, max_length=24), partitions)
+    vectors = embed_texts(texts, encoder_settings(model_path=tiny_model_dir, max_length=24), partitions)
     per_task = vectors.groupBy(F.spark_partition_id().alias("task")).count().orderBy("task").toPandas()
     assert per_task["task"].tolist() == list(range(partitions))
     assert per_task["count"].sum() == 150 and per_task["count"].min() >= 150 / partitions / 2

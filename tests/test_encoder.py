@@ -9,14 +9,15 @@ import pytest
 from segrec.udfs import device, encoder
 from segrec.udfs.embedding import embed_batches
 from segrec.udfs.device import TaskSlot
-from segrec.udfs.encoder import Encoder, EncoderSettings
+from segrec.udfs.encoder import Encoder
+from conftest import encoder_settings
 
 TEXTS = ["hiking boots", "a cast iron skillet for the kitchen", "guitar", "trail running shoes in the mountain " * 5]
 
 
 @pytest.fixture(scope="module")
 def tiny(tiny_model_dir):
-    return Encoder(EncoderSettings(model_path=tiny_model_dir, max_length=32, chunk_overlap=4, token_budget=256))
+    return Encoder(encoder_settings(model_path=tiny_model_dir, max_length=32, chunk_overlap=4, token_budget=256))
 
 
 def test_vectors_are_unit_float32_in_input_order(tiny):
@@ -38,18 +39,18 @@ def test_empty_input(tiny):
 
 
 def test_windows_chunk_with_overlap_and_truncate(tiny_model_dir):
-    settings = EncoderSettings(model_path=tiny_model_dir, max_length=12, chunk_overlap=2)
+    settings = encoder_settings(model_path=tiny_model_dir, max_length=12, chunk_overlap=2)
     chunker = Encoder(settings)
     assert chunker.capacity == 10  # [CLS] and [SEP] take two
     windows = chunker.windows(list(range(25)))
     assert windows == [list(range(0, 10)), list(range(8, 18)), list(range(16, 25))]
     assert chunker.windows(list(range(10))) == [list(range(10))]
-    truncator = Encoder(EncoderSettings(model_path=tiny_model_dir, max_length=12, chunk_overlap=2, long_text="truncate"))
+    truncator = Encoder(encoder_settings(model_path=tiny_model_dir, max_length=12, chunk_overlap=2, long_text="truncate"))
     assert truncator.windows(list(range(25))) == [list(range(10))]
 
 
 def test_long_text_is_pooled_over_windows_weighted_by_tokens(tiny_model_dir):
-    chunker = Encoder(EncoderSettings(model_path=tiny_model_dir, max_length=12, chunk_overlap=0))
+    chunker = Encoder(encoder_settings(model_path=tiny_model_dir, max_length=12, chunk_overlap=0))
     text = "hiking boots tent camping " * 6  # 24 word tokens -> windows of 10, 10, 4
     ids = chunker.tokenizer(text, add_special_tokens=False)["input_ids"]
     windows = chunker.windows(ids)
@@ -77,20 +78,20 @@ def test_plan_respects_the_token_budget_and_covers_every_window(tiny):
 
 
 def test_cls_pooling_differs_from_mean(tiny_model_dir):
-    mean = Encoder(EncoderSettings(model_path=tiny_model_dir)).encode(["guitar piano"])[0]
-    cls = Encoder(EncoderSettings(model_path=tiny_model_dir, pooling="cls")).encode(["guitar piano"])[0]
+    mean = Encoder(encoder_settings(model_path=tiny_model_dir)).encode(["guitar piano"])[0]
+    cls = Encoder(encoder_settings(model_path=tiny_model_dir, pooling="cls")).encode(["guitar piano"])[0]
     assert np.abs(mean - cls).max() > 1e-3
 
 
 def test_encoder_is_cached_per_process(tiny_model_dir):
-    settings = EncoderSettings(model_path=tiny_model_dir, max_length=64)
+    settings = encoder_settings(model_path=tiny_model_dir, max_length=64)
     first = encoder.get_encoder(settings)
     assert encoder.get_encoder(settings) is first
     assert encoder.LOADS[encoder.cache_key(settings)] == 1
 
 
 def test_embed_batches_keeps_nulls_and_order(tiny_model_dir):
-    settings = EncoderSettings(model_path=tiny_model_dir)
+    settings = encoder_settings(model_path=tiny_model_dir)
     batches = [pd.Series(["guitar", None, "seeds"]), pd.Series([None])]
     out = list(embed_batches(settings, iter(batches)))
     assert [len(b) for b in out] == [3, 1]
@@ -127,7 +128,7 @@ def test_outside_spark_the_slot_has_no_gpu():
 def test_ten_megabyte_text_is_chunked_under_the_token_budget(tiny_model_dir):
     from segrec.udfs.text import normalize_text
 
-    enc = Encoder(EncoderSettings(model_path=tiny_model_dir, max_length=128, chunk_overlap=0, token_budget=4096))
+    enc = Encoder(encoder_settings(model_path=tiny_model_dir, max_length=128, chunk_overlap=0, token_budget=4096))
     text = normalize_text("hiking boots <b>tent</b> camping\x00 " * 300_000)  # 10.5 MB before cleaning
     padded_sizes = []
     forward = enc._forward
@@ -145,19 +146,19 @@ def test_ten_megabyte_text_is_chunked_under_the_token_budget(tiny_model_dir):
 
 
 def test_settings_that_change_the_vectors_get_their_own_encoder_in_one_worker(tiny_model_dir):
-    short = EncoderSettings(model_path=tiny_model_dir, max_length=16)
-    long = EncoderSettings(model_path=tiny_model_dir, max_length=64)
+    short = encoder_settings(model_path=tiny_model_dir, max_length=16)
+    long = encoder_settings(model_path=tiny_model_dir, max_length=64)
     a, b = encoder.get_encoder(short, TaskSlot()), encoder.get_encoder(long, TaskSlot())
     assert a is not b and (a.capacity, b.capacity) == (14, 62)
-    assert encoder.get_encoder(EncoderSettings(model_path=tiny_model_dir, max_length=16), TaskSlot()) is a
-    truncating = EncoderSettings(model_path=tiny_model_dir, max_length=16, long_text="truncate")
+    assert encoder.get_encoder(encoder_settings(model_path=tiny_model_dir, max_length=16), TaskSlot()) is a
+    truncating = encoder_settings(model_path=tiny_model_dir, max_length=16, long_text="truncate")
     assert encoder.get_encoder(truncating, TaskSlot()) is not a
 
 
 def test_bfloat16_on_the_cpu_stays_within_a_cosine_of_float32(tiny_model_dir):
     texts = ["hiking boots for the mountain trail", "a cast iron skillet", "guitar " * 40]
-    full = encoder.Encoder(EncoderSettings(model_path=tiny_model_dir)).encode(texts)
-    half = encoder.Encoder(EncoderSettings(model_path=tiny_model_dir), dtype="bfloat16").encode(texts)
+    full = encoder.Encoder(encoder_settings(model_path=tiny_model_dir)).encode(texts)
+    half = encoder.Encoder(encoder_settings(model_path=tiny_model_dir), dtype="bfloat16").encode(texts)
     assert half.dtype == np.float32 and np.allclose(np.linalg.norm(half, axis=1), 1, atol=1e-5)
     assert (np.sum(full * half, axis=1) > 0.99).all() and not np.array_equal(full, half)
 
@@ -167,7 +168,7 @@ def test_onnx_runtime_gives_torchs_vectors_and_exports_once_per_model(tiny_model
     from segrec.udfs import onnx_runtime
 
     texts = ["hiking boots for the mountain trail", "a cast iron skillet", "guitar " * 40, "x"]
-    settings = EncoderSettings(model_path=tiny_model_dir, max_length=32, chunk_overlap=4, token_budget=64,
+    settings = encoder_settings(model_path=tiny_model_dir, max_length=32, chunk_overlap=4, token_budget=64,
                                pooling=pooling, onnx_cache_dir=str(tmp_path / "onnx"))
     reference = Encoder(settings).encode(texts)
     on_onnx = Encoder(settings, engine="onnx").encode(texts)  # long text chunked, batches of mixed lengths

@@ -3,14 +3,15 @@
 import numpy as np
 import pytest
 
-from segrec.udfs.encoder import Encoder, EncoderSettings
+from segrec.udfs.encoder import Encoder
+from conftest import encoder_settings
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def minilm(real_model_dir):
-    return Encoder(EncoderSettings(model_path=real_model_dir))
+    return Encoder(encoder_settings(model_path=real_model_dir))
 
 
 def test_semantics_hiking_boots_nearer_running_shoes_than_skillet(minilm):
@@ -42,5 +43,5 @@ def test_five_thousand_words_are_chunked_not_truncated(minilm):
     first = minilm._forward([minilm.prefix + windows[0] + minilm.suffix])[0]
     first /= np.linalg.norm(first)
     assert np.abs(whole - first).max() > 1e-3
-    truncated = Encoder(EncoderSettings(model_path=minilm.settings.model_path, long_text="truncate")).encode([text])[0]
+    truncated = Encoder(encoder_settings(model_path=minilm.settings.model_path, long_text="truncate")).encode([text])[0]
     np.testing.assert_allclose(truncated, first, atol=1e-5)

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from segrec.udfs.encoder import Encoder, EncoderSettings
+from segrec.udfs.encoder import Encoder
+from conftest import encoder_settings
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,5 +31,5 @@ def test_tasks_receive_gpu_addresses_and_fall_back_to_cpu(tiny_model_dir):
     assert len(rows) == 40
     assert all(len(r["slot"]["gpus"]) == 1 and r["slot"]["gpus"][0] in {"0", "1"} for r in rows)
     assert {r["slot"]["device"] for r in rows} == {"cpu"}
-    plain = Encoder(EncoderSettings(model_path=tiny_model_dir, max_length=32)).encode([r["text"] for r in rows])
+    plain = Encoder(encoder_settings(model_path=tiny_model_dir, max_length=32)).encode([r["text"] for r in rows])
     np.testing.assert_allclose(np.array([r["v"] for r in rows]), plain, atol=1e-5)

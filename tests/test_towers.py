@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 
 from segrec.jobs.bootstrap.synthetic import generate
+from conftest import tower_settings
 from segrec.udfs.towers import (
-    TEXT_FREE, TowerSettings, TowerWeights, TrainingData, build_model, example_positions, histories, id_rows,
+    TEXT_FREE, TowerWeights, TrainingData, build_model, example_positions, histories, id_rows,
     inference_history, train,
 )
 
@@ -61,7 +62,7 @@ def user_matrix(data: TrainingData, weights: TowerWeights, items: np.ndarray) ->
 
 
 def fitted(data: TrainingData, **overrides):
-    settings = TowerSettings(**{**FAST, **overrides})
+    settings = tower_settings(**{**FAST, **overrides})
     result = train(data, settings, log=lambda _: None)
     return TowerWeights(settings, result.state, result.id_items), result
 
@@ -148,8 +149,8 @@ def test_same_seed_gives_the_same_model_and_another_seed_does_not(informative):
 
 def test_items_need_enough_interactions_for_an_embedding():
     counts = np.array([0, 4, 5, 9])
-    assert id_rows(counts, TowerSettings(id_min_interactions=5)).tolist() == [0, 0, 1, 2]
-    assert id_rows(counts, TowerSettings(id_embeddings=False)).tolist() == [0, 0, 0, 0]
+    assert id_rows(counts, tower_settings(id_min_interactions=5)).tolist() == [0, 0, 1, 2]
+    assert id_rows(counts, tower_settings(id_embeddings=False)).tolist() == [0, 0, 0, 0]
 
 
 def test_sequential_history_is_what_came_before_the_target_newest_last():
@@ -158,13 +159,13 @@ def test_sequential_history_is_what_came_before_the_target_newest_last():
         flat_items=np.array([0, 1, 2, 3, 2]), flat_weights=np.array([1, 1, 1, 1, 2], np.float32),
         offsets=np.array([0, 3, 5]), user_text=np.zeros((2, 4), np.float32), has_text=np.array([False, True]),
     )
-    settings = TowerSettings(history=2, decay=0.5)
+    settings = tower_settings(history=2, decay=0.5)
     # u0's first interaction has no history and u0 has no text: not an example; u1's first is (text).
     assert example_positions(data, settings).tolist() == [1, 2, 3, 4]
     items, weights = histories(data, np.array([2, 4]), settings, np.random.default_rng(0))
     assert items.tolist() == [[0, 1], [TEXT_FREE, 3]]
     np.testing.assert_allclose(weights, [[0.5, 1.0], [0.0, 1.0]])
-    order_free = TowerSettings(history=4, objective="order_free")
+    order_free = tower_settings(history=4, objective="order_free")
     items, _ = histories(data, np.array([1]), order_free, np.random.default_rng(0))
     assert sorted(i for i in items[0] if i != TEXT_FREE) == [0, 2]  # the user's others, not the target
 

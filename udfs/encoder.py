@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from segrec.udfs.config_keys import from_config
 from segrec.udfs.device import TaskSlot, choose_device, current_slot, use_task_cpus
 from segrec.udfs.errors import WorkerInputError
 
@@ -32,20 +33,16 @@ log = logging.getLogger(__name__)
 class EncoderSettings:
     """Everything that decides the vectors (and so belongs in the model id) plus batching knobs."""
 
-    model_path: str
-    pooling: str = "mean"
-    max_length: int = 256
-    long_text: str = "chunk"
-    chunk_overlap: int = 32
-    gpu_dtype: str = "float16"
-    # auto: bfloat16 where the CPU has native bfloat16 dot products (the config's default; float32 here
-    # so that a bare EncoderSettings gives the reference vectors)
-    cpu_dtype: str = "float32"
-    # torch | onnx (ONNX Runtime in float32, on CPUs; GPUs run torch)
-    runtime: str = "torch"
-    onnx_cache_dir: str = "~/.cache/segrec/onnx"
-    # padded tokens per forward pass; auto: CPU_TOKEN_BUDGET or GPU_TOKEN_BUDGET for the device
-    token_budget: int | str = "auto"
+    model_path: str = from_config("model.path")
+    pooling: str = from_config("model.pooling")
+    max_length: int = from_config("model.max_length")
+    long_text: str = from_config("model.long_text")
+    chunk_overlap: int = from_config("model.chunk_overlap")
+    gpu_dtype: str = from_config("model.gpu_dtype")
+    cpu_dtype: str = from_config("model.cpu_dtype")
+    runtime: str = from_config("model.runtime")
+    onnx_cache_dir: str = from_config("model.onnx_cache_dir")
+    token_budget: int | str = from_config("embed.token_budget")
 
     def vector_settings(self) -> dict:
         """What decides the vectors besides the model's files: the model id hashes it (with the files'

@@ -32,6 +32,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from segrec.udfs.config_keys import from_config, resolved
+
 TEXT_FREE = -1  # a history slot with no item
 
 
@@ -39,25 +41,26 @@ TEXT_FREE = -1  # a history slot with no item
 class TowerSettings:
     """What decides the towers (and so the trained model's id), shipped whole to every process."""
 
-    dim: int = 128
-    hidden: int = 512
-    temperature: float = 0.05
-    epochs: int = 6
-    batch_size: int = 512
-    learning_rate: float = 1e-3
-    weight_decay: float = 0.0
-    history: int = 50
-    decay: float = 0.9
-    feedback_weights: bool = False
-    id_embeddings: bool = True
-    id_min_interactions: int = 5
-    id_dropout: float = 0.2
-    objective: str = "sequential"
-    logq: bool = True
-    mask_history: bool = True
-    negatives: int = 8192
-    user_text: bool = True
-    seed: int = 42
+    dim: int = from_config("train.dim")
+    hidden: int = from_config("train.hidden")
+    temperature: float = from_config("train.temperature")
+    epochs: int = from_config("train.epochs")
+    batch_size: int = from_config("train.batch_size")
+    learning_rate: float = from_config("train.learning_rate")
+    weight_decay: float = from_config("train.weight_decay")
+    history: int = from_config("train.history")
+    decay: float = from_config("train.decay")
+    feedback_weights: bool = from_config("train.feedback_weights")
+    id_embeddings: bool = from_config("train.id_embeddings")
+    id_min_interactions: int = from_config("train.id_min_interactions")
+    id_dropout: float = from_config("train.id_dropout")
+    # sequential | order_free: train.objective with auto decided by the data
+    objective: str = resolved()
+    logq: bool = from_config("train.logq")
+    mask_history: bool = from_config("train.mask_history")
+    negatives: int = from_config("train.negatives")
+    user_text: bool = from_config("train.user_text")
+    seed: int = from_config("train.seed")
 
     def as_dict(self) -> dict:
         return asdict(self)

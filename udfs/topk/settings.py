@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from segrec.udfs.config_keys import from_config
 from segrec.udfs.device import task_device, use_task_cpus
 
 
@@ -11,20 +12,21 @@ from segrec.udfs.device import task_device, use_task_cpus
 class TopKSettings:
     """Per user: the ``k`` best unseen items by cosine + ``popularity_weight`` x segment popularity,
     optionally re-ranked by MMR among the best ``mmr_pool`` (``mmr_trade_off`` None: off), each with its
-    reason when ``explain`` and its similarity's learned part when ``score_parts`` (trained towers). ``device`` (auto | cpu | cuda) and ``precision`` (auto | float32 | bfloat16,
-    the candidate pass's) say how; the lists and scores do not depend on them. ``block_mb`` caps one
+    reason when ``explain`` and its similarity's learned part when ``score_parts`` (trained towers).
+    ``device`` (auto | cpu | cuda) and ``precision`` (auto | float32 | bfloat16, the candidate pass's) say how; the lists and scores do not depend on them. ``block_mb`` caps one
     block of user x item scores. Plan knobs (broadcast or shards, shard and user-block sizes) are the
     driver's, not these."""
 
-    k: int = 10
-    popularity_weight: float = 0.0
-    mmr_trade_off: float | None = None
-    mmr_pool: int = 50
-    explain: bool = False
-    score_parts: bool = False
-    block_mb: float = 64.0
-    device: str = "cpu"
-    precision: str = "float32"
+    k: int = from_config("recommend.k")
+    popularity_weight: float = from_config("recommend.popularity_weight")
+    mmr_trade_off: float | None = from_config("recommend.mmr_trade_off")
+    mmr_pool: int = from_config("recommend.mmr_pool")
+    explain: bool = from_config("recommend.explain")
+    # ``explain`` asks for both halves of an explanation: the reason and the score's parts.
+    score_parts: bool = from_config("recommend.explain")
+    block_mb: float = from_config("recommend.block_mb")
+    device: str = from_config("recommend.device")
+    precision: str = from_config("recommend.precision")
 
     @property
     def mmr(self) -> tuple[float, int] | None:
