@@ -99,7 +99,7 @@ def force(df) -> float:
 def data_path(spark, user_vectors, item_vectors, interactions, settings):
     """(f): the broadcast plan's frame of users through mapInArrow, each worker loading the catalogue
     as the stage's scorer does, and returning no rows."""
-    from segrec.jobs.recommend import OUTPUT_SCHEMA, Recommender, scoring_tasks, user_frame
+    from segrec.jobs.recommender import OUTPUT_SCHEMA, Recommender, scoring_tasks, user_frame
     from segrec.udfs.topk.catalogue import cached_catalogue
 
     recommender = Recommender(spark, item_vectors, interactions, None, settings)
@@ -164,7 +164,7 @@ def main() -> None:
     from pyspark.sql import functions as F
 
     from segrec.jobs.config import Recommend
-    from segrec.jobs.recommend import recommendations
+    from segrec.jobs.recommender import recommendations
 
     rng = np.random.default_rng(7)
     users, items = unit_rows(rng, args.users, args.dim), unit_rows(rng, args.items, args.dim)

@@ -26,7 +26,7 @@ from pyspark.sql import functions as F
 
 from segrec.jobs.config import Recommend, executor_settings
 from segrec.jobs.list_metrics import item_user_counts
-from segrec.jobs.recommend import OUTPUT_SCHEMA, Recommender
+from segrec.jobs.recommender import OUTPUT_SCHEMA, Recommender
 from segrec.udfs.schemas import RECOMMENDATION_COLUMNS
 from segrec.udfs.topk.settings import TopKSettings
 

@@ -73,7 +73,7 @@ def print_summary(manifest: RunManifest) -> None:
         shown = " ".join(f"{k}={v}" for k, v in figures.items() if not isinstance(v, (dict, list)))
         print(f"  stage {name:<10} {shown}")
     if manifest.segments:
-        from segrec.jobs.segment import format_table
+        from segrec.jobs.segmentation import format_table
 
         print("\nsegments:")
         print(format_table(manifest.segments))

@@ -17,7 +17,7 @@ import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from segrec.jobs.config import Config, executor_settings
+from segrec.jobs.config import executor_settings
 from segrec.jobs.context import RunContext
 from segrec.jobs.counts import row_counts
 from segrec.jobs.model_info import model_identity

@@ -12,7 +12,7 @@ held out again): the hybrid's popularity weight and the ALS grid are chosen ther
 ``evaluate.tune_k``, then refitted on the whole training set and scored on the held-out set once.
 
 Models: most_popular, als, random (baselines); content (cosine only, lambda 0), hybrid (cosine +
-lambda * in-segment popularity, lambda tuned) and trained (the two-tower model of ``jobs.train``, its
+lambda * in-segment popularity, lambda tuned) and trained (the two-tower model of ``jobs.two_towers``, its
 settings chosen over ``evaluate.train_grid``; learned space only). Metrics: ranking metrics at every k
 (``jobs.metrics``), list metrics (``jobs.list_metrics``), the cold-user, long-tail and cold-item slices
 (held-out rows whose item has no training interaction: most-popular and ALS cannot rank those items by
@@ -38,12 +38,12 @@ from segrec.jobs.io import OutputStore
 from segrec.jobs.manifest import RunManifest
 from segrec.jobs.list_metrics import Reference, list_metrics, long_tail_items, reference, segment_quality
 from segrec.jobs.metrics import ranking_metrics
-from segrec.jobs.profile import user_vectors
-from segrec.jobs.recommend import Recommender
-from segrec.jobs.segment import assign_segments, centres_of, features, fit
+from segrec.jobs.text_profiles import user_vectors
+from segrec.jobs.recommender import Recommender
+from segrec.jobs.segmentation import assign_segments, centres_of, features, fit
 from segrec.jobs.split import holdout_split
 from segrec.jobs.targeting import targeting_report
-from segrec.jobs.train import fit_towers, learned_item_vectors, learned_user_vectors, tuned
+from segrec.jobs.two_towers import fit_towers, learned_item_vectors, learned_user_vectors, tuned
 from segrec.udfs.topk.settings import TopKSettings
 
 log = logging.getLogger("segrec")

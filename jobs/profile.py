@@ -1,130 +1,23 @@
-"""Stage 2, profile: one vector per user from their own texts and the items they interacted with.
+"""Stage 3, profile: one vector per user, in the space segment and recommend will use.
 
-user vector = normalise(text_weight * normalise(mean of the user's text vectors)
-                        + (1 - text_weight) * normalise(sum of weight * item vector))
-The item weight is the rating centred on the user's own mean and scaled by the user's largest deviation
-from it, plus one: weight = 1 + (rating - mean) / max|rating - mean|, in [0, 2]. A user's favourite
-items weigh up to 2, their least liked down to 0, and a user whose ratings are all equal (or who has
-implicit feedback only) weighs every item 1. Plain centred weights were measured and rejected: on
-small histories they give liked-but-below-mean items negative weight, and the planted-persona test
-data then clusters at ARI 0.72 instead of 1.0. Times 0.5 ** (age / half-life) when a recency
-half-life is set (age measured from the newest interaction in
-the data, so a re-run over the same data gives the same vectors). Users with one side use that side;
-users with neither are written to ``rejects`` with reason ``no_signal``.
-
-All aggregation runs on executors: vectors are scaled with Spark's array functions and summed with
-MLlib's Summarizer; nothing is collected to the driver.
+With trained towers (``train.enabled`` and a saved model) the user tower places each user in the
+learned space (``two_towers.learned_user_vectors``); otherwise the user is the mix of their own text
+vectors and the vectors of the items they interacted with (``text_profiles.user_vectors``). Output:
+``user_vectors`` with its ``space``. Users with no signal on either side are written to ``rejects``
+with reason ``no_signal``.
 """
 
 from __future__ import annotations
 
-from pyspark.ml.functions import array_to_vector, vector_to_array
-from pyspark.ml.stat import Summarizer
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from segrec.jobs.config import Profile
 from segrec.jobs.context import RunContext
-from segrec.jobs.feedback import with_feedback_weight
+from segrec.jobs.text_profiles import user_vectors
+from segrec.jobs.two_towers import learned_user_vectors, trained_model
+from segrec.jobs.vectors import TEXT_SPACE, TRAINED_ITEM_VECTORS, check_finite
 
 NO_SIGNAL = "no_signal"
-
-
-def scale(vector: Column, factor: Column) -> Column:
-    return F.transform(vector, lambda x: x * factor)
-
-
-def l2_normalise(vector: Column) -> Column:
-    """Unit length; null for a null or all-zero vector (no direction, no signal)."""
-    norm = F.sqrt(F.aggregate(vector, F.lit(0.0), lambda acc, x: acc + x * x))
-    return F.when(norm > 1e-12, F.transform(vector, lambda x: (x / norm).cast("float")))
-
-
-def sum_vectors(df: DataFrame, key: str, vector: str, name: str) -> DataFrame:
-    """Element-wise sum of ``vector`` per ``key`` (MLlib Summarizer, on executors)."""
-    summed = df.select(key, array_to_vector(vector).alias("_v")).groupBy(key).agg(
-        Summarizer.sum(F.col("_v")).alias("_sum")
-    )
-    return summed.select(key, vector_to_array("_sum", dtype="float32").alias(name))
-
-
-def interaction_weights(
-    interactions: DataFrame, settings: Profile, feedback: str = "explicit", implicit_weight: str = "log1p"
-) -> DataFrame:
-    """(user_id, item_id, weight): the feedback weight (``jobs.feedback``), times recency."""
-    df = with_feedback_weight(interactions, feedback, implicit_weight)
-    if settings.recency_half_life_days is not None:
-        # The newest timestamp as a one-row aggregate joined to every row (a window without partition
-        # columns would move every interaction into one task).
-        newest = interactions.agg(F.max("timestamp").alias("_newest"))
-        df = df.join(F.broadcast(newest), how="cross")
-        age_days = (F.unix_timestamp("_newest") - F.unix_timestamp("timestamp")) / 86400.0
-        decay = F.when(F.col("timestamp").isNull(), F.lit(1.0)).otherwise(
-            F.pow(F.lit(0.5), age_days / settings.recency_half_life_days)
-        )
-        df = df.withColumn("weight", F.col("weight") * decay)
-    return df.select("user_id", "item_id", "weight")
-
-
-def item_side(
-    interactions: DataFrame, item_vectors: DataFrame, settings: Profile, feedback: str = "explicit",
-    implicit_weight: str = "log1p",
-) -> DataFrame:
-    """(user_id, item_vec, n_items): normalised weighted sum of the vectors of interacted items."""
-    weighted = interaction_weights(interactions, settings, feedback, implicit_weight).join(
-        item_vectors.select("item_id", "vector"), on="item_id", how="inner"
-    )
-    scaled = weighted.select("user_id", scale(F.col("vector"), F.col("weight")).alias("v"))
-    counts = weighted.groupBy("user_id").agg(F.count("*").alias("n_items"))
-    summed = sum_vectors(scaled, "user_id", "v", "item_sum")
-    return summed.join(counts, on="user_id", how="inner").select(
-        "user_id", l2_normalise(F.col("item_sum")).alias("item_vec"), "n_items"
-    )
-
-
-def text_side(text_vectors: DataFrame) -> DataFrame:
-    """(user_id, text_vec, n_texts): normalised mean of the user's own text vectors."""
-    summed = sum_vectors(text_vectors, "user_id", "vector", "text_sum")
-    counts = text_vectors.groupBy("user_id").agg(F.count("*").alias("n_texts"))
-    return summed.join(counts, on="user_id", how="inner").select(
-        "user_id", l2_normalise(F.col("text_sum")).alias("text_vec"), "n_texts"
-    )
-
-
-def all_users(users: DataFrame | None, interactions: DataFrame) -> DataFrame:
-    ids = interactions.select("user_id")
-    return (ids.unionByName(users.select("user_id")) if users is not None else ids).distinct()
-
-
-def user_vectors(
-    users: DataFrame | None,
-    interactions: DataFrame,
-    item_vectors: DataFrame,
-    text_vectors: DataFrame,
-    settings: Profile,
-    feedback: str = "explicit",
-    implicit_weight: str = "log1p",
-) -> DataFrame:
-    """(user_id, vector, n_items, n_texts) in the text vectors' space; vector is null for users with
-    no signal."""
-    alpha = settings.text_weight
-    mixed = (
-        all_users(users, interactions)
-        .join(text_side(text_vectors), on="user_id", how="left")
-        .join(item_side(interactions, item_vectors, settings, feedback, implicit_weight), on="user_id", how="left")
-    )
-    both = F.zip_with("text_vec", "item_vec", lambda t, i: t * alpha + i * (1.0 - alpha))
-    vector = (
-        F.when(F.col("text_vec").isNotNull() & F.col("item_vec").isNotNull(), l2_normalise(both))
-        .when(F.col("text_vec").isNotNull(), F.col("text_vec"))
-        .otherwise(F.col("item_vec"))
-    )
-    return mixed.select(
-        "user_id",
-        vector.alias("vector"),
-        F.coalesce("n_items", F.lit(0)).alias("n_items"),
-        F.coalesce("n_texts", F.lit(0)).alias("n_texts"),
-    )
 
 
 def no_signal_rejects(profiles: DataFrame) -> DataFrame:
@@ -138,26 +31,24 @@ def no_signal_rejects(profiles: DataFrame) -> DataFrame:
 
 
 def run(ctx: RunContext) -> dict:
-    from segrec.jobs import train  # train imports this module's transforms
-
     store, settings = ctx.store, ctx.config.profile
     interactions = store.read("interactions", needed_by="profile")
     users = store.read("users") if store.exists("users") else None
     item_vectors = store.read("item_vectors", needed_by="profile")
     text_vectors = store.read("text_vectors", needed_by="profile")
     previous_rejects = store.read("rejects", needed_by="profile")
-    model = train.trained_model(ctx)
+    model = trained_model(ctx)
     source = ctx.config.inputs.interactions
 
     with ctx.manifest.stage("profile") as figures:
         if model is not None:
-            learned = store.read(train.ITEM_VECTORS, needed_by="profile with a trained model")
-            built = train.learned_user_vectors(users, interactions, learned, text_vectors, model, ctx.config)
+            learned = store.read(TRAINED_ITEM_VECTORS, needed_by="profile with a trained model")
+            built = learned_user_vectors(users, interactions, learned, text_vectors, model, ctx.config)
             space = model.model_id
         else:
             built = user_vectors(users, interactions, item_vectors, text_vectors, settings, source.feedback,
                                  source.implicit_weight)
-            space = train.TEXT_SPACE
+            space = TEXT_SPACE
         figures["space"] = space
         profiles = store.write_staged(built.withColumn("space", F.lit(space)), "profiles")
         rejects = previous_rejects.where(F.col("reason") != NO_SIGNAL).unionByName(no_signal_rejects(profiles))
@@ -165,7 +56,7 @@ def run(ctx: RunContext) -> dict:
             {"user_vectors": profiles.where(F.col("vector").isNotNull()), "rejects": rejects}
         )
         store.drop_staged("profiles")
-        train.check_finite(store.read("user_vectors"), "user_vectors", "user_id")
+        check_finite(store.read("user_vectors"), "user_vectors", "user_id")
         ctx.manifest.record_output("user_vectors")
         ctx.manifest.record_output("rejects")
         summary = store.read("user_vectors").agg(

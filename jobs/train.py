@@ -1,334 +1,34 @@
 """Stage 2, train: a two-tower model learned from the interactions over the frozen text vectors.
 
-The stage writes the training examples as parquet (the catalogue's text vectors, each user's history
-oldest first with feedback weights, each user's own text vector), trains the towers under Spark's
-distributed trainer (``TorchDistributor``: on the driver for a local master, one process per executor
-or GPU on a cluster; ``udfs.tower_training``), and writes:
-
-- ``towers``: the model, ``towers.safetensors`` (weights, no pickle), ``towers.json`` (settings, the
-  model id of the text vectors it was trained on, the training curve) and ``id_items.json`` (the items
-  with a learned embedding);
-- ``trained_item_vectors`` (item_id, vector, model_id): every item in the learned space, items never
-  seen in training through the text path alone (the cold-start promise).
-
-The profile stage then places users with the user tower (``learned_user_vectors``), so segment and
-recommend work in the learned space. ``udfs.towers`` holds the model itself.
+``train.mode: fit`` trains the towers (``two_towers.fit_towers``) and saves them under ``towers``;
+``apply`` loads the saved towers without retraining. Either way the item tower places every item,
+items never seen in training through the text path alone (the cold-start promise):
+``trained_item_vectors`` (item_id, vector, learned_part, model_id). The profile stage then places users
+with the user tower, so segment and recommend work in the learned space.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
-import tempfile
-from dataclasses import dataclass
 
-import numpy as np
-import pandas as pd
-from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as F
 
-from segrec.jobs.config import Config, Train, executor_settings
 from segrec.jobs.context import RunContext
-from segrec.jobs.counts import row_counts
+from segrec.jobs.two_towers import (
+    MODEL, MODEL_FILES, TrainedModel, fit_towers, learned_item_vectors, save_model, trained_model,
+)
+from segrec.jobs.vectors import TRAINED_ITEM_VECTORS, check_finite
 from segrec.jobs.errors import InputError
-from segrec.jobs.feedback import with_feedback_weight
-from segrec.jobs.io import OutputStore, local_path
-from segrec.jobs.profile import sum_vectors, text_side
-from segrec.udfs.device import job_uses_gpus
-from segrec.udfs.tower_training import TrainJob, train_process
-from segrec.udfs.towers import TowerSettings, TowerWeights
 
 log = logging.getLogger("segrec")
-
-MODEL = "towers"
-ITEM_VECTORS = "trained_item_vectors"
-TEXT_SPACE = "text"  # user_vectors.space of profiles built from the text vectors alone
-
-
-@dataclass(frozen=True)
-class TrainedModel:
-    weights: TowerWeights
-    model_id: str
-    text_model_id: str | None
-    curve: list[dict]
-    examples: int = 0
 
 
 # ------------------------------------------------------------------------------------ transforms
 
 
-def has_timestamps(interactions: DataFrame) -> bool:
-    return "timestamp" in interactions.columns and interactions.where(F.col("timestamp").isNotNull()).limit(1).count() > 0
-
-
-def tower_settings(train: Train, sequential: bool) -> TowerSettings:
-    """The towers' settings from the config; ``objective: auto`` resolved by the data's timestamps."""
-    objective = train.objective if train.objective != "auto" else ("sequential" if sequential else "order_free")
-    return executor_settings(TowerSettings, train, objective=objective)
-
-
-def sequences(weighted: DataFrame, catalogue: DataFrame, seed: int) -> DataFrame:
-    """(user_id, items, weights): each user's interactions with catalogue items, oldest first (ties
-    and data without timestamps in a seeded hash order, so the order never depends on partitioning)."""
-    ts = F.col("timestamp") if "timestamp" in weighted.columns else F.lit(None).cast("timestamp")
-    ordered = weighted.join(catalogue.select("item_id"), on="item_id", how="left_semi").select(
-        F.col("user_id").cast("string").alias("user_id"),
-        F.struct(
-            F.coalesce(F.unix_micros(ts), F.lit(0)).alias("t"), F.xxhash64("item_id", F.lit(seed)).alias("h"),
-            F.col("item_id").cast("string").alias("item_id"), F.col("weight").cast("float").alias("weight"),
-        ).alias("e"),
-    )
-    grouped = ordered.groupBy("user_id").agg(F.array_sort(F.collect_list("e")).alias("e"))
-    return grouped.select("user_id", F.col("e.item_id").alias("items"), F.col("e.weight").alias("weights"))
-
-
-def training_frames(
-    interactions: DataFrame, item_vectors: DataFrame, text_vectors: DataFrame, config: Config
-) -> dict[str, DataFrame]:
-    """The three example datasets the training processes read (see ``udfs.tower_training.TrainJob``)."""
-    source = config.inputs.interactions
-    weighted = with_feedback_weight(interactions, source.feedback, source.implicit_weight)
-    catalogue = item_vectors.select(F.col("item_id").cast("string").alias("item_id"), "vector")
-    texts = text_side(text_vectors).select(F.col("user_id").cast("string").alias("user_id"), F.col("text_vec").alias("vector"))
-    return {
-        "catalogue": catalogue,
-        "sequences": sequences(weighted, catalogue, config.train.seed),
-        "user_texts": texts.where(F.col("vector").isNotNull()),
-    }
-
-
-def learned_item_vectors(item_vectors: DataFrame, model: TrainedModel) -> DataFrame:
-    """(item_id, vector, learned_part, model_id): the item tower applied in the workers to every item's
-    text vector; ``learned_part`` is the share of the vector that its learned embedding contributed
-    (``TowerWeights.item_parts``), null for an item without one (a cold item)."""
-    weights = model.weights
-
-    @F.pandas_udf("vector array<float>, learned_part array<float>")
-    def tower(ids: pd.Series, vectors: pd.Series) -> pd.DataFrame:
-        if len(vectors) == 0:
-            return pd.DataFrame({"vector": pd.Series([], dtype=object), "learned_part": pd.Series([], dtype=object)})
-        out, learned, found = weights.item_parts(np.stack(vectors.to_numpy()), ids.astype(str).to_numpy())
-        return pd.DataFrame({"vector": list(out), "learned_part": [p if f else None for p, f in zip(learned, found)]})
-
-    towers = item_vectors.select("item_id", tower(F.col("item_id").cast("string"), "vector").alias("t"))
-    return towers.select("item_id", "t.vector", "t.learned_part", F.lit(model.model_id).alias("model_id"))
-
-
-def learned_user_vectors(
-    users: DataFrame | None, interactions: DataFrame, learned_items: DataFrame, text_vectors: DataFrame,
-    model: TrainedModel, config: Config,
-) -> DataFrame:
-    """(user_id, vector, n_items, n_texts): the user tower, applied on executors. The history is pooled
-    with Spark's array functions and MLlib's Summarizer (the newest ``history`` items, weights as in
-    training), the user's text projected and added in a pandas UDF."""
-    settings = model.weights.settings
-    source = config.inputs.interactions
-    weighted = with_feedback_weight(interactions, source.feedback, source.implicit_weight)
-    if not settings.feedback_weights:
-        weighted = weighted.withColumn("weight", F.lit(1.0))
-    history = sequences(weighted, learned_items, settings.seed).select(
-        "user_id", F.size("items").alias("n"), F.posexplode(F.arrays_zip("items", "weights")).alias("pos", "e")
-    )
-    back = F.col("n") - 1 - F.col("pos")
-    decay = F.pow(F.lit(settings.decay), back) if settings.objective == "sequential" else F.lit(1.0)
-    recent = history.where(back < settings.history).select(
-        "user_id", F.col("e.items").alias("item_id"), (F.col("e.weights") * decay).alias("w")
-    )
-    vectors = recent.join(learned_items.select(F.col("item_id").cast("string").alias("item_id"), "vector"),
-                          on="item_id", how="inner")
-    scaled = vectors.select("user_id", F.transform("vector", lambda x: x * F.col("w")).alias("v"))
-    pooled = sum_vectors(scaled, "user_id", "v", "pooled").join(
-        recent.groupBy("user_id").agg(F.sum("w").alias("w_sum"), F.count("*").alias("n_items")), on="user_id", how="inner"
-    )
-    ids = interactions.select(F.col("user_id").cast("string").alias("user_id"))
-    if users is not None:
-        ids = ids.unionByName(users.select(F.col("user_id").cast("string").alias("user_id")))
-    texts = text_side(text_vectors).withColumn("user_id", F.col("user_id").cast("string"))
-    mixed = (
-        ids.distinct().join(pooled, on="user_id", how="left").join(texts, on="user_id", how="left")
-        .select("user_id", "pooled", "w_sum", "text_vec", F.coalesce("n_items", F.lit(0)).alias("n_items"),
-                F.coalesce("n_texts", F.lit(0)).alias("n_texts"))
-    )
-    weights, dim = model.weights, settings.dim
-
-    @F.pandas_udf("array<float>")
-    def tower(pooled_sum: pd.Series, w_sum: pd.Series, text: pd.Series) -> pd.Series:
-        n = len(pooled_sum)
-        if n == 0:
-            return pd.Series([], dtype=object)
-        total = np.maximum(w_sum.fillna(0.0).to_numpy(np.float64), 1e-6)[:, None]
-        pooled_m = np.stack([np.zeros(dim) if p is None else np.asarray(p, np.float64) for p in pooled_sum]) / total
-        text_dim = weights.state["user_text.weight"].shape[1]
-        text_m = np.stack([np.full(text_dim, np.nan) if t is None else np.asarray(t, np.float64) for t in text])
-        out = weights.user_vectors(pooled_m, text_m)
-        return pd.Series([None if not row.any() else row for row in out])
-
-    return mixed.select(
-        "user_id", tower("pooled", "w_sum", "text_vec").alias("vector"), "n_items", "n_texts"
-    )
-
-
 # ------------------------------------------------------------------------------------- training
 
 
-def on_driver(spark: SparkSession, train: Train) -> bool:
-    """Where TorchDistributor trains: the driver for a local master (or when asked), else executors."""
-    master = spark.conf.get("spark.master", "") or ""
-    return train.local_mode == "driver" or (train.local_mode == "auto" and master.startswith("local"))
-
-
-def scheduled_gpus(spark: SparkSession, driver: bool) -> float:
-    """GPUs Spark gives each training process: the driver's (local mode) or each task's (executors)."""
-    key = "spark.driver.resource.gpu.amount" if driver else "spark.task.resource.gpu.amount"
-    return float(spark.conf.get(key, "0") or 0)
-
-
-def distributor(spark: SparkSession, train: Train):
-    """TorchDistributor for ``train``: asked for GPUs where ``train.device`` wants them and Spark
-    schedules them (``auto`` on a GPU cluster trains on the executors' GPUs)."""
-    from pyspark.ml.torch.distributor import TorchDistributor
-
-    driver = on_driver(spark, train)
-    use_gpu = job_uses_gpus(train.device, scheduled_gpus(spark, driver))
-    return TorchDistributor(num_processes=train.processes, local_mode=driver, use_gpu=use_gpu)
-
-
-def threads_per_process(spark: SparkSession, train: Train, driver: bool) -> int:
-    """torch threads per training process: the driver's cores shared by its processes, or a barrier
-    task's cores (spark.task.cpus) on an executor."""
-    if train.threads:
-        return train.threads
-    if driver:
-        return max(1, (os.cpu_count() or 1) // train.processes)
-    return max(1, int(spark.conf.get("spark.task.cpus", "1") or 1))
-
-
-def fit_towers(
-    spark: SparkSession, store: OutputStore, config: Config, interactions: DataFrame, item_vectors: DataFrame,
-    text_vectors: DataFrame, train: Train | None = None, tag: str = "train",
-) -> tuple[TrainedModel, dict]:
-    """Write the examples, train under TorchDistributor, return the model and figures about it."""
-    train = train or config.train
-    frames = training_frames(interactions, item_vectors, text_vectors, config)
-    staged = {name: store.write_staged(frame, f"{tag}-{name}") for name, frame in frames.items()}
-    paths = {name: local_path(store.staging_path(f"{tag}-{name}")) for name in frames}
-    counts = row_counts({"items": staged["catalogue"], "users_with_history": staged["sequences"],
-                         "users_with_text": staged["user_texts"]})
-    if counts["items"] == 0:
-        raise InputError("train: no item text vectors (items need text columns for the towers' text path)")
-    if counts["users_with_history"] == 0:
-        raise InputError("train: no interaction refers to an item with a text vector: nothing to learn from")
-    settings = tower_settings(train, has_timestamps(interactions))
-    job = TrainJob(paths["catalogue"], paths["sequences"], paths["user_texts"], settings,
-                   threads=threads_per_process(spark, train, on_driver(spark, train)), device=train.device)
-    log.info("train: %s objective, %d items, %d users with history, %d processes",
-             settings.objective, counts["items"], counts["users_with_history"], train.processes)
-    try:
-        result = distributor(spark, train).run(train_process, job)
-    finally:
-        for name in frames:
-            store.drop_staged(f"{tag}-{name}")
-    weights = TowerWeights(settings, result.state, np.asarray(result.id_items, dtype=str))
-    text_model_id = item_vectors.select("model_id").first()["model_id"] if "model_id" in item_vectors.columns else None
-    model = TrainedModel(weights, model_identity(weights, text_model_id), text_model_id, result.curve, result.examples)
-    figures = {**counts, "examples": result.examples, "id_items": len(weights.id_items), "objective": settings.objective,
-               "final_loss": result.curve[-1]["loss"] if result.curve else None,
-               "training_seconds": round(sum(point["seconds"] for point in result.curve), 1),
-               "training_peak_rss_mb": result.peak_rss_mb}
-    return model, figures
-
-
-
-
-def model_identity(weights: TowerWeights, text_model_id: str | None) -> str:
-    digest = hashlib.sha256()
-    digest.update(json.dumps({"settings": weights.settings.as_dict(), "text": text_model_id}, sort_keys=True).encode())
-    for name in sorted(weights.state):
-        digest.update(name.encode())
-        digest.update(np.ascontiguousarray(weights.state[name]).tobytes())
-    digest.update("\x1f".join(weights.id_items.tolist()).encode())
-    return "towers-" + digest.hexdigest()[:16]
-
-
 # ------------------------------------------------------------------------------- saving, loading
-
-
-def save_model(store: OutputStore, model: TrainedModel) -> str:
-    """Write the model directory (safetensors weights, JSON metadata) atomically under ``towers``."""
-    from safetensors.numpy import save_file
-
-    with tempfile.TemporaryDirectory(prefix="segrec-towers-") as local:
-        save_file({k: np.ascontiguousarray(v) for k, v in model.weights.state.items()}, os.path.join(local, "towers.safetensors"))
-        meta = {"model_id": model.model_id, "text_model_id": model.text_model_id,
-                "settings": model.weights.settings.as_dict(), "curve": model.curve, "examples": model.examples}
-        with open(os.path.join(local, "towers.json"), "w", encoding="utf-8") as fh:
-            json.dump(meta, fh, indent=2)
-        with open(os.path.join(local, "id_items.json"), "w", encoding="utf-8") as fh:
-            json.dump(model.weights.id_items.tolist(), fh)
-        return store.publish_directory(local, MODEL)
-
-
-MODEL_FILES = ("towers.safetensors", "towers.json", "id_items.json")  # what save_model writes
-
-
-def load_model(store: OutputStore) -> TrainedModel:
-    from safetensors.numpy import load
-
-    root = store.path(MODEL)
-    try:
-        meta = json.loads(store.fs.read_bytes(f"{root}/towers.json").decode("utf-8"))
-        state = load(store.fs.read_bytes(f"{root}/towers.safetensors"))
-        id_items = np.asarray(json.loads(store.fs.read_bytes(f"{root}/id_items.json").decode("utf-8")), dtype=str)
-    except Exception as exc:  # a partial or foreign directory: the user must re-run train
-        raise InputError(f"cannot read the trained model at {root}: {str(exc).splitlines()[0]}: run `segrec train`") from None
-    settings = TowerSettings(**meta["settings"])
-    return TrainedModel(TowerWeights(settings, state, id_items), meta["model_id"], meta.get("text_model_id"),
-                        meta.get("curve", []), meta.get("examples", 0))
-
-
-def trained_model(ctx: RunContext) -> TrainedModel | None:
-    """The saved model when training is on and one exists (its text vectors' model must match)."""
-    if not ctx.config.train.enabled or not ctx.store.exists(MODEL):
-        return None
-    model = load_model(ctx.store)
-    text_model = (ctx.manifest.model or {}).get("model_id") or _text_model_id(ctx.store)
-    if model.text_model_id and text_model and model.text_model_id != text_model:
-        raise InputError(
-            f"the trained model was trained on text vectors of {model.text_model_id}, but item_vectors hold "
-            f"{text_model}: run `segrec train` (or `segrec run`) again"
-        )
-    return model
-
-
-def _text_model_id(store: OutputStore) -> str | None:
-    if not store.exists("item_vectors"):
-        return None
-    row = store.read("item_vectors").select("model_id").first()
-    return row["model_id"] if row else None
-
-
-def item_vectors_for(store: OutputStore, space: str) -> DataFrame:
-    """The item vectors in the space the user vectors were built in: the text vectors, or a trained
-    model's learned vectors (which must be from that very model)."""
-    if space == TEXT_SPACE:
-        return store.read("item_vectors")
-    learned = store.read(ITEM_VECTORS, needed_by="user vectors in a learned space")
-    found = learned.select("model_id").first()
-    if found is None or found["model_id"] != space:
-        raise InputError(
-            f"user_vectors were built with {space}, but {ITEM_VECTORS} holds "
-            f"{found['model_id'] if found else 'nothing'}: run profile again after train"
-        )
-    return learned
-
-
-def space_of(user_vectors: DataFrame) -> str:
-    if "space" not in user_vectors.columns:
-        return TEXT_SPACE
-    row = user_vectors.select("space").first()
-    return row["space"] if row else TEXT_SPACE
 
 
 # ------------------------------------------------------------------------------------------ stage
@@ -356,9 +56,9 @@ def run(ctx: RunContext) -> dict:
             figures.update(mode="fit", model_id=model.model_id, **fit_figures)
             ctx.manifest.train_curve = model.curve
             log_to_tracker(ctx, model, fit_figures)
-        store.write(learned_item_vectors(item_vectors, model), ITEM_VECTORS)
-        figures["items"] = check_finite(store.read(ITEM_VECTORS), ITEM_VECTORS, "item_id")
-        ctx.manifest.record_output(ITEM_VECTORS)
+        store.write(learned_item_vectors(item_vectors, model), TRAINED_ITEM_VECTORS)
+        figures["items"] = check_finite(store.read(TRAINED_ITEM_VECTORS), TRAINED_ITEM_VECTORS, "item_id")
+        ctx.manifest.record_output(TRAINED_ITEM_VECTORS)
     return figures
 
 
@@ -373,18 +73,4 @@ def log_to_tracker(ctx: RunContext, model: TrainedModel, figures: dict) -> None:
     root = ctx.store.path(MODEL)
     tracker.log_files({name: ctx.store.fs.read_bytes(f"{root}/{name}") for name in MODEL_FILES}, "models/towers")
 
-
-def check_finite(vectors: DataFrame, name: str, key: str) -> int:
-    """The number of rows, checked in the same pass for NaN or infinity in any vector: a bad vector
-    fails the stage, naming a row."""
-    bad = F.exists("vector", lambda x: F.isnan(x) | (F.abs(x) == float("inf")))
-    row = vectors.agg(F.count("*").alias("n"), F.min(F.when(bad, F.col(key).cast("string"))).alias("bad")).first()
-    if row["bad"] is not None:
-        raise RuntimeError(f"{name}: the vector of {key} {row['bad']!r} is not finite")
-    return row["n"]
-
-
-def tuned(train: Train, cell: dict) -> Train:
-    """``train`` with one grid cell's overrides (evaluate's train_grid)."""
-    return train.model_copy(update=cell)
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from segrec.jobs import profile
+from segrec.jobs import profile, text_profiles
 from segrec.jobs.config import Profile
 
 E = np.eye(4, dtype=np.float32).tolist()  # orthogonal unit vectors e0..e3
@@ -37,7 +37,7 @@ def frames(spark):
 
 
 def vectors(frames, **settings):
-    rows = profile.user_vectors(*frames, Profile(**settings)).collect()
+    rows = text_profiles.user_vectors(*frames, Profile(**settings)).collect()
     return {r.user_id: (None if r.vector is None else np.array(r.vector)) for r in rows}, rows
 
 
@@ -50,8 +50,8 @@ def test_a_five_outweighs_a_one(frames):
 def test_weights_scale_between_zero_and_two(spark):
     events = spark.createDataFrame(
         [("u", "a", 5.0), ("u", "b", 4.0), ("u", "c", 2.0), ("v", "a", None)], "user_id string, item_id string, rating double"
-    ).withColumn("timestamp", profile.F.lit(None).cast("timestamp"))
-    weights = {(r.user_id, r.item_id): r.weight for r in profile.interaction_weights(events, Profile()).collect()}
+    ).withColumn("timestamp", text_profiles.F.lit(None).cast("timestamp"))
+    weights = {(r.user_id, r.item_id): r.weight for r in text_profiles.interaction_weights(events, Profile()).collect()}
     # mean 11/3; deviations 4/3, 1/3, -5/3; largest 5/3
     assert weights[("u", "a")] == pytest.approx(1 + 0.8)
     assert weights[("u", "b")] == pytest.approx(1 + 0.2)
@@ -99,13 +99,13 @@ def test_implicit_counts_weigh_log1p_or_one(spark):
     events = spark.createDataFrame(
         [("u", "a", 0.0), ("u", "b", 9.0), ("u", "c", None), ("v", "a", 1e308), ("v", "b", 1e308)],
         "user_id string, item_id string, rating double",
-    ).withColumn("timestamp", profile.F.lit(None).cast("timestamp"))
+    ).withColumn("timestamp", text_profiles.F.lit(None).cast("timestamp"))
     implicit = {(r.user_id, r.item_id): r.weight
-                for r in profile.interaction_weights(events, Profile(), "implicit", "log1p").collect()}
+                for r in text_profiles.interaction_weights(events, Profile(), "implicit", "log1p").collect()}
     assert implicit[("u", "a")] == 0.0 and implicit[("u", "b")] == pytest.approx(np.log(10.0))
     assert implicit[("u", "c")] == 1.0  # no count: the interaction itself counts once
-    binary = {r.weight for r in profile.interaction_weights(events, Profile(), "implicit", "binary").collect()}
+    binary = {r.weight for r in text_profiles.interaction_weights(events, Profile(), "implicit", "binary").collect()}
     assert binary == {1.0}
     # explicit ratings whose mean overflows: every weight stays finite (1) instead of NaN
-    explicit = {(r.user_id, r.item_id): r.weight for r in profile.interaction_weights(events, Profile()).collect()}
+    explicit = {(r.user_id, r.item_id): r.weight for r in text_profiles.interaction_weights(events, Profile()).collect()}
     assert explicit[("v", "a")] == 1.0 and explicit[("v", "b")] == 1.0

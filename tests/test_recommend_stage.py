@@ -8,7 +8,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from segrec.jobs.config import Recommend
-from segrec.jobs.recommend import recommendations
+from segrec.jobs.recommender import recommendations
 
 N_ITEMS, N_USERS, DIM = 120, 40, 16
 
@@ -206,7 +206,7 @@ def test_without_a_spark_context_the_matrix_goes_to_a_file_under_the_given_direc
 
     from segrec.jobs.config import Recommend
     from segrec.jobs.errors import ConfigError
-    from segrec.jobs.recommend import catalogue_source
+    from segrec.jobs.recommender import catalogue_source
     from segrec.udfs.topk.catalogue import Catalogue
 
     class ConnectLike:  # a session whose sparkContext raises, as Spark Connect's does
@@ -247,7 +247,7 @@ def test_a_user_vector_of_the_wrong_size_is_an_input_error_naming_the_user(spark
     """Found in a Python worker, reported by the CLI as an input problem (exit 2), not as unexpected."""
     from segrec.jobs.cli import worker_input_error
     from segrec.jobs.config import Recommend
-    from segrec.jobs.recommend import recommendations
+    from segrec.jobs.recommender import recommendations
 
     items = spark.createDataFrame([("a", [1.0, 0.0]), ("b", [0.0, 1.0])], "item_id string, vector array<float>")
     users = spark.createDataFrame([("u1", [1.0, 0.0]), ("u2", [1.0, 0.0, 0.0])], "user_id string, vector array<float>")

@@ -2,7 +2,7 @@
 
 import pytest
 
-from segrec.jobs import train as train_stage
+from segrec.jobs import two_towers
 from segrec.jobs.config import Train
 from segrec.udfs.device import job_uses_gpus
 
@@ -41,7 +41,7 @@ def asked(monkeypatch):
     ("auto", {"spark.master": "local[4]", "spark.task.resource.gpu.amount": "1"}, True, False),
 ])
 def test_the_distributor_is_asked_for_gpus_where_spark_schedules_them(asked, device, conf, local_mode, use_gpu):
-    train_stage.distributor(FakeSession(**conf), Train(device=device, processes=2))
+    two_towers.distributor(FakeSession(**conf), Train(device=device, processes=2))
     assert asked == [{"num_processes": 2, "local_mode": local_mode, "use_gpu": use_gpu}]
 
 

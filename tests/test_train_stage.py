@@ -13,7 +13,7 @@ from segrec.jobs import cli
 from segrec.jobs.config import config_from_dict
 from segrec.jobs.io import OutputStore
 from segrec.jobs.bootstrap.synthetic import config_dict, generate, write_parquet
-from segrec.jobs.train import fit_towers, learned_item_vectors, learned_user_vectors, load_model
+from segrec.jobs.two_towers import fit_towers, learned_item_vectors, learned_user_vectors, load_model
 
 TRAIN = {"dim": 16, "hidden": 32, "epochs": 3, "batch_size": 64, "learning_rate": 0.005}
 

@@ -1,0 +1,47 @@
+"""The code's shape that keeps it carried on: stages are entry points that share library modules,
+never each other; executor code never imports the driver side."""
+
+import ast
+from pathlib import Path
+
+from segrec.jobs.pipeline import STAGES
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every ``segrec.*`` module a file imports, at the top or inside functions."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("segrec"):
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names if alias.name.startswith("segrec"))
+    return found
+
+
+def test_no_stage_module_imports_another_stage():
+    stages = {f"segrec.jobs.{name}" for name in STAGES}
+    crossing = {
+        name: sorted(imported_modules(ROOT / "jobs" / f"{name}.py") & (stages - {f"segrec.jobs.{name}"}))
+        for name in STAGES
+    }
+    assert {name: found for name, found in crossing.items() if found} == {}
+
+
+def test_only_the_pipeline_and_cli_know_the_stages():
+    stages = {f"segrec.jobs.{name}" for name in STAGES}
+    users = sorted(
+        path.name for path in (ROOT / "jobs").glob("*.py")
+        if path.stem not in STAGES and imported_modules(path) & stages
+    )
+    assert users == ["pipeline.py"]
+
+
+def test_executor_code_never_imports_the_driver_side():
+    offenders = sorted(
+        str(path.relative_to(ROOT)) for path in (ROOT / "udfs").rglob("*.py")
+        if any(module.startswith("segrec.jobs") for module in imported_modules(path))
+    )
+    assert offenders == []
