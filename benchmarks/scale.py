@@ -32,7 +32,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
 from common import local_spark, peak_rss_mb, pids_where, worker_pids
 
 from segrec.jobs.bootstrap.synthetic import _ADJECTIVES, PERSONAS, TINY_VOCAB_WORDS, save_tiny_bert
@@ -50,26 +49,37 @@ def generate(n_users: int, seed: int) -> dict[str, pd.DataFrame]:
     personas = list(PERSONAS)
     n_items = max(200, n_users // 10)
     item_persona = np.arange(n_items) % len(personas)
-    items = pd.DataFrame({
-        "item_id": [f"i{i:08d}" for i in range(n_items)],
-        "title": [f"{_ADJECTIVES[(i // 7) % len(_ADJECTIVES)]} {PERSONAS[personas[p]]['things'][i % 10]} model {i}"
-                  for i, p in enumerate(item_persona)],
-        "description": [f"for anyone who loves {PERSONAS[personas[p]]['likes'][i % 5]}, series {i % 997}"
-                        for i, p in enumerate(item_persona)],
-    })
+    items = pd.DataFrame(
+        {
+            "item_id": [f"i{i:08d}" for i in range(n_items)],
+            "title": [
+                f"{_ADJECTIVES[(i // 7) % len(_ADJECTIVES)]} {PERSONAS[personas[p]]['things'][i % 10]} model {i}"
+                for i, p in enumerate(item_persona)
+            ],
+            "description": [
+                f"for anyone who loves {PERSONAS[personas[p]]['likes'][i % 5]}, series {i % 997}"
+                for i, p in enumerate(item_persona)
+            ],
+        }
+    )
     user_persona = rng.integers(0, len(personas), n_users)
     words = np.array(TINY_VOCAB_WORDS)
     extra = words[rng.integers(0, len(words), (n_users, 4))]
-    users = pd.DataFrame({
-        "user_id": [f"u{u:09d}" for u in range(n_users)],
-        "bio": [f"i am into {PERSONAS[personas[p]]['likes'][u % 5]}; {' '.join(e)} {u}"
-                for u, (p, e) in enumerate(zip(user_persona, extra))],
-    })
+    users = pd.DataFrame(
+        {
+            "user_id": [f"u{u:09d}" for u in range(n_users)],
+            "bio": [
+                f"i am into {PERSONAS[personas[p]]['likes'][u % 5]}; {' '.join(e)} {u}"
+                for u, (p, e) in enumerate(zip(user_persona, extra, strict=True))
+            ],
+        }
+    )
     lengths = np.clip(np.round(rng.lognormal(np.log(6), 1.0, n_users)), 1, 500).astype(np.int64)
     owner = np.repeat(np.arange(n_users), lengths)
     # Zipf weights within each persona's items: the first items of a persona are its best sellers.
-    chosen_persona = np.where(rng.random(len(owner)) < 0.85, user_persona[owner],
-                              rng.integers(0, len(personas), len(owner)))
+    chosen_persona = np.where(
+        rng.random(len(owner)) < 0.85, user_persona[owner], rng.integers(0, len(personas), len(owner))
+    )
     item = np.empty(len(owner), np.int64)
     for p in range(len(personas)):
         pool = np.flatnonzero(item_persona == p)
@@ -78,13 +88,16 @@ def generate(n_users: int, seed: int) -> dict[str, pd.DataFrame]:
         at = np.flatnonzero(chosen_persona == p)
         item[at] = pool[np.minimum(np.searchsorted(cdf, rng.random(len(at))), len(pool) - 1)]
     step = np.arange(len(owner)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    interactions = pd.DataFrame({
-        "user_id": users["user_id"].to_numpy()[owner],
-        "item_id": items["item_id"].to_numpy()[item],
-        "rating": np.where(chosen_persona == user_persona[owner], rng.integers(4, 6, len(owner)),
-                           rng.integers(1, 4, len(owner))).astype(float),
-        "timestamp": 1_767_225_600 + step * 3_600 + rng.integers(0, 3_600, len(owner)),
-    }).drop_duplicates(["user_id", "item_id"])
+    interactions = pd.DataFrame(
+        {
+            "user_id": users["user_id"].to_numpy()[owner],
+            "item_id": items["item_id"].to_numpy()[item],
+            "rating": np.where(
+                chosen_persona == user_persona[owner], rng.integers(4, 6, len(owner)), rng.integers(1, 4, len(owner))
+            ).astype(float),
+            "timestamp": 1_767_225_600 + step * 3_600 + rng.integers(0, 3_600, len(owner)),
+        }
+    ).drop_duplicates(["user_id", "item_id"])
     return {"items": items, "users": users, "interactions": interactions}
 
 
@@ -98,7 +111,9 @@ def generate_and_write(n_users: int, seed: int, directory: str) -> None:
 
 def prepared(n_users: int, seed: int, directory: Path) -> tuple[dict[str, str], dict[str, int]]:
     """(paths, row counts) of a data set generated and written by a child process."""
-    child = multiprocessing.get_context("spawn").Process(target=generate_and_write, args=(n_users, seed, str(directory)))
+    child = multiprocessing.get_context("spawn").Process(
+        target=generate_and_write, args=(n_users, seed, str(directory))
+    )
     child.start()
     child.join()
     if child.exitcode:
@@ -113,7 +128,7 @@ def write(data: dict[str, pd.DataFrame], directory: Path) -> dict[str, str]:
         folder = directory / name
         folder.mkdir(parents=True)
         bounds = np.linspace(0, len(frame), 9).astype(int)  # several files, as a warehouse export has
-        for i, (start, stop) in enumerate(zip(bounds[:-1], bounds[1:])):
+        for i, (start, stop) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
             frame.iloc[start:stop].to_parquet(folder / f"part-{i}.parquet", index=False)
         paths[name] = str(folder)
     return paths
@@ -126,16 +141,24 @@ def config(paths: dict[str, str], output: str, model: str, sample_users: int) ->
         "inputs": {
             "items": {"path": paths["items"], "columns": {"id": "item_id", "text": ["title", "description"]}},
             "users": {"path": paths["users"], "columns": {"id": "user_id", "text": ["bio"]}},
-            "interactions": {"path": paths["interactions"], "columns": {
-                "user_id": "user_id", "item_id": "item_id", "rating": "rating", "timestamp": "timestamp"}},
+            "interactions": {
+                "path": paths["interactions"],
+                "columns": {"user_id": "user_id", "item_id": "item_id", "rating": "rating", "timestamp": "timestamp"},
+            },
         },
         "output": {"path": output},
         "train": {"dim": 32, "hidden": 64, "epochs": 1, "batch_size": 1024},
         "segment": {"k": 8},
         "recommend": {"k": 10},
-        "evaluate": {"holdout": 2, "sample_users": sample_users, "popularity_weights": [0.0, 1.0],
-                     "train_grid": [{}], "random_baseline": False, "plots": False,
-                     "als": {"ranks": [16], "reg_params": [0.1], "alphas": [1.0], "max_iter": 5}},
+        "evaluate": {
+            "holdout": 2,
+            "sample_users": sample_users,
+            "popularity_weights": [0.0, 1.0],
+            "train_grid": [{}],
+            "random_baseline": False,
+            "plots": False,
+            "als": {"ranks": [16], "reg_params": [0.1], "alphas": [1.0], "max_iter": 5},
+        },
     }
 
 
@@ -178,8 +201,14 @@ def measure(spark, conf, command: str, group: str) -> dict:
     workers = peak_rss_mb(worker_pids())  # the train stage's training processes report their own peak
     if command == "train":
         workers = max(workers, stages["train"].get("training_peak_rss_mb") or 0)
-    return {"seconds": seconds, "driver_mb": peak_rss_mb([os.getpid()]), "jvm_mb": peak_rss_mb(jvm_pids()),
-            "workers_mb": workers, "shuffle_mb": shuffle_bytes(spark, group) / 2**20, "figures": stages[command]}
+    return {
+        "seconds": seconds,
+        "driver_mb": peak_rss_mb([os.getpid()]),
+        "jvm_mb": peak_rss_mb(jvm_pids()),
+        "workers_mb": workers,
+        "shuffle_mb": shuffle_bytes(spark, group) / 2**20,
+        "figures": stages[command],
+    }
 
 
 def units(stage: str, counts: dict[str, int]) -> tuple[float, str]:
@@ -216,19 +245,34 @@ def main() -> None:
         for scale in [0] + args.scales:
             paths, counts = prepared(args.base_users * scale or 1_000, scale, Path(tmp) / f"in-{scale}")
             conf = config_from_dict(config(paths, f"{tmp}/out-{scale}", model, args.sample_users))
-            print(f"{f'{scale}x' if scale else 'warm-up'}: {counts['users']} users, {counts['items']} items, "
-                  f"{counts['interactions']} interactions", flush=True)
+            print(
+                f"{f'{scale}x' if scale else 'warm-up'}: {counts['users']} users, {counts['items']} items, "
+                f"{counts['interactions']} interactions",
+                flush=True,
+            )
             for stage in RUN_STAGES + ["evaluate"]:
                 result = measure(spark, conf, stage, f"{scale}-{stage}")
                 if not scale:
                     continue
                 n, unit = units(stage, counts)
-                rows.append({"scale": scale, "stage": stage, "seconds": round(result["seconds"], 1),
-                             "unit": unit, "units": n, "us_per_unit": result["seconds"] / n * 1e6,
-                             "driver_mb": round(result["driver_mb"]), "jvm_mb": round(result["jvm_mb"]),
-                             "workers_mb": round(result["workers_mb"]), "shuffle_mb": round(result["shuffle_mb"], 1)})
-                print(f"  {stage:<9} {result['seconds']:8.1f} s  {rows[-1]['us_per_unit']:10.3f} us per {unit}",
-                      flush=True)
+                rows.append(
+                    {
+                        "scale": scale,
+                        "stage": stage,
+                        "seconds": round(result["seconds"], 1),
+                        "unit": unit,
+                        "units": n,
+                        "us_per_unit": result["seconds"] / n * 1e6,
+                        "driver_mb": round(result["driver_mb"]),
+                        "jvm_mb": round(result["jvm_mb"]),
+                        "workers_mb": round(result["workers_mb"]),
+                        "shuffle_mb": round(result["shuffle_mb"], 1),
+                    }
+                )
+                print(
+                    f"  {stage:<9} {result['seconds']:8.1f} s  {rows[-1]['us_per_unit']:10.3f} us per {unit}",
+                    flush=True,
+                )
     spark.stop()
     report(pd.DataFrame(rows), args)
 
@@ -245,9 +289,11 @@ def report(table: pd.DataFrame, args) -> None:
         b = table[(table.scale == last) & (table.stage == stage)].iloc[0]
         cost = b.us_per_unit / a.us_per_unit
         driver = b.driver_mb / a.driver_mb
-        print(f"  {stage:<9} cost per {a.unit}: {cost:.2f}x ({'within' if cost <= TARGET else 'OVER'} target); "
-              f"driver peak {a.driver_mb} -> {b.driver_mb} MB: {driver:.2f}x "
-              f"({'within' if driver <= TARGET else 'OVER'} target); JVM {a.jvm_mb} -> {b.jvm_mb} MB")
+        print(
+            f"  {stage:<9} cost per {a.unit}: {cost:.2f}x ({'within' if cost <= TARGET else 'OVER'} target); "
+            f"driver peak {a.driver_mb} -> {b.driver_mb} MB: {driver:.2f}x "
+            f"({'within' if driver <= TARGET else 'OVER'} target); JVM {a.jvm_mb} -> {b.jvm_mb} MB"
+        )
 
 
 if __name__ == "__main__":

@@ -47,7 +47,6 @@ import time
 
 import numpy as np
 import pandas as pd
-
 from common import local_spark, python_worker_peak_rss_mb, unit_rows
 
 
@@ -104,8 +103,9 @@ def data_path(spark, user_vectors, item_vectors, interactions, settings):
 
     recommender = Recommender(spark, item_vectors, interactions, None, settings)
     key, load = recommender.source
-    users = user_frame(user_vectors, None, interactions, settings.exclude_seen,
-                       scoring_tasks(spark, settings.partitions))
+    users = user_frame(
+        user_vectors, None, interactions, settings.exclude_seen, scoring_tasks(spark, settings.partitions)
+    )
 
     def nothing(batches):
         cached_catalogue(key, load)
@@ -142,15 +142,30 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--seen", type=int, default=20, help="interactions per user (masked by (a))")
     parser.add_argument("--cores", type=int, default=os.cpu_count() or 2)
-    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
-                        help="where (a) scores: cuda puts the products and the top-k on GPU 0")
-    parser.add_argument("--precision", choices=["auto", "float32", "bfloat16"], default="auto",
-                        help="(a)'s candidate pass (recommend.precision); auto: bfloat16 on CPUs with native bfloat16")
-    parser.add_argument("--inputs", choices=["parquet", "memory"], default="parquet",
-                        help="where (a) reads its inputs: parquet files (as the stage does), or Spark's cache")
+    parser.add_argument(
+        "--device",
+        choices=["cpu", "cuda"],
+        default="cpu",
+        help="where (a) scores: cuda puts the products and the top-k on GPU 0",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=["auto", "float32", "bfloat16"],
+        default="auto",
+        help="(a)'s candidate pass (recommend.precision); auto: bfloat16 on CPUs with native bfloat16",
+    )
+    parser.add_argument(
+        "--inputs",
+        choices=["parquet", "memory"],
+        default="parquet",
+        help="where (a) reads its inputs: parquet files (as the stage does), or Spark's cache",
+    )
     parser.add_argument("--repeats", type=int, default=3, help="timings of (a) and (b); the best is reported")
-    parser.add_argument("--learned-parts", action="store_true",
-                        help="items carry learned parts (trained towers): (a) with reasons also computes learned_similarity")
+    parser.add_argument(
+        "--learned-parts",
+        action="store_true",
+        help="items carry learned parts (trained towers): (a) with reasons also computes learned_similarity",
+    )
     parser.add_argument("--crossjoin-max", type=float, default=2.5e7, help="largest users x items for (c)")
     args = parser.parse_args()
     if args.device == "cuda":
@@ -169,7 +184,10 @@ def main() -> None:
     rng = np.random.default_rng(7)
     users, items = unit_rows(rng, args.users, args.dim), unit_rows(rng, args.items, args.dim)
     events = pd.DataFrame(
-        {"user": np.repeat(np.arange(args.users), args.seen), "item": rng.integers(0, args.items, args.users * args.seen)}
+        {
+            "user": np.repeat(np.arange(args.users), args.seen),
+            "item": rng.integers(0, args.items, args.users * args.seen),
+        }
     ).drop_duplicates()
     from segrec.udfs.topk.exact import candidate_precision
 
@@ -184,10 +202,14 @@ def main() -> None:
         gflops["bfloat16"] = bfloat16
 
     spark = local_spark("topk-benchmark", args.cores, driver_memory="6g")
-    user_df = spark.createDataFrame(
-        pd.DataFrame({"user_id": [f"u{i:07d}" for i in range(args.users)], "vector": list(users)}),
-        "user_id string, vector array<float>",
-    ).repartition(2 * args.cores).cache()
+    user_df = (
+        spark.createDataFrame(
+            pd.DataFrame({"user_id": [f"u{i:07d}" for i in range(args.users)], "vector": list(users)}),
+            "user_id string, vector array<float>",
+        )
+        .repartition(2 * args.cores)
+        .cache()
+    )
     item_frame = pd.DataFrame({"item_id": [f"i{i:07d}" for i in range(args.items)], "vector": list(items)})
     item_schema = "item_id string, vector array<float>"
     if args.learned_parts:  # as trained towers' vectors carry: a learned part per item (a fifth cold)
@@ -202,8 +224,10 @@ def main() -> None:
     stage_inputs, inputs_dir = (user_df, item_df, event_df), None
     if args.inputs == "parquet":
         inputs_dir = tempfile.mkdtemp(prefix="segrec-topk-")
-        stage_inputs = tuple(parquet_copy(spark, df, os.path.join(inputs_dir, name)) for name, df in
-                             (("user_vectors", user_df), ("item_vectors", item_df), ("interactions", event_df)))
+        stage_inputs = tuple(
+            parquet_copy(spark, df, os.path.join(inputs_dir, name))
+            for name, df in (("user_vectors", user_df), ("item_vectors", item_df), ("interactions", event_df))
+        )
 
     settings = Recommend(k=args.k, plan="broadcast", device=args.device, precision=args.precision)
     # Both sides alike: one full warm-up run, then the best of --repeats (the first runs in a JVM are
@@ -211,17 +235,29 @@ def main() -> None:
     ours, our_runs = best_of(args.repeats, lambda: force(recommendations(spark, *stage_inputs, None, settings)[0]))
     # the same stage without each recommendation's reason (recommend.explain, on by default)
     unexplained = settings.model_copy(update={"explain": False})
-    plain, plain_runs = best_of(args.repeats, lambda: force(recommendations(spark, *stage_inputs, None, unexplained)[0]))
+    plain, plain_runs = best_of(
+        args.repeats, lambda: force(recommendations(spark, *stage_inputs, None, unexplained)[0])
+    )
     # (a) in twice as many tasks, two per core: the default on a cluster (one per core on a local master)
     doubled = settings.model_copy(update={"partitions": 2 * spark.sparkContext.defaultParallelism})
     two_per_core, two_runs = best_of(
-        args.repeats, lambda: force(recommendations(spark, *stage_inputs, None, doubled)[0]))
+        args.repeats, lambda: force(recommendations(spark, *stage_inputs, None, doubled)[0])
+    )
     worker_rss = python_worker_peak_rss_mb()
     path, path_runs = best_of(args.repeats, lambda: force(data_path(spark, *stage_inputs, settings)))
 
     ratings = spark.createDataFrame(events.assign(rating=1.0)).cache()
-    als = ALS(rank=args.dim, maxIter=1, regParam=0.1, implicitPrefs=True, userCol="user", itemCol="item",
-              ratingCol="rating", seed=7, coldStartStrategy="drop")
+    als = ALS(
+        rank=args.dim,
+        maxIter=1,
+        regParam=0.1,
+        implicitPrefs=True,
+        userCol="user",
+        itemCol="item",
+        ratingCol="rating",
+        seed=7,
+        coldStartStrategy="drop",
+    )
     model = als.fit(ratings)
     model.userFactors.count(), model.itemFactors.count()
     als_seconds, als_runs = best_of(args.repeats, lambda: force(model.recommendForAllUsers(args.k)))
@@ -247,12 +283,15 @@ def main() -> None:
         print("(e) faiss skipped: pip install faiss-cpu (the bench extra)")
     else:
         if args.device == "cpu":
-            faiss_seconds, faiss_runs = best_of(args.repeats, lambda: _timed(
-                lambda: faiss_topk(users, items, events, args.k, args.cores)))
+            faiss_seconds, faiss_runs = best_of(
+                args.repeats, lambda: _timed(lambda: faiss_topk(users, items, events, args.k, args.cores))
+            )
 
     floors = {dtype: pairs * args.dim * 2 / (rate * 1e9) for dtype, rate in gflops.items()}
-    print(f"\ntop-{args.k}: {args.users} users x {args.items} items x {args.dim} dims, local[{args.cores}], "
-          f"(a) and (b) best of {args.repeats}, (a)'s inputs from {args.inputs}")
+    print(
+        f"\ntop-{args.k}: {args.users} users x {args.items} items x {args.dim} dims, local[{args.cores}], "
+        f"(a) and (b) best of {args.repeats}, (a)'s inputs from {args.inputs}"
+    )
     print(f"{'side':<52}{'seconds':>10}")
     print(f"{'(a) segrec recommend (broadcast, ' + args.device + ', ' + precision + ' pass)':<52}{ours:>10.2f}")
     print(f"{'(a) without explanations (recommend.explain false)':<52}{plain:>10.2f}")
@@ -267,9 +306,14 @@ def main() -> None:
     if faiss_seconds is not None:
         print(f"{'(e) faiss IndexFlatIP, ' + str(args.cores) + ' threads, seen removed':<52}{faiss_seconds:>10.2f}")
     print(f"{'(f) the data path alone (no scoring)':<52}{path:>10.2f}")
-    for side, runs in (("(a)", our_runs), ("(a) no explain", plain_runs), ("(a) two per core", two_runs),
-                       ("(f)", path_runs), ("(b)", als_runs),
-                       *((("(e)", faiss_runs),) if faiss_seconds is not None else ())):
+    for side, runs in (
+        ("(a)", our_runs),
+        ("(a) no explain", plain_runs),
+        ("(a) two per core", two_runs),
+        ("(f)", path_runs),
+        ("(b)", als_runs),
+        *((("(e)", faiss_runs),) if faiss_seconds is not None else ()),
+    ):
         print(f"{side} every run, s: warm-up {runs[0]:.2f}, then " + ", ".join(f"{t:.2f}" for t in runs[1:]))
     print(f"\npeak RSS of the largest Spark Python worker: {worker_rss:.0f} MB")
     print("\nratios (targets: (b)/(a) >= 10, (a)/(d) <= 2):")

@@ -30,8 +30,8 @@ import tempfile
 import numpy as np
 import pandas as pd
 import torch
-
 from common import best_seconds, local_spark, unit_rows  # (also puts the repository on sys.path)
+
 from segrec.udfs.topk import exact as topk
 from segrec.udfs.topk.catalogue import Catalogue, SeenItems
 
@@ -46,13 +46,14 @@ def selection(items: int, dim: int, rows: int, k: int, repeats: int) -> None:
     default = topk.GROUP
     for dtype in (torch.bfloat16, torch.float32):
         scores = (torch.from_numpy(users) @ torch.from_numpy(vectors).T).to(dtype)
-        plain = best_seconds(lambda: torch.topk(scores, count, dim=1, sorted=True), repeats)
+        plain = best_seconds(lambda scores=scores: torch.topk(scores, count, dim=1, sorted=True), repeats)
         for group in (8, 16, 32):
             topk.GROUP = group
             expected = torch.topk(scores, count, dim=1).values.float().numpy()
             assert np.array_equal(topk.best_fast_scores(scores, count)[0], expected)
-            grouped = best_seconds(lambda: topk.best_fast_scores(scores, count), repeats)
-            print(f"{str(dtype).split('.')[1]:<10}{plain * 1e3:>12.2f}{group:>7}{grouped * 1e3:>10.2f}{plain / grouped:>15.1f}x")
+            grouped = best_seconds(lambda scores=scores: topk.best_fast_scores(scores, count), repeats)
+            name = str(dtype).split(".")[1]
+            print(f"{name:<10}{plain * 1e3:>12.2f}{group:>7}{grouped * 1e3:>10.2f}{plain / grouped:>15.1f}x")
         topk.GROUP = default
         # The second level: the group maxima searched through groups again (MAXIMA_GROUP), or not.
         second = topk.MAXIMA_GROUP
@@ -60,10 +61,12 @@ def selection(items: int, dim: int, rows: int, k: int, repeats: int) -> None:
         for group in (None, 4, 8, 16):
             topk.MAXIMA_GROUP = group or items  # as wide as the row: np.argpartition over every maximum
             assert np.array_equal(topk.best_fast_scores(scores, count)[0], expected)
-            timings[group] = best_seconds(lambda: topk.best_fast_scores(scores, count), repeats)
+            timings[group] = best_seconds(lambda scores=scores: topk.best_fast_scores(scores, count), repeats)
         topk.MAXIMA_GROUP = second
-        print(f"{'':<10}maxima (group {default}) searched directly {timings[None] * 1e3:.2f} ms; through groups of "
-              + ", ".join(f"{g}: {t * 1e3:.2f} ms ({timings[None] / t:.2f}x)" for g, t in timings.items() if g))
+        print(
+            f"{'':<10}maxima (group {default}) searched directly {timings[None] * 1e3:.2f} ms; through groups of "
+            + ", ".join(f"{g}: {t * 1e3:.2f} ms ({timings[None] / t:.2f}x)" for g, t in timings.items() if g)
+        )
     # The bfloat16 products of a task's 64 blocks, one after another as a worker computes them, against
     # the catalogue's bfloat16 copy (a worker caches it): held as rows (n, d) and multiplied through its
     # transposed view, or held as contiguous columns (d, n), as fast_similarities holds it.
@@ -77,8 +80,10 @@ def selection(items: int, dim: int, rows: int, k: int, repeats: int) -> None:
 
     as_rows = best_seconds(lambda: products(catalogue.T), repeats)
     as_columns = best_seconds(lambda: products(columns), repeats)
-    print(f"the bfloat16 products of 64 such blocks: catalogue as rows (n, d) {as_rows * 1e3:.1f} ms, "
-          f"as columns (d, n) {as_columns * 1e3:.1f} ms: {as_rows / as_columns:.2f}x")
+    print(
+        f"the bfloat16 products of 64 such blocks: catalogue as rows (n, d) {as_rows * 1e3:.1f} ms, "
+        f"as columns (d, n) {as_columns * 1e3:.1f} ms: {as_rows / as_columns:.2f}x"
+    )
 
 
 def deduplication(items: int, repeats: int) -> None:
@@ -87,8 +92,10 @@ def deduplication(items: int, repeats: int) -> None:
     positions = rng.integers(0, items, len(rows))
     unique = best_seconds(lambda: np.unique(rows * items + positions), repeats)
     pairs = best_seconds(lambda: SeenItems.from_pairs(rows, positions), repeats)
-    print(f"\n2. deduplicating {len(rows)} seen pairs: np.unique {unique * 1e3:.2f} ms, "
-          f"SeenItems.from_pairs {pairs * 1e3:.2f} ms: {unique / pairs:.1f}x")
+    print(
+        f"\n2. deduplicating {len(rows)} seen pairs: np.unique {unique * 1e3:.2f} ms, "
+        f"SeenItems.from_pairs {pairs * 1e3:.2f} ms: {unique / pairs:.1f}x"
+    )
 
 
 def batch_format(users: int, items: int, dim: int, k: int, repeats: int) -> None:
@@ -103,10 +110,14 @@ def batch_format(users: int, items: int, dim: int, k: int, repeats: int) -> None
         pd.DataFrame({"user_id": [f"u{i:07d}" for i in range(users)], "vector": list(unit_rows(rng, users, dim))}),
         "user_id string, vector array<float>",
     )
-    events = spark.createDataFrame(pd.DataFrame({
-        "user_id": [f"u{u:07d}" for u in np.repeat(np.arange(users), 20)],
-        "item_id": [f"i{i:07d}" for i in rng.integers(0, items, users * 20)],
-    }))
+    events = spark.createDataFrame(
+        pd.DataFrame(
+            {
+                "user_id": [f"u{u:07d}" for u in np.repeat(np.arange(users), 20)],
+                "item_id": [f"i{i:07d}" for i in rng.integers(0, items, users * 20)],
+            }
+        )
+    )
     events.cache().count()
     frame = user_frame(user_df, None, events, exclude_seen=True, partitions=4).cache()
     frame.count()
@@ -117,8 +128,14 @@ def batch_format(users: int, items: int, dim: int, k: int, repeats: int) -> None
             n, ids = len(b), b["user_id"].to_numpy()
             np.stack(b["vector"].to_numpy())
             np.concatenate([s for s in b["seen"] if s is not None])
-            yield pd.DataFrame({"user_id": np.repeat(ids, k), "rank": np.tile(np.arange(1, k + 1, dtype=np.int32), n),
-                                "item_id": np.repeat(ids, k), "score": np.zeros(n * k)})
+            yield pd.DataFrame(
+                {
+                    "user_id": np.repeat(ids, k),
+                    "rank": np.tile(np.arange(1, k + 1, dtype=np.int32), n),
+                    "item_id": np.repeat(ids, k),
+                    "score": np.zeros(n * k),
+                }
+            )
 
     def with_arrow(batches):
         for b in batches:
@@ -126,8 +143,12 @@ def batch_format(users: int, items: int, dim: int, k: int, repeats: int) -> None
             b.column("vector").flatten().to_numpy().reshape(n, -1)
             b.column("seen").flatten().to_numpy(zero_copy_only=False)
             yield pa.RecordBatch.from_arrays(
-                [pa.array(np.repeat(ids, k)), pa.array(np.tile(np.arange(1, k + 1, dtype=np.int32), n)),
-                 pa.array(np.repeat(ids, k)), pa.array(np.zeros(n * k))],
+                [
+                    pa.array(np.repeat(ids, k)),
+                    pa.array(np.tile(np.arange(1, k + 1, dtype=np.int32), n)),
+                    pa.array(np.repeat(ids, k)),
+                    pa.array(np.zeros(n * k)),
+                ],
                 names=["user_id", "rank", "item_id", "score"],
             )
 
@@ -137,8 +158,10 @@ def batch_format(users: int, items: int, dim: int, k: int, repeats: int) -> None
     as_pandas = best_seconds(force(frame.mapInPandas(with_pandas, schema)), repeats)
     as_arrow = best_seconds(force(frame.mapInArrow(with_arrow, schema)), repeats)
     print(f"\n3. {users} users x {dim} dims with seen ids, k = {k} rows out, local[2], best of {repeats}:")
-    print(f"   mapInPandas {as_pandas:.3f} s, mapInArrow {as_arrow:.3f} s: {as_pandas / as_arrow:.2f}x "
-          f"({as_pandas - as_arrow:.3f} s saved)")
+    print(
+        f"   mapInPandas {as_pandas:.3f} s, mapInArrow {as_arrow:.3f} s: {as_pandas / as_arrow:.2f}x "
+        f"({as_pandas - as_arrow:.3f} s saved)"
+    )
 
     with tempfile.TemporaryDirectory(prefix="segrec-parts-") as folder:
         events.write.parquet(f"{folder}/interactions")
@@ -161,8 +184,9 @@ def scoring(items: int, dim: int, k: int, repeats: int) -> None:
     catalogue = Catalogue(item_ids=np.arange(items).astype(str), vectors=vectors)
     columns = topk.bfloat16_columns(catalogue, "cpu")  # the worker's copy, as fast_similarities holds it
     # blocks as the stage sized them before (12 bytes per score) and sizes them now without a boost (6)
-    old_rows, new_rows = (topk.block_rows(items, 64.0, k, dim, topk.bytes_per_score("bfloat16", boost))
-                          for boost in (True, False))
+    old_rows, new_rows = (
+        topk.block_rows(items, 64.0, k, dim, topk.bytes_per_score("bfloat16", boost)) for boost in (True, False)
+    )
     users = unit_rows(rng, 64 * old_rows, dim)
     w = items // topk.GROUP
     print(f"\n5. a block's scoring, 1 thread, {items} items x {dim}, k = {k} (ms)")
@@ -173,16 +197,20 @@ def scoring(items: int, dim: int, k: int, repeats: int) -> None:
     scores = torch.from_numpy(users[:new_rows]).bfloat16() @ columns
     as_bfloat16 = best_seconds(lambda: grouped(scores).amax(dim=1).float().numpy(), repeats)
     as_keys = best_seconds(lambda: topk.bfloat16_group_keys(grouped(scores), count), repeats)
-    print(f"   group maxima of {new_rows} users: bfloat16 amax {as_bfloat16 * 1e3:.2f}, int16 keys "
-          f"{as_keys * 1e3:.2f}: {as_bfloat16 / as_keys:.2f}x")
+    print(
+        f"   group maxima of {new_rows} users: bfloat16 amax {as_bfloat16 * 1e3:.2f}, int16 keys "
+        f"{as_keys * 1e3:.2f}: {as_bfloat16 / as_keys:.2f}x"
+    )
 
     def products(rows):
         for start in range(0, len(users), rows):
             topk.bfloat16_group_keys(grouped(torch.from_numpy(users[start : start + rows]).bfloat16() @ columns), count)
 
     old_blocks, new_blocks = (best_seconds(lambda r=r: products(r), repeats) for r in (old_rows, new_rows))
-    print(f"   products and group maxima of {len(users)} users: blocks of {old_rows} (12 bytes per score) "
-          f"{old_blocks * 1e3:.1f}, of {new_rows} (6 bytes) {new_blocks * 1e3:.1f}: {old_blocks / new_blocks:.2f}x")
+    print(
+        f"   products and group maxima of {len(users)} users: blocks of {old_rows} (12 bytes per score) "
+        f"{old_blocks * 1e3:.1f}, of {new_rows} (6 bytes) {new_blocks * 1e3:.1f}: {old_blocks / new_blocks:.2f}x"
+    )
     candidates = rng.integers(0, items, (new_rows, count - 1))
     segments = np.full(new_rows, -1)
 
@@ -195,15 +223,19 @@ def scoring(items: int, dim: int, k: int, repeats: int) -> None:
     whole, at_once = best_seconds(exact, repeats), exact()
     topk.EXACT_USERS = chunk
     assert np.array_equal(at_once, exact())  # the same sums either way
-    print(f"   exact pass of {new_rows} users x {count - 1} candidates: one gather {whole * 1e3:.2f}, "
-          f"{chunk} users at a time {chunked * 1e3:.2f}: {whole / chunked:.2f}x")
+    print(
+        f"   exact pass of {new_rows} users x {count - 1} candidates: one gather {whole * 1e3:.2f}, "
+        f"{chunk} users at a time {chunked * 1e3:.2f}: {whole / chunked:.2f}x"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=20_000)
     parser.add_argument("--dim", type=int, default=384)
-    parser.add_argument("--block", type=int, help="users per block in part 1 (default: the stage's for a bfloat16 pass at block_mb 64)")
+    parser.add_argument(
+        "--block", type=int, help="users per block in part 1 (default: the stage's for a bfloat16 pass at block_mb 64)"
+    )
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--users", type=int, default=50_000, help="users through Spark in part 3")
     parser.add_argument("--repeats", type=int, default=5)

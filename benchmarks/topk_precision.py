@@ -19,12 +19,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
 from common import unit_rows  # (also puts the repository on sys.path)
+
+from segrec.jobs.config import executor_settings
 from segrec.udfs.topk import exact as topk
 from segrec.udfs.topk.catalogue import Catalogue, SeenItems
 from segrec.udfs.topk.exact import top_k
-from segrec.jobs.config import executor_settings
 from segrec.udfs.topk.settings import TopKSettings
 
 
@@ -38,8 +38,24 @@ def vectors_from(output: Path) -> tuple[np.ndarray, np.ndarray]:
 def timed_lists(users, catalogue, seen, k, precision):
     before = dict(topk.SELECTION)
     started = time.perf_counter()
-    blocks = top_k(users, np.full(len(users), -1), SeenItems.from_lists(seen), catalogue, executor_settings(TopKSettings, explain=False, score_parts=False, mmr_trade_off=None, k=k, popularity_weight=0.0, block_mb=64.0, device='cpu', precision=precision))
-    arrays = [np.concatenate(parts) for parts in zip(*blocks)]
+    blocks = top_k(
+        users,
+        np.full(len(users), -1),
+        SeenItems.from_lists(seen),
+        catalogue,
+        executor_settings(
+            TopKSettings,
+            explain=False,
+            score_parts=False,
+            mmr_trade_off=None,
+            k=k,
+            popularity_weight=0.0,
+            block_mb=64.0,
+            device="cpu",
+            precision=precision,
+        ),
+    )
+    arrays = [np.concatenate(parts) for parts in zip(*blocks, strict=True)]
     seconds = time.perf_counter() - started
     widened = (topk.SELECTION["widened"] - before["widened"]) / max(1, topk.SELECTION["users"] - before["users"])
     return seconds, widened, arrays
@@ -54,9 +70,14 @@ def main() -> None:
     parser.add_argument("--ks", type=int, nargs="+", default=[10, 50])
     parser.add_argument("--seen", type=int, default=20, help="random seen items masked per user")
     parser.add_argument("--repeat-users", type=int, default=1, help="stack the users this many times")
-    parser.add_argument("--margins", type=int, nargs="*", default=[],
-                        help="also time the bfloat16 pass with these first-pass margins (udfs.topk.CANDIDATE_MARGIN; "
-                        "the first is the baseline of the ratios)")
+    parser.add_argument(
+        "--margins",
+        type=int,
+        nargs="*",
+        default=[],
+        help="also time the bfloat16 pass with these first-pass margins (udfs.topk.CANDIDATE_MARGIN; "
+        "the first is the baseline of the ratios)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = parser.parse_args()
     import torch
@@ -75,13 +96,15 @@ def main() -> None:
     seen = [rng.choice(len(items), size=min(args.seen, len(items) - 1), replace=False) for _ in range(len(users))]
     timed_lists(users[:50], catalogue, seen[:50], 10, "bfloat16")  # warm-up: copies, norms, kernels
 
-    print(f"{len(users)} users x {len(items)} items x {items.shape[1]} dims ({source}), "
-          f"{torch.get_num_threads()} torch threads, native bfloat16: {topk.native_bfloat16()}")
+    print(
+        f"{len(users)} users x {len(items)} items x {items.shape[1]} dims ({source}), "
+        f"{torch.get_num_threads()} torch threads, native bfloat16: {topk.native_bfloat16()}"
+    )
     print(f"{'k':>4}{'float32 s':>12}{'bfloat16 s':>12}{'widened':>10}{'identical':>11}{'float32 / bfloat16':>21}")
     for k in args.ks:
         f32, _, exact = timed_lists(users, catalogue, seen, k, "float32")
         b16, widened, fast = timed_lists(users, catalogue, seen, k, "bfloat16")
-        same = all(np.array_equal(a, b) for a, b in zip(exact, fast))
+        same = all(np.array_equal(a, b) for a, b in zip(exact, fast, strict=True))
         print(f"{k:>4}{f32:>12.3f}{b16:>12.3f}{widened:>10.1%}{'yes' if same else 'NO':>11}{f32 / b16:>20.2f}x")
     if args.margins:
         compare_margins(users, catalogue, seen, args.ks, args.margins)
@@ -91,8 +114,10 @@ def compare_margins(users, catalogue, seen, ks, margins) -> None:
     """The bfloat16 pass with each first-pass margin (candidates = k + k // 2 + margin), in this run."""
     default = topk.CANDIDATE_MARGIN
     print(f"\nfirst-pass margin (bfloat16; the shipped margin is {default})")
-    print(f"{'k':>4}{'margin':>8}{'candidates':>12}{'bfloat16 s':>12}{'widened':>10}{'identical':>11}"
-          f"{'baseline / this':>17}")
+    print(
+        f"{'k':>4}{'margin':>8}{'candidates':>12}{'bfloat16 s':>12}{'widened':>10}{'identical':>11}"
+        f"{'baseline / this':>17}"
+    )
     try:
         for k in ks:
             baseline = lists = None
@@ -100,9 +125,11 @@ def compare_margins(users, catalogue, seen, ks, margins) -> None:
                 topk.CANDIDATE_MARGIN = margin
                 seconds, widened, arrays = timed_lists(users, catalogue, seen, k, "bfloat16")
                 baseline, lists = baseline or seconds, lists or arrays
-                same = all(np.array_equal(a, b) for a, b in zip(lists, arrays))
-                print(f"{k:>4}{margin:>8}{topk.candidate_count(k, len(catalogue.item_ids)):>12}{seconds:>12.3f}"
-                      f"{widened:>10.1%}{'yes' if same else 'NO':>11}{baseline / seconds:>16.2f}x")
+                same = all(np.array_equal(a, b) for a, b in zip(lists, arrays, strict=True))
+                print(
+                    f"{k:>4}{margin:>8}{topk.candidate_count(k, len(catalogue.item_ids)):>12}{seconds:>12.3f}"
+                    f"{widened:>10.1%}{'yes' if same else 'NO':>11}{baseline / seconds:>16.2f}x"
+                )
     finally:
         topk.CANDIDATE_MARGIN = default
 

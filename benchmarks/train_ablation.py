@@ -35,7 +35,9 @@ def split(events: pd.DataFrame, holdout: int = 5) -> tuple[pd.DataFrame, pd.Data
     return events[~held], events[held]
 
 
-def training_data(train_rows: pd.DataFrame, items: pd.DataFrame, texts: pd.DataFrame) -> tuple[TrainingData, np.ndarray]:
+def training_data(
+    train_rows: pd.DataFrame, items: pd.DataFrame, texts: pd.DataFrame
+) -> tuple[TrainingData, np.ndarray]:
     items = items.sort_values("item_id")
     item_ids = items["item_id"].to_numpy()
     ordered = train_rows.sort_values(["user_id", "ts", "item_id"])
@@ -50,10 +52,14 @@ def training_data(train_rows: pd.DataFrame, items: pd.DataFrame, texts: pd.DataF
     has_text = np.zeros(len(users), bool)
     has_text[at] = True
     data = TrainingData(
-        item_ids=item_ids, item_text=np.stack(items["vector"].to_numpy()).astype(np.float32),
-        item_counts=np.bincount(positions, minlength=len(item_ids)), flat_items=positions.astype(np.int64),
-        flat_weights=np.ones(len(positions), np.float32), offsets=np.concatenate([[0], np.cumsum(lengths)]),
-        user_text=user_text, has_text=has_text,
+        item_ids=item_ids,
+        item_text=np.stack(items["vector"].to_numpy()).astype(np.float32),
+        item_counts=np.bincount(positions, minlength=len(item_ids)),
+        flat_items=positions.astype(np.int64),
+        flat_weights=np.ones(len(positions), np.float32),
+        offsets=np.concatenate([[0], np.cumsum(lengths)]),
+        user_text=user_text,
+        has_text=has_text,
     )
     return data, users
 
@@ -72,10 +78,14 @@ def score(data: TrainingData, users: np.ndarray, held: pd.DataFrame, settings: T
             pooled[u] = (items[hist] * w[:, None]).sum(0) / max(w.sum(), 1e-6)
     scores = weights.user_vectors(pooled, np.where(data.has_text[:, None], data.user_text, np.nan)) @ items.T
     for u in range(data.n_users):
-        scores[u, data.flat_items[data.offsets[u]:data.offsets[u + 1]]] = -np.inf
+        scores[u, data.flat_items[data.offsets[u] : data.offsets[u + 1]]] = -np.inf
     top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
     relevant: dict[int, set] = {}
-    for u, i in zip(np.searchsorted(users, held["user_id"].to_numpy()), np.searchsorted(data.item_ids, held["item_id"].to_numpy())):
+    for u, i in zip(
+        np.searchsorted(users, held["user_id"].to_numpy()),
+        np.searchsorted(data.item_ids, held["item_id"].to_numpy()),
+        strict=False,
+    ):
         relevant.setdefault(u, set()).add(i)
     ndcg, recall = [], []
     for u, wanted in relevant.items():
@@ -83,8 +93,11 @@ def score(data: TrainingData, users: np.ndarray, held: pd.DataFrame, settings: T
         ideal = sum(1 / np.log2(r + 2) for r in range(min(k, len(wanted))))
         ndcg.append(sum(h / np.log2(r + 2) for r, h in enumerate(hits)) / ideal)
         recall.append(sum(hits) / len(wanted))
-    return {"ndcg@10": round(float(np.mean(ndcg)), 4), "recall@10": round(float(np.mean(recall)), 4),
-            "train_seconds": round(seconds, 1)}
+    return {
+        "ndcg@10": round(float(np.mean(ndcg)), 4),
+        "recall@10": round(float(np.mean(recall)), 4),
+        "train_seconds": round(seconds, 1),
+    }
 
 
 def main(cells: list[dict], output: str = "output") -> None:
@@ -96,7 +109,11 @@ def main(cells: list[dict], output: str = "output") -> None:
     data, users = training_data(train_rows, items, texts)
     print(f"{len(train_rows)} training rows, {len(held)} held out, {data.n_users} users, {len(data.item_ids)} items")
     for cell in cells:
-        print(json.dumps(cell), score(data, users, held, executor_settings(TowerSettings, **{"objective": "sequential", **cell})), flush=True)
+        print(
+            json.dumps(cell),
+            score(data, users, held, executor_settings(TowerSettings, **{"objective": "sequential", **cell})),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -31,16 +31,17 @@ from segrec.udfs.schemas import RECOMMENDATION_COLUMNS
 from segrec.udfs.topk.settings import TopKSettings
 
 # The whole catalogue in each worker, seen items masked: the recommend stage's broadcast plan.
-PLAN = Recommend(plan="broadcast", exclude_seen=True)
+BROADCAST = Recommend(plan="broadcast", exclude_seen=True)
 
 
 def plain_top_k(
     spark: SparkSession, users: DataFrame, items: DataFrame, train: DataFrame, k: int, matrix_dir: str | None
 ) -> DataFrame:
     """Each user's k best unseen items by user vector . item vector, with no popularity and no reasons."""
-    settings = executor_settings(TopKSettings, PLAN, k=k, popularity_weight=0.0, mmr_trade_off=None, explain=False,
-                                 score_parts=False)
-    return Recommender(spark, items, train, None, PLAN, matrix_dir).recommend(users, settings)
+    settings = executor_settings(
+        TopKSettings, BROADCAST, k=k, popularity_weight=0.0, mmr_trade_off=None, explain=False, score_parts=False
+    )
+    return Recommender(spark, items, train, None, BROADCAST, matrix_dir).recommend(users, settings)
 
 
 def only(users: DataFrame, scored: DataFrame | None) -> DataFrame:
@@ -49,18 +50,25 @@ def only(users: DataFrame, scored: DataFrame | None) -> DataFrame:
 
 
 def most_popular(
-    spark: SparkSession, train: DataFrame, item_ids: DataFrame, k: int, scored: DataFrame | None = None,
+    spark: SparkSession,
+    train: DataFrame,
+    item_ids: DataFrame,
+    k: int,
+    scored: DataFrame | None = None,
     matrix_dir: str | None = None,
 ) -> DataFrame:
     """Top k by training popularity for every training user (or those in ``scored``), seen items
     masked, ties by item id."""
     counts = item_user_counts(train)
-    top = counts.agg(F.max("users")).first()[0] or 1
-    items = item_ids.select("item_id").join(counts, on="item_id", how="left").select(
-        "item_id", F.array((F.coalesce("users", F.lit(0)) / F.lit(top)).cast("float")).alias("vector")
+    top = counts.agg(F.max("users")).collect()[0][0] or 1
+    items = (
+        item_ids.select("item_id")
+        .join(counts, on="item_id", how="left")
+        .select("item_id", F.array((F.coalesce("users", F.lit(0)) / F.lit(top)).cast("float")).alias("vector"))
     )
     users = only(train.select("user_id").distinct(), scored).select(
-        "user_id", F.array(F.lit(1.0).cast("float")).alias("vector"))
+        "user_id", F.array(F.lit(1.0).cast("float")).alias("vector")
+    )
     return plain_top_k(spark, users, items, train, k, matrix_dir)
 
 
@@ -75,8 +83,14 @@ class AlsParams:
 
 
 def als(
-    spark: SparkSession, train: DataFrame, params: AlsParams, max_iter: int, seed: int, k: int,
-    scored: DataFrame | None = None, matrix_dir: str | None = None,
+    spark: SparkSession,
+    train: DataFrame,
+    params: AlsParams,
+    max_iter: int,
+    seed: int,
+    k: int,
+    scored: DataFrame | None = None,
+    matrix_dir: str | None = None,
 ) -> DataFrame:
     """Fit implicit ALS on all of ``train`` and return its top k per user (or per user in ``scored``),
     seen items masked."""
@@ -87,8 +101,16 @@ def als(
         F.col("u").cast("int").alias("u"), F.col("i").cast("int").alias("i"), F.lit(1.0).alias("r")
     )
     model = ALS(
-        rank=params.rank, regParam=params.reg_param, alpha=params.alpha, maxIter=max_iter, seed=seed,
-        implicitPrefs=True, userCol="u", itemCol="i", ratingCol="r", coldStartStrategy="drop",
+        rank=params.rank,
+        regParam=params.reg_param,
+        alpha=params.alpha,
+        maxIter=max_iter,
+        seed=seed,
+        implicitPrefs=True,
+        userCol="u",
+        itemCol="i",
+        ratingCol="r",
+        coldStartStrategy="drop",
     ).fit(indexed)
     user_vectors = only(back_to_ids(model.userFactors, users.labels, "user_id"), scored)
     item_vectors = back_to_ids(model.itemFactors, items.labels, "item_id")
@@ -105,7 +127,9 @@ def als_grid(ranks: list[int], reg_params: list[float], alphas: list[float]) -> 
     return [AlsParams(r, g, a) for r in ranks for g in reg_params for a in alphas]
 
 
-def random_lists(train: DataFrame, item_ids: DataFrame, k: int, seed: int, scored: DataFrame | None = None) -> DataFrame:
+def random_lists(
+    train: DataFrame, item_ids: DataFrame, k: int, seed: int, scored: DataFrame | None = None
+) -> DataFrame:
     """k unseen items per training user (or per user in ``scored``), uniformly at random, the same for
     the same (seed, user)."""
     catalogue = np.array(sorted(r["item_id"] for r in item_ids.select("item_id").collect()), dtype=object)
@@ -113,14 +137,21 @@ def random_lists(train: DataFrame, item_ids: DataFrame, k: int, seed: int, score
 
     def draw(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
-            yield pd.DataFrame([row for user, seen in batch.itertuples(index=False, name=None)
-                                for row in draw_for_user(user, seen, catalogue, k, seed)], columns=RECOMMENDATION_COLUMNS)
+            yield pd.DataFrame(
+                [
+                    row
+                    for user, seen in batch.itertuples(index=False, name=None)
+                    for row in draw_for_user(user, seen, catalogue, k, seed)
+                ],
+                columns=RECOMMENDATION_COLUMNS,
+            )
 
     return users.mapInPandas(draw, OUTPUT_SCHEMA)
 
 
 def draw_for_user(user: str, seen, catalogue: np.ndarray, k: int, seed: int) -> list[tuple]:
-    """(user, rank, item, score, similarity, boost, no reason, no parts) rows: a seeded permutation of the unseen items."""
+    """(user, rank, item, score, similarity, boost, no reason, no parts) rows: a seeded permutation of
+    the unseen items."""
     rng = np.random.default_rng([seed, zlib.crc32(user.encode("utf-8"))])
     unseen = catalogue[~np.isin(catalogue, np.asarray(list(seen), dtype=object))]
     picked = unseen[rng.permutation(len(unseen))[:k]]

@@ -27,11 +27,16 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--conf", default=DEFAULT_CONF, help=f"run config YAML (default {DEFAULT_CONF})")
     common.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override a config key, e.g. --set embed.batch_rows=512 (repeatable)",
     )
     common.add_argument(
-        "--remote", metavar="URL",
+        "--remote",
+        metavar="URL",
         help="run on a Spark Connect server (sc://host:15002, or local[N] to start one here); as spark.remote",
     )
     common.add_argument("--debug", action="store_true", help="show tracebacks and Spark's INFO logs")
@@ -67,8 +72,10 @@ def print_summary(manifest: RunManifest) -> None:
     print(f"run {manifest.run_id}: {manifest.command} {manifest.status}")
     for name, counts in manifest.sources.items():
         reasons = ", ".join(f"{r}={n}" for r, n in counts["rejected_by_reason"].items()) or "none"
-        print(f"  {name:<13} rows_in={counts['rows_in']:<8} kept={counts['kept']:<8} "
-              f"rejected={counts['rejected']:<6} by reason: {reasons}")
+        print(
+            f"  {name:<13} rows_in={counts['rows_in']:<8} kept={counts['kept']:<8} "
+            f"rejected={counts['rejected']:<6} by reason: {reasons}"
+        )
     for name, figures in manifest.stages.items():
         shown = " ".join(f"{k}={v}" for k, v in figures.items() if not isinstance(v, (dict, list)))
         print(f"  stage {name:<10} {shown}")
@@ -83,8 +90,11 @@ def print_summary(manifest: RunManifest) -> None:
             print(f"  user {row['user_id']:>6} #{row['rank']}  {row['item']}  ({row['score']:.3f})")
             if row.get("because"):
                 print(f"{'':>17}because of {row['because']} (similarity {row['because_similarity']:.3f})")
-            shares = ", ".join(f"{name.replace('_', ' ')} {value:.3f}" for name, value in row.items()
-                               if name.startswith("from_") and value)
+            shares = ", ".join(
+                f"{name.replace('_', ' ')} {value:.3f}"
+                for name, value in row.items()
+                if name.startswith("from_") and value
+            )
             if shares:
                 print(f"{'':>17}score: {shares}")
     if manifest.evaluation_table:
@@ -146,16 +156,16 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-def worker_input_error(exc: BaseException) -> str | None:
+def worker_input_error(exc: BaseException | None) -> str | None:
     """The message of a ``udfs.errors.WorkerInputError`` raised in a Python worker or training process,
     which reaches the driver only as the text of the failed task (a PythonException, or the training
     process's output), else None."""
-    seen = 0
-    while exc is not None and seen < 10:
-        match = _WORKER_ERROR.search(str(exc))
+    seen, cause = 0, exc  # the chain of causes, at most 10 deep
+    while cause is not None and seen < 10:
+        match = _WORKER_ERROR.search(str(cause))
         if match:
             return match.group(1).strip()
-        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+        cause, seen = cause.__cause__ or cause.__context__, seen + 1
     return None
 
 

@@ -10,9 +10,9 @@
 from __future__ import annotations
 
 import difflib
-from datetime import date
 import os
 import re
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -29,8 +29,18 @@ _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _FREE_FORM = ("conf", "options")  # mappings whose keys may contain dots
 # A key or variable is secret when its last word names a secret ("access_token", "DB_PASSWORD",
 # "fs.s3a.secret.key"), not whenever a word appears in it ("token_budget" is a batching knob).
-_SECRET_LAST_WORDS = {"secret", "password", "passwd", "pwd", "token", "credential", "credentials", "apikey",
-                      "passphrase", "sas"}
+_SECRET_LAST_WORDS = {
+    "secret",
+    "password",
+    "passwd",
+    "pwd",
+    "token",
+    "credential",
+    "credentials",
+    "apikey",
+    "passphrase",
+    "sas",
+}
 _KEY_QUALIFIERS = {"api", "access", "secret", "private", "account", "master", "signing", "encryption", "client"}
 # Values that are secrets whatever their key: cloud and API tokens, private keys, passwords in URLs.
 _SECRET_VALUE = re.compile(
@@ -70,7 +80,7 @@ class _Source(_Section):
     )
 
     @model_validator(mode="after")
-    def _one_location(self) -> "_Source":
+    def _one_location(self) -> _Source:
         if bool(self.path) == bool(self.table):
             raise ValueError("give exactly one of 'path' or 'table'")
         return self
@@ -148,7 +158,8 @@ class Run(_Section):
 class Spark(_Section):
     master: str | None = Field(None, description="None: whatever spark-submit or the notebook provides")
     remote: str | None = Field(
-        None, description="a Spark Connect server (sc://host:15002, or local[N] to start one here); also "
+        None,
+        description="a Spark Connect server (sc://host:15002, or local[N] to start one here); also "
         "--remote and SPARK_REMOTE. Not with master",
     )
     app_name: str = "segrec"
@@ -157,10 +168,12 @@ class Spark(_Section):
     conf: dict[str, str] = Field(default_factory=dict, description="extra Spark conf, applied last")
 
     @model_validator(mode="after")
-    def _one_of_master_and_remote(self) -> "Spark":
+    def _one_of_master_and_remote(self) -> Spark:
         if self.master and self.remote:
-            raise ValueError(f"set master ({self.master}) or remote ({self.remote}), not both: remote is a Spark "
-                             "Connect server, which has its own master")
+            raise ValueError(
+                f"set master ({self.master}) or remote ({self.remote}), not both: remote is a Spark "
+                "Connect server, which has its own master"
+            )
         return self
 
 
@@ -172,18 +185,20 @@ class Model(_Section):
     chunk_overlap: int = Field(32, ge=0, description="tokens shared by consecutive windows")
     gpu_dtype: Literal["float16", "bfloat16", "float32"] = "float16"
     cpu_dtype: Literal["auto", "float32", "bfloat16"] = Field(
-        "auto", description="the encoder's dtype on CPU; auto: bfloat16 on CPUs with native bfloat16 "
+        "auto",
+        description="the encoder's dtype on CPU; auto: bfloat16 on CPUs with native bfloat16 "
         "(AVX512-BF16, AMX), float32 elsewhere (vectors within cosine 0.999 of float32: docs/benchmarks.md)",
     )
     runtime: Literal["torch", "onnx"] = Field(
-        "torch", description="what runs the encoder on CPU: torch, or ONNX Runtime in float32 (segrec[onnx]; the "
+        "torch",
+        description="what runs the encoder on CPU: torch, or ONNX Runtime in float32 (segrec[onnx]; the "
         "model is exported once per machine to onnx_cache_dir; slower than torch on the benchmark machine: "
         "docs/benchmarks.md). GPUs always run torch",
     )
     onnx_cache_dir: str = Field("~/.cache/segrec/onnx", description="where executors keep the ONNX export")
 
     @model_validator(mode="after")
-    def _overlap_fits(self) -> "Model":
+    def _overlap_fits(self) -> Model:
         if self.chunk_overlap >= self.max_length - 2:
             raise ValueError(f"chunk_overlap ({self.chunk_overlap}) must be below max_length - 2")
         return self
@@ -191,7 +206,8 @@ class Model(_Section):
 
 class Embed(_Section):
     token_budget: int | Literal["auto"] = Field(
-        "auto", description="max padded tokens in one forward pass; auto: 2048 on a CPU, 16384 on a GPU "
+        "auto",
+        description="max padded tokens in one forward pass; auto: 2048 on a CPU, 16384 on a GPU "
         "(benchmarks/embed_throughput.py --budgets compares budgets on a CPU)",
     )
 
@@ -201,6 +217,7 @@ class Embed(_Section):
         if isinstance(value, int) and value < 64:
             raise ValueError(f"must be 'auto' or an integer greater than or equal to 64 (got {value})")
         return value
+
     batch_rows: int = Field(2048, ge=1, description="rows per Arrow batch sent to a Python worker")
     partitions: int | None = Field(None, ge=1, description="None: twice the default parallelism")
     incremental: bool = Field(True, description="reuse vectors of texts already embedded by the same model")
@@ -237,7 +254,9 @@ class Train(_Section):
     logq: bool = Field(True, description="subtract the log training frequency of each item from its logit")
     mask_history: bool = Field(True, description="items in the history are not negatives")
     negatives: int = Field(
-        8192, ge=0, description="above this many trainable items, each step's softmax runs over this many "
+        8192,
+        ge=0,
+        description="above this many trainable items, each step's softmax runs over this many "
         "uniformly sampled items plus the batch's targets and histories (cost per step flat in the catalogue); "
         "0: always the whole catalogue",
     )
@@ -254,22 +273,32 @@ class Train(_Section):
 class Segment(_Section):
     mode: Literal["fit", "assign"] = Field("fit", description="assign: place users with a saved model")
     algorithm: Literal["kmeans", "bisecting"] = Field(
-        "kmeans", description="kmeans: flat segments; bisecting: MLlib BisectingKMeans, each segment under one of "
-        "`parents` broad segments")
+        "kmeans",
+        description="kmeans: flat segments; bisecting: MLlib BisectingKMeans, each segment under one of "
+        "`parents` broad segments",
+    )
     parents: int = Field(4, ge=2, description="bisecting: the number of broad segments the segments drill down from")
     k: int | Literal["auto"] = Field(
-        "auto", description="a number of segments, or auto: the most segments in [k_min, k_max] that all come back "
-        "in bootstrap refits (see min_stability)")
+        "auto",
+        description="a number of segments, or auto: the most segments in [k_min, k_max] that all come back "
+        "in bootstrap refits (see min_stability)",
+    )
     k_min: int = Field(4, ge=2)
     k_max: int = Field(12, ge=2)
     bootstrap: int = Field(
-        20, ge=1, description="refits on bootstrap samples of users that score each segment's Jaccard stability")
+        20, ge=1, description="refits on bootstrap samples of users that score each segment's Jaccard stability"
+    )
     min_stability: float = Field(
-        0.75, gt=0.0, le=1.0, description="a segment is reproducible when its mean bootstrap Jaccard reaches this "
-        "(Hennig 2007: 0.75)")
+        0.75,
+        gt=0.0,
+        le=1.0,
+        description="a segment is reproducible when its mean bootstrap Jaccard reaches this (Hennig 2007: 0.75)",
+    )
     stability_users: int = Field(
-        20000, ge=10, description="users (a seeded sample) on which each k is fitted and bootstrapped; bounds "
-        "the cost of choosing k")
+        20000,
+        ge=10,
+        description="users (a seeded sample) on which each k is fitted and bootstrapped; bounds the cost of choosing k",
+    )
     seed: int = 42
     max_iter: int = Field(40, ge=1)
     tol: float = Field(1e-4, gt=0)
@@ -277,17 +306,22 @@ class Segment(_Section):
     label_terms: int = Field(8, ge=1, le=50)
     top_items: int = Field(5, ge=1, le=50)
     min_lift: float = Field(
-        1.2, ge=1.0, description="a label term or engaged item must be this many times as common in the segment "
-        "as in the whole population")
+        1.2,
+        ge=1.0,
+        description="a label term or engaged item must be this many times as common in the segment "
+        "as in the whole population",
+    )
     interest_terms: int = Field(10, ge=1, le=100, description="interest tags kept per user (user_interests)")
     min_term_users: int = Field(
-        5, ge=1, description="a label term, engaged item or interest tag is shown only when at least this many "
+        5,
+        ge=1,
+        description="a label term, engaged item or interest tag is shown only when at least this many "
         "users (of the segment, for a segment's portrait) wrote or engaged with it, so none singles a person out",
     )
     model_path: str | None = Field(None, description="assign mode: a saved model; None: this output's")
 
     @model_validator(mode="after")
-    def _range(self) -> "Segment":
+    def _range(self) -> Segment:
         if self.k_min > self.k_max:
             raise ValueError(f"k_min ({self.k_min}) must not exceed k_max ({self.k_max})")
         if isinstance(self.k, int) and self.k < 2:
@@ -303,15 +337,20 @@ class Recommend(_Section):
     max_broadcast_mb: float = Field(512.0, gt=0, description="largest item matrix broadcast whole")
     block_mb: float = Field(64.0, gt=0, description="memory cap for one block of user x item scores")
     matrix_source: Literal["auto", "broadcast", "file"] = Field(
-        "auto", description="how the item matrix reaches the workers: auto is a Spark broadcast where the session "
+        "auto",
+        description="how the item matrix reaches the workers: auto is a Spark broadcast where the session "
         "has a SparkContext, else (Spark Connect) a file under output.path; file: a file at matrix_path",
     )
     matrix_path: str | None = Field(
-        None, description="with matrix_source=file: a file every executor can read (auto needs none)")
+        None, description="with matrix_source=file: a file every executor can read (auto needs none)"
+    )
     user_block: int = Field(4096, ge=1, description="sharded plan: users per block scored against each shard")
     partitions: int | None = Field(
-        None, ge=1, description="tasks that score users (broadcast plan) or (user block, item shard) pairs "
-        "(sharded plan); None: one per core on a local master, twice the default parallelism elsewhere")
+        None,
+        ge=1,
+        description="tasks that score users (broadcast plan) or (user block, item shard) pairs "
+        "(sharded plan); None: one per core on a local master, twice the default parallelism elsewhere",
+    )
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="auto: the task's GPU when Spark gave it one; cuda: GPU 0 without GPU scheduling"
     )
@@ -321,12 +360,15 @@ class Recommend(_Section):
         "auto: bfloat16 on CPUs with native bfloat16 (AVX512-BF16, AMX), else float32; GPUs use float32",
     )
     mmr_trade_off: float | None = Field(
-        None, ge=0.0, le=1.0,
+        None,
+        ge=0.0,
+        le=1.0,
         description="None: off; else MMR re-ranking for diversity (1 = relevance only, 0 = diversity only)",
     )
     mmr_pool: int = Field(50, ge=1, description="with MMR: the best candidates per user that are re-ranked")
     explain: bool = Field(
-        True, description="each recommendation's reason: the item in the user's history most similar to it "
+        True,
+        description="each recommendation's reason: the item in the user's history most similar to it "
         "(because_item_id, because_similarity; in the scoring worker, or by joins for the sharded plan and "
         "exclude_seen false), and with trained towers the part of its similarity from the item's learned "
         "embedding (learned_similarity)",
@@ -348,29 +390,41 @@ class Evaluate(_Section):
     seed: int = 42
     tune_k: int = Field(10, ge=1, description="the cut-off NDCG is compared at when tuning on validation")
     popularity_weights: list[Annotated[float, Field(ge=0)]] = Field(
-        [0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0], min_length=1,
+        [0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0],
+        min_length=1,
         description="hybrid lambda grid, tuned on the validation split",
     )
     segment_ks: list[Annotated[int, Field(ge=2)]] | None = Field(
-        None, min_length=1, description="also tune the hybrid's number of segments over these k (None: segment settings as they are)"
+        None,
+        min_length=1,
+        description="also tune the hybrid's number of segments over these k (None: segment settings as they are)",
     )
     als: Als = Field(default_factory=Als)
     train_grid: list[dict[str, Any]] = Field(
-        default_factory=lambda: [{}, {"id_embeddings": False}], min_length=1,
+        default_factory=lambda: [{}, {"id_embeddings": False}],
+        min_length=1,
         description="train settings tried on the validation split (each a set of train.* overrides)",
     )
     random_baseline: bool = True
     chance_draws: int = Field(
-        5, ge=1, description="random placements of users into segments of the same sizes, whose mean targeting "
-        "lift is the chance level beside each segment's")
-    cold_max_train: int = Field(20, ge=1, description="cold-user slice: users with at most this many training interactions")
+        5,
+        ge=1,
+        description="random placements of users into segments of the same sizes, whose mean targeting "
+        "lift is the chance level beside each segment's",
+    )
+    cold_max_train: int = Field(
+        20, ge=1, description="cold-user slice: users with at most this many training interactions"
+    )
     head_share: float = Field(0.2, gt=0, lt=1, description="long-tail slice: items outside this most-popular share")
     cold_item_share: float = Field(
-        0.0, ge=0, lt=1,
+        0.0,
+        ge=0,
+        lt=1,
         description="new-item protocol: this seeded share of items loses every training interaction (for all models)",
     )
     sample_users: float | None = Field(
-        None, gt=0,
+        None,
+        gt=0,
         description="score a seeded sample of the users with held-out rows: below 1 a share, 1 or more a count "
         "(models are still fitted on every training row; None: every user)",
     )
@@ -409,12 +463,15 @@ class Mlflow(_Section):
     """Where train, segment and evaluate log their parameters, metrics, reports and models."""
 
     enabled: bool | Literal["auto"] = Field(
-        "auto", description="auto: when a tracking URI is set (here or MLFLOW_TRACKING_URI) or on Databricks, "
+        "auto",
+        description="auto: when a tracking URI is set (here or MLFLOW_TRACKING_URI) or on Databricks, "
         "and mlflow is installed; true: required (an error without mlflow)",
     )
     tracking_uri: str | None = Field(None, description="None: MLFLOW_TRACKING_URI, or the workspace's on Databricks")
     experiment: str = Field("segrec", description="experiment name (on Databricks a workspace path, /Users/...)")
-    artifact_location: str | None = Field(None, description="where a new experiment keeps artifacts (None: server default)")
+    artifact_location: str | None = Field(
+        None, description="where a new experiment keeps artifacts (None: server default)"
+    )
 
 
 class Output(_Section):
@@ -422,7 +479,8 @@ class Output(_Section):
     format: Literal["parquet", "delta", "table"] = Field("parquet", description="table: catalog tables")
     database: str | None = Field(None, description="format table: the catalog database (None: the current one)")
     run_date: str | None = Field(
-        None, pattern=r"^\d{4}-\d{2}-\d{2}$",
+        None,
+        pattern=r"^\d{4}-\d{2}-\d{2}$",
         description="write (and read) every dataset's run_date=<date> partition; re-runs replace only that date",
     )
 
@@ -437,7 +495,8 @@ class Text(_Section):
     """What happens to every text column after normalisation, before hashing, embedding and labels."""
 
     pii: Literal["redact", "keep"] = Field(
-        "redact", description="redact: e-mail addresses, phone, card and IBAN numbers, IPs and URLs with "
+        "redact",
+        description="redact: e-mail addresses, phone, card and IBAN numbers, IPs and URLs with "
         "credentials become typed placeholders (<email>, <phone>, ...); keep: texts as written",
     )
 

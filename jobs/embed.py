@@ -9,6 +9,7 @@ kind, item_id, vector, text_hash, model_id) where kind is ``profile`` (the user'
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Iterator
@@ -33,7 +34,7 @@ VECTOR_OUTPUTS = ("item_vectors", "text_vectors")
 def embedding_udf(settings: EncoderSettings):
     """A pandas UDF text -> array<float>; the model is loaded once per Python worker."""
 
-    @F.pandas_udf("array<float>")
+    @F.pandas_udf("array<float>")  # type: ignore[call-overload]  # pyspark stubs: DDL strings
     def embed(texts: Iterator[pd.Series]) -> Iterator[pd.Series]:
         yield from embed_batches(settings, texts)
 
@@ -68,10 +69,7 @@ def user_texts(users: DataFrame | None, interactions: DataFrame, model_id: str) 
 
 def distinct_texts(*frames: DataFrame) -> DataFrame:
     """(text_hash, text), one row per hash."""
-    union = None
-    for frame in frames:
-        part = frame.select("text_hash", "text")
-        union = part if union is None else union.unionByName(part)
+    union = functools.reduce(DataFrame.unionByName, [frame.select("text_hash", "text") for frame in frames])
     return union.dropDuplicates(["text_hash"])
 
 
@@ -124,7 +122,9 @@ def run(ctx: RunContext) -> dict[str, int]:
         partitions = udf_partitions(ctx.spark, config.embed.partitions)
         # Written once to staging, so the UDF runs once whatever reads the vectors afterwards.
         started = time.perf_counter()
-        fresh = store.write_staged(embed_texts(to_embed, executor_settings(EncoderSettings, config), partitions), "new_vectors")
+        fresh = store.write_staged(
+            embed_texts(to_embed, executor_settings(EncoderSettings, config), partitions), "new_vectors"
+        )
         # The job that runs the encoder (with the reads, hashing and shuffle before it), apart from the
         # stage's writes and counts: where a slow stage spends its time.
         figures["encode_seconds"] = round(time.perf_counter() - started, 3)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from pyspark.sql import DataFrame, SparkSession
@@ -35,25 +36,22 @@ from segrec.jobs.config import Config, executor_settings
 from segrec.jobs.context import RunContext
 from segrec.jobs.errors import InputError
 from segrec.jobs.io import OutputStore
-from segrec.jobs.manifest import RunManifest
 from segrec.jobs.list_metrics import Reference, list_metrics, long_tail_items, reference, segment_quality
+from segrec.jobs.manifest import RunManifest
 from segrec.jobs.metrics import ranking_metrics
-from segrec.jobs.text_profiles import user_vectors
 from segrec.jobs.recommender import Recommender
 from segrec.jobs.segmentation import assign_segments, centres_of, features, fit
 from segrec.jobs.split import holdout_split
 from segrec.jobs.targeting import targeting_report
-from segrec.jobs.two_towers import fit_towers, learned_item_vectors, learned_user_vectors, tuned
+from segrec.jobs.text_profiles import user_vectors
+from segrec.jobs.two_towers import fit_towers, learned_item_vectors, learned_user_vectors, with_cell
 from segrec.udfs.topk.settings import TopKSettings
 
 log = logging.getLogger("segrec")
 
-BASELINES = ("most_popular", "als", "random")
-OURS = ("content", "hybrid", "trained")
-
 
 @dataclass
-class Inputs:
+class TrainingView:
     """What every model may use: the training interactions, and texts and their vectors."""
 
     train: DataFrame
@@ -125,7 +123,7 @@ def with_segment_k(config: Config, k: int | None) -> Config:
     return config.model_copy(update={"segment": config.segment.model_copy(update={"k": k})})
 
 
-def build_profiles(config: Config, scratch: Scratch, data: Inputs, tag: str) -> DataFrame:
+def build_profiles(config: Config, scratch: Scratch, data: TrainingView, tag: str) -> DataFrame:
     profiles = user_vectors(data.users, data.train, data.item_vectors, data.text_vectors, config.profile)
     return scratch.keep(profiles, f"{tag}-profiles").where(F.col("vector").isNotNull())
 
@@ -144,29 +142,52 @@ def build_segments(
 
 
 def build_ours(
-    spark: SparkSession, config: Config, scratch: Scratch, data: Inputs, profiles: DataFrame,
-    weights: list[float], k: int, tag: str,
+    spark: SparkSession,
+    config: Config,
+    scratch: Scratch,
+    data: TrainingView,
+    profiles: DataFrame,
+    weights: list[float],
+    k: int,
+    tag: str,
 ) -> OurModel:
     """Segments (always fitted: a saved model may have seen held-out data), then one list per weight."""
     segments, centroids, curve, shipped = build_segments(spark, config, scratch, profiles, tag)
     ours = OurModel(profiles, segments, centroids, curve, shipped)
     # One catalogue for the whole weight grid: counted, collected and shipped to the workers once.
-    recommender = Recommender(spark, data.item_vectors, data.train, segments, config.recommend, scratch.matrix_dir,
-                              with_popularity=max(weights) > 0)
+    recommender = Recommender(
+        spark,
+        data.item_vectors,
+        data.train,
+        segments,
+        config.recommend,
+        scratch.matrix_dir,
+        with_popularity=max(weights) > 0,
+    )
     users = data.only_scored(profiles)
     for i, weight in enumerate(weights):
-        settings = executor_settings(TopKSettings, config, k=k, popularity_weight=weight, explain=False, score_parts=False)
+        settings = executor_settings(
+            TopKSettings, config, k=k, popularity_weight=weight, explain=False, score_parts=False
+        )
         ours.lists[weight] = scratch.keep(recommender.recommend(users, settings), f"{tag}-recs-{i}")
     return ours
 
 
 def build_trained(
-    spark: SparkSession, config: Config, scratch: Scratch, data: Inputs, cell: dict, k: int, tag: str
+    spark: SparkSession, config: Config, scratch: Scratch, data: TrainingView, cell: dict, k: int, tag: str
 ) -> tuple[DataFrame, dict, tuple[DataFrame, DataFrame]]:
     """The two-tower model with one grid cell's settings, trained on ``data.train`` under
     TorchDistributor as the train stage does, and its top-k lists (learned space only, no blend)."""
-    model, figures = fit_towers(spark, scratch.store, config, data.train, data.item_vectors, data.text_vectors,
-                                tuned(config.train, cell), tag=f"eval-{tag}-towers")
+    model, figures = fit_towers(
+        spark,
+        scratch.store,
+        config,
+        data.train,
+        data.item_vectors,
+        data.text_vectors,
+        with_cell(config.train, cell),
+        tag=f"eval-{tag}-towers",
+    )
     items = scratch.keep(learned_item_vectors(data.item_vectors, model), f"{tag}-learned-items")
     users = learned_user_vectors(data.users, data.train, items, data.text_vectors, model, config)
     # every user's learned vector (the learned-space segments need them all); lists for the scored ones
@@ -178,7 +199,7 @@ def build_trained(
     return scratch.keep(recs, f"{tag}-trained-recs"), figures, (users, items)
 
 
-def tune(spark: SparkSession, config: Config, scratch: Scratch, data: Inputs, n_items: int) -> dict:
+def tune(spark: SparkSession, config: Config, scratch: Scratch, data: TrainingView, n_items: int) -> dict:
     """Choose the hybrid (segment count and popularity weight) and the ALS cell on a validation split
     of the training data."""
     settings = config.evaluate
@@ -186,7 +207,7 @@ def tune(spark: SparkSession, config: Config, scratch: Scratch, data: Inputs, n_
     train, validation = holdout_split(data.train, settings.holdout, settings.seed)
     validation = scratch.keep(data.only_scored(validation), "val-held")
     scored = scratch.cached(validation.select("user_id").distinct())
-    inner = Inputs(scratch.keep(train, "val-train"), data.item_vectors, data.text_vectors, data.users, scored)
+    inner = TrainingView(scratch.keep(train, "val-train"), data.item_vectors, data.text_vectors, data.users, scored)
 
     def ndcg(recs: DataFrame) -> float:
         return ranking_metrics(recs, validation, [k])[k]["ndcg"]
@@ -196,21 +217,40 @@ def tune(spark: SparkSession, config: Config, scratch: Scratch, data: Inputs, n_
         return recs.where(F.col("rank") <= k).select("item_id").distinct().count() / n_items
 
     profiles = build_profiles(config, scratch, inner, "val")
-    hybrid = []
-    for segment_k in settings.segment_ks or [None]:
-        scratch.progress(f"evaluate: tuning the hybrid (segment k {segment_k or 'as configured'}, "
-                 f"{len(settings.popularity_weights)} popularity weights)")
-        ours = build_ours(spark, with_segment_k(config, segment_k), scratch, inner, profiles,
-                          settings.popularity_weights, k, f"val-k{segment_k}")
-        hybrid += [{"segment_k": segment_k, "popularity_weight": w, "ndcg": round(ndcg(recs), 6),
-                    "coverage": round(coverage(recs), 4)} for w, recs in ours.lists.items()]
+    hybrid: list[dict[str, Any]] = []
+    segment_ks: list[int | None] = [*settings.segment_ks] if settings.segment_ks else [None]
+    for segment_k in segment_ks:
+        scratch.progress(
+            f"evaluate: tuning the hybrid (segment k {segment_k or 'as configured'}, "
+            f"{len(settings.popularity_weights)} popularity weights)"
+        )
+        ours = build_ours(
+            spark,
+            with_segment_k(config, segment_k),
+            scratch,
+            inner,
+            profiles,
+            settings.popularity_weights,
+            k,
+            f"val-k{segment_k}",
+        )
+        hybrid += [
+            {
+                "segment_k": segment_k,
+                "popularity_weight": w,
+                "ndcg": round(ndcg(recs), 6),
+                "coverage": round(coverage(recs), 4),
+            }
+            for w, recs in ours.lists.items()
+        ]
     best = max(hybrid, key=lambda row: row["ndcg"])  # ties: the first (smaller weight, earlier k)
     cells = []
     grid = baselines.als_grid(settings.als.ranks, settings.als.reg_params, settings.als.alphas)
     for i, params in enumerate(grid):
         scratch.progress(f"evaluate: tuning ALS, cell {i + 1} of {len(grid)}: {params.as_dict()}")
-        recs = baselines.als(spark, inner.train, params, settings.als.max_iter, settings.seed, k, inner.scored,
-                             scratch.matrix_dir)
+        recs = baselines.als(
+            spark, inner.train, params, settings.als.max_iter, settings.seed, k, inner.scored, scratch.matrix_dir
+        )
         cells.append({**params.as_dict(), "ndcg": round(ndcg(recs), 6)})
     best_cell = max(cells, key=lambda c: c["ndcg"])  # ties: the first in grid order
     tuning = {
@@ -221,7 +261,9 @@ def tune(spark: SparkSession, config: Config, scratch: Scratch, data: Inputs, n_
     if config.train.enabled:
         towers = []
         for i, cell in enumerate(settings.train_grid):
-            scratch.progress(f"evaluate: tuning the towers, cell {i + 1} of {len(settings.train_grid)}: {cell or 'as configured'}")
+            scratch.progress(
+                f"evaluate: tuning the towers, cell {i + 1} of {len(settings.train_grid)}: {cell or 'as configured'}"
+            )
             recs, figures, _ = build_trained(spark, config, scratch, inner, cell, k, f"val-t{i}")
             towers.append({"cell": cell, "ndcg": round(ndcg(recs), 6), "final_loss": figures["final_loss"]})
         best_towers = max(towers, key=lambda c: c["ndcg"])  # ties: the first in grid order
@@ -230,7 +272,7 @@ def tune(spark: SparkSession, config: Config, scratch: Scratch, data: Inputs, n_
 
 
 def build_all(
-    spark: SparkSession, config: Config, scratch: Scratch, data: Inputs, tuned: dict
+    spark: SparkSession, config: Config, scratch: Scratch, data: TrainingView, tuned: dict
 ) -> tuple[dict, OurModel, dict[str, tuple[DataFrame, DataFrame]]]:
     """Every model's top-k lists on the training set, k the largest cut-off; and the (user, item)
     vectors of the models that place items by their text (for the cold-item ranking)."""
@@ -239,35 +281,51 @@ def build_all(
     best = tuned["hybrid"]["best"]
     weight = best["popularity_weight"]
     profiles = build_profiles(config, scratch, data, "test")
-    ours = build_ours(spark, with_segment_k(config, best["segment_k"]), scratch, data, profiles,
-                      sorted({0.0, weight}), k, "test")
+    ours = build_ours(
+        spark, with_segment_k(config, best["segment_k"]), scratch, data, profiles, sorted({0.0, weight}), k, "test"
+    )
     lists = {"content": ours.lists[0.0], "hybrid": ours.lists[weight]}
     lists["most_popular"] = scratch.keep(
-        baselines.most_popular(spark, data.train, data.item_vectors, k, data.scored, scratch.matrix_dir), "popular")
+        baselines.most_popular(spark, data.train, data.item_vectors, k, data.scored, scratch.matrix_dir), "popular"
+    )
     params = baselines.AlsParams(**tuned["als"]["best"])
     lists["als"] = scratch.keep(
-        baselines.als(spark, data.train, params, settings.als.max_iter, settings.seed, k, data.scored,
-                      scratch.matrix_dir), "als")
+        baselines.als(
+            spark, data.train, params, settings.als.max_iter, settings.seed, k, data.scored, scratch.matrix_dir
+        ),
+        "als",
+    )
     if settings.random_baseline:
         lists["random"] = scratch.keep(
-            baselines.random_lists(data.train, data.item_vectors, k, settings.seed, data.scored), "random")
+            baselines.random_lists(data.train, data.item_vectors, k, settings.seed, data.scored), "random"
+        )
     vectors = {"content": (ours.profiles, data.item_vectors)}
     if "trained" in tuned:
-        scratch.progress(f"evaluate: training the towers on all training rows with {tuned['trained']['best'] or 'the configured settings'}")
-        lists["trained"], _, vectors["trained"] = build_trained(spark, config, scratch, data, tuned["trained"]["best"], k, "test")
+        chosen = tuned["trained"]["best"] or "the configured settings"
+        scratch.progress(f"evaluate: training the towers on all training rows with {chosen}")
+        lists["trained"], _, vectors["trained"] = build_trained(
+            spark, config, scratch, data, tuned["trained"]["best"], k, "test"
+        )
     return lists, ours, vectors
 
 
 def cold_item_ranking(
-    spark: SparkSession, config: Config, scratch: Scratch, data: Inputs, vectors: dict, cold_items: DataFrame,
-    held: DataFrame, ks: list[int],
+    spark: SparkSession,
+    config: Config,
+    scratch: Scratch,
+    data: TrainingView,
+    vectors: dict,
+    cold_items: DataFrame,
+    held: DataFrame,
+    ks: list[int],
 ) -> dict[str, dict]:
     """Ranking metrics of each text-reading model when it ranks only the items nobody interacted with
     in training, against the held-out rows of those items (the usual cold-start protocol: can the model
     tell which new item a user will pick?). ALS and most-popular have no score for such items."""
     relevant = held.join(cold_items, on="item_id", how="left_semi")
-    settings = executor_settings(TopKSettings, config, k=max(ks), popularity_weight=0.0, explain=False,
-                                score_parts=False)
+    settings = executor_settings(
+        TopKSettings, config, k=max(ks), popularity_weight=0.0, explain=False, score_parts=False
+    )
     results = {}
     for name, (users, items) in vectors.items():
         catalogue = items.join(cold_items, on="item_id", how="left_semi")
@@ -300,7 +358,9 @@ def without_new_items(train: DataFrame, share: float, seed: int) -> tuple[DataFr
     are new items, and their held-out rows measure who can recommend what nobody has touched yet."""
     if not share:
         return train, train.limit(0)
-    new = F.pmod(F.xxhash64(F.col("item_id").cast("string"), F.lit(seed)), F.lit(10_000)) < F.lit(int(round(share * 10_000)))
+    new = F.pmod(F.xxhash64(F.col("item_id").cast("string"), F.lit(seed)), F.lit(10_000)) < F.lit(
+        int(round(share * 10_000))
+    )
     return train.where(~new), train.where(new)
 
 
@@ -308,7 +368,12 @@ def without_new_items(train: DataFrame, share: float, seed: int) -> tuple[DataFr
 
 
 def segment_figures(
-    segments: DataFrame, stability: dict, curve: dict[int, dict] | None, data: Inputs, held: DataFrame, config: Config
+    segments: DataFrame,
+    stability: dict,
+    curve: dict[int, dict] | None,
+    data: TrainingView,
+    held: DataFrame,
+    config: Config,
 ) -> dict:
     """Bootstrap stability of each segment, the curve k was chosen on, and the targeting lift of each
     segment (and of random segments of the same sizes) on the held-out rows."""
@@ -318,8 +383,9 @@ def segment_figures(
         "mean_stability": stability["mean_stability"],
         "reproducible_segments": stability["reproducible"],
         "stability_by_k": curve,
-        "targeting": targeting_report(segments, data.train, held, config.segment, config.evaluate.seed,
-                                      config.evaluate.chance_draws),
+        "targeting": targeting_report(
+            segments, data.train, held, config.segment, config.evaluate.seed, config.evaluate.chance_draws
+        ),
     }
 
 
@@ -336,7 +402,7 @@ def score(recs: DataFrame, held: DataFrame, ref: Reference, slices: dict[str, Da
 
 
 def make_slices(
-    data: Inputs, held: DataFrame, ref: Reference, config: Config, scratch: Scratch
+    data: TrainingView, held: DataFrame, ref: Reference, config: Config, scratch: Scratch
 ) -> tuple[dict[str, DataFrame], dict]:
     settings = config.evaluate
     per_user = data.train.groupBy("user_id").agg(F.count("*").alias("n"))
@@ -347,12 +413,19 @@ def make_slices(
         data.item_vectors.select("item_id").join(data.train.select("item_id").distinct(), on="item_id", how="left_anti")
     )
     sizes = {
-        "cold_users": {"max_train_interactions": settings.cold_max_train,
-                       "users": held.select("user_id").distinct().join(cold, on="user_id", how="left_semi").count()},
-        "long_tail": {"head_share": settings.head_share, "items": tail.count(),
-                      "held_out_rows": held.join(tail, on="item_id", how="left_semi").count()},
-        "cold_items": {"items": cold_items.count(),
-                       "held_out_rows": held.join(cold_items, on="item_id", how="left_semi").count()},
+        "cold_users": {
+            "max_train_interactions": settings.cold_max_train,
+            "users": held.select("user_id").distinct().join(cold, on="user_id", how="left_semi").count(),
+        },
+        "long_tail": {
+            "head_share": settings.head_share,
+            "items": tail.count(),
+            "held_out_rows": held.join(tail, on="item_id", how="left_semi").count(),
+        },
+        "cold_items": {
+            "items": cold_items.count(),
+            "held_out_rows": held.join(cold_items, on="item_id", how="left_semi").count(),
+        },
     }
     return {"cold_users": cold, "long_tail_items": tail, "cold_items": cold_items}, sizes
 
@@ -360,8 +433,8 @@ def make_slices(
 # ----------------------------------------------------------------------------------- stage
 
 
-def read_inputs(store: OutputStore, train: DataFrame) -> Inputs:
-    return Inputs(
+def read_inputs(store: OutputStore, train: DataFrame) -> TrainingView:
+    return TrainingView(
         train=train,
         item_vectors=store.read("item_vectors", needed_by="evaluate"),
         text_vectors=store.read("text_vectors", needed_by="evaluate"),
@@ -388,8 +461,12 @@ def evaluate_with(ctx: RunContext, scratch: Scratch) -> dict:
     users_held = held.select("user_id").distinct().count() if settings.sample_users is not None else None
     data.scored = scratch.keep(sampled_users(held, settings.sample_users, settings.seed), "scored-users")
     held = scratch.keep(data.only_scored(held), "held")
-    split = {"train_rows": data.train.count(), "held_out_rows": held.count(),
-             "users_evaluated": data.scored.count(), "holdout_per_user": settings.holdout}
+    split: dict[str, Any] = {
+        "train_rows": data.train.count(),
+        "held_out_rows": held.count(),
+        "users_evaluated": data.scored.count(),
+        "holdout_per_user": settings.holdout,
+    }
     if users_held is not None:
         split.update(sample_users=settings.sample_users, users_with_held_out_rows=users_held)
     if settings.cold_item_share:
@@ -405,8 +482,9 @@ def evaluate_with(ctx: RunContext, scratch: Scratch) -> dict:
     slices, slice_sizes = make_slices(data, held, ref, config, scratch)
     models = {name: score(recs, held, ref, slices, settings.ks) for name, recs in lists.items()}
     if slice_sizes["cold_items"]["held_out_rows"]:
-        for name, figures in cold_item_ranking(spark, config, scratch, data, vectors, slices["cold_items"], held,
-                                               settings.ks).items():
+        for name, figures in cold_item_ranking(
+            spark, config, scratch, data, vectors, slices["cold_items"], held, settings.ks
+        ).items():
             models[name]["cold_items_only"] = figures
 
     scratch.progress("evaluate: segments and their targeting lift")
@@ -433,8 +511,11 @@ def run(ctx: RunContext) -> dict:
     with ctx.manifest.stage("evaluate") as figures:
         document = evaluate(ctx)
         k = report.report_k(ctx.config.evaluate)
-        figures.update(users=document["split"]["users_evaluated"], held_out=document["split"]["held_out_rows"],
-                       **{f"hybrid_{key}": value for key, value in document["tuning"]["hybrid"]["best"].items()})
+        figures.update(
+            users=document["split"]["users_evaluated"],
+            held_out=document["split"]["held_out_rows"],
+            **{f"hybrid_{key}": value for key, value in document["tuning"]["hybrid"]["best"].items()},
+        )
         ctx.manifest.evaluation_table = report.comparison_table(document, k)
         ctx.manifest.evaluation_ratios = report.ratio_lines(document, k)
         ctx.manifest.record_output("report")

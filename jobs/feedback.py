@@ -23,7 +23,9 @@ def finite_or(value: Column, default: float) -> Column:
     return F.when(bad, F.lit(default)).otherwise(value)
 
 
-def with_feedback_weight(interactions: DataFrame, feedback: str = "explicit", implicit_weight: str = "log1p") -> DataFrame:
+def with_feedback_weight(
+    interactions: DataFrame, feedback: str = "explicit", implicit_weight: str = "log1p"
+) -> DataFrame:
     """``interactions`` plus a ``weight`` column (see the module docstring)."""
     if feedback == "implicit":
         if implicit_weight == "binary":

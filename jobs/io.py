@@ -30,10 +30,10 @@ STAGING = "_staging"
 
 class _HadoopFS:
     def __init__(self, spark: SparkSession, root: str):
-        jvm = spark._jvm  # type: ignore[attr-defined]
+        jvm: Any = spark._jvm  # py4j: the JVM's packages are attributes found at run time
         self._jvm = jvm
         self._Path = jvm.org.apache.hadoop.fs.Path
-        self._fs = self._Path(root).getFileSystem(spark._jsc.hadoopConfiguration())  # type: ignore[attr-defined]
+        self._fs = self._Path(root).getFileSystem(spark._jsc.hadoopConfiguration())
         # No .crc side files next to manifests, reports and plots on a local disk (the checksum file
         # system's default): people open those folders.
         self._fs.setWriteChecksum(False)
@@ -133,9 +133,9 @@ def local_path(path: str) -> str:
     """A path as the driver's and workers' own file system opens it: ``file:`` dropped, DBFS through
     its FUSE mount on Databricks."""
     if path.startswith("file:"):
-        return path[len("file:"):]
+        return path[len("file:") :]
     if path.startswith("dbfs:/"):
-        return "/dbfs/" + path[len("dbfs:/"):].lstrip("/")
+        return "/dbfs/" + path[len("dbfs:/") :].lstrip("/")
     return path
 
 
@@ -145,8 +145,9 @@ def check_schema(name: str, df: DataFrame) -> None:
     the schema is known from the plan)."""
     problems = schema_differences(name, df.schema)
     if problems:
-        raise RuntimeError(f"dataset {name} does not match its declared schema (udfs/schemas.py): "
-                           + "; ".join(problems))
+        raise RuntimeError(
+            f"dataset {name} does not match its declared schema (udfs/schemas.py): " + "; ".join(problems)
+        )
 
 
 class OutputStore:
@@ -176,8 +177,14 @@ class OutputStore:
         if self.format == "table":
             if not self.spark.catalog.tableExists(self.table(name)):
                 return False
-            return not self.run_date or self.spark.table(self.table(name)).where(
-                F.col("run_date") == F.lit(self.run_date).cast("date")).limit(1).count() > 0
+            return (
+                not self.run_date
+                or self.spark.table(self.table(name))
+                .where(F.col("run_date") == F.lit(self.run_date).cast("date"))
+                .limit(1)
+                .count()
+                > 0
+            )
         return self.fs.exists(self.path(name))
 
     def read(self, name: str, needed_by: str = "") -> DataFrame:
@@ -240,7 +247,7 @@ class OutputStore:
             try:
                 df.select(*self.spark.table(target).columns).write.insertInto(target, overwrite=True)
             finally:
-                self.spark.conf.set("spark.sql.sources.partitionOverwriteMode", previous)
+                self.spark.conf.set("spark.sql.sources.partitionOverwriteMode", previous or "static")
             return
         suffix = self.run_id.replace("-", "_").lower()
         fresh, old = self.table(f"{name}__new_{suffix}"), self.table(f"{name}__old_{suffix}")
@@ -270,7 +277,7 @@ class OutputStore:
 
     def mark(self, directory: str) -> None:
         """Sign a directory as segrec's own (see ``jobs.output_safety``)."""
-        self.fs.write_bytes(f"{directory}/{MARKER}", f"written by segrec, run {self.run_id}\n".encode("utf-8"))
+        self.fs.write_bytes(f"{directory}/{MARKER}", f"written by segrec, run {self.run_id}\n".encode())
 
     def check_replaceable(self, name: str) -> None:
         """Refuse to replace an existing ``name`` that segrec did not write: no marker in it, and no

@@ -28,8 +28,6 @@ from pyspark.sql import functions as F
 
 from segrec.udfs.segments import normalise_rows
 
-LIST_METRICS = ("coverage", "novelty", "diversity", "personalisation", "long_tail_share")
-
 
 def item_user_counts(train: DataFrame) -> DataFrame:
     """(item_id, users): distinct training users per item."""
@@ -51,14 +49,17 @@ def reference(train: DataFrame, item_vectors: DataFrame, head_share: float) -> R
     most popular items (ties by id)."""
     n_items = item_vectors.count()
     n_head = int(round(n_items * head_share))
-    counted = item_vectors.select("item_id").join(item_user_counts(train), on="item_id", how="left").select(
-        "item_id", F.coalesce("users", F.lit(0)).alias("users")
+    counted = (
+        item_vectors.select("item_id")
+        .join(item_user_counts(train), on="item_id", how="left")
+        .select("item_id", F.coalesce("users", F.lit(0)).alias("users"))
     )
     # The head is the n_head most popular items, ties by id. Without a global window: the items per
     # popularity level reach the driver (one row per distinct count, few), which gives the cut level
     # and how many items of that level are in the head; within the level, ranks by id per level.
-    levels = sorted(((r["users"], r["n"]) for r in counted.groupBy("users").agg(F.count("*").alias("n")).collect()),
-                    reverse=True)
+    levels = sorted(
+        ((r["users"], r["n"]) for r in counted.groupBy("users").agg(F.count("*").alias("n")).collect()), reverse=True
+    )
     cut_level, taken_at_cut, seen = None, 0, 0
     for users, n in levels:
         if seen + n >= n_head:
@@ -79,25 +80,38 @@ def long_tail_items(ref: Reference) -> DataFrame:
     return ref.items.where(F.col("long_tail")).select("item_id")
 
 
-def list_metrics(recommendations: DataFrame, ref: Reference, k: int) -> dict[str, float]:
+def list_metrics(recommendations: DataFrame, ref: Reference, k: int) -> dict[str, float | None]:
     """{metric: value} for the first k recommendations of each user (see the module text)."""
     recs = recommendations.where(F.col("rank") <= k).select("user_id", "item_id").cache()
-    totals = recs.groupBy("item_id").agg(F.count("*").alias("c")).agg(
-        F.count("*").alias("distinct_items"), F.sum(F.col("c") * (F.col("c") - 1)).alias("pair_overlap")
-    ).first()
+    totals = (
+        recs.groupBy("item_id")
+        .agg(F.count("*").alias("c"))
+        .agg(F.count("*").alias("distinct_items"), F.sum(F.col("c") * (F.col("c") - 1)).alias("pair_overlap"))
+        .collect()[0]
+    )
     bits = -F.log2((F.col("users") + 1) / F.lit(ref.n_train_users + 1))
-    rows = recs.join(ref.items, on="item_id", how="left").agg(
-        F.count("*").alias("rows"), F.countDistinct("user_id").alias("users"), F.avg(bits).alias("novelty"),
-        F.sum(F.col("long_tail").cast("int")).alias("tail_rows"),
-    ).first()
+    rows = (
+        recs.join(ref.items, on="item_id", how="left")
+        .agg(
+            F.count("*").alias("rows"),
+            F.countDistinct("user_id").alias("users"),
+            F.avg(bits).alias("novelty"),
+            F.sum(F.col("long_tail").cast("int")).alias("tail_rows"),
+        )
+        .collect()[0]
+    )
 
-    vectors = recs.join(ref.item_vectors.select("item_id", array_to_vector("vector").alias("v")), on="item_id", how="inner")
-    per_user = vectors.groupBy("user_id").agg(Summarizer.sum(F.col("v")).alias("s"), F.count("*").alias("n"),
-                                             F.sum(F.aggregate(vector_to_array("v"), F.lit(0.0),
-                                                               lambda a, x: a + x * x)).alias("sq"))
-    norm2 = F.aggregate(vector_to_array("s"), F.lit(0.0), lambda a, x: a + x * x)
+    vectors = recs.join(
+        ref.item_vectors.select("item_id", array_to_vector(F.col("vector")).alias("v")), on="item_id", how="inner"
+    )
+    per_user = vectors.groupBy("user_id").agg(
+        Summarizer.sum(F.col("v")).alias("s"),
+        F.count("*").alias("n"),
+        F.sum(F.aggregate(vector_to_array(F.col("v")), F.lit(0.0), lambda a, x: a + x * x)).alias("sq"),
+    )
+    norm2 = F.aggregate(vector_to_array(F.col("s")), F.lit(0.0), lambda a, x: a + x * x)
     mean_cos = (norm2 - F.col("sq")) / (F.col("n") * (F.col("n") - 1))
-    diversity = per_user.where(F.col("n") >= 2).agg(F.avg(1 - mean_cos)).first()[0]
+    diversity = per_user.where(F.col("n") >= 2).agg(F.avg(1 - mean_cos)).collect()[0][0]
     recs.unpersist()
 
     pairs = rows["users"] * (rows["users"] - 1)
@@ -118,14 +132,17 @@ def segment_quality(user_vectors: DataFrame, segments: DataFrame, centroids: np.
     evaluator = ClusteringEvaluator(distanceMeasure="cosine", featuresCol="features", predictionCol="segment_id")
     k = len(centroids)
     silhouette = (
-        evaluator.evaluate(joined.select(array_to_vector("vector").alias("features"), F.col("segment_id").cast("double")))
-        if k > 1 else None
+        evaluator.evaluate(
+            joined.select(array_to_vector(F.col("vector")).alias("features"), F.col("segment_id").cast("double"))
+        )
+        if k > 1
+        else None
     )
     stats = {
         r["segment_id"]: (r["size"], r["scatter"])
-        for r in joined.groupBy("segment_id").agg(
-            F.count("*").alias("size"), F.avg(F.sqrt(F.greatest(2 * F.col("distance"), F.lit(0.0)))).alias("scatter")
-        ).collect()
+        for r in joined.groupBy("segment_id")
+        .agg(F.count("*").alias("size"), F.avg(F.sqrt(F.greatest(2 * F.col("distance"), F.lit(0.0)))).alias("scatter"))
+        .collect()
     }
     return {
         "k": k,
@@ -143,7 +160,10 @@ def davies_bouldin(centroids: np.ndarray, scatter: dict[int, float]) -> float | 
         return None
     worst = []
     for i in present:
-        ratios = [(scatter[i] + scatter[j]) / max(float(np.linalg.norm(centres[i] - centres[j])), 1e-12)
-                  for j in present if j != i]
+        ratios = [
+            (scatter[i] + scatter[j]) / max(float(np.linalg.norm(centres[i] - centres[j])), 1e-12)
+            for j in present
+            if j != i
+        ]
         worst.append(max(ratios))
     return float(np.mean(worst))

@@ -12,9 +12,10 @@ import platform
 import secrets
 import threading
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from typing import Any, Generic, Iterator, TypeVar, overload
+from typing import Any, Generic, TypeVar, overload
 
 import pyspark
 
@@ -49,15 +50,30 @@ class Entry(Generic[T]):
         self.key = name
 
     @overload
-    def __get__(self, manifest: None, owner: type) -> "Entry[T]": ...
+    def __get__(self, manifest: None, owner: type) -> Entry[T]: ...
     @overload
-    def __get__(self, manifest: "RunManifest", owner: type) -> T | None: ...
+    def __get__(self, manifest: RunManifest, owner: type) -> T | None: ...
 
     def __get__(self, manifest, owner=None):
         return self if manifest is None else manifest.data.get(self.key)
 
-    def __set__(self, manifest: "RunManifest", value: T | None) -> None:
+    def __set__(self, manifest: RunManifest, value: T | None) -> None:
         manifest.data[self.key] = value
+
+
+class Filled(Entry[T]):
+    """A key every manifest holds (a mapping or list, empty until a stage fills it): never None."""
+
+    def __init__(self, empty: Callable[[], T]) -> None:
+        self.empty = empty
+
+    @overload
+    def __get__(self, manifest: None, owner: type) -> Filled[T]: ...
+    @overload
+    def __get__(self, manifest: RunManifest, owner: type) -> T: ...
+
+    def __get__(self, manifest, owner=None):
+        return self if manifest is None else manifest.data.setdefault(self.key, self.empty())
 
 
 class RunManifest:
@@ -73,11 +89,11 @@ class RunManifest:
     error: Entry[dict[str, str]] = Entry()  # stage, class, message of a failed run
     mlflow_run_id: Entry[str] = Entry()
     # source -> rows_in, kept, rejected, rejected_by_reason
-    sources: Entry[dict[str, dict[str, Any]]] = Entry()
-    rejects_by_reason: Entry[dict[str, dict[str, int]]] = Entry()
+    sources: Filled[dict[str, dict[str, Any]]] = Filled(dict)
+    rejects_by_reason: Filled[dict[str, dict[str, int]]] = Filled(dict)
     # stage -> its figures (seconds, counts, what it chose); read one with ``stage_figures``
-    stages: Entry[dict[str, dict[str, Any]]] = Entry()
-    outputs: Entry[list[str]] = Entry()
+    stages: Filled[dict[str, dict[str, Any]]] = Filled(dict)
+    outputs: Filled[list[str]] = Filled(list)
     model: Entry[dict[str, str]] = Entry()  # the text model: name, path, files_sha256, model_id (embed)
     train_curve: Entry[list[dict[str, float]]] = Entry()  # loss per epoch (train)
     segments: Entry[list[dict[str, Any]]] = Entry()  # one row per segment of segment_summary (segment)

@@ -55,6 +55,6 @@ def ranking_metrics(recommendations: DataFrame, relevant: DataFrame, ks: list[in
     """{k: {metric: mean over users}}; one small aggregate per k reaches the driver."""
     results = {}
     for k in ks:
-        row = per_user_metrics(recommendations, relevant, k).agg(*[F.avg(m).alias(m) for m in METRICS]).first()
+        row = per_user_metrics(recommendations, relevant, k).agg(*[F.avg(m).alias(m) for m in METRICS]).collect()[0]
         results[k] = {m: float(row[m]) if row[m] is not None else 0.0 for m in METRICS}
     return results

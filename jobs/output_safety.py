@@ -31,7 +31,7 @@ def _is_local(path: str) -> bool:
 def normalise(path: str) -> str:
     """A comparable form: local paths absolute and with links resolved, URIs without a trailing slash."""
     if _is_local(path):
-        local = path[len("file:"):] if path.startswith("file:") else path
+        local = path[len("file:") :] if path.startswith("file:") else path
         local = local[2:] if local.startswith("//") else local
         return os.path.realpath(os.path.expanduser(local))
     parsed = urlparse(path)

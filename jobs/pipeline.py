@@ -34,8 +34,18 @@ EVALUATION_DIR = "evaluation"
 
 # Every dataset a run can write under output.path (or as a catalog table).
 DATASETS = (
-    "items", "users", "interactions", "rejects", "item_vectors", "text_vectors", "trained_item_vectors",
-    "user_vectors", "segments", "segment_summary", "user_interests", "recommendations",
+    "items",
+    "users",
+    "interactions",
+    "rejects",
+    "item_vectors",
+    "text_vectors",
+    "trained_item_vectors",
+    "user_vectors",
+    "segments",
+    "segment_summary",
+    "user_interests",
+    "recommendations",
 )
 
 # evaluate rebuilds profiles, segments and lists itself (on training rows only), but reads the validated
@@ -56,8 +66,9 @@ def stages_for(command: str) -> list[str]:
 
 def evaluation_output(config: Config):
     """Where evaluate writes: files under ``<output.path>/evaluation`` whatever the output format."""
-    return config.output.model_copy(update={"path": f"{config.output.path.rstrip('/')}/{EVALUATION_DIR}",
-                                            "format": "parquet", "run_date": None})
+    return config.output.model_copy(
+        update={"path": f"{config.output.path.rstrip('/')}/{EVALUATION_DIR}", "format": "parquet", "run_date": None}
+    )
 
 
 def execute(spark: SparkSession, config: Config, command: str) -> RunManifest:
@@ -86,8 +97,11 @@ def execute(spark: SparkSession, config: Config, command: str) -> RunManifest:
     except BaseException as exc:
         tracker.finish(succeeded=False)
         # What an on-call engineer needs first: which stage, what kind of error, its message.
-        manifest.error = {"stage": manifest.current_stage, "class": type(exc).__name__,
-                          "message": str(exc).splitlines()[0][:2000] if str(exc) else ""}
+        manifest.error = {
+            "stage": manifest.current_stage or "",
+            "class": type(exc).__name__,
+            "message": str(exc).splitlines()[0][:2000] if str(exc) else "",
+        }
         manifest.write(store, status="failed")
         raise
     manifest.data.pop("current_stage", None)  # finished: no stage is current

@@ -46,29 +46,35 @@ def run(ctx: RunContext) -> dict:
             built = learned_user_vectors(users, interactions, learned, text_vectors, model, ctx.config)
             space = model.model_id
         else:
-            built = user_vectors(users, interactions, item_vectors, text_vectors, settings, source.feedback,
-                                 source.implicit_weight)
+            built = user_vectors(
+                users, interactions, item_vectors, text_vectors, settings, source.feedback, source.implicit_weight
+            )
             space = TEXT_SPACE
         figures["space"] = space
         profiles = store.write_staged(built.withColumn("space", F.lit(space)), "profiles")
         rejects = previous_rejects.where(F.col("reason") != NO_SIGNAL).unionByName(no_signal_rejects(profiles))
-        store.write_together(
-            {"user_vectors": profiles.where(F.col("vector").isNotNull()), "rejects": rejects}
-        )
+        store.write_together({"user_vectors": profiles.where(F.col("vector").isNotNull()), "rejects": rejects})
         store.drop_staged("profiles")
         check_finite(store.read("user_vectors"), "user_vectors", "user_id")
         ctx.manifest.record_output("user_vectors")
         ctx.manifest.record_output("rejects")
-        summary = store.read("user_vectors").agg(
-            F.count("*").alias("users"),
-            F.sum(F.when((F.col("n_texts") > 0) & (F.col("n_items") > 0), 1).otherwise(0)).alias("both"),
-            F.sum(F.when(F.col("n_items") == 0, 1).otherwise(0)).alias("text_only"),
-            F.sum(F.when(F.col("n_texts") == 0, 1).otherwise(0)).alias("items_only"),
-        ).collect()[0]
+        summary = (
+            store.read("user_vectors")
+            .agg(
+                F.count("*").alias("users"),
+                F.sum(F.when((F.col("n_texts") > 0) & (F.col("n_items") > 0), 1).otherwise(0)).alias("both"),
+                F.sum(F.when(F.col("n_items") == 0, 1).otherwise(0)).alias("text_only"),
+                F.sum(F.when(F.col("n_texts") == 0, 1).otherwise(0)).alias("items_only"),
+            )
+            .collect()[0]
+        )
         no_signal = store.read("rejects").where(F.col("reason") == NO_SIGNAL).count()
         figures.update(
-            user_vectors=summary["users"], both_sides=summary["both"], text_only=summary["text_only"],
-            items_only=summary["items_only"], no_signal=no_signal,
+            user_vectors=summary["users"],
+            both_sides=summary["both"],
+            text_only=summary["text_only"],
+            items_only=summary["items_only"],
+            no_signal=no_signal,
         )
         ctx.manifest.rejects_by_reason.setdefault("users", {})[NO_SIGNAL] = no_signal
     return figures

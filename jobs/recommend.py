@@ -7,7 +7,6 @@ described there) and writes ``recommendations``; the manifest keeps a few users'
 
 from __future__ import annotations
 
-
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
@@ -25,17 +24,20 @@ def run(ctx: RunContext) -> dict:
 
     with ctx.manifest.stage("recommend") as figures:
         matrix_dir = store.staging_path("catalogue")
-        recs, plan_figures = recommendations(ctx.spark, user_vectors, item_vectors, interactions, segments, settings,
-                                             matrix_dir)
+        recs, plan_figures = recommendations(
+            ctx.spark, user_vectors, item_vectors, interactions, segments, settings, matrix_dir
+        )
         figures.update(plan_figures)
         try:
             store.write(recs, "recommendations")
         finally:
             store.fs.delete(matrix_dir)
         ctx.manifest.record_output("recommendations")
-        written = store.read("recommendations").agg(
-            F.count("*").alias("rows"), F.countDistinct("user_id").alias("users")
-        ).first()
+        written = (
+            store.read("recommendations")
+            .agg(F.count("*").alias("rows"), F.countDistinct("user_id").alias("users"))
+            .collect()[0]
+        )
         figures.update(rows=written["rows"], users=written["users"], k=settings.k)
         ctx.manifest.sample_recommendations = sample(store.read("recommendations"), store.read("items"))
     return figures
@@ -47,18 +49,25 @@ def sample(recs: DataFrame, items: DataFrame, users: int = 3, top: int = 5) -> l
     texts = items.select("item_id", "text")
     reasons = texts.select(F.col("item_id").alias("because_item_id"), F.col("text").alias("because_text"))
     rows = (
-        recs.join(first, on="user_id", how="inner").where(F.col("rank") <= top)
+        recs.join(first, on="user_id", how="inner")
+        .where(F.col("rank") <= top)
         .join(texts, on="item_id", how="left")
         .join(reasons, on="because_item_id", how="left")
-        .orderBy("user_id", "rank").collect()
+        .orderBy("user_id", "rank")
+        .collect()
     )
-    return [{"user_id": r.user_id, "rank": r.rank, "item": f"{r.item_id}: {r.text}", "score": round(r.score, 4),
-             "because": f"{r.because_item_id}: {r.because_text}" if r.because_item_id is not None else None,
-             "because_similarity": round(r.because_similarity, 4) if r.because_similarity is not None else None,
-             **score_parts(r.similarity, r.popularity_boost, r.learned_similarity)}
-            for r in rows]
-
-
+    return [
+        {
+            "user_id": r.user_id,
+            "rank": r.rank,
+            "item": f"{r.item_id}: {r.text}",
+            "score": round(r.score, 4),
+            "because": f"{r.because_item_id}: {r.because_text}" if r.because_item_id is not None else None,
+            "because_similarity": round(r.because_similarity, 4) if r.because_similarity is not None else None,
+            **score_parts(r.similarity, r.popularity_boost, r.learned_similarity),
+        }
+        for r in rows
+    ]
 
 
 def score_parts(similarity: float, popularity_boost: float, learned_similarity: float | None) -> dict[str, float]:
@@ -66,6 +75,9 @@ def score_parts(similarity: float, popularity_boost: float, learned_similarity: 
     towers: what users did with it), and its popularity in the user's segment."""
     parts = {"from_text": similarity, "from_popularity": popularity_boost}
     if learned_similarity is not None:
-        parts = {"from_text": similarity - learned_similarity, "from_interactions": learned_similarity,
-                 "from_popularity": popularity_boost}
+        parts = {
+            "from_text": similarity - learned_similarity,
+            "from_interactions": learned_similarity,
+            "from_popularity": popularity_boost,
+        }
     return {name: round(value, 4) for name, value in parts.items()}

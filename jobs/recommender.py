@@ -38,7 +38,6 @@ from segrec.udfs.topk.catalogue import Catalogue, cached_catalogue, load_catalog
 from segrec.udfs.topk.mmr import rerank_mmr
 from segrec.udfs.topk.settings import TopKSettings
 
-
 # The Spark schema of recommendations, from the one Arrow definition the workers write.
 OUTPUT_SCHEMA = spark_schema(RECOMMENDATIONS)
 
@@ -46,8 +45,10 @@ OUTPUT_SCHEMA = spark_schema(RECOMMENDATIONS)
 def segment_popularity(interactions: DataFrame, segments: DataFrame, n_segments: int) -> DataFrame:
     """(item_id, popularity array<float>[n_segments]): per segment, the item's share of the segment's
     users, divided by the segment's largest share."""
-    pairs = interactions.select("user_id", "item_id").distinct().join(
-        segments.select("user_id", "segment_id"), on="user_id", how="inner"
+    pairs = (
+        interactions.select("user_id", "item_id")
+        .distinct()
+        .join(segments.select("user_id", "segment_id"), on="user_id", how="inner")
     )
     counts = pairs.groupBy("segment_id", "item_id").agg(F.count("*").alias("users"))
     normalised = counts.withColumn("pop", F.col("users") / F.max("users").over(Window.partitionBy("segment_id")))
@@ -57,7 +58,8 @@ def segment_popularity(interactions: DataFrame, segments: DataFrame, n_segments:
     return by_item.select(
         "item_id",
         F.transform(
-            F.sequence(F.lit(0), F.lit(n_segments - 1)), lambda s: F.coalesce(F.col("_pop")[s], F.lit(0.0)).cast("float")
+            F.sequence(F.lit(0), F.lit(n_segments - 1)),
+            lambda s: F.coalesce(F.col("_pop")[s], F.lit(0.0)).cast("float"),
         ).alias("popularity"),
     )
 
@@ -66,8 +68,11 @@ def catalogue_frame(item_vectors: DataFrame, popularity: DataFrame | None, score
     """(item_id, vector, popularity or null, learned_part or null) for every item with a vector; the
     learned parts only when asked for and the vectors have them (trained towers)."""
     with_parts = score_parts and "learned_part" in item_vectors.columns
-    df = item_vectors.select("item_id", "vector", F.col("learned_part") if with_parts
-                             else F.lit(None).cast("array<float>").alias("learned_part"))
+    df = item_vectors.select(
+        "item_id",
+        "vector",
+        F.col("learned_part") if with_parts else F.lit(None).cast("array<float>").alias("learned_part"),
+    )
     if popularity is not None:
         df = df.join(popularity, on="item_id", how="left")
     else:
@@ -76,7 +81,10 @@ def catalogue_frame(item_vectors: DataFrame, popularity: DataFrame | None, score
 
 
 def user_frame(
-    user_vectors: DataFrame, segments: DataFrame | None, interactions: DataFrame, exclude_seen: bool,
+    user_vectors: DataFrame,
+    segments: DataFrame | None,
+    interactions: DataFrame,
+    exclude_seen: bool,
     partitions: int,
 ) -> DataFrame:
     """(user_id, vector, segment_id, seen) in ``partitions`` tasks: seen = ids of the items the user
@@ -99,16 +107,29 @@ def user_frame(
     users = by_user(user_vectors.select("user_id", "vector"))
     rows = []  # per user: its interactions (item_id) and its segment (segment_id), one kind per row
     if segments is not None:
-        rows.append(segments.select("user_id", F.lit(None).cast("string").alias("item_id"),
-                                    F.col("segment_id").cast("int").alias("segment_id")))
+        rows.append(
+            segments.select(
+                "user_id",
+                F.lit(None).cast("string").alias("item_id"),
+                F.col("segment_id").cast("int").alias("segment_id"),
+            )
+        )
     if exclude_seen:
         rows.append(interactions.select("user_id", "item_id", F.lit(None).cast("int").alias("segment_id")))
     if not rows:
-        return users.select("user_id", "vector", F.lit(None).cast("int").alias("segment_id"),
-                            F.lit(None).cast("array<string>").alias("seen"))
-    per_user = by_user(functools.reduce(DataFrame.unionByName, rows)).groupBy(*key).agg(
-        F.max("segment_id").alias("segment_id"),  # a user's one segment (segment writes one row per user)
-        F.collect_set("item_id").alias("seen"),  # nulls (the segment rows) are left out
+        return users.select(
+            "user_id",
+            "vector",
+            F.lit(None).cast("int").alias("segment_id"),
+            F.lit(None).cast("array<string>").alias("seen"),
+        )
+    per_user = (
+        by_user(functools.reduce(DataFrame.unionByName, rows))
+        .groupBy(*key)
+        .agg(
+            F.max("segment_id").alias("segment_id"),  # a user's one segment (segment writes one row per user)
+            F.collect_set("item_id").alias("seen"),  # nulls (the segment rows) are left out
+        )
     )
     if not exclude_seen:
         per_user = per_user.withColumn("seen", F.lit(None).cast("array<string>"))
@@ -131,17 +152,22 @@ def to_catalogue(rows: pd.DataFrame, offset: int = 0) -> Catalogue:
     if "learned_part" in rows and rows["learned_part"].notna().any():
         zero = np.zeros(vectors.shape[1], np.float32)  # a cold item: its vector is all text
         learned = np.stack([zero if p is None else np.asarray(p, np.float32) for p in rows["learned_part"]])
-    return Catalogue(item_ids=rows["item_id"].to_numpy().astype(str), vectors=vectors, popularity=popularity,
-                     learned_part=learned, offset=offset)
+    return Catalogue(
+        item_ids=rows["item_id"].to_numpy().astype(str),
+        vectors=vectors,
+        popularity=popularity,
+        learned_part=learned,
+        offset=offset,
+    )
 
 
 def catalogue_source(
-    spark: SparkSession, catalogue: Catalogue, plan: Recommend, matrix_dir: str | None
+    spark: SparkSession, catalogue: Catalogue, recommend: Recommend, matrix_dir: str | None
 ) -> tuple[str, Callable[[], Catalogue]]:
     """(cache key, loader) through which workers get the catalogue once each: a Spark broadcast where
     the session has a SparkContext, else (Spark Connect: no broadcast) a file the driver writes, at
     ``recommend.matrix_path`` or under ``matrix_dir`` (the run's staging area, dropped by the caller)."""
-    source = plan.matrix_source
+    source = recommend.matrix_source
     if source == "auto":
         source = "broadcast" if has_spark_context(spark) else "file"
     if source == "broadcast":
@@ -151,14 +177,16 @@ def catalogue_source(
             return handle.value
 
         return f"broadcast-{uuid.uuid4().hex}", load  # one catalogue per worker per broadcast
-    if plan.matrix_path:
-        matrix_file = plan.matrix_path
+    if recommend.matrix_path:
+        matrix_file = recommend.matrix_path
     elif matrix_dir:
         os.makedirs(local_path(matrix_dir), exist_ok=True)
         matrix_file = f"{local_path(matrix_dir)}/catalogue-{uuid.uuid4().hex}.npz"
     else:
-        raise ConfigError("recommend: this session has no SparkContext to broadcast the item matrix (Spark Connect): "
-                          "set recommend.matrix_path to a file every executor can read")
+        raise ConfigError(
+            "recommend: this session has no SparkContext to broadcast the item matrix (Spark Connect): "
+            "set recommend.matrix_path to a file every executor can read"
+        )
     save_catalogue(matrix_file, catalogue)
 
     def load_file() -> Catalogue:
@@ -183,23 +211,35 @@ def broadcast_plan(users: DataFrame, source: tuple[str, Callable[[], Catalogue]]
 
 
 def sharded_plan(
-    users: DataFrame, catalogue: DataFrame, settings: TopKSettings, plan: Recommend, dim: int, n_users: int,
-    n_items: int, partitions: int,
+    users: DataFrame,
+    catalogue: DataFrame,
+    settings: TopKSettings,
+    recommend: Recommend,
+    dim: int,
+    n_users: int,
+    n_items: int,
+    partitions: int,
 ) -> DataFrame:
     """Users in blocks x item shards: each pair keeps its top k; each user keeps the best k overall.
     The pairs are spread over ``partitions`` tasks."""
-    per_shard = max(1, int(plan.max_broadcast_mb * 2**20 // (dim * 4)))
+    per_shard = max(1, int(recommend.max_broadcast_mb * 2**20 // (dim * 4)))
     # Items hashed into shards (a 25% margin keeps the fullest shard under max_broadcast_mb): no global
     # index, so no single-task window. Each shard is sorted by id in the worker and the merge below
     # breaks ties by id, so the lists are the broadcast plan's.
     n_shards = max(1, math.ceil(1.25 * n_items / per_shard))
-    shards = catalogue.withColumn("shard", F.pmod(F.xxhash64("item_id"), F.lit(n_shards))).groupBy("shard").agg(
-        F.lit(0).alias("offset"),
-        F.collect_list(F.struct("item_id", "vector", "popularity", "learned_part")).alias("items"),
+    shards = (
+        catalogue.withColumn("shard", F.pmod(F.xxhash64("item_id"), F.lit(n_shards)))
+        .groupBy("shard")
+        .agg(
+            F.lit(0).alias("offset"),
+            F.collect_list(F.struct("item_id", "vector", "popularity", "learned_part")).alias("items"),
+        )
     )
-    n_blocks = max(1, math.ceil(n_users / plan.user_block))
-    blocks = users.withColumn("block", F.pmod(F.xxhash64("user_id"), F.lit(n_blocks))).groupBy("block").agg(
-        F.collect_list(F.struct("user_id", "vector", "segment_id", "seen")).alias("users")
+    n_blocks = max(1, math.ceil(n_users / recommend.user_block))
+    blocks = (
+        users.withColumn("block", F.pmod(F.xxhash64("user_id"), F.lit(n_blocks)))
+        .groupBy("block")
+        .agg(F.collect_list(F.struct("user_id", "vector", "segment_id", "seen")).alias("users"))
     )
     pairs = spread(blocks.join(shards, how="cross"), partitions, "block", "shard").select("users", "offset", "items")
     # With MMR every shard hands over its best pool, so the merged pool is the broadcast plan's.
@@ -219,7 +259,7 @@ def sharded_plan(
         .where(F.col("rank") <= settings.depth)
         .select(*RECOMMENDATION_COLUMNS)
     )
-    return merged if settings.mmr is None else mmr_pass(merged, catalogue, settings.k, settings.mmr_trade_off)
+    return merged if settings.mmr is None else mmr_pass(merged, catalogue, settings.k, settings.mmr[0])
 
 
 def mmr_pass(candidates: DataFrame, catalogue: DataFrame, k: int, trade_off: float) -> DataFrame:
@@ -245,10 +285,11 @@ def scoring_tasks(spark: SparkSession, configured: int | None) -> int:
     return udf_partitions(spark, configured)
 
 
-def choose_plan(plan: Recommend, matrix_mb: float) -> str:
-    if plan.plan != "auto":
-        return plan.plan
-    return "broadcast" if matrix_mb <= plan.max_broadcast_mb else "sharded"
+def choose_plan(recommend: Recommend, matrix_mb: float) -> str:
+    """broadcast or sharded: ``recommend.plan`` with ``auto`` decided by the item matrix's size."""
+    if recommend.plan != "auto":
+        return recommend.plan
+    return "broadcast" if matrix_mb <= recommend.max_broadcast_mb else "sharded"
 
 
 class Recommender:
@@ -257,57 +298,75 @@ class Recommender:
     Built once: the catalogue (item vectors, and the segment popularity when ``with_popularity``) is
     counted, its plan chosen and, for the broadcast plan, collected and shipped to the workers once,
     however many lists it is asked for (evaluate's popularity-weight grid asks for several).
-    ``plan``: the recommend section's plan keys (plan, max_broadcast_mb, user_block, matrix_source,
+    ``recommend``: the recommend section, for its plan keys (plan, max_broadcast_mb, user_block, matrix_source,
     matrix_path, exclude_seen). ``matrix_dir``: where the item matrix file goes on a session without a
     SparkContext (see ``catalogue_source``); the caller removes it after writing. ``score_parts``: ship
     the trained towers' learned parts too, for lists asked with ``TopKSettings.score_parts``.
     """
 
     def __init__(
-        self, spark: SparkSession, item_vectors: DataFrame, interactions: DataFrame, segments: DataFrame | None,
-        plan: Recommend, matrix_dir: str | None = None, with_popularity: bool = False, score_parts: bool = False,
+        self,
+        spark: SparkSession,
+        item_vectors: DataFrame,
+        interactions: DataFrame,
+        segments: DataFrame | None,
+        recommend: Recommend,
+        matrix_dir: str | None = None,
+        with_popularity: bool = False,
+        score_parts: bool = False,
     ):
         self.spark, self.item_vectors, self.interactions, self.segments = spark, item_vectors, interactions, segments
-        self.plan_settings, self.with_popularity = plan, with_popularity
+        self.section, self.with_popularity = recommend, with_popularity
         popularity = None
         if with_popularity:
             if segments is None:
-                raise InputError("recommend.popularity_weight > 0 needs the segments output: run the segment stage first")
-            n_segments = segments.agg(F.max("segment_id")).first()[0] + 1
+                raise InputError(
+                    "recommend.popularity_weight > 0 needs the segments output: run the segment stage first"
+                )
+            n_segments = segments.agg(F.max("segment_id")).collect()[0][0] + 1
             popularity = segment_popularity(interactions, segments, n_segments)
         self.catalogue = catalogue_frame(item_vectors, popularity, score_parts)
-        if plan.plan != "sharded":
-            check_matrix_settings(plan)  # a config error before any job
-        rows = None
-        if plan.plan == "broadcast":
+        if recommend.plan != "sharded":
+            check_matrix_settings(recommend)  # a config error before any job
+        rows: pd.DataFrame | None = None
+        if recommend.plan == "broadcast":
             # Forced: the catalogue is collected anyway, so it is counted there (no job to count it first).
-            rows = self.catalogue.toPandas()
-            self.n_items, self.dim = len(rows), max((len(v) for v in rows["vector"]), default=0)
+            collected: pd.DataFrame = self.catalogue.toPandas()
+            self.n_items, self.dim = len(collected), max((len(v) for v in collected["vector"]), default=0)
+            rows = collected
         else:
-            self.n_items, self.dim = item_vectors.agg(F.count("*"), F.max(F.size("vector"))).first()  # one job
+            self.n_items, self.dim = item_vectors.agg(F.count("*"), F.max(F.size("vector"))).collect()[0]  # one job
         if self.n_items == 0:
             raise InputError("recommend: no item vectors: nothing to recommend")
         matrix_mb = self.n_items * self.dim * 4 / 2**20
-        self.plan = choose_plan(plan, matrix_mb)
+        self.plan = choose_plan(recommend, matrix_mb)
         self.figures = {"plan": self.plan, "items": self.n_items, "matrix_mb": round(matrix_mb, 2)}
-        self.source = None
+        self.source: tuple[str, Callable[[], Catalogue]] | None = None
         self._user_counts: dict[int, tuple[DataFrame, int]] = {}
         if self.plan == "broadcast":
             if rows is None:
                 rows = self.catalogue.toPandas()  # the broadcast plan's premise: the catalogue fits on the driver
-            self.source = catalogue_source(spark, to_catalogue(rows), plan, matrix_dir)
+            self.source = catalogue_source(spark, to_catalogue(rows), recommend, matrix_dir)
 
     def recommend(self, user_vectors: DataFrame, settings: TopKSettings) -> DataFrame:
         """Rows of RECOMMENDATIONS for every user in ``user_vectors`` (user_id, vector)."""
         if settings.popularity_weight > 0 and not self.with_popularity:
             raise ValueError("a popularity weight needs a Recommender built with_popularity")
-        partitions = scoring_tasks(self.spark, self.plan_settings.partitions)
-        users = user_frame(user_vectors, self.segments, self.interactions, self.plan_settings.exclude_seen, partitions)
-        if self.plan == "broadcast":
+        partitions = scoring_tasks(self.spark, self.section.partitions)
+        users = user_frame(user_vectors, self.segments, self.interactions, self.section.exclude_seen, partitions)
+        if self.source is not None:  # the broadcast plan
             recs = broadcast_plan(users, self.source, settings)
         else:
-            recs = sharded_plan(users, self.catalogue, settings, self.plan_settings, self.dim,
-                                self.user_count(user_vectors), self.n_items, partitions)
+            recs = sharded_plan(
+                users,
+                self.catalogue,
+                settings,
+                self.section,
+                self.dim,
+                self.user_count(user_vectors),
+                self.n_items,
+                partitions,
+            )
         # The worker that holds the whole catalogue finds each reason among the user's history; a shard
         # holds part of the catalogue, and without exclude_seen no history is shipped: joins find them.
         if settings.explain and self.joined_reasons:
@@ -324,7 +383,7 @@ class Recommender:
 
     @property
     def joined_reasons(self) -> bool:
-        return self.plan == "sharded" or not self.plan_settings.exclude_seen
+        return self.plan == "sharded" or not self.section.exclude_seen
 
 
 def recommendations(
@@ -339,8 +398,16 @@ def recommendations(
     """The recommendations DataFrame of the recommend section ``settings`` and figures about how it is
     computed (plan, sizes)."""
     topk = executor_settings(TopKSettings, settings)
-    recommender = Recommender(spark, item_vectors, interactions, segments, settings, matrix_dir,
-                              with_popularity=topk.popularity_weight > 0, score_parts=topk.score_parts)
+    recommender = Recommender(
+        spark,
+        item_vectors,
+        interactions,
+        segments,
+        settings,
+        matrix_dir,
+        with_popularity=topk.popularity_weight > 0,
+        score_parts=topk.score_parts,
+    )
     figures = dict(recommender.figures)
     if topk.explain and recommender.joined_reasons:
         figures["reasons"] = "joined"
@@ -356,20 +423,25 @@ def reasons_by_join(recs: DataFrame, interactions: DataFrame, item_vectors: Data
     history_vectors = vectors.select(F.col("item_id").alias("because_item_id"), F.col("vector").alias("because_vector"))
     dot = F.aggregate(F.zip_with("vector", "because_vector", lambda x, y: x * y), F.lit(0.0), lambda acc, x: acc + x)
     pairs = (
-        recs.select("user_id", "item_id").join(vectors, on="item_id", how="inner")
-        .join(history, on="user_id", how="inner").where(F.col("because_item_id") != F.col("item_id"))
+        recs.select("user_id", "item_id")
+        .join(vectors, on="item_id", how="inner")
+        .join(history, on="user_id", how="inner")
+        .where(F.col("because_item_id") != F.col("item_id"))
         .join(history_vectors, on="because_item_id", how="inner")
         .select("user_id", "item_id", "because_item_id", dot.alias("because_similarity"))
     )
     best = Window.partitionBy("user_id", "item_id").orderBy(F.desc("because_similarity"), F.asc("because_item_id"))
     chosen = pairs.withColumn("_pick", F.row_number().over(best)).where(F.col("_pick") == 1).drop("_pick")
-    return recs.drop("because_item_id", "because_similarity").join(
-        chosen, on=["user_id", "item_id"], how="left").select(*RECOMMENDATION_COLUMNS)
+    return (
+        recs.drop("because_item_id", "because_similarity")
+        .join(chosen, on=["user_id", "item_id"], how="left")
+        .select(*RECOMMENDATION_COLUMNS)
+    )
 
 
-def check_matrix_settings(plan: Recommend) -> None:
-    if plan.matrix_source == "file" and not plan.matrix_path:
-        raise ConfigError("recommend.matrix_source=file needs recommend.matrix_path (a path every executor reads); "
-                          "matrix_source: auto needs none")
-
-
+def check_matrix_settings(recommend: Recommend) -> None:
+    if recommend.matrix_source == "file" and not recommend.matrix_path:
+        raise ConfigError(
+            "recommend.matrix_source=file needs recommend.matrix_path (a path every executor reads); "
+            "matrix_source: auto needs none"
+        )

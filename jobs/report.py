@@ -16,6 +16,7 @@ import pandas as pd
 from pyspark.ml.feature import PCA
 from pyspark.ml.functions import array_to_vector, vector_to_array
 from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
 
 from segrec.jobs.config import Evaluate
 from segrec.jobs.io import OutputStore
@@ -34,12 +35,14 @@ def projection(profiles: DataFrame, segments: DataFrame, sample: int, seed: int)
     fraction = min(1.0, sample / max(n, 1) * 1.1)
     drawn = profiles.sample(fraction=fraction, seed=seed).limit(sample) if fraction < 1.0 else profiles
     feats = drawn.join(segments.select("user_id", "segment_id"), on="user_id", how="inner").select(
-        "segment_id", array_to_vector("vector").alias("features")
+        "segment_id", array_to_vector(F.col("vector")).alias("features")
     )
     if feats.limit(3).count() < 3:
         return pd.DataFrame(columns=["x", "y", "segment_id"])
     model = PCA(k=2, inputCol="features", outputCol="pc").fit(feats)
-    points = model.transform(feats).select("segment_id", vector_to_array("pc").alias("pc")).toPandas()
+    points: pd.DataFrame = (
+        model.transform(feats).select("segment_id", vector_to_array(F.col("pc")).alias("pc")).toPandas()
+    )
     return pd.DataFrame({"x": points.pc.str[0], "y": points.pc.str[1], "segment_id": points.segment_id})
 
 
@@ -83,8 +86,10 @@ def ratio_lines(document: dict, k: int, against: str = "als") -> list[str]:
     for name in ("trained", "hybrid", "content"):
         if name in models:
             ours = models[name]["ranking"][k]
-            shown = [f"{m}@{k} {ours[m] / base[m]:.2f}x" if base[m] else f"{m}@{k} n/a ({against} scores 0)"
-                     for m in ("ndcg", "recall")]
+            shown = [
+                f"{m}@{k} {ours[m] / base[m]:.2f}x" if base[m] else f"{m}@{k} n/a ({against} scores 0)"
+                for m in ("ndcg", "recall")
+            ]
             lines.append(f"{name} / {against}: " + ", ".join(shown))
     return lines
 
@@ -118,16 +123,25 @@ def markdown(document: dict, k: int) -> str:
         f"Hold-out: the newest {split['holdout_per_user']} interactions per user; {split['train_rows']} training rows, "
         f"{split['held_out_rows']} held-out rows, {split['users_evaluated']} users evaluated. Every model is built "
         "from the training rows only; tuning used a second hold-out inside the training rows."
-        + (f" New-item protocol: {split['cold_item_share']:.0%} of the items lost all their training interactions "
-           f"({split['training_rows_of_new_items_removed']} rows) for every model." if split.get("cold_item_share") else "")
-        + (f" Sampled: the lists of {split['users_evaluated']} of the {split['users_with_held_out_rows']} users with "
-           f"held-out rows (evaluate.sample_users {split['sample_users']:g}, seeded) were computed and scored; every "
-           "model was still fitted on all training rows." if "sample_users" in split else ""),
+        + (
+            f" New-item protocol: {split['cold_item_share']:.0%} of the items lost all their training interactions "
+            f"({split['training_rows_of_new_items_removed']} rows) for every model."
+            if split.get("cold_item_share")
+            else ""
+        )
+        + (
+            f" Sampled: the lists of {split['users_evaluated']} of the {split['users_with_held_out_rows']} users with "
+            f"held-out rows (evaluate.sample_users {split['sample_users']:g}, seeded) were computed and scored; every "
+            "model was still fitted on all training rows."
+            if "sample_users" in split
+            else ""
+        ),
         "",
         f"## Ranking metrics and list metrics at k={k}",
         "",
-        markdown_table(["model", *headline(document, models[0], k)],
-                       [[m, *headline(document, m, k).values()] for m in models]),
+        markdown_table(
+            ["model", *headline(document, models[0], k)], [[m, *headline(document, m, k).values()] for m in models]
+        ),
         "",
         "Best per metric:",
         *winners(document, k),
@@ -136,37 +150,63 @@ def markdown(document: dict, k: int) -> str:
         "",
         "## NDCG and recall at every k",
         "",
-        markdown_table(["model"] + [f"{m}@{c}" for c in document["models"][models[0]]["ranking"] for m in ("ndcg", "recall")],
-                       [[m] + [document["models"][m]["ranking"][c][x] for c in document["models"][m]["ranking"]
-                               for x in ("ndcg", "recall")] for m in models]),
+        markdown_table(
+            ["model"] + [f"{m}@{c}" for c in document["models"][models[0]]["ranking"] for m in ("ndcg", "recall")],
+            [
+                [m]
+                + [
+                    document["models"][m]["ranking"][c][x]
+                    for c in document["models"][m]["ranking"]
+                    for x in ("ndcg", "recall")
+                ]
+                for m in models
+            ],
+        ),
         "",
         "## Slices",
         "",
         f"Cold users (at most {document['slices']['cold_users']['max_train_interactions']} training interactions): "
         f"{document['slices']['cold_users']['users']} users. Long tail: items outside the "
-        f"{document['slices']['long_tail']['head_share']:.0%} most popular, {document['slices']['long_tail']['items']} items, "
+        f"{document['slices']['long_tail']['head_share']:.0%} most popular, "
+        f"{document['slices']['long_tail']['items']} items, "
         f"{document['slices']['long_tail']['held_out_rows']} held-out rows.",
         "",
-        markdown_table(["model", f"ndcg@{k} cold users", f"recall@{k} cold users", f"recall@{k} long tail",
-                        f"long-tail share of lists@{k}"],
-                       [[m, *slice_values(document, m, k)] for m in models]),
+        markdown_table(
+            [
+                "model",
+                f"ndcg@{k} cold users",
+                f"recall@{k} cold users",
+                f"recall@{k} long tail",
+                f"long-tail share of lists@{k}",
+            ],
+            [[m, *slice_values(document, m, k)] for m in models],
+        ),
         "",
         *cold_item_section(document, models, k),
         "",
         "## Tuning (validation split)",
         "",
-        "Hybrid, chosen by " + tuning["metric"] + ": "
-        + ", ".join(f"{key} {_shown(value)}" for key, value in tuning["hybrid"]["best"].items()) + ".",
+        "Hybrid, chosen by "
+        + tuning["metric"]
+        + ": "
+        + ", ".join(f"{key} {_shown(value)}" for key, value in tuning["hybrid"]["best"].items())
+        + ".",
         "",
-        markdown_table(["segment_k", "popularity_weight", tuning["metric"], f"coverage@{tuning['metric'].split('@')[1]}"],
-                       [[_shown(row["segment_k"]), str(row["popularity_weight"]), row["ndcg"], row["coverage"]]
-                        for row in tuning["hybrid"]["grid"]]),
+        markdown_table(
+            ["segment_k", "popularity_weight", tuning["metric"], f"coverage@{tuning['metric'].split('@')[1]}"],
+            [
+                [_shown(row["segment_k"]), str(row["popularity_weight"]), row["ndcg"], row["coverage"]]
+                for row in tuning["hybrid"]["grid"]
+            ],
+        ),
         "",
         *trained_tuning(tuning),
         "ALS grid (implicit feedback):",
         "",
-        markdown_table(["rank", "reg_param", "alpha", tuning["metric"]],
-                       [[str(c["rank"]), str(c["reg_param"]), str(c["alpha"]), c["ndcg"]] for c in tuning["als"]["grid"]]),
+        markdown_table(
+            ["rank", "reg_param", "alpha", tuning["metric"]],
+            [[str(c["rank"]), str(c["reg_param"]), str(c["alpha"]), c["ndcg"]] for c in tuning["als"]["grid"]],
+        ),
         "",
         "## Segments (fitted on the training rows)",
         "",
@@ -174,8 +214,11 @@ def markdown(document: dict, k: int) -> str:
         f"{_value(quality['davies_bouldin'])}.",
         "",
         *segment_section("text space (frozen text vectors)", quality),
-        *(segment_section("learned space (the trained towers, what `run` ships)", quality["learned"])
-          if "learned" in quality else []),
+        *(
+            segment_section("learned space (the trained towers, what `run` ships)", quality["learned"])
+            if "learned" in quality
+            else []
+        ),
         "![segments](plots/segments.png) ![stability](plots/stability_by_k.png)",
         "![projection](plots/user_projection.png) ![metrics](plots/metrics_vs_baselines.png)",
         "",
@@ -186,24 +229,47 @@ def markdown(document: dict, k: int) -> str:
 def segment_section(title: str, figures: dict) -> list[str]:
     """Each segment's stability and targeting lift beside random segments of the same sizes."""
     ours, chance = figures["targeting"]["segments"], figures["targeting"]["random"]
-    rows = [[str(row["segment_id"]), str(row["members"]), _value(j), row["top_items"], row["member_rate"],
-             row["everyone_rate"], _value(row["lift"])]
-            for row, j in zip(ours["segments"], figures["stability"])]
+    rows = [
+        [
+            str(row["segment_id"]),
+            str(row["members"]),
+            _value(j),
+            row["top_items"],
+            row["member_rate"],
+            row["everyone_rate"],
+            _value(row["lift"]),
+        ]
+        for row, j in zip(ours["segments"], figures["stability"], strict=True)
+    ]
     curve = figures.get("stability_by_k") or {}
     lines = [
         f"Segments in the {title}: k={figures['k']}, {figures['reproducible_segments']} reproducible "
         f"(bootstrap Jaccard >= the threshold), size-weighted mean stability {_value(figures['mean_stability'])}. "
         f"Mean targeting lift {_value(ours['mean_lift'])}; random segments of the same sizes "
         f"{_value(chance['mean_lift'])} (mean of {len(chance.get('draws', []))} draws: "
-        + ", ".join(f"{d:.2f}" for d in chance.get("draws", [])) + "; same run).",
+        + ", ".join(f"{d:.2f}" for d in chance.get("draws", []))
+        + "; same run).",
         "",
-        markdown_table(["segment", "members evaluated", "stability", "top items", "member response",
-                        "everyone's response", "targeting lift"], rows),
+        markdown_table(
+            [
+                "segment",
+                "members evaluated",
+                "stability",
+                "top items",
+                "member response",
+                "everyone's response",
+                "targeting lift",
+            ],
+            rows,
+        ),
         "",
     ]
     if curve:
-        lines += ["Stability by k (reproducible segments / k, mean Jaccard): " + ", ".join(
-            f"{k}: {c['reproducible']}/{k} {c['mean_stability']:.2f}" for k, c in curve.items()), ""]
+        lines += [
+            "Stability by k (reproducible segments / k, mean Jaccard): "
+            + ", ".join(f"{k}: {c['reproducible']}/{k} {c['mean_stability']:.2f}" for k, c in curve.items()),
+            "",
+        ]
     return lines
 
 
@@ -218,6 +284,7 @@ def cold_item_section(document: dict, models: list[str], k: int) -> list[str]:
         "their figures here are 0 by construction; content, hybrid and trained reach them through item texts.",
     ]
     if sizes["held_out_rows"]:
+
         def only(m: str, metric: str):
             figures = document["models"][m].get("cold_items_only")
             return figures[k][metric] if figures else "n/a"
@@ -228,10 +295,25 @@ def cold_item_section(document: dict, models: list[str], k: int) -> list[str]:
             "model tell which new item a user will pick? n/a: the model has no score for an item without "
             "interactions):",
             "",
-            markdown_table(["model", f"ndcg@{k} in full lists", f"recall@{k} in full lists",
-                            f"ndcg@{k} among cold items", f"recall@{k} among cold items"],
-                           [[m, document["models"][m]["cold_items"][k]["ndcg"], document["models"][m]["cold_items"][k]["recall"],
-                             only(m, "ndcg"), only(m, "recall")] for m in models]),
+            markdown_table(
+                [
+                    "model",
+                    f"ndcg@{k} in full lists",
+                    f"recall@{k} in full lists",
+                    f"ndcg@{k} among cold items",
+                    f"recall@{k} among cold items",
+                ],
+                [
+                    [
+                        m,
+                        document["models"][m]["cold_items"][k]["ndcg"],
+                        document["models"][m]["cold_items"][k]["recall"],
+                        only(m, "ndcg"),
+                        only(m, "recall"),
+                    ]
+                    for m in models
+                ],
+            ),
         ]
     return lines
 
@@ -241,13 +323,18 @@ def trained_tuning(tuning: dict) -> list[str]:
     if "trained" not in tuning:
         return []
     best = tuning["trained"]["best"]
-    shipped = ("the train stage's configured settings" if not best
-               else f"train settings {best}: set them under `train:` for the stage to ship the evaluated model")
+    shipped = (
+        "the train stage's configured settings"
+        if not best
+        else f"train settings {best}: set them under `train:` for the stage to ship the evaluated model"
+    )
     return [
         "Two-tower model, chosen by " + tuning["metric"] + f": {shipped}.",
         "",
-        markdown_table(["train settings", tuning["metric"], "final training loss"],
-                       [[str(c["cell"] or "as configured"), c["ndcg"], c["final_loss"]] for c in tuning["trained"]["grid"]]),
+        markdown_table(
+            ["train settings", tuning["metric"], "final training loss"],
+            [[str(c["cell"] or "as configured"), c["ndcg"], c["final_loss"]] for c in tuning["trained"]["grid"]],
+        ),
         "",
     ]
 
@@ -294,7 +381,7 @@ def plot_all(document: dict, points: pd.DataFrame, directory: str) -> list[str]:
     save(fig, "stability_by_k.png")
 
     fig, axes = plt.subplots(len(spaces), 3, figsize=(10, 3 * len(spaces)), squeeze=False)
-    for (name, figures), row in zip(spaces.items(), axes):
+    for (name, figures), row in zip(spaces.items(), axes, strict=True):
         table = figures["targeting"]["segments"]["segments"]
         ids = [str(t["segment_id"]) for t in table]
         row[0].bar(ids, [t["members"] for t in table])
@@ -322,10 +409,14 @@ def plot_all(document: dict, points: pd.DataFrame, directory: str) -> list[str]:
     ks = list(document["models"][models[0]]["ranking"])
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
     width = 0.8 / len(models)
-    for metric, ax in zip(("ndcg", "recall"), axes):
+    for metric, ax in zip(("ndcg", "recall"), axes, strict=True):
         for i, model in enumerate(models):
-            ax.bar([j + i * width for j in range(len(ks))], [document["models"][model]["ranking"][k][metric] for k in ks],
-                   width, label=model)
+            ax.bar(
+                [j + i * width for j in range(len(ks))],
+                [document["models"][model]["ranking"][k][metric] for k in ks],
+                width,
+                label=model,
+            )
         ax.set_xticks([j + width * (len(models) - 1) / 2 for j in range(len(ks))], [f"@{k}" for k in ks])
         ax.set(title=metric.upper() if metric == "ndcg" else metric.capitalize())
     axes[0].legend(fontsize=7)
@@ -360,9 +451,14 @@ def write(store: OutputStore, document: dict, points: pd.DataFrame, settings: Ev
 def log_to_tracker(tracker: Tracker, document: dict, directory: str, k: int) -> None:
     """The evaluation's tuned settings as params, every model's metrics (the names of metrics.json's
     values: ``<model>.<metric>_at_<k>``), and the report directory as artifacts."""
-    tracker.log_params({"holdout": document["split"]["holdout_per_user"],
-                        "hybrid": document["tuning"]["hybrid"]["best"], "als": document["tuning"]["als"]["best"]},
-                       prefix="evaluate")
+    tracker.log_params(
+        {
+            "holdout": document["split"]["holdout_per_user"],
+            "hybrid": document["tuning"]["hybrid"]["best"],
+            "als": document["tuning"]["als"]["best"],
+        },
+        prefix="evaluate",
+    )
     tracker.log_metrics(flat_metrics(document, k))
     tracker.log_artifacts(directory, "evaluation")
 

@@ -34,7 +34,16 @@ from segrec.jobs.context import RunContext
 from segrec.jobs.errors import InputError
 from segrec.jobs.io import local_path
 from segrec.jobs.segmentation import (
-    SegmentModel, assess, assign_segments, centres_of, features, fit, parents_of, summarise, user_interests, user_terms,
+    SegmentModel,
+    assess,
+    assign_segments,
+    centres_of,
+    features,
+    fit,
+    parents_of,
+    summarise,
+    user_interests,
+    user_terms,
 )
 from segrec.jobs.vectors import item_vectors_for, space_of
 
@@ -56,7 +65,9 @@ def saved_parents(spark: SparkSession, store, settings: Segment) -> DataFrame | 
     """Assign mode: the parents the fitted run recorded in ``segment_summary`` (bisecting), if any."""
     if settings.algorithm != "bisecting" or not store.exists("segment_summary"):
         return None
-    rows = store.read("segment_summary").where(F.col("parent_id").isNotNull()).select("segment_id", "parent_id").collect()
+    rows = (
+        store.read("segment_summary").where(F.col("parent_id").isNotNull()).select("segment_id", "parent_id").collect()
+    )
     return spark.createDataFrame([tuple(r) for r in rows], "segment_id int, parent_id int") if rows else None
 
 
@@ -65,7 +76,9 @@ def agreement(previous: DataFrame, current: DataFrame) -> float | None:
     pairs = (
         previous.select("user_id", F.col("segment_id").alias("old"))
         .join(current.select("user_id", F.col("segment_id").alias("new")), on="user_id", how="inner")
-        .groupBy("old", "new").count().collect()
+        .groupBy("old", "new")
+        .count()
+        .collect()
     )
     if not pairs:
         return None
@@ -83,13 +96,21 @@ def stability_figures(shipped: dict, settings: Segment) -> dict:
     that did not come back in the bootstrap refits."""
     weak = {i: j for i, j in enumerate(shipped["stability"]) if j is None or j < settings.min_stability}
     if weak:
-        log.warning("segment: segment(s) %s are constructed, not reproducible (bootstrap Jaccard %s, below "
-                    "segment.min_stability %.2f): one way of cutting these users, not groups another sample gives "
-                    "back; read their portraits with care", ", ".join(map(str, weak)),
-                    ", ".join("-" if j is None else f"{j:.2f}" for j in weak.values()), settings.min_stability)
-    return {"segment_stability": shipped["stability"], "mean_stability": shipped["mean_stability"],
-            "reproducible_segments": shipped["reproducible"], "constructed_segments": sorted(weak),
-            "silhouette": shipped["silhouette"]}
+        log.warning(
+            "segment: segment(s) %s are constructed, not reproducible (bootstrap Jaccard %s, below "
+            "segment.min_stability %.2f): one way of cutting these users, not groups another sample gives "
+            "back; read their portraits with care",
+            ", ".join(map(str, weak)),
+            ", ".join("-" if j is None else f"{j:.2f}" for j in weak.values()),
+            settings.min_stability,
+        )
+    return {
+        "segment_stability": shipped["stability"],
+        "mean_stability": shipped["mean_stability"],
+        "reproducible_segments": shipped["reproducible"],
+        "constructed_segments": sorted(weak),
+        "silhouette": shipped["silhouette"],
+    }
 
 
 def run(ctx: RunContext) -> dict:
@@ -106,10 +127,15 @@ def run(ctx: RunContext) -> dict:
         if settings.mode == "assign":
             model = load_model(settings.model_path or store.path("segment_model"))
             centroids = centres_of(model)
-            dim = len(user_vectors.select("vector").first()["vector"])
+            first = user_vectors.select("vector").first()
+            dim = len(first["vector"]) if first else centroids.shape[1]
             if centroids.shape[1] != dim:
                 raise InputError(f"segment model has {centroids.shape[1]}-dim centroids, user vectors have {dim}")
-            shipped, curve, parents = assess(spark, feats, centroids, settings, n_users), None, saved_parents(spark, store, settings)
+            shipped, curve, parents = (
+                assess(spark, feats, centroids, settings, n_users),
+                None,
+                saved_parents(spark, store, settings),
+            )
             figures["mode"] = "assign"
         else:
             model, curve, shipped = fit(spark, feats, settings, n_users)
@@ -127,10 +153,14 @@ def run(ctx: RunContext) -> dict:
                 figures["agreement_with_previous"] = agreement(store.read("segments"), segments)
         feats.unpersist()
         terms = store.write_staged(user_terms(users, items, interactions, settings.min_term_users), "user_terms")
-        summary = summarise(spark, segments, terms, items, interactions, item_vectors, centroids, settings, shipped,
-                            parents)
-        outputs = {"segments": segments, "segment_summary": summary,
-                   "user_interests": user_interests(terms, settings.interest_terms, settings.min_term_users)}
+        summary = summarise(
+            spark, segments, terms, items, interactions, item_vectors, centroids, settings, shipped, parents
+        )
+        outputs = {
+            "segments": segments,
+            "segment_summary": summary,
+            "user_interests": user_interests(terms, settings.interest_terms, settings.min_term_users),
+        }
         store.write_together(outputs)
         if settings.mode == "fit":
             store.save_model(model, "segment_model")
@@ -155,11 +185,11 @@ def log_to_tracker(ctx: RunContext, centroids: np.ndarray, curve: dict[int, dict
         return
     tracker.log_metrics({"segment.k": len(centroids)})
     for k, point in sorted((curve or {}).items()):
-        tracker.log_metrics({"segment.mean_stability": point["mean_stability"],
-                             "segment.reproducible": point["reproducible"]}, step=int(k))
+        tracker.log_metrics(
+            {"segment.mean_stability": point["mean_stability"], "segment.reproducible": point["reproducible"]},
+            step=int(k),
+        )
     tracker.log_json({"k": len(centroids), "centroids": centroids.tolist()}, "models/segment_model/centroids.json")
     folder = local_path(ctx.store.path("segment_model"))
     if os.path.isdir(folder):
         tracker.log_artifacts(folder, "models/segment_model/spark")
-
-

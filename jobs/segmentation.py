@@ -41,17 +41,29 @@ SegmentModel = KMeansModel | BisectingKMeansModel
 
 
 def features(user_vectors: DataFrame) -> DataFrame:
-    return user_vectors.select("user_id", array_to_vector("vector").alias("features"))
+    return user_vectors.select("user_id", array_to_vector(F.col("vector")).alias("features"))
 
 
 def estimator(k: int, settings: Segment) -> KMeans | BisectingKMeans:
     """The configured MLlib clustering with ``k`` segments, cosine distance, seeded."""
     if settings.algorithm == "bisecting":
-        return BisectingKMeans(k=k, seed=settings.seed, maxIter=settings.max_iter, distanceMeasure="cosine",
-                               featuresCol="features", predictionCol="prediction")
+        return BisectingKMeans(
+            k=k,
+            seed=settings.seed,
+            maxIter=settings.max_iter,
+            distanceMeasure="cosine",
+            featuresCol="features",
+            predictionCol="prediction",
+        )
     return KMeans(
-        k=k, seed=settings.seed, maxIter=settings.max_iter, tol=settings.tol,
-        initMode="k-means||", distanceMeasure="cosine", featuresCol="features", predictionCol="prediction",
+        k=k,
+        seed=settings.seed,
+        maxIter=settings.max_iter,
+        tol=settings.tol,
+        initMode="k-means||",
+        distanceMeasure="cosine",
+        featuresCol="features",
+        predictionCol="prediction",
     )
 
 
@@ -87,8 +99,15 @@ def stability_by_k(
         for batch in batches:
             for k in batch["k"]:
                 sizes, stability, silhouette = score_k(vectors, centres[int(k)], samples, seed + int(k), max_iter, tol)
-                yield pd.DataFrame({"k": int(k), "segment_id": np.arange(int(k), dtype=np.int32), "size": sizes,
-                                    "stability": stability, "silhouette": silhouette})
+                yield pd.DataFrame(
+                    {
+                        "k": int(k),
+                        "segment_id": np.arange(int(k), dtype=np.int32),
+                        "size": sizes,
+                        "stability": stability,
+                        "silhouette": silhouette,
+                    }
+                )
 
     ks = sorted(centres)
     tasks = spark.createDataFrame([(k,) for k in ks], "k int").repartition(len(ks))
@@ -96,9 +115,11 @@ def stability_by_k(
     curve: dict[int, dict] = {}
     for k in ks:
         mine = sorted((r for r in rows if r["k"] == k), key=lambda r: r["segment_id"])
-        jaccard = [None if r["stability"] is None or np.isnan(r["stability"]) else round(float(r["stability"]), 4)
-                   for r in mine]
-        known = [(j, r["size"]) for j, r in zip(jaccard, mine) if j is not None]
+        jaccard = [
+            None if r["stability"] is None or np.isnan(r["stability"]) else round(float(r["stability"]), 4)
+            for r in mine
+        ]
+        known = [(j, r["size"]) for j, r in zip(jaccard, mine, strict=True) if j is not None]
         curve[k] = {
             "stability": jaccard,
             "reproducible": sum(j >= settings.min_stability for j, _ in known),
@@ -116,8 +137,10 @@ def choose_k(curve: dict[int, dict]) -> int:
     whole = [k for k, c in curve.items() if c["reproducible"] == len(c["stability"])]
     if whole:
         return max(whole)
-    return min(curve, key=lambda k: (-curve[k]["reproducible"], -curve[k]["mean_stability"],
-                                     -(curve[k]["silhouette"] or -1.0), k))
+    return min(
+        curve,
+        key=lambda k: (-curve[k]["reproducible"], -curve[k]["mean_stability"], -(curve[k]["silhouette"] or -1.0), k),
+    )
 
 
 def check_k_range(settings: Segment, n_users: int) -> tuple[int, int]:
@@ -125,8 +148,10 @@ def check_k_range(settings: Segment, n_users: int) -> tuple[int, int]:
     if n_users < 3:
         raise InputError(f"segment: {n_users} user vector(s); fitting segments needs at least 3 users")
     if settings.k_min > n_users - 1:
-        raise InputError(f"segment.k_min={settings.k_min} needs at least {settings.k_min + 1} users; "
-                         f"{n_users} have vectors: lower segment.k_min (and k_max) or set segment.k")
+        raise InputError(
+            f"segment.k_min={settings.k_min} needs at least {settings.k_min + 1} users; "
+            f"{n_users} have vectors: lower segment.k_min (and k_max) or set segment.k"
+        )
     k_max = min(settings.k_max, n_users - 1)
     if k_max != settings.k_max:
         log.warning("segment.k_max=%d exceeds users - 1: trying k up to %d", settings.k_max, k_max)
@@ -153,8 +178,11 @@ def fit(
         if k != settings.k:
             log.warning("segment.k=%d exceeds users - 1: using k=%d", settings.k, k)
         model = estimator(k, settings).fit(feats)
-    shipped = curve[k] if curve is not None and not sampled else stability_by_k(
-        spark, vectors, {k: centres_of(model)}, settings)[k]
+    shipped = (
+        curve[k]
+        if curve is not None and not sampled
+        else stability_by_k(spark, vectors, {k: centres_of(model)}, settings)[k]
+    )
     if sampled:
         sample.unpersist()
     return model, curve, shipped
@@ -179,9 +207,11 @@ def parents_of(
         return None
     broad = estimator(settings.parents, settings).fit(feats)
     votes = (
-        broad.transform(feats).select("user_id", F.col("prediction").cast("int").alias("parent_id"))
+        broad.transform(feats)
+        .select("user_id", F.col("prediction").cast("int").alias("parent_id"))
         .join(segments.select("user_id", "segment_id"), on="user_id", how="inner")
-        .groupBy("segment_id", "parent_id").count()
+        .groupBy("segment_id", "parent_id")
+        .count()
     )
     first = Window.partitionBy("segment_id").orderBy(F.desc("count"), F.asc("parent_id"))
     chosen = votes.withColumn("_r", F.row_number().over(first)).where(F.col("_r") == 1)
@@ -192,13 +222,17 @@ def assign_segments(user_vectors: DataFrame, centroids: np.ndarray, temperature:
     """(user_id, segment_id, distance, top_segments, top_weights) from the centroids, on executors."""
     centres = normalise_rows(centroids)
 
-    @F.pandas_udf(SEGMENT_SCHEMA)
+    @F.pandas_udf(SEGMENT_SCHEMA)  # type: ignore[call-overload]  # pyspark stubs: DDL strings
     def place(vectors: pd.Series) -> pd.DataFrame:
         matrix = np.stack(vectors.to_numpy()) if len(vectors) else np.zeros((0, centres.shape[1]), np.float32)
         segment, distance, top_ids, top_weights = assign(matrix, centres, temperature)
         return pd.DataFrame(
-            {"segment_id": segment.astype("int32"), "distance": distance,
-             "top_segments": list(top_ids.astype("int32")), "top_weights": list(top_weights)}
+            {
+                "segment_id": segment.astype("int32"),
+                "distance": distance,
+                "top_segments": list(top_ids.astype("int32")),
+                "top_weights": list(top_weights),
+            }
         )
 
     placed = user_vectors.select("user_id", place("vector").alias("s"))
@@ -248,11 +282,14 @@ def user_terms(users: DataFrame | None, items: DataFrame, interactions: DataFram
     counts = terms.groupBy("user_id", "term").agg(F.count("*").alias("n"))
     holders = counts.groupBy("term").agg(F.count("*").alias("holders")).where(F.col("holders") >= min_users)
     counts = counts.join(holders.select("term"), on="term", how="left_semi")
-    return counts.select("user_id", "term", (F.col("n") / F.sum("n").over(Window.partitionBy("user_id"))).alias("weight"))
+    return counts.select(
+        "user_id", "term", (F.col("n") / F.sum("n").over(Window.partitionBy("user_id"))).alias("weight")
+    )
 
 
-def distinctive(per_segment: DataFrame, overall: DataFrame, key: str, sizes: DataFrame, total: int,
-                min_users: int, min_lift: float) -> DataFrame:
+def distinctive(
+    per_segment: DataFrame, overall: DataFrame, key: str, sizes: DataFrame, total: int, min_users: int, min_lift: float
+) -> DataFrame:
     """(segment_id, key, users, lift, score) for what a segment has more of than the whole population.
 
     ``per_segment`` holds (segment_id, key, mass, users), ``overall`` (key, mass_all): the mass of a
@@ -298,7 +335,9 @@ def distinctive_items(
     """(segment_id, item_id, users, lift, score): items the segment's users engage with more than the
     whole population does (see :func:`distinctive`; an item's mass is the users engaging with it)."""
     pairs = engaged(interactions).join(segments.select("user_id", "segment_id"), on="user_id", how="inner").distinct()
-    per_segment = pairs.groupBy("segment_id", "item_id").agg(F.count("*").alias("users")).withColumn("mass", F.col("users"))
+    per_segment = (
+        pairs.groupBy("segment_id", "item_id").agg(F.count("*").alias("users")).withColumn("mass", F.col("users"))
+    )
     overall = pairs.groupBy("item_id").agg(F.count("*").alias("mass_all"))
     return distinctive(per_segment, overall, "item_id", segment_sizes(segments), total, min_users, min_lift)
 
@@ -313,7 +352,7 @@ def representative_items(item_vectors: DataFrame, items: DataFrame, centroids: n
     """(segment_id, representative_items): the items whose vectors are nearest each centroid."""
     centres = normalise_rows(centroids)
 
-    @F.pandas_udf("array<float>")
+    @F.pandas_udf("array<float>")  # type: ignore[call-overload]  # pyspark stubs: DDL strings
     def sims(vectors: pd.Series) -> pd.Series:
         matrix = np.stack(vectors.to_numpy()) if len(vectors) else np.zeros((0, centres.shape[1]), np.float32)
         return pd.Series(list((matrix @ centres.T).astype(np.float32)))
@@ -324,12 +363,19 @@ def representative_items(item_vectors: DataFrame, items: DataFrame, centroids: n
 
 
 def engaged_items(
-    segments: DataFrame, interactions: DataFrame, items: DataFrame, n: int, total: int, min_users: int,
+    segments: DataFrame,
+    interactions: DataFrame,
+    items: DataFrame,
+    n: int,
+    total: int,
+    min_users: int,
     min_lift: float = 1.0,
 ) -> DataFrame:
     """(segment_id, engaged_items): the ``n`` items that most set each segment's engagement apart
     (:func:`distinctive_items`), each as (item, users, lift); ``total`` is the users in all segments."""
-    scored = distinctive_items(segments, interactions, min_users, total, min_lift).join(item_label(items), on="item_id", how="inner")
+    scored = distinctive_items(segments, interactions, min_users, total, min_lift).join(
+        item_label(items), on="item_id", how="inner"
+    )
     value = F.struct(F.col("item"), F.col("users"), F.round("lift", 2).alias("lift"))
     return top_n(scored, n, [F.desc("score"), F.asc("item_id")], "engaged_items", value)
 
@@ -350,12 +396,16 @@ def user_interests(terms: DataFrame, n: int, min_users: int) -> DataFrame:
     )
     top = top_n(scored, n, [F.desc("score"), F.asc("term")], "_top", F.struct("term", "score"), by="user_id")
     total = F.aggregate("_top", F.lit(0.0), lambda a, x: a + x["score"])
-    interests = top.select("user_id", F.transform(
-        "_top", lambda t: F.struct(t["term"].alias("term"), F.round(t["score"] / total, 4).alias("weight"))
-    ).alias("interests"))
+    interests = top.select(
+        "user_id",
+        F.transform(
+            "_top", lambda t: F.struct(t["term"].alias("term"), F.round(t["score"] / total, 4).alias("weight"))
+        ).alias("interests"),
+    )
     empty = F.array().cast("array<struct<term:string,weight:double>>")
     return users.join(interests, on="user_id", how="left").select(
-        "user_id", F.coalesce("interests", empty).alias("interests"))
+        "user_id", F.coalesce("interests", empty).alias("interests")
+    )
 
 
 def nearest_segments(spark: SparkSession, centroids: np.ndarray) -> DataFrame:
@@ -373,8 +423,15 @@ def stability_table(spark: SparkSession, figures: dict, settings: Segment) -> Da
 
 
 def summarise(
-    spark: SparkSession, segments: DataFrame, terms: DataFrame, items: DataFrame, interactions: DataFrame,
-    item_vectors: DataFrame, centroids: np.ndarray, settings: Segment, stability: dict,
+    spark: SparkSession,
+    segments: DataFrame,
+    terms: DataFrame,
+    items: DataFrame,
+    interactions: DataFrame,
+    item_vectors: DataFrame,
+    centroids: np.ndarray,
+    settings: Segment,
+    stability: dict,
     parents: DataFrame | None = None,
 ) -> DataFrame:
     """One row per segment: the ``segment_summary`` dataset (see the module docstring)."""
@@ -385,11 +442,19 @@ def summarise(
     summary = (
         sizes.join(parents, on="segment_id", how="left")
         .join(stability_table(spark, stability, settings), on="segment_id", how="left")
-        .join(label_terms(terms, segments, settings.label_terms, settings.min_term_users, total, settings.min_lift),
-              on="segment_id", how="left")
+        .join(
+            label_terms(terms, segments, settings.label_terms, settings.min_term_users, total, settings.min_lift),
+            on="segment_id",
+            how="left",
+        )
         .join(representative_items(item_vectors, items, centroids, settings.top_items), on="segment_id", how="left")
-        .join(engaged_items(segments, interactions, items, settings.top_items, total, settings.min_term_users,
-                            settings.min_lift), on="segment_id", how="left")
+        .join(
+            engaged_items(
+                segments, interactions, items, settings.top_items, total, settings.min_term_users, settings.min_lift
+            ),
+            on="segment_id",
+            how="left",
+        )
         .join(nearest_segments(spark, centroids), on="segment_id", how="left")
         .withColumn("description", description())
         .withColumn("label_terms", F.transform(F.coalesce("terms", F.array()), lambda t: t["term"]))
@@ -400,17 +465,22 @@ def summarise(
 def description() -> Column:
     """One line a person can read: size, share, stability, then what sets the segment apart: the terms
     and items it has most over the whole population, with their lifts."""
+
     def listed(column: str, name: str, count: int) -> Column:
-        entries = F.transform(F.slice(F.coalesce(column, F.array()), 1, count),
-                              lambda e: F.concat(e[name], F.lit(" "), F.format_number(e["lift"], 1), F.lit("x")))
+        entries = F.transform(
+            F.slice(F.coalesce(column, F.array()), 1, count),
+            lambda e: F.concat(e[name], F.lit(" "), F.format_number(e["lift"], 1), F.lit("x")),
+        )
         return F.array_join(entries, ", ")
 
     terms, items = listed("terms", "term", 4), listed("engaged_items", "item", 2)
     return F.concat_ws(
         "; ",
         F.format_string("%d users (%.1f%%)", F.col("size"), F.col("share") * 100),
-        F.when(F.col("stability").isNotNull(),
-               F.format_string("%s (stability %.2f)", F.col("stability_class"), F.col("stability"))),
+        F.when(
+            F.col("stability").isNotNull(),
+            F.format_string("%s (stability %.2f)", F.col("stability_class"), F.col("stability")),
+        ),
         F.when(F.col("parent_id").isNotNull(), F.format_string("within broad segment %d", F.col("parent_id"))),
         F.when(F.length(terms) > 0, F.concat(F.lit("sets apart: "), terms)),
         F.when(F.length(items) > 0, F.concat(F.lit("engages more than most with "), items)),

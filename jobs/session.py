@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -53,7 +54,10 @@ def remote_of(config: Config) -> str | None:
 def get_spark(config: Config) -> SparkSession:
     active = SparkSession.getActiveSession()
     if active is not None:
-        log.info("reusing the active Spark session (%s)", active.sparkContext.master if has_spark_context(active) else "connect")
+        log.info(
+            "reusing the active Spark session (%s)",
+            active.sparkContext.master if has_spark_context(active) else "connect",
+        )
         for key, value in config.spark.conf.items():
             try:
                 active.conf.set(key, value)
@@ -74,7 +78,7 @@ def get_spark(config: Config) -> SparkSession:
         # Executors are Python processes on this machine: they must run this interpreter.
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-        for key, value in local_defaults(local_cores(master or remote)).items():
+        for key, value in local_defaults(local_cores(master or remote or "")).items():
             builder = builder.config(key, value)
         if config.spark.driver_memory:
             builder = builder.config("spark.driver.memory", config.spark.driver_memory)
@@ -111,7 +115,7 @@ def udf_partitions(spark: SparkSession, configured: int | None) -> int:
 
 def on_local_master(spark: SparkSession) -> bool:
     """A classic session on a ``local[...]`` master: every task runs on this one machine's cores."""
-    return has_spark_context(spark) and spark.sparkContext.master.startswith("local")
+    return has_spark_context(spark) and (spark.sparkContext.master or "").startswith("local")
 
 
 def spread(df: DataFrame, partitions: int, *columns: str) -> DataFrame:
@@ -142,7 +146,7 @@ _QUIET_LOGGERS = {
 def quiet_spark_noise(spark: SparkSession) -> None:
     """Raise the level of the loggers in ``_QUIET_LOGGERS``."""
     try:
-        jvm = spark.sparkContext._jvm  # type: ignore[attr-defined]
+        jvm: Any = spark.sparkContext._jvm  # py4j: the JVM's packages are attributes found at run time
         for logger, level in _QUIET_LOGGERS.items():
             jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(
                 logger, getattr(jvm.org.apache.logging.log4j.Level, level)

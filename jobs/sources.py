@@ -9,7 +9,6 @@ rows and the ``rejects`` rows, so every input row ends in exactly one of the two
 from __future__ import annotations
 
 import re
-
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -93,8 +92,11 @@ def unreadable(name: str, source, exc: Exception) -> Exception:
     text = str(exc)
     # the reason runs to Spark's SQLSTATE or its Java stack (CANNOT_MERGE_SCHEMAS prints both schemas
     # on lines of their own), whitespace folded onto one line
-    match = re.search(r"\[(FAILED_READ_FILE[A-Z_.]*|CANNOT_[A-Z_.]+|MALFORMED_[A-Z_.]+|INCOMPATIBLE_[A-Z_.]+)\]"
-                      r"(?:(?!SQLSTATE|\n\s*at )[\s\S])*", text)
+    match = re.search(
+        r"\[(FAILED_READ_FILE[A-Z_.]*|CANNOT_[A-Z_.]+|MALFORMED_[A-Z_.]+|INCOMPATIBLE_[A-Z_.]+)\]"
+        r"(?:(?!SQLSTATE|\n\s*at )[\s\S])*",
+        text,
+    )
     if match is None:
         return exc
     reason = " ".join(match.group(0).split())
@@ -167,7 +169,7 @@ def clean_id(column: Column) -> Column:
 
 
 def _render_udf(separator: str, pii: str):
-    @F.pandas_udf("string")
+    @F.pandas_udf("string")  # type: ignore[call-overload]  # pyspark stubs: DDL strings
     def render(parts: pd.DataFrame) -> pd.Series:
         texts = render_frame(parts, separator)
         return redact_series(texts) if pii == "redact" else texts
@@ -241,7 +243,11 @@ def annotate_entities(
         "_ordinal",
     )
     # bytes that are not UTF-8 come first: a JSON parser fails on them too, and the bytes are the cause
-    checks = [(undecodable(), INVALID_ENCODING), (F.col("_malformed"), MALFORMED_ROW), (F.col(key).isNull(), MISSING_ID)]
+    checks = [
+        (undecodable(), INVALID_ENCODING),
+        (F.col("_malformed"), MALFORMED_ROW),
+        (F.col(key).isNull(), MISSING_ID),
+    ]
     if require_text and cols.text:
         checks.append((F.col("text").isNull(), EMPTY_TEXT))
     return mark_duplicates(df.withColumn("_reason", first_reason(*checks)), key)
@@ -352,8 +358,11 @@ def split(annotated: DataFrame, name: str) -> tuple[DataFrame, DataFrame]:
     """(kept rows in contract columns, rejects rows) of one annotated source."""
     kept = annotated.where(F.col("_reason").isNull()).select(*CONTRACT_COLUMNS[name])
     if name == "interactions":
-        reject_id = F.concat_ws(" ", F.concat(F.lit("user="), F.coalesce("user_id", F.lit("null"))),
-                                F.concat(F.lit("item="), F.coalesce("item_id", F.lit("null"))))
+        reject_id = F.concat_ws(
+            " ",
+            F.concat(F.lit("user="), F.coalesce("user_id", F.lit("null"))),
+            F.concat(F.lit("item="), F.coalesce("item_id", F.lit("null"))),
+        )
     else:
         reject_id = F.col(CONTRACT_COLUMNS[name][0])
     rejects = annotated.where(F.col("_reason").isNotNull()).select(
@@ -394,8 +403,10 @@ def count_reasons(annotated: DataFrame) -> SourceCounts:
     data per kind (normalisation strips tags, so only a text that spelled one out as HTML entities,
     ``&lt;email&gt;``, holds a placeholder it did not get from redaction)."""
     counts = SourceCounts()
-    found = [F.sum(F.coalesce(F.regexp_count(F.col("text"), F.lit(PLACEHOLDER[kind])), F.lit(0))).alias(kind)
-             for kind in PII_KINDS]
+    found = [
+        F.sum(F.coalesce(F.regexp_count(F.col("text"), F.lit(PLACEHOLDER[kind])), F.lit(0))).alias(kind)
+        for kind in PII_KINDS
+    ]
     for row in annotated.groupBy("_reason").agg(F.count("*").alias("count"), *found).collect():
         counts.rows_in += row["count"]
         if row["_reason"] is None:

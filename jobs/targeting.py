@@ -14,6 +14,7 @@ about 1.
 
 from __future__ import annotations
 
+import numpy as np
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
@@ -36,11 +37,10 @@ def random_segments(segments: DataFrame, seed: int) -> DataFrame:
     sizes = sorted((r["segment_id"], r["count"]) for r in segments.groupBy("segment_id").count().collect())
     total = sum(n for _, n in sizes)
     draw = F.pmod(F.xxhash64(F.col("user_id"), F.lit(seed)), F.lit(1_000_000)) / F.lit(1_000_000.0)
-    placed, upper = None, 0
-    for segment_id, n in sizes:
-        upper += n
-        placed = (F.when(draw < upper / total, F.lit(segment_id)) if placed is None
-                  else placed.when(draw < upper / total, F.lit(segment_id)))
+    bounds = np.cumsum([n for _, n in sizes]) / total
+    placed = F.when(draw < float(bounds[0]), F.lit(sizes[0][0]))
+    for (segment_id, _), upper in zip(sizes[1:], bounds[1:], strict=True):
+        placed = placed.when(draw < float(upper), F.lit(segment_id))
     return segments.select("user_id", placed.otherwise(F.lit(sizes[-1][0])).cast("int").alias("segment_id"))
 
 
@@ -60,13 +60,19 @@ def targeting_lift(segments: DataFrame, train: DataFrame, held: DataFrame, setti
         """(segment_id, name) over every evaluated user, and over the segment's own members."""
         per_item = pairs.join(top, on="item_id", how="inner")
         everyone = per_item.groupBy("segment_id").agg(F.count("*").alias(f"{name}_all"))
-        own = per_item.join(members, on=["user_id", "segment_id"], how="inner") \
-            .groupBy("segment_id").agg(F.count("*").alias(f"{name}_members"))
+        own = (
+            per_item.join(members, on=["user_id", "segment_id"], how="inner")
+            .groupBy("segment_id")
+            .agg(F.count("*").alias(f"{name}_members"))
+        )
         return everyone, own
 
     frames = [*count(seen, "seen"), *count(responded, "responses")]
-    table = members.groupBy("segment_id").agg(F.count("*").alias("members")).join(
-        top.groupBy("segment_id").agg(F.count("*").alias("top_items")), on="segment_id", how="left")
+    table = (
+        members.groupBy("segment_id")
+        .agg(F.count("*").alias("members"))
+        .join(top.groupBy("segment_id").agg(F.count("*").alias("top_items")), on="segment_id", how="left")
+    )
     for frame in frames:
         table = table.join(frame, on="segment_id", how="left")
     rows = []
@@ -76,9 +82,16 @@ def targeting_lift(segments: DataFrame, train: DataFrame, held: DataFrame, setti
         open_all = n_users * items - (r["seen_all"] or 0)
         member_rate = (r["responses_members"] or 0) / open_members if open_members else 0.0
         everyone_rate = (r["responses_all"] or 0) / open_all if open_all else 0.0
-        rows.append({"segment_id": int(r["segment_id"]), "members": int(r["members"]), "top_items": int(items),
-                     "member_rate": round(member_rate, 5), "everyone_rate": round(everyone_rate, 5),
-                     "lift": round(member_rate / everyone_rate, 3) if everyone_rate > 0 else None})
+        rows.append(
+            {
+                "segment_id": int(r["segment_id"]),
+                "members": int(r["members"]),
+                "top_items": int(items),
+                "member_rate": round(member_rate, 5),
+                "everyone_rate": round(everyone_rate, 5),
+                "lift": round(member_rate / everyone_rate, 3) if everyone_rate > 0 else None,
+            }
+        )
     lifts = [row["lift"] for row in rows if row["lift"] is not None]
     return {"segments": rows, "mean_lift": round(sum(lifts) / len(lifts), 3) if lifts else None}
 
@@ -91,6 +104,11 @@ def targeting_report(
     level is the mean over the draws (each draw's lift is kept; ``segments`` holds the first's)."""
     chance = [targeting_lift(random_segments(segments, seed + i), train, held, settings) for i in range(draws)]
     lifts = [draw["mean_lift"] for draw in chance if draw["mean_lift"] is not None]
-    return {"segments": targeting_lift(segments, train, held, settings),
-            "random": {"segments": chance[0]["segments"], "draws": lifts,
-                       "mean_lift": round(sum(lifts) / len(lifts), 3) if lifts else None}}
+    return {
+        "segments": targeting_lift(segments, train, held, settings),
+        "random": {
+            "segments": chance[0]["segments"],
+            "draws": lifts,
+            "mean_lift": round(sum(lifts) / len(lifts), 3) if lifts else None,
+        },
+    }

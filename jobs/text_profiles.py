@@ -45,7 +45,10 @@ def interaction_weights(
 
 
 def item_side(
-    interactions: DataFrame, item_vectors: DataFrame, settings: Profile, feedback: str = "explicit",
+    interactions: DataFrame,
+    item_vectors: DataFrame,
+    settings: Profile,
+    feedback: str = "explicit",
     implicit_weight: str = "log1p",
 ) -> DataFrame:
     """(user_id, item_vec, n_items): normalised weighted sum of the vectors of interacted items."""

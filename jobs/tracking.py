@@ -56,7 +56,7 @@ class Tracker:
         self.uri = tracking_uri(settings)
         self.enabled = self._decide()
         self.run_id: str | None = None  # MLflow's id of the run, once started
-        self._client = None
+        self._client: Any = None  # an MlflowClient once started (mlflow is optional)
 
     def _decide(self) -> bool:
         wanted = self.settings.enabled
@@ -64,14 +64,19 @@ class Tracker:
             return False
         installed = _mlflow_installed()
         if wanted is True and not installed:
-            raise ConfigError("mlflow.enabled is true but mlflow is not installed: pip install 'segrec[mlflow]' "
-                              "(or set mlflow.enabled: auto)")
+            raise ConfigError(
+                "mlflow.enabled is true but mlflow is not installed: pip install 'segrec[mlflow]' "
+                "(or set mlflow.enabled: auto)"
+            )
         if wanted == "auto":
             if self.uri is None:
                 return False
             if not installed:
-                log.warning("an MLflow tracking URI is set (%s) but mlflow is not installed: nothing is logged to "
-                            "MLflow (pip install 'segrec[mlflow]')", self.uri)
+                log.warning(
+                    "an MLflow tracking URI is set (%s) but mlflow is not installed: nothing is logged to "
+                    "MLflow (pip install 'segrec[mlflow]')",
+                    self.uri,
+                )
                 return False
         return True
 
@@ -84,13 +89,23 @@ class Tracker:
             self._client = MlflowClient(tracking_uri=self.uri)
             name = experiment_name(self.settings.experiment, self.uri)
             experiment = self._client.get_experiment_by_name(name)
-            experiment_id = experiment.experiment_id if experiment is not None else self._client.create_experiment(
-                name, artifact_location=self.settings.artifact_location)
-            run = self._client.create_run(experiment_id, run_name=self.segrec_run_id,
-                                          tags={"segrec.run_id": self.segrec_run_id, "segrec.command": self.command})
+            experiment_id = (
+                experiment.experiment_id
+                if experiment is not None
+                else self._client.create_experiment(name, artifact_location=self.settings.artifact_location)
+            )
+            run = self._client.create_run(
+                experiment_id,
+                run_name=self.segrec_run_id,
+                tags={"segrec.run_id": self.segrec_run_id, "segrec.command": self.command},
+            )
             self.run_id = run.info.run_id
-            log.info("MLflow: logging to run %s of experiment %s at %s", self.run_id, self.settings.experiment,
-                     self._client.tracking_uri)
+            log.info(
+                "MLflow: logging to run %s of experiment %s at %s",
+                self.run_id,
+                self.settings.experiment,
+                self._client.tracking_uri,
+            )
         return self.run_id
 
     def finish(self, succeeded: bool) -> None:
@@ -115,8 +130,13 @@ class Tracker:
         except Exception as exc:
             if self.settings.enabled is True:
                 raise
-            log.warning("MLflow: could not %s at %s (%s: %s): nothing more is logged to MLflow in this run",
-                        what, self.uri, type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+            log.warning(
+                "MLflow: could not %s at %s (%s: %s): nothing more is logged to MLflow in this run",
+                what,
+                self.uri,
+                type(exc).__name__,
+                str(exc).splitlines()[0] if str(exc) else "",
+            )
             self.enabled = False
 
     # ---------------------------------------------------------------------------------- logging
@@ -132,7 +152,7 @@ class Tracker:
         with self._guard("log parameters"):
             run = self._run()
             for start in range(0, len(items), _PARAMS_PER_BATCH):
-                self._client.log_batch(run, params=items[start:start + _PARAMS_PER_BATCH])
+                self._client.log_batch(run, params=items[start : start + _PARAMS_PER_BATCH])
 
     def log_metrics(self, metrics: dict[str, Any], step: int = 0) -> None:
         """Finite numbers only (MLflow refuses NaN on some stores; None means no value)."""
@@ -143,12 +163,15 @@ class Tracker:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        items = [Metric(key, float(value), now, step) for key, value in sorted(metrics.items())
-                 if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)]
+        items = [
+            Metric(key, float(value), now, step)
+            for key, value in sorted(metrics.items())
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        ]
         with self._guard("log metrics"):
             run = self._run()
             for start in range(0, len(items), _METRICS_PER_BATCH):
-                self._client.log_batch(run, metrics=items[start:start + _METRICS_PER_BATCH])
+                self._client.log_batch(run, metrics=items[start : start + _METRICS_PER_BATCH])
 
     def log_artifacts(self, local_dir: str, artifact_path: str | None = None) -> None:
         if self.enabled:
@@ -156,7 +179,7 @@ class Tracker:
                 run = self._run()
                 self._client.log_artifacts(run, local_dir, artifact_path)
 
-    def log_files(self, files: dict[str, bytes], artifact_path: str) -> None:
+    def log_files(self, files: dict[str, bytes], artifact_path: str | None) -> None:
         """Files given as bytes (read from the output store, wherever it lives) under ``artifact_path``."""
         if not self.enabled:
             return

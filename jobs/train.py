@@ -11,13 +11,18 @@ from __future__ import annotations
 
 import logging
 
-
 from segrec.jobs.context import RunContext
+from segrec.jobs.errors import InputError
 from segrec.jobs.two_towers import (
-    MODEL, MODEL_FILES, TrainedModel, fit_towers, learned_item_vectors, save_model, trained_model,
+    MODEL,
+    MODEL_FILES,
+    TrainedModel,
+    fit_towers,
+    learned_item_vectors,
+    save_model,
+    trained_model,
 )
 from segrec.jobs.vectors import TRAINED_ITEM_VECTORS, check_finite
-from segrec.jobs.errors import InputError
 
 log = logging.getLogger("segrec")
 
@@ -45,7 +50,9 @@ def run(ctx: RunContext) -> dict:
             # New items placed with the saved towers, nothing retrained (like segment's assign mode).
             model = trained_model(ctx)
             if model is None:
-                raise InputError(f"train.mode=apply needs a trained model under {store.path(MODEL)}: run train in fit mode first")
+                raise InputError(
+                    f"train.mode=apply needs a trained model under {store.path(MODEL)}: run train in fit mode first"
+                )
             figures.update(mode="apply", model_id=model.model_id)
         else:
             interactions = store.read("interactions", needed_by="train")
@@ -72,5 +79,3 @@ def log_to_tracker(ctx: RunContext, model: TrainedModel, figures: dict) -> None:
     tracker.log_metrics({f"train.{key}": value for key, value in figures.items()})
     root = ctx.store.path(MODEL)
     tracker.log_files({name: ctx.store.fs.read_bytes(f"{root}/{name}") for name in MODEL_FILES}, "models/towers")
-
-

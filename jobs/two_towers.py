@@ -30,8 +30,8 @@ from segrec.jobs.counts import row_counts
 from segrec.jobs.errors import InputError
 from segrec.jobs.feedback import with_feedback_weight
 from segrec.jobs.io import OutputStore, local_path
-from segrec.jobs.vectors import sum_vectors
 from segrec.jobs.text_profiles import text_side
+from segrec.jobs.vectors import sum_vectors
 from segrec.udfs.device import job_uses_gpus
 from segrec.udfs.tower_training import TrainJob, train_process
 from segrec.udfs.towers import TowerSettings, TowerWeights
@@ -40,8 +40,6 @@ log = logging.getLogger("segrec")
 
 
 MODEL = "towers"
-
-
 
 
 @dataclass(frozen=True)
@@ -54,7 +52,9 @@ class TrainedModel:
 
 
 def has_timestamps(interactions: DataFrame) -> bool:
-    return "timestamp" in interactions.columns and interactions.where(F.col("timestamp").isNotNull()).limit(1).count() > 0
+    return (
+        "timestamp" in interactions.columns and interactions.where(F.col("timestamp").isNotNull()).limit(1).count() > 0
+    )
 
 
 def tower_settings(train: Train, sequential: bool) -> TowerSettings:
@@ -70,8 +70,10 @@ def sequences(weighted: DataFrame, catalogue: DataFrame, seed: int) -> DataFrame
     ordered = weighted.join(catalogue.select("item_id"), on="item_id", how="left_semi").select(
         F.col("user_id").cast("string").alias("user_id"),
         F.struct(
-            F.coalesce(F.unix_micros(ts), F.lit(0)).alias("t"), F.xxhash64("item_id", F.lit(seed)).alias("h"),
-            F.col("item_id").cast("string").alias("item_id"), F.col("weight").cast("float").alias("weight"),
+            F.coalesce(F.unix_micros(ts), F.lit(0)).alias("t"),
+            F.xxhash64("item_id", F.lit(seed)).alias("h"),
+            F.col("item_id").cast("string").alias("item_id"),
+            F.col("weight").cast("float").alias("weight"),
         ).alias("e"),
     )
     grouped = ordered.groupBy("user_id").agg(F.array_sort(F.collect_list("e")).alias("e"))
@@ -85,7 +87,9 @@ def training_frames(
     source = config.inputs.interactions
     weighted = with_feedback_weight(interactions, source.feedback, source.implicit_weight)
     catalogue = item_vectors.select(F.col("item_id").cast("string").alias("item_id"), "vector")
-    texts = text_side(text_vectors).select(F.col("user_id").cast("string").alias("user_id"), F.col("text_vec").alias("vector"))
+    texts = text_side(text_vectors).select(
+        F.col("user_id").cast("string").alias("user_id"), F.col("text_vec").alias("vector")
+    )
     return {
         "catalogue": catalogue,
         "sequences": sequences(weighted, catalogue, config.train.seed),
@@ -99,20 +103,26 @@ def learned_item_vectors(item_vectors: DataFrame, model: TrainedModel) -> DataFr
     (``TowerWeights.item_parts``), null for an item without one (a cold item)."""
     weights = model.weights
 
-    @F.pandas_udf("vector array<float>, learned_part array<float>")
+    @F.pandas_udf("vector array<float>, learned_part array<float>")  # type: ignore[call-overload]  # pyspark stubs: DDL strings
     def tower(ids: pd.Series, vectors: pd.Series) -> pd.DataFrame:
         if len(vectors) == 0:
             return pd.DataFrame({"vector": pd.Series([], dtype=object), "learned_part": pd.Series([], dtype=object)})
         out, learned, found = weights.item_parts(np.stack(vectors.to_numpy()), ids.astype(str).to_numpy())
-        return pd.DataFrame({"vector": list(out), "learned_part": [p if f else None for p, f in zip(learned, found)]})
+        return pd.DataFrame(
+            {"vector": list(out), "learned_part": [p if f else None for p, f in zip(learned, found, strict=True)]}
+        )
 
     towers = item_vectors.select("item_id", tower(F.col("item_id").cast("string"), "vector").alias("t"))
     return towers.select("item_id", "t.vector", "t.learned_part", F.lit(model.model_id).alias("model_id"))
 
 
 def learned_user_vectors(
-    users: DataFrame | None, interactions: DataFrame, learned_items: DataFrame, text_vectors: DataFrame,
-    model: TrainedModel, config: Config,
+    users: DataFrame | None,
+    interactions: DataFrame,
+    learned_items: DataFrame,
+    text_vectors: DataFrame,
+    model: TrainedModel,
+    config: Config,
 ) -> DataFrame:
     """(user_id, vector, n_items, n_texts): the user tower, applied on executors. The history is pooled
     with Spark's array functions and MLlib's Summarizer (the newest ``history`` items, weights as in
@@ -130,24 +140,35 @@ def learned_user_vectors(
     recent = history.where(back < settings.history).select(
         "user_id", F.col("e.items").alias("item_id"), (F.col("e.weights") * decay).alias("w")
     )
-    vectors = recent.join(learned_items.select(F.col("item_id").cast("string").alias("item_id"), "vector"),
-                          on="item_id", how="inner")
+    vectors = recent.join(
+        learned_items.select(F.col("item_id").cast("string").alias("item_id"), "vector"), on="item_id", how="inner"
+    )
     scaled = vectors.select("user_id", F.transform("vector", lambda x: x * F.col("w")).alias("v"))
     pooled = sum_vectors(scaled, "user_id", "v", "pooled").join(
-        recent.groupBy("user_id").agg(F.sum("w").alias("w_sum"), F.count("*").alias("n_items")), on="user_id", how="inner"
+        recent.groupBy("user_id").agg(F.sum("w").alias("w_sum"), F.count("*").alias("n_items")),
+        on="user_id",
+        how="inner",
     )
     ids = interactions.select(F.col("user_id").cast("string").alias("user_id"))
     if users is not None:
         ids = ids.unionByName(users.select(F.col("user_id").cast("string").alias("user_id")))
     texts = text_side(text_vectors).withColumn("user_id", F.col("user_id").cast("string"))
     mixed = (
-        ids.distinct().join(pooled, on="user_id", how="left").join(texts, on="user_id", how="left")
-        .select("user_id", "pooled", "w_sum", "text_vec", F.coalesce("n_items", F.lit(0)).alias("n_items"),
-                F.coalesce("n_texts", F.lit(0)).alias("n_texts"))
+        ids.distinct()
+        .join(pooled, on="user_id", how="left")
+        .join(texts, on="user_id", how="left")
+        .select(
+            "user_id",
+            "pooled",
+            "w_sum",
+            "text_vec",
+            F.coalesce("n_items", F.lit(0)).alias("n_items"),
+            F.coalesce("n_texts", F.lit(0)).alias("n_texts"),
+        )
     )
     weights, dim = model.weights, settings.dim
 
-    @F.pandas_udf("array<float>")
+    @F.pandas_udf("array<float>")  # type: ignore[call-overload]  # pyspark stubs: DDL strings
     def tower(pooled_sum: pd.Series, w_sum: pd.Series, text: pd.Series) -> pd.Series:
         n = len(pooled_sum)
         if n == 0:
@@ -159,9 +180,7 @@ def learned_user_vectors(
         out = weights.user_vectors(pooled_m, text_m)
         return pd.Series([None if not row.any() else row for row in out])
 
-    return mixed.select(
-        "user_id", tower("pooled", "w_sum", "text_vec").alias("vector"), "n_items", "n_texts"
-    )
+    return mixed.select("user_id", tower("pooled", "w_sum", "text_vec").alias("vector"), "n_items", "n_texts")
 
 
 def on_driver(spark: SparkSession, train: Train) -> bool:
@@ -197,37 +216,65 @@ def threads_per_process(spark: SparkSession, train: Train, driver: bool) -> int:
 
 
 def fit_towers(
-    spark: SparkSession, store: OutputStore, config: Config, interactions: DataFrame, item_vectors: DataFrame,
-    text_vectors: DataFrame, train: Train | None = None, tag: str = "train",
+    spark: SparkSession,
+    store: OutputStore,
+    config: Config,
+    interactions: DataFrame,
+    item_vectors: DataFrame,
+    text_vectors: DataFrame,
+    train: Train | None = None,
+    tag: str = "train",
 ) -> tuple[TrainedModel, dict]:
     """Write the examples, train under TorchDistributor, return the model and figures about it."""
     train = train or config.train
     frames = training_frames(interactions, item_vectors, text_vectors, config)
     staged = {name: store.write_staged(frame, f"{tag}-{name}") for name, frame in frames.items()}
     paths = {name: local_path(store.staging_path(f"{tag}-{name}")) for name in frames}
-    counts = row_counts({"items": staged["catalogue"], "users_with_history": staged["sequences"],
-                         "users_with_text": staged["user_texts"]})
+    counts = row_counts(
+        {
+            "items": staged["catalogue"],
+            "users_with_history": staged["sequences"],
+            "users_with_text": staged["user_texts"],
+        }
+    )
     if counts["items"] == 0:
         raise InputError("train: no item text vectors (items need text columns for the towers' text path)")
     if counts["users_with_history"] == 0:
         raise InputError("train: no interaction refers to an item with a text vector: nothing to learn from")
     settings = tower_settings(train, has_timestamps(interactions))
-    job = TrainJob(paths["catalogue"], paths["sequences"], paths["user_texts"], settings,
-                   threads=threads_per_process(spark, train, on_driver(spark, train)), device=train.device)
-    log.info("train: %s objective, %d items, %d users with history, %d processes",
-             settings.objective, counts["items"], counts["users_with_history"], train.processes)
+    job = TrainJob(
+        paths["catalogue"],
+        paths["sequences"],
+        paths["user_texts"],
+        settings,
+        threads=threads_per_process(spark, train, on_driver(spark, train)),
+        device=train.device,
+    )
+    log.info(
+        "train: %s objective, %d items, %d users with history, %d processes",
+        settings.objective,
+        counts["items"],
+        counts["users_with_history"],
+        train.processes,
+    )
     try:
         result = distributor(spark, train).run(train_process, job)
     finally:
         for name in frames:
             store.drop_staged(f"{tag}-{name}")
     weights = TowerWeights(settings, result.state, np.asarray(result.id_items, dtype=str))
-    text_model_id = item_vectors.select("model_id").first()["model_id"] if "model_id" in item_vectors.columns else None
+    first = item_vectors.select("model_id").first() if "model_id" in item_vectors.columns else None
+    text_model_id = first["model_id"] if first else None
     model = TrainedModel(weights, model_identity(weights, text_model_id), text_model_id, result.curve, result.examples)
-    figures = {**counts, "examples": result.examples, "id_items": len(weights.id_items), "objective": settings.objective,
-               "final_loss": result.curve[-1]["loss"] if result.curve else None,
-               "training_seconds": round(sum(point["seconds"] for point in result.curve), 1),
-               "training_peak_rss_mb": result.peak_rss_mb}
+    figures = {
+        **counts,
+        "examples": result.examples,
+        "id_items": len(weights.id_items),
+        "objective": settings.objective,
+        "final_loss": result.curve[-1]["loss"] if result.curve else None,
+        "training_seconds": round(sum(point["seconds"] for point in result.curve), 1),
+        "training_peak_rss_mb": result.peak_rss_mb,
+    }
     return model, figures
 
 
@@ -246,9 +293,17 @@ def save_model(store: OutputStore, model: TrainedModel) -> str:
     from safetensors.numpy import save_file
 
     with tempfile.TemporaryDirectory(prefix="segrec-towers-") as local:
-        save_file({k: np.ascontiguousarray(v) for k, v in model.weights.state.items()}, os.path.join(local, "towers.safetensors"))
-        meta = {"model_id": model.model_id, "text_model_id": model.text_model_id,
-                "settings": model.weights.settings.as_dict(), "curve": model.curve, "examples": model.examples}
+        save_file(
+            {k: np.ascontiguousarray(v) for k, v in model.weights.state.items()},
+            os.path.join(local, "towers.safetensors"),
+        )
+        meta = {
+            "model_id": model.model_id,
+            "text_model_id": model.text_model_id,
+            "settings": model.weights.settings.as_dict(),
+            "curve": model.curve,
+            "examples": model.examples,
+        }
         with open(os.path.join(local, "towers.json"), "w", encoding="utf-8") as fh:
             json.dump(meta, fh, indent=2)
         with open(os.path.join(local, "id_items.json"), "w", encoding="utf-8") as fh:
@@ -268,10 +323,17 @@ def load_model(store: OutputStore) -> TrainedModel:
         state = load(store.fs.read_bytes(f"{root}/towers.safetensors"))
         id_items = np.asarray(json.loads(store.fs.read_bytes(f"{root}/id_items.json").decode("utf-8")), dtype=str)
     except Exception as exc:  # a partial or foreign directory: the user must re-run train
-        raise InputError(f"cannot read the trained model at {root}: {str(exc).splitlines()[0]}: run `segrec train`") from None
+        raise InputError(
+            f"cannot read the trained model at {root}: {str(exc).splitlines()[0]}: run `segrec train`"
+        ) from None
     settings = TowerSettings(**meta["settings"])
-    return TrainedModel(TowerWeights(settings, state, id_items), meta["model_id"], meta.get("text_model_id"),
-                        meta.get("curve", []), meta.get("examples", 0))
+    return TrainedModel(
+        TowerWeights(settings, state, id_items),
+        meta["model_id"],
+        meta.get("text_model_id"),
+        meta.get("curve", []),
+        meta.get("examples", 0),
+    )
 
 
 def trained_model(ctx: RunContext) -> TrainedModel | None:
@@ -295,6 +357,6 @@ def _text_model_id(store: OutputStore) -> str | None:
     return row["model_id"] if row else None
 
 
-def tuned(train: Train, cell: dict) -> Train:
+def with_cell(train: Train, cell: dict) -> Train:
     """``train`` with one grid cell's overrides (evaluate's train_grid)."""
     return train.model_copy(update=cell)

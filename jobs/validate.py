@@ -6,6 +6,7 @@ Outputs: ``items``, ``users`` (when configured), ``interactions`` in the contrac
 
 from __future__ import annotations
 
+import functools
 import logging
 
 from pyspark import StorageLevel
@@ -40,9 +41,10 @@ def _kept_or_fail(name: str, counts: sources.SourceCounts, max_share: float = 1.
     if counts.kept == 0:
         raise InputError(f"{name}: no valid rows left ({counts.rows_in} read; rejected: {detail})")
     if counts.rows_in and counts.rejected / counts.rows_in > max_share:
-        top = max(sorted(counts.rejected_by_reason), key=counts.rejected_by_reason.get)
+        top = max(sorted(counts.rejected_by_reason), key=lambda reason: counts.rejected_by_reason[reason])
         raise InputError(
-            f"{name}: {counts.rejected} of {counts.rows_in} rows rejected ({counts.rejected / counts.rows_in:.0%}, above "
+            f"{name}: {counts.rejected} of {counts.rows_in} rows rejected "
+            f"({counts.rejected / counts.rows_in:.0%}, above "
             f"inputs.{name}.max_reject_share {max_share:g}); most are {top} ({counts.rejected_by_reason[top]}). "
             f"Check the column mapping and units for that reason (rejected: {detail})"
         )
@@ -73,7 +75,7 @@ def run(ctx: RunContext) -> dict[str, sources.SourceCounts]:
         known_items = sources.split(items, "items")[0].select("item_id")
 
         known_users = None
-        if "users" in raw:
+        if "users" in raw and config.inputs.users is not None:
             users = settle("users", sources.annotate_users(raw["users"], config.inputs.users, config.text.pii))
             if counts["users"].rows_in:
                 _kept_or_fail("users", counts["users"], config.inputs.users.max_reject_share)
@@ -83,8 +85,9 @@ def run(ctx: RunContext) -> dict[str, sources.SourceCounts]:
 
         settle(
             "interactions",
-            sources.annotate_interactions(raw["interactions"], config.inputs.interactions, known_items, known_users,
-                                          config.text.pii),
+            sources.annotate_interactions(
+                raw["interactions"], config.inputs.interactions, known_items, known_users, config.text.pii
+            ),
         )
         # An empty interactions source is allowed when users have texts (text-only profiles); one whose
         # rows were all (or mostly) rejected is a mistake, whatever else remains.
@@ -92,26 +95,32 @@ def run(ctx: RunContext) -> dict[str, sources.SourceCounts]:
         if events.rows_in or "users" not in counts or counts["users"].kept == 0:
             _kept_or_fail("interactions", events, config.inputs.interactions.max_reject_share)
 
-        rejects = None
+        all_rejected = []
         for name, frame in annotated.items():
             kept, rejected = sources.split(frame, name)
             ctx.store.write(kept, name)
             ctx.manifest.record_output(name)
-            rejects = rejected if rejects is None else rejects.unionByName(rejected)
-        ctx.store.write(rejects, "rejects")
+            all_rejected.append(rejected)
+        ctx.store.write(functools.reduce(DataFrame.unionByName, all_rejected), "rejects")
         ctx.manifest.record_output("rejects")
 
         for name, c in counts.items():
             if c.rejected_by_reason.get(sources.MALFORMED_ROW):
-                log.warning("source %s: %d malformed row(s) (too few or too many fields, or an unclosed quote that "
-                            "ran over the lines after it): in rejects with their text as read",
-                            name, c.rejected_by_reason[sources.MALFORMED_ROW])
+                log.warning(
+                    "source %s: %d malformed row(s) (too few or too many fields, or an unclosed quote that "
+                    "ran over the lines after it): in rejects with their text as read",
+                    name,
+                    c.rejected_by_reason[sources.MALFORMED_ROW],
+                )
             ctx.manifest.record_source(name, c.as_dict())
             figures[f"{name}_kept"] = c.kept
             figures[f"{name}_rejected"] = c.rejected
             log.info(
                 "source %s: rows_in=%d kept=%d rejected=%d %s",
-                name, c.rows_in, c.kept, c.rejected,
+                name,
+                c.rows_in,
+                c.kept,
+                c.rejected,
                 " ".join(f"{r}={n}" for r, n in sorted(c.rejected_by_reason.items())),
             )
     for frame in annotated.values():

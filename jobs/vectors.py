@@ -47,7 +47,7 @@ def check_finite(vectors: DataFrame, name: str, key: str) -> int:
     """The number of rows, checked in the same pass for NaN or infinity in any vector: a bad vector
     fails the stage, naming a row."""
     bad = F.exists("vector", lambda x: F.isnan(x) | (F.abs(x) == float("inf")))
-    row = vectors.agg(F.count("*").alias("n"), F.min(F.when(bad, F.col(key).cast("string"))).alias("bad")).first()
+    row = vectors.agg(F.count("*").alias("n"), F.min(F.when(bad, F.col(key).cast("string"))).alias("bad")).collect()[0]
     if row["bad"] is not None:
         raise RuntimeError(f"{name}: the vector of {key} {row['bad']!r} is not finite")
     return row["n"]
@@ -65,7 +65,9 @@ def l2_normalise(vector: Column) -> Column:
 
 def sum_vectors(df: DataFrame, key: str, vector: str, name: str) -> DataFrame:
     """Element-wise sum of ``vector`` per ``key`` (MLlib Summarizer, on executors)."""
-    summed = df.select(key, array_to_vector(vector).alias("_v")).groupBy(key).agg(
-        Summarizer.sum(F.col("_v")).alias("_sum")
+    summed = (
+        df.select(key, array_to_vector(F.col(vector)).alias("_v"))
+        .groupBy(key)
+        .agg(Summarizer.sum(F.col("_v")).alias("_sum"))
     )
-    return summed.select(key, vector_to_array("_sum", dtype="float32").alias(name))
+    return summed.select(key, vector_to_array(F.col("_sum"), dtype="float32").alias(name))

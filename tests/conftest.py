@@ -87,13 +87,22 @@ def small_config(root, model_dir: str, output: str, **sections) -> str:
 
     from segrec.jobs.bootstrap.synthetic import config_dict, generate, write_parquet
 
-    paths = write_parquet(generate(n_users=24, items_per_persona=4, personas=["hiker", "cook"], seed=4), str(root / "in"))
+    paths = write_parquet(
+        generate(n_users=24, items_per_persona=4, personas=["hiker", "cook"], seed=4), str(root / "in")
+    )
     conf = config_dict(paths, str(root / output), model_path=model_dir)
     conf["train"] = {"dim": 8, "hidden": 16, "epochs": 1}
     conf["segment"] = {"k": 2}
-    conf["evaluate"] = {"holdout": 1, "ks": [3], "tune_k": 3, "popularity_weights": [0.0], "train_grid": [{}],
-                        "als": {"ranks": [2], "reg_params": [0.1], "alphas": [1.0], "max_iter": 1}, "plots": False,
-                        "sample_users": 10}
+    conf["evaluate"] = {
+        "holdout": 1,
+        "ks": [3],
+        "tune_k": 3,
+        "popularity_weights": [0.0],
+        "train_grid": [{}],
+        "als": {"ranks": [2], "reg_params": [0.1], "alphas": [1.0], "max_iter": 1},
+        "plots": False,
+        "sample_users": 10,
+    }
     conf.update(sections)
     path = root / f"{output}.yaml"
     path.write_text(yaml.safe_dump(conf))

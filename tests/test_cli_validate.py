@@ -15,14 +15,30 @@ from segrec.jobs.bootstrap.synthetic import config_dict, write_parquet
 def workspace(tmp_path, synthetic_data):
     paths = write_parquet(synthetic_data, str(tmp_path / "in"))
     # Hostile extras: a duplicate item, a blank-text item, events for unknown ids, a NaN rating.
-    items = pd.concat([synthetic_data.items, pd.DataFrame(
-        [{"item_id": "i000000", "title": "dup", "description": "dup", "category": "x"},
-         {"item_id": "blank", "title": " ", "description": "<br>", "category": "x"}])])
+    items = pd.concat(
+        [
+            synthetic_data.items,
+            pd.DataFrame(
+                [
+                    {"item_id": "i000000", "title": "dup", "description": "dup", "category": "x"},
+                    {"item_id": "blank", "title": " ", "description": "<br>", "category": "x"},
+                ]
+            ),
+        ]
+    )
     items.to_parquet(paths["items"], index=False)
-    events = pd.concat([synthetic_data.interactions, pd.DataFrame(
-        [{"user_id": "u00000", "item_id": "nope", "rating": 4.0, "timestamp": 1},
-         {"user_id": "ghost", "item_id": "i000000", "rating": 4.0, "timestamp": 1},
-         {"user_id": "u00001", "item_id": "i000001", "rating": float("nan"), "timestamp": 1}])])
+    events = pd.concat(
+        [
+            synthetic_data.interactions,
+            pd.DataFrame(
+                [
+                    {"user_id": "u00000", "item_id": "nope", "rating": 4.0, "timestamp": 1},
+                    {"user_id": "ghost", "item_id": "i000000", "rating": 4.0, "timestamp": 1},
+                    {"user_id": "u00001", "item_id": "i000001", "rating": float("nan"), "timestamp": 1},
+                ]
+            ),
+        ]
+    )
     events.to_parquet(paths["interactions"], index=False)
     conf = config_dict(paths, str(tmp_path / "out"))
     conf["inputs"]["users"]["complete"] = True  # the users source lists everyone: "ghost" is unknown
@@ -104,7 +120,8 @@ def test_absent_mapped_column_exits_2_naming_it(spark, workspace, capsys):
 def test_a_source_with_nothing_valid_stops_the_run(spark, workspace, capsys):
     tmp_path, conf, _, _ = workspace
     pd.DataFrame({"item_id": ["a", "b"], "title": ["", " "], "description": [None, "<p></p>"]}).to_parquet(
-        conf["inputs"]["items"]["path"], index=False)
+        conf["inputs"]["items"]["path"], index=False
+    )
     assert run_cli(tmp_path, conf, "validate") == 2
     err = capsys.readouterr().err
     assert "items: no valid rows left (2 read; rejected: empty_text=2)" in err

@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 
 from segrec.udfs.clustering import (
-    bootstrap_stability, cosine_silhouette, jaccard_to_best_match, nearest, score_k, spherical_kmeans, stability_word,
+    bootstrap_stability,
+    cosine_silhouette,
+    jaccard_to_best_match,
+    nearest,
+    score_k,
+    spherical_kmeans,
+    stability_word,
 )
 from segrec.udfs.segments import normalise_rows
 
@@ -66,8 +72,17 @@ def test_cosine_silhouette_matches_the_pairwise_definition():
     assert cosine_silhouette(vectors, np.zeros(60, dtype=int), 3) is None  # one segment: undefined
 
 
-@pytest.mark.parametrize("jaccard, word", [(0.9, "natural"), (0.85, "natural"), (0.8, "reproducible"),
-                                           (0.75, "reproducible"), (0.74, "constructed"), (None, "unknown"),
-                                           (float("nan"), "unknown")])
+@pytest.mark.parametrize(
+    "jaccard, word",
+    [
+        (0.9, "natural"),
+        (0.85, "natural"),
+        (0.8, "reproducible"),
+        (0.75, "reproducible"),
+        (0.74, "constructed"),
+        (None, "unknown"),
+        (float("nan"), "unknown"),
+    ],
+)
 def test_stability_words(jaccard, word):
     assert stability_word(jaccard, 0.75) == word

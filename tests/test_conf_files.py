@@ -3,7 +3,6 @@
 from pathlib import Path
 
 import pytest
-
 import yaml
 
 from segrec.jobs.config import load_config
@@ -23,7 +22,10 @@ def test_gpu_snippets_share_each_gpu_between_tasks(path):
     settings = dict(
         line.split(None, 1) for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")
     )
-    task, executor = float(settings["spark.task.resource.gpu.amount"]), float(settings["spark.executor.resource.gpu.amount"])
+    task, executor = (
+        float(settings["spark.task.resource.gpu.amount"]),
+        float(settings["spark.executor.resource.gpu.amount"]),
+    )
     cores = int(settings["spark.executor.cores"])
     # tasks per executor by GPU == tasks per executor by cores: neither resource idles
     assert executor / task == cores
@@ -52,7 +54,7 @@ def test_databricks_configs_validate_for_spark_connect(path):
 def test_the_bundle_runs_every_stage_in_order_with_the_run_date_on_serverless():
     job = bundle()["resources"]["jobs"]["segrec_nightly"]
     assert [t["task_key"] for t in job["tasks"]] == STAGES
-    for before, task in zip(job["tasks"], job["tasks"][1:]):
+    for before, task in zip(job["tasks"], job["tasks"][1:], strict=False):
         assert task["depends_on"] == [{"task_key": before["task_key"]}]
     assert {p["name"]: p["default"] for p in job["parameters"]}["run_date"] == "{{job.start_time.iso_date}}"
     (environment,) = job["environments"]

@@ -71,8 +71,13 @@ def test_missing_required_section():
 def test_overrides_are_typed_and_reach_nested_and_free_form_keys():
     config = config_from_dict(
         MINIMAL,
-        ["embed.batch_rows=512", "embed.incremental=false", "spark.conf.spark.sql.shuffle.partitions=8",
-         "inputs.interactions.options.header=true", "run.name=nightly"],
+        [
+            "embed.batch_rows=512",
+            "embed.incremental=false",
+            "spark.conf.spark.sql.shuffle.partitions=8",
+            "inputs.interactions.options.header=true",
+            "run.name=nightly",
+        ],
     )
     assert config.embed.batch_rows == 512
     assert config.embed.incremental is False
@@ -129,11 +134,19 @@ def test_missing_config_file():
 def test_secrets_are_matched_by_name_and_value_not_by_any_word():
     from segrec.jobs.config import redact
 
-    shown = redact({
-        "embed": {"token_budget": 16384},
-        "spark": {"conf": {"spark.hadoop.fs.s3a.access.key": "AKIAABCDEFGHIJKLMNOP", "spark.app.note": "ghp_" + "a" * 36,
-                           "spark.jdbc.url": "postgresql://etl:hunter2@db:5432/wh", "spark.sql.shuffle.partitions": "64"}},
-    })
+    shown = redact(
+        {
+            "embed": {"token_budget": 16384},
+            "spark": {
+                "conf": {
+                    "spark.hadoop.fs.s3a.access.key": "AKIAABCDEFGHIJKLMNOP",
+                    "spark.app.note": "ghp_" + "a" * 36,
+                    "spark.jdbc.url": "postgresql://etl:hunter2@db:5432/wh",
+                    "spark.sql.shuffle.partitions": "64",
+                }
+            },
+        }
+    )
     assert shown["embed"]["token_budget"] == 16384
     conf = shown["spark"]["conf"]
     assert conf["spark.hadoop.fs.s3a.access.key"] == "***redacted***"
@@ -172,8 +185,12 @@ def test_a_user_sample_is_a_share_below_one_or_a_whole_count():
 def test_master_and_remote_are_exclusive_and_remote_comes_from_the_environment(monkeypatch):
     from segrec.jobs.session import remote_of
 
-    base = {"inputs": {"items": {"path": "i", "columns": {"id": "id"}},
-                       "interactions": {"path": "x", "columns": {"user_id": "u", "item_id": "i"}}}}
+    base = {
+        "inputs": {
+            "items": {"path": "i", "columns": {"id": "id"}},
+            "interactions": {"path": "x", "columns": {"user_id": "u", "item_id": "i"}},
+        }
+    }
     with pytest.raises(ConfigError, match="not both"):
         config_from_dict({**base, "spark": {"master": "local[2]", "remote": "sc://host:15002"}})
     monkeypatch.delenv("SPARK_REMOTE", raising=False)
@@ -184,8 +201,12 @@ def test_master_and_remote_are_exclusive_and_remote_comes_from_the_environment(m
 
 
 def test_the_old_evaluate_mlflow_keys_are_named_as_unknown():
-    base = {"inputs": {"items": {"path": "i", "columns": {"id": "id"}},
-                       "interactions": {"path": "x", "columns": {"user_id": "u", "item_id": "i"}}}}
+    base = {
+        "inputs": {
+            "items": {"path": "i", "columns": {"id": "id"}},
+            "interactions": {"path": "x", "columns": {"user_id": "u", "item_id": "i"}},
+        }
+    }
     with pytest.raises(ConfigError, match="evaluate.mlflow_tracking_uri: unknown key"):
         config_from_dict({**base, "evaluate": {"mlflow_tracking_uri": "file:/tmp/x"}})
     assert config_from_dict({**base, "mlflow": {"tracking_uri": "file:/tmp/x"}}).mlflow.tracking_uri == "file:/tmp/x"

@@ -22,11 +22,18 @@ u5,b,3,
 def config(tmp_path):
     path = tmp_path / "events.csv"
     path.write_text(CSV, encoding="utf-8")
-    return config_from_dict({"inputs": {
-        "items": {"path": "-", "columns": {"id": "id"}},
-        "interactions": {"path": str(path), "format": "csv",
-                         "columns": {"user_id": "user", "item_id": "item", "rating": "stars", "text": ["review"]}},
-    }})
+    return config_from_dict(
+        {
+            "inputs": {
+                "items": {"path": "-", "columns": {"id": "id"}},
+                "interactions": {
+                    "path": str(path),
+                    "format": "csv",
+                    "columns": {"user_id": "user", "item_id": "item", "rating": "stars", "text": ["review"]},
+                },
+            }
+        }
+    )
 
 
 def test_csv_quotes_commas_newlines_and_string_ratings(spark, config):
@@ -36,8 +43,13 @@ def test_csv_quotes_commas_newlines_and_string_ratings(spark, config):
     known = spark.createDataFrame([("a",), ("b",)], "item_id string")
     annotated = sources.annotate_interactions(raw, source, known, None)
     counts = sources.count_reasons(annotated)
-    assert counts.as_dict() == {"rows_in": 5, "kept": 3, "rejected": 2, "rejected_by_reason": {"invalid_rating": 2},
-                                "pii_redacted": {"url": 0, "email": 0, "iban": 0, "card": 0, "ip": 0, "phone": 0}}
+    assert counts.as_dict() == {
+        "rows_in": 5,
+        "kept": 3,
+        "rejected": 2,
+        "rejected_by_reason": {"invalid_rating": 2},
+        "pii_redacted": {"url": 0, "email": 0, "iban": 0, "card": 0, "ip": 0, "phone": 0},
+    }
     kept, _ = sources.split(annotated, "interactions")
     rows = {r.user_id: r for r in kept.collect()}
     assert set(rows) == {"u,1", "u\n2", "u5"}
@@ -49,10 +61,14 @@ def test_csv_quotes_commas_newlines_and_string_ratings(spark, config):
 def test_invalid_utf8_rows_are_rejected_not_mangled(spark, tmp_path):
     path = tmp_path / "items.csv"
     path.write_bytes(b"item_id,title\n1,ok title\n2,bad \xff\xfe bytes\n3,caf\xc3\xa9\n")
-    config = config_from_dict({"inputs": {
-        "items": {"path": str(path), "format": "csv", "columns": {"id": "item_id", "text": ["title"]}},
-        "interactions": {"path": "-", "columns": {"user_id": "u", "item_id": "i"}},
-    }})
+    config = config_from_dict(
+        {
+            "inputs": {
+                "items": {"path": str(path), "format": "csv", "columns": {"id": "item_id", "text": ["title"]}},
+                "interactions": {"path": "-", "columns": {"user_id": "u", "item_id": "i"}},
+            }
+        }
+    )
     raw = sources.read_source(spark, "items", config.inputs.items)
     annotated = sources.annotate_items(raw, config.inputs.items)
     assert sources.count_reasons(annotated).as_dict()["rejected_by_reason"] == {"invalid_encoding": 1}
@@ -66,16 +82,32 @@ def test_invalid_utf8_in_json_lines_is_invalid_encoding_not_malformed(spark, tmp
     """The JSON parser cannot parse a line with bytes that are not UTF-8 (it becomes a corrupt record):
     the reject names the bytes, as the README promises for every source."""
     path = tmp_path / f"{source}.json"
-    lines = [b'{"item_id": "1", "user_id": "u1", "title": "ok title"}',
-             b'{"item_id": "2", "user_id": "u2", "title": "bad \xff\xfe bytes"}',
-             b'{"item_id": "3", "user_id": "u3", "title": "caf\xc3\xa9"}', b'{"item_id": "4", "title": ']
+    lines = [
+        b'{"item_id": "1", "user_id": "u1", "title": "ok title"}',
+        b'{"item_id": "2", "user_id": "u2", "title": "bad \xff\xfe bytes"}',
+        b'{"item_id": "3", "user_id": "u3", "title": "caf\xc3\xa9"}',
+        b'{"item_id": "4", "title": ',
+    ]
     path.write_bytes(b"\n".join(lines) + b"\n")
-    columns = ({"id": "item_id", "text": ["title"]} if source == "items" else {"user_id": "user_id", "item_id": "item_id"})
-    config = config_from_dict({"inputs": {
-        "items": {"path": str(path), "format": "json", "columns": columns if source == "items" else {"id": "i"}},
-        "interactions": {"path": str(path), "format": "json", "columns": columns if source != "items" else
-                         {"user_id": "u", "item_id": "i"}},
-    }})
+    columns = (
+        {"id": "item_id", "text": ["title"]} if source == "items" else {"user_id": "user_id", "item_id": "item_id"}
+    )
+    config = config_from_dict(
+        {
+            "inputs": {
+                "items": {
+                    "path": str(path),
+                    "format": "json",
+                    "columns": columns if source == "items" else {"id": "i"},
+                },
+                "interactions": {
+                    "path": str(path),
+                    "format": "json",
+                    "columns": columns if source != "items" else {"user_id": "u", "item_id": "i"},
+                },
+            }
+        }
+    )
     raw = sources.read_source(spark, source, getattr(config.inputs, source))
     if source == "items":
         annotated = sources.annotate_items(raw, config.inputs.items)
@@ -89,12 +121,23 @@ def test_invalid_utf8_in_json_lines_is_invalid_encoding_not_malformed(spark, tmp
 
 def test_ragged_rows_and_an_unclosed_quote_become_malformed_row_rejects(spark, tmp_path):
     path = tmp_path / "items.csv"
-    path.write_text('item_id,title,category\n1,Boots,hiker\n2,Tent\n3,Stove,cook,extra\n'
-                    '4,"Unclosed quote,cook\n5,Knife,cook\n6,Pan,cook\n', encoding="utf-8")
-    config = config_from_dict({"inputs": {
-        "items": {"path": str(path), "format": "csv", "columns": {"id": "item_id", "text": ["title", "category"]}},
-        "interactions": {"path": "-", "columns": {"user_id": "u", "item_id": "i"}},
-    }})
+    path.write_text(
+        "item_id,title,category\n1,Boots,hiker\n2,Tent\n3,Stove,cook,extra\n"
+        '4,"Unclosed quote,cook\n5,Knife,cook\n6,Pan,cook\n',
+        encoding="utf-8",
+    )
+    config = config_from_dict(
+        {
+            "inputs": {
+                "items": {
+                    "path": str(path),
+                    "format": "csv",
+                    "columns": {"id": "item_id", "text": ["title", "category"]},
+                },
+                "interactions": {"path": "-", "columns": {"user_id": "u", "item_id": "i"}},
+            }
+        }
+    )
     raw = sources.read_source(spark, "items", config.inputs.items)
     annotated = sources.annotate_items(raw, config.inputs.items)
     counts = sources.count_reasons(annotated)

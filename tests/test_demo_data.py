@@ -17,15 +17,24 @@ def test_user_bio_renders_demographics():
 
 
 def test_items_split_title_year_and_list_genres():
-    raw = pd.DataFrame({"movie_id": [1, 2], "movie_title": ["Toy Story (1995)", "unknown"],
-                        "release_date": ["01-Jan-1995", "02-Feb-1996"]})
+    raw = pd.DataFrame(
+        {
+            "movie_id": [1, 2],
+            "movie_title": ["Toy Story (1995)", "unknown"],
+            "release_date": ["01-Jan-1995", "02-Feb-1996"],
+        }
+    )
     for genre in demo_data.GENRES:
         raw[genre] = 0
     raw.loc[0, ["Animation", "Children's", "Comedy"]] = 1
     raw.loc[1, "unknown"] = 1
     items = demo_data.adapt_items(raw)
-    assert items.iloc[0].to_dict() == {"item_id": 1, "title": "Toy Story", "year": "1995",
-                                       "genres": "Animation, Children's, Comedy"}
+    assert items.iloc[0].to_dict() == {
+        "item_id": 1,
+        "title": "Toy Story",
+        "year": "1995",
+        "genres": "Animation, Children's, Comedy",
+    }
     assert items.iloc[1]["title"] == "unknown" and items.iloc[1]["year"] == "1996"
     assert items.iloc[1]["genres"] is None
 

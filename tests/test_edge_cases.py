@@ -1,6 +1,7 @@
 """Degenerate inputs through the CLI: one user, k above the number of users or items, empty sources."""
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -47,8 +48,14 @@ def test_k_above_users_and_items_is_capped(spark, tmp_path, tiny_model_dir):
 
 
 def test_empty_interactions_leave_text_only_users(spark, tmp_path, tiny_model_dir):
-    empty = pd.DataFrame({"user_id": pd.Series(dtype=str), "item_id": pd.Series(dtype=str),
-                          "rating": pd.Series(dtype=float), "timestamp": pd.Series(dtype="int64")})
+    empty = pd.DataFrame(
+        {
+            "user_id": pd.Series(dtype=str),
+            "item_id": pd.Series(dtype=str),
+            "rating": pd.Series(dtype=float),
+            "timestamp": pd.Series(dtype="int64"),
+        }
+    )
     conf, data = workspace(tmp_path, tiny_model_dir, n_users=6, interactions=empty)
     for stage in ("validate", "embed", "profile"):
         assert cli.main([stage, "--conf", conf]) == 0
@@ -57,7 +64,9 @@ def test_empty_interactions_leave_text_only_users(spark, tmp_path, tiny_model_di
 
 
 def test_every_text_empty_stops_with_the_counts(spark, tmp_path, tiny_model_dir, capsys):
-    blank = pd.DataFrame({"item_id": ["a", "b", "c"], "title": ["", " ", "<p></p>"], "description": [None, "\u200b", ""]})
+    blank = pd.DataFrame(
+        {"item_id": ["a", "b", "c"], "title": ["", " ", "<p></p>"], "description": [None, "\u200b", ""]}
+    )
     conf, _ = workspace(tmp_path, tiny_model_dir, n_users=4, items=blank)
     assert cli.main(["validate", "--conf", conf]) == 2
     assert "items: no valid rows left (3 read; rejected: empty_text=3)" in capsys.readouterr().err
@@ -66,11 +75,11 @@ def test_every_text_empty_stops_with_the_counts(spark, tmp_path, tiny_model_dir,
 @pytest.mark.parametrize("content", ["", "item_id,title\n"])
 def test_an_empty_items_file_is_named(spark, tmp_path, tiny_model_dir, capsys, content):
     conf, _ = workspace(tmp_path, tiny_model_dir, n_users=4)
-    settings = yaml.safe_load(open(conf))
+    settings = yaml.safe_load(Path(conf).read_text())
     csv = tmp_path / "items.csv"
     csv.write_text(content)
     settings["inputs"]["items"] = {"path": str(csv), "format": "csv", "columns": {"id": "item_id", "text": ["title"]}}
-    open(conf, "w").write(yaml.safe_dump(settings))
+    Path(conf).write_text(yaml.safe_dump(settings))
     assert cli.main(["validate", "--conf", conf]) == 2
     err = capsys.readouterr().err
     assert "items:" in err and "Traceback" not in err

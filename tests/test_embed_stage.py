@@ -7,13 +7,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from conftest import encoder_settings
 from pyspark.sql import functions as F
 
 from segrec.jobs import cli
 from segrec.jobs.bootstrap.synthetic import config_dict, write_parquet
 from segrec.udfs import encoder
 from segrec.udfs.encoder import Encoder, cpu_dtype
-from conftest import encoder_settings
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +36,9 @@ def test_first_run_embeds_every_distinct_text(spark, workspace, synthetic_data):
     assert cli.main(["validate", "--conf", conf]) == 0
     assert cli.main(["embed", "--conf", conf]) == 0
     figures = last_manifest(root)["stages"]["embed"]
-    distinct = len(set(synthetic_data.items[["title", "description"]].agg(". ".join, axis=1))
-                   | set(synthetic_data.users["bio"]))
+    distinct = len(
+        set(synthetic_data.items[["title", "description"]].agg(". ".join, axis=1)) | set(synthetic_data.users["bio"])
+    )
     assert figures["texts_distinct"] == distinct
     assert figures["embedded"] == distinct and figures["reused"] == 0
     assert figures["item_vectors"] == len(synthetic_data.items)
@@ -56,16 +57,25 @@ def test_spark_vectors_equal_the_plain_encoder(spark, workspace, tiny_model_dir,
     texts = synthetic_data.items.set_index("item_id").loc[rows["item_id"]]
     rendered = (texts["title"] + ". " + texts["description"]).tolist()
     # the stage's default cpu_dtype (auto) in the plain encoder too: bfloat16 on CPUs with native bfloat16
-    plain = Encoder(encoder_settings(model_path=tiny_model_dir, max_length=32, chunk_overlap=4),
-                    dtype=cpu_dtype("auto")).encode(rendered)
+    plain = Encoder(
+        encoder_settings(model_path=tiny_model_dir, max_length=32, chunk_overlap=4), dtype=cpu_dtype("auto")
+    ).encode(rendered)
     np.testing.assert_allclose(np.stack(rows["vector"].to_numpy()), plain, atol=1e-5)
 
 
 def test_the_stage_on_onnx_runtime_writes_torchs_vectors(spark, workspace, tmp_path):
     root, conf, _ = workspace
     onnx_out = tmp_path / "out-onnx"
-    overrides = ["--set", f"output.path={onnx_out}", "--set", "model.runtime=onnx", "--set", "model.cpu_dtype=float32",
-                 "--set", f"model.onnx_cache_dir={tmp_path / 'onnx'}"]
+    overrides = [
+        "--set",
+        f"output.path={onnx_out}",
+        "--set",
+        "model.runtime=onnx",
+        "--set",
+        "model.cpu_dtype=float32",
+        "--set",
+        f"model.onnx_cache_dir={tmp_path / 'onnx'}",
+    ]
     assert cli.main(["validate", "--conf", conf, *overrides]) == 0
     assert cli.main(["embed", "--conf", conf, *overrides]) == 0
     assert list((tmp_path / "onnx").glob("*.onnx"))  # exported on the executors, once per model
@@ -87,8 +97,14 @@ def test_second_run_embeds_nothing_and_ten_new_items_embed_ten(spark, workspace,
     after = spark.read.parquet(str(root / "out" / "item_vectors")).toPandas().set_index("item_id")
     np.testing.assert_array_equal(np.stack(after.loc[before.index, "vector"]), np.stack(before["vector"]))
 
-    new = pd.DataFrame({"item_id": [f"new{i}" for i in range(10)], "title": [f"Brand new gadget {i}" for i in range(10)],
-                        "description": ["Something nobody has seen."] * 10, "category": ["new"] * 10})
+    new = pd.DataFrame(
+        {
+            "item_id": [f"new{i}" for i in range(10)],
+            "title": [f"Brand new gadget {i}" for i in range(10)],
+            "description": ["Something nobody has seen."] * 10,
+            "category": ["new"] * 10,
+        }
+    )
     pd.concat([synthetic_data.items, new]).to_parquet(paths["items"], index=False)
     assert cli.main(["validate", "--conf", conf]) == 0
     assert cli.main(["embed", "--conf", conf]) == 0
@@ -115,7 +131,7 @@ def test_model_is_loaded_once_per_python_worker(spark, tiny_model_dir):
         from segrec.udfs import encoder as enc
 
         enc.get_encoder(settings)
-        return pd.Series([f"{_os.getpid()}:{enc.LOADS[key]}"] * len(ids))
+        return pd.Series([f"{_os.getpid()}:{enc.ENCODERS.loads[key]}"] * len(ids))
 
     report = spark.range(0, 64, numPartitions=8).select(loads("id").alias("r")).distinct().collect()
     counts = {r.r.split(":")[1] for r in report}
@@ -129,8 +145,9 @@ def test_texts_are_encoded_in_as_many_tasks_as_asked(spark, tmp_path, tiny_model
     from segrec.jobs.embed import distinct_texts, embed_texts, item_texts
 
     path = str(tmp_path / "items")
-    spark.createDataFrame([(f"i{n}", f"text number {n % 150}") for n in range(300)], "item_id string, text string") \
-        .write.parquet(path)
+    spark.createDataFrame(
+        [(f"i{n}", f"text number {n % 150}") for n in range(300)], "item_id string, text string"
+    ).write.parquet(path)
     texts = distinct_texts(item_texts(spark.read.parquet(path), "tiny"))
     # As many tasks as the de-duplication's shuffle has: the stage's default (twice the parallelism)
     # is what local sessions set spark.sql.shuffle.partitions to.

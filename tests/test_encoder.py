@@ -5,12 +5,12 @@ import logging
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import encoder_settings
 
 from segrec.udfs import device, encoder
-from segrec.udfs.embedding import embed_batches
 from segrec.udfs.device import TaskSlot
+from segrec.udfs.embedding import embed_batches
 from segrec.udfs.encoder import Encoder
-from conftest import encoder_settings
 
 TEXTS = ["hiking boots", "a cast iron skillet for the kitchen", "guitar", "trail running shoes in the mountain " * 5]
 
@@ -24,7 +24,7 @@ def test_vectors_are_unit_float32_in_input_order(tiny):
     vectors = tiny.encode(TEXTS)
     assert vectors.dtype == np.float32 and vectors.shape == (4, 32)
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-6)
-    for text, vector in zip(TEXTS, vectors):
+    for text, vector in zip(TEXTS, vectors, strict=True):
         np.testing.assert_allclose(tiny.encode([text])[0], vector, atol=1e-5)
 
 
@@ -45,7 +45,9 @@ def test_windows_chunk_with_overlap_and_truncate(tiny_model_dir):
     windows = chunker.windows(list(range(25)))
     assert windows == [list(range(0, 10)), list(range(8, 18)), list(range(16, 25))]
     assert chunker.windows(list(range(10))) == [list(range(10))]
-    truncator = Encoder(encoder_settings(model_path=tiny_model_dir, max_length=12, chunk_overlap=2, long_text="truncate"))
+    truncator = Encoder(
+        encoder_settings(model_path=tiny_model_dir, max_length=12, chunk_overlap=2, long_text="truncate")
+    )
     assert truncator.windows(list(range(25))) == [list(range(10))]
 
 
@@ -87,7 +89,7 @@ def test_encoder_is_cached_per_process(tiny_model_dir):
     settings = encoder_settings(model_path=tiny_model_dir, max_length=64)
     first = encoder.get_encoder(settings)
     assert encoder.get_encoder(settings) is first
-    assert encoder.LOADS[encoder.cache_key(settings)] == 1
+    assert encoder.ENCODERS.loads[encoder.cache_key(settings)] == 1
 
 
 def test_embed_batches_keeps_nulls_and_order(tiny_model_dir):
@@ -168,8 +170,14 @@ def test_onnx_runtime_gives_torchs_vectors_and_exports_once_per_model(tiny_model
     from segrec.udfs import onnx_runtime
 
     texts = ["hiking boots for the mountain trail", "a cast iron skillet", "guitar " * 40, "x"]
-    settings = encoder_settings(model_path=tiny_model_dir, max_length=32, chunk_overlap=4, token_budget=64,
-                               pooling=pooling, onnx_cache_dir=str(tmp_path / "onnx"))
+    settings = encoder_settings(
+        model_path=tiny_model_dir,
+        max_length=32,
+        chunk_overlap=4,
+        token_budget=64,
+        pooling=pooling,
+        onnx_cache_dir=str(tmp_path / "onnx"),
+    )
     reference = Encoder(settings).encode(texts)
     on_onnx = Encoder(settings, engine="onnx").encode(texts)  # long text chunked, batches of mixed lengths
     assert on_onnx.dtype == np.float32

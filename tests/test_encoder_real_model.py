@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
+from conftest import encoder_settings
 
 from segrec.udfs.encoder import Encoder
-from conftest import encoder_settings
 
 pytestmark = pytest.mark.slow
 

@@ -4,13 +4,14 @@ report, metrics and printed table are complete and consistent."""
 import hashlib
 import json
 import os
+from pathlib import Path
 
 import pytest
 import yaml
 
 from segrec.jobs import baselines, cli, evaluate, report
-from segrec.jobs.split import holdout_split
 from segrec.jobs.bootstrap.synthetic import config_dict, generate, write_parquet
+from segrec.jobs.split import holdout_split
 
 HOLDOUT = 2
 
@@ -26,13 +27,23 @@ def evaluated(tmp_path_factory, tiny_model_dir, spark):
     paths = write_parquet(generate(n_users=60, items_per_persona=8, seed=3), str(root / "in"))
     conf = config_dict(paths, str(root / "out"), model_path=tiny_model_dir)
     conf["segment"] = {"k": 3, "k_max": 4}
-    conf["evaluate"] = {"holdout": HOLDOUT, "ks": [3, 5], "tune_k": 5, "popularity_weights": [0.0, 1.0], "segment_ks": [2, 3],
-                        "als": {"ranks": [4], "reg_params": [0.1], "alphas": [1.0, 5.0], "max_iter": 3},
-                        "projection_sample": 40, "chance_draws": 2}
+    conf["evaluate"] = {
+        "holdout": HOLDOUT,
+        "ks": [3, 5],
+        "tune_k": 5,
+        "popularity_weights": [0.0, 1.0],
+        "segment_ks": [2, 3],
+        "als": {"ranks": [4], "reg_params": [0.1], "alphas": [1.0, 5.0], "max_iter": 3},
+        "projection_sample": 40,
+        "chance_draws": 2,
+    }
     conf["train"] = {"dim": 16, "hidden": 32, "epochs": 3, "batch_size": 64, "learning_rate": 0.005}
     # a real MLflow tracking store (sqlite) and artifact folder in the temp dir
-    conf["mlflow"] = {"tracking_uri": f"sqlite:///{root}/mlflow.db", "experiment": "segrec-test",
-                      "artifact_location": str(root / "mlartifacts")}
+    conf["mlflow"] = {
+        "tracking_uri": f"sqlite:///{root}/mlflow.db",
+        "experiment": "segrec-test",
+        "artifact_location": str(root / "mlartifacts"),
+    }
     (root / "conf.yaml").write_text(yaml.safe_dump(conf))
 
     seen: dict[str, list[set]] = {}
@@ -41,18 +52,22 @@ def evaluated(tmp_path_factory, tiny_model_dir, spark):
         def wrapped(*args, **kwargs):
             seen.setdefault(name, []).append(pairs(args[position]))  # read now: staged inputs are dropped later
             return fn(*args, **kwargs)
+
         return wrapped
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(evaluate, "user_vectors", recorder("profiles", evaluate.user_vectors, 1))
-        mp.setattr(evaluate, "Recommender",
-                   recorder("ours: seen-masks and segment popularity", evaluate.Recommender, 2))
+        mp.setattr(
+            evaluate, "Recommender", recorder("ours: seen-masks and segment popularity", evaluate.Recommender, 2)
+        )
         mp.setattr(baselines, "Recommender", recorder("baselines: seen-masks", baselines.Recommender, 2))
         mp.setattr(baselines, "most_popular", recorder("most popular counts", baselines.most_popular, 1))
         mp.setattr(baselines, "als", recorder("ALS fit", baselines.als, 1))
         mp.setattr(baselines, "random_lists", recorder("random", baselines.random_lists, 0))
         mp.setattr(evaluate, "fit_towers", recorder("towers fit", evaluate.fit_towers, 3))
-        mp.setattr(evaluate, "learned_user_vectors", recorder("towers: user histories", evaluate.learned_user_vectors, 1))
+        mp.setattr(
+            evaluate, "learned_user_vectors", recorder("towers: user histories", evaluate.learned_user_vectors, 1)
+        )
         mp.setattr(evaluate, "targeting_report", recorder("segments' top items", evaluate.targeting_report, 1))
         code = cli.main(["evaluate", "--conf", str(root / "conf.yaml")])
     assert code == 0
@@ -68,7 +83,9 @@ def test_no_held_out_interaction_reaches_any_training_input(evaluated):
     assert len(seen["profiles"]) == 2
     assert len(seen["ALS fit"]) == 3
     assert len(seen["towers fit"]) == 3  # two grid cells on validation, then the refit
-    assert {"most popular counts", "random", "baselines: seen-masks", "ours: seen-masks and segment popularity"} <= set(seen)
+    assert {"most popular counts", "random", "baselines: seen-masks", "ours: seen-masks and segment popularity"} <= set(
+        seen
+    )
     for name, inputs in seen.items():
         for used in inputs:
             assert used, name
@@ -95,7 +112,10 @@ def test_report_files_and_metrics_are_complete(evaluated):
     grid = doc["tuning"]["hybrid"]["grid"]
     assert [(r["segment_k"], r["popularity_weight"]) for r in grid] == [(2, 0.0), (2, 1.0), (3, 0.0), (3, 1.0)]
     best = max(grid, key=lambda r: r["ndcg"])
-    assert doc["tuning"]["hybrid"]["best"] == {"segment_k": best["segment_k"], "popularity_weight": best["popularity_weight"]}
+    assert doc["tuning"]["hybrid"]["best"] == {
+        "segment_k": best["segment_k"],
+        "popularity_weight": best["popularity_weight"],
+    }
     assert doc["segments"]["k"] == best["segment_k"]  # the report's segments are the chosen hybrid's
     assert len(doc["tuning"]["als"]["grid"]) == 2
     for name, figures in doc["models"].items():
@@ -160,7 +180,7 @@ def test_the_mlflow_run_read_back_holds_metrics_json_and_the_report(evaluated):
     assert json.loads(params["evaluate.als.rank"]) == doc["tuning"]["als"]["best"]["rank"]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
     assert {"evaluation/metrics.json", "evaluation/report.md", "evaluation/plots"} <= artifacts
-    logged = json.loads(open(client.download_artifacts(run.info.run_id, "evaluation/metrics.json")).read())
+    logged = json.loads(Path(client.download_artifacts(run.info.run_id, "evaluation/metrics.json")).read_text())
     assert logged == doc
 
 
@@ -194,7 +214,7 @@ def test_a_failing_tracking_server_stops_tracking_not_the_run_unless_required(tm
     tracker.log_metrics({"x": 1.0})
     assert not tracker.enabled and "nothing more is logged to MLflow" in caplog.text
     tracker.log_params({"y": 2})  # now a no-op
-    with pytest.raises(Exception):
+    with pytest.raises(Exception):  # noqa: B017 (MLflow's error class differs by version and store)
         Tracker(Mlflow(tracking_uri=broken, enabled=True), "r1", "run").log_metrics({"x": 1.0})
     assert experiment_name("segrec", "databricks") == "/Shared/segrec"
     assert experiment_name("/Users/me/segrec", "databricks") == "/Users/me/segrec"
@@ -230,8 +250,11 @@ def test_evaluate_leaves_the_outputs_of_run_untouched_and_reuses_their_vectors(s
     out = root / "out"
 
     def files():
-        return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
-                for p in out.rglob("*") if p.is_file() and "evaluation" not in p.parts}
+        return {
+            str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in out.rglob("*")
+            if p.is_file() and "evaluation" not in p.parts
+        }
 
     before = files()
     als_rows, fit_als = [], baselines.als
@@ -256,7 +279,9 @@ def test_evaluate_leaves_the_outputs_of_run_untouched_and_reuses_their_vectors(s
 
 
 def test_a_user_sample_is_seeded_and_sized_as_asked(spark):
-    held = spark.createDataFrame([(f"u{u}", f"i{i}") for u in range(400) for i in range(2)], "user_id string, item_id string")
+    held = spark.createDataFrame(
+        [(f"u{u}", f"i{i}") for u in range(400) for i in range(2)], "user_id string, item_id string"
+    )
 
     def users(sample, seed=42):
         return {r.user_id for r in evaluate.sampled_users(held, sample, seed).collect()}

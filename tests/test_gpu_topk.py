@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 import torch
+from conftest import topk_settings
 
 from segrec.udfs.topk.catalogue import Catalogue, SeenItems
 from segrec.udfs.topk.exact import top_k
-from conftest import topk_settings
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
@@ -14,7 +14,7 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 def lists(blocks):
     """{user row: (item indices, scores)}."""
     out = {}
-    for rows, idx, score, sim, boost in blocks:
+    for rows, idx, score, _sim, _boost in blocks:
         for r in dict.fromkeys(rows.tolist()):
             out[r] = (idx[rows == r].tolist(), score[rows == r])
     return out
@@ -31,8 +31,24 @@ def test_cuda_and_cpu_lists_match(weight):
     u = rng.standard_normal((users, d)).astype(np.float32)
     segments = rng.integers(-1, 4, users)
     seen = [rng.choice(n, size=int(rng.integers(0, 50)), replace=False) for _ in range(users)]
-    cpu = lists(top_k(u, segments, SeenItems.from_lists(seen), cat, topk_settings(k=20, popularity_weight=weight, block_mb=16, device='cpu', precision='bfloat16')))
-    gpu = lists(top_k(u, segments, SeenItems.from_lists(seen), cat, topk_settings(k=20, popularity_weight=weight, block_mb=16, device='cuda:0')))
+    cpu = lists(
+        top_k(
+            u,
+            segments,
+            SeenItems.from_lists(seen),
+            cat,
+            topk_settings(k=20, popularity_weight=weight, block_mb=16, device="cpu", precision="bfloat16"),
+        )
+    )
+    gpu = lists(
+        top_k(
+            u,
+            segments,
+            SeenItems.from_lists(seen),
+            cat,
+            topk_settings(k=20, popularity_weight=weight, block_mb=16, device="cuda:0"),
+        )
+    )
     assert cpu.keys() == gpu.keys()
     # Both exact passes score candidates in float64: lists match, scores to float64 rounding.
     assert [c[0] for c in cpu.values()] == [g[0] for g in gpu.values()]

@@ -33,7 +33,8 @@ def test_no_stage_module_imports_another_stage():
 def test_only_the_pipeline_and_cli_know_the_stages():
     stages = {f"segrec.jobs.{name}" for name in STAGES}
     users = sorted(
-        path.name for path in (ROOT / "jobs").glob("*.py")
+        path.name
+        for path in (ROOT / "jobs").glob("*.py")
         if path.stem not in STAGES and imported_modules(path) & stages
     )
     assert users == ["pipeline.py"]
@@ -41,7 +42,8 @@ def test_only_the_pipeline_and_cli_know_the_stages():
 
 def test_executor_code_never_imports_the_driver_side():
     offenders = sorted(
-        str(path.relative_to(ROOT)) for path in (ROOT / "udfs").rglob("*.py")
+        str(path.relative_to(ROOT))
+        for path in (ROOT / "udfs").rglob("*.py")
         if any(module.startswith("segrec.jobs") for module in imported_modules(path))
     )
     assert offenders == []

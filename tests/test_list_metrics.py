@@ -30,8 +30,13 @@ def test_list_metrics_at_2_match_hand_computed_values(frames):
     # coverage: a, b, c of four items. novelty: p(a) = (1+1)/(3+1), p(b) = p(c) = 1/4 -> 1 bit, 2 bits
     # diversity: 1 - cos per list: (a,b) 1, (a,c) 0.4, (b,c) 0.2. personalisation: every pair shares
     # one of two items. long tail: b and c are 4 of the 6 rows.
-    expected = {"coverage": 3 / 4, "novelty": (2 * 1 + 4 * 2) / 6, "diversity": (1 + 0.4 + 0.2) / 3,
-                "personalisation": 1 - 1 / 2, "long_tail_share": 4 / 6}
+    expected = {
+        "coverage": 3 / 4,
+        "novelty": (2 * 1 + 4 * 2) / 6,
+        "diversity": (1 + 0.4 + 0.2) / 3,
+        "personalisation": 1 - 1 / 2,
+        "long_tail_share": 4 / 6,
+    }
     assert got == pytest.approx(expected, abs=1e-6)
 
 
@@ -52,7 +57,11 @@ def test_davies_bouldin_by_hand():
     three = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
     # segment 0: worst is with 1 (0.1+0.3)/sqrt2 vs with 2 (0.1+0.5)/2; segment 2 likewise.
     scatter = {0: 0.1, 1: 0.3, 2: 0.5}
-    worst = [max(0.4 / math.sqrt(2), 0.6 / 2), max(0.4 / math.sqrt(2), 0.8 / math.sqrt(2)), max(0.6 / 2, 0.8 / math.sqrt(2))]
+    worst = [
+        max(0.4 / math.sqrt(2), 0.6 / 2),
+        max(0.4 / math.sqrt(2), 0.8 / math.sqrt(2)),
+        max(0.6 / 2, 0.8 / math.sqrt(2)),
+    ]
     assert davies_bouldin(three, scatter) == pytest.approx(sum(worst) / 3)
     assert davies_bouldin(centroids[:1], {0: 0.2}) is None
 
@@ -92,8 +101,9 @@ def test_random_lists_are_seeded_unseen_and_cover_the_catalogue(spark):
 
 def test_the_head_cut_inside_a_popularity_tie_goes_by_item_id(spark):
     # popularity: z 3 users; b, a, c 1 user each; e, f none. A head of 3 takes z, then a and b by id.
-    train = spark.createDataFrame([("u1", "z"), ("u2", "z"), ("u3", "z"), ("u1", "b"), ("u2", "a"), ("u3", "c")],
-                                  "user_id string, item_id string")
+    train = spark.createDataFrame(
+        [("u1", "z"), ("u2", "z"), ("u3", "z"), ("u1", "b"), ("u2", "a"), ("u3", "c")], "user_id string, item_id string"
+    )
     vectors = spark.createDataFrame([(i, [1.0]) for i in "zbacef"], "item_id string, vector array<float>")
     ref = reference(train, vectors, head_share=0.5)
     assert sorted(r.item_id for r in long_tail_items(ref).collect()) == ["c", "e", "f"]

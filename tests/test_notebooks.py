@@ -23,13 +23,18 @@ def test_quickstart_runs_and_draws_its_plots(tmp_path, tiny_model_dir, monkeypat
     monkeypatch.setenv("SEGREC_SET", "model.max_length=32;model.chunk_overlap=4")
 
     notebook = nbformat.read(ROOT / "notebooks" / "quickstart.ipynb", as_version=4)
-    nbclient.NotebookClient(notebook, timeout=600, kernel_name="python3",
-                            resources={"metadata": {"path": str(ROOT)}}).execute()
+    nbclient.NotebookClient(
+        notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}
+    ).execute()
 
     plots = tmp_path / "out" / "plots"
     assert sorted(os.listdir(plots)) == ["segment_sizes.png", "stability_by_k.png", "user_vectors_2d.png"]
     assert all((plots / p).stat().st_size > 5000 for p in os.listdir(plots))
-    outputs = "".join(o.get("text", "") or o.get("data", {}).get("text/plain", "")
-                      for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs)
+    outputs = "".join(
+        o.get("text", "") or o.get("data", {}).get("text/plain", "")
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+        for o in cell.outputs
+    )
     assert "succeeded" in outputs and "label terms" in outputs
     assert "because" in outputs and "because_similarity" in outputs  # each sample recommendation's reason

@@ -23,7 +23,9 @@ def digest(directory) -> dict[str, str]:
 
 @pytest.fixture
 def inputs(tmp_path):
-    paths = write_parquet(generate(n_users=12, items_per_persona=3, personas=["hiker", "cook"], seed=1), str(tmp_path / "data"))
+    paths = write_parquet(
+        generate(n_users=12, items_per_persona=3, personas=["hiker", "cook"], seed=1), str(tmp_path / "data")
+    )
     return tmp_path, paths
 
 
@@ -92,8 +94,17 @@ def test_mounted_and_local_outputs_are_writable_without_a_jvm(path):
     check_local_path(path)  # no error
 
 
-@pytest.mark.parametrize("path", ["s3://bucket/out", "s3a://bucket/out", "abfss://c@acct.dfs.core.windows.net/out",
-                                  "gs://bucket/out", "hdfs:///segrec", "dbfs:/segrec"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "s3://bucket/out",
+        "s3a://bucket/out",
+        "abfss://c@acct.dfs.core.windows.net/out",
+        "gs://bucket/out",
+        "hdfs:///segrec",
+        "dbfs:/segrec",
+    ],
+)
 def test_object_store_outputs_without_a_jvm_are_refused_naming_the_alternatives(path):
     from segrec.jobs.errors import ConfigError
     from segrec.jobs.io import check_local_path

@@ -14,8 +14,12 @@ from segrec.jobs.bootstrap.package import build, build_wheel
 
 ROOT = Path(__file__).resolve().parent.parent
 # Every runtime module of the repository, as it is named inside the artifacts.
-RUNTIME = {f"segrec/{p.relative_to(ROOT).as_posix()}" for folder in ("jobs", "udfs")
-           for p in (ROOT / folder).rglob("*.py") if "bootstrap" not in p.relative_to(ROOT).parts}
+RUNTIME = {
+    f"segrec/{p.relative_to(ROOT).as_posix()}"
+    for folder in ("jobs", "udfs")
+    for p in (ROOT / folder).rglob("*.py")
+    if "bootstrap" not in p.relative_to(ROOT).parts
+}
 
 
 @pytest.fixture()
@@ -45,8 +49,13 @@ def test_segrec_imports_past_a_decoy_jobs_package_first_on_sys_path(decoy):
 def test_the_console_script_runs_with_a_decoy_jobs_package_on_pythonpath(decoy, tmp_path):
     script = Path(sys.executable).parent / "segrec"
     env = dict(os.environ, PYTHONPATH=str(decoy))
-    done = subprocess.run([str(script), "validate", "--conf", str(tmp_path / "missing.yaml")], cwd=decoy,
-                          env=env, capture_output=True, text=True)
+    done = subprocess.run(
+        [str(script), "validate", "--conf", str(tmp_path / "missing.yaml")],
+        cwd=decoy,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 2, done.stderr  # segrec's own config error, not the decoy's ImportError
     assert "missing.yaml" in done.stderr and "decoy" not in done.stderr
 

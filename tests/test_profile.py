@@ -12,9 +12,7 @@ TS = "2026-01-10 00:00:00"
 
 @pytest.fixture(scope="module")
 def frames(spark):
-    item_vectors = spark.createDataFrame(
-        [("A", E[0]), ("B", E[1]), ("C", E[2])], "item_id string, vector array<float>"
-    )
+    item_vectors = spark.createDataFrame([("A", E[0]), ("B", E[1]), ("C", E[2])], "item_id string, vector array<float>")
     text_vectors = spark.createDataFrame(
         [("text_only", "profile", None, E[3]), ("mixed", "profile", None, E[3])],
         "user_id string, kind string, item_id string, vector array<float>",
@@ -49,7 +47,8 @@ def test_a_five_outweighs_a_one(frames):
 
 def test_weights_scale_between_zero_and_two(spark):
     events = spark.createDataFrame(
-        [("u", "a", 5.0), ("u", "b", 4.0), ("u", "c", 2.0), ("v", "a", None)], "user_id string, item_id string, rating double"
+        [("u", "a", 5.0), ("u", "b", 4.0), ("u", "c", 2.0), ("v", "a", None)],
+        "user_id string, item_id string, rating double",
     ).withColumn("timestamp", text_profiles.F.lit(None).cast("timestamp"))
     weights = {(r.user_id, r.item_id): r.weight for r in text_profiles.interaction_weights(events, Profile()).collect()}
     # mean 11/3; deviations 4/3, 1/3, -5/3; largest 5/3
@@ -100,12 +99,16 @@ def test_implicit_counts_weigh_log1p_or_one(spark):
         [("u", "a", 0.0), ("u", "b", 9.0), ("u", "c", None), ("v", "a", 1e308), ("v", "b", 1e308)],
         "user_id string, item_id string, rating double",
     ).withColumn("timestamp", text_profiles.F.lit(None).cast("timestamp"))
-    implicit = {(r.user_id, r.item_id): r.weight
-                for r in text_profiles.interaction_weights(events, Profile(), "implicit", "log1p").collect()}
+    implicit = {
+        (r.user_id, r.item_id): r.weight
+        for r in text_profiles.interaction_weights(events, Profile(), "implicit", "log1p").collect()
+    }
     assert implicit[("u", "a")] == 0.0 and implicit[("u", "b")] == pytest.approx(np.log(10.0))
     assert implicit[("u", "c")] == 1.0  # no count: the interaction itself counts once
     binary = {r.weight for r in text_profiles.interaction_weights(events, Profile(), "implicit", "binary").collect()}
     assert binary == {1.0}
     # explicit ratings whose mean overflows: every weight stays finite (1) instead of NaN
-    explicit = {(r.user_id, r.item_id): r.weight for r in text_profiles.interaction_weights(events, Profile()).collect()}
+    explicit = {
+        (r.user_id, r.item_id): r.weight for r in text_profiles.interaction_weights(events, Profile()).collect()
+    }
     assert explicit[("v", "a")] == 1.0 and explicit[("v", "b")] == 1.0

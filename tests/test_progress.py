@@ -9,8 +9,12 @@ from segrec.jobs import manifest as manifest_module
 from segrec.jobs.config import config_from_dict
 from segrec.jobs.manifest import RunManifest
 
-MINIMAL = {"inputs": {"items": {"path": "i", "columns": {"id": "id"}},
-                      "interactions": {"path": "e", "columns": {"user_id": "u", "item_id": "i"}}}}
+MINIMAL = {
+    "inputs": {
+        "items": {"path": "i", "columns": {"id": "id"}},
+        "interactions": {"path": "e", "columns": {"user_id": "u", "item_id": "i"}},
+    }
+}
 
 
 def test_a_running_stage_logs_progress_with_its_current_activity(monkeypatch, caplog):

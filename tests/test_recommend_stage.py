@@ -16,13 +16,19 @@ N_ITEMS, N_USERS, DIM = 120, 40, 16
 @pytest.fixture(scope="module")
 def inputs(spark):
     rng = np.random.default_rng(21)
+
     def unit(n):
         m = rng.standard_normal((n, DIM)).astype(np.float32)
         return m / np.linalg.norm(m, axis=1, keepdims=True)
+
     items = pd.DataFrame({"item_id": [f"i{j:03d}" for j in range(N_ITEMS)], "vector": list(unit(N_ITEMS))})
     users = pd.DataFrame({"user_id": [f"u{j:03d}" for j in range(N_USERS)], "vector": list(unit(N_USERS))})
     # u000..u029 interacted with 0-20 items; u030..u039 are cold (text only); items i100+ nobody touched
-    events = [(f"u{u:03d}", f"i{j:03d}") for u in range(30) for j in rng.choice(100, size=int(rng.integers(0, 21)), replace=False)]
+    events = [
+        (f"u{u:03d}", f"i{j:03d}")
+        for u in range(30)
+        for j in rng.choice(100, size=int(rng.integers(0, 21)), replace=False)
+    ]
     # one user has seen all but 3 items: they get 3 rows, not k
     events += [("u000", f"i{j:03d}") for j in range(N_ITEMS - 3)]
     interactions = pd.DataFrame(events, columns=["user_id", "item_id"]).drop_duplicates()
@@ -40,8 +46,9 @@ def inputs(spark):
 def run(spark, inputs, tmp_path=None, **settings):
     settings.setdefault("explain", False)  # reasons are compared with explain on below
     config = Recommend(**settings)
-    recs, figures = recommendations(spark, inputs["user_vectors"], inputs["item_vectors"], inputs["interactions"],
-                                    inputs["segments"], config)
+    recs, figures = recommendations(
+        spark, inputs["user_vectors"], inputs["item_vectors"], inputs["interactions"], inputs["segments"], config
+    )
     return recs.toPandas().sort_values(["user_id", "rank"]).reset_index(drop=True), figures
 
 
@@ -75,8 +82,16 @@ def test_broadcast_and_sharded_plans_give_identical_lists(spark, inputs, weight)
 
 def test_mmr_gives_identical_lists_in_both_plans(spark, inputs):
     broadcast, _ = run(spark, inputs, k=5, popularity_weight=0.2, plan="broadcast", mmr_trade_off=0.5, mmr_pool=15)
-    sharded, _ = run(spark, inputs, k=5, popularity_weight=0.2, max_broadcast_mb=30 * DIM * 4 / 2**20, user_block=8,
-                     mmr_trade_off=0.5, mmr_pool=15)
+    sharded, _ = run(
+        spark,
+        inputs,
+        k=5,
+        popularity_weight=0.2,
+        max_broadcast_mb=30 * DIM * 4 / 2**20,
+        user_block=8,
+        mmr_trade_off=0.5,
+        mmr_pool=15,
+    )
     pd.testing.assert_frame_equal(broadcast, sharded)
     plain, _ = run(spark, inputs, k=5, popularity_weight=0.2, plan="broadcast")
     assert not broadcast.equals(plain)  # the re-ranking changed some lists
@@ -85,7 +100,9 @@ def test_mmr_gives_identical_lists_in_both_plans(spark, inputs):
 
 def test_matrix_from_a_file_gives_the_same_lists(spark, inputs, tmp_path):
     broadcast, _ = run(spark, inputs, k=5, plan="broadcast")
-    from_file, _ = run(spark, inputs, k=5, plan="broadcast", matrix_source="file", matrix_path=str(tmp_path / "items.npz"))
+    from_file, _ = run(
+        spark, inputs, k=5, plan="broadcast", matrix_source="file", matrix_path=str(tmp_path / "items.npz")
+    )
     pd.testing.assert_frame_equal(broadcast, from_file)
 
 
@@ -120,7 +137,7 @@ def test_catalogue_is_loaded_once_per_worker(spark, inputs):
     def loads(ids: pd.Series) -> pd.Series:
         from segrec.udfs.topk import catalogue
 
-        return pd.Series([",".join(str(v) for v in catalogue.LOADS.values()) or "none"] * len(ids))
+        return pd.Series([",".join(str(v) for v in catalogue.CATALOGUES.loads.values()) or "none"] * len(ids))
 
     report = {r.r for r in spark.range(0, 32, numPartitions=8).select(loads("id").alias("r")).collect()}
     assert all(set(r.split(",")) <= {"1", "none"} for r in report), report
@@ -148,8 +165,9 @@ def test_an_empty_catalogue_is_a_clear_error(spark, inputs, plan):
 
     empty = inputs["item_vectors"].limit(0)
     with pytest.raises(InputError, match="no item vectors"):
-        recommendations(spark, inputs["user_vectors"], empty, inputs["interactions"], inputs["segments"],
-                        Recommend(k=3, plan=plan))
+        recommendations(
+            spark, inputs["user_vectors"], empty, inputs["interactions"], inputs["segments"], Recommend(k=3, plan=plan)
+        )
 
 
 @pytest.mark.parametrize("plan", ["auto", "broadcast"])
@@ -162,12 +180,16 @@ def test_a_matrix_file_without_a_path_is_a_config_error(spark, inputs, plan):
 
 @pytest.mark.parametrize("mmr", [None, 0.5])
 def test_every_reason_is_the_most_similar_item_of_the_users_own_history(spark, inputs, mmr):
-    explained, figures = run(spark, inputs, k=6, popularity_weight=0.3, plan="broadcast", explain=True, mmr_trade_off=mmr)
+    explained, figures = run(
+        spark, inputs, k=6, popularity_weight=0.3, plan="broadcast", explain=True, mmr_trade_off=mmr
+    )
     plain, _ = run(spark, inputs, k=6, popularity_weight=0.3, plan="broadcast", mmr_trade_off=mmr)
     reasons = ["because_item_id", "because_similarity"]
     pd.testing.assert_frame_equal(explained.drop(columns=reasons), plain.drop(columns=reasons))  # same lists
     assert plain["because_item_id"].isna().all() and "explained" not in figures
-    vectors = dict(zip(inputs["item_vectors"].toPandas()["item_id"], inputs["item_vectors"].toPandas()["vector"]))
+    vectors = dict(
+        zip(inputs["item_vectors"].toPandas()["item_id"], inputs["item_vectors"].toPandas()["vector"], strict=True)
+    )
     seen = inputs["seen"]
     for row in explained.itertuples():
         history = sorted(seen.get(row.user_id, ()))
@@ -182,10 +204,13 @@ def test_every_reason_is_the_most_similar_item_of_the_users_own_history(spark, i
 
 def test_the_sharded_plan_gives_the_broadcast_plans_reasons(spark, inputs):
     broadcast, _ = run(spark, inputs, k=5, popularity_weight=0.3, plan="broadcast", explain=True)
-    sharded, figures = run(spark, inputs, k=5, popularity_weight=0.3, max_broadcast_mb=30 * DIM * 4 / 2**20, user_block=8,
-                           explain=True)
+    sharded, figures = run(
+        spark, inputs, k=5, popularity_weight=0.3, max_broadcast_mb=30 * DIM * 4 / 2**20, user_block=8, explain=True
+    )
     assert figures["plan"] == "sharded" and figures["reasons"] == "joined"
-    pd.testing.assert_frame_equal(sharded.drop(columns="because_similarity"), broadcast.drop(columns="because_similarity"))
+    pd.testing.assert_frame_equal(
+        sharded.drop(columns="because_similarity"), broadcast.drop(columns="because_similarity")
+    )
     np.testing.assert_allclose(sharded["because_similarity"], broadcast["because_similarity"], atol=1e-5)
     assert broadcast["because_item_id"].notna().sum() > 100
 
@@ -224,23 +249,21 @@ def test_without_a_spark_context_the_matrix_goes_to_a_file_under_the_given_direc
         catalogue_source(ConnectLike(), catalogue, Recommend(), None)
 
 
-def test_a_worker_keeps_only_the_most_recent_catalogues():
-    import numpy as np
+def test_a_worker_keeps_only_the_most_recent_values():
+    from segrec.udfs.worker_cache import WorkerCache
 
-    from segrec.udfs.topk import catalogue as topk
-
-    def catalogue(n):
-        return lambda: topk.Catalogue(item_ids=np.array([str(n)]), vectors=np.ones((1, 2), np.float32))
-
-    keys = [f"lru-test-{i}" for i in range(topk.CACHE_SIZE + 1)]
+    cache = WorkerCache(size=3)
+    keys = [f"lru-test-{i}" for i in range(4)]
     for i, key in enumerate(keys):
-        topk.cached_catalogue(key, catalogue(i))
-    topk.cached_catalogue(keys[1], catalogue(1))  # used again: now the most recent
-    topk.cached_catalogue("lru-test-new", catalogue(99))
-    assert len(topk._CACHE) == topk.CACHE_SIZE
-    assert keys[0] not in topk._CACHE and keys[2] not in topk._CACHE and keys[1] in topk._CACHE
-    assert topk.cached_catalogue(keys[1], catalogue(1)).item_ids[0] == "1" and topk.LOADS[keys[1]] == 1
-    assert topk.cached_catalogue(keys[0], catalogue(0)) is not None and topk.LOADS[keys[0]] == 2  # evicted, reloaded
+        cache.get(key, lambda i=i: i)
+    cache.get(keys[1], lambda: -1)  # used again: now the most recent, not reloaded
+    cache.get("lru-test-new", lambda: 99)
+    assert len(cache) == 3
+    assert keys[0] not in cache and keys[2] not in cache and keys[1] in cache
+    assert cache.get(keys[1], lambda: -1) == 1 and cache.loads[keys[1]] == 1
+    assert cache.get(keys[0], lambda: 0) == 0 and cache.loads[keys[0]] == 2  # evicted, reloaded
+    with pytest.raises(ValueError, match="at least one value"):
+        WorkerCache(size=0)
 
 
 def test_a_user_vector_of_the_wrong_size_is_an_input_error_naming_the_user(spark):
@@ -255,8 +278,9 @@ def test_a_user_vector_of_the_wrong_size_is_an_input_error_naming_the_user(spark
     recs, _ = recommendations(spark, users, items, interactions, None, Recommend(k=1, plan="broadcast"))
     with pytest.raises(Exception) as failed:
         recs.collect()
-    assert worker_input_error(failed.value) == ("recommend: user 'u2' has a vector of 3 values; the item vectors "
-                                                "have 2 (1 such user(s) in this batch)")
+    assert worker_input_error(failed.value) == (
+        "recommend: user 'u2' has a vector of 3 values; the item vectors have 2 (1 such user(s) in this batch)"
+    )
     assert worker_input_error(RuntimeError("something else")) is None
 
 
@@ -278,24 +302,31 @@ def test_a_runs_recommendations_split_each_similarity_into_text_and_learned_part
         assert row.similarity - row.learned_similarity == pytest.approx(float(u @ text_part), abs=1e-5)
     manifest = json.loads((out / "manifest.json").read_text())
     first = manifest["sample_recommendations"][0]
-    assert first["from_text"] + first["from_interactions"] + first["from_popularity"] == pytest.approx(first["score"], abs=2e-4)
+    assert first["from_text"] + first["from_interactions"] + first["from_popularity"] == pytest.approx(
+        first["score"], abs=2e-4
+    )
 
 
 def test_both_plans_give_the_same_learned_parts(spark, inputs):
     items = inputs["item_vectors"].toPandas()
     rng = np.random.default_rng(3)
-    items["learned_part"] = [None if j % 5 == 0 else list(rng.standard_normal(DIM).astype(np.float32) * 0.1)
-                             for j in range(len(items))]
-    with_parts = dict(inputs, item_vectors=spark.createDataFrame(
-        items, "item_id string, vector array<float>, learned_part array<float>"))
+    items["learned_part"] = [
+        None if j % 5 == 0 else list(rng.standard_normal(DIM).astype(np.float32) * 0.1) for j in range(len(items))
+    ]
+    with_parts = dict(
+        inputs,
+        item_vectors=spark.createDataFrame(items, "item_id string, vector array<float>, learned_part array<float>"),
+    )
     broadcast, _ = run(spark, with_parts, k=5, plan="broadcast", explain=True)
     sharded, figures = run(spark, with_parts, k=5, max_broadcast_mb=30 * DIM * 4 / 2**20, user_block=8, explain=True)
     assert figures["plan"] == "sharded"
     np.testing.assert_allclose(sharded["learned_similarity"], broadcast["learned_similarity"], atol=1e-9)
     users = inputs["user_vectors"].toPandas().set_index("user_id")["vector"]
     parts = items.set_index("item_id")["learned_part"]
-    expected = [0.0 if parts[r.item_id] is None else float(np.dot(users[r.user_id], parts[r.item_id]))
-                for r in broadcast.itertuples()]
+    expected = [
+        0.0 if parts[r.item_id] is None else float(np.dot(users[r.user_id], parts[r.item_id]))
+        for r in broadcast.itertuples()
+    ]
     np.testing.assert_allclose(broadcast["learned_similarity"], expected, atol=1e-5)
     plain, _ = run(spark, with_parts, k=5, plan="broadcast")  # explain off: no parts shipped, none computed
     assert plain["learned_similarity"].isna().all()

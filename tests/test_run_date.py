@@ -33,11 +33,18 @@ def test_same_date_twice_leaves_one_copy_and_another_date_leaves_it_alone(spark,
 
 
 def test_run_date_must_be_a_date():
-    from segrec.jobs.config import config_from_dict
-    from segrec.jobs.errors import ConfigError
     import pytest
 
+    from segrec.jobs.config import config_from_dict
+    from segrec.jobs.errors import ConfigError
+
     with pytest.raises(ConfigError, match=r"output\.run_date: String should match pattern"):
-        config_from_dict({"inputs": {"items": {"path": "x", "columns": {"id": "i"}},
-                                     "interactions": {"path": "y", "columns": {"user_id": "u", "item_id": "i"}}}},
-                         ["output.run_date=yesterday"])
+        config_from_dict(
+            {
+                "inputs": {
+                    "items": {"path": "x", "columns": {"id": "i"}},
+                    "interactions": {"path": "y", "columns": {"user_id": "u", "item_id": "i"}},
+                }
+            },
+            ["output.run_date=yesterday"],
+        )

@@ -19,7 +19,9 @@ def test_every_dataset_a_run_writes_has_the_declared_columns_and_types(spark, sm
 def test_a_drifted_frame_is_described_column_by_column():
     declared = spark_schema(DATASETS["user_vectors"])
     renamed = T.StructType([T.StructField("user", T.StringType())] + declared.fields[1:])
-    retyped = T.StructType([declared.fields[0], T.StructField("vector", T.ArrayType(T.DoubleType()))] + declared.fields[2:])
+    retyped = T.StructType(
+        [declared.fields[0], T.StructField("vector", T.ArrayType(T.DoubleType()))] + declared.fields[2:]
+    )
     assert schema_differences("user_vectors", declared) == []
     assert schema_differences("user_vectors", renamed) == ["user_id: missing", "user: not declared"]
     assert schema_differences("user_vectors", retyped) == ["vector: expected array<float>, found array<double>"]

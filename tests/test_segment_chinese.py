@@ -20,12 +20,20 @@ def chinese_run(tmp_path_factory, spark):
     root = tmp_path_factory.mktemp("chinese")
     texts = HIKING + COOKING + list(BIOS.values())
     model = save_tiny_bert(str(root / "bert"), extra_tokens=sorted({c for t in texts for c in t}))
-    items = pd.DataFrame({"item_id": [f"h{i}" for i in range(6)] + [f"c{i}" for i in range(6)],
-                          "title": HIKING + COOKING, "description": ["户外用品"] * 6 + ["厨房用品"] * 6})
+    items = pd.DataFrame(
+        {
+            "item_id": [f"h{i}" for i in range(6)] + [f"c{i}" for i in range(6)],
+            "title": HIKING + COOKING,
+            "description": ["户外用品"] * 6 + ["厨房用品"] * 6,
+        }
+    )
     personas = {f"u{n:02d}": ("hiker" if n % 2 else "cook") for n in range(24)}
     users = pd.DataFrame({"user_id": list(personas), "bio": [BIOS[p] for p in personas.values()]})
-    events = [(u, f"{p[0]}{(n + j) % 6}", 5.0, 1_700_000_000 + j)
-              for n, (u, p) in enumerate(personas.items()) for j in range(4)]
+    events = [
+        (u, f"{p[0]}{(n + j) % 6}", 5.0, 1_700_000_000 + j)
+        for n, (u, p) in enumerate(personas.items())
+        for j in range(4)
+    ]
     interactions = pd.DataFrame(events, columns=["user_id", "item_id", "rating", "timestamp"])
     data = SyntheticData(items, users, interactions, pd.Series(personas), pd.Series(dtype=str))
     conf = config_dict(write_parquet(data, str(root / "in")), str(root / "out"), model_path=model)
@@ -47,10 +55,15 @@ def test_chinese_label_terms_are_words(chinese_run, spark):
 
 def test_chinese_interest_tags_speak_of_each_users_hobby(chinese_run, spark):
     root, personas = chinese_run
-    tags = {r.user_id: [t.term for t in r.interests]
-            for r in spark.read.parquet(str(root / "out" / "user_interests")).collect()}
+    tags = {
+        r.user_id: [t.term for t in r.interests]
+        for r in spark.read.parquet(str(root / "out" / "user_interests")).collect()
+    }
     assert set(tags) == set(personas)
-    texts = {"hiker": " ".join(HIKING + ["户外用品", BIOS["hiker"]]), "cook": " ".join(COOKING + ["厨房用品", BIOS["cook"]])}
+    texts = {
+        "hiker": " ".join(HIKING + ["户外用品", BIOS["hiker"]]),
+        "cook": " ".join(COOKING + ["厨房用品", BIOS["cook"]]),
+    }
     for user, persona in personas.items():
         other = texts["cook" if persona == "hiker" else "hiker"]
         assert len(tags[user]) >= 3 and all(CJK.match(t) and len(t) >= 2 for t in tags[user]), (user, tags[user])

@@ -10,19 +10,31 @@ from segrec.jobs.segmentation import check_k_range, choose_k
 
 def point(stability, silhouette=0.2, min_stability=0.75, sizes=None):
     sizes = sizes or [1] * len(stability)
-    known = [(j, n) for j, n in zip(stability, sizes) if j is not None]
-    return {"stability": stability, "reproducible": sum(j >= min_stability for j, _ in known),
-            "mean_stability": sum(j * n for j, n in known) / sum(n for _, n in known), "silhouette": silhouette}
+    known = [(j, n) for j, n in zip(stability, sizes, strict=True) if j is not None]
+    return {
+        "stability": stability,
+        "reproducible": sum(j >= min_stability for j, _ in known),
+        "mean_stability": sum(j * n for j, n in known) / sum(n for _, n in known),
+        "silhouette": silhouette,
+    }
 
 
 def test_the_most_segments_that_all_come_back():
-    curve = {4: point([0.9, 0.95, 0.8, 0.9], silhouette=0.4), 5: point([0.9, 0.6, 0.8, 0.9, 0.9]),
-             6: point([0.8, 0.78, 0.76, 0.9, 0.95, 0.85], silhouette=0.1), 7: point([0.9] * 6 + [0.3])}
+    curve = {
+        4: point([0.9, 0.95, 0.8, 0.9], silhouette=0.4),
+        5: point([0.9, 0.6, 0.8, 0.9, 0.9]),
+        6: point([0.8, 0.78, 0.76, 0.9, 0.95, 0.85], silhouette=0.1),
+        7: point([0.9] * 6 + [0.3]),
+    }
     assert choose_k(curve) == 6  # not 4 (best silhouette), not 7 (one segment dissolves)
 
 
 def test_without_a_wholly_reproducible_k_the_most_reproducible_segments_win():
-    curve = {4: point([0.9, 0.5, 0.6, 0.7]), 5: point([0.9, 0.8, 0.6, 0.7, 0.5]), 6: point([0.9, 0.8, 0.3, 0.2, 0.5, 0.4])}
+    curve = {
+        4: point([0.9, 0.5, 0.6, 0.7]),
+        5: point([0.9, 0.8, 0.6, 0.7, 0.5]),
+        6: point([0.9, 0.8, 0.3, 0.2, 0.5, 0.4]),
+    }
     assert choose_k(curve) == 5  # two reproducible segments at 5 and 6: the higher mean stability
     tie = {4: point([0.9, 0.5, 0.6, 0.7], silhouette=0.1), 5: point([0.9, 0.5, 0.6, 0.7, 0.65], silhouette=0.3)}
     tie[5]["mean_stability"] = tie[4]["mean_stability"]
@@ -41,8 +53,10 @@ def test_a_k_range_beyond_the_users_names_the_key():
         check_k_range(Segment(k_min=2), 2)
 
 
-@pytest.mark.parametrize("key, value", [("segment.bootstrap", "0"), ("segment.min_stability", "0"),
-                                        ("segment.k_min", "1"), ("segment.algorithm", "ward")])
+@pytest.mark.parametrize(
+    "key, value",
+    [("segment.bootstrap", "0"), ("segment.min_stability", "0"), ("segment.k_min", "1"), ("segment.algorithm", "ward")],
+)
 def test_bad_segment_settings_stop_with_exit_2_naming_the_key(key, value, capsys):
     assert cli.main(["validate", "--set", f"{key}={value}"]) == 2
     assert key.split(".")[1] in capsys.readouterr().err

@@ -14,8 +14,9 @@ def two_families(spark):
     rng = np.random.default_rng(1)
     base = normalise_rows(rng.normal(size=(1, 16)))[0]
     offsets = normalise_rows(rng.normal(size=(4, 16)))
-    centres = normalise_rows(np.stack([base + 0.5 * offsets[0], base + 0.5 * offsets[1],
-                                       -base + 0.5 * offsets[2], -base + 0.5 * offsets[3]]))
+    centres = normalise_rows(
+        np.stack([base + 0.5 * offsets[0], base + 0.5 * offsets[1], -base + 0.5 * offsets[2], -base + 0.5 * offsets[3]])
+    )
     vectors = normalise_rows(np.repeat(centres, 40, axis=0) + 0.05 * rng.normal(size=(160, 16)))
     rows = [(f"u{i:03d}", [float(x) for x in v]) for i, v in enumerate(vectors)]
     return spark.createDataFrame(rows, "user_id string, vector array<float>"), np.repeat(np.arange(4), 40)

@@ -17,7 +17,7 @@ def adjusted_rand_index(a, b) -> float:
     a_ids = {v: i for i, v in enumerate(sorted(set(a)))}
     b_ids = {v: i for i, v in enumerate(sorted(set(b)))}
     table = np.zeros((len(a_ids), len(b_ids)))
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         table[a_ids[x], b_ids[y]] += 1
     comb = lambda n: n * (n - 1) / 2  # noqa: E731
     index = comb(table).sum()
@@ -76,7 +76,8 @@ def test_label_terms_speak_of_each_persona(planted, spark):
     segments = segments_of(spark, root)
     majority = (
         pd.DataFrame({"segment": segments["segment_id"], "persona": data.user_persona.loc[segments.index]})
-        .groupby("segment")["persona"].agg(lambda s: s.value_counts().idxmax())
+        .groupby("segment")["persona"]
+        .agg(lambda s: s.value_counts().idxmax())
     )
     summary = {r["segment_id"]: r for r in json.loads((root / "out" / "manifest.json").read_text())["segments"]}
     for segment_id, persona in majority.items():
@@ -98,7 +99,10 @@ def test_assign_mode_places_held_out_users_where_a_refit_would(planted, spark):
     assert cli.main(["segment", "--conf", str(path), "--set", "segment.mode=assign"]) == 0
     assigned = segments_of(spark, root)
     manifest = json.loads((root / "out" / "manifest.json").read_text())
-    assert manifest["stages"]["segment"]["mode"] == "assign" and "agreement_with_previous" not in manifest["stages"]["segment"]
+    assert (
+        manifest["stages"]["segment"]["mode"] == "assign"
+        and "agreement_with_previous" not in manifest["stages"]["segment"]
+    )
     assert manifest["stages"]["segment"]["reproducible_segments"] >= 4  # the saved segments, scored on these users
 
     k = manifest["stages"]["segment"]["k"]

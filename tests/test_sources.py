@@ -11,32 +11,32 @@ from segrec.jobs.errors import InputError
 
 TS = "2026-01-01 10:00:00"
 ITEMS = [
-    ("1", "Toy Story", "Comedy"),             # kept
-    (None, "No id", "x"),                     # missing_id
-    ("  ", "Blank id", "x"),                  # missing_id
-    ("1", "Toy Story again", "x"),            # duplicate_id (the first valid "1" is kept)
-    ("2", "<b></b>", "  "),                   # empty_text
-    ("3", "東京 🍜", None),                    # kept: CJK and emoji are text
-    ("4", "long " * 200_000, None),           # kept: a 1 MB text
+    ("1", "Toy Story", "Comedy"),  # kept
+    (None, "No id", "x"),  # missing_id
+    ("  ", "Blank id", "x"),  # missing_id
+    ("1", "Toy Story again", "x"),  # duplicate_id (the first valid "1" is kept)
+    ("2", "<b></b>", "  "),  # empty_text
+    ("3", "東京 🍜", None),  # kept: CJK and emoji are text
+    ("4", "long " * 200_000, None),  # kept: a 1 MB text
     ("5", "&lt;b&gt;HTML&lt;/b&gt; <i>title</i>", None),  # kept
-    ("6", "\u200b", ""),                      # empty_text (zero-width only)
-    ("2", "Valid now", "Drama"),              # kept: first *valid* row of id 2
+    ("6", "\u200b", ""),  # empty_text (zero-width only)
+    ("2", "Valid now", "Drama"),  # kept: first *valid* row of id 2
 ]
 USERS = [("u1", "bio one"), ("u2", None), (None, "x"), ("u1", "dup"), ("u3", "🍜🍜")]
 INTERACTIONS = [
-    ("u1", "1", "5", TS),            # kept
+    ("u1", "1", "5", TS),  # kept
     ("u1", "3", "4.5", "1700000000"),  # kept: epoch seconds in a string
-    (None, "1", "3", TS),            # missing_user_id
-    ("u2", " ", "3", TS),            # missing_item_id
-    ("u2", "1", "NaN", TS),          # invalid_rating
-    ("u2", "1", "five", TS),         # invalid_rating
-    ("u2", "1", "inf", TS),          # invalid_rating
-    ("u2", "1", None, TS),           # invalid_rating
+    (None, "1", "3", TS),  # missing_user_id
+    ("u2", " ", "3", TS),  # missing_item_id
+    ("u2", "1", "NaN", TS),  # invalid_rating
+    ("u2", "1", "five", TS),  # invalid_rating
+    ("u2", "1", "inf", TS),  # invalid_rating
+    ("u2", "1", None, TS),  # invalid_rating
     ("u2", "1", "2", "not a time"),  # invalid_timestamp
-    ("u2", "99", "2", TS),           # unknown_item
-    ("u9", "1", "2", TS),            # unknown_user
-    ("u3", "2", "1", TS),            # kept
-    ("u1", "6", "1", TS),            # unknown_item (item 6 was rejected)
+    ("u2", "99", "2", TS),  # unknown_item
+    ("u9", "1", "2", TS),  # unknown_user
+    ("u3", "2", "1", TS),  # kept
+    ("u1", "6", "1", TS),  # unknown_item (item 6 was rejected)
 ]
 
 
@@ -72,7 +72,9 @@ def annotated(spark, config):
 def test_items_counts_per_reason(annotated):
     counts = sources.count_reasons(annotated["items"])
     assert counts.as_dict() == {
-        "rows_in": 10, "kept": 5, "rejected": 5,
+        "rows_in": 10,
+        "kept": 5,
+        "rejected": 5,
         "rejected_by_reason": {"duplicate_id": 1, "empty_text": 2, "missing_id": 2},
         "pii_redacted": {"url": 0, "email": 0, "iban": 0, "card": 0, "ip": 0, "phone": 0},
     }
@@ -100,8 +102,12 @@ def test_interactions_counts_per_reason(annotated):
     assert counts.rows_in == len(INTERACTIONS)
     assert counts.kept == 3
     assert counts.rejected_by_reason == {
-        "invalid_rating": 4, "invalid_timestamp": 1, "missing_item_id": 1, "missing_user_id": 1,
-        "unknown_item": 2, "unknown_user": 1,
+        "invalid_rating": 4,
+        "invalid_timestamp": 1,
+        "missing_item_id": 1,
+        "missing_user_id": 1,
+        "unknown_item": 2,
+        "unknown_user": 1,
     }
 
 
@@ -126,8 +132,14 @@ def test_rejects_carry_source_id_reason_and_raw_json(annotated):
 
 def test_numeric_ratings_nan_inf_rejected_negative_kept(spark, config):
     raw = spark.createDataFrame(
-        pd.DataFrame({"user": ["a", "a", "a", "a"], "item": ["1", "1", "1", "1"],
-                      "stars": [float("nan"), float("inf"), -2.0, 3.0], "when": [TS] * 4})
+        pd.DataFrame(
+            {
+                "user": ["a", "a", "a", "a"],
+                "item": ["1", "1", "1", "1"],
+                "stars": [float("nan"), float("inf"), -2.0, 3.0],
+                "when": [TS] * 4,
+            }
+        )
     )
     known = spark.createDataFrame([("1",)], "item_id string")
     frame = sources.annotate_interactions(raw, config.inputs.interactions, known, None)
@@ -153,8 +165,12 @@ def test_wrong_column_types_are_named(spark, config):
 
 def test_array_text_columns_are_joined(spark):
     config = config_from_dict(
-        {"inputs": {"items": {"path": "-", "columns": {"id": "id", "text": ["title", "tags"]}},
-                    "interactions": {"path": "-", "columns": {"user_id": "u", "item_id": "i"}}}}
+        {
+            "inputs": {
+                "items": {"path": "-", "columns": {"id": "id", "text": ["title", "tags"]}},
+                "interactions": {"path": "-", "columns": {"user_id": "u", "item_id": "i"}},
+            }
+        }
     )
     df = spark.createDataFrame([(7, "Boots", ["outdoor", "hiking"])], "id long, title string, tags array<string>")
     kept, _ = sources.split(sources.annotate_items(df, config.inputs.items), "items")
@@ -168,8 +184,9 @@ def test_missing_path_is_named(spark, config, tmp_path):
 
 
 def test_a_catalog_table_is_a_source(spark, config):
-    spark.createDataFrame([("t1", "Tent", "Camping")], "item_id string, title string, genres string") \
-        .createOrReplaceTempView("catalog_items")
+    spark.createDataFrame(
+        [("t1", "Tent", "Camping")], "item_id string, title string, genres string"
+    ).createOrReplaceTempView("catalog_items")
     source = config.inputs.items.model_copy(update={"path": None, "table": "catalog_items"})
     raw = sources.read_source(spark, "items", source)
     kept, _ = sources.split(sources.annotate_items(raw, source), "items")
@@ -184,7 +201,9 @@ def test_personal_data_is_redacted_before_anything_reads_the_text_and_counted_by
     annotated = sources.annotate_items(raw, config.inputs.items)
     kept, _ = sources.split(annotated, "items")
     assert {r.item_id: r.text for r in kept.collect()} == {
-        "1": "Boots, ask <email>. call <phone> or <email>", "2": "Tent"}
+        "1": "Boots, ask <email>. call <phone> or <email>",
+        "2": "Tent",
+    }
     counts = sources.count_reasons(annotated).as_dict()
     assert counts["pii_redacted"] == {"url": 0, "email": 2, "iban": 0, "card": 0, "ip": 0, "phone": 1}
     kept_as_written, _ = sources.split(sources.annotate_items(raw, config.inputs.items, pii="keep"), "items")

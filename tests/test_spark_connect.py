@@ -12,9 +12,9 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
-
 from conftest import small_config
 
 pytest.importorskip("grpc", reason="Spark Connect's client needs pip install 'segrec[connect]'")
@@ -23,8 +23,13 @@ pytestmark = pytest.mark.slow
 
 def connect(command: str, conf: str, *extra: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "SPARK_REMOTE"}
-    done = subprocess.run([sys.executable, "-m", "segrec.jobs.cli", command, "--conf", conf, "--remote", "local[2]", *extra],
-                          capture_output=True, text=True, env=env, timeout=900)
+    done = subprocess.run(
+        [sys.executable, "-m", "segrec.jobs.cli", command, "--conf", conf, "--remote", "local[2]", *extra],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
     print(f"segrec {command} --remote local[2]: exit {done.returncode}\n{done.stdout[-2000:]}")
     return done
 
@@ -38,8 +43,11 @@ def both(small_run, tmp_path_factory, tiny_model_dir):
     """One data set and config, run on the classic session (``small_run``: root/out) and run, then
     evaluated, on Spark Connect (root/remote), with MLflow logging to a sqlite store."""
     root = tmp_path_factory.mktemp("connect")
-    mlflow = {"tracking_uri": f"sqlite:///{root}/mlflow.db", "experiment": "connect",
-              "artifact_location": str(root / "mlartifacts")}
+    mlflow = {
+        "tracking_uri": f"sqlite:///{root}/mlflow.db",
+        "experiment": "connect",
+        "artifact_location": str(root / "mlartifacts"),
+    }
     remote = small_config(root, tiny_model_dir, "remote", mlflow=mlflow)
     for command in ("run", "evaluate"):
         done = connect(command, remote)
@@ -55,15 +63,20 @@ def test_connect_run_gives_the_classic_sessions_lists_and_segments(spark, both):
     classic = rows(spark, str(both["classic"] / "recommendations"), recs)
     remote = rows(spark, str(both["remote"] / "recommendations"), recs)
     assert len(classic) == manifest["stages"]["recommend"]["rows"] > 24 and remote == classic
-    scores = {(r[0], r[1]): r[2] for r in rows(spark, str(both["classic"] / "recommendations"), ["user_id", "rank", "score"])}
+    scores = {
+        (r[0], r[1]): r[2] for r in rows(spark, str(both["classic"] / "recommendations"), ["user_id", "rank", "score"])
+    }
     for user, rank, score in rows(spark, str(both["remote"] / "recommendations"), ["user_id", "rank", "score"]):
         assert score == pytest.approx(scores[(user, rank)], abs=1e-5)
     segments = ["user_id", "segment_id"]
-    assert rows(spark, str(both["remote"] / "segments"), segments) == rows(spark, str(both["classic"] / "segments"), segments)
+    assert rows(spark, str(both["remote"] / "segments"), segments) == rows(
+        spark, str(both["classic"] / "segments"), segments
+    )
     # the bootstrap stability tasks, the term tokenizer and the interest tags run there too, alike
     portrait = ["segment_id", "stability", "stability_class", "label_terms"]
-    assert rows(spark, str(both["remote"] / "segment_summary"), portrait) == \
-        rows(spark, str(both["classic"] / "segment_summary"), portrait)
+    assert rows(spark, str(both["remote"] / "segment_summary"), portrait) == rows(
+        spark, str(both["classic"] / "segment_summary"), portrait
+    )
     assert spark.read.parquet(str(both["remote"] / "user_interests")).count() == 24
     # the item matrix reached the workers as a file under the run's staging area, removed afterwards
     assert not list((both["remote"] / "_staging").glob("catalogue*"))
@@ -93,7 +106,9 @@ def test_connect_run_logs_the_towers_and_segments_to_mlflow(both):
     assert run.data.metrics["segment.k"] == 2 and run.data.params["train.dim"] == "8"
     towers = {a.path for a in client.list_artifacts(run.info.run_id, "models/towers")}
     assert towers == {f"models/towers/{name}" for name in ("towers.safetensors", "towers.json", "id_items.json")}
-    centroids = json.loads(open(client.download_artifacts(run.info.run_id, "models/segment_model/centroids.json")).read())
+    centroids = json.loads(
+        Path(client.download_artifacts(run.info.run_id, "models/segment_model/centroids.json")).read_text()
+    )
     assert len(centroids["centroids"]) == 2 and len(centroids["centroids"][0]) == 8
     assert client.list_artifacts(run.info.run_id, "models/segment_model/spark")  # the Spark ML model directory
 

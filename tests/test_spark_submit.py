@@ -27,15 +27,16 @@ def artifact(tmp_path_factory):
 def submit(args, cwd):
     env = dict(os.environ, PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.executable)
     env.pop("PYTHONPATH", None)
-    return subprocess.run([SPARK_SUBMIT, "--master", "local[2]", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [SPARK_SUBMIT, "--master", "local[2]", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
 
 
 def test_driver_and_executors_import_segrec_from_the_artifact(artifact, tmp_path):
     done = submit(["--py-files", str(artifact["py_files"]), str(ROOT / "tests" / "spark_submit_probe.py")], tmp_path)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     assert lines, done.stderr[-3000:]
-    result = json.loads(lines[0][len("RESULT "):])
+    result = json.loads(lines[0][len("RESULT ") :])
     zip_name = artifact["py_files"].name
     assert zip_name in result["driver"]
     for paths in result["executors"]:
@@ -50,7 +51,9 @@ def test_the_whole_run_through_spark_submit(artifact, tmp_path, tiny_model_dir):
     conf["model"].update({"max_length": 32, "chunk_overlap": 4})
     conf["segment"] = {"k": 3}
     (tmp_path / "job.yaml").write_text(yaml.safe_dump(conf))
-    done = submit(["--py-files", str(artifact["py_files"]), str(artifact["main"]), "run", "--conf", "job.yaml"], tmp_path)
+    done = submit(
+        ["--py-files", str(artifact["py_files"]), str(artifact["main"]), "run", "--conf", "job.yaml"], tmp_path
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["status"] == "succeeded" and manifest["command"] == "run"

@@ -33,7 +33,9 @@ def test_stages_write_and_read_catalog_tables(spark, conf, synthetic_data):
 def test_a_dated_run_overwrites_its_partition_only(spark, conf, synthetic_data):
     for date in ("2026-11-22", "2026-11-22", "2026-11-23"):
         assert cli.main(["validate", "--conf", conf, "--set", f"output.run_date={date}"]) == 0
-    counts = {r.run_date.isoformat(): r["count"] for r in spark.table("segrec_t.items").groupBy("run_date").count().collect()}
+    counts = {
+        r.run_date.isoformat(): r["count"] for r in spark.table("segrec_t.items").groupBy("run_date").count().collect()
+    }
     assert counts == {"2026-11-22": len(synthetic_data.items), "2026-11-23": len(synthetic_data.items)}
     assert cli.main(["embed", "--conf", conf, "--set", "output.run_date=2026-11-23"]) == 0
     assert spark.table("segrec_t.item_vectors").select("run_date").distinct().count() == 1

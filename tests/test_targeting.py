@@ -14,11 +14,28 @@ def test_open_pairs_and_responses_are_counted_by_hand(spark):
     segment 0 except e (a, b, c, d) and by x: i1 is segment 0's top item (min 3 users, lift 1.6). On the
     held-out rows, e and y take i1. Open (user, i1) pairs: segment 0 has e only -> 1 response of 1;
     everyone: e, y, z, v, w -> 2 responses of 5. Lift = 1 / 0.4 = 2.5. Segment 1 has no top item."""
-    segments = spark.createDataFrame([(u, 0) for u in "abcde"] + [(u, 1) for u in "xyzvw"], "user_id string, segment_id int")
-    train = spark.createDataFrame([(u, "i1", None) for u in "abcdx"] + [(u, "i2", None) for u in "abcdexyzvw"],
-                                  "user_id string, item_id string, rating double")
-    held = spark.createDataFrame([("e", "i1"), ("y", "i1"), ("a", "i9"), ("b", "i9"), ("c", "i9"), ("d", "i9"),
-                                  ("x", "i9"), ("z", "i9"), ("v", "i9"), ("w", "i9")], "user_id string, item_id string")
+    segments = spark.createDataFrame(
+        [(u, 0) for u in "abcde"] + [(u, 1) for u in "xyzvw"], "user_id string, segment_id int"
+    )
+    train = spark.createDataFrame(
+        [(u, "i1", None) for u in "abcdx"] + [(u, "i2", None) for u in "abcdexyzvw"],
+        "user_id string, item_id string, rating double",
+    )
+    held = spark.createDataFrame(
+        [
+            ("e", "i1"),
+            ("y", "i1"),
+            ("a", "i9"),
+            ("b", "i9"),
+            ("c", "i9"),
+            ("d", "i9"),
+            ("x", "i9"),
+            ("z", "i9"),
+            ("v", "i9"),
+            ("w", "i9"),
+        ],
+        "user_id string, item_id string",
+    )
     result = targeting_lift(segments, train, held, Segment(min_term_users=3, top_items=5))
     assert result["segments"] == [
         {"segment_id": 0, "members": 5, "top_items": 1, "member_rate": 1.0, "everyone_rate": 0.4, "lift": 2.5},
@@ -33,8 +50,9 @@ def personas(spark):
     events = spark.createDataFrame(data.interactions).withColumn("timestamp", F.col("timestamp").cast("timestamp"))
     train, held = holdout_split(events, 2, 42)
     names = sorted(set(data.user_persona))
-    segments = spark.createDataFrame([(u, names.index(p)) for u, p in data.user_persona.items()],
-                                     "user_id string, segment_id int")
+    segments = spark.createDataFrame(
+        [(u, names.index(p)) for u, p in data.user_persona.items()], "user_id string, segment_id int"
+    )
     return segments, train, held
 
 

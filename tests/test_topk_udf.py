@@ -1,14 +1,21 @@
 import numpy as np
 import pandas as pd
-
 import pytest
 import torch
+from conftest import topk_settings
 
 from segrec.udfs.topk.batches import recommend_frame
 from segrec.udfs.topk.catalogue import Catalogue, SeenItems
-from segrec.udfs.topk.exact import (GROUP, MAXIMA_GROUP, PRECISIONS, best_fast_scores, block_rows, bytes_per_score,
-                                     largest_columns, top_k)
-from conftest import topk_settings
+from segrec.udfs.topk.exact import (
+    GROUP,
+    MAXIMA_GROUP,
+    PRECISIONS,
+    best_fast_scores,
+    block_rows,
+    bytes_per_score,
+    largest_columns,
+    top_k,
+)
 
 
 def catalogue(n=6, d=3, seed=0, popularity=None):
@@ -41,7 +48,15 @@ def test_exact_top_k_with_seen_items_masked():
     rng = np.random.default_rng(3)
     users = rng.standard_normal((7, 8)).astype(np.float32)
     seen = [np.array(sorted(rng.choice(50, size=int(rng.integers(0, 10)), replace=False))) for _ in range(7)]
-    for row, idx, score, sim, boost in per_user(top_k(users, np.full(7, -1), SeenItems.from_lists(seen), cat, topk_settings(k=5, popularity_weight=0.0, block_mb=64))):
+    for row, idx, score, sim, boost in per_user(
+        top_k(
+            users,
+            np.full(7, -1),
+            SeenItems.from_lists(seen),
+            cat,
+            topk_settings(k=5, popularity_weight=0.0, block_mb=64),
+        )
+    ):
         assert idx.tolist() == brute_force(users[row], cat, set(seen[row]), 5)
         assert not set(idx) & set(seen[row])
         np.testing.assert_allclose(score, sim)
@@ -51,15 +66,39 @@ def test_exact_top_k_with_seen_items_masked():
 def test_ties_are_broken_by_item_index():
     vectors = np.array([[1, 0], [0, 1], [1, 0], [1, 0]], dtype=np.float32)
     cat = Catalogue(item_ids=np.array(["a", "b", "c", "d"]), vectors=vectors)
-    (_, idx, *_), = per_user(top_k(np.array([[1, 0]], np.float32), np.array([-1]), SeenItems.from_lists([np.array([], np.int64)]), cat, topk_settings(k=2, popularity_weight=0.0, block_mb=64)))
+    ((_, idx, *_),) = per_user(
+        top_k(
+            np.array([[1, 0]], np.float32),
+            np.array([-1]),
+            SeenItems.from_lists([np.array([], np.int64)]),
+            cat,
+            topk_settings(k=2, popularity_weight=0.0, block_mb=64),
+        )
+    )
     assert idx.tolist() == [0, 2]  # a, c, d tie at 1.0: the two lowest indices win
 
 
 def test_fewer_unseen_items_than_k():
     cat = catalogue(n=4)
-    (_, idx, *_), = per_user(top_k(np.ones((1, 3), np.float32), np.array([-1]), SeenItems.from_lists([np.array([0, 2])]), cat, topk_settings(k=10, popularity_weight=0.0, block_mb=64)))
+    ((_, idx, *_),) = per_user(
+        top_k(
+            np.ones((1, 3), np.float32),
+            np.array([-1]),
+            SeenItems.from_lists([np.array([0, 2])]),
+            cat,
+            topk_settings(k=10, popularity_weight=0.0, block_mb=64),
+        )
+    )
     assert sorted(idx.tolist()) == [1, 3]
-    rows, idx, *_ = next(top_k(np.ones((1, 3), np.float32), np.array([-1]), SeenItems.from_lists([np.arange(4)]), cat, topk_settings(k=10, popularity_weight=0.0, block_mb=64)))
+    rows, idx, *_ = next(
+        top_k(
+            np.ones((1, 3), np.float32),
+            np.array([-1]),
+            SeenItems.from_lists([np.arange(4)]),
+            cat,
+            topk_settings(k=10, popularity_weight=0.0, block_mb=64),
+        )
+    )
     assert idx.size == 0 and rows.size == 0
 
 
@@ -67,13 +106,35 @@ def test_block_size_does_not_change_results():
     cat = catalogue(n=200, d=16, seed=5)
     users = np.random.default_rng(9).standard_normal((30, 16)).astype(np.float32)
     seen = [np.array([], np.int64)] * 30
-    big = [r[1].tolist() for r in per_user(top_k(users, np.full(30, -1), SeenItems.from_lists(seen), cat, topk_settings(k=7, popularity_weight=0.0, block_mb=64)))]
+    big = [
+        r[1].tolist()
+        for r in per_user(
+            top_k(
+                users,
+                np.full(30, -1),
+                SeenItems.from_lists(seen),
+                cat,
+                topk_settings(k=7, popularity_weight=0.0, block_mb=64),
+            )
+        )
+    ]
     assert block_rows(200, 0.001) == 1
     # 2-byte scores (a bfloat16 pass without a boost) are counted at 6 bytes, float32 ones with a boost at 12
     assert block_rows(20_000, 64, score_bytes=bytes_per_score("bfloat16", False)) == 64 * 2**20 // (20_000 * 6)
     assert block_rows(20_000, 64) == 64 * 2**20 // (20_000 * 12)
     assert bytes_per_score("bfloat16", True) == bytes_per_score("float32", False) == 12
-    tiny = [r[1].tolist() for r in per_user(top_k(users, np.full(30, -1), SeenItems.from_lists(seen), cat, topk_settings(k=7, popularity_weight=0.0, block_mb=0.001)))]
+    tiny = [
+        r[1].tolist()
+        for r in per_user(
+            top_k(
+                users,
+                np.full(30, -1),
+                SeenItems.from_lists(seen),
+                cat,
+                topk_settings(k=7, popularity_weight=0.0, block_mb=0.001),
+            )
+        )
+    ]
     assert len(big) == 30
     assert big == tiny
 
@@ -83,7 +144,15 @@ def test_popularity_boost_of_the_users_segment():
     vectors = np.array([[1, 0], [0.9, 0.1], [0.8, 0.2]], dtype=np.float32)
     cat = Catalogue(item_ids=np.array(["x", "y", "z"]), vectors=vectors, popularity=popularity)
     users = np.array([[1, 0], [1, 0], [1, 0]], np.float32)
-    out = per_user(top_k(users, np.array([0, 1, -1]), SeenItems.from_lists([np.array([], np.int64)] * 3), cat, topk_settings(k=3, popularity_weight=0.5, block_mb=64)))
+    out = per_user(
+        top_k(
+            users,
+            np.array([0, 1, -1]),
+            SeenItems.from_lists([np.array([], np.int64)] * 3),
+            cat,
+            topk_settings(k=3, popularity_weight=0.5, block_mb=64),
+        )
+    )
     assert out[0][1].tolist() == [1, 0, 2]  # segment 0 boosts item y by 0.5
     np.testing.assert_allclose(out[0][4], [0.5, 0.0, 0.0])
     assert out[1][1].tolist() == [0, 1, 2]  # segment 1 boosts item x
@@ -92,8 +161,14 @@ def test_popularity_boost_of_the_users_segment():
 
 def test_recommend_frame_shapes_rows_per_user():
     cat = catalogue(n=5)
-    batch = pd.DataFrame({"user_id": ["u1", "u2"], "vector": [np.ones(3), -np.ones(3)],
-                          "segment_id": [None, None], "seen": [["i0", "i1", "not-in-catalogue"], None]})
+    batch = pd.DataFrame(
+        {
+            "user_id": ["u1", "u2"],
+            "vector": [np.ones(3), -np.ones(3)],
+            "segment_id": [None, None],
+            "seen": [["i0", "i1", "not-in-catalogue"], None],
+        }
+    )
     out = recommend_frame(batch, cat, topk_settings(k=3, popularity_weight=0.0, block_mb=64))
     assert out.groupby("user_id").size().to_dict() == {"u1": 3, "u2": 3}
     assert out[out.user_id == "u1"]["rank"].tolist() == [1, 2, 3]
@@ -108,7 +183,15 @@ def test_fast_and_exact_paths_agree_on_random_data_with_ties():
     seen = [rng.choice(300, size=int(rng.integers(0, 30)), replace=False) for _ in range(40)]
     scores = users.astype(np.float64) @ cat.vectors.astype(np.float64).T  # the exact pass's float64 scores
     for precision in PRECISIONS:
-        for row, idx, score, *_ in per_user(top_k(users, np.full(40, -1), SeenItems.from_lists(seen), cat, topk_settings(k=9, popularity_weight=0.0, block_mb=64, precision=precision))):
+        for row, idx, score, *_ in per_user(
+            top_k(
+                users,
+                np.full(40, -1),
+                SeenItems.from_lists(seen),
+                cat,
+                topk_settings(k=9, popularity_weight=0.0, block_mb=64, precision=precision),
+            )
+        ):
             assert idx.tolist() == brute_force(None, cat, set(seen[row].tolist()), 9, scores=scores[row])
             np.testing.assert_allclose(score, scores[row][idx], rtol=0, atol=1e-12)
 
@@ -213,14 +296,22 @@ def test_lists_with_many_ties_on_a_catalogue_large_enough_for_grouped_selection(
     seen = [rng.choice(n, size=int(rng.integers(0, 200)), replace=False) for _ in range(25)]
     scores = users.astype(np.float64) @ vectors.astype(np.float64).T
     for precision in PRECISIONS:
-        for row, idx, score, *_ in per_user(top_k(users, np.full(25, -1), SeenItems.from_lists(seen), cat, topk_settings(k=k, popularity_weight=0.0, block_mb=64, precision=precision))):
+        for row, idx, score, *_ in per_user(
+            top_k(
+                users,
+                np.full(25, -1),
+                SeenItems.from_lists(seen),
+                cat,
+                topk_settings(k=k, popularity_weight=0.0, block_mb=64, precision=precision),
+            )
+        ):
             assert idx.tolist() == brute_force(None, cat, set(seen[row].tolist()), k, scores=scores[row])
             np.testing.assert_allclose(score, scores[row][idx], rtol=0, atol=1e-12)
 
 
 def frames(blocks):
     """top_k's blocks concatenated: (rows, idx, score, sim, boost) arrays."""
-    return [np.concatenate(parts) for parts in zip(*blocks)]
+    return [np.concatenate(parts) for parts in zip(*blocks, strict=True)]
 
 
 def test_bfloat16_and_float32_candidate_passes_give_identical_lists_and_scores():
@@ -233,9 +324,25 @@ def test_bfloat16_and_float32_candidate_passes_give_identical_lists_and_scores()
     users = (rng.standard_normal((150, d)) * rng.uniform(0.2, 3.0, (150, 1))).astype(np.float32)  # not unit length
     segments = rng.integers(-1, 3, 150)
     seen = [rng.choice(n, size=int(rng.integers(0, 40)), replace=False) for _ in range(150)]
-    exact = frames(top_k(users, segments, SeenItems.from_lists(seen), cat, topk_settings(k=12, popularity_weight=0.3, block_mb=64, precision='float32')))
-    fast = frames(top_k(users, segments, SeenItems.from_lists(seen), cat, topk_settings(k=12, popularity_weight=0.3, block_mb=4, precision='bfloat16')))
-    for a, b in zip(exact, fast):
+    exact = frames(
+        top_k(
+            users,
+            segments,
+            SeenItems.from_lists(seen),
+            cat,
+            topk_settings(k=12, popularity_weight=0.3, block_mb=64, precision="float32"),
+        )
+    )
+    fast = frames(
+        top_k(
+            users,
+            segments,
+            SeenItems.from_lists(seen),
+            cat,
+            topk_settings(k=12, popularity_weight=0.3, block_mb=4, precision="bfloat16"),
+        )
+    )
+    for a, b in zip(exact, fast, strict=True):
         np.testing.assert_array_equal(a, b)
     # and both are the float64 brute force
     full = users.astype(np.float64) @ vectors.astype(np.float64).T
@@ -285,7 +392,15 @@ def test_crowded_rows_are_widened_until_proven(monkeypatch):
         return real_select(block, rows, m, *rest)
 
     monkeypatch.setattr(topk, "_select", spy)
-    rows, idx, score, *_ = frames(top_k(users, np.full(5, -1), SeenItems.from_lists(seen), cat, topk_settings(k=10, popularity_weight=0.0, block_mb=64, precision='bfloat16')))
+    rows, idx, score, *_ = frames(
+        top_k(
+            users,
+            np.full(5, -1),
+            SeenItems.from_lists(seen),
+            cat,
+            topk_settings(k=10, popularity_weight=0.0, block_mb=64, precision="bfloat16"),
+        )
+    )
     assert max(depths) > topk.candidate_count(10, 1000)  # widened at least once
     full = users.astype(np.float64) @ vectors.astype(np.float64).T
     for r in range(5):
@@ -346,8 +461,12 @@ def _users_batch(n_users=9, d=8, seed=6):
     ids = [f"u{j}" for j in range(n_users)]
     frame = pd.DataFrame({"user_id": ids, "vector": list(users), "segment_id": segments, "seen": seen})
     arrow = pa.RecordBatch.from_arrays(
-        [pa.array(ids), pa.array([list(map(float, u)) for u in users], pa.list_(pa.float32())),
-         pa.array(segments, pa.int32()), pa.array(seen, pa.list_(pa.string()))],
+        [
+            pa.array(ids),
+            pa.array([list(map(float, u)) for u in users], pa.list_(pa.float32())),
+            pa.array(segments, pa.int32()),
+            pa.array(seen, pa.list_(pa.string())),
+        ],
         names=["user_id", "vector", "segment_id", "seen"],
     )
     return frame, arrow
@@ -374,9 +493,13 @@ def test_an_empty_batch_gives_no_rows_with_the_output_schema():
     from segrec.udfs.topk.batches import recommend_batch
 
     frame, arrow = _users_batch()
-    out = recommend_batch(arrow.slice(0, 0), catalogue(n=40, d=8), topk_settings(k=5, popularity_weight=0.0, block_mb=64))
+    out = recommend_batch(
+        arrow.slice(0, 0), catalogue(n=40, d=8), topk_settings(k=5, popularity_weight=0.0, block_mb=64)
+    )
     assert out.num_rows == 0 and out.schema == ARROW_SCHEMA
-    assert recommend_frame(frame.iloc[:0], catalogue(n=40, d=8), topk_settings(k=5, popularity_weight=0.0, block_mb=64)).columns.tolist() == list(ARROW_SCHEMA.names)
+    assert recommend_frame(
+        frame.iloc[:0], catalogue(n=40, d=8), topk_settings(k=5, popularity_weight=0.0, block_mb=64)
+    ).columns.tolist() == list(ARROW_SCHEMA.names)
 
 
 def test_a_user_without_a_vector_of_the_catalogues_dimension_is_named():
@@ -414,12 +537,22 @@ def test_mmr_in_recommend_frame_diversifies_within_the_pool():
     cat = catalogue(n=60, d=8, seed=4)
     rng = np.random.default_rng(5)
     users = rng.standard_normal((12, 8)).astype(np.float32)
-    batch = pd.DataFrame({"user_id": [f"u{j}" for j in range(12)], "vector": list(users),
-                          "segment_id": [None] * 12, "seen": [["i0", "i1"]] * 12})
+    batch = pd.DataFrame(
+        {
+            "user_id": [f"u{j}" for j in range(12)],
+            "vector": list(users),
+            "segment_id": [None] * 12,
+            "seen": [["i0", "i1"]] * 12,
+        }
+    )
     plain = recommend_frame(batch, cat, topk_settings(k=5, popularity_weight=0.0, block_mb=64))
-    same = recommend_frame(batch, cat, topk_settings(k=5, popularity_weight=0.0, block_mb=64, mmr_trade_off=1.0, mmr_pool=20))
+    same = recommend_frame(
+        batch, cat, topk_settings(k=5, popularity_weight=0.0, block_mb=64, mmr_trade_off=1.0, mmr_pool=20)
+    )
     pd.testing.assert_frame_equal(plain, same)
-    diverse = recommend_frame(batch, cat, topk_settings(k=5, popularity_weight=0.0, block_mb=64, mmr_trade_off=0.3, mmr_pool=20))
+    diverse = recommend_frame(
+        batch, cat, topk_settings(k=5, popularity_weight=0.0, block_mb=64, mmr_trade_off=0.3, mmr_pool=20)
+    )
     pool = recommend_frame(batch, cat, topk_settings(k=20, popularity_weight=0.0, block_mb=64))
     index = {item: j for j, item in enumerate(cat.item_ids)}
 
@@ -506,7 +639,7 @@ def test_the_learned_part_of_each_similarity_is_the_user_against_the_items_learn
     columns = ["user_id", "rank", "item_id", "score", "similarity"]
     pd.testing.assert_frame_equal(plain[columns], parts[columns])  # the lists do not depend on it
     assert plain["learned_similarity"].isna().all()
-    users = dict(zip(frame["user_id"], frame["vector"]))
+    users = dict(zip(frame["user_id"], frame["vector"], strict=True))
     position = {item: j for j, item in enumerate(cat.item_ids)}
     for row in parts.itertuples():
         expected = float(np.dot(users[row.user_id].astype(np.float64), learned[position[row.item_id]]))

@@ -3,16 +3,31 @@ planted personas (behaviour when texts say nothing; text alone for items nobody 
 
 import numpy as np
 import pytest
+from conftest import tower_settings
 
 from segrec.jobs.bootstrap.synthetic import generate
-from conftest import tower_settings
 from segrec.udfs.towers import (
-    TEXT_FREE, TowerWeights, TrainingData, build_model, example_positions, histories, id_rows,
-    inference_history, train,
+    TEXT_FREE,
+    TowerWeights,
+    TrainingData,
+    build_model,
+    example_positions,
+    histories,
+    id_rows,
+    inference_history,
+    train,
 )
 
 TEXT_DIM = 24
-FAST = dict(dim=16, hidden=32, epochs=8, batch_size=64, learning_rate=5e-3, history=20, temperature=0.1)
+FAST = {
+    "dim": 16,
+    "hidden": 32,
+    "epochs": 8,
+    "batch_size": 64,
+    "learning_rate": 5e-3,
+    "history": 20,
+    "temperature": 0.1,
+}
 
 
 def planted(text: str = "informative", cold_share: float = 0.0, seed: int = 3):
@@ -40,11 +55,14 @@ def planted(text: str = "informative", cold_share: float = 0.0, seed: int = 3):
     lengths = events.groupby("user_id").size().reindex(users, fill_value=0).to_numpy()
     positions = np.searchsorted(item_ids, events["item_id"].to_numpy())
     training = TrainingData(
-        item_ids=item_ids, item_text=vectors.astype(np.float32),
+        item_ids=item_ids,
+        item_text=vectors.astype(np.float32),
         item_counts=np.bincount(positions, minlength=len(item_ids)),
-        flat_items=positions.astype(np.int64), flat_weights=np.ones(len(positions), np.float32),
+        flat_items=positions.astype(np.int64),
+        flat_weights=np.ones(len(positions), np.float32),
         offsets=np.concatenate([[0], np.cumsum(lengths)]),
-        user_text=np.zeros((len(users), TEXT_DIM), np.float32), has_text=np.zeros(len(users), bool),
+        user_text=np.zeros((len(users), TEXT_DIM), np.float32),
+        has_text=np.zeros(len(users), bool),
     )
     user_persona = data.user_persona.loc[users].to_numpy()
     return training, item_persona, user_persona, cold
@@ -71,7 +89,7 @@ def own_persona_share(scores: np.ndarray, data, item_persona, user_persona, k: i
     """Share of the top-k unseen items that belong to the user's own persona."""
     scores = scores.copy()
     for u in range(data.n_users):
-        scores[u, data.flat_items[data.offsets[u]:data.offsets[u + 1]]] = -np.inf
+        scores[u, data.flat_items[data.offsets[u] : data.offsets[u + 1]]] = -np.inf
     top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
     return float((item_persona[top] == user_persona[:, None]).mean())
 
@@ -133,7 +151,8 @@ def test_a_vector_splits_into_its_text_part_and_its_learned_part(informative):
         text_path = model.text_skip(torch.from_numpy(data.item_text)) + model.text_mlp(torch.from_numpy(data.item_text))
     text_part = (vectors - learned).astype(np.float64)
     cosine = np.einsum("nd,nd->n", text_part, text_path.double().numpy()) / (
-        np.linalg.norm(text_part, axis=1) * np.linalg.norm(text_path.double().numpy(), axis=1))
+        np.linalg.norm(text_part, axis=1) * np.linalg.norm(text_path.double().numpy(), axis=1)
+    )
     assert cosine.min() > 1 - 1e-5  # the text part is the text path, scaled
 
 
@@ -155,9 +174,14 @@ def test_items_need_enough_interactions_for_an_embedding():
 
 def test_sequential_history_is_what_came_before_the_target_newest_last():
     data = TrainingData(
-        item_ids=np.array(["a", "b", "c", "d"]), item_text=np.eye(4, dtype=np.float32), item_counts=np.ones(4),
-        flat_items=np.array([0, 1, 2, 3, 2]), flat_weights=np.array([1, 1, 1, 1, 2], np.float32),
-        offsets=np.array([0, 3, 5]), user_text=np.zeros((2, 4), np.float32), has_text=np.array([False, True]),
+        item_ids=np.array(["a", "b", "c", "d"]),
+        item_text=np.eye(4, dtype=np.float32),
+        item_counts=np.ones(4),
+        flat_items=np.array([0, 1, 2, 3, 2]),
+        flat_weights=np.array([1, 1, 1, 1, 2], np.float32),
+        offsets=np.array([0, 3, 5]),
+        user_text=np.zeros((2, 4), np.float32),
+        has_text=np.array([False, True]),
     )
     settings = tower_settings(history=2, decay=0.5)
     # u0's first interaction has no history and u0 has no text: not an example; u1's first is (text).
@@ -177,8 +201,9 @@ def test_behaviour_is_learned_when_texts_are_shuffled_between_items():
     trained = own_persona_share(user_matrix(data, weights, items) @ items.T, data, item_persona, user_persona)
     # content: the user as the mean of the text vectors of their items, scored by cosine
     text = data.item_text
-    content_users = np.stack([text[data.flat_items[data.offsets[u]:data.offsets[u + 1]]].mean(0)
-                              for u in range(data.n_users)])
+    content_users = np.stack(
+        [text[data.flat_items[data.offsets[u] : data.offsets[u + 1]]].mean(0) for u in range(data.n_users)]
+    )
     content = own_persona_share(content_users @ text.T, data, item_persona, user_persona)
     assert trained >= 0.8 and trained > content + 0.4, (trained, content)
 

@@ -30,16 +30,19 @@ def asked(monkeypatch):
     return calls
 
 
-@pytest.mark.parametrize("device, conf, local_mode, use_gpu", [
-    # executors with a fake GPU resource per task: auto trains on them
-    ("auto", {"spark.master": "yarn", "spark.task.resource.gpu.amount": "1"}, False, True),
-    ("auto", {"spark.master": "yarn"}, False, False),  # no GPUs scheduled: CPU
-    ("cpu", {"spark.master": "yarn", "spark.task.resource.gpu.amount": "1"}, False, False),
-    ("cuda", {"spark.master": "yarn"}, False, True),
-    # a local master trains on the driver: the driver's GPUs decide
-    ("auto", {"spark.master": "local[4]", "spark.driver.resource.gpu.amount": "2"}, True, True),
-    ("auto", {"spark.master": "local[4]", "spark.task.resource.gpu.amount": "1"}, True, False),
-])
+@pytest.mark.parametrize(
+    "device, conf, local_mode, use_gpu",
+    [
+        # executors with a fake GPU resource per task: auto trains on them
+        ("auto", {"spark.master": "yarn", "spark.task.resource.gpu.amount": "1"}, False, True),
+        ("auto", {"spark.master": "yarn"}, False, False),  # no GPUs scheduled: CPU
+        ("cpu", {"spark.master": "yarn", "spark.task.resource.gpu.amount": "1"}, False, False),
+        ("cuda", {"spark.master": "yarn"}, False, True),
+        # a local master trains on the driver: the driver's GPUs decide
+        ("auto", {"spark.master": "local[4]", "spark.driver.resource.gpu.amount": "2"}, True, True),
+        ("auto", {"spark.master": "local[4]", "spark.task.resource.gpu.amount": "1"}, True, False),
+    ],
+)
 def test_the_distributor_is_asked_for_gpus_where_spark_schedules_them(asked, device, conf, local_mode, use_gpu):
     two_towers.distributor(FakeSession(**conf), Train(device=device, processes=2))
     assert asked == [{"num_processes": 2, "local_mode": local_mode, "use_gpu": use_gpu}]

@@ -10,9 +10,9 @@ import yaml
 from pyspark.sql import functions as F
 
 from segrec.jobs import cli
+from segrec.jobs.bootstrap.synthetic import config_dict, generate, write_parquet
 from segrec.jobs.config import config_from_dict
 from segrec.jobs.io import OutputStore
-from segrec.jobs.bootstrap.synthetic import config_dict, generate, write_parquet
 from segrec.jobs.two_towers import fit_towers, learned_item_vectors, learned_user_vectors, load_model
 
 TRAIN = {"dim": 16, "hidden": 32, "epochs": 3, "batch_size": 64, "learning_rate": 0.005}
@@ -21,8 +21,21 @@ TRAIN = {"dim": 16, "hidden": 32, "epochs": 3, "batch_size": 64, "learning_rate"
 def workspace(tmp_path, tiny_model_dir, **train):
     data = generate(n_users=60, items_per_persona=6, personas=["hiker", "cook", "gamer"], seed=11)
     # an item nobody interacted with, and a user with a bio and no interaction
-    data.items = pd.concat([data.items, pd.DataFrame([{"item_id": "new-item", "title": "Trail map",
-                            "description": "A trail map for anyone who loves hiking.", "category": "hiker"}])])
+    data.items = pd.concat(
+        [
+            data.items,
+            pd.DataFrame(
+                [
+                    {
+                        "item_id": "new-item",
+                        "title": "Trail map",
+                        "description": "A trail map for anyone who loves hiking.",
+                        "category": "hiker",
+                    }
+                ]
+            ),
+        ]
+    )
     data.users = pd.concat([data.users, pd.DataFrame([{"user_id": "new-user", "bio": "I love hiking and camping."}])])
     paths = write_parquet(data, str(tmp_path / "in"))
     conf = config_dict(paths, str(tmp_path / "out"), model_path=tiny_model_dir)
@@ -97,8 +110,15 @@ def test_saved_model_reloads_to_identical_vectors(spark, trained_run):
 def test_a_rerun_with_the_same_seed_gives_the_same_vectors(spark, trained_run):
     config = config_from_dict(trained_run["conf"])
     store = OutputStore(spark, config.output, "rerun")
-    model, _ = fit_towers(spark, store, config, read(spark, trained_run, "interactions"),
-                          read(spark, trained_run, "item_vectors"), read(spark, trained_run, "text_vectors"), tag="rerun")
+    model, _ = fit_towers(
+        spark,
+        store,
+        config,
+        read(spark, trained_run, "interactions"),
+        read(spark, trained_run, "item_vectors"),
+        read(spark, trained_run, "text_vectors"),
+        tag="rerun",
+    )
     again = learned_item_vectors(read(spark, trained_run, "item_vectors"), model).toPandas().set_index("item_id")
     saved = read(spark, trained_run, "trained_item_vectors").toPandas().set_index("item_id")
     np.testing.assert_allclose(np.stack(again.loc[saved.index, "vector"]), np.stack(saved["vector"]), atol=1e-6)
@@ -109,8 +129,14 @@ def own_persona_share(spark, trained_run, model, config, k=3):
     seen most of their own) that are of the user's own persona."""
     data = trained_run["data"]
     items = learned_item_vectors(read(spark, trained_run, "item_vectors"), model).toPandas()
-    users = learned_user_vectors(read(spark, trained_run, "users"), read(spark, trained_run, "interactions"),
-                                 spark.createDataFrame(items), read(spark, trained_run, "text_vectors"), model, config)
+    users = learned_user_vectors(
+        read(spark, trained_run, "users"),
+        read(spark, trained_run, "interactions"),
+        spark.createDataFrame(items),
+        read(spark, trained_run, "text_vectors"),
+        model,
+        config,
+    )
     users = users.where(F.col("vector").isNotNull()).toPandas()
     users = users[users["user_id"].isin(data.user_persona.index)]
     scores = np.stack(users["vector"]) @ np.stack(items["vector"]).T
@@ -157,11 +183,24 @@ def test_data_without_timestamps_trains_order_free(spark, trained_run):
     config = config_from_dict(trained_run["conf"])
     store = OutputStore(spark, config.output, "untimed")
     untimed = read(spark, trained_run, "interactions").withColumn("timestamp", F.lit(None).cast("timestamp"))
-    model, figures = fit_towers(spark, store, config, untimed, read(spark, trained_run, "item_vectors"),
-                                read(spark, trained_run, "text_vectors"), tag="untimed")
+    model, figures = fit_towers(
+        spark,
+        store,
+        config,
+        untimed,
+        read(spark, trained_run, "item_vectors"),
+        read(spark, trained_run, "text_vectors"),
+        tag="untimed",
+    )
     assert figures["objective"] == "order_free" and model.weights.settings.objective == "order_free"
-    users = learned_user_vectors(None, untimed, learned_item_vectors(read(spark, trained_run, "item_vectors"), model),
-                                 read(spark, trained_run, "text_vectors"), model, config).toPandas()
+    users = learned_user_vectors(
+        None,
+        untimed,
+        learned_item_vectors(read(spark, trained_run, "item_vectors"), model),
+        read(spark, trained_run, "text_vectors"),
+        model,
+        config,
+    ).toPandas()
     matrix = np.stack(users["vector"].to_numpy())
     assert np.isfinite(matrix).all()
     np.testing.assert_allclose(np.linalg.norm(matrix, axis=1), 1.0, atol=1e-5)
@@ -172,8 +211,21 @@ def test_apply_mode_places_new_items_with_the_saved_towers(spark, tmp_path, tiny
     assert cli.main(["run", "--conf", conf_path]) == 0
     towers = (tmp_path / "out" / "towers" / "towers.safetensors").read_bytes()
     fitted = json.loads((tmp_path / "out" / "manifest.json").read_text())["stages"]["train"]["model_id"]
-    items = pd.concat([data.items, pd.DataFrame([{"item_id": "brand-new", "title": "Camping stove",
-                       "description": "A stove for anyone who loves camping.", "category": "hiker"}])])
+    items = pd.concat(
+        [
+            data.items,
+            pd.DataFrame(
+                [
+                    {
+                        "item_id": "brand-new",
+                        "title": "Camping stove",
+                        "description": "A stove for anyone who loves camping.",
+                        "category": "hiker",
+                    }
+                ]
+            ),
+        ]
+    )
     items.to_parquet(conf["inputs"]["items"]["path"], index=False)
     for stage in ("validate", "embed"):
         assert cli.main([stage, "--conf", conf_path]) == 0

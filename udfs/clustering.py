@@ -40,13 +40,9 @@ def spherical_kmeans(
     total cosine to the centres) of ``restarts`` seeded runs, as MLlib's k-means|| seeding is more robust
     than one k-means++ draw and a poor local optimum would read as instability."""
     rng = np.random.default_rng(seed)
-    best, best_fit = None, -np.inf
-    for _ in range(max(restarts, 1)):
-        centres = _lloyd(vectors, _seed_centres(vectors, k, rng), max_iter, tol)
-        fit = float(np.max(vectors @ centres.T, axis=1).sum())
-        if fit > best_fit:
-            best, best_fit = centres, fit
-    return best
+    runs = [_lloyd(vectors, _seed_centres(vectors, k, rng), max_iter, tol) for _ in range(max(restarts, 1))]
+    fits = [float(np.max(vectors @ centres.T, axis=1).sum()) for centres in runs]
+    return runs[int(np.argmax(fits))]  # the first of equal fits, as before
 
 
 def _lloyd(vectors: np.ndarray, centres: np.ndarray, max_iter: int, tol: float) -> np.ndarray:

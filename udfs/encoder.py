@@ -14,17 +14,20 @@ from __future__ import annotations
 import hashlib
 import importlib
 import logging
-import threading
-from collections import Counter
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from segrec.udfs.config_keys import from_config
 from segrec.udfs.device import TaskSlot, choose_device, current_slot, use_task_cpus
 from segrec.udfs.errors import WorkerInputError
+from segrec.udfs.worker_cache import WorkerCache
+
+if TYPE_CHECKING:
+    from segrec.udfs.onnx_runtime import OnnxTransformer
 
 log = logging.getLogger(__name__)
 
@@ -108,13 +111,10 @@ def special_tokens(tokenizer) -> tuple[list[int], list[int]]:
 CPU_TOKEN_BUDGET = 2048
 GPU_TOKEN_BUDGET = 16384
 
-_CACHE: dict[tuple, "Encoder"] = {}
-_CACHE_LOCK = threading.Lock()
-# Model loads in this process per cache key: tests check each stays at one per worker.
-LOADS: Counter = Counter()
+ENCODERS: WorkerCache[Encoder] = WorkerCache(size=4)
 
 
-def get_encoder(settings: EncoderSettings, slot: TaskSlot | None = None) -> "Encoder":
+def get_encoder(settings: EncoderSettings, slot: TaskSlot | None = None) -> Encoder:
     """The worker's encoder for these settings on the task's device, loaded on first use only."""
     slot = slot or current_slot()
     device = choose_device(slot)
@@ -125,13 +125,7 @@ def get_encoder(settings: EncoderSettings, slot: TaskSlot | None = None) -> "Enc
     if engine == "onnx":
         dtype = "float32"  # the exported graph is float32
     key = cache_key(settings, device, dtype, engine)
-    with _CACHE_LOCK:
-        encoder = _CACHE.get(key)
-        if encoder is None:
-            encoder = Encoder(settings, device, dtype, engine, threads=slot.cpus)
-            _CACHE[key] = encoder
-            LOADS[key] += 1
-    return encoder
+    return ENCODERS.get(key, lambda: Encoder(settings, device, dtype, engine, threads=slot.cpus))
 
 
 def cache_key(settings: EncoderSettings, device: str = "cpu", dtype: str = "float32", engine: str = "torch") -> tuple:
@@ -162,8 +156,14 @@ def cpu_dtype(setting: str) -> str:
 
 
 class Encoder:
-    def __init__(self, settings: EncoderSettings, device: str = "cpu", dtype: str = "float32", engine: str = "torch",
-                 threads: int = 1):
+    def __init__(
+        self,
+        settings: EncoderSettings,
+        device: str = "cpu",
+        dtype: str = "float32",
+        engine: str = "torch",
+        threads: int = 1,
+    ):
         import torch
         from transformers import AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging
@@ -176,13 +176,13 @@ class Encoder:
         self.device = torch.device(device)
         self.token_budget = token_budget(settings.token_budget, device)
         self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False)
-        self.onnx = None
+        self.onnx: OnnxTransformer | None = None
+        self.model: Any = None  # a transformers model on the torch runtime
         if engine == "onnx":
             from transformers import AutoConfig
 
             from segrec.udfs.onnx_runtime import OnnxTransformer
 
-            self.model = None
             self.onnx = OnnxTransformer(path, settings.onnx_cache_dir, threads)
             self.dim = int(AutoConfig.from_pretrained(path, local_files_only=True).hidden_size)
         else:
@@ -196,7 +196,9 @@ class Encoder:
         # Room for content tokens in one window once the special tokens are added.
         self.capacity = settings.max_length - len(self.prefix) - len(self.suffix)
         self.pad_id = self.tokenizer.pad_token_id or 0
-        log.info("loaded encoder %s on %s (%s, %s) in %.1fs", path, device, dtype, engine, time.perf_counter() - started)
+        log.info(
+            "loaded encoder %s on %s (%s, %s) in %.1fs", path, device, dtype, engine, time.perf_counter() - started
+        )
 
     # ---------------------------------------------------------------------------------- windows
 
@@ -265,17 +267,17 @@ class Encoder:
             ids[row, : len(window)] = window
             mask[row, : len(window)] = 1
         if self.onnx is not None:
-            hidden = self.onnx(ids, mask)
+            states = self.onnx(ids, mask)
             if self.settings.pooling == "cls":
-                return np.ascontiguousarray(hidden[:, 0], dtype=np.float32)
-            m = mask[..., None].astype(np.float32)
-            return ((hidden * m).sum(axis=1) / np.maximum(m.sum(axis=1), 1.0)).astype(np.float32)
-        ids, mask = torch.from_numpy(ids).to(self.device), torch.from_numpy(mask).to(self.device)
+                return np.ascontiguousarray(states[:, 0], dtype=np.float32)
+            weights = mask[..., None].astype(np.float32)
+            return ((states * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1.0)).astype(np.float32)
+        ids_t, mask_t = torch.from_numpy(ids).to(self.device), torch.from_numpy(mask).to(self.device)
         with torch.inference_mode():
-            hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state.float()
+            hidden = self.model(input_ids=ids_t, attention_mask=mask_t).last_hidden_state.float()
             if self.settings.pooling == "cls":
                 vectors = hidden[:, 0]
             else:
-                m = mask.unsqueeze(-1).to(hidden.dtype)
+                m = mask_t.unsqueeze(-1).to(hidden.dtype)
                 vectors = (hidden * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)
         return vectors.cpu().numpy()

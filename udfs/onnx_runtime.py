@@ -80,8 +80,16 @@ def _export(model_dir: str, path: Path) -> None:
     dynamic = {name: {i: axis for axis, i in axes.items()} for name in ("input_ids", "attention_mask", "hidden")}
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporter's notes on tracing; the tests compare the outputs
-        torch.onnx.export(LastHiddenState(), (ids, mask), str(path), input_names=["input_ids", "attention_mask"],
-                          output_names=["hidden"], dynamic_axes=dynamic, opset_version=OPSET, dynamo=False)
+        torch.onnx.export(
+            LastHiddenState(),
+            (ids, mask),
+            str(path),
+            input_names=["input_ids", "attention_mask"],
+            output_names=["hidden"],
+            dynamic_axes=dynamic,
+            opset_version=OPSET,
+            dynamo=False,
+        )
 
 
 class OnnxTransformer:
@@ -89,8 +97,10 @@ class OnnxTransformer:
 
     def __init__(self, model_dir: str, cache_dir: str, threads: int):
         if not available():
-            raise WorkerInputError("model.runtime: onnx needs onnxruntime and onnx in the executors' Python "
-                                   "(pip install 'segrec[onnx]'), or set model.runtime: torch")
+            raise WorkerInputError(
+                "model.runtime: onnx needs onnxruntime and onnx in the executors' Python "
+                "(pip install 'segrec[onnx]'), or set model.runtime: torch"
+            )
         import onnxruntime as ort
 
         options = ort.SessionOptions()

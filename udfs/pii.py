@@ -66,7 +66,7 @@ def _iban(match: re.Match) -> str:
     for end in range(len(groups), 0, -1):
         head = " ".join(groups[:end])
         if iban_valid(head):
-            return PLACEHOLDER["iban"] + text[len(head):]
+            return PLACEHOLDER["iban"] + text[len(head) :]
     return text
 
 

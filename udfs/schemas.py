@@ -12,35 +12,56 @@ import pyarrow as pa
 _VECTOR = pa.list_(pa.float32())
 
 # recommendations: one row per (user, rank); the reason (because_*) is null when not explained.
-RECOMMENDATIONS = pa.schema([
-    ("user_id", pa.string()), ("rank", pa.int32()), ("item_id", pa.string()), ("score", pa.float64()),
-    ("similarity", pa.float64()), ("popularity_boost", pa.float64()),
-    ("because_item_id", pa.string()), ("because_similarity", pa.float64()),
-    # the part of similarity from the item's learned embedding (trained towers; the rest is its text)
-    ("learned_similarity", pa.float64()),
-])
+RECOMMENDATIONS = pa.schema(
+    [
+        ("user_id", pa.string()),
+        ("rank", pa.int32()),
+        ("item_id", pa.string()),
+        ("score", pa.float64()),
+        ("similarity", pa.float64()),
+        ("popularity_boost", pa.float64()),
+        ("because_item_id", pa.string()),
+        ("because_similarity", pa.float64()),
+        # the part of similarity from the item's learned embedding (trained towers; the rest is its text)
+        ("learned_similarity", pa.float64()),
+    ]
+)
 RECOMMENDATION_COLUMNS = RECOMMENDATIONS.names
 # numpy dtypes of the columns (strings: object), for the pandas side of the adapters
 RECOMMENDATION_DTYPES = {f.name: f.type.to_pandas_dtype() for f in RECOMMENDATIONS}
 
 # rejects: every input row that was not kept, with its reason code and the raw row as JSON.
-REJECTS = pa.schema([
-    ("source", pa.string()), ("row_ordinal", pa.int64()), ("id", pa.string()), ("reason", pa.string()),
-    ("raw", pa.string()),
-])
+REJECTS = pa.schema(
+    [
+        ("source", pa.string()),
+        ("row_ordinal", pa.int64()),
+        ("id", pa.string()),
+        ("reason", pa.string()),
+        ("raw", pa.string()),
+    ]
+)
 
 # The segment assignment the workers compute for each user vector (soft top segments and weights).
-SEGMENT_ASSIGNMENT = pa.schema([
-    ("segment_id", pa.int32()), ("distance", pa.float64()), ("top_segments", pa.list_(pa.int32())),
-    ("top_weights", pa.list_(pa.float64())),
-])
+SEGMENT_ASSIGNMENT = pa.schema(
+    [
+        ("segment_id", pa.int32()),
+        ("distance", pa.float64()),
+        ("top_segments", pa.list_(pa.int32())),
+        ("top_weights", pa.list_(pa.float64())),
+    ]
+)
 
 # What a worker returns for one candidate k: each reference segment's size and bootstrap Jaccard
 # stability, and the k's cosine silhouette (the same on every row of that k).
-SEGMENT_STABILITY = pa.schema([
-    ("k", pa.int32()), ("segment_id", pa.int32()), ("size", pa.int64()), ("stability", pa.float64()),
-    ("silhouette", pa.float64()),
-])
+SEGMENT_STABILITY = pa.schema(
+    [
+        ("k", pa.int32()),
+        ("segment_id", pa.int32()),
+        ("size", pa.int64()),
+        ("stability", pa.float64()),
+        ("silhouette", pa.float64()),
+    ]
+)
 
 _TIMESTAMP = pa.timestamp("us", tz="UTC")  # Spark's TimestampType (session time zone)
 
@@ -49,34 +70,73 @@ DATASETS: dict[str, pa.Schema] = {
     # validate
     "items": pa.schema([("item_id", pa.string()), ("text", pa.string())]),
     "users": pa.schema([("user_id", pa.string()), ("text", pa.string())]),
-    "interactions": pa.schema([("user_id", pa.string()), ("item_id", pa.string()), ("rating", pa.float64()),
-                               ("timestamp", _TIMESTAMP), ("text", pa.string())]),
+    "interactions": pa.schema(
+        [
+            ("user_id", pa.string()),
+            ("item_id", pa.string()),
+            ("rating", pa.float64()),
+            ("timestamp", _TIMESTAMP),
+            ("text", pa.string()),
+        ]
+    ),
     "rejects": REJECTS,
     # embed: one vector per text hash and model; text_vectors also holds users' own and review texts
-    "item_vectors": pa.schema([("item_id", pa.string()), ("vector", _VECTOR), ("text_hash", pa.string()),
-                               ("model_id", pa.string())]),
-    "text_vectors": pa.schema([("user_id", pa.string()), ("kind", pa.string()), ("item_id", pa.string()),
-                               ("vector", _VECTOR), ("text_hash", pa.string()), ("model_id", pa.string())]),
+    "item_vectors": pa.schema(
+        [("item_id", pa.string()), ("vector", _VECTOR), ("text_hash", pa.string()), ("model_id", pa.string())]
+    ),
+    "text_vectors": pa.schema(
+        [
+            ("user_id", pa.string()),
+            ("kind", pa.string()),
+            ("item_id", pa.string()),
+            ("vector", _VECTOR),
+            ("text_hash", pa.string()),
+            ("model_id", pa.string()),
+        ]
+    ),
     # train
-    "trained_item_vectors": pa.schema([("item_id", pa.string()), ("vector", _VECTOR), ("learned_part", _VECTOR),
-                                       ("model_id", pa.string())]),
+    "trained_item_vectors": pa.schema(
+        [("item_id", pa.string()), ("vector", _VECTOR), ("learned_part", _VECTOR), ("model_id", pa.string())]
+    ),
     # profile
-    "user_vectors": pa.schema([("user_id", pa.string()), ("vector", _VECTOR), ("n_items", pa.int64()),
-                               ("n_texts", pa.int64()), ("space", pa.string())]),
+    "user_vectors": pa.schema(
+        [
+            ("user_id", pa.string()),
+            ("vector", _VECTOR),
+            ("n_items", pa.int64()),
+            ("n_texts", pa.int64()),
+            ("space", pa.string()),
+        ]
+    ),
     # segment
-    "segments": pa.schema([("user_id", pa.string()), *zip(SEGMENT_ASSIGNMENT.names, SEGMENT_ASSIGNMENT.types)]),
-    "segment_summary": pa.schema([
-        ("segment_id", pa.int32()), ("parent_id", pa.int32()), ("size", pa.int64()), ("share", pa.float64()),
-        ("stability", pa.float64()), ("stability_class", pa.string()),
-        ("label_terms", pa.list_(pa.string())), ("representative_items", pa.list_(pa.string())),
-        ("engaged_items", pa.list_(pa.struct([("item", pa.string()), ("users", pa.int64()), ("lift", pa.float64())]))),
-        ("nearest_segment", pa.int32()), ("description", pa.string()),
-    ]),
+    "segments": pa.schema(
+        [("user_id", pa.string()), *zip(SEGMENT_ASSIGNMENT.names, SEGMENT_ASSIGNMENT.types, strict=True)]
+    ),
+    "segment_summary": pa.schema(
+        [
+            ("segment_id", pa.int32()),
+            ("parent_id", pa.int32()),
+            ("size", pa.int64()),
+            ("share", pa.float64()),
+            ("stability", pa.float64()),
+            ("stability_class", pa.string()),
+            ("label_terms", pa.list_(pa.string())),
+            ("representative_items", pa.list_(pa.string())),
+            (
+                "engaged_items",
+                pa.list_(pa.struct([("item", pa.string()), ("users", pa.int64()), ("lift", pa.float64())])),
+            ),
+            ("nearest_segment", pa.int32()),
+            ("description", pa.string()),
+        ]
+    ),
     # interest tags per user: the terms of their history and own text that set them apart, weights summing to 1
-    "user_interests": pa.schema([
-        ("user_id", pa.string()),
-        ("interests", pa.list_(pa.struct([("term", pa.string()), ("weight", pa.float64())]))),
-    ]),
+    "user_interests": pa.schema(
+        [
+            ("user_id", pa.string()),
+            ("interests", pa.list_(pa.struct([("term", pa.string()), ("weight", pa.float64())]))),
+        ]
+    ),
     # recommend
     "recommendations": RECOMMENDATIONS,
 }
@@ -96,8 +156,11 @@ def schema_differences(name: str, spark_type) -> list[str]:
         return []
     expected = {f.name: f.dataType for f in _without_nullability(spark_schema(DATASETS[name])).fields}
     found = {f.name: f.dataType for f in _without_nullability(spark_type).fields}
-    problems = [f"{column}: expected {kind.simpleString()}, found {found[column].simpleString()}"
-                for column, kind in expected.items() if column in found and found[column] != kind]
+    problems = [
+        f"{column}: expected {kind.simpleString()}, found {found[column].simpleString()}"
+        for column, kind in expected.items()
+        if column in found and found[column] != kind
+    ]
     problems += [f"{column}: missing" for column in expected if column not in found]
     problems += [f"{column}: not declared" for column in found if column not in expected]
     if not problems and list(found) != list(expected):

@@ -26,8 +26,11 @@ _PLACEHOLDERS = re.compile(ANY_PLACEHOLDER)
 # Function words of Chinese that a segmenter returns as words of two or more characters; single
 # characters (的, 我, 和) are dropped by length already.
 CHINESE_STOP_WORDS = frozenset(
-    "我们 你们 他们 她们 它们 自己 一个 一些 这个 那个 这些 那些 这样 那样 什么 怎么 没有 不是 就是 还是 但是 "
-    "因为 所以 如果 然后 或者 以及 而且 已经 可以 非常 比较 很多 还有 的话 时候 一起 之后 之前 其他 这里 那里".split()
+    """
+    我们 你们 他们 她们 它们 自己 一个 一些 这个 那个 这些 那些 这样 那样 什么 怎么 没有
+    不是 就是 还是 但是 因为 所以 如果 然后 或者 以及 而且 已经 可以 非常 比较 很多 还有
+    的话 时候 一起 之后 之前 其他 这里 那里
+    """.split()
 )
 
 

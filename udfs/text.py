@@ -56,6 +56,6 @@ def render_frame(frame: pd.DataFrame, separator: str = ". ") -> pd.Series:
     """Render each row of ``frame`` (one column per configured text column) into one text."""
     columns = list(frame.columns)
     rendered = [
-        render_text(zip(columns, row), separator) for row in frame.itertuples(index=False, name=None)
+        render_text(zip(columns, row, strict=True), separator) for row in frame.itertuples(index=False, name=None)
     ]
     return pd.Series(rendered, index=frame.index, dtype=object)

@@ -77,10 +77,14 @@ def load_training_data(job: TrainJob) -> TrainingData:
         user_text[at] = _stack(texts["vector"].to_numpy())
         has_text[at] = True
     return TrainingData(
-        item_ids=item_ids, item_text=item_text,
+        item_ids=item_ids,
+        item_text=item_text,
         item_counts=np.bincount(positions, minlength=len(item_ids)).astype(np.int64),
-        flat_items=positions.astype(np.int64), flat_weights=weights.astype(np.float32),
-        offsets=offsets, user_text=user_text, has_text=has_text,
+        flat_items=positions.astype(np.int64),
+        flat_weights=weights.astype(np.float32),
+        offsets=offsets,
+        user_text=user_text,
+        has_text=has_text,
     )
 
 

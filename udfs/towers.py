@@ -137,7 +137,7 @@ def histories(
         flat = positions[:, None] - np.arange(h, 0, -1)[None, :]
         valid = flat >= start[:, None]
         steps_back = np.arange(h - 1, -1, -1)[None, :]
-        decay = settings.decay ** steps_back
+        decay = settings.decay**steps_back
     else:
         # The user's other interactions: all of them when they fit, else h drawn at random.
         length = data.offsets[users + 1] - start
@@ -156,9 +156,7 @@ def histories(
     return items, weights
 
 
-def inference_history(
-    items: np.ndarray, weights: np.ndarray, settings: TowerSettings
-) -> tuple[np.ndarray, np.ndarray]:
+def inference_history(items: np.ndarray, weights: np.ndarray, settings: TowerSettings) -> tuple[np.ndarray, np.ndarray]:
     """One user's whole history (oldest first) -> the pooling inputs the towers were trained with:
     the newest ``history`` items, weighted by feedback x decay per step back (order-free: no decay)."""
     items, weights = items[-settings.history :], weights[-settings.history :]
@@ -285,8 +283,9 @@ def _train(data: TrainingData, settings: TowerSettings, rank: int, world: int, d
         total, count = 0.0, 0
         for step in range(steps):
             batch = order[step * settings.batch_size : (step + 1) * settings.batch_size]
-            loss = _step_loss(trained, batch, data, settings, rng, item_text, rows, user_text, has_text, log_q,
-                              trainable)
+            loss = _step_loss(
+                trained, batch, data, settings, rng, item_text, rows, user_text, has_text, log_q, trainable
+            )
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()

@@ -3,12 +3,14 @@
     python3 -m jobs.bootstrap run     # set up .venv, run the main job on the embedded default
     python3 -m jobs.bootstrap test    # set up .venv with test extras, run the tests (pytest)
     python3 -m jobs.bootstrap package # set up .venv, build dist/ for spark-submit
+    python3 -m jobs.bootstrap check   # set up .venv with test extras, run ruff (lint, format) and mypy
 
 This package is developer tooling (set-up, packaging, synthetic test data): it is not in the wheel
-or the spark-submit zip. Standard library only, so it runs before anything is installed. Idempotent: a step whose result is
-already there is skipped. torch is installed first and explicitly: the CUDA build only where a GPU
-answers ``nvidia-smi``, otherwise a CPU wheel (a local one when the machine has it, else PyTorch's CPU
-index), so set-up never pulls a multi-GB CUDA build onto a machine without a GPU.
+or the spark-submit zip. Standard library only, so it runs before anything is installed.
+Idempotent: a step whose result is already there is skipped. torch is installed first and
+explicitly: the CUDA build only where a GPU answers ``nvidia-smi``, otherwise a CPU wheel (a local
+one when the machine has it, else PyTorch's CPU index), so set-up never pulls a multi-GB CUDA build
+onto a machine without a GPU.
 
 Environment: SEGREC_VENV (default .venv), SEGREC_TORCH_SPEC (e.g. "torch==2.5.1") to choose torch.
 """
@@ -21,7 +23,9 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
+from typing import NoReturn
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV = Path(os.environ.get("SEGREC_VENV", ROOT / ".venv"))
@@ -33,13 +37,13 @@ def say(message: str) -> None:
     print(f"[bootstrap] {message}", file=sys.stderr, flush=True)
 
 
-def fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
     print(f"[bootstrap] {message}", file=sys.stderr, flush=True)
     raise SystemExit(2)
 
 
 def check_python() -> None:
-    if sys.version_info < (3, 10):
+    if sys.version_info < (3, 10):  # noqa: UP036 (the bootstrap runs under whatever python3 there is)
         fail(f"segrec needs Python 3.10+, this is {sys.version.split()[0]}: run the command with a newer python3")
 
 
@@ -64,7 +68,10 @@ def java_major() -> int | None:
 def check_java() -> None:
     major = java_major()
     if major is None:
-        fail("Java 17+ is missing (Spark needs it): install a JDK/JRE 17 (e.g. apt-get install openjdk-17-jre-headless) or set JAVA_HOME")
+        fail(
+            "Java 17+ is missing (Spark needs it): install a JDK/JRE 17 "
+            "(e.g. apt-get install openjdk-17-jre-headless) or set JAVA_HOME"
+        )
     if major < 17:
         fail(f"Java {major} found, Spark 4 needs Java 17+: install Java 17 or point JAVA_HOME at it")
 
@@ -122,7 +129,8 @@ def ensure_torch() -> None:
     if pip("--no-index", "--no-deps", spec, check=False):
         version = subprocess.run(
             [str(venv_python()), "-c", "import importlib.metadata as m; print(m.version('torch'))"],
-            capture_output=True, text=True,
+            capture_output=True,
+            text=True,
         ).stdout.strip()
         pip(f"torch=={version}")
         return
@@ -155,16 +163,38 @@ def setup(extras: str) -> None:
     ensure_demo_data()
 
 
+def check() -> int:
+    """ruff's lint and format check over the repository, then mypy over segrec.jobs and segrec.udfs.
+
+    The import package is assembled from jobs/ and udfs/ by setuptools' package-dir mapping, which mypy
+    cannot follow: it checks a temporary tree that links segrec/jobs and segrec/udfs to those folders.
+    """
+    bin_dir = venv_python().parent
+    ok = run([str(bin_dir / "ruff"), "check", "."], check=False)
+    ok = run([str(bin_dir / "ruff"), "format", "--check", "."], check=False) and ok
+    with tempfile.TemporaryDirectory(prefix="segrec-typecheck-") as tree:
+        (Path(tree) / "segrec").mkdir()
+        for name in ("jobs", "udfs"):
+            (Path(tree) / "segrec" / name).symlink_to(ROOT / name, target_is_directory=True)
+        env = dict(os.environ, MYPYPATH=tree)
+        say("$ mypy -p segrec.jobs -p segrec.udfs")
+        mypy = [str(venv_python()), "-m", "mypy", "--config-file", str(ROOT / "pyproject.toml")]
+        ok = subprocess.run([*mypy, "-p", "segrec.jobs", "-p", "segrec.udfs"], env=env).returncode == 0 and ok
+    return 0 if ok else 1
+
+
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in ("run", "test", "setup", "package"):
+    if not argv or argv[0] not in ("run", "test", "setup", "package", "check"):
         print(__doc__)
         return 2
     action, rest = argv[0], argv[1:]
-    setup("dev" if action in ("test", "setup") else "model")
+    setup("dev" if action in ("test", "setup", "check") else "model")
     env = dict(os.environ, PYSPARK_PYTHON=str(venv_python()), PYSPARK_DRIVER_PYTHON=str(venv_python()))
     os.chdir(ROOT)
     if action == "setup":
         return 0
+    if action == "check":
+        return check()
     if action == "run":
         cmd = [str(venv_python()), "-m", "segrec.jobs.cli", *(rest or ["run"])]
     elif action == "package":
@@ -173,4 +203,3 @@ def main(argv: list[str]) -> int:
         cmd = [str(venv_python()), "-m", "pytest", *rest]
     say("$ " + " ".join(cmd))
     return subprocess.run(cmd, env=env).returncode
-

@@ -49,7 +49,9 @@ def build_wheel(dist: Path) -> Path:
     """The wheel, built by pip without dependencies. setuptools builds in ./build and keeps what it
     finds there: a module since moved or deleted would ship, so that directory is cleared first."""
     shutil.rmtree(ROOT / "build", ignore_errors=True)
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(dist), str(ROOT)], check=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(dist), str(ROOT)], check=True
+    )
     return next(dist.glob(f"segrec-{VERSION}-*.whl"))
 
 

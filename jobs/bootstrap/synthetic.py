@@ -14,30 +14,84 @@ import pandas as pd
 
 PERSONAS: dict[str, dict[str, list[str]]] = {
     "hiker": {
-        "things": ["hiking boots", "trail map", "camping tent", "trekking poles", "backpack", "sleeping bag",
-                   "water filter", "headlamp", "rain jacket", "camp stove"],
+        "things": [
+            "hiking boots",
+            "trail map",
+            "camping tent",
+            "trekking poles",
+            "backpack",
+            "sleeping bag",
+            "water filter",
+            "headlamp",
+            "rain jacket",
+            "camp stove",
+        ],
         "likes": ["mountain trails", "backpacking trips", "camping under the stars", "long hikes", "the outdoors"],
     },
     "cook": {
-        "things": ["cast iron skillet", "chef knife", "dutch oven", "spice rack", "cutting board", "stand mixer",
-                   "baking sheet", "cookbook of recipes", "pasta maker", "saucepan"],
+        "things": [
+            "cast iron skillet",
+            "chef knife",
+            "dutch oven",
+            "spice rack",
+            "cutting board",
+            "stand mixer",
+            "baking sheet",
+            "cookbook of recipes",
+            "pasta maker",
+            "saucepan",
+        ],
         "likes": ["cooking dinner", "baking bread", "trying new recipes", "the kitchen", "homemade pasta"],
     },
     "gamer": {
-        "things": ["video game console", "gaming controller", "gaming headset", "role-playing video game",
-                   "mechanical keyboard", "gaming mouse", "strategy video game", "racing video game",
-                   "gaming monitor", "arcade stick"],
-        "likes": ["playing video games", "online multiplayer matches", "gaming all night", "esports",
-                  "role-playing games"],
+        "things": [
+            "video game console",
+            "gaming controller",
+            "gaming headset",
+            "role-playing video game",
+            "mechanical keyboard",
+            "gaming mouse",
+            "strategy video game",
+            "racing video game",
+            "gaming monitor",
+            "arcade stick",
+        ],
+        "likes": [
+            "playing video games",
+            "online multiplayer matches",
+            "gaming all night",
+            "esports",
+            "role-playing games",
+        ],
     },
     "gardener": {
-        "things": ["flower seeds", "pruning shears", "compost bin", "garden hose", "watering can", "potting soil",
-                   "raised garden bed", "tomato plants", "garden gloves", "rose bush"],
+        "things": [
+            "flower seeds",
+            "pruning shears",
+            "compost bin",
+            "garden hose",
+            "watering can",
+            "potting soil",
+            "raised garden bed",
+            "tomato plants",
+            "garden gloves",
+            "rose bush",
+        ],
         "likes": ["gardening", "growing vegetables", "planting flowers", "my backyard garden", "composting"],
     },
     "musician": {
-        "things": ["acoustic guitar", "digital piano", "drum kit", "guitar amplifier", "violin", "microphone",
-                   "guitar strings", "music stand", "vinyl records", "ukulele"],
+        "things": [
+            "acoustic guitar",
+            "digital piano",
+            "drum kit",
+            "guitar amplifier",
+            "violin",
+            "microphone",
+            "guitar strings",
+            "music stand",
+            "vinyl records",
+            "ukulele",
+        ],
         "likes": ["playing guitar", "writing songs", "jazz concerts", "practising piano", "live music"],
     },
 }
@@ -150,11 +204,11 @@ def config_dict(paths: dict[str, str], output: str, model_path: str | None = Non
     return config
 
 
-TINY_VOCAB_WORDS = (
-    "the a an and or of to for in on with is are was i am my into love loves anyone who "
-    "hiking boots trail running shoes cast iron skillet tent camping chef knife recipe baking bread "
-    "video game console guitar piano garden seeds flowers music cooking kitchen outdoors mountain"
-).split()
+TINY_VOCAB_WORDS = """
+    the a an and or of to for in on with is are was i am my into love loves anyone who hiking boots
+    trail running shoes cast iron skillet tent camping chef knife recipe baking bread video game
+    console guitar piano garden seeds flowers music cooking kitchen outdoors mountain
+""".split()
 
 
 def save_tiny_bert(directory: str, extra_tokens: list[str] | None = None) -> str:
@@ -181,8 +235,12 @@ def save_tiny_bert(directory: str, extra_tokens: list[str] | None = None) -> str
     tokenizer.save_pretrained(folder)
     torch.manual_seed(0)
     config = BertConfig(
-        vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=128,
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
     )
     BertModel(config).eval().save_pretrained(folder)
     return str(folder)

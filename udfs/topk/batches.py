@@ -33,7 +33,7 @@ class UserBatch:
     seen_counts: np.ndarray
 
     @classmethod
-    def from_arrow(cls, batch: pa.RecordBatch, dim: int) -> "UserBatch":
+    def from_arrow(cls, batch: pa.RecordBatch, dim: int) -> UserBatch:
         """From mapInArrow's batches: the vectors and seen ids are read from Arrow's flat buffers (no
         per-user Python objects)."""
         ids = batch.column("user_id").to_numpy(zero_copy_only=False)
@@ -50,7 +50,7 @@ class UserBatch:
         )
 
     @classmethod
-    def from_pandas(cls, batch: pd.DataFrame, dim: int) -> "UserBatch":
+    def from_pandas(cls, batch: pd.DataFrame, dim: int) -> UserBatch:
         """From a pandas batch (the sharded plan's, tests): a numpy array or None per vector and seen list."""
         ids = batch["user_id"].to_numpy()
         vectors = batch["vector"].to_numpy()
@@ -60,7 +60,9 @@ class UserBatch:
         flat = [a for a in seen if a is not None and len(a)]
         return cls(
             ids=ids,
-            vectors=np.stack(vectors).astype(np.float32, copy=False) if len(vectors) else np.empty((0, dim), np.float32),
+            vectors=np.stack(vectors).astype(np.float32, copy=False)
+            if len(vectors)
+            else np.empty((0, dim), np.float32),
             segments=pd.to_numeric(batch["segment_id"], errors="coerce").fillna(-1).astype(np.int64).to_numpy(),
             seen_ids=np.concatenate(flat) if flat else np.empty(0, object),
             seen_counts=counts,
@@ -73,8 +75,10 @@ def _check_vectors(ids: np.ndarray, lengths: np.ndarray, dim: int) -> None:
     if len(bad):
         row = bad[0]
         found = "no vector" if lengths[row] < 0 else f"a vector of {lengths[row]} values"
-        raise WorkerInputError(f"recommend: user {ids[row]!r} has {found}; the item vectors have {dim} "
-                         f"({len(bad)} such user(s) in this batch)")
+        raise WorkerInputError(
+            f"recommend: user {ids[row]!r} has {found}; the item vectors have {dim} "
+            f"({len(bad)} such user(s) in this batch)"
+        )
 
 
 def recommend_users(users: UserBatch, catalogue: Catalogue, settings: TopKSettings) -> dict[str, np.ndarray]:
@@ -100,8 +104,10 @@ def recommend_users(users: UserBatch, catalogue: Catalogue, settings: TopKSettin
     columns = {c: np.concatenate(v) for c, v in parts.items() if c not in EXPLANATION}
     if mmr and len(columns["user_id"]):
         frame, local = pd.DataFrame(columns), np.concatenate(positions)
-        lists = [rerank_mmr(group, catalogue.vectors[local[group.index]], k, mmr[0])
-                 for _, group in frame.groupby("user_id", sort=False)]
+        lists = [
+            rerank_mmr(group, catalogue.vectors[local[group.index]], k, mmr[0])
+            for _, group in frame.groupby("user_id", sort=False)
+        ]
         columns = {c: v.to_numpy() for c, v in pd.concat(lists, ignore_index=True).items()}
     if mmr and len(columns["user_id"]):  # re-ranked: the rows' users and items found again by id
         index = _cached(catalogue, "id_index", lambda: pd.Index(catalogue.item_ids.astype(object)))
@@ -113,7 +119,11 @@ def recommend_users(users: UserBatch, catalogue: Catalogue, settings: TopKSettin
 
 
 def explanations(
-    users: np.ndarray, rows: np.ndarray, picks: np.ndarray, seen: SeenItems, catalogue: Catalogue,
+    users: np.ndarray,
+    rows: np.ndarray,
+    picks: np.ndarray,
+    seen: SeenItems,
+    catalogue: Catalogue,
     settings: TopKSettings,
 ) -> dict[str, np.ndarray]:
     """The EXPLANATION columns of recommended (user row, catalogue position) pairs: the reason (with
@@ -155,7 +165,8 @@ def recommend_batch(batch: pa.RecordBatch, catalogue: Catalogue, settings: TopKS
     columns = recommend_users(users, catalogue, settings)
     # from_pandas: a NaN similarity (no history to explain with) is written as null
     return pa.RecordBatch.from_arrays(
-        [pa.array(columns[f.name], type=f.type, from_pandas=True) for f in RECOMMENDATIONS], schema=RECOMMENDATIONS)
+        [pa.array(columns[f.name], type=f.type, from_pandas=True) for f in RECOMMENDATIONS], schema=RECOMMENDATIONS
+    )
 
 
 def _ranks(rows: np.ndarray) -> np.ndarray:

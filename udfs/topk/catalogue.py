@@ -7,13 +7,15 @@ driver (Spark Connect, Databricks serverless), and is cached per worker by its k
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
+
+from segrec.udfs.worker_cache import WorkerCache
 
 
 @dataclass
@@ -32,28 +34,16 @@ class Catalogue:
     derived: dict = field(default_factory=dict, repr=False, compare=False)
 
 
-_CACHE: dict[str, Catalogue] = {}  # insertion order is recency order
-CACHE_SIZE = 4
-_LOCK = threading.Lock()
-LOADS: dict[str, int] = {}  # loads per cache key in this process: tests check each stays at one
+CATALOGUES: WorkerCache[Catalogue] = WorkerCache(size=4)
 
 
 def cached_catalogue(key: str, load: Callable[[], Catalogue]) -> Catalogue:
-    """The worker's catalogue for ``key``, loaded on first use only. A long-lived worker (a notebook,
-    evaluate's many models) keeps the ``CACHE_SIZE`` most recently used ones, not every one it met."""
-    with _LOCK:
-        if key in _CACHE:
-            _CACHE[key] = _CACHE.pop(key)  # now the most recent
-        else:
-            _CACHE[key] = load()
-            LOADS[key] = LOADS.get(key, 0) + 1
-            while len(_CACHE) > CACHE_SIZE:
-                _CACHE.pop(next(iter(_CACHE)))
-        return _CACHE[key]
+    """The worker's catalogue for ``key`` (a broadcast id or a file path), loaded on first use only."""
+    return CATALOGUES.get(key, load)
 
 
 def save_catalogue(path: str, catalogue: Catalogue) -> None:
-    arrays = {"item_ids": catalogue.item_ids.astype(str), "vectors": catalogue.vectors}
+    arrays: dict[str, Any] = {"item_ids": catalogue.item_ids.astype(str), "vectors": catalogue.vectors}
     for name in ("popularity", "learned_part"):
         if getattr(catalogue, name) is not None:
             arrays[name] = getattr(catalogue, name)
@@ -95,7 +85,7 @@ class SeenItems:
     positions: np.ndarray
 
     @classmethod
-    def from_pairs(cls, rows: np.ndarray, positions: np.ndarray) -> "SeenItems":
+    def from_pairs(cls, rows: np.ndarray, positions: np.ndarray) -> SeenItems:
         """Any pairs: sorted by (row, position) and deduplicated (a user may have interacted twice).
         np.sort, not np.unique: numpy's hash-based unique was far slower on these int64 keys
         (benchmarks/topk_parts.py)."""
@@ -106,7 +96,7 @@ class SeenItems:
         return cls(keys // base, keys % base)
 
     @classmethod
-    def from_lists(cls, lists: list[np.ndarray]) -> "SeenItems":
+    def from_lists(cls, lists: list[np.ndarray]) -> SeenItems:
         """Per user row, an array of catalogue positions."""
         lengths = np.array([len(s) for s in lists], dtype=np.int64)
         rows = np.repeat(np.arange(len(lists), dtype=np.int64), lengths)

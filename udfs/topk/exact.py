@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 # (benchmarks/topk_precision.py reports the share).
 SELECTION = {"users": 0, "widened": 0}
 
+
 def block_rows(n_items: int, block_mb: float, depth: int = 0, dim: int = 0, score_bytes: int = 12) -> int:
     """Users per block so that the block's memory stays under ``block_mb``: per user, ``score_bytes``
     per item (12: about 3 score rows of float32, as a boost's sum makes them; 6 for a bfloat16 pass
@@ -221,13 +222,15 @@ def top_k(
     use_boost = weight > 0 and popularity is not None
     step = block_rows(n, block_mb, k, dim, bytes_per_score(settings.precision, use_boost))
     norms = _cached(catalogue, "norms", lambda: item_norms(catalogue.vectors))
-    boost_max = weight * float(catalogue.popularity.max(initial=0.0)) if use_boost else 0.0
+    boost_max = (
+        weight * float(catalogue.popularity.max(initial=0.0)) if use_boost and catalogue.popularity is not None else 0.0
+    )
     for start in range(0, len(users), step):
         vectors = users[start : start + step]
         b = len(vectors)
         block_segments = segments[start : start + step]
         scores = fast_similarities(vectors, catalogue, device, settings.precision)
-        if use_boost:
+        if use_boost and popularity is not None:
             scores = scores.float()  # the boost is added in float32 (the error bound counts that sum)
             on_device = torch.from_numpy(block_segments).to(device)
             has = on_device >= 0
@@ -284,7 +287,8 @@ def best_fast_scores(scores: torch.Tensor, count: int) -> tuple[np.ndarray, np.n
     """Per row, the ``count`` best scores (float32, best first) and their columns, on the host.
 
     On the CPU, torch.topk over every column cost a large share of the bfloat16 product's time
-    (benchmarks/topk_parts.py, part 1), so the columns are first cut into GROUP strided groups (group j: columns j, j + w, j + 2w, ... with w = n // GROUP)
+    (benchmarks/topk_parts.py, part 1), so the columns are first cut into GROUP strided groups
+    (group j: columns j, j + w, j + 2w, ... with w = n // GROUP)
     and only the ``count`` groups with the highest maxima, plus the few columns past GROUP * w, are
     searched. That keeps the same values: a column outside them, with score x, has a group maximum
     below ``count`` other groups' maxima, so ``count`` searched scores are >= x and x is not needed.
@@ -294,8 +298,8 @@ def best_fast_scores(scores: torch.Tensor, count: int) -> tuple[np.ndarray, np.n
     n = scores.shape[1]
     w = n // GROUP
     if scores.device.type != "cpu" or w < 4 * count:
-        values, columns = torch.topk(scores, count, dim=1, sorted=True)
-        return values.float().cpu().numpy(), columns.cpu().numpy()
+        top_values, top_columns = torch.topk(scores, count, dim=1, sorted=True)
+        return top_values.float().cpu().numpy(), top_columns.cpu().numpy()
     if scores.dtype == torch.bfloat16:
         maxima = bfloat16_group_keys(scores[:, : GROUP * w].unflatten(1, (GROUP, w)), count)
     else:
@@ -374,8 +378,9 @@ def _select(
     # The best fast score left out (the (m+1)-th); none when every item is a candidate.
     cut = fast[:, m] if m < n else np.full(len(rows), -np.inf, np.float32)
     fast, candidates = fast[:, :m], candidates[:, :m]
-    sims, boosts = exact_scores(block.users[rows], candidates, block.segments[rows], catalogue, settings.device,
-                                settings.popularity_weight)
+    sims, boosts = exact_scores(
+        block.users[rows], candidates, block.segments[rows], catalogue, settings.device, settings.popularity_weight
+    )
     exact = np.where(np.isneginf(fast), -np.inf, sims + boosts)  # masked (seen) items are never picked
     order = np.lexsort((candidates, -exact), axis=1)
     candidates, exact, sims, boosts = (np.take_along_axis(a, order, axis=1) for a in (candidates, exact, sims, boosts))

@@ -7,6 +7,7 @@ import pandas as pd
 
 from segrec.udfs.schemas import RECOMMENDATION_COLUMNS
 
+
 def mmr_order(relevance: np.ndarray, vectors: np.ndarray, k: int, trade_off: float) -> np.ndarray:
     """Positions of at most k candidates in maximal-marginal-relevance order.
 

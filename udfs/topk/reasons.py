@@ -6,6 +6,7 @@ import numpy as np
 
 from segrec.udfs.topk.catalogue import SeenItems
 
+
 def explain_picks(
     rows: np.ndarray, picks: np.ndarray, seen: SeenItems, vectors: np.ndarray, budget: int = 4096
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -13,8 +13,9 @@ class TopKSettings:
     """Per user: the ``k`` best unseen items by cosine + ``popularity_weight`` x segment popularity,
     optionally re-ranked by MMR among the best ``mmr_pool`` (``mmr_trade_off`` None: off), each with its
     reason when ``explain`` and its similarity's learned part when ``score_parts`` (trained towers).
-    ``device`` (auto | cpu | cuda) and ``precision`` (auto | float32 | bfloat16, the candidate pass's) say how; the lists and scores do not depend on them. ``block_mb`` caps one
-    block of user x item scores. Plan knobs (broadcast or shards, shard and user-block sizes) are the
+    ``device`` (auto | cpu | cuda) and ``precision`` (auto | float32 | bfloat16, the candidate pass's)
+    say how; the lists and scores do not depend on them. ``block_mb`` caps one block of user x item
+    scores. Plan knobs (broadcast or shards, shard and user-block sizes) are the
     driver's, not these."""
 
     k: int = from_config("recommend.k")
@@ -38,12 +39,12 @@ class TopKSettings:
         """How many best items per user the exact selection keeps: k, or the MMR pool when re-ranking."""
         return max(self.k, self.mmr_pool) if self.mmr else self.k
 
-    def candidates_only(self) -> "TopKSettings":
+    def candidates_only(self) -> TopKSettings:
         """The selection alone, ``depth`` deep: what each shard of the sharded plan computes before the
         merge (which re-ranks and finds the reasons); a score's parts need only the shard's items."""
         return replace(self, k=self.depth, mmr_trade_off=None, explain=False)
 
-    def for_this_task(self) -> "TopKSettings":
+    def for_this_task(self) -> TopKSettings:
         """``device`` and ``precision`` resolved for the running task (its GPU, this CPU's bfloat16).
         On a CPU, torch's threads are set to the task's cores (``spark.task.cpus``), as the encoder's
         are: an executor runs several scoring tasks side by side, and each one using every core of the
