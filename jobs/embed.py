@@ -99,6 +99,10 @@ def attach_vectors(texts: DataFrame, vectors: DataFrame, model_id: str, keys: li
 
 
 def run(ctx: RunContext) -> dict[str, int]:
+    """Embed every item and user text for the run ``ctx``, reusing vectors of texts the same model
+    embedded before: reads ``items``, ``users`` and ``interactions``, writes ``item_vectors`` and
+    ``text_vectors`` (item_id or user_id, vector, model_id). Returns the stage's figures (texts
+    embedded and reused, seconds encoding), also kept in the manifest."""
     config, store = ctx.config, ctx.store
     identity = model_identity(executor_settings(EncoderSettings, config))
     model_id = identity["model_id"]

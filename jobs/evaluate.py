@@ -508,6 +508,10 @@ def evaluate_with(ctx: RunContext, scratch: Scratch) -> dict:
 
 
 def run(ctx: RunContext) -> dict:
+    """The offline evaluation for the run ``ctx``: holds out each user's newest interactions, rebuilds
+    our models and the baselines on the rest, and writes ``metrics.json``, ``report.md`` and plots
+    under ``<output.path>/evaluation``. Returns the stage's figures (the table, ratios against each
+    baseline)."""
     with ctx.manifest.stage("evaluate") as figures:
         document = evaluate(ctx)
         k = report.report_k(ctx.config.evaluate)

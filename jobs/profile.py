@@ -31,6 +31,10 @@ def no_signal_rejects(profiles: DataFrame) -> DataFrame:
 
 
 def run(ctx: RunContext) -> dict:
+    """One vector per user for the run ``ctx``: reads ``interactions``, ``users``, ``item_vectors``,
+    ``text_vectors`` and ``rejects`` (and with trained towers ``trained_item_vectors``), writes
+    ``user_vectors`` and ``rejects`` (no_signal users). Returns the stage's figures (space, users by
+    the sides they have)."""
     store, settings = ctx.store, ctx.config.profile
     interactions = store.read("interactions", needed_by="profile")
     users = store.read("users") if store.exists("users") else None

@@ -16,6 +16,9 @@ from segrec.jobs.vectors import item_vectors_for, space_of
 
 
 def run(ctx: RunContext) -> dict:
+    """Each user's top ``recommend.k`` items for the run ``ctx``: reads ``user_vectors``, the item
+    vectors of their space, ``interactions`` and ``segments``; writes ``recommendations``. Returns the
+    stage's figures (plan, items, rows and users written)."""
     store, settings = ctx.store, ctx.config.recommend
     user_vectors = store.read("user_vectors", needed_by="recommend")
     item_vectors = item_vectors_for(store, space_of(user_vectors))  # the user vectors' own space

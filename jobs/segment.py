@@ -114,6 +114,10 @@ def stability_figures(shipped: dict, settings: Segment) -> dict:
 
 
 def run(ctx: RunContext) -> dict:
+    """Segment the users for the run ``ctx``: reads ``user_vectors``, ``interactions``, ``items``, the
+    item vectors of the users' space and ``users``; writes ``segments``, ``segment_summary``,
+    ``user_interests`` and (fit mode) ``segment_model``. Returns the stage's figures (k, stability per
+    segment, the curve k was chosen on, agreement with the previous run)."""
     store, settings, spark = ctx.store, ctx.config.segment, ctx.spark
     user_vectors = store.read("user_vectors", needed_by="segment")
     interactions = store.read("interactions", needed_by="segment")

@@ -40,6 +40,10 @@ log = logging.getLogger("segrec")
 
 
 def run(ctx: RunContext) -> dict:
+    """Fit (or, in ``apply`` mode, load) the two-tower model for the run ``ctx`` and place every item
+    with it: reads ``item_vectors`` (and ``interactions``, ``text_vectors`` to fit), writes ``towers``
+    and ``trained_item_vectors``. Returns the stage's figures (model id, examples, loss, seconds);
+    with ``train.enabled`` false it writes nothing and says so."""
     config, store = ctx.config, ctx.store
     with ctx.manifest.stage("train") as figures:
         if not config.train.enabled:

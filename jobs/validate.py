@@ -51,6 +51,10 @@ def _kept_or_fail(name: str, counts: sources.SourceCounts, max_share: float = 1.
 
 
 def run(ctx: RunContext) -> dict[str, sources.SourceCounts]:
+    """Read, check and write the three inputs for the run ``ctx`` (config, session, output store,
+    manifest): writes ``items``, ``users``, ``interactions`` and ``rejects``. Returns each source's
+    counts (rows in, kept, rejected by reason). Raises InputError (exit 2) when a source cannot be read
+    or rejects more than its ``max_reject_share``."""
     config = ctx.config
     if config.demo.dataset == "movielens100k":
         ensure_movielens(config.demo.dir)

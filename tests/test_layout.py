@@ -2,6 +2,7 @@
 never each other; executor code never imports the driver side."""
 
 import ast
+import re
 from pathlib import Path
 
 from segrec.jobs.pipeline import STAGES
@@ -47,3 +48,45 @@ def test_executor_code_never_imports_the_driver_side():
         if any(module.startswith("segrec.jobs") for module in imported_modules(path))
     )
     assert offenders == []
+
+
+def undocumented(path: Path) -> list[str]:
+    """Public functions and classes of ``path`` without a docstring, or whose docstring leaves out one
+    of their parameters (named as written, ``like_this`` or in prose)."""
+    found = []
+
+    def visit(node: ast.AST, prefix: str) -> None:
+        for child in getattr(node, "body", []):
+            if isinstance(child, ast.ClassDef) and not child.name.startswith("_"):
+                if ast.get_docstring(child) is None:
+                    found.append(f"{prefix}{child.name}: no docstring")
+                visit(child, f"{prefix}{child.name}.")
+            elif isinstance(child, ast.FunctionDef) and not child.name.startswith("_"):
+                text = ast.get_docstring(child)
+                if text is None:
+                    found.append(f"{prefix}{child.name}: no docstring")
+                    continue
+                arguments = child.args.args + child.args.kwonlyargs
+                names = [a.arg for a in arguments if a.arg not in ("self", "cls")]
+                missing = [name for name in names if not re.search(rf"\b{re.escape(name)}\b", text)]
+                if missing:
+                    found.append(f"{prefix}{child.name}: does not name {missing}")
+
+    visit(ast.parse(path.read_text(encoding="utf-8")), f"{path.relative_to(ROOT)}:")
+    return found
+
+
+def test_executor_functions_document_their_parameters():
+    assert [line for path in sorted((ROOT / "udfs").rglob("*.py")) for line in undocumented(path)] == []
+
+
+def test_each_stage_entry_point_says_what_it_reads_writes_and_returns():
+    for name in STAGES:
+        text = ast.get_docstring(
+            next(
+                node
+                for node in ast.parse((ROOT / "jobs" / f"{name}.py").read_text(encoding="utf-8")).body
+                if isinstance(node, ast.FunctionDef) and node.name == "run"
+            )
+        )
+        assert text and "ctx" in text and "Returns" in text, name

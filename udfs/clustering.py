@@ -15,7 +15,8 @@ from segrec.udfs.segments import normalise_rows
 
 
 def nearest(vectors: np.ndarray, centres: np.ndarray) -> np.ndarray:
-    """(n,) the index of the most similar unit centre for each unit vector (ties: the lowest index)."""
+    """For unit ``vectors`` (n, d) and unit ``centres`` (k, d): (n,) the index of each vector's most
+    similar centre (ties: the lowest index)."""
     return np.argmax(vectors @ centres.T, axis=1)
 
 
@@ -37,8 +38,9 @@ def spherical_kmeans(
     vectors: np.ndarray, k: int, seed: int, max_iter: int = 40, tol: float = 1e-4, restarts: int = 3
 ) -> np.ndarray:
     """Unit centres (k, d) of a cosine k-means fit of unit ``vectors`` (n, d), n >= k: the best (highest
-    total cosine to the centres) of ``restarts`` seeded runs, as MLlib's k-means|| seeding is more robust
-    than one k-means++ draw and a poor local optimum would read as instability."""
+    total cosine to the centres) of ``restarts`` runs seeded from ``seed``, as MLlib's k-means|| seeding
+    is more robust than one k-means++ draw and a poor local optimum would read as instability. Each run
+    stops after ``max_iter`` iterations or when no centre moves by more than ``tol`` (cosine)."""
     rng = np.random.default_rng(seed)
     runs = [_lloyd(vectors, _seed_centres(vectors, k, rng), max_iter, tol) for _ in range(max(restarts, 1))]
     fits = [float(np.max(vectors @ centres.T, axis=1).sum()) for centres in runs]
@@ -69,8 +71,9 @@ def _lloyd(vectors: np.ndarray, centres: np.ndarray, max_iter: int, tol: float) 
 
 
 def jaccard_to_best_match(reference: np.ndarray, other: np.ndarray, k: int, k_other: int) -> np.ndarray:
-    """(k,) for each reference segment, the Jaccard index of its members with the best-matching segment
-    of ``other`` (both label arrays over the same points); NaN for a segment with no member here."""
+    """(k,) for each of the ``k`` segments of ``reference``, the Jaccard index of its members with the
+    best-matching of the ``k_other`` segments of ``other`` (both (n,) label arrays over the same points);
+    NaN for a segment with no member here."""
     table = np.zeros((k, k_other))
     np.add.at(table, (reference, other), 1.0)
     sizes, other_sizes = table.sum(axis=1), table.sum(axis=0)
@@ -83,7 +86,9 @@ def jaccard_to_best_match(reference: np.ndarray, other: np.ndarray, k: int, k_ot
 def bootstrap_stability(
     vectors: np.ndarray, labels: np.ndarray, k: int, samples: int, seed: int, max_iter: int = 40, tol: float = 1e-4
 ) -> np.ndarray:
-    """(k,) each reference segment's mean Jaccard stability over ``samples`` bootstrap refits.
+    """(k,) the mean Jaccard stability of each of the ``k`` reference segments (``labels`` (n,) over unit
+    ``vectors`` (n, d)) over ``samples`` bootstrap refits drawn from ``seed`` (each refit as
+    ``spherical_kmeans`` with ``max_iter`` and ``tol``).
 
     For each bootstrap: draw n vectors with replacement, refit spherical k-means with the same k, place
     the distinct drawn vectors in the refit's segments, and score each reference segment (restricted to
@@ -102,8 +107,9 @@ def bootstrap_stability(
 
 
 def cosine_silhouette(vectors: np.ndarray, labels: np.ndarray, k: int) -> float | None:
-    """The cosine silhouette of unit ``vectors`` as MLlib's ClusteringEvaluator computes it: a point's
-    mean distance to a segment is 1 - x . (sum of the segment) / size, so the cost is O(n k d)."""
+    """The cosine silhouette of unit ``vectors`` (n, d) cut into ``k`` segments by ``labels`` (n,), as
+    MLlib's ClusteringEvaluator computes it: a point's mean distance to a segment is 1 - x . (sum of the
+    segment) / size, so the cost is O(n k d). None when fewer than two segments have members."""
     sizes = np.bincount(labels, minlength=k).astype(np.float64)
     if np.count_nonzero(sizes) < 2:
         return None
@@ -123,8 +129,9 @@ def cosine_silhouette(vectors: np.ndarray, labels: np.ndarray, k: int) -> float 
 
 
 def stability_word(jaccard: float | None, reproducible: float) -> str:
-    """A plain word for a segment's stability (Dolnicar & Leisch 2010): natural (>= 0.85, comes back
-    nearly whole), reproducible (>= ``reproducible``), constructed (below: one way of cutting the users)."""
+    """A plain word for a segment's stability ``jaccard`` (Dolnicar & Leisch 2010): natural (>= 0.85,
+    comes back nearly whole), reproducible (>= ``reproducible``), constructed (below: one way of cutting
+    the users), unknown (None or NaN)."""
     if jaccard is None or np.isnan(jaccard):
         return "unknown"
     if jaccard >= max(0.85, reproducible):
@@ -136,7 +143,8 @@ def score_k(
     vectors: np.ndarray, centres: np.ndarray, samples: int, seed: int, max_iter: int = 40, tol: float = 1e-4
 ) -> tuple[np.ndarray, np.ndarray, float | None]:
     """For reference unit ``centres`` (k, d) over unit ``vectors`` (n, d): (sizes (k,), Jaccard
-    stability (k,), silhouette) of the segments the centres cut."""
+    stability (k,) over ``samples`` bootstrap refits from ``seed`` with ``max_iter`` and ``tol``,
+    silhouette) of the segments the centres cut."""
     k = len(centres)
     labels = nearest(vectors, normalise_rows(centres))
     stability = bootstrap_stability(vectors, labels, k, samples, seed, max_iter, tol)

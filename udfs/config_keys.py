@@ -27,7 +27,7 @@ def resolved() -> Any:
 
 
 def config_key(item: Field) -> str | None:
-    """The ``section.key`` a settings field is read from, or None for a resolved field."""
+    """The ``section.key`` the settings field ``item`` is read from, or None for a resolved field."""
     return item.metadata.get(CONFIG_KEY)
 
 

@@ -39,7 +39,8 @@ def current_slot() -> TaskSlot:
 
 
 def use_task_cpus(slot: TaskSlot | None = None) -> int:
-    """Set torch's intra-op threads to the task's cores (outside Spark: left as they are); returns them."""
+    """Set torch's intra-op threads to the cores of ``slot`` (default: the running task's; outside Spark
+    they are left as they are); returns the number of threads."""
     import torch
 
     cpus = (slot or current_slot()).cpus
@@ -55,7 +56,8 @@ def _default_threads() -> int:
 
 
 def choose_device(slot: TaskSlot, cuda_available: bool | None = None) -> str:
-    """'cuda:<address>' for the task's first GPU when CUDA works; else 'cpu'."""
+    """'cuda:<address>' for the first GPU of the task ``slot`` when CUDA works; else 'cpu'.
+    ``cuda_available`` overrides torch's answer (tests)."""
     global _warned_no_cuda
     if not slot.gpu_addresses:
         return "cpu"
@@ -89,16 +91,17 @@ def native_bfloat16() -> bool:
 
 
 def job_uses_gpus(setting: str, gpus_per_task: float) -> bool:
-    """The rule of :func:`task_device`, asked on the driver before a job's tasks start (barrier tasks
-    of TorchDistributor): ``cuda`` always; ``auto`` when Spark schedules at least one GPU per task
-    (``spark.task.resource.gpu.amount``, or the driver's GPUs for a job run on the driver); ``cpu`` never."""
+    """The rule of :func:`task_device` for a device ``setting``, asked on the driver before a job's tasks
+    start (barrier tasks of TorchDistributor): ``cuda`` always; ``auto`` when ``gpus_per_task`` (Spark's
+    ``spark.task.resource.gpu.amount``, or the driver's GPUs for a job run on the driver) is at least
+    one; ``cpu`` never."""
     return setting == "cuda" or (setting == "auto" and gpus_per_task >= 1)
 
 
 def task_device(setting: str) -> str:
-    """Where a task computes: ``auto``, its GPU when Spark gave it one; ``cuda``, GPU 0 whatever Spark
-    scheduled (local mode on a GPU machine, single-GPU nodes). Without CUDA both fall back to the CPU
-    with one warning."""
+    """Where a task computes, for a device ``setting``: ``auto``, its GPU when Spark gave it one; ``cuda``, GPU 0
+    whatever Spark scheduled (local mode on a GPU machine, single-GPU nodes). Without CUDA both fall back to
+    the CPU with one warning."""
     if setting == "auto":
         return choose_device(current_slot())
     if setting == "cuda":

@@ -11,7 +11,9 @@ from segrec.udfs.faults import maybe_fail
 
 
 def embed_batches(settings: EncoderSettings, batches: Iterator[pd.Series]) -> Iterator[pd.Series]:
-    """Vectors (float32 arrays) for each batch of texts, in order; a null text gives a null vector."""
+    """For each pandas Series of texts in ``batches`` (an Arrow batch each), a Series of vectors (float32
+    arrays of the model's dimension) with the same index, in order; a null text gives a null vector.
+    The encoder for ``settings`` is loaded once per worker."""
     maybe_fail("embed")  # test hook, off unless SEGREC_FAULT_DIR is set
     encoder = get_encoder(settings)  # once per worker: cached across tasks and batches
     for texts in batches:

@@ -59,7 +59,9 @@ class EncoderSettings:
 
 
 def resolve_model_path(path: str) -> str:
-    """A local model directory; ``package:<module>`` asks that module's ``get_model_path()``."""
+    """The local model directory of the model setting ``path``: a directory as it is, or for
+    ``package:<module>`` that module's ``get_model_path()``. A missing package or directory raises
+    ``WorkerInputError`` naming it."""
     if path.startswith("package:"):
         module_name = path.split(":", 1)[1]
         try:
@@ -115,7 +117,8 @@ ENCODERS: WorkerCache[Encoder] = WorkerCache(size=4)
 
 
 def get_encoder(settings: EncoderSettings, slot: TaskSlot | None = None) -> Encoder:
-    """The worker's encoder for these settings on the task's device, loaded on first use only."""
+    """The worker's encoder for ``settings`` on the device of ``slot`` (default: the running task's),
+    loaded on first use only and cached by ``cache_key``."""
     slot = slot or current_slot()
     device = choose_device(slot)
     if device == "cpu":
@@ -129,25 +132,29 @@ def get_encoder(settings: EncoderSettings, slot: TaskSlot | None = None) -> Enco
 
 
 def cache_key(settings: EncoderSettings, device: str = "cpu", dtype: str = "float32", engine: str = "torch") -> tuple:
-    """One encoder per model, vector-deciding settings, device, dtype, runtime and batching budget."""
+    """The worker cache's key: one encoder per model, vector-deciding ``settings``, ``device``, ``dtype``,
+    runtime ``engine`` and batching budget."""
     vector = tuple(sorted(settings.vector_settings().items()))
     return (settings.model_path, vector, device, dtype, engine, token_budget(settings.token_budget, device))
 
 
 def token_budget(setting: int | str, device: str) -> int:
+    """Padded tokens per forward pass for the ``embed.token_budget`` ``setting`` on ``device``: the
+    number given, or for ``auto`` CPU_TOKEN_BUDGET on a CPU and GPU_TOKEN_BUDGET on a GPU."""
     if setting != "auto":
         return int(setting)
     return CPU_TOKEN_BUDGET if device == "cpu" else GPU_TOKEN_BUDGET
 
 
 def runtime(setting: str, device: str) -> str:
-    """What runs the transformer on this device: ``onnx`` (ONNX Runtime in float32, CPUs only) when
-    asked for, else torch; GPUs always run torch."""
+    """What runs the transformer on ``device`` for the ``model.runtime`` ``setting``: ``onnx`` (ONNX
+    Runtime in float32, CPUs only) when asked for, else torch; GPUs always run torch."""
     return "onnx" if setting == "onnx" and device == "cpu" else "torch"
 
 
 def cpu_dtype(setting: str) -> str:
-    """``auto``: bfloat16 where the CPU multiplies bfloat16 natively (AVX512-BF16, AMX), else float32."""
+    """The encoder's CPU dtype for the ``model.cpu_dtype`` ``setting``: as given, or for ``auto``
+    bfloat16 where the CPU multiplies bfloat16 natively (AVX512-BF16, AMX), else float32."""
     if setting != "auto":
         return setting
     from segrec.udfs.device import native_bfloat16
@@ -156,6 +163,9 @@ def cpu_dtype(setting: str) -> str:
 
 
 class Encoder:
+    """One loaded text encoder (tokenizer and transformer, torch or ONNX Runtime) for ``settings`` on
+    ``device`` in ``dtype``, with ``threads`` torch threads: ``encode`` turns texts into unit vectors."""
+
     def __init__(
         self,
         settings: EncoderSettings,
@@ -203,7 +213,8 @@ class Encoder:
     # ---------------------------------------------------------------------------------- windows
 
     def windows(self, token_ids: list[int]) -> list[list[int]]:
-        """Content-token windows of one text: one when it fits, else chunks (or the first, truncated)."""
+        """Content-token windows of one text's ``token_ids``: one when it fits, else overlapping chunks
+        (or the first window alone when truncating)."""
         cap = self.capacity
         if len(token_ids) <= cap:
             return [token_ids]
@@ -214,7 +225,8 @@ class Encoder:
         return [token_ids[s : s + cap] for s in starts]
 
     def plan(self, lengths: list[int]) -> list[list[int]]:
-        """Window indices grouped into sub-batches: longest first, padded size under the budget."""
+        """Window indices grouped into sub-batches for windows of ``lengths`` tokens: longest first,
+        each sub-batch's padded size under the token budget."""
         order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
         batches: list[list[int]] = []
         current: list[int] = []
@@ -231,7 +243,8 @@ class Encoder:
     # ----------------------------------------------------------------------------------- encode
 
     def encode(self, texts: list[str]) -> np.ndarray:
-        """L2-normalised float32 vectors, one row per text, in input order."""
+        """(len(texts), dim) L2-normalised float32 vectors, one row per text of ``texts``, in input
+        order; a long text is the token-weighted mean of its windows."""
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         token_ids = self.tokenizer(

@@ -12,6 +12,8 @@ import os
 
 
 def maybe_fail(stage: str) -> None:
+    """Kill this process (exit 17) on the first attempt of each partition of ``stage`` when
+    SEGREC_FAULT_DIR is set and SEGREC_FAULT_STAGE names ``stage``; otherwise do nothing."""
     directory = os.environ.get("SEGREC_FAULT_DIR")
     if not directory or os.environ.get("SEGREC_FAULT_STAGE", "embed") != stage:
         return

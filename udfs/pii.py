@@ -45,6 +45,7 @@ def _digits(text: str) -> str:
 
 
 def luhn_valid(number: str) -> bool:
+    """Whether the digit string ``number`` passes the Luhn check (card numbers do, most phones do not)."""
     digits = [int(d) for d in number]
     odd = digits[-1::-2]
     even = [sum(divmod(2 * d, 10)) for d in digits[-2::-2]]
@@ -52,6 +53,7 @@ def luhn_valid(number: str) -> bool:
 
 
 def iban_valid(candidate: str) -> bool:
+    """Whether ``candidate`` (spaces allowed) has an IBAN's length and its mod-97 check digits."""
     code = candidate.replace(" ", "")
     if not 15 <= len(code) <= 34:
         return False

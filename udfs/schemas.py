@@ -143,14 +143,15 @@ DATASETS: dict[str, pa.Schema] = {
 
 
 def spark_schema(schema: pa.Schema):
-    """The Spark StructType of one of these schemas (what the driver declares for UDF outputs)."""
+    """The Spark StructType of the Arrow ``schema`` (one of these: what the driver declares for UDF
+    outputs)."""
     from pyspark.sql.pandas.types import from_arrow_schema  # a type mapping: no session involved
 
     return from_arrow_schema(schema)
 
 
 def schema_differences(name: str, spark_type) -> list[str]:
-    """How a frame's Spark schema differs from dataset ``name``'s (column names, order and types;
+    """How a frame's Spark schema ``spark_type`` differs from dataset ``name``'s (column names, order and types;
     nullability aside): one line per difference, empty when it matches or ``name`` is not declared."""
     if name not in DATASETS:
         return []

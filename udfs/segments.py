@@ -6,6 +6,7 @@ import numpy as np
 
 
 def normalise_rows(matrix: np.ndarray) -> np.ndarray:
+    """``matrix`` (n, d) as float32 with each row scaled to unit length (an all-zero row stays zero)."""
     matrix = np.asarray(matrix, dtype=np.float32)
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
     return matrix / np.maximum(norms, 1e-12)

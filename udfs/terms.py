@@ -71,6 +71,7 @@ def terms(text: str | None, stop_words: frozenset[str], min_length: int = 3) -> 
 
 
 def terms_of_texts(texts: Iterable[str | None], stop_words: Iterable[str]) -> list[list[str]]:
-    """:func:`terms` of each text (the pandas UDF's body)."""
+    """:func:`terms` of each of ``texts`` (None gives []), words in ``stop_words`` (any case) left out:
+    the pandas UDF's body."""
     stop = frozenset(w.lower() for w in stop_words)
     return [terms(text, stop) for text in texts]

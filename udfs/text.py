@@ -20,7 +20,7 @@ def _is_control(ch: str) -> bool:
 
 
 def normalize_text(value: object) -> str | None:
-    """Return the cleaned text, or None when nothing readable is left.
+    """``value`` (any type; None and NaN give None) as cleaned text, or None when nothing readable is left.
 
     HTML tags are removed and entities decoded, Unicode is NFKC-normalised, control and format
     characters are dropped, and runs of whitespace collapse to one space.
@@ -40,7 +40,8 @@ def render_text(parts: Iterable[tuple[str, object]], separator: str = ". ") -> s
     """Join the normalised, non-empty values of several columns into one text.
 
     ``parts`` holds (column name, value) pairs in the configured order; the names are unused by the
-    default rendering but keep the call sites explicit.
+    default rendering but keep the call sites explicit. Values are joined with ``separator``; None when
+    no value has text.
     """
     cleaned = [normalize_text(value) for _, value in parts]
     kept = [c for c in cleaned if c]
@@ -48,12 +49,13 @@ def render_text(parts: Iterable[tuple[str, object]], separator: str = ". ") -> s
 
 
 def normalize_series(values: pd.Series) -> pd.Series:
-    """Vectorised-over-rows wrapper for pandas UDFs."""
+    """:func:`normalize_text` over the Series ``values`` (same index, object dtype): the pandas UDFs' body."""
     return values.map(normalize_text).astype(object)
 
 
 def render_frame(frame: pd.DataFrame, separator: str = ". ") -> pd.Series:
-    """Render each row of ``frame`` (one column per configured text column) into one text."""
+    """Render each row of ``frame`` (one column per configured text column) into one text joined with
+    ``separator`` (:func:`render_text`); a Series with ``frame``'s index."""
     columns = list(frame.columns)
     rendered = [
         render_text(zip(columns, row, strict=True), separator) for row in frame.itertuples(index=False, name=None)

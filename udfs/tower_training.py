@@ -40,7 +40,8 @@ def _read(path: str, columns: list[str]):
 
 
 def load_training_data(job: TrainJob) -> TrainingData:
-    """The examples as flat arrays: items in id order, users in id order, histories oldest first."""
+    """The examples ``job`` points at (parquet files), as flat arrays: items in id order, users in id
+    order, histories oldest first."""
     catalogue = _read(job.catalogue_path, ["item_id", "vector"]).to_pandas()
     catalogue = catalogue.sort_values("item_id", kind="stable")
     item_ids = catalogue["item_id"].to_numpy().astype(str)
@@ -95,7 +96,8 @@ def _stack(vectors: np.ndarray) -> np.ndarray:
 
 
 def train_process(job: TrainJob) -> TrainResult | None:
-    """The function TorchDistributor runs in every process; rank 0 returns the trained weights."""
+    """The function TorchDistributor runs in every process with the same ``job``: it reads its share of
+    the examples and trains; rank 0 returns the trained weights, the other ranks None."""
     import torch
 
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))

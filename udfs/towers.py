@@ -63,6 +63,7 @@ class TowerSettings:
     seed: int = from_config("train.seed")
 
     def as_dict(self) -> dict:
+        """Every field by name: what the model id hashes and towers.json keeps."""
         return asdict(self)
 
 
@@ -90,15 +91,18 @@ class TrainingData:
 
     @property
     def n_users(self) -> int:
+        """Users with a history (rows of ``offsets`` minus one)."""
         return len(self.offsets) - 1
 
     def lengths(self) -> np.ndarray:
+        """(n_users,) the length of each user's history."""
         return np.diff(self.offsets)
 
 
 def id_rows(item_counts: np.ndarray, settings: TowerSettings) -> np.ndarray:
-    """Row of each catalogue item in the ID-embedding table: 1.. for items with at least
-    ``id_min_interactions`` training interactions, 0 (no embedding, text path only) for the rest."""
+    """(n,) the row of each catalogue item in the ID-embedding table, from ``item_counts`` (n,) training
+    interactions per item: 1.. for items with at least ``settings.id_min_interactions``, 0 (no embedding,
+    text path only) for the rest, and 0 for every item without ``settings.id_embeddings``."""
     if not settings.id_embeddings:
         return np.zeros(len(item_counts), np.int64)
     has_id = item_counts >= settings.id_min_interactions
@@ -108,9 +112,9 @@ def id_rows(item_counts: np.ndarray, settings: TowerSettings) -> np.ndarray:
 
 
 def example_positions(data: TrainingData, settings: TowerSettings) -> np.ndarray:
-    """Flat positions of the interactions to predict. Sequential: every interaction with something
-    before it, and a user's first one where the user has text. Order-free: every interaction of a
-    user with at least one other, or with text."""
+    """Flat positions in ``data`` of the interactions to predict under ``settings.objective``. Sequential: every
+    interaction with something before it, and a user's first one where the user has text. Order-free: every
+    interaction of a user with at least one other, or with text."""
     lengths = data.lengths()
     user = np.repeat(np.arange(data.n_users), lengths)
     step = np.arange(len(data.flat_items)) - data.offsets[user]
@@ -122,13 +126,16 @@ def example_positions(data: TrainingData, settings: TowerSettings) -> np.ndarray
 
 
 def user_of(data: TrainingData, positions: np.ndarray) -> np.ndarray:
+    """(len(positions),) the user of each flat position in ``data``'s histories."""
     return np.searchsorted(data.offsets, positions, side="right") - 1
 
 
 def histories(
     data: TrainingData, positions: np.ndarray, settings: TowerSettings, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(items (B, H) catalogue positions or TEXT_FREE, weights (B, H)) of each example's history."""
+    """(items (B, H) catalogue positions or TEXT_FREE, weights (B, H)) of the history of each example at
+    flat ``positions`` (B,) in ``data``, H = ``settings.history``: the interactions before it
+    (sequential, decayed) or the user's others (order-free, sampled with ``rng``)."""
     h = settings.history
     users = user_of(data, positions)
     start = data.offsets[users]
@@ -157,7 +164,8 @@ def histories(
 
 
 def inference_history(items: np.ndarray, weights: np.ndarray, settings: TowerSettings) -> tuple[np.ndarray, np.ndarray]:
-    """One user's whole history (oldest first) -> the pooling inputs the towers were trained with:
+    """One user's whole history, ``items`` with their ``weights`` (oldest first) -> the pooling inputs the
+    towers were trained with under ``settings``:
     the newest ``history`` items, weighted by feedback x decay per step back (order-free: no decay)."""
     items, weights = items[-settings.history :], weights[-settings.history :]
     if settings.objective == "sequential":
@@ -169,7 +177,8 @@ def inference_history(items: np.ndarray, weights: np.ndarray, settings: TowerSet
 
 
 def build_model(text_dim: int, n_ids: int, settings: TowerSettings):
-    """The towers as a torch module (imported here so that importing this file needs no torch)."""
+    """The towers as a torch module for text vectors of ``text_dim`` values and ``n_ids`` ID-embedding
+    rows, shaped by ``settings`` (torch is imported here so that importing this file needs no torch)."""
     import torch
     from torch import nn
     from torch.nn import functional as F
@@ -206,7 +215,8 @@ def build_model(text_dim: int, n_ids: int, settings: TowerSettings):
 
 
 def pool(item_vectors, items, weights):
-    """Weighted mean of the history's item vectors (torch); an empty history pools to zero."""
+    """(B, dim) the ``weights`` (B, H)-weighted mean of ``item_vectors`` (n, dim) at the history positions
+    ``items`` (B, H) (torch; TEXT_FREE slots weigh nothing); an empty history pools to zero."""
     import torch
 
     gathered = item_vectors[torch.clamp(items, min=0)] * (items >= 0)[..., None]
@@ -219,6 +229,8 @@ def pool(item_vectors, items, weights):
 
 @dataclass
 class TrainResult:
+    """What training returns to the driver: the weights, the loss curve and counts."""
+
     state: dict  # parameter name -> numpy array
     curve: list[dict] = field(default_factory=list)  # per epoch: loss, seconds
     examples: int = 0
@@ -229,8 +241,9 @@ class TrainResult:
 def train(
     data: TrainingData, settings: TowerSettings, rank: int = 0, world: int = 1, device: str = "cpu", log=print
 ) -> TrainResult:
-    """Train the towers on this process's share of users (``rank`` of ``world``); with world > 1 the
-    process group must already be initialised (gradients are averaged by DistributedDataParallel)."""
+    """Train the towers on ``data`` as ``settings`` say, on this process's share of users (``rank`` of
+    ``world``) on ``device``, reporting each epoch through ``log``; with world > 1 the process group must
+    already be initialised (gradients are averaged by DistributedDataParallel)."""
     import torch
 
     # The history gather's backward is a scatter-add whose multi-threaded CPU kernel sums in a varying
@@ -373,12 +386,13 @@ class TowerWeights:
     id_items: np.ndarray
 
     def item_vectors(self, text: np.ndarray, item_ids: np.ndarray) -> np.ndarray:
-        """(n, dim) float32 unit vectors for items with these text vectors and ids (an id without a
+        """(n, dim) float32 unit vectors for items with these ``text`` vectors (n, t) and ``item_ids`` (an id without a
         learned embedding, a cold item, goes through the text path alone)."""
         return self.item_parts(text, item_ids)[0]
 
     def item_parts(self, text: np.ndarray, item_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(unit vectors, their learned parts, which items have a learned embedding). A vector is
+        """For items with these ``text`` vectors (n, t) and ``item_ids``: (unit vectors (n, dim), their
+        learned parts (n, dim), which items have a learned embedding (n,)). A vector is
         (text path + learned embedding) / its norm, so vector = text part + learned part with both
         divided by that one norm, and a user's score u . vector splits the same way: u . learned part
         is what the item's interactions added to its text. The learned part is 0 for a cold item."""

@@ -34,8 +34,8 @@ class UserBatch:
 
     @classmethod
     def from_arrow(cls, batch: pa.RecordBatch, dim: int) -> UserBatch:
-        """From mapInArrow's batches: the vectors and seen ids are read from Arrow's flat buffers (no
-        per-user Python objects)."""
+        """From ``batch``, one of mapInArrow's record batches (user_id, vector, segment_id, seen): the vectors, of
+        ``dim`` values each, and seen ids are read from Arrow's flat buffers (no per-user Python objects)."""
         ids = batch.column("user_id").to_numpy(zero_copy_only=False)
         vector = batch.column("vector")
         _check_vectors(ids, pc.fill_null(pc.list_value_length(vector), -1).to_numpy(), dim)
@@ -51,7 +51,8 @@ class UserBatch:
 
     @classmethod
     def from_pandas(cls, batch: pd.DataFrame, dim: int) -> UserBatch:
-        """From a pandas batch (the sharded plan's, tests): a numpy array or None per vector and seen list."""
+        """From a pandas ``batch`` (the sharded plan's, tests; user_id, vector, segment_id, seen): a numpy
+        array or None per vector, of ``dim`` values, and per seen list."""
         ids = batch["user_id"].to_numpy()
         vectors = batch["vector"].to_numpy()
         _check_vectors(ids, np.fromiter((-1 if v is None else len(v) for v in vectors), np.int64, len(vectors)), dim)
@@ -82,7 +83,7 @@ def _check_vectors(ids: np.ndarray, lengths: np.ndarray, dim: int) -> None:
 
 
 def recommend_users(users: UserBatch, catalogue: Catalogue, settings: TopKSettings) -> dict[str, np.ndarray]:
-    """A batch of users -> the RECOMMENDATIONS columns, as arrays.
+    """A batch of ``users`` scored against ``catalogue`` -> the RECOMMENDATIONS columns, as arrays.
 
     With MMR on, each user's best ``settings.mmr_pool`` items are re-ranked and k kept; the EXPLANATION
     columns come from ``explanations``. ``settings`` has its device and precision resolved
@@ -126,7 +127,8 @@ def explanations(
     catalogue: Catalogue,
     settings: TopKSettings,
 ) -> dict[str, np.ndarray]:
-    """The EXPLANATION columns of recommended (user row, catalogue position) pairs: the reason (with
+    """The EXPLANATION columns of the recommended (user row, catalogue position) pairs ``rows`` and
+    ``picks``, for the unit vectors ``users`` (p, d), their ``seen`` items and ``catalogue``: the reason (with
     ``settings.explain``) and the learned part of the similarity (with ``settings.score_parts`` and a
     catalogue that has the parts); null where not asked for or not known."""
     n = len(rows)
@@ -143,7 +145,8 @@ def explanations(
 def learned_similarities(
     users: np.ndarray, rows: np.ndarray, learned_part: np.ndarray, picks: np.ndarray, block: int = 4096
 ) -> np.ndarray:
-    """u . learned part of each recommended (user row, catalogue position), float64: the part of the
+    """u . learned part of each recommended (user row, catalogue position) in ``rows`` and ``picks``, for
+    the user vectors ``users`` (p, d) and the catalogue's ``learned_part`` (n, d), float64: the part of the
     similarity that the item's learned embedding contributed (0 for a cold item). In blocks of
     ``block`` rows, so the gathered vectors stay small."""
     out = np.empty(len(rows))
@@ -154,13 +157,15 @@ def learned_similarities(
 
 
 def recommend_frame(batch: pd.DataFrame, catalogue: Catalogue, settings: TopKSettings) -> pd.DataFrame:
-    """One pandas batch of users (user_id, vector, segment_id, seen item ids) -> rows of RECOMMENDATIONS."""
+    """One pandas ``batch`` of users (user_id, vector, segment_id, seen item ids) scored against
+    ``catalogue`` as ``settings`` ask -> rows of RECOMMENDATIONS."""
     users = UserBatch.from_pandas(batch, catalogue.vectors.shape[1])
     return pd.DataFrame(recommend_users(users, catalogue, settings))
 
 
 def recommend_batch(batch: pa.RecordBatch, catalogue: Catalogue, settings: TopKSettings) -> pa.RecordBatch:
-    """recommend_frame for mapInArrow: Arrow in, Arrow out, no pandas conversion either way."""
+    """:func:`recommend_frame` for mapInArrow: the Arrow ``batch`` scored against ``catalogue`` as
+    ``settings`` ask -> a record batch of RECOMMENDATIONS, no pandas conversion either way."""
     users = UserBatch.from_arrow(batch, catalogue.vectors.shape[1])
     columns = recommend_users(users, catalogue, settings)
     # from_pandas: a NaN similarity (no history to explain with) is written as null

@@ -38,11 +38,13 @@ CATALOGUES: WorkerCache[Catalogue] = WorkerCache(size=4)
 
 
 def cached_catalogue(key: str, load: Callable[[], Catalogue]) -> Catalogue:
-    """The worker's catalogue for ``key`` (a broadcast id or a file path), loaded on first use only."""
+    """The worker's catalogue for ``key`` (a broadcast id or a file path), from ``load()`` on first use only."""
     return CATALOGUES.get(key, load)
 
 
 def save_catalogue(path: str, catalogue: Catalogue) -> None:
+    """Write ``catalogue`` (ids, vectors, and popularity and learned parts where present) to ``path`` as
+    an uncompressed .npz: numpy arrays only, no pickle."""
     arrays: dict[str, Any] = {"item_ids": catalogue.item_ids.astype(str), "vectors": catalogue.vectors}
     for name in ("popularity", "learned_part"):
         if getattr(catalogue, name) is not None:
@@ -52,6 +54,7 @@ def save_catalogue(path: str, catalogue: Catalogue) -> None:
 
 
 def load_catalogue(path: str) -> Catalogue:
+    """The catalogue :func:`save_catalogue` wrote to ``path`` (loaded without unpickling anything)."""
     with np.load(path, allow_pickle=False) as data:  # never unpickle
         optional = {name: data[name] for name in ("popularity", "learned_part") if name in data.files}
         return Catalogue(item_ids=data["item_ids"], vectors=data["vectors"], **optional)
@@ -86,7 +89,8 @@ class SeenItems:
 
     @classmethod
     def from_pairs(cls, rows: np.ndarray, positions: np.ndarray) -> SeenItems:
-        """Any pairs: sorted by (row, position) and deduplicated (a user may have interacted twice).
+        """Any (user row, catalogue position) pairs ``rows`` and ``positions``: sorted by (row, position)
+        and deduplicated (a user may have interacted twice).
         np.sort, not np.unique: numpy's hash-based unique was far slower on these int64 keys
         (benchmarks/topk_parts.py)."""
         rows, positions = rows.astype(np.int64), positions.astype(np.int64)
@@ -97,7 +101,7 @@ class SeenItems:
 
     @classmethod
     def from_lists(cls, lists: list[np.ndarray]) -> SeenItems:
-        """Per user row, an array of catalogue positions."""
+        """From ``lists``: per user row, an array of catalogue positions."""
         lengths = np.array([len(s) for s in lists], dtype=np.int64)
         rows = np.repeat(np.arange(len(lists), dtype=np.int64), lengths)
         positions = np.concatenate(lists).astype(np.int64) if lengths.sum() else np.empty(0, np.int64)
@@ -110,7 +114,7 @@ class SeenItems:
 
 
 def seen_positions(seen_ids: np.ndarray, counts: np.ndarray, catalogue: Catalogue) -> SeenItems:
-    """The positions in this catalogue of the users' seen ids (flat, ``counts`` per user); ids it does
+    """The positions in ``catalogue`` of the users' ``seen_ids`` (flat, ``counts`` per user); ids it does
     not hold (items without a vector, another shard's items) mask nothing here."""
     if not len(seen_ids):
         return SeenItems(np.empty(0, np.int64), np.empty(0, np.int64))

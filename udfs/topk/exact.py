@@ -28,19 +28,19 @@ SELECTION = {"users": 0, "widened": 0}
 
 
 def block_rows(n_items: int, block_mb: float, depth: int = 0, dim: int = 0, score_bytes: int = 12) -> int:
-    """Users per block so that the block's memory stays under ``block_mb``: per user, ``score_bytes``
-    per item (12: about 3 score rows of float32, as a boost's sum makes them; 6 for a bfloat16 pass
-    without a boost: its 2-byte scores, a copy of the rows still to prove, their group maxima), plus its
-    first candidates' vectors gathered for the exact pass (float32, and float64 working copies: 12
-    bytes per value)."""
+    """Users per block so that the block's memory stays under ``block_mb`` for a catalogue of ``n_items`` items
+    of ``dim`` values, keeping ``depth`` per user: per user, ``score_bytes`` per item (12: about 3 score rows
+    of float32, as a boost's sum makes them; 6 for a bfloat16 pass without a boost: its 2-byte scores, a copy
+    of the rows still to prove, their group maxima), plus its first candidates' vectors gathered for the exact
+    pass (float32, and float64 working copies: 12 bytes per value)."""
     per_user = max(n_items, 1) * score_bytes + candidate_count(depth, n_items) * dim * 12
     return max(1, int(block_mb * 2**20 // per_user))
 
 
 def bytes_per_score(precision: str, boost: bool) -> int:
-    """block_rows' bytes per (user, item) score: 6 for a bfloat16 pass without a boost (2-byte scores),
-    else 12 (the boost's float32 sum). The larger blocks this gives bfloat16 matter: AMX's products
-    ran faster on blocks of 296 users than of 193 (benchmarks/topk_parts.py, part 5)."""
+    """block_rows' bytes per (user, item) score for the pass's ``precision``: 6 for bfloat16 without a ``boost``
+    (2-byte scores), else 12 (the boost's float32 sum). The larger blocks this gives bfloat16 matter: AMX's
+    products ran faster on blocks of 296 users than of 193 (benchmarks/topk_parts.py, part 5)."""
     return 6 if precision == "bfloat16" and not boost else 12
 
 
@@ -51,8 +51,8 @@ CANDIDATE_MARGIN = 8
 
 
 def candidate_count(depth: int, n_items: int) -> int:
-    """Candidates per user in the first selection pass: enough beyond ``depth`` that the proof below
-    usually holds at once (rows where it does not are widened)."""
+    """Candidates per user in the first selection pass over ``n_items`` items: enough beyond ``depth``
+    that the proof below usually holds at once (rows where it does not are widened)."""
     return min(n_items, depth + depth // 2 + CANDIDATE_MARGIN) if depth > 0 else 0
 
 
@@ -60,7 +60,8 @@ PRECISIONS = ("float32", "bfloat16")
 
 
 def candidate_precision(setting: str, device: str) -> str:
-    """The fast pass's precision: ``auto`` is bfloat16 on CPUs with native bfloat16, float32 otherwise.
+    """The fast pass's precision for ``recommend.precision``'s ``setting`` on ``device``: as set, or for
+    ``auto`` bfloat16 on CPUs with native bfloat16, float32 otherwise.
     A GPU's pass is float32 (its products are far from the bottleneck, and cuBLAS may reduce bfloat16
     products in reduced precision, which would void the error bound)."""
     if device != "cpu":
@@ -81,12 +82,14 @@ class ItemNorms:
 
 
 def bfloat16_rounded(x: np.ndarray) -> np.ndarray:
-    """float32 rows rounded to bfloat16 (to nearest, as the fast pass does), as float64."""
+    """The float32 rows ``x`` (n, d) rounded to bfloat16 (to nearest, as the fast pass does), as float64."""
     return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).bfloat16().double().numpy()
 
 
 def item_norms(vectors: np.ndarray, rows: int = 2048) -> ItemNorms:
-    """In chunks of ``rows``, so that the float64 working copies stay small beside the catalogue."""
+    """The largest norms of the catalogue's ``vectors`` (n, d): exact, rounded to bfloat16, and of the
+    rounding error, which the error bound needs. In chunks of ``rows``, so that the float64 working
+    copies stay small beside the catalogue."""
     largest = np.zeros(3)
     for start in range(0, len(vectors), rows):
         exact = vectors[start : start + rows].astype(np.float64)
@@ -99,8 +102,10 @@ def item_norms(vectors: np.ndarray, rows: int = 2048) -> ItemNorms:
 def excluded_score_bound(
     precision: str, users: np.ndarray, items: ItemNorms, fast_cut: np.ndarray, boost_max: float
 ) -> np.ndarray:
-    """Per user row, B such that every item whose fast score is at most ``fast_cut`` has an exact score
-    of at most fast_cut + B (so no item left out of the candidates can beat an exact score above it).
+    """Per row of ``users`` (p, d), B such that every item whose fast score is at most ``fast_cut`` (p,)
+    has an exact score of at most fast_cut + B (so no item left out of the candidates can beat an exact
+    score above it), for the pass's ``precision``, the catalogue's norms ``items`` and a popularity boost
+    of at most ``boost_max``.
 
     Let s = u.v exactly and s' the fast pass's product, c = 2^-8 / (1 - 2^-8).
     - float32: |s' - s| <= gamma_d sum|u_i v_i| <= (d + 1) 2^-23 |u| |v| for any summation order.
@@ -131,8 +136,9 @@ def excluded_score_bound(
 
 
 def fast_similarities(block: np.ndarray, catalogue: Catalogue, device: str, precision: str) -> torch.Tensor:
-    """(b, n) similarities of a block of users to every item, from the fast pass, in its precision
-    (bfloat16 values convert to float32 exactly; the selection reads them as they are)."""
+    """(b, n) similarities of the users ``block`` (b, d) to every item of ``catalogue``, from the fast
+    pass on ``device`` in its ``precision`` (bfloat16 values convert to float32 exactly; the selection
+    reads them as they are)."""
     if precision == "bfloat16":
         # The bfloat16 copy is held as contiguous columns (d, n), not rows multiplied through a transposed
         # view: oneDNN's bfloat16 products (AMX) ran 1.07-1.09x faster so (benchmarks/topk_parts.py,
@@ -153,7 +159,7 @@ def fast_similarities(block: np.ndarray, catalogue: Catalogue, device: str, prec
 
 
 def bfloat16_columns(catalogue: Catalogue, device: str) -> torch.Tensor:
-    """The catalogue rounded to bfloat16 as contiguous columns (d, n), converted straight into its one
+    """The ``catalogue`` rounded to bfloat16 on ``device`` as contiguous columns (d, n), converted straight into its one
     allocation (``.T.bfloat16().contiguous()`` made a second bfloat16 copy on the way, which showed
     in benchmarks/memory_bounds.py's peaks)."""
     vectors, _ = catalogue_tensors(catalogue, device)
@@ -166,7 +172,9 @@ EXACT_USERS = 16  # users per gather in exact_scores on the CPU
 def exact_scores(
     users: np.ndarray, candidates: np.ndarray, segments: np.ndarray, catalogue: Catalogue, device: str, weight: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """float64 (similarity, boost) of each user (p, d) with its candidates (p, m) item indices.
+    """float64 (similarity, boost), each (p, m), of each of ``users`` (p, d) with its ``candidates``
+    (p, m) catalogue positions, on ``device``; the boost is ``weight`` x the item's popularity in the
+    user's segment (``segments`` (p,), -1: none).
 
     A similarity is the float64 sum of exact float32 products, summed the same way whatever the number
     of rows and candidates (a batched matrix product switches kernels with the shape, and its last bits

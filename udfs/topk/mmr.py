@@ -9,7 +9,8 @@ from segrec.udfs.schemas import RECOMMENDATION_COLUMNS
 
 
 def mmr_order(relevance: np.ndarray, vectors: np.ndarray, k: int, trade_off: float) -> np.ndarray:
-    """Positions of at most k candidates in maximal-marginal-relevance order.
+    """Positions of at most k candidates, given their ``relevance`` (m,) and unit ``vectors`` (m, d), in
+    maximal-marginal-relevance order.
 
     Candidates come ordered by (-relevance, item id). Each step takes the candidate with the highest
     trade_off * relevance - (1 - trade_off) * (its largest cosine to those already taken); the first
@@ -31,8 +32,9 @@ def mmr_order(relevance: np.ndarray, vectors: np.ndarray, k: int, trade_off: flo
 
 
 def rerank_mmr(frame: pd.DataFrame, vectors: np.ndarray, k: int, trade_off: float) -> pd.DataFrame:
-    """One user's candidate rows, in rank order, with their item vectors in the same order -> their
-    k rows in MMR order, ranks renumbered."""
+    """One user's candidate rows ``frame`` (RECOMMENDATIONS columns), in rank order, with their item
+    ``vectors`` (m, d) in the same order -> their k rows in MMR order (:func:`mmr_order` at ``trade_off``),
+    ranks renumbered."""
     order = mmr_order(frame["score"].to_numpy(np.float64), vectors, k, trade_off)
     picked = frame.iloc[order].copy()
     picked["rank"] = np.arange(1, len(picked) + 1, dtype=np.int32)

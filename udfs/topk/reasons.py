@@ -10,8 +10,9 @@ from segrec.udfs.topk.catalogue import SeenItems
 def explain_picks(
     rows: np.ndarray, picks: np.ndarray, seen: SeenItems, vectors: np.ndarray, budget: int = 4096
 ) -> tuple[np.ndarray, np.ndarray]:
-    """For each recommended (user row, catalogue position): the position of the item in that user's
-    history most similar to it (ties: the lower position, i.e. the smaller id) and the cosine between
+    """For each recommended (user row, catalogue position) pair of ``rows`` and ``picks``: the position
+    among the catalogue's unit ``vectors`` (n, d) of the item in that user's ``seen`` history
+    most similar to it (ties: the lower position, i.e. the smaller id) and the cosine between
     them; -1 and NaN for a user with no history in this catalogue.
 
     Users are taken in order of history length, in blocks whose padded (users x longest history) stays
