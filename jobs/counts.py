@@ -1,8 +1,7 @@
 """Row counts of several DataFrames in one Spark job.
 
 A stage that reconciles what went in with what came out needs a handful of counts. Taken one by one,
-each is a job of its own, and on a small run the jobs' fixed cost is a visible part of the stage (the
-embed stage's six count jobs took twice as long as the one that replaced them; docs/benchmarks.md).
+each is a job of its own, and on a small run the jobs' fixed cost is a visible part of the stage.
 One aggregation over a union of the frames, tagged by name, answers all of them at once.
 """
 

@@ -275,11 +275,10 @@ def mmr_pass(candidates: DataFrame, catalogue: DataFrame, k: int, trade_off: flo
 
 
 def scoring_tasks(spark: SparkSession, configured: int | None) -> int:
-    """``recommend.partitions``, else one task per core on a local master and twice the parallelism
-    elsewhere. Each scoring task first waits while Spark sorts and joins its users' seen lists. On a
-    local master the cores are one machine's and the users' hash partitions even, so a second task
-    per core only pays that wait again: one task per core ran the stage 1.11x faster at 50,000 x 20,000
-    on 2 cores (docs/benchmarks.md). On a cluster the second task per core evens out slow executors."""
+    """``recommend.partitions``, else one task per core on a local master and twice the parallelism elsewhere.
+    Each scoring task first waits while Spark sorts and joins its users' seen lists. On a local master the
+    cores are one machine's and the users' hash partitions even, so a second task per core only pays that wait
+    again (benchmarks/topk.py times both). On a cluster the second task per core evens out slow executors."""
     if configured is None and on_local_master(spark):
         return parallelism(spark)
     return udf_partitions(spark, configured)

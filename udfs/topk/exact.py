@@ -40,7 +40,7 @@ def block_rows(n_items: int, block_mb: float, depth: int = 0, dim: int = 0, scor
 def bytes_per_score(precision: str, boost: bool) -> int:
     """block_rows' bytes per (user, item) score for the pass's ``precision``: 6 for bfloat16 without a ``boost``
     (2-byte scores), else 12 (the boost's float32 sum). The larger blocks this gives bfloat16 matter: AMX's
-    products ran faster on blocks of 296 users than of 193 (benchmarks/topk_parts.py, part 5)."""
+    products ran faster on the taller blocks (benchmarks/topk_parts.py, part 5)."""
     return 6 if precision == "bfloat16" and not boost else 12
 
 
