@@ -200,7 +200,8 @@ def with_raw(df: DataFrame) -> DataFrame:
     malformed = F.lit(False)
     if CORRUPT in df.columns:
         malformed = F.col(CORRUPT).isNotNull()
-        raw = F.when(malformed, F.to_json(F.struct(F.col(CORRUPT).alias("malformed_text")))).otherwise(raw)
+        text = F.struct(F.col(CORRUPT).alias("malformed_text"), F.input_file_name().alias("file"))
+        raw = F.when(malformed, F.to_json(text)).otherwise(raw)
     return df.select(
         *original,
         raw.alias("_raw"),
@@ -396,6 +397,53 @@ class SourceCounts:
             "rejected_by_reason": dict(sorted(self.rejected_by_reason.items())),
             "pii_redacted": dict(self.pii_redacted),
         }
+
+
+@dataclass(frozen=True)
+class UnclosedQuote:
+    """A CSV record whose quote is never closed: it swallowed every record after it in its file."""
+
+    file: str
+    line: int  # where the quote opens (1 = the header line)
+    swallowed: int  # non-empty lines after it, each a record lost into this one
+
+    def describe(self, name: str) -> str:
+        """One sentence for source ``name``: where the quote opens and what it swallowed."""
+        where = self.file[len("file://") :] if self.file.startswith("file:///") else self.file
+        return (
+            f"{name}: line {self.line} of {where} opens a quote that is never closed; the {self.swallowed} "
+            f"line(s) after it were read as part of that one record, rejected as {MALFORMED_ROW}"
+        )
+
+
+def unclosed_quotes(spark: SparkSession, annotated: DataFrame, limit: int = 10) -> list[UnclosedQuote]:
+    """The malformed CSV records of an annotated source whose text runs over several lines: a quote
+    never closed reads everything to the end of its file as one field. At most ``limit`` of them, in
+    read order, each located in its file (a small job per record: few files have more than one)."""
+    text = F.get_json_object("_raw", "$.malformed_text")
+    lines = F.filter(F.split(text, "\n"), lambda line: F.length(F.trim(line)) > 0)
+    found = (
+        annotated.where((F.col("_reason") == MALFORMED_ROW) & text.contains("\n"))
+        .select(
+            F.get_json_object("_raw", "$.file").alias("file"),
+            F.substring(text, 1, 200).alias("head"),
+            (F.size(lines) - 1).alias("swallowed"),
+            "_ordinal",
+        )
+        .orderBy("_ordinal")
+        .limit(limit)
+        .collect()
+    )
+    quotes = []
+    for row in found:
+        whole = spark.read.text(row["file"], wholetext=True)
+        at = whole.select(F.locate(row["head"], F.col("value")).alias("at")).collect()[0]["at"]
+        before = whole.select(F.size(F.split(F.substring("value", 1, max(at - 1, 0)), "\n")).alias("n"))
+        start = before.collect()[0]["n"] if at > 0 else 0
+        head = row["head"]
+        opened = start + head[: head.index('"')].count("\n") if '"' in head else start
+        quotes.append(UnclosedQuote(row["file"], opened, row["swallowed"]))
+    return quotes
 
 
 def count_reasons(annotated: DataFrame) -> SourceCounts:

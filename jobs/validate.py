@@ -34,17 +34,28 @@ def read_checked(ctx: RunContext) -> dict[str, DataFrame]:
     return raw
 
 
-def _kept_or_fail(name: str, counts: sources.SourceCounts, max_share: float = 1.0) -> None:
-    """A source whose rows were all rejected stops the run; so does one whose rejected share exceeds
-    ``max_share`` (that looks like a mapping mistake: a wrong id column, a wrong timestamp unit)."""
+def _kept_or_fail(
+    name: str,
+    counts: sources.SourceCounts,
+    max_share: float = 1.0,
+    quotes: list[sources.UnclosedQuote] | None = None,
+    earlier: list[str] | None = None,
+) -> None:
+    """Stop the run when source ``name`` kept no row, or when its rejected share exceeds ``max_share``
+    (that looks like a mapping mistake: a wrong id column, a wrong timestamp unit). The lines its own
+    unclosed ``quotes`` swallowed count as rejected rows; the message names them first, and before
+    everything the ``earlier`` sources' broken rows (items read short make interactions unknown_item)."""
+    swallowed = sum(quote.swallowed for quote in quotes or [])
+    rows_in, rejected = counts.rows_in + swallowed, counts.rejected + swallowed
+    causes = [*(earlier or []), *(quote.describe(name) for quote in quotes or [])]
+    lead = ". ".join(causes) + (". Fix that first: what follows may come from it. " if causes else "")
     detail = ", ".join(f"{r}={n}" for r, n in sorted(counts.rejected_by_reason.items())) or "the source is empty"
     if counts.kept == 0:
-        raise InputError(f"{name}: no valid rows left ({counts.rows_in} read; rejected: {detail})")
-    if counts.rows_in and counts.rejected / counts.rows_in > max_share:
+        raise InputError(f"{lead}{name}: no valid rows left ({rows_in} read; rejected: {detail})")
+    if rows_in and rejected / rows_in > max_share:
         top = max(sorted(counts.rejected_by_reason), key=lambda reason: counts.rejected_by_reason[reason])
         raise InputError(
-            f"{name}: {counts.rejected} of {counts.rows_in} rows rejected "
-            f"({counts.rejected / counts.rows_in:.0%}, above "
+            f"{lead}{name}: {rejected} of {rows_in} rows rejected ({rejected / rows_in:.0%}, above "
             f"inputs.{name}.max_reject_share {max_share:g}); most are {top} ({counts.rejected_by_reason[top]}). "
             f"Check the column mapping and units for that reason (rejected: {detail})"
         )
@@ -62,6 +73,11 @@ def run(ctx: RunContext) -> dict[str, sources.SourceCounts]:
 
     annotated: dict[str, DataFrame] = {}
     counts: dict[str, sources.SourceCounts] = {}
+    quotes: dict[str, list[sources.UnclosedQuote]] = {}
+
+    def broken_before(name: str) -> list[str]:
+        """What earlier sources lost to unclosed quotes, for the messages of ``name``'s checks."""
+        return [quote.describe(other) for other, found in quotes.items() if other != name for quote in found]
 
     def settle(name: str, frame: DataFrame) -> DataFrame:
         # Cached: the reason counts, the kept rows and the rejects all come from one computation.
@@ -71,18 +87,28 @@ def run(ctx: RunContext) -> dict[str, sources.SourceCounts]:
             counts[name] = sources.count_reasons(frame)  # the first read of the source's rows
         except Exception as exc:
             raise sources.unreadable(name, getattr(config.inputs, name), exc) from None
+        if getattr(config.inputs, name).format == "csv" and counts[name].rejected_by_reason.get(sources.MALFORMED_ROW):
+            quotes[name] = sources.unclosed_quotes(ctx.spark, frame)
+            for quote in quotes[name]:
+                log.warning("%s (the swallowed records are in its reject's raw text)", quote.describe(name))
         return frame
 
     with ctx.manifest.stage("validate") as figures:
         items = settle("items", sources.annotate_items(raw["items"], config.inputs.items, config.text.pii))
-        _kept_or_fail("items", counts["items"], config.inputs.items.max_reject_share)
+        _kept_or_fail("items", counts["items"], config.inputs.items.max_reject_share, quotes.get("items"))
         known_items = sources.split(items, "items")[0].select("item_id")
 
         known_users = None
         if "users" in raw and config.inputs.users is not None:
             users = settle("users", sources.annotate_users(raw["users"], config.inputs.users, config.text.pii))
             if counts["users"].rows_in:
-                _kept_or_fail("users", counts["users"], config.inputs.users.max_reject_share)
+                _kept_or_fail(
+                    "users",
+                    counts["users"],
+                    config.inputs.users.max_reject_share,
+                    quotes.get("users"),
+                    broken_before("users"),
+                )
             if config.inputs.users.complete:
                 # Only a complete users source can say that an interaction's user does not exist.
                 known_users = sources.split(users, "users")[0].select("user_id")
@@ -97,7 +123,13 @@ def run(ctx: RunContext) -> dict[str, sources.SourceCounts]:
         # rows were all (or mostly) rejected is a mistake, whatever else remains.
         events = counts["interactions"]
         if events.rows_in or "users" not in counts or counts["users"].kept == 0:
-            _kept_or_fail("interactions", events, config.inputs.interactions.max_reject_share)
+            _kept_or_fail(
+                "interactions",
+                events,
+                config.inputs.interactions.max_reject_share,
+                quotes.get("interactions"),
+                broken_before("interactions"),
+            )
 
         all_rejected = []
         for name, frame in annotated.items():
@@ -116,7 +148,8 @@ def run(ctx: RunContext) -> dict[str, sources.SourceCounts]:
                     name,
                     c.rejected_by_reason[sources.MALFORMED_ROW],
                 )
-            ctx.manifest.record_source(name, c.as_dict())
+            found = [{"file": q.file, "line": q.line, "lines_swallowed": q.swallowed} for q in quotes.get(name, [])]
+            ctx.manifest.record_source(name, {**c.as_dict(), **({"unclosed_quotes": found} if found else {})})
             figures[f"{name}_kept"] = c.kept
             figures[f"{name}_rejected"] = c.rejected
             log.info(

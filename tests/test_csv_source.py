@@ -148,3 +148,8 @@ def test_ragged_rows_and_an_unclosed_quote_become_malformed_row_rejects(spark, t
     raws = sorted(json.loads(r.raw)["malformed_text"] for r in rejects.collect())
     assert raws[0] == "2,Tent" and raws[1] == "3,Stove,cook,extra"
     assert "5,Knife,cook" in raws[2] and "6,Pan,cook" in raws[2]
+    assert all(json.loads(r.raw)["file"].endswith("items.csv") for r in rejects.collect())
+    # the quote opens on line 5 (the header is line 1) and swallowed the two lines after it
+    (quote,) = sources.unclosed_quotes(spark, annotated)
+    assert (quote.line, quote.swallowed) == (5, 2) and quote.file.endswith("items.csv")
+    assert quote.describe("items").startswith("items: line 5 of ")
