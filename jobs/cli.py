@@ -14,7 +14,7 @@ import traceback
 from typing import TYPE_CHECKING
 
 from segrec.jobs.config import DEFAULT_CONF
-from segrec.jobs.errors import UserError
+from segrec.jobs.errors import StageFailure, UserError
 
 if TYPE_CHECKING:
     from segrec.jobs.manifest import RunManifest
@@ -151,6 +151,11 @@ def main(argv: list[str] | None = None) -> int:
                 traceback.print_exc()
             print(f"segrec {args.command}: error: {found}", file=sys.stderr)
             return 2
+        if isinstance(exc, StageFailure):
+            if args.debug:
+                traceback.print_exc()
+            print(f"segrec {args.command}: failed: {exc}", file=sys.stderr)
+            return 1
         traceback.print_exc()  # unexpected: the traceback is what someone needs to fix it
         print(f"segrec {args.command}: unexpected error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

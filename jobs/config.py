@@ -268,6 +268,11 @@ class Train(_Section):
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: a GPU where the process has one")
     threads: int | None = Field(None, ge=1, description="torch threads per process (None: cores / processes)")
+    resume: bool = Field(
+        True,
+        description="keep a checkpoint after every epoch under output.path/_staging (a local or mounted file "
+        "system) and resume a re-run of the same examples and settings from it",
+    )
 
 
 class Segment(_Section):

@@ -1,4 +1,8 @@
-"""Errors a user can fix: the CLI turns them into a short message and exit code 2."""
+"""Errors with a message for people: the CLI prints it without a traceback.
+
+UserError and its kinds are problems the user can fix in the config or the data (exit code 2);
+StageFailure is work that failed outside them, where re-running is the remedy (exit code 1).
+"""
 
 
 class UserError(Exception):
@@ -15,3 +19,8 @@ class InputError(UserError):
 
 class UnknownCommandError(UserError):
     """A command that is not one of segrec's stages (or run)."""
+
+
+class StageFailure(Exception):
+    """A stage's work failed outside the config and the data (a training process killed, an executor
+    lost): exit code 1 with what happened and what to do; the traceback only with --debug."""

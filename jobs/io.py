@@ -258,7 +258,13 @@ class OutputStore:
         self.spark.sql(f"DROP TABLE IF EXISTS {old}")
 
     def staging_path(self, name: str) -> str:
+        """Where this run stages ``name``: under ``_staging``, with the run id (never an output)."""
         return f"{self.root}/{STAGING}/{name}-{self.run_id}"
+
+    def checkpoint_path(self, name: str) -> str:
+        """Where ``name`` keeps checkpoints across runs: under ``_staging``, without the run id, so a
+        re-run finds the checkpoints of the run that failed."""
+        return f"{self.root}/{STAGING}/checkpoints-{name}"
 
     def write_staged(self, df: DataFrame, name: str) -> DataFrame:
         """Materialise ``df`` once under staging (not an output) and return it read back."""

@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 
@@ -27,7 +28,7 @@ from pyspark.sql import functions as F
 from segrec.jobs.config import Config, Train, executor_settings
 from segrec.jobs.context import RunContext
 from segrec.jobs.counts import row_counts
-from segrec.jobs.errors import InputError
+from segrec.jobs.errors import InputError, StageFailure
 from segrec.jobs.feedback import with_feedback_weight
 from segrec.jobs.io import OutputStore, local_path
 from segrec.jobs.text_profiles import text_side
@@ -242,6 +243,7 @@ def fit_towers(
     if counts["users_with_history"] == 0:
         raise InputError("train: no interaction refers to an item with a text vector: nothing to learn from")
     settings = tower_settings(train, has_timestamps(interactions))
+    checkpoints = checkpoint_dir(store, tag) if train.resume else None
     job = TrainJob(
         paths["catalogue"],
         paths["sequences"],
@@ -249,6 +251,7 @@ def fit_towers(
         settings,
         threads=threads_per_process(spark, train, on_driver(spark, train)),
         device=train.device,
+        checkpoint_dir=checkpoints,
     )
     log.info(
         "train: %s objective, %d items, %d users with history, %d processes",
@@ -259,9 +262,13 @@ def fit_towers(
     )
     try:
         result = distributor(spark, train).run(train_process, job)
+    except Exception as exc:
+        raise training_failed(exc, checkpoints) from exc
     finally:
         for name in frames:
             store.drop_staged(f"{tag}-{name}")
+    if checkpoints is not None:
+        store.fs.delete(store.checkpoint_path(tag))  # trained: nothing left to resume
     weights = TowerWeights(settings, result.state, np.asarray(result.id_items, dtype=str))
     first = item_vectors.select("model_id").first() if "model_id" in item_vectors.columns else None
     text_model_id = first["model_id"] if first else None
@@ -274,8 +281,63 @@ def fit_towers(
         "final_loss": result.curve[-1]["loss"] if result.curve else None,
         "training_seconds": round(sum(point["seconds"] for point in result.curve), 1),
         "training_peak_rss_mb": result.peak_rss_mb,
+        "resumed_after_epochs": result.resumed_after,
     }
     return model, figures
+
+
+def training_failed(exc: Exception, checkpoints: str | None) -> StageFailure:
+    """What to tell a user whose training processes failed with ``exc`` (a process killed, an executor
+    lost for good): what failed, and that a re-run resumes from ``checkpoints`` when there are any. A
+    data problem found inside a process stays visible in the chain (the CLI reports it as exit 2)."""
+    reason = failure_reason(exc)
+    remedy = (
+        f"re-run the same command: training resumes after the last finished epoch (checkpoints in {checkpoints})"
+        if checkpoints
+        else "re-run the same command (without checkpoints, training starts again from its first epoch)"
+    )
+    return StageFailure(f"train: the training processes failed ({reason}); nothing was published; {remedy}")
+
+
+_FAILURES = (
+    # local mode: torchrun's exit status
+    re.compile(r"Command \[.*?\] failed with (return code -?\d+)"),
+    # executors: Spark gives up on the barrier job (it never retries a barrier result stage)
+    re.compile(r"Job aborted due to stage failure: (.*?)(?:\\n|\n|$)"),
+)
+
+
+def failure_reason(exc: BaseException) -> str:
+    """One line on why TorchDistributor failed: torchrun's exit status, Spark's reason for aborting the
+    barrier job, or the exception's first line."""
+    texts: list[str] = []
+    cause: BaseException | None = exc
+    while cause is not None and len(texts) < 10:
+        texts.append(str(cause))
+        cause = cause.__cause__ or cause.__context__
+    for pattern in _FAILURES:
+        for text in texts:
+            match = pattern.search(text)
+            if match:
+                reason = match.group(1).strip()
+                return reason if len(reason) <= 300 else reason[:297] + "..."
+    first = next((line.strip() for line in texts[0].splitlines() if line.strip()), type(exc).__name__)
+    return first if len(first) <= 300 else first[:297] + "..."
+
+
+def checkpoint_dir(store: OutputStore, tag: str) -> str | None:
+    """Where the training processes keep their per-epoch checkpoint: ``_staging/checkpoints-<tag>`` under
+    output.path, as the processes' file system opens it. None (no checkpoints, with a warning) where
+    that is not a local or mounted path (an object store: s3://, abfss://, gs://, hdfs://)."""
+    path = local_path(store.checkpoint_path(tag))
+    if not os.path.isabs(path):
+        log.warning(
+            "train: checkpoints need output.path on a local or mounted file system, not %s: a failed "
+            "training will restart from its first epoch",
+            path,
+        )
+        return None
+    return path
 
 
 def model_identity(weights: TowerWeights, text_model_id: str | None) -> str:

@@ -95,3 +95,86 @@ def test_a_killed_run_leaves_the_previous_outputs_and_no_success_claim(tmp_path,
     assert json.loads((out / "_runs" / killed[0] / "manifest.json").read_text())["status"] == "running"
     pd.testing.assert_frame_equal(vectors(out, "item_vectors", "item_id"), items_before)
     assert len(pd.read_parquet(out / "items")) == len(items_before)
+
+
+TRAIN = {"dim": 8, "hidden": 16, "epochs": 3, "batch_size": 32}
+
+
+def train_conf(tmp_path, tiny_model_dir, **spark):
+    data = generate(n_users=40, items_per_persona=6, personas=["hiker", "cook"], seed=5)
+    paths = write_parquet(data, str(tmp_path / "in"))
+    conf = config_dict(paths, str(tmp_path / "out"), model_path=tiny_model_dir)
+    conf["model"].update({"max_length": 32, "chunk_overlap": 4})
+    conf["train"] = dict(TRAIN)
+    conf["segment"] = {"k": 2}
+    conf["spark"].update(spark)
+    path = tmp_path / "conf.yaml"
+    path.write_text(yaml.safe_dump(conf))
+    return str(path)
+
+
+def manifest_of(out: Path) -> dict:
+    return json.loads((out / "manifest.json").read_text())
+
+
+def last_run_manifest(out: Path) -> dict:
+    """The newest run's own manifest (the root one is the last successful run's)."""
+    newest = max((out / "_runs").iterdir(), key=lambda folder: folder.stat().st_mtime)
+    return json.loads((newest / "manifest.json").read_text())
+
+
+def test_a_training_killed_mid_epoch_publishes_nothing_and_the_rerun_resumes(
+    spark, tmp_path, tiny_model_dir, monkeypatch, capsys
+):
+    from segrec.jobs import cli
+
+    conf, out, markers = train_conf(tmp_path, tiny_model_dir), tmp_path / "out", tmp_path / "markers"
+    markers.mkdir()
+    monkeypatch.setenv("SEGREC_FAULT_DIR", str(markers))
+    monkeypatch.setenv("SEGREC_FAULT_STAGE", "train")
+    assert cli.main(["run", "--conf", conf]) == 1
+    err = capsys.readouterr().err
+    assert "train: the training processes failed" in err and "resumes after the last finished epoch" in err
+    assert "Traceback" not in err and os.listdir(markers) == ["train-0"]  # killed once, in epoch 2
+    failed = last_run_manifest(out)
+    assert failed["status"] == "failed" and failed["error"]["stage"] == "train"
+    assert not (out / "manifest.json").exists()  # no run has succeeded here yet
+    assert not (out / "towers").exists() and not (out / "trained_item_vectors").exists()
+    assert [p.name for p in (out / "_staging" / "checkpoints-train").iterdir()][0].startswith("towers-")
+
+    assert cli.main(["run", "--conf", conf]) == 0  # the same command again
+    resumed = manifest_of(out)
+    assert resumed["status"] == "succeeded" and resumed["stages"]["train"]["resumed_after_epochs"] == 1
+    assert (out / "towers" / "towers.safetensors").exists() and (out / "recommendations").exists()
+    assert not (out / "_staging" / "checkpoints-train").exists()  # trained: nothing left to resume
+
+    assert cli.main(["train", "--conf", conf]) == 0  # from scratch, uninterrupted
+    whole = manifest_of(out)["stages"]["train"]
+    assert whole["resumed_after_epochs"] == 0 and whole["model_id"] == resumed["stages"]["train"]["model_id"]
+
+
+def test_a_training_task_killed_on_an_executor_stops_the_run_and_the_rerun_resumes(tmp_path, tiny_model_dir):
+    """TorchDistributor's barrier task on an executor: Spark never retries a failed barrier result
+    stage, so the run stops with the reason and nothing published; the same command resumes it."""
+    conf = train_conf(
+        tmp_path,
+        tiny_model_dir,
+        master="local-cluster[1,2,1024]",
+        driver_memory="1g",
+        conf={"spark.executorEnv.PYSPARK_PYTHON": sys.executable},
+    )
+    settings = yaml.safe_load(Path(conf).read_text())
+    settings["train"]["local_mode"] = "executors"
+    Path(conf).write_text(yaml.safe_dump(settings))
+    out, markers = tmp_path / "out", tmp_path / "markers"
+    markers.mkdir()
+    env = dict(os.environ, PYSPARK_PYTHON=sys.executable, SEGREC_FAULT_DIR=str(markers), SEGREC_FAULT_STAGE="train")
+    command = [sys.executable, "-m", "segrec.jobs.cli", "run", "--conf", conf]
+    failed = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert failed.returncode == 1, failed.stderr[-3000:]
+    assert "train: the training processes failed (Could not recover from a failed barrier ResultStage" in failed.stderr
+    assert os.listdir(markers) == ["train-0"]  # the training process really died once
+    assert last_run_manifest(out)["error"]["stage"] == "train" and not (out / "trained_item_vectors").exists()
+    resumed = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert manifest_of(out)["stages"]["train"]["resumed_after_epochs"] == 1

@@ -50,3 +50,19 @@ def test_the_distributor_is_asked_for_gpus_where_spark_schedules_them(asked, dev
 
 def test_fractional_gpus_per_task_are_not_a_gpu_each():
     assert not job_uses_gpus("auto", 0.5) and job_uses_gpus("auto", 1.0) and not job_uses_gpus("cpu", 4)
+
+
+def test_a_failed_training_says_why_in_one_line():
+    local = RuntimeError("Command ['torchrun', '--nproc_per_node=1', 'train.py'] failed with return code 17. See logs")
+    assert two_towers.failure_reason(local) == "return code 17"
+    spark = RuntimeError(
+        "An error occurred while calling o1515.collectToPython.\n: org.apache.spark.SparkException: Job aborted due "
+        "to stage failure: Could not recover from a failed barrier ResultStage. Most recent failure reason: "
+        "Stage failed because barrier task ResultTask(75, 0) finished unsuccessfully.\norg.apache..."
+    )
+    assert two_towers.failure_reason(spark).startswith("Could not recover from a failed barrier ResultStage.")
+    assert two_towers.failure_reason(ValueError("\n  odd  \nmore")) == "odd"
+    message = str(two_towers.training_failed(local, "/out/_staging/checkpoints-train"))
+    assert message.startswith("train: the training processes failed (return code 17); nothing was published")
+    assert "resumes after the last finished epoch" in message
+    assert "starts again from its first epoch" in str(two_towers.training_failed(local, None))

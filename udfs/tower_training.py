@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from segrec.udfs.checkpoints import Checkpoints, fingerprint
 from segrec.udfs.errors import WorkerInputError
 from segrec.udfs.towers import TowerSettings, TrainingData, TrainResult, train
 
@@ -33,6 +34,7 @@ class TrainJob:
     settings: TowerSettings
     threads: int = 1
     device: str = "cpu"  # cpu | cuda | auto
+    checkpoint_dir: str | None = None  # where rank 0 keeps a checkpoint per epoch (None: no checkpoints)
 
 
 def _read(path: str, columns: list[str]):
@@ -111,7 +113,10 @@ def train_process(job: TrainJob) -> TrainResult | None:
         dist.init_process_group("nccl" if device == "cuda" else "gloo")
     try:
         data = load_training_data(job)
-        result = train(data, job.settings, rank=rank, world=world, device=device)
+        checkpoints = None
+        if job.checkpoint_dir:
+            checkpoints = Checkpoints(job.checkpoint_dir, fingerprint(job.settings, world, data))
+        result = train(data, job.settings, rank=rank, world=world, device=device, checkpoints=checkpoints)
     finally:
         if world > 1:
             import torch.distributed as dist

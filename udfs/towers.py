@@ -29,10 +29,15 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from segrec.udfs.config_keys import from_config, resolved
+from segrec.udfs.faults import maybe_fail
+
+if TYPE_CHECKING:
+    from segrec.udfs.checkpoints import Checkpoints
 
 TEXT_FREE = -1  # a history slot with no item
 
@@ -236,14 +241,23 @@ class TrainResult:
     examples: int = 0
     id_items: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=str))  # ids with an embedding, sorted
     peak_rss_mb: float | None = None  # of the training process (rank 0), set by ``train_process``
+    resumed_after: int = 0  # epochs a checkpoint held when training started (0: from scratch)
 
 
 def train(
-    data: TrainingData, settings: TowerSettings, rank: int = 0, world: int = 1, device: str = "cpu", log=print
+    data: TrainingData,
+    settings: TowerSettings,
+    rank: int = 0,
+    world: int = 1,
+    device: str = "cpu",
+    log=print,
+    checkpoints: Checkpoints | None = None,
 ) -> TrainResult:
     """Train the towers on ``data`` as ``settings`` say, on this process's share of users (``rank`` of
     ``world``) on ``device``, reporting each epoch through ``log``; with world > 1 the process group must
-    already be initialised (gradients are averaged by DistributedDataParallel)."""
+    already be initialised (gradients are averaged by DistributedDataParallel). With ``checkpoints``,
+    training resumes after the epochs a checkpoint of the same training holds, and rank 0 writes one
+    after every epoch."""
     import torch
 
     # The history gather's backward is a scatter-add whose multi-threaded CPU kernel sums in a varying
@@ -251,12 +265,20 @@ def train(
     deterministic = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True)
     try:
-        return _train(data, settings, rank, world, device, log)
+        return _train(data, settings, rank, world, device, log, checkpoints)
     finally:
         torch.use_deterministic_algorithms(deterministic)
 
 
-def _train(data: TrainingData, settings: TowerSettings, rank: int, world: int, device: str, log) -> TrainResult:
+def _train(
+    data: TrainingData,
+    settings: TowerSettings,
+    rank: int,
+    world: int,
+    device: str,
+    log,
+    checkpoints: Checkpoints | None,
+) -> TrainResult:
     import torch
 
     torch.manual_seed(settings.seed)  # the same initial weights in every process
@@ -286,8 +308,15 @@ def _train(data: TrainingData, settings: TowerSettings, rank: int, world: int, d
     mine = positions[user_of(data, positions) % world == rank]
     # Every process must take the same number of steps (DDP all-reduces at each one).
     steps = math.ceil(_max_over_processes(len(mine), world) / settings.batch_size)
-    curve = []
-    for epoch in range(settings.epochs):
+    start, curve = 0, []
+    saved = checkpoints.load() if checkpoints is not None else None
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        optimiser.load_state_dict(saved["optimiser"])
+        start, curve = int(saved["epochs"]), list(saved["curve"])
+        if rank == 0:
+            log(f"train: resumed after epoch {start}/{settings.epochs} from a checkpoint of this training")
+    for epoch in range(start, settings.epochs):
         started = time.perf_counter()
         rng = np.random.default_rng([settings.seed, epoch, rank])
         order = mine[rng.permutation(len(mine))] if len(mine) else mine
@@ -295,6 +324,8 @@ def _train(data: TrainingData, settings: TowerSettings, rank: int, world: int, d
             order = np.resize(order, steps * settings.batch_size)  # wrap around to the common count
         total, count = 0.0, 0
         for step in range(steps):
+            if epoch == 1 and step == steps // 2:
+                maybe_fail("train")  # tests: a process killed mid-epoch, after one checkpoint
             batch = order[step * settings.batch_size : (step + 1) * settings.batch_size]
             loss = _step_loss(
                 trained, batch, data, settings, rng, item_text, rows, user_text, has_text, log_q, trainable
@@ -308,8 +339,12 @@ def _train(data: TrainingData, settings: TowerSettings, rank: int, world: int, d
         curve.append({"epoch": epoch + 1, "loss": round(mean, 6), "seconds": round(time.perf_counter() - started, 2)})
         if rank == 0:
             log(f"train: epoch {epoch + 1}/{settings.epochs} loss {mean:.4f} ({curve[-1]['seconds']:.1f}s)")
+            if checkpoints is not None and epoch + 1 < settings.epochs:
+                checkpoints.save(model.state_dict(), optimiser.state_dict(), epoch + 1, curve)
     state = {name: tensor.detach().cpu().numpy().copy() for name, tensor in model.state_dict().items()}
-    return TrainResult(state=state, curve=curve, examples=len(positions), id_items=data.item_ids[rows_np > 0])
+    return TrainResult(
+        state=state, curve=curve, examples=len(positions), id_items=data.item_ids[rows_np > 0], resumed_after=start
+    )
 
 
 def _step_loss(model, batch, data, settings, rng, item_text, rows, user_text, has_text, log_q, trainable):
