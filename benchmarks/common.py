@@ -86,3 +86,22 @@ def best_seconds(fn, repeats: int) -> float:
         fn()
         timings.append(time.perf_counter() - started)
     return min(timings)
+
+
+def scorer_settings(k: int, block_mb: float, precision: str):
+    """The top-k scorer's settings for a timing in one process: the default config's, on the CPU at
+    ``precision``, ``k`` deep in blocks of ``block_mb``, without popularity, MMR or explanations."""
+    from segrec.jobs.config import executor_settings
+    from segrec.udfs.topk.settings import TopKSettings
+
+    return executor_settings(
+        TopKSettings,
+        k=k,
+        block_mb=block_mb,
+        device="cpu",
+        precision=precision,
+        popularity_weight=0.0,
+        mmr_trade_off=None,
+        explain=False,
+        score_parts=False,
+    )

@@ -62,10 +62,8 @@ def embed_case(budget: int, kind: str) -> tuple[float, float]:
 
 
 def topk_case(block_mb: float, users: int) -> tuple[float, float]:
-    from segrec.jobs.config import executor_settings
     from segrec.udfs.topk.catalogue import Catalogue, SeenItems
     from segrec.udfs.topk.exact import candidate_precision, top_k
-    from segrec.udfs.topk.settings import TopKSettings
 
     rng = np.random.default_rng(0)
     vectors = rng.standard_normal((100_000, 384), dtype=np.float32)
@@ -80,17 +78,7 @@ def topk_case(block_mb: float, users: int) -> tuple[float, float]:
         np.full(users, -1),
         SeenItems.from_lists(seen),
         catalogue,
-        executor_settings(
-            TopKSettings,
-            explain=False,
-            score_parts=False,
-            mmr_trade_off=None,
-            k=10,
-            popularity_weight=0.0,
-            block_mb=block_mb,
-            device="cpu",
-            precision=precision,
-        ),
+        common.scorer_settings(10, block_mb, precision),
     ):
         pass
     return loaded, rss_mb("VmHWM")

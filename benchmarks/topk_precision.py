@@ -19,13 +19,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from common import unit_rows  # (also puts the repository on sys.path)
+from common import scorer_settings, unit_rows  # (also puts the repository on sys.path)
 
-from segrec.jobs.config import executor_settings
 from segrec.udfs.topk import exact as topk
 from segrec.udfs.topk.catalogue import Catalogue, SeenItems
 from segrec.udfs.topk.exact import top_k
-from segrec.udfs.topk.settings import TopKSettings
 
 
 def vectors_from(output: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -43,17 +41,7 @@ def timed_lists(users, catalogue, seen, k, precision):
         np.full(len(users), -1),
         SeenItems.from_lists(seen),
         catalogue,
-        executor_settings(
-            TopKSettings,
-            explain=False,
-            score_parts=False,
-            mmr_trade_off=None,
-            k=k,
-            popularity_weight=0.0,
-            block_mb=64.0,
-            device="cpu",
-            precision=precision,
-        ),
+        scorer_settings(k, 64.0, precision),
     )
     arrays = [np.concatenate(parts) for parts in zip(*blocks, strict=True)]
     seconds = time.perf_counter() - started

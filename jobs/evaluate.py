@@ -1,4 +1,4 @@
-"""Stage 5, evaluate: hold out each user's newest interactions, rebuild everything on the rest, and
+"""Stage 6, evaluate: hold out each user's newest interactions, rebuild everything on the rest, and
 score our model against baselines on the same split, in the same run.
 
 Split: per user, the newest ``evaluate.holdout`` interactions are held out (seeded random without

@@ -142,10 +142,10 @@ def test_a_training_killed_mid_epoch_publishes_nothing_and_the_rerun_resumes(
     assert not (out / "towers").exists() and not (out / "trained_item_vectors").exists()
     assert [p.name for p in (out / "_staging" / "checkpoints-train").iterdir()][0].startswith("towers-")
 
-    assert cli.main(["run", "--conf", conf]) == 0  # the same command again
+    assert cli.main(["train", "--conf", conf]) == 0  # the failed stage again
     resumed = manifest_of(out)
     assert resumed["status"] == "succeeded" and resumed["stages"]["train"]["resumed_after_epochs"] == 1
-    assert (out / "towers" / "towers.safetensors").exists() and (out / "recommendations").exists()
+    assert (out / "towers" / "towers.safetensors").exists() and (out / "trained_item_vectors").exists()
     assert not (out / "_staging" / "checkpoints-train").exists()  # trained: nothing left to resume
 
     assert cli.main(["train", "--conf", conf]) == 0  # from scratch, uninterrupted
@@ -169,12 +169,16 @@ def test_a_training_task_killed_on_an_executor_stops_the_run_and_the_rerun_resum
     out, markers = tmp_path / "out", tmp_path / "markers"
     markers.mkdir()
     env = dict(os.environ, PYSPARK_PYTHON=sys.executable, SEGREC_FAULT_DIR=str(markers), SEGREC_FAULT_STAGE="train")
-    command = [sys.executable, "-m", "segrec.jobs.cli", "run", "--conf", conf]
-    failed = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    stages = "import sys; from segrec.jobs.cli import main; sys.exit(main(['validate', '--conf', sys.argv[1]]) or "
+    stages += "main(['embed', '--conf', sys.argv[1]]) or main(['train', '--conf', sys.argv[1]]))"
+    failed = subprocess.run(
+        [sys.executable, "-c", stages, conf], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
     assert failed.returncode == 1, failed.stderr[-3000:]
     assert "train: the training processes failed (Could not recover from a failed barrier ResultStage" in failed.stderr
     assert os.listdir(markers) == ["train-0"]  # the training process really died once
     assert last_run_manifest(out)["error"]["stage"] == "train" and not (out / "trained_item_vectors").exists()
+    command = [sys.executable, "-m", "segrec.jobs.cli", "train", "--conf", conf]
     resumed = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert manifest_of(out)["stages"]["train"]["resumed_after_epochs"] == 1
