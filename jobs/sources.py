@@ -436,10 +436,14 @@ def unclosed_quotes(spark: SparkSession, annotated: DataFrame, limit: int = 10) 
     )
     quotes = []
     for row in found:
-        whole = spark.read.text(row["file"], wholetext=True)
-        at = whole.select(F.locate(row["head"], F.col("value")).alias("at")).collect()[0]["at"]
-        before = whole.select(F.size(F.split(F.substring("value", 1, max(at - 1, 0)), "\n")).alias("n"))
-        start = before.collect()[0]["n"] if at > 0 else 0
+        # one job over the file: where the record starts, and the line that is (lines before it + 1)
+        at = F.locate(row["head"], F.col("value"))
+        preceding = F.substring(F.col("value"), F.lit(1), F.greatest(at - 1, F.lit(0)))
+        found_at = spark.read.text(row["file"], wholetext=True).select(
+            at.alias("at"), F.size(F.split(preceding, "\n")).alias("line")
+        )
+        located = found_at.collect()[0]
+        start = located["line"] if located["at"] > 0 else 0
         head = row["head"]
         opened = start + head[: head.index('"')].count("\n") if '"' in head else start
         quotes.append(UnclosedQuote(row["file"], opened, row["swallowed"]))

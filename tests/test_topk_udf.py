@@ -105,36 +105,19 @@ def test_fewer_unseen_items_than_k():
 def test_block_size_does_not_change_results():
     cat = catalogue(n=200, d=16, seed=5)
     users = np.random.default_rng(9).standard_normal((30, 16)).astype(np.float32)
-    seen = [np.array([], np.int64)] * 30
-    big = [
-        r[1].tolist()
-        for r in per_user(
-            top_k(
-                users,
-                np.full(30, -1),
-                SeenItems.from_lists(seen),
-                cat,
-                topk_settings(k=7, popularity_weight=0.0, block_mb=64),
-            )
-        )
-    ]
+    seen = SeenItems.from_lists([np.array([], np.int64)] * 30)
+
+    def lists(block_mb: float) -> list[list[int]]:
+        settings = topk_settings(k=7, popularity_weight=0.0, block_mb=block_mb)
+        return [r[1].tolist() for r in per_user(top_k(users, np.full(30, -1), seen, cat, settings))]
+
+    big = lists(64)
     assert block_rows(200, 0.001) == 1
     # 2-byte scores (a bfloat16 pass without a boost) are counted at 6 bytes, float32 ones with a boost at 12
     assert block_rows(20_000, 64, score_bytes=bytes_per_score("bfloat16", False)) == 64 * 2**20 // (20_000 * 6)
     assert block_rows(20_000, 64) == 64 * 2**20 // (20_000 * 12)
     assert bytes_per_score("bfloat16", True) == bytes_per_score("float32", False) == 12
-    tiny = [
-        r[1].tolist()
-        for r in per_user(
-            top_k(
-                users,
-                np.full(30, -1),
-                SeenItems.from_lists(seen),
-                cat,
-                topk_settings(k=7, popularity_weight=0.0, block_mb=0.001),
-            )
-        )
-    ]
+    tiny = lists(0.001)
     assert len(big) == 30
     assert big == tiny
 
