@@ -356,6 +356,23 @@ class Recommend(_Section):
         description="tasks that score users (broadcast plan) or (user block, item shard) pairs "
         "(sharded plan); None: one per core on a local master, twice the default parallelism elsewhere",
     )
+    search: Literal["auto", "exact", "ivf"] = Field(
+        "auto",
+        description="exact: every item scored; ivf: candidates from a faiss IVF index (broadcast plan), with "
+        "its recall checked on a sample of users every run; auto: ivf from ivf_min_items items",
+    )
+    ivf_min_items: int = Field(
+        200_000, ge=1, description="search auto: the smallest catalogue searched through the IVF index"
+    )
+    ivf_lists: int | None = Field(None, ge=1, description="the IVF index's lists; None: about 4 sqrt(items)")
+    min_recall: float = Field(
+        0.95,
+        gt=0.0,
+        le=1.0,
+        description="search ivf: the recall@k of the approximate lists against exact ones on a sample of "
+        "users that the probe count is raised to reach; the run stops (exit 2) when all lists cannot",
+    )
+    recall_users: int = Field(1000, ge=1, description="search ivf: the seeded sample of users recall is measured on")
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="auto: the task's GPU when Spark gave it one; cuda: GPU 0 without GPU scheduling"
     )

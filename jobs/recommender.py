@@ -17,10 +17,13 @@ Two plans, same results:
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -33,10 +36,13 @@ from segrec.jobs.errors import ConfigError, InputError
 from segrec.jobs.io import local_path
 from segrec.jobs.session import has_spark_context, on_local_master, parallelism, spread, udf_partitions
 from segrec.udfs.schemas import RECOMMENDATION_COLUMNS, RECOMMENDATIONS, spark_schema
-from segrec.udfs.topk.batches import recommend_batch, recommend_frame
+from segrec.udfs.topk.approximate import build_index, recall_at_k
+from segrec.udfs.topk.batches import UserBatch, recommend_batch, recommend_frame, recommend_users
 from segrec.udfs.topk.catalogue import Catalogue, cached_catalogue, load_catalogue, save_catalogue
 from segrec.udfs.topk.mmr import rerank_mmr
 from segrec.udfs.topk.settings import TopKSettings
+
+log = logging.getLogger(__name__)
 
 # The Spark schema of recommendations, from the one Arrow definition the workers write.
 OUTPUT_SCHEMA = spark_schema(RECOMMENDATIONS)
@@ -284,6 +290,74 @@ def scoring_tasks(spark: SparkSession, configured: int | None) -> int:
     return udf_partitions(spark, configured)
 
 
+def choose_search(recommend: Recommend, plan: str, n_items: int, matrix_mb: float) -> str:
+    """exact or ivf: ``recommend.search``, with ``auto`` ivf from ``ivf_min_items`` items on the broadcast
+    plan (the index travels with the item matrix; a sharded catalogue is searched exactly)."""
+    if recommend.search == "ivf" and plan != "broadcast":
+        raise ConfigError(
+            f"recommend.search=ivf needs the broadcast plan, but the item matrix ({matrix_mb:.0f} MB) is over "
+            f"recommend.max_broadcast_mb ({recommend.max_broadcast_mb:g}) or recommend.plan is sharded: raise "
+            "max_broadcast_mb (the index holds a copy of the matrix) or set recommend.search to exact"
+        )
+    if recommend.search == "auto":
+        return "ivf" if plan == "broadcast" and n_items >= recommend.ivf_min_items else "exact"
+    return recommend.search
+
+
+RECALL_SEED = 42  # the recall sample's users: the same ones in every run over the same users
+
+
+def recall_sample(
+    user_vectors: DataFrame, segments: DataFrame | None, interactions: DataFrame, exclude_seen: bool, n: int
+) -> UserBatch:
+    """``n`` users drawn by a seeded hash of their id (the same users every run), with their segments
+    and seen items, as the scorer's ``UserBatch`` on the driver: only their rows are collected."""
+    drawn = (
+        user_vectors.select("user_id", F.xxhash64("user_id", F.lit(RECALL_SEED)).alias("_draw"))
+        .orderBy("_draw", "user_id")
+        .limit(n)
+        .select("user_id")
+    )
+    chosen = [
+        df.join(drawn, on="user_id", how="left_semi") if df is not None else None
+        for df in (user_vectors, segments, interactions)
+    ]
+    users, user_segments, user_interactions = chosen
+    assert users is not None and user_interactions is not None
+    rows: pd.DataFrame = user_frame(users, user_segments, user_interactions, exclude_seen, 1).toPandas()
+    dim = max((len(v) for v in rows["vector"] if v is not None), default=0)
+    return UserBatch.from_pandas(rows.sort_values("user_id", ignore_index=True), dim)
+
+
+def calibrate_probes(
+    catalogue: Catalogue, sample: UserBatch, settings: TopKSettings, min_recall: float
+) -> tuple[int, dict]:
+    """The fewest probes, doubling from the index's, whose lists for the ``sample`` users reach
+    ``min_recall`` recall@k against exact lists from the same scorer on the driver; and the figures
+    (recall_at_k, recall_users, ivf_probes). Raises ConfigError when even every list falls short."""
+    assert catalogue.ivf is not None
+    task = replace(settings.for_this_task(), explain=False, score_parts=False, device="cpu")
+    exact_catalogue = replace(catalogue, ivf=None, derived={})
+    exact = recommend_users(sample, exact_catalogue, task)
+    probes, tried = catalogue.ivf.probes, {}
+    while True:
+        searched = replace(catalogue, ivf=replace(catalogue.ivf, probes=probes), derived=exact_catalogue.derived)
+        recall = recall_at_k(recommend_users(sample, searched, task), exact)
+        tried[probes] = round(recall, 4)
+        if recall >= min_recall or probes >= catalogue.ivf.lists:
+            break
+        probes = min(catalogue.ivf.lists, probes * 2)
+    log.info("recommend: IVF recall@%d by probes on %d users: %s", settings.k, len(sample.ids), tried)
+    if recall < min_recall:
+        raise ConfigError(
+            f"recommend: the IVF lists reach recall@{settings.k} {recall:.4f} on {len(sample.ids)} sampled users "
+            f"even searching all {catalogue.ivf.lists} lists, below recommend.min_recall {min_recall:g} (the "
+            "popularity boost and MMR rank by more than the index's similarity): lower min_recall or set "
+            "recommend.search to exact"
+        )
+    return probes, {"ivf_probes": probes, "recall_at_k": round(recall, 4), "recall_users": len(sample.ids)}
+
+
 def choose_plan(recommend: Recommend, matrix_mb: float) -> str:
     """broadcast or sharded: ``recommend.plan`` with ``auto`` decided by the item matrix's size."""
     if recommend.plan != "auto":
@@ -339,13 +413,26 @@ class Recommender:
             raise InputError("recommend: no item vectors: nothing to recommend")
         matrix_mb = self.n_items * self.dim * 4 / 2**20
         self.plan = choose_plan(recommend, matrix_mb)
-        self.figures = {"plan": self.plan, "items": self.n_items, "matrix_mb": round(matrix_mb, 2)}
+        self.search = choose_search(recommend, self.plan, self.n_items, matrix_mb)
+        self.figures: dict[str, Any] = {
+            "plan": self.plan,
+            "items": self.n_items,
+            "matrix_mb": round(matrix_mb, 2),
+            "search": self.search,
+        }
+        self.matrix_dir = matrix_dir
         self.source: tuple[str, Callable[[], Catalogue]] | None = None
         self._user_counts: dict[int, tuple[DataFrame, int]] = {}
+        self._calibrated: dict[TopKSettings, tuple[tuple[str, Callable[[], Catalogue]], dict]] = {}
         if self.plan == "broadcast":
             if rows is None:
                 rows = self.catalogue.toPandas()  # the broadcast plan's premise: the catalogue fits on the driver
-            self.source = catalogue_source(spark, to_catalogue(rows), recommend, matrix_dir)
+            self.items = to_catalogue(rows)
+            if self.search == "ivf":  # shipped once its probes are chosen, for the users asked for
+                self.items.ivf = build_index(self.items.vectors, recommend.ivf_lists)
+                self.figures["ivf_lists"] = self.items.ivf.lists
+            else:
+                self.source = catalogue_source(spark, self.items, recommend, matrix_dir)
 
     def recommend(self, user_vectors: DataFrame, settings: TopKSettings) -> DataFrame:
         """Rows of RECOMMENDATIONS for every user in ``user_vectors`` (user_id, vector)."""
@@ -353,7 +440,11 @@ class Recommender:
             raise ValueError("a popularity weight needs a Recommender built with_popularity")
         partitions = scoring_tasks(self.spark, self.section.partitions)
         users = user_frame(user_vectors, self.segments, self.interactions, self.section.exclude_seen, partitions)
-        if self.source is not None:  # the broadcast plan
+        if self.search == "ivf":
+            source, recall = self.calibrated(user_vectors, settings)
+            self.figures.update(recall)
+            recs = broadcast_plan(users, source, settings)
+        elif self.source is not None:  # the broadcast plan
             recs = broadcast_plan(users, self.source, settings)
         else:
             recs = sharded_plan(
@@ -371,6 +462,22 @@ class Recommender:
         if settings.explain and self.joined_reasons:
             recs = reasons_by_join(recs, self.interactions, self.item_vectors)
         return recs
+
+    def calibrated(
+        self, user_vectors: DataFrame, settings: TopKSettings
+    ) -> tuple[tuple[str, Callable[[], Catalogue]], dict]:
+        """The catalogue source whose IVF probes reach ``recommend.min_recall`` for ``settings`` on a
+        sample of ``user_vectors``, and the recall figures; chosen once per settings value."""
+        if settings not in self._calibrated:
+            sample = recall_sample(
+                user_vectors, self.segments, self.interactions, self.section.exclude_seen, self.section.recall_users
+            )
+            probes, figures = calibrate_probes(self.items, sample, settings, self.section.min_recall)
+            assert self.items.ivf is not None
+            self.items.ivf = replace(self.items.ivf, probes=probes)
+            source = catalogue_source(self.spark, self.items, self.section, self.matrix_dir)
+            self._calibrated[settings] = (source, figures)
+        return self._calibrated[settings]
 
     def user_count(self, user_vectors: DataFrame) -> int:
         """How many users the sharded plan cuts into blocks: counted once per users frame, however many
@@ -407,10 +514,11 @@ def recommendations(
         with_popularity=topk.popularity_weight > 0,
         score_parts=topk.score_parts,
     )
+    recs = recommender.recommend(user_vectors, topk)  # with an IVF index: its recall, among the figures
     figures = dict(recommender.figures)
     if topk.explain and recommender.joined_reasons:
         figures["reasons"] = "joined"
-    return recommender.recommend(user_vectors, topk), figures
+    return recs, figures
 
 
 def reasons_by_join(recs: DataFrame, interactions: DataFrame, item_vectors: DataFrame) -> DataFrame:

@@ -156,7 +156,8 @@ def test_a_gpu_setting_without_cuda_scores_on_the_cpu_with_the_same_lists(spark,
 @pytest.mark.parametrize("plan", ["auto", "broadcast"])
 def test_plan_figures_count_the_catalogue_whichever_way_it_is_chosen(spark, inputs, plan):
     _, figures = run(spark, inputs, k=3, plan=plan)
-    assert figures == {"plan": "broadcast", "items": N_ITEMS, "matrix_mb": round(N_ITEMS * DIM * 4 / 2**20, 2)}
+    matrix_mb = round(N_ITEMS * DIM * 4 / 2**20, 2)
+    assert figures == {"plan": "broadcast", "items": N_ITEMS, "matrix_mb": matrix_mb, "search": "exact"}
 
 
 @pytest.mark.parametrize("plan", ["auto", "broadcast", "sharded"])
@@ -330,3 +331,17 @@ def test_both_plans_give_the_same_learned_parts(spark, inputs):
     np.testing.assert_allclose(broadcast["learned_similarity"], expected, atol=1e-5)
     plain, _ = run(spark, with_parts, k=5, plan="broadcast")  # explain off: no parts shipped, none computed
     assert plain["learned_similarity"].isna().all()
+
+
+@pytest.mark.parametrize("source", ["broadcast", "file"])
+def test_the_stage_searches_the_index_on_its_workers_and_reports_recall(spark, inputs, tmp_path, source):
+    exact, _ = run(spark, inputs, k=5, plan="broadcast", explain=True)
+    file = {"matrix_source": "file", "matrix_path": str(tmp_path / "items.npz")} if source == "file" else {}
+    searched, figures = run(
+        spark, inputs, k=5, plan="broadcast", explain=True, search="ivf", ivf_lists=3, min_recall=1.0, **file
+    )
+    assert figures["search"] == "ivf" and figures["ivf_lists"] == 3
+    assert figures["recall_at_k"] == 1.0 and figures["recall_users"] == N_USERS  # fewer users than the sample
+    pd.testing.assert_frame_equal(searched, exact)  # reasons too, found in the worker
+    _, one = run(spark, inputs, k=5, plan="broadcast", search="ivf", ivf_lists=3, min_recall=0.01)
+    assert one["ivf_probes"] == 1 and 0.01 <= one["recall_at_k"] <= 1.0

@@ -11,6 +11,7 @@ import pyarrow.compute as pc
 
 from segrec.udfs.errors import WorkerInputError
 from segrec.udfs.schemas import RECOMMENDATION_DTYPES, RECOMMENDATIONS
+from segrec.udfs.topk.approximate import ivf_top_k
 from segrec.udfs.topk.catalogue import Catalogue, SeenItems, _cached, seen_positions
 from segrec.udfs.topk.exact import top_k
 from segrec.udfs.topk.mmr import rerank_mmr
@@ -85,15 +86,17 @@ def _check_vectors(ids: np.ndarray, lengths: np.ndarray, dim: int) -> None:
 def recommend_users(users: UserBatch, catalogue: Catalogue, settings: TopKSettings) -> dict[str, np.ndarray]:
     """A batch of ``users`` scored against ``catalogue`` -> the RECOMMENDATIONS columns, as arrays.
 
-    With MMR on, each user's best ``settings.mmr_pool`` items are re-ranked and k kept; the EXPLANATION
-    columns come from ``explanations``. ``settings`` has its device and precision resolved
+    The candidates come from the exact selection, or from the catalogue's IVF index when it has one
+    (``approximate.ivf_top_k``). With MMR on, each user's best ``settings.mmr_pool`` items are re-ranked
+    and k kept; the EXPLANATION columns come from ``explanations``. ``settings`` has its device and precision resolved
     (``TopKSettings.for_this_task``).
     """
     seen = seen_positions(users.seen_ids, users.seen_counts, catalogue)
     mmr, k = settings.mmr, settings.k
     parts = {c: [np.empty(0, t)] for c, t in RECOMMENDATION_DTYPES.items()}
     positions, user_rows = [np.empty(0, np.int64)], [np.empty(0, np.int64)]
-    for rows, idx, score, sim, boost in top_k(users.vectors, users.segments, seen, catalogue, settings):
+    select = top_k if catalogue.ivf is None else ivf_top_k
+    for rows, idx, score, sim, boost in select(users.vectors, users.segments, seen, catalogue, settings):
         positions.append(idx - catalogue.offset)
         user_rows.append(rows)
         parts["user_id"].append(users.ids[rows])

@@ -18,20 +18,36 @@ import torch
 from segrec.udfs.worker_cache import WorkerCache
 
 
+@dataclass(frozen=True)
+class IvfIndex:
+    """A trained and filled IVF-Flat index of a catalogue's vectors (faiss.serialize_index's bytes,
+    uint8), its number of ``lists`` and the ``probes`` (lists searched per user) the workers use."""
+
+    data: np.ndarray
+    lists: int
+    probes: int
+
+
 @dataclass
 class Catalogue:
     """The items in index order: ids, unit vectors (n, d) float32, popularity (n, segments) or None,
-    and, for trained towers' vectors, each vector's learned part (n, d) float32 (zero rows for cold
-    items) or None."""
+    for trained towers' vectors each vector's learned part (n, d) float32 (zero rows for cold items) or
+    None, and the IVF index the approximate search uses, or None (exact search)."""
 
     item_ids: np.ndarray
     vectors: np.ndarray
     popularity: np.ndarray | None = None
     learned_part: np.ndarray | None = None
     offset: int = 0  # global index of the first item (a shard's start)
+    ivf: IvfIndex | None = None  # with recommend.search ivf: the index its candidates come from
     # Made on first use inside a worker and kept with the cached catalogue: per-device tensor copies
     # (catalogue_tensors), norms, the id index.
     derived: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def __getstate__(self) -> dict:
+        # What is derived stays with the process that made it: tensors may be on its GPU, and a faiss
+        # index object does not pickle (the broadcast and the driver's recall check share a catalogue).
+        return {**self.__dict__, "derived": {}}
 
 
 CATALOGUES: WorkerCache[Catalogue] = WorkerCache(size=4)
@@ -43,12 +59,15 @@ def cached_catalogue(key: str, load: Callable[[], Catalogue]) -> Catalogue:
 
 
 def save_catalogue(path: str, catalogue: Catalogue) -> None:
-    """Write ``catalogue`` (ids, vectors, and popularity and learned parts where present) to ``path`` as
+    """Write ``catalogue`` (ids, vectors, and popularity, learned parts and IVF index where present) to ``path`` as
     an uncompressed .npz: numpy arrays only, no pickle."""
     arrays: dict[str, Any] = {"item_ids": catalogue.item_ids.astype(str), "vectors": catalogue.vectors}
     for name in ("popularity", "learned_part"):
         if getattr(catalogue, name) is not None:
             arrays[name] = getattr(catalogue, name)
+    if catalogue.ivf is not None:
+        arrays["ivf_index"] = catalogue.ivf.data
+        arrays["ivf_shape"] = np.array([catalogue.ivf.lists, catalogue.ivf.probes], np.int64)
     with open(path, "wb") as fh:
         np.savez(fh, **arrays)
 
@@ -57,6 +76,9 @@ def load_catalogue(path: str) -> Catalogue:
     """The catalogue :func:`save_catalogue` wrote to ``path`` (loaded without unpickling anything)."""
     with np.load(path, allow_pickle=False) as data:  # never unpickle
         optional = {name: data[name] for name in ("popularity", "learned_part") if name in data.files}
+        if "ivf_index" in data.files:
+            lists, probes = (int(x) for x in data["ivf_shape"])
+            optional["ivf"] = IvfIndex(data=data["ivf_index"], lists=lists, probes=probes)
         return Catalogue(item_ids=data["item_ids"], vectors=data["vectors"], **optional)
 
 
