@@ -266,11 +266,19 @@ class OutputStore:
         re-run finds the checkpoints of the run that failed."""
         return f"{self.root}/{STAGING}/checkpoints-{name}"
 
-    def write_staged(self, df: DataFrame, name: str) -> DataFrame:
-        """Materialise ``df`` once under staging (not an output) and return it read back."""
+    def write_staged(self, df: DataFrame, name: str, partition_by: str | None = None) -> DataFrame:
+        """Materialise ``df`` once under staging (not an output), in a folder per value of the column
+        ``partition_by`` when given, and return it read back."""
         staging = self.staging_path(name)
-        df.write.format(self.file_format).mode("overwrite").save(staging)
-        return self.spark.read.format(self.file_format).load(staging)
+        writer = df.write.format(self.file_format).mode("overwrite")
+        if partition_by:
+            writer = writer.partitionBy(partition_by)
+        writer.save(staging)
+        reader = self.spark.read.format(self.file_format)
+        if partition_by and self.file_format != "delta":
+            # An empty frame leaves no file to infer the schema from (Delta keeps it in its log).
+            reader = reader.schema(df.schema)
+        return reader.load(staging)
 
     def save_model(self, model, name: str) -> None:
         """Save a Spark ML model (its own persistence format, no pickle) atomically under ``name``."""

@@ -82,19 +82,27 @@ def sequences(weighted: DataFrame, catalogue: DataFrame, seed: int) -> DataFrame
 
 
 def training_frames(
-    interactions: DataFrame, item_vectors: DataFrame, text_vectors: DataFrame, config: Config
+    interactions: DataFrame, item_vectors: DataFrame, text_vectors: DataFrame, config: Config, processes: int
 ) -> dict[str, DataFrame]:
-    """The three example datasets the training processes read (see ``udfs.tower_training.TrainJob``)."""
+    """The three example datasets the training processes read (see ``udfs.tower_training.TrainJob``):
+    the catalogue with each item's training interactions counted over every user (what logQ and the
+    ID embeddings need, whichever process reads it), and the users' histories and texts, each row with
+    the ``shard`` (a hash of the user id, one per training process) whose process alone reads it."""
     source = config.inputs.interactions
     weighted = with_feedback_weight(interactions, source.feedback, source.implicit_weight)
     catalogue = item_vectors.select(F.col("item_id").cast("string").alias("item_id"), "vector")
+    histories = sequences(weighted, catalogue, config.train.seed)
+    counts = histories.select(F.explode("items").alias("item_id")).groupBy("item_id").agg(F.count("*").alias("count"))
     texts = text_side(text_vectors).select(
         F.col("user_id").cast("string").alias("user_id"), F.col("text_vec").alias("vector")
     )
+    shard = F.pmod(F.xxhash64("user_id"), F.lit(processes)).cast("int").alias("shard")
     return {
-        "catalogue": catalogue,
-        "sequences": sequences(weighted, catalogue, config.train.seed),
-        "user_texts": texts.where(F.col("vector").isNotNull()),
+        "catalogue": catalogue.join(counts, on="item_id", how="left").select(
+            "item_id", "vector", F.coalesce("count", F.lit(0)).cast("long").alias("count")
+        ),
+        "sequences": histories.select("*", shard),
+        "user_texts": texts.where(F.col("vector").isNotNull()).select("*", shard),
     }
 
 
@@ -228,8 +236,12 @@ def fit_towers(
 ) -> tuple[TrainedModel, dict]:
     """Write the examples, train under TorchDistributor, return the model and figures about it."""
     train = train or config.train
-    frames = training_frames(interactions, item_vectors, text_vectors, config)
-    staged = {name: store.write_staged(frame, f"{tag}-{name}") for name, frame in frames.items()}
+    frames = training_frames(interactions, item_vectors, text_vectors, config, train.processes)
+    # Users' rows in one folder per process (shard=<rank>): a process reads its own users only.
+    staged = {
+        name: store.write_staged(frame, f"{tag}-{name}", partition_by="shard" if "shard" in frame.columns else None)
+        for name, frame in frames.items()
+    }
     paths = {name: local_path(store.staging_path(f"{tag}-{name}")) for name in frames}
     counts = row_counts(
         {

@@ -12,8 +12,16 @@ from pyspark.sql import functions as F
 from segrec.jobs import cli
 from segrec.jobs.bootstrap.synthetic import config_dict, generate, write_parquet
 from segrec.jobs.config import config_from_dict
-from segrec.jobs.io import OutputStore
-from segrec.jobs.two_towers import fit_towers, learned_item_vectors, learned_user_vectors, load_model
+from segrec.jobs.io import OutputStore, local_path
+from segrec.jobs.two_towers import (
+    fit_towers,
+    learned_item_vectors,
+    learned_user_vectors,
+    load_model,
+    tower_settings,
+    training_frames,
+)
+from segrec.udfs.tower_training import TrainJob, load_training_data
 
 TRAIN = {"dim": 16, "hidden": 32, "epochs": 3, "batch_size": 64, "learning_rate": 0.005}
 
@@ -150,13 +158,41 @@ def test_two_processes_train_as_well_as_one(spark, trained_run):
     config = config_from_dict(trained_run["conf"])
     store = OutputStore(spark, config.output, "procs")
     inputs = [read(spark, trained_run, n) for n in ("interactions", "item_vectors", "text_vectors")]
-    shares = {}
+    shares, examples = {}, {}
     for processes in (1, 2):
         train = config.train.model_copy(update={"processes": processes, "epochs": 20, "batch_size": 16})
         model, figures = fit_towers(spark, store, config, *inputs, train=train, tag=f"procs{processes}")
         shares[processes] = own_persona_share(spark, trained_run, model, config)
+        examples[processes] = figures["examples"]
     assert shares[1] >= 0.6 and shares[2] >= 0.6, shares
     assert abs(shares[1] - shares[2]) <= 0.15, shares
+    assert examples[1] == examples[2] > 0  # each process counts its own share; the figure is their sum
+
+
+def test_each_training_process_reads_only_its_own_users(spark, trained_run, tmp_path):
+    config = config_from_dict(trained_run["conf"])
+    store = OutputStore(spark, config.output.model_copy(update={"path": str(tmp_path)}), "shards")
+    inputs = [read(spark, trained_run, n) for n in ("interactions", "item_vectors", "text_vectors")]
+    frames = training_frames(*inputs, config, processes=3)
+    paths = {}
+    for name, frame in frames.items():
+        store.write_staged(frame, name, partition_by="shard" if "shard" in frame.columns else None)
+        paths[name] = local_path(store.staging_path(name))
+    job = TrainJob(paths["catalogue"], paths["sequences"], paths["user_texts"], tower_settings(config.train, True))
+    shares = [load_training_data(job, rank) for rank in range(3)]
+    users = [set(data_users(frames["sequences"], rank)) for rank in range(3)]
+    assert all(users) and not (users[0] & users[1] or users[0] & users[2] or users[1] & users[2])
+    expected = {r.user_id: r.shard for r in frames["sequences"].select("user_id", "shard").collect()}
+    assert expected == {u: rank for rank in range(3) for u in users[rank]}
+    # each process holds its own users' histories, and every process the counts over all of them
+    assert sum(len(d.flat_items) for d in shares) == inputs[0].count()
+    counts = shares[0].item_counts
+    assert all(np.array_equal(d.item_counts, counts) for d in shares) and counts.sum() == inputs[0].count()
+    assert all(len(d.item_ids) == inputs[1].count() for d in shares)
+
+
+def data_users(sequences, rank):
+    return [r.user_id for r in sequences.where(F.col("shard") == rank).select("user_id").collect()]
 
 
 def test_items_without_text_stop_training_with_a_clear_error(spark, tmp_path, tiny_model_dir, capsys):

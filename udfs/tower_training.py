@@ -2,13 +2,16 @@
 on a cluster, one or more on the driver in local mode).
 
 The train stage writes the training examples as parquet (``TrainJob``'s paths) and hands this module's
-``train_process`` to ``TorchDistributor.run``; every process reads the examples, takes its share of
-users (user number modulo world size), and trains with gradients averaged across processes by
-DistributedDataParallel (gloo on CPUs, nccl on GPUs). Rank 0's result goes back to the driver.
+``train_process`` to ``TorchDistributor.run``. Users' histories and texts are written in one folder per
+process (``shard=<rank>``, users placed by a hash of their id), so each process reads the whole
+catalogue (with every item's training count over all users) but only its own users' rows: its memory
+grows with its share of the interactions, not with all of them. Processes train with gradients
+averaged by DistributedDataParallel (gloo on CPUs, nccl on GPUs). Rank 0's result goes back to the driver.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import resource
 import sys
@@ -28,31 +31,45 @@ from segrec.udfs.towers import TowerSettings, TrainingData, TrainResult, train
 class TrainJob:
     """What every process needs: where the examples are, the settings, threads and device."""
 
-    catalogue_path: str  # item_id, vector (the frozen text vectors)
-    sequences_path: str  # user_id, items (oldest first), weights
-    user_texts_path: str  # user_id, vector (the user's own text)
+    catalogue_path: str  # item_id, vector (the frozen text vectors), count (training interactions)
+    sequences_path: str  # shard=<rank>/: user_id, items (oldest first), weights
+    user_texts_path: str  # shard=<rank>/: user_id, vector (the user's own text)
     settings: TowerSettings
     threads: int = 1
     device: str = "cpu"  # cpu | cuda | auto
     checkpoint_dir: str | None = None  # where rank 0 keeps a checkpoint per epoch (None: no checkpoints)
 
 
+SEQUENCES = pa.schema([("user_id", pa.string()), ("items", pa.list_(pa.string())), ("weights", pa.list_(pa.float32()))])
+USER_TEXTS = pa.schema([("user_id", pa.string()), ("vector", pa.list_(pa.float32()))])
+
+
 def _read(path: str, columns: list[str]):
     return pq.read_table(path, columns=columns)
 
 
-def load_training_data(job: TrainJob) -> TrainingData:
-    """The examples ``job`` points at (parquet files), as flat arrays: items in id order, users in id
-    order, histories oldest first."""
-    catalogue = _read(job.catalogue_path, ["item_id", "vector"]).to_pandas()
+def _read_shard(root: str, rank: int, schema: pa.Schema) -> pa.Table:
+    """The rows of process ``rank`` under ``root`` (its ``shard=<rank>`` folder), or none of ``schema``'s
+    columns when no user hashed to it (Spark writes no folder for an empty partition)."""
+    path = os.path.join(root, f"shard={rank}")
+    if not os.path.isdir(path):
+        return schema.empty_table()
+    return pq.read_table(path, columns=schema.names)
+
+
+def load_training_data(job: TrainJob, rank: int = 0) -> TrainingData:
+    """The examples ``job`` points at (parquet files) for process ``rank``, as flat arrays: every item in
+    id order with its training count over all users, this process's users in id order, histories oldest
+    first."""
+    catalogue = _read(job.catalogue_path, ["item_id", "vector", "count"]).to_pandas()
     catalogue = catalogue.sort_values("item_id", kind="stable")
     item_ids = catalogue["item_id"].to_numpy().astype(str)
     item_text = _stack(catalogue["vector"].to_numpy())
 
-    sequences = _read(job.sequences_path, ["user_id", "items", "weights"])
+    sequences = _read_shard(job.sequences_path, rank, SEQUENCES)
     # String ids, sorted as numpy sorts them (Arrow's binary order is the same code-point order).
     sequences = sequences.set_column(0, "user_id", pc.cast(sequences.column("user_id"), pa.string())).sort_by("user_id")
-    texts = _read(job.user_texts_path, ["user_id", "vector"]).to_pandas()
+    texts = _read_shard(job.user_texts_path, rank, USER_TEXTS).to_pandas()
     seq_users = np.asarray(sequences.column("user_id").to_pylist(), dtype=str)
     users = np.union1d(seq_users, texts["user_id"].to_numpy().astype(str))
 
@@ -82,13 +99,26 @@ def load_training_data(job: TrainJob) -> TrainingData:
     return TrainingData(
         item_ids=item_ids,
         item_text=item_text,
-        item_counts=np.bincount(positions, minlength=len(item_ids)).astype(np.int64),
+        item_counts=catalogue["count"].to_numpy().astype(np.int64),
         flat_items=positions.astype(np.int64),
         flat_weights=weights.astype(np.float32),
         offsets=offsets,
         user_text=user_text,
         has_text=has_text,
     )
+
+
+def _training_fingerprint(job: TrainJob, world: int, data: TrainingData) -> str:
+    """The fingerprint of the whole training: each process's over its own shard, combined in rank order
+    (every process must open the same checkpoint)."""
+    mine = fingerprint(job.settings, world, data)
+    if world == 1:
+        return mine
+    import torch.distributed as dist
+
+    every: list[str | None] = [None] * world
+    dist.all_gather_object(every, mine)
+    return hashlib.sha256("\x1f".join(str(f) for f in every).encode()).hexdigest()[:24]
 
 
 def _stack(vectors: np.ndarray) -> np.ndarray:
@@ -112,10 +142,10 @@ def train_process(job: TrainJob) -> TrainResult | None:
 
         dist.init_process_group("nccl" if device == "cuda" else "gloo")
     try:
-        data = load_training_data(job)
+        data = load_training_data(job, rank)
         checkpoints = None
         if job.checkpoint_dir:
-            checkpoints = Checkpoints(job.checkpoint_dir, fingerprint(job.settings, world, data))
+            checkpoints = Checkpoints(job.checkpoint_dir, _training_fingerprint(job, world, data))
         result = train(data, job.settings, rank=rank, world=world, device=device, checkpoints=checkpoints)
     finally:
         if world > 1:

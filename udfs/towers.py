@@ -253,9 +253,10 @@ def train(
     log=print,
     checkpoints: Checkpoints | None = None,
 ) -> TrainResult:
-    """Train the towers on ``data`` as ``settings`` say, on this process's share of users (``rank`` of
-    ``world``) on ``device``, reporting each epoch through ``log``; with world > 1 the process group must
-    already be initialised (gradients are averaged by DistributedDataParallel). With ``checkpoints``,
+    """Train the towers on ``data`` as ``settings`` say, ``data`` being this process's share of users
+    (process ``rank`` of ``world``; its item counts are over every process's users), on ``device``,
+    reporting each epoch through ``log``; with world > 1 the process group must already be
+    initialised (gradients are averaged by DistributedDataParallel). With ``checkpoints``,
     training resumes after the epochs a checkpoint of the same training holds, and rank 0 writes one
     after every epoch."""
     import torch
@@ -304,8 +305,7 @@ def _train(
     log_q = torch.from_numpy(log_q.astype(np.float32)).to(device)
     trainable = np.flatnonzero(data.item_counts > 0)  # the items the softmax (or its sample) draws from
 
-    positions = example_positions(data, settings)
-    mine = positions[user_of(data, positions) % world == rank]
+    mine = example_positions(data, settings)  # this process's users' (its shard of the examples)
     # Every process must take the same number of steps (DDP all-reduces at each one).
     steps = math.ceil(_max_over_processes(len(mine), world) / settings.batch_size)
     start, curve = 0, []
@@ -342,8 +342,9 @@ def _train(
             if checkpoints is not None and epoch + 1 < settings.epochs:
                 checkpoints.save(model.state_dict(), optimiser.state_dict(), epoch + 1, curve)
     state = {name: tensor.detach().cpu().numpy().copy() for name, tensor in model.state_dict().items()}
+    examples = _sum_over_processes(len(mine), world)
     return TrainResult(
-        state=state, curve=curve, examples=len(positions), id_items=data.item_ids[rows_np > 0], resumed_after=start
+        state=state, curve=curve, examples=examples, id_items=data.item_ids[rows_np > 0], resumed_after=start
     )
 
 
@@ -394,6 +395,17 @@ def _max_over_processes(value: int, world: int) -> int:
 
     tensor = torch.tensor([value], dtype=torch.int64)
     dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return int(tensor.item())
+
+
+def _sum_over_processes(value: int, world: int) -> int:
+    if world == 1:
+        return value
+    import torch
+    import torch.distributed as dist
+
+    tensor = torch.tensor([value], dtype=torch.int64)
+    dist.all_reduce(tensor)
     return int(tensor.item())
 
 
