@@ -13,6 +13,23 @@ os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def pytest_addoption(parser):
+    parser.addoption(
+        "--long",
+        action="store_true",
+        help="also run the tests marked long (whole-system runs of a minute or more; .ci/run passes it)",
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--long"):
+        return
+    skip = pytest.mark.skip(reason="a long whole-system run: add --long (CI does)")
+    for item in items:
+        if "long" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def spark():
     from pyspark.sql import SparkSession
@@ -102,6 +119,7 @@ def small_config(root, model_dir: str, output: str, **sections) -> str:
         "als": {"ranks": [2], "reg_params": [0.1], "alphas": [1.0], "max_iter": 1},
         "plots": False,
         "sample_users": 10,
+        "chance_draws": 1,
     }
     conf.update(sections)
     path = root / f"{output}.yaml"

@@ -1,7 +1,6 @@
 """The evaluate stage end to end on synthetic data: no held-out interaction reaches any model, and the
 report, metrics and printed table are complete and consistent."""
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -243,39 +242,6 @@ def test_new_item_protocol_removes_whole_items_from_training(spark):
     assert {r.item_id for r in again.select("item_id").distinct().collect()} == kept_items  # seeded
     untouched, nothing = evaluate.without_new_items(train, 0.0, seed=5)
     assert untouched.count() == len(rows) and nothing.count() == 0
-
-
-def test_evaluate_leaves_the_outputs_of_run_untouched_and_reuses_their_vectors(small_run, capfd):
-    root, conf = small_run
-    out = root / "out"
-
-    def files():
-        return {
-            str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in out.rglob("*")
-            if p.is_file() and "evaluation" not in p.parts
-        }
-
-    before = files()
-    als_rows, fit_als = [], baselines.als
-
-    def als(spark_, train, *args):
-        als_rows.append(train.count())
-        return fit_als(spark_, train, *args)
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(evaluate.baselines, "als", als)
-        assert cli.main(["evaluate", "--conf", conf]) == 0
-    assert files() == before  # not one byte of run's outputs or manifests changed
-    evaluation = json.loads((out / "evaluation" / "manifest.json").read_text())
-    assert evaluation["stages"]["embed"]["embedded"] == 0  # every vector reused from run's outputs
-    doc = json.loads((out / "evaluation" / "metrics.json").read_text())
-    # sampled: 10 of the 24 users scored, while ALS's refit still saw every training row
-    assert doc["split"]["users_evaluated"] == 10 and doc["split"]["users_with_held_out_rows"] == 24
-    assert als_rows[-1] == doc["split"]["train_rows"] and doc["split"]["held_out_rows"] == 10
-    assert "the lists of 10 of the 24 users with held-out rows" in (out / "evaluation" / "report.md").read_text()
-    # no stage of run or evaluate moves all rows into one task (Spark warns once per such window)
-    assert "No Partition Defined for Window operation" not in capfd.readouterr().err
 
 
 def test_a_user_sample_is_seeded_and_sized_as_asked(spark):

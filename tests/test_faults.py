@@ -49,6 +49,9 @@ def vectors(out: Path, name: str, key: str) -> pd.DataFrame:
     return frame.sort_values([key, "text_hash"]).reset_index(drop=True)
 
 
+# long: a retried task writes the same rows because a text's vector does not depend on its batch
+# (test_encoder.py); this kills Python workers mid-embed to see it through Spark's retry
+@pytest.mark.long
 def test_worker_death_is_retried_with_identical_outputs(tmp_path, tiny_model_dir):
     clean_conf = write_conf(tmp_path, tiny_model_dir, "clean")
     faulty_conf = write_conf(tmp_path, tiny_model_dir, "faulty")
@@ -153,6 +156,8 @@ def test_a_training_killed_mid_epoch_publishes_nothing_and_the_rerun_resumes(
     assert whole["resumed_after_epochs"] == 0 and whole["model_id"] == resumed["stages"]["train"]["model_id"]
 
 
+# long: the local-mode kill above proves publishing and resuming; this adds a local-cluster executor
+@pytest.mark.long
 def test_a_training_task_killed_on_an_executor_stops_the_run_and_the_rerun_resumes(tmp_path, tiny_model_dir):
     """TorchDistributor's barrier task on an executor: Spark never retries a failed barrier result
     stage, so the run stops with the reason and nothing published; the same command resumes it."""

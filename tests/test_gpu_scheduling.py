@@ -19,6 +19,9 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
 
 
+# long: the device choice (choose_device) is unit-tested in test_encoder.py; this runs it under
+# local-cluster GPU scheduling
+@pytest.mark.long
 def test_tasks_receive_gpu_addresses_and_fall_back_to_cpu(tiny_model_dir):
     script = ROOT / "conf" / "gpu" / "fake_gpus_resources.sh"
     probe = subprocess.run(

@@ -12,6 +12,8 @@ pytestmark = [pytest.mark.notebooks, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parent.parent
 
 
+# long: the notebook calls the CLI's entry points, which the run tests cover
+@pytest.mark.long
 def test_quickstart_runs_and_draws_its_plots(tmp_path, tiny_model_dir, monkeypatch):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")

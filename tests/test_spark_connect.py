@@ -1,4 +1,4 @@
-"""The whole pipeline and evaluate on a Spark Connect session (Databricks serverless and shared
+"""The whole pipeline and (with --long) evaluate on a Spark Connect session (Databricks serverless and shared
 clusters, any sc:// client): no SparkContext, JVM handle, RDD or broadcast on that path, and the
 same lists, segments and metrics as a classic session's on the same data and config.
 
@@ -8,6 +8,7 @@ starts a local Spark Connect server from pyspark's own jars); the classic side i
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -40,8 +41,8 @@ def rows(spark, path: str, columns: list[str]) -> list[tuple]:
 
 @pytest.fixture(scope="module")
 def both(small_run, tmp_path_factory, tiny_model_dir):
-    """One data set and config, run on the classic session (``small_run``: root/out) and run, then
-    evaluated, on Spark Connect (root/remote), with MLflow logging to a sqlite store."""
+    """One data set and config, run on the classic session (``small_run``: root/out) and on Spark Connect
+    (root/remote), with MLflow logging to a sqlite store."""
     root = tmp_path_factory.mktemp("connect")
     mlflow = {
         "tracking_uri": f"sqlite:///{root}/mlflow.db",
@@ -49,10 +50,28 @@ def both(small_run, tmp_path_factory, tiny_model_dir):
         "artifact_location": str(root / "mlartifacts"),
     }
     remote = small_config(root, tiny_model_dir, "remote", mlflow=mlflow)
-    for command in ("run", "evaluate"):
-        done = connect(command, remote)
-        assert done.returncode == 0, done.stderr[-5000:]
-    return {"classic": small_run[0] / "out", "remote": root / "remote", "root": root}
+    run = connect("run", remote)
+    assert run.returncode == 0, run.stderr[-5000:]
+    return {"classic": small_run[0] / "out", "remote": root / "remote", "root": root, "conf": remote, "run": run}
+
+
+@pytest.fixture(scope="module")
+def remote_evaluation(both):
+    """``segrec evaluate`` on Spark Connect over the remote run's outputs: every file of them by hash
+    before and after, and the command's result."""
+    before = files(both["remote"])
+    evaluated = connect("evaluate", both["conf"])
+    assert evaluated.returncode == 0, evaluated.stderr[-5000:]
+    return {"run_outputs": (before, files(both["remote"])), "done": evaluated}
+
+
+def files(out: Path) -> dict[str, str]:
+    """Every file under ``out`` but evaluate's own, by path, with its content's hash."""
+    return {
+        str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in out.rglob("*")
+        if p.is_file() and "evaluation" not in p.parts
+    }
 
 
 def test_connect_run_gives_the_classic_sessions_lists_and_segments(spark, both):
@@ -80,15 +99,35 @@ def test_connect_run_gives_the_classic_sessions_lists_and_segments(spark, both):
     assert spark.read.parquet(str(both["remote"] / "user_interests")).count() == 24
     # the item matrix reached the workers as a file under the run's staging area, removed afterwards
     assert not list((both["remote"] / "_staging").glob("catalogue*"))
+    # no stage moves all rows into one task (Spark warns once per such window)
+    assert "No Partition Defined for Window operation" not in both["run"].stderr
 
 
-def test_connect_evaluate_scores_every_model(both):
+# long: evaluate's every step is tested on the classic session (test_evaluate.py), and the run above
+# proves the Connect path of the stages evaluate rebuilds; this runs evaluate itself there
+@pytest.mark.long
+def test_connect_evaluate_scores_every_model(both, remote_evaluation):
     doc = json.loads((both["remote"] / "evaluation" / "metrics.json").read_text())
     assert set(doc["models"]) >= {"als", "most_popular", "hybrid", "content", "trained", "random"}
     for model, figures in doc["models"].items():
         assert 0.0 <= figures["ranking"]["3"]["ndcg"] <= 1.0, model
-    assert doc["split"]["users_evaluated"] == 10  # evaluate.sample_users
     assert not list((both["remote"] / "evaluation" / "_staging").glob("eval-*"))
+
+
+@pytest.mark.long
+def test_evaluate_leaves_the_outputs_of_run_untouched_and_reuses_their_vectors(both, remote_evaluation):
+    before, after = remote_evaluation["run_outputs"]
+    assert after == before  # not one byte of run's outputs or manifests changed
+    evaluation = json.loads((both["remote"] / "evaluation" / "manifest.json").read_text())
+    assert evaluation["stages"]["embed"]["embedded"] == 0  # every vector reused from run's outputs
+    doc = json.loads((both["remote"] / "evaluation" / "metrics.json").read_text())
+    # sampled (evaluate.sample_users): 10 of the 24 users scored
+    assert doc["split"]["users_evaluated"] == 10 and doc["split"]["users_with_held_out_rows"] == 24
+    assert doc["split"]["held_out_rows"] == 10
+    report = (both["remote"] / "evaluation" / "report.md").read_text()
+    assert "the lists of 10 of the 24 users with held-out rows" in report
+    # no step of evaluate moves all rows into one task (Spark warns once per such window)
+    assert "No Partition Defined for Window operation" not in remote_evaluation["done"].stderr
 
 
 def test_connect_run_logs_the_towers_and_segments_to_mlflow(both):
@@ -96,7 +135,7 @@ def test_connect_run_logs_the_towers_and_segments_to_mlflow(both):
     client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{both['root']}/mlflow.db")
     runs = client.search_runs([client.get_experiment_by_name("connect").experiment_id])
     by_command = {r.data.tags["segrec.command"]: r for r in runs}
-    assert set(by_command) == {"run", "evaluate"} and all(r.info.status == "FINISHED" for r in runs)
+    assert "run" in by_command and all(r.info.status == "FINISHED" for r in runs)
     run = by_command["run"]
     manifest = json.loads((both["remote"] / "manifest.json").read_text())
     assert run.info.run_id == manifest["mlflow_run_id"]

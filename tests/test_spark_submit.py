@@ -43,6 +43,8 @@ def test_driver_and_executors_import_segrec_from_the_artifact(artifact, tmp_path
         assert all(zip_name in p for p in json.loads(paths)), paths
 
 
+# long: the artifact test above proves driver and executors import segrec from it
+@pytest.mark.long
 def test_the_whole_run_through_spark_submit(artifact, tmp_path, tiny_model_dir):
     data = generate(n_users=40, items_per_persona=6, seed=4)
     paths = write_parquet(data, str(tmp_path / "in"))
