@@ -363,10 +363,17 @@ def _step_loss(model, batch, data, settings, rng, item_text, rows, user_text, ha
     hist, weights = histories(data, batch, settings, rng)
     users = torch.from_numpy(user_of(data, batch)).to(device)
     target = data.flat_items[batch]
+    candidates = None
     if settings.negatives and len(trainable) > settings.negatives:
         # The step's candidates: sampled items and every item the batch names, histories re-indexed.
         drawn = trainable[rng.integers(0, len(trainable), settings.negatives)]
         candidates = np.unique(np.concatenate([drawn, target, hist[hist >= 0]]))
+    elif len(trainable) < len(item_text):
+        # Every trainable item, and no other: an item without a training interaction is never a softmax
+        # candidate (its logQ is infinite), so its vector would be computed for nothing, and a catalogue
+        # of mostly untouched items would cost every step as much as a full one.
+        candidates = trainable
+    if candidates is not None:
         hist = np.where(hist >= 0, np.searchsorted(candidates, hist), hist)
         target = np.searchsorted(candidates, target)
         chosen = torch.from_numpy(candidates).to(device)
