@@ -370,7 +370,8 @@ class Recommend(_Section):
         gt=0.0,
         le=1.0,
         description="search ivf: the recall@k of the approximate lists against exact ones on a sample of "
-        "users that the probe count is raised to reach; the run stops (exit 2) when all lists cannot",
+        "users that the probe count is raised to reach; when all lists cannot, ivf stops (exit 2) and auto "
+        "searches exactly",
     )
     recall_users: int = Field(1000, ge=1, description="search ivf: the seeded sample of users recall is measured on")
     device: Literal["auto", "cpu", "cuda"] = Field(

@@ -467,12 +467,22 @@ class Recommender:
         self, user_vectors: DataFrame, settings: TopKSettings
     ) -> tuple[tuple[str, Callable[[], Catalogue]], dict]:
         """The catalogue source whose IVF probes reach ``recommend.min_recall`` for ``settings`` on a
-        sample of ``user_vectors``, and the recall figures; chosen once per settings value."""
+        sample of ``user_vectors``, and the recall figures; chosen once per settings value. Where no
+        probe count reaches it, ``search: ivf`` stops (ConfigError) and ``auto`` searches exactly."""
         if settings not in self._calibrated:
             sample = recall_sample(
                 user_vectors, self.segments, self.interactions, self.section.exclude_seen, self.section.recall_users
             )
-            probes, figures = calibrate_probes(self.items, sample, settings, self.section.min_recall)
+            try:
+                probes, figures = calibrate_probes(self.items, sample, settings, self.section.min_recall)
+            except ConfigError as short:
+                if self.section.search != "auto":
+                    raise
+                log.warning("%s; recommend.search auto: searching every item exactly instead", short)
+                exact = replace(self.items, ivf=None, derived={})
+                source = catalogue_source(self.spark, exact, self.section, self.matrix_dir)
+                self._calibrated[settings] = (source, {"search": "exact", "ivf_recall_short": True})
+                return self._calibrated[settings]
             assert self.items.ivf is not None
             self.items.ivf = replace(self.items.ivf, probes=probes)
             source = catalogue_source(self.spark, self.items, self.section, self.matrix_dir)

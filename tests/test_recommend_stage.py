@@ -345,3 +345,16 @@ def test_the_stage_searches_the_index_on_its_workers_and_reports_recall(spark, i
     pd.testing.assert_frame_equal(searched, exact)  # reasons too, found in the worker
     _, one = run(spark, inputs, k=5, plan="broadcast", search="ivf", ivf_lists=3, min_recall=0.01)
     assert one["ivf_probes"] == 1 and 0.01 <= one["recall_at_k"] <= 1.0
+
+
+def test_an_unreachable_recall_stops_ivf_and_sends_auto_to_exact_search(spark, inputs):
+    from segrec.jobs.errors import ConfigError
+
+    # ranked mostly by segment popularity: the index, searched by similarity, cannot reach those lists
+    asked = {"k": 5, "plan": "broadcast", "popularity_weight": 5.0, "ivf_lists": 3, "min_recall": 1.0}
+    with pytest.raises(ConfigError, match=r"recall@5 0\.\d{4} on 40 sampled users even searching all 3 lists"):
+        run(spark, inputs, search="ivf", **asked)
+    fallback, figures = run(spark, inputs, search="auto", ivf_min_items=1, **asked)
+    exact, _ = run(spark, inputs, search="exact", **asked)
+    assert figures["search"] == "exact" and figures["ivf_recall_short"] is True
+    pd.testing.assert_frame_equal(fallback, exact)
