@@ -61,10 +61,12 @@ def load_training_data(job: TrainJob, rank: int = 0) -> TrainingData:
     """The examples ``job`` points at (parquet files) for process ``rank``, as flat arrays: every item in
     id order with its training count over all users, this process's users in id order, histories oldest
     first."""
-    catalogue = _read(job.catalogue_path, ["item_id", "vector", "count"]).to_pandas()
-    catalogue = catalogue.sort_values("item_id", kind="stable")
-    item_ids = catalogue["item_id"].to_numpy().astype(str)
-    item_text = _stack(catalogue["vector"].to_numpy())
+    # Read as Arrow and cut from its flat buffers: a pandas column of a million small arrays cost several
+    # times the vectors' own memory (benchmarks/train_scale.py, 1M items).
+    catalogue = _read(job.catalogue_path, ["item_id", "vector", "count"])
+    catalogue = catalogue.set_column(0, "item_id", pc.cast(catalogue.column("item_id"), pa.string())).sort_by("item_id")
+    item_ids = catalogue.column("item_id").to_numpy().astype(str)
+    item_text = _flat_vectors(catalogue.column("vector").combine_chunks())
 
     sequences = _read_shard(job.sequences_path, rank, SEQUENCES)
     # String ids, sorted as numpy sorts them (Arrow's binary order is the same code-point order).
@@ -99,7 +101,7 @@ def load_training_data(job: TrainJob, rank: int = 0) -> TrainingData:
     return TrainingData(
         item_ids=item_ids,
         item_text=item_text,
-        item_counts=catalogue["count"].to_numpy().astype(np.int64),
+        item_counts=catalogue.column("count").to_numpy().astype(np.int64),
         flat_items=positions.astype(np.int64),
         flat_weights=weights.astype(np.float32),
         offsets=offsets,
@@ -119,6 +121,18 @@ def _training_fingerprint(job: TrainJob, world: int, data: TrainingData) -> str:
     every: list[str | None] = [None] * world
     dist.all_gather_object(every, mine)
     return hashlib.sha256("\x1f".join(str(f) for f in every).encode()).hexdigest()[:24]
+
+
+def _flat_vectors(vectors: pa.ListArray) -> np.ndarray:
+    """(n, t) float32 from a list column of n vectors of one length t."""
+    if len(vectors) == 0:
+        return np.zeros((0, 0), np.float32)
+    lengths = pc.list_value_length(vectors).to_numpy(zero_copy_only=False)
+    if vectors.null_count or (lengths != lengths[0]).any():
+        raise WorkerInputError("training catalogue: every item needs a text vector of one length")
+    # writable (torch warns on Arrow's read-only buffer); the table it came from is dropped after loading
+    values = np.require(vectors.flatten().to_numpy(zero_copy_only=False), np.float32, "W")
+    return values.reshape(len(vectors), -1)
 
 
 def _stack(vectors: np.ndarray) -> np.ndarray:
