@@ -72,6 +72,15 @@ def peak_rss_mb(pids: list[int]) -> float:
     return peak / 1024
 
 
+def reset_peaks(pids: list[int]) -> None:
+    """Reset the peak RSS (VmHWM) of ``pids`` to their current RSS, so that the next peak is a new one's."""
+    for pid in pids:
+        try:
+            Path(f"/proc/{pid}/clear_refs").write_text("5")
+        except OSError:
+            continue
+
+
 def python_worker_peak_rss_mb() -> float:
     """Largest peak RSS among Spark's Python worker processes still alive."""
     return peak_rss_mb(worker_pids())

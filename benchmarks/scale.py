@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from common import local_spark, peak_rss_mb, pids_where, worker_pids
+from common import local_spark, peak_rss_mb, pids_where, reset_peaks, worker_pids
 
 from segrec.jobs.bootstrap.synthetic import _ADJECTIVES, PERSONAS, TINY_VOCAB_WORDS, save_tiny_bert
 
@@ -167,14 +167,6 @@ def config(paths: dict[str, str], output: str, model: str, sample_users: int) ->
 
 def jvm_pids() -> list[int]:
     return pids_where(lambda cmd: b"java" in cmd.split(b"\0")[0] and b"pyspark-shell" in cmd)
-
-
-def reset_peaks(pids: list[int]) -> None:
-    for pid in pids:
-        try:
-            Path(f"/proc/{pid}/clear_refs").write_text("5")
-        except OSError:
-            continue
 
 
 def shuffle_bytes(spark, group: str) -> int:
