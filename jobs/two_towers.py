@@ -18,7 +18,7 @@ import logging
 import os
 import re
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -58,9 +58,11 @@ def has_timestamps(interactions: DataFrame) -> bool:
     )
 
 
-def tower_settings(train: Train, sequential: bool) -> TowerSettings:
-    """The towers' settings from the config; ``objective: auto`` resolved by the data's timestamps."""
-    objective = train.objective if train.objective != "auto" else ("sequential" if sequential else "order_free")
+def tower_settings(train: Train, ordered: bool) -> TowerSettings:
+    """The towers' settings from the config. ``objective: auto`` is order-free where interactions have
+    no timestamps (``ordered`` false: there is no order to learn); with them it stays auto, and the
+    training processes choose on a validation hold-out (``udfs.towers.choose_objective``)."""
+    objective = train.objective if train.objective != "auto" or ordered else "order_free"
     return executor_settings(TowerSettings, train, objective=objective)
 
 
@@ -281,6 +283,7 @@ def fit_towers(
             store.drop_staged(f"{tag}-{name}")
     if checkpoints is not None:
         store.fs.delete(store.checkpoint_path(tag))  # trained: nothing left to resume
+    settings = replace(settings, objective=result.objective or settings.objective)  # auto: what validation chose
     weights = TowerWeights(settings, result.state, np.asarray(result.id_items, dtype=str))
     first = item_vectors.select("model_id").first() if "model_id" in item_vectors.columns else None
     text_model_id = first["model_id"] if first else None
@@ -290,6 +293,7 @@ def fit_towers(
         "examples": result.examples,
         "id_items": len(weights.id_items),
         "objective": settings.objective,
+        **({"objective_choice": result.choice} if result.choice else {}),
         "final_loss": result.curve[-1]["loss"] if result.curve else None,
         "training_seconds": round(sum(point["seconds"] for point in result.curve), 1),
         "training_peak_rss_mb": result.peak_rss_mb,

@@ -143,7 +143,8 @@ def test_a_training_killed_mid_epoch_publishes_nothing_and_the_rerun_resumes(
     assert failed["status"] == "failed" and failed["error"]["stage"] == "train"
     assert not (out / "manifest.json").exists()  # no run has succeeded here yet
     assert not (out / "towers").exists() and not (out / "trained_item_vectors").exists()
-    assert [p.name for p in (out / "_staging" / "checkpoints-train").iterdir()][0].startswith("towers-")
+    kept = sorted(p.name for p in (out / "_staging" / "checkpoints-train").iterdir())
+    assert kept[0].startswith("choice-") and kept[1].startswith("towers-")  # objective auto chose before
 
     assert cli.main(["train", "--conf", conf]) == 0  # the failed stage again
     resumed = manifest_of(out)

@@ -11,8 +11,10 @@ from segrec.udfs.towers import (
     TowerWeights,
     TrainingData,
     build_model,
+    choose_objective,
     example_positions,
     histories,
+    hold_out_newest,
     id_rows,
     inference_history,
     train,
@@ -236,3 +238,55 @@ def test_new_items_reach_their_personas_with_sampled_negatives_too():
     scores = user_matrix(data, weights, items) @ items.T
     best_cold = np.flatnonzero(cold)[np.argmax(scores[:, cold], axis=1)]
     assert (item_persona[best_cold] == user_persona).mean() >= 0.9
+
+
+def chains(n_users: int = 200, n_items: int = 60, length: int = 8, seed: int = 5) -> TrainingData:
+    """Histories where the order is everything: each user walks ``length`` consecutive items of a ring
+    from a random start, so the next item follows from the newest one alone; texts say nothing."""
+    rng = np.random.default_rng(seed)
+    starts = rng.integers(0, n_items, n_users)
+    flat = ((starts[:, None] + np.arange(length)[None, :]) % n_items).ravel()
+    text = rng.standard_normal((n_items, TEXT_DIM)).astype(np.float32)
+    return TrainingData(
+        item_ids=np.array([f"i{n:03d}" for n in range(n_items)]),
+        item_text=text / np.linalg.norm(text, axis=1, keepdims=True),
+        item_counts=np.bincount(flat, minlength=n_items),
+        flat_items=flat.astype(np.int64),
+        flat_weights=np.ones(len(flat), np.float32),
+        offsets=np.arange(n_users + 1) * length,
+        user_text=np.zeros((n_users, TEXT_DIM), np.float32),
+        has_text=np.zeros(n_users, bool),
+    )
+
+
+def test_holding_out_the_newest_interaction_keeps_every_other_and_recounts_items():
+    data = chains(n_users=5, length=3)
+    data.offsets[:] = [0, 3, 6, 7, 10, 15][: len(data.offsets)]  # users of 3, 3, 1, 3 and 5 interactions
+    data = TrainingData(**{**data.__dict__, "flat_items": data.flat_items[:15]})
+    kept, users, held = hold_out_newest(data, seed=1)
+    assert users.tolist() == [0, 1, 3, 4]  # the user with one interaction keeps it
+    assert held.tolist() == data.flat_items[[2, 5, 9, 14]].tolist()
+    assert kept.offsets.tolist() == [0, 2, 4, 5, 7, 11]
+    assert kept.flat_items.tolist() == np.delete(data.flat_items, [2, 5, 9, 14]).tolist()
+    assert (kept.item_counts == data.item_counts - np.bincount(held, minlength=len(data.item_ids))).all()
+
+
+def test_auto_chooses_the_sequential_objective_where_the_order_predicts_the_next_item():
+    choice = choose_objective(chains(), tower_settings(**FAST, objective="auto"), log=lambda _: None)
+    assert choice["objective"] == "sequential" and choice["validation_users"] == 200
+    # order-free sees the walk's items but not which end is newest: its next item is one of two guesses
+    assert choice["sequential"]["ndcg@10"] >= choice["order_free"]["ndcg@10"] + 0.1, choice
+
+
+def test_auto_chooses_order_free_where_users_pick_by_taste_at_random_times():
+    data, *_ = planted("uninformative")
+    choice = choose_objective(data, tower_settings(**FAST, objective="auto"), log=lambda _: None)
+    assert choice["objective"] == "order_free", choice
+    assert 0 < choice["sequential"]["ndcg@10"] < choice["order_free"]["ndcg@10"] <= 1
+
+
+def test_train_with_auto_ships_the_objective_validation_chose():
+    data = chains()
+    result = train(data, tower_settings(**{**FAST, "epochs": 4}, objective="auto"), log=lambda _: None)
+    assert result.objective == "sequential" and result.choice["objective"] == "sequential"
+    assert len(result.curve) == 4

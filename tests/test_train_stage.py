@@ -72,13 +72,18 @@ def test_run_trains_between_embed_and_profile_and_records_the_model(trained_run)
     manifest = trained_run["manifest"]
     assert list(manifest["stages"])[:4] == ["validate", "embed", "train", "profile"]
     figures = manifest["stages"]["train"]
-    assert figures["model_id"].startswith("towers-") and figures["objective"] == "sequential"
+    assert figures["model_id"].startswith("towers-")
+    # timestamps with objective auto: the processes chose on each user's newest interaction
+    choice = figures["objective_choice"]
+    assert figures["objective"] == choice["objective"] in ("sequential", "order_free")
+    assert choice["validation_users"] > 0 and 0 <= choice["sequential"]["ndcg@10"] <= 1
     assert figures["items"] == len(trained_run["data"].items)
     assert len(manifest["train_curve"]) == TRAIN["epochs"]
     assert all(np.isfinite(point["loss"]) for point in manifest["train_curve"])
     assert {"towers", "trained_item_vectors"} <= set(manifest["outputs"])
     saved = json.loads((trained_run["out"] / "towers" / "towers.json").read_text())
     assert saved["model_id"] == figures["model_id"] and saved["text_model_id"] == manifest["model"]["model_id"]
+    assert saved["settings"]["objective"] == figures["objective"]  # what profile pools with is what was chosen
 
 
 def test_every_item_and_user_lands_in_the_learned_space(spark, trained_run):

@@ -64,6 +64,27 @@ class Checkpoints:
             return None
         return torch.load(self.path, map_location="cpu", weights_only=True)
 
+    @property
+    def choice_path(self) -> str:
+        """The file keeping what ``objective: auto`` chose for this training, so a resumed one does not
+        choose again."""
+        return os.path.join(self.directory, f"choice-{self.key}.json")
+
+    def load_choice(self) -> dict | None:
+        """What validation chose for this training (``towers.choose_objective``'s figures), or None."""
+        if not os.path.isfile(self.choice_path):
+            return None
+        with open(self.choice_path, encoding="utf-8") as fh:
+            return json.load(fh)
+
+    def save_choice(self, choice: dict) -> None:
+        """Keep ``choice`` (written to a temporary name and renamed: never half a file)."""
+        os.makedirs(self.directory, exist_ok=True)
+        partial = f"{self.choice_path}.{os.getpid()}.partial"
+        with open(partial, "w", encoding="utf-8") as fh:
+            json.dump(choice, fh)
+        os.replace(partial, self.choice_path)
+
     def save(self, model_state: dict, optimiser_state: dict, epochs: int, curve: list[dict]) -> None:
         """Replace the checkpoint with the state after ``epochs`` epochs (``model_state`` and
         ``optimiser_state`` as their state_dict()s, ``curve`` the loss per epoch so far), and remove

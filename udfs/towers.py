@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -59,7 +59,7 @@ class TowerSettings:
     id_embeddings: bool = from_config("train.id_embeddings")
     id_min_interactions: int = from_config("train.id_min_interactions")
     id_dropout: float = from_config("train.id_dropout")
-    # sequential | order_free: train.objective with auto decided by the data
+    # sequential | order_free | auto (decided on a validation hold-out inside training, ``choose_objective``)
     objective: str = resolved()
     logq: bool = from_config("train.logq")
     mask_history: bool = from_config("train.mask_history")
@@ -242,6 +242,8 @@ class TrainResult:
     id_items: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=str))  # ids with an embedding, sorted
     peak_rss_mb: float | None = None  # of the training process (rank 0), set by ``train_process``
     resumed_after: int = 0  # epochs a checkpoint held when training started (0: from scratch)
+    objective: str = ""  # the objective the weights were trained with (auto: the one validation chose)
+    choice: dict = field(default_factory=dict)  # auto: each objective's validation figures, and the users scored
 
 
 def train(
@@ -266,7 +268,17 @@ def train(
     deterministic = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True)
     try:
-        return _train(data, settings, rank, world, device, log, checkpoints)
+        choice: dict | None = None
+        if settings.objective == "auto":
+            choice = checkpoints.load_choice() if checkpoints is not None else None
+            if choice is None:
+                choice = choose_objective(data, settings, rank, world, device, log)
+                if checkpoints is not None and rank == 0:
+                    checkpoints.save_choice(choice)
+            settings = replace(settings, objective=choice["objective"])
+        result = _train(data, settings, rank, world, device, log, checkpoints)
+        result.objective, result.choice = settings.objective, choice or {}
+        return result
     finally:
         torch.use_deterministic_algorithms(deterministic)
 
@@ -324,7 +336,7 @@ def _train(
             order = np.resize(order, steps * settings.batch_size)  # wrap around to the common count
         total, count = 0.0, 0
         for step in range(steps):
-            if epoch == 1 and step == steps // 2:
+            if checkpoints is not None and epoch == 1 and step == steps // 2:
                 maybe_fail("train")  # tests: a process killed mid-epoch, after one checkpoint
             batch = order[step * settings.batch_size : (step + 1) * settings.batch_size]
             loss = _step_loss(
@@ -416,6 +428,28 @@ def _sum_over_processes(value: int, world: int) -> int:
     return int(tensor.item())
 
 
+def _sum_floats_over_processes(values: list[float], world: int) -> list[float]:
+    if world == 1:
+        return values
+    import torch
+    import torch.distributed as dist
+
+    tensor = torch.tensor(values, dtype=torch.float64)
+    dist.all_reduce(tensor)
+    return tensor.tolist()
+
+
+def _sum_array_over_processes(values: np.ndarray, world: int) -> np.ndarray:
+    if world == 1:
+        return values
+    import torch
+    import torch.distributed as dist
+
+    tensor = torch.from_numpy(np.ascontiguousarray(values, np.int64))
+    dist.all_reduce(tensor)
+    return tensor.numpy()
+
+
 def _mean_over_processes(total: float, count: int, world: int) -> float:
     if world > 1:
         import torch
@@ -425,6 +459,113 @@ def _mean_over_processes(total: float, count: int, world: int) -> float:
         dist.all_reduce(tensor)
         total, count = float(tensor[0]), int(tensor[1])
     return total / max(count, 1)
+
+
+# --------------------------------------------------------------------------- choosing the objective
+
+OBJECTIVES = ("sequential", "order_free")
+VALIDATION_USERS = 4096  # users per process whose newest interaction is held out to choose the objective
+
+
+def choose_objective(
+    data: TrainingData, settings: TowerSettings, rank: int = 0, world: int = 1, device: str = "cpu", log=print
+) -> dict:
+    """Which objective predicts each user's newest interaction better on ``data`` (``objective: auto``
+    where interactions have timestamps): a seeded sample of users (up to ``VALIDATION_USERS`` per
+    process) loses its newest interaction, the towers are trained on the rest with each objective (for
+    the configured epochs: the sequential objective learns more slowly, and fewer epochs favour the
+    order-free one), and each is scored by NDCG@10 and recall@10 of the held-out items among every
+    trainable item, seen items masked, ranked by the very code that places users and items after
+    training (``TowerWeights``). The sequential objective is chosen only when it scores higher: where
+    the order carries no signal it learns noise. Returns {"objective", "validation_users",
+    "<objective>": {"ndcg@10", "recall@10"}} (the figures summed over every process's users)."""
+    kept, users, held = hold_out_newest(data, settings.seed, rank, world)
+    figures: dict = {"validation_users": _sum_over_processes(len(users), world)}
+    for objective in OBJECTIVES:
+        probe = replace(settings, objective=objective)
+        result = _train(kept, probe, rank, world, device, lambda _: None, None)
+        weights = TowerWeights(probe, result.state, result.id_items)
+        ndcg, hits = validation_figures(weights, kept, users, held)
+        total = _sum_floats_over_processes([ndcg, hits, float(len(users))], world)
+        count = max(total[2], 1.0)
+        figures[objective] = {"ndcg@10": round(total[0] / count, 6), "recall@10": round(total[1] / count, 6)}
+    better = figures["sequential"]["ndcg@10"] > figures["order_free"]["ndcg@10"]
+    figures["objective"] = "sequential" if better else "order_free"
+    if rank == 0:
+        log(
+            f"train: objective auto: sequential NDCG@10 {figures['sequential']['ndcg@10']:.4f}, order-free "
+            f"{figures['order_free']['ndcg@10']:.4f} on {figures['validation_users']} users' newest "
+            f"interaction: {figures['objective']}"
+        )
+    return figures
+
+
+def hold_out_newest(
+    data: TrainingData, seed: int, rank: int = 0, world: int = 1
+) -> tuple[TrainingData, np.ndarray, np.ndarray]:
+    """(``data`` without the newest interaction of up to ``VALIDATION_USERS`` seeded users with at least
+    two, those users, their held-out catalogue positions). Item counts lose the held-out interactions
+    of every process (summed), so every process keeps the same ID-embedding rows."""
+    lengths = data.lengths()
+    eligible = np.flatnonzero(lengths >= 2)
+    rng = np.random.default_rng([seed, rank, 7])
+    users = np.sort(rng.permutation(eligible)[:VALIDATION_USERS])
+    newest = data.offsets[users + 1] - 1
+    keep = np.ones(len(data.flat_items), bool)
+    keep[newest] = False
+    new_lengths = lengths.copy()
+    new_lengths[users] -= 1
+    held_counts = np.bincount(data.flat_items[newest], minlength=len(data.item_ids))
+    kept = replace(
+        data,
+        item_counts=data.item_counts - _sum_array_over_processes(held_counts, world),
+        flat_items=data.flat_items[keep],
+        flat_weights=data.flat_weights[keep],
+        offsets=np.concatenate([[0], np.cumsum(new_lengths)]),
+    )
+    return kept, users, data.flat_items[newest]
+
+
+def validation_figures(
+    weights: TowerWeights, data: TrainingData, users: np.ndarray, held: np.ndarray, k: int = 10, chunk: int = 65536
+) -> tuple[float, float]:
+    """(sum of NDCG@k, sum of hits@k) over ``users`` (rows of ``data``) of their ``held`` (catalogue
+    positions) items, ranked among every trainable item (training count > 0, or the held item itself)
+    with the user's history masked; ties go to the lower catalogue position, as the recommend stage
+    breaks them by item id."""
+    if len(users) == 0:
+        return 0.0, 0.0
+    settings = weights.settings
+    pooled = np.zeros((len(users), settings.dim))
+    seen_rows, seen_items = [], []
+    item_vectors = np.zeros((len(data.item_ids), settings.dim), np.float32)
+    for start in range(0, len(data.item_ids), chunk):
+        stop = start + chunk
+        item_vectors[start:stop] = weights.item_vectors(data.item_text[start:stop], data.item_ids[start:stop])
+    for row, u in enumerate(users):
+        a, b = data.offsets[u], data.offsets[u + 1]
+        hist, w = inference_history(data.flat_items[a:b], data.flat_weights[a:b], settings)
+        pooled[row] = (item_vectors[hist] * w[:, None]).sum(0) / max(float(w.sum()), 1e-6)
+        seen_items.append(data.flat_items[a:b])
+        seen_rows.append(np.full(b - a, row))
+    text = np.where(data.has_text[users][:, None], data.user_text[users], np.nan)
+    vectors = weights.user_vectors(pooled, text)
+    candidate = data.item_counts > 0
+    candidate[held] = True
+    target = np.einsum("ij,ij->i", vectors, item_vectors[held])
+    ahead = np.zeros(len(users), np.int64)  # candidates ranked before the held item
+    rows, cols = np.concatenate(seen_rows), np.concatenate(seen_items)
+    for start in range(0, len(data.item_ids), chunk):
+        stop = min(start + chunk, len(data.item_ids))
+        scores = vectors @ item_vectors[start:stop].T
+        scores[:, ~candidate[start:stop]] = -np.inf
+        inside = (cols >= start) & (cols < stop)
+        scores[rows[inside], cols[inside] - start] = -np.inf
+        position = np.arange(start, stop)[None, :]
+        before = (scores > target[:, None]) | ((scores == target[:, None]) & (position < held[:, None]))
+        ahead += before.sum(axis=1)
+    hit = ahead < k
+    return float((hit / np.log2(ahead + 2.0)).sum()), float(hit.sum())
 
 
 # ----------------------------------------------------------------------------------- applying
