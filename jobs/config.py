@@ -424,9 +424,10 @@ class Evaluate(_Section):
     )
     als: Als = Field(default_factory=Als)
     train_grid: list[dict[str, Any]] = Field(
-        default_factory=lambda: [{}, {"id_embeddings": False}],
+        default_factory=lambda: [dict[str, Any]()],
         min_length=1,
-        description="train settings tried on the validation split (each a set of train.* overrides)",
+        description="train settings tried on the validation split (each a set of train.* overrides; "
+        "one cell: trained as it is, nothing tuned)",
     )
     random_baseline: bool = True
     chance_draws: int = Field(

@@ -258,7 +258,10 @@ def tune(spark: SparkSession, config: Config, scratch: Scratch, data: TrainingVi
         "hybrid": {"grid": hybrid, "best": {key: best[key] for key in ("segment_k", "popularity_weight")}},
         "als": {"grid": cells, "best": {key: best_cell[key] for key in ("rank", "reg_param", "alpha")}},
     }
-    if config.train.enabled:
+    if config.train.enabled and len(settings.train_grid) == 1:
+        # One cell: nothing to choose between (the objective, with auto, is chosen inside its training).
+        tuning["trained"] = {"grid": [], "best": settings.train_grid[0]}
+    elif config.train.enabled:
         towers = []
         for i, cell in enumerate(settings.train_grid):
             scratch.progress(
@@ -303,9 +306,12 @@ def build_all(
     if "trained" in tuned:
         chosen = tuned["trained"]["best"] or "the configured settings"
         scratch.progress(f"evaluate: training the towers on all training rows with {chosen}")
-        lists["trained"], _, vectors["trained"] = build_trained(
+        lists["trained"], figures, vectors["trained"] = build_trained(
             spark, config, scratch, data, tuned["trained"]["best"], k, "test"
         )
+        tuned["trained"]["objective"] = figures["objective"]
+        if "objective_choice" in figures:
+            tuned["trained"]["objective_choice"] = figures["objective_choice"]
     return lists, ours, vectors
 
 

@@ -328,6 +328,9 @@ def trained_tuning(tuning: dict) -> list[str]:
         if not best
         else f"train settings {best}: set them under `train:` for the stage to ship the evaluated model"
     )
+    lines = [objective_line(tuning["trained"]), ""]
+    if not tuning["trained"]["grid"]:
+        return lines
     return [
         "Two-tower model, chosen by " + tuning["metric"] + f": {shipped}.",
         "",
@@ -336,7 +339,22 @@ def trained_tuning(tuning: dict) -> list[str]:
             [[str(c["cell"] or "as configured"), c["ndcg"], c["final_loss"]] for c in tuning["trained"]["grid"]],
         ),
         "",
+        *lines,
     ]
+
+
+def objective_line(trained: dict) -> str:
+    """Which objective the towers were trained with, and with ``objective: auto`` the validation that chose it."""
+    objective = trained.get("objective", "as configured")
+    choice = trained.get("objective_choice")
+    if not choice:
+        return f"The towers were trained with the {objective} objective."
+    return (
+        f"The towers were trained with the {objective} objective, chosen by `train.objective: auto` on "
+        f"{choice['validation_users']} users' newest training interaction (NDCG@10: sequential "
+        f"{choice['sequential']['ndcg@10']:.4f}, order-free {choice['order_free']['ndcg@10']:.4f}); the "
+        "train stage chooses the same way on its own rows."
+    )
 
 
 def _shown(value: Any) -> str:
