@@ -49,6 +49,12 @@ def only(users: DataFrame, scored: DataFrame | None) -> DataFrame:
     return users if scored is None else users.join(scored, on="user_id", how="left_semi")
 
 
+def listed_users(train: DataFrame, scored: DataFrame | None) -> DataFrame:
+    """(user_id): the users a baseline that needs no history lists: ``scored`` (evaluate's new users, who
+    have no training row, among them), or every training user."""
+    return train.select("user_id").distinct() if scored is None else scored.select("user_id").distinct()
+
+
 def most_popular(
     spark: SparkSession,
     train: DataFrame,
@@ -57,8 +63,8 @@ def most_popular(
     scored: DataFrame | None = None,
     matrix_dir: str | None = None,
 ) -> DataFrame:
-    """Top k by training popularity for every training user (or those in ``scored``), seen items
-    masked, ties by item id."""
+    """Top k by training popularity for every training user (or every user in ``scored``, new users
+    too), seen items masked, ties by item id."""
     counts = item_user_counts(train)
     top = counts.agg(F.max("users")).collect()[0][0] or 1
     items = (
@@ -66,9 +72,7 @@ def most_popular(
         .join(counts, on="item_id", how="left")
         .select("item_id", F.array((F.coalesce("users", F.lit(0)) / F.lit(top)).cast("float")).alias("vector"))
     )
-    users = only(train.select("user_id").distinct(), scored).select(
-        "user_id", F.array(F.lit(1.0).cast("float")).alias("vector")
-    )
+    users = listed_users(train, scored).select("user_id", F.array(F.lit(1.0).cast("float")).alias("vector"))
     return plain_top_k(spark, users, items, train, k, matrix_dir)
 
 
@@ -133,7 +137,8 @@ def random_lists(
     """k unseen items per training user (or per user in ``scored``), uniformly at random, the same for
     the same (seed, user)."""
     catalogue = np.array(sorted(r["item_id"] for r in item_ids.select("item_id").collect()), dtype=object)
-    users = only(train, scored).groupBy("user_id").agg(F.collect_set("item_id").alias("seen"))
+    seen = only(train, scored).groupBy("user_id").agg(F.collect_set("item_id").alias("seen"))
+    users = listed_users(train, scored).join(seen, on="user_id", how="left")  # a new user: seen is null
 
     def draw(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
@@ -153,6 +158,6 @@ def draw_for_user(user: str, seen, catalogue: np.ndarray, k: int, seed: int) -> 
     """(user, rank, item, score, similarity, boost, no reason, no parts) rows: a seeded permutation of
     the unseen items."""
     rng = np.random.default_rng([seed, zlib.crc32(user.encode("utf-8"))])
-    unseen = catalogue[~np.isin(catalogue, np.asarray(list(seen), dtype=object))]
+    unseen = catalogue[~np.isin(catalogue, np.asarray(list(seen if seen is not None else ()), dtype=object))]
     picked = unseen[rng.permutation(len(unseen))[:k]]
     return [(user, rank, item, 0.0, 0.0, 0.0, None, None, None) for rank, item in enumerate(picked, start=1)]

@@ -446,6 +446,13 @@ class Evaluate(_Section):
         lt=1,
         description="new-item protocol: this seeded share of items loses every training interaction (for all models)",
     )
+    cold_user_share: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="new-user protocol: this seeded share of users loses every training interaction and keeps "
+        "only its own text; their lists are scored apart (the new_users slice), the other users' as usual",
+    )
     sample_users: float | None = Field(
         None,
         gt=0,

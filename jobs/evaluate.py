@@ -358,6 +358,22 @@ def sampled_users(held: DataFrame, sample: float | None, seed: int) -> DataFrame
     return users.orderBy(order, "user_id").limit(int(sample))
 
 
+def new_user_split(
+    train: DataFrame, held: DataFrame, share: float, seed: int
+) -> tuple[DataFrame, DataFrame, DataFrame]:
+    """(train, held, new users): with ``share`` > 0, a seeded share of the users (by a hash of the id) lose
+    every training interaction to the held-out rows, for every model alike: they are new users, known by
+    their own text alone, and their held-out rows measure what each model recommends to someone with no
+    history. Without: (train, held, no users)."""
+    users = train.select("user_id").unionByName(held.select("user_id")).distinct()
+    if not share:
+        return train, held, users.limit(0)
+    threshold = F.lit(int(round(share * 10_000)))
+    new = users.where(F.pmod(F.xxhash64(F.col("user_id").cast("string"), F.lit(seed + 1)), F.lit(10_000)) < threshold)
+    moved = train.join(new, on="user_id", how="left_semi")
+    return train.join(new, on="user_id", how="left_anti"), held.unionByName(moved), new
+
+
 def without_new_items(train: DataFrame, share: float, seed: int) -> tuple[DataFrame, DataFrame]:
     """(train, removed): with ``share`` > 0, a seeded share of the items (by a hash of the id, so the
     same items whatever the partitioning) lose every training interaction, for every model alike: they
@@ -397,20 +413,34 @@ def segment_figures(
 
 def score(recs: DataFrame, held: DataFrame, ref: Reference, slices: dict[str, DataFrame], ks: list[int]) -> dict:
     """Ranking metrics, list metrics and slices of one model's lists, over the users with held-out items."""
-    recs = recs.join(held.select("user_id").distinct(), on="user_id", how="left_semi")
-    return {
-        "ranking": ranking_metrics(recs, held, ks),
-        "lists": {k: list_metrics(recs, ref, k) for k in ks},
-        "cold_users": ranking_metrics(recs, held.join(slices["cold_users"], on="user_id", how="left_semi"), ks),
-        "long_tail": ranking_metrics(recs, held.join(slices["long_tail_items"], on="item_id", how="left_semi"), ks),
-        "cold_items": ranking_metrics(recs, held.join(slices["cold_items"], on="item_id", how="left_semi"), ks),
+    new_users = slices.get("new_users")
+    warm = held if new_users is None else held.join(new_users, on="user_id", how="left_anti")
+    recs_warm = recs.join(warm.select("user_id").distinct(), on="user_id", how="left_semi")
+    figures = {
+        "ranking": ranking_metrics(recs_warm, warm, ks),
+        "lists": {k: list_metrics(recs_warm, ref, k) for k in ks},
+        "cold_users": ranking_metrics(recs, warm.join(slices["cold_users"], on="user_id", how="left_semi"), ks),
+        "long_tail": ranking_metrics(recs, warm.join(slices["long_tail_items"], on="item_id", how="left_semi"), ks),
+        "cold_items": ranking_metrics(recs, warm.join(slices["cold_items"], on="item_id", how="left_semi"), ks),
     }
+    if new_users is not None:  # the new-user protocol: users known by their text alone, scored apart
+        figures["new_users"] = ranking_metrics(recs, held.join(new_users, on="user_id", how="left_semi"), ks)
+    return figures
 
 
 def make_slices(
-    data: TrainingView, held: DataFrame, ref: Reference, config: Config, scratch: Scratch
+    data: TrainingView,
+    held: DataFrame,
+    ref: Reference,
+    config: Config,
+    scratch: Scratch,
+    new_users: DataFrame | None = None,
 ) -> tuple[dict[str, DataFrame], dict]:
+    """The slices every model is scored on (DataFrames of user or item ids) and their sizes; held-out
+    rows of ``new_users`` (the new-user protocol) are left out of every slice but their own."""
     settings = config.evaluate
+    if new_users is not None:
+        held = held.join(new_users, on="user_id", how="left_anti")
     per_user = data.train.groupBy("user_id").agg(F.count("*").alias("n"))
     cold = scratch.cached(per_user.where(F.col("n") <= settings.cold_max_train).select("user_id"))
     tail = long_tail_items(ref)
@@ -433,7 +463,22 @@ def make_slices(
             "held_out_rows": held.join(cold_items, on="item_id", how="left_semi").count(),
         },
     }
-    return {"cold_users": cold, "long_tail_items": tail, "cold_items": cold_items}, sizes
+    slices = {"cold_users": cold, "long_tail_items": tail, "cold_items": cold_items}
+    if new_users is not None:
+        slices["new_users"] = new_users
+        sizes["new_users"] = new_user_sizes(data, new_users, config.evaluate.cold_user_share)
+    return slices, sizes
+
+
+def new_user_sizes(data: TrainingView, new_users: DataFrame, share: float) -> dict:
+    """How many users the new-user protocol scores, and how many of them have a text of their own (the
+    others are known by nothing: only most-popular and random lists reach them)."""
+    with_text = new_users.join(
+        data.text_vectors.select(F.col("user_id")).where(F.col("user_id").isNotNull()).distinct(),
+        on="user_id",
+        how="left_semi",
+    )
+    return {"cold_user_share": share, "users": new_users.count(), "with_text": with_text.count()}
 
 
 # ----------------------------------------------------------------------------------- stage
@@ -463,6 +508,7 @@ def evaluate_with(ctx: RunContext, scratch: Scratch) -> dict:
     started = time.perf_counter()
     train, held = holdout_split(store.read("interactions", needed_by="evaluate"), settings.holdout, settings.seed)
     train, removed = without_new_items(train, settings.cold_item_share, settings.seed)
+    train, held, new_users = new_user_split(train, held, settings.cold_user_share, settings.seed)
     data = read_inputs(store, scratch.keep(train, "train"))
     users_held = held.select("user_id").distinct().count() if settings.sample_users is not None else None
     data.scored = scratch.keep(sampled_users(held, settings.sample_users, settings.seed), "scored-users")
@@ -477,6 +523,7 @@ def evaluate_with(ctx: RunContext, scratch: Scratch) -> dict:
         split.update(sample_users=settings.sample_users, users_with_held_out_rows=users_held)
     if settings.cold_item_share:
         split.update(cold_item_share=settings.cold_item_share, training_rows_of_new_items_removed=removed.count())
+    protocol_users = scratch.keep(new_users, "new-users") if settings.cold_user_share else None
     if split["held_out_rows"] == 0:
         raise InputError("evaluate: no interaction could be held out (every user has a single interaction)")
 
@@ -485,7 +532,7 @@ def evaluate_with(ctx: RunContext, scratch: Scratch) -> dict:
     tuned = tune(spark, config, scratch, data, ref.n_items)
     log.info("evaluate: tuned %s", {k: v["best"] for k, v in tuned.items() if isinstance(v, dict)})
     lists, ours, vectors = build_all(spark, config, scratch, data, tuned)
-    slices, slice_sizes = make_slices(data, held, ref, config, scratch)
+    slices, slice_sizes = make_slices(data, held, ref, config, scratch, protocol_users)
     models = {name: score(recs, held, ref, slices, settings.ks) for name, recs in lists.items()}
     if slice_sizes["cold_items"]["held_out_rows"]:
         for name, figures in cold_item_ranking(

@@ -184,6 +184,7 @@ def markdown(document: dict, k: int) -> str:
         "",
         *cold_item_section(document, models, k),
         "",
+        *new_user_section(document, models, k),
         "## Tuning (validation split)",
         "",
         "Hybrid, chosen by "
@@ -271,6 +272,28 @@ def segment_section(title: str, figures: dict) -> list[str]:
             "",
         ]
     return lines
+
+
+def new_user_section(document: dict, models: list[str], k: int) -> list[str]:
+    """The new-user protocol's users (no training row, their own text only), scored apart from the rest."""
+    sizes = document["slices"].get("new_users")
+    if not sizes:
+        return []
+    return [
+        f"New users (`evaluate.cold_user_share` {sizes['cold_user_share']}): {sizes['users']} users lost every "
+        f"training interaction, {sizes['with_text']} of them with a text of their own; every other table "
+        "leaves them out. ALS has no factor for a user without interactions, so its figures here are 0 by "
+        "construction; content, hybrid and trained place them by their text.",
+        "",
+        markdown_table(
+            ["model", f"ndcg@{k} new users", f"recall@{k} new users", f"hit_rate@{k} new users"],
+            [
+                [m, *(document["models"][m]["new_users"][k][x] for x in ("ndcg", "recall", "hit_rate"))]
+                for m in models
+            ],
+        ),
+        "",
+    ]
 
 
 def cold_item_section(document: dict, models: list[str], k: int) -> list[str]:

@@ -13,6 +13,7 @@ from segrec.jobs.bootstrap.synthetic import config_dict, generate, write_parquet
 from segrec.jobs.split import holdout_split
 
 HOLDOUT = 2
+NEW_USERS = 0.2  # evaluate.cold_user_share
 
 
 def pairs(df) -> set[tuple[str, str]]:
@@ -35,6 +36,8 @@ def evaluated(tmp_path_factory, tiny_model_dir, spark):
         "als": {"ranks": [4], "reg_params": [0.1], "alphas": [1.0, 5.0], "max_iter": 3},
         "projection_sample": 40,
         "chance_draws": 2,
+        "train_grid": [{}, {"id_embeddings": False}],
+        "cold_user_share": NEW_USERS,
     }
     conf["train"] = {"dim": 16, "hidden": 32, "epochs": 3, "batch_size": 64, "learning_rate": 0.005}
     # a real MLflow tracking store (sqlite) and artifact folder in the temp dir
@@ -71,7 +74,7 @@ def evaluated(tmp_path_factory, tiny_model_dir, spark):
         code = cli.main(["evaluate", "--conf", str(root / "conf.yaml")])
     assert code == 0
     interactions = spark.read.parquet(str(root / "out" / "evaluation" / "interactions"))
-    train, held = holdout_split(interactions, HOLDOUT, seed=42)
+    train, held, _ = evaluate.new_user_split(*holdout_split(interactions, HOLDOUT, seed=42), NEW_USERS, seed=42)
     return root, seen, pairs(train), pairs(held)
 
 
@@ -141,6 +144,13 @@ def test_report_files_and_metrics_are_complete(evaluated):
     assert "| hybrid |" in text and "| trained |" in text and "ndcg@5" in text and "Best per metric" in text
     assert "Two-tower model, chosen by ndcg@5" in text and "Cold items (no training interaction)" in text
     assert "Mean targeting lift" in text and "learned space" in text
+    # new users: no training row, their own text only, scored apart from everyone else
+    new = doc["slices"]["new_users"]
+    assert 0 < new["users"] < 60 and new["with_text"] == new["users"] and new["cold_user_share"] == NEW_USERS
+    assert doc["models"]["als"]["new_users"]["5"]["ndcg"] == 0.0  # no factor without an interaction
+    assert doc["models"]["most_popular"]["new_users"]["5"]["hit_rate"] > 0  # listed although never seen
+    assert doc["models"]["trained"]["new_users"]["5"]["hit_rate"] > 0  # placed by the user tower's text path
+    assert f"New users (`evaluate.cold_user_share` {NEW_USERS}): {new['users']} users" in text
     for plot in ("stability_by_k", "segments", "user_projection", "metrics_vs_baselines"):
         assert (folder / "plots" / f"{plot}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list((root / "out" / "evaluation" / "_staging").glob("eval-*"))  # no staged leftovers
@@ -242,6 +252,21 @@ def test_new_item_protocol_removes_whole_items_from_training(spark):
     assert {r.item_id for r in again.select("item_id").distinct().collect()} == kept_items  # seeded
     untouched, nothing = evaluate.without_new_items(train, 0.0, seed=5)
     assert untouched.count() == len(rows) and nothing.count() == 0
+
+
+def test_new_user_protocol_moves_every_training_row_of_a_seeded_share_of_users(spark):
+    rows = [(f"u{u}", f"i{i}") for u in range(40) for i in range(6)]
+    train = spark.createDataFrame(rows[::2], "user_id string, item_id string")
+    held = spark.createDataFrame(rows[1::2], "user_id string, item_id string")
+    kept, held_now, new = evaluate.new_user_split(train, held, 0.25, seed=5)
+    new_ids = {r.user_id for r in new.collect()}
+    assert 3 < len(new_ids) < 20 and not new_ids & {r.user_id for r in kept.select("user_id").collect()}
+    assert pairs(kept) | pairs(held_now) == set(rows) and not pairs(kept) & pairs(held_now)  # nothing lost
+    assert {u for u, _ in pairs(held_now)} == {f"u{u}" for u in range(40)}  # every user still scored
+    again = {r.user_id for r in evaluate.new_user_split(train, held, 0.25, seed=5)[2].collect()}
+    assert again == new_ids  # seeded
+    same_train, same_held, nobody = evaluate.new_user_split(train, held, 0.0, seed=5)
+    assert pairs(same_train) == pairs(train) and pairs(same_held) == pairs(held) and nobody.count() == 0
 
 
 def test_a_user_sample_is_seeded_and_sized_as_asked(spark):
