@@ -236,7 +236,9 @@ class Train(_Section):
         "fit", description="apply: place the current items with the saved towers, without retraining"
     )
     objective: Literal["auto", "sequential", "order_free"] = Field(
-        "auto", description="auto: sequential where interactions have timestamps, else order_free"
+        "auto",
+        description="auto: with timestamps, whichever predicts each user's newest interaction better on a "
+        "validation hold-out (chosen inside training); without, order_free",
     )
     dim: int = Field(128, ge=2, le=4096, description="dimension of the recommendation space")
     hidden: int = Field(512, ge=1, description="hidden width of the item tower's MLP")
@@ -360,6 +362,15 @@ class Recommend(_Section):
         "auto",
         description="exact: every item scored; ivf: candidates from a faiss IVF index (broadcast plan), with "
         "its recall checked on a sample of users every run; auto: ivf from ivf_min_items items",
+    )
+    new_item_slots: int = Field(
+        0,
+        ge=0,
+        description="places in each list kept for the best new items (fewer than new_item_interactions "
+        "training interactions), found by the same scores among them alone; 0: none",
+    )
+    new_item_interactions: int = Field(
+        1, ge=1, description="an item with fewer training interactions than this is new (1: none at all)"
     )
     ivf_min_items: int = Field(
         200_000, ge=1, description="search auto: the smallest catalogue searched through the IVF index"

@@ -11,7 +11,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from segrec.jobs.context import RunContext
-from segrec.jobs.recommender import recommendations
+from segrec.jobs.recommender import new_items, recommendations
 from segrec.jobs.vectors import item_vectors_for, space_of
 
 
@@ -31,19 +31,35 @@ def run(ctx: RunContext) -> dict:
             ctx.spark, user_vectors, item_vectors, interactions, segments, settings, matrix_dir
         )
         figures.update(plan_figures)
+        new = new_items(item_vectors, interactions, settings.new_item_interactions)
         try:
-            store.write(recs, "recommendations")
+            store.write(flag_new_items(recs, new), "recommendations")
         finally:
             store.fs.delete(matrix_dir)
         ctx.manifest.record_output("recommendations")
         written = (
             store.read("recommendations")
-            .agg(F.count("*").alias("rows"), F.countDistinct("user_id").alias("users"))
+            .agg(
+                F.count("*").alias("rows"),
+                F.countDistinct("user_id").alias("users"),
+                F.count(F.when(F.col("new_item"), 1)).alias("new_item_picks"),
+            )
             .collect()[0]
         )
-        figures.update(rows=written["rows"], users=written["users"], k=settings.k)
+        figures.update(
+            rows=written["rows"], users=written["users"], k=settings.k, new_item_picks=written["new_item_picks"]
+        )
         ctx.manifest.sample_recommendations = sample(store.read("recommendations"), store.read("items"))
     return figures
+
+
+def flag_new_items(recs: DataFrame, new: DataFrame) -> DataFrame:
+    """``recs`` with ``new_item``: whether the item is one of ``new`` (item_id: items with too few
+    training interactions for a learned embedding or an ALS factor, placed by their text alone)."""
+    flagged = new.select("item_id", F.lit(True).alias("new_item"))
+    return recs.join(flagged, on="item_id", how="left").select(
+        *recs.columns, F.coalesce("new_item", F.lit(False)).alias("new_item")
+    )
 
 
 def sample(recs: DataFrame, items: DataFrame, users: int = 3, top: int = 5) -> list[dict]:
@@ -67,6 +83,7 @@ def sample(recs: DataFrame, items: DataFrame, users: int = 3, top: int = 5) -> l
             "score": round(r.score, 4),
             "because": f"{r.because_item_id}: {r.because_text}" if r.because_item_id is not None else None,
             "because_similarity": round(r.because_similarity, 4) if r.because_similarity is not None else None,
+            "new_item": r.new_item,
             **score_parts(r.similarity, r.popularity_boost, r.learned_similarity),
         }
         for r in rows

@@ -389,7 +389,8 @@ class Recommender:
         score_parts: bool = False,
     ):
         self.spark, self.item_vectors, self.interactions, self.segments = spark, item_vectors, interactions, segments
-        self.section, self.with_popularity = recommend, with_popularity
+        self.section, self.with_popularity, self.score_parts = recommend, with_popularity, score_parts
+        self._new_items: Recommender | bool | None = None  # the new items' own, built on first use (False: none)
         popularity = None
         if with_popularity:
             if segments is None:
@@ -435,7 +436,37 @@ class Recommender:
                 self.source = catalogue_source(spark, self.items, recommend, matrix_dir)
 
     def recommend(self, user_vectors: DataFrame, settings: TopKSettings) -> DataFrame:
-        """Rows of RECOMMENDATIONS for every user in ``user_vectors`` (user_id, vector)."""
+        """Rows of RECOMMENDATIONS for every user in ``user_vectors`` (user_id, vector); with
+        ``recommend.new_item_slots``, that many of each list's places go to the best new items."""
+        recs = self._recommend(user_vectors, settings)
+        slots = min(self.section.new_item_slots, settings.k)
+        if slots == 0:
+            return recs
+        if self._new_items is None:
+            new = new_items(self.item_vectors, self.interactions, self.section.new_item_interactions)
+            self.figures["new_items"] = new.count()
+            # a new-item catalogue is small: searched exactly unless it reaches ivf_min_items itself
+            plain = self.section.model_copy(update={"new_item_slots": 0, "search": "auto"})
+            self._new_items = (
+                Recommender(
+                    self.spark,
+                    self.item_vectors.join(new, on="item_id", how="left_semi"),
+                    self.interactions,
+                    self.segments,
+                    plain,
+                    self.matrix_dir,
+                    self.with_popularity,
+                    self.score_parts,
+                )
+                if self.figures["new_items"]
+                else False
+            )
+        if not isinstance(self._new_items, Recommender):
+            return recs  # no new item in the catalogue
+        fresh = self._new_items.recommend(user_vectors, replace(settings, k=slots, mmr_trade_off=None))
+        return with_new_item_slots(recs, fresh, settings.k, slots)
+
+    def _recommend(self, user_vectors: DataFrame, settings: TopKSettings) -> DataFrame:
         if settings.popularity_weight > 0 and not self.with_popularity:
             raise ValueError("a popularity weight needs a Recommender built with_popularity")
         partitions = scoring_tasks(self.spark, self.section.partitions)
@@ -529,6 +560,33 @@ def recommendations(
     if topk.explain and recommender.joined_reasons:
         figures["reasons"] = "joined"
     return recs, figures
+
+
+def new_items(item_vectors: DataFrame, interactions: DataFrame, fewer_than: int) -> DataFrame:
+    """(item_id): the catalogue's items with fewer than ``fewer_than`` training interactions."""
+    counts = interactions.groupBy("item_id").agg(F.count("*").alias("n"))
+    known = counts.where(F.col("n") >= fewer_than).select("item_id")
+    return item_vectors.select("item_id").join(known, on="item_id", how="left_anti").distinct()
+
+
+def with_new_item_slots(recs: DataFrame, fresh: DataFrame, k: int, slots: int) -> DataFrame:
+    """Each user's k items: the first k - ``slots`` of ``recs``, the best ``slots`` of ``fresh`` (the new
+    items' own lists: at least that many new items per list, one among the first counting), then
+    ``recs``' next where places are left; ranked by score as every list is (ties by item id), so a new
+    item sits where its score puts it."""
+    placed = recs.select(
+        "*", F.when(F.col("rank") <= k - slots, F.col("rank")).otherwise(F.col("rank") + k).alias("_slot")
+    ).unionByName(fresh.select("*", (F.col("rank") + (k - slots)).alias("_slot")))
+    by_item = Window.partitionBy("user_id", "item_id").orderBy("_slot")
+    by_slot = Window.partitionBy("user_id").orderBy("_slot", "item_id")
+    by_score = Window.partitionBy("user_id").orderBy(F.desc("score"), F.asc("item_id"))
+    kept = (
+        placed.withColumn("_first", F.row_number().over(by_item))
+        .where(F.col("_first") == 1)
+        .withColumn("_n", F.row_number().over(by_slot))
+        .where(F.col("_n") <= k)
+    )
+    return kept.withColumn("rank", F.row_number().over(by_score).cast("int")).select(*RECOMMENDATION_COLUMNS)
 
 
 def reasons_by_join(recs: DataFrame, interactions: DataFrame, item_vectors: DataFrame) -> DataFrame:

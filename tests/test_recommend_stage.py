@@ -358,3 +358,48 @@ def test_an_unreachable_recall_stops_ivf_and_sends_auto_to_exact_search(spark, i
     exact, _ = run(spark, inputs, search="exact", **asked)
     assert figures["search"] == "exact" and figures["ivf_recall_short"] is True
     pd.testing.assert_frame_equal(fallback, exact)
+
+
+@pytest.mark.parametrize("plan", ["broadcast", "sharded"])
+def test_new_item_slots_give_each_list_the_best_new_items_ranked_by_score(spark, inputs, plan):
+    k, slots = 10, 2
+    plain, _ = run(spark, inputs, plan=plan)
+    slotted, figures = run(spark, inputs, plan=plan, new_item_slots=slots)
+    new = {f"i{j:03d}" for j in range(N_ITEMS)} - {i for seen in inputs["seen"].values() for i in seen}
+    assert figures["new_items"] == len(new) == 3  # u000 touched every item but the last 3
+    users = inputs["user_vectors"].toPandas().set_index("user_id")["vector"]
+    items = inputs["item_vectors"].toPandas().set_index("item_id")["vector"]
+    for user, got in slotted.groupby("user_id"):
+        got = got.sort_values("rank")
+        mine = plain[plain["user_id"] == user].sort_values("rank")
+        unseen_new = sorted(new - inputs["seen"].get(user, set()))
+        by_score = sorted(unseen_new, key=lambda i: (-float(np.dot(users[user], items[i])), i))
+        # the list's first k - slots, the best `slots` new items (one there already counts), then the list's next
+        expected = set(mine["item_id"][: k - slots]) | set(by_score[:slots])
+        rest = [i for i in mine["item_id"][k - slots :] if i not in expected]
+        expected |= set(rest[: len(mine) - len(expected)])
+        assert set(got["item_id"]) == expected, user
+        assert len(got) == len(mine) and got["rank"].tolist() == list(range(1, len(got) + 1))
+        assert (np.diff(got["score"].to_numpy()) <= 1e-12).all()  # ranked by score, new items where theirs puts them
+        assert len(set(got["item_id"]) & new) >= min(slots, len(unseen_new)), user
+    # no slots: the lists as they were
+    assert run(spark, inputs, plan=plan, new_item_slots=0)[0].equals(plain)
+
+
+def test_every_recommendation_says_whether_its_item_is_new(spark, tmp_path):
+    from segrec.jobs.recommend import flag_new_items
+    from segrec.jobs.recommender import new_items
+
+    items = spark.createDataFrame([(f"i{j}", [1.0]) for j in range(4)], "item_id string, vector array<float>")
+    events = spark.createDataFrame(
+        [("u1", "i0"), ("u2", "i0"), ("u1", "i1"), ("u1", "i3"), ("u2", "i3")], "user_id string, item_id string"
+    )
+    assert {r.item_id for r in new_items(items, events, 1).collect()} == {"i2"}
+    assert {r.item_id for r in new_items(items, events, 2).collect()} == {"i1", "i2"}  # one interaction: still new
+    recs = spark.createDataFrame(
+        [("u3", 1, "i2", 0.5), ("u3", 2, "i1", 0.4), ("u3", 3, "i0", 0.3)],
+        "user_id string, rank int, item_id string, score double",
+    )
+    flagged = flag_new_items(recs, new_items(items, events, 2)).orderBy("rank").collect()
+    assert [(r.item_id, r.new_item) for r in flagged] == [("i2", True), ("i1", True), ("i0", False)]
+    assert flag_new_items(recs, new_items(items, events, 2)).columns == [*recs.columns, "new_item"]

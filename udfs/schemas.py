@@ -137,8 +137,8 @@ DATASETS: dict[str, pa.Schema] = {
             ("interests", pa.list_(pa.struct([("term", pa.string()), ("weight", pa.float64())]))),
         ]
     ),
-    # recommend
-    "recommendations": RECOMMENDATIONS,
+    # recommend: the lists, and whether each item is new (fewer than recommend.new_item_interactions)
+    "recommendations": pa.schema([*RECOMMENDATIONS, pa.field("new_item", pa.bool_())]),
 }
 
 
