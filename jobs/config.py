@@ -247,7 +247,9 @@ class Train(_Section):
     batch_size: int = Field(512, ge=1)
     learning_rate: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
-    history: int = Field(50, ge=1, description="newest interactions pooled into a user's vector")
+    history: int = Field(
+        200, ge=1, description="newest interactions pooled into a user's vector (order-free: drawn in training)"
+    )
     decay: float = Field(0.9, gt=0, le=1, description="sequential: weight per step back in the history")
     feedback_weights: bool = Field(False, description="weight the history by feedback (ratings, counts) too")
     id_embeddings: bool = Field(True, description="a learned embedding for items with enough interactions")
@@ -263,6 +265,9 @@ class Train(_Section):
         "0: always the whole catalogue",
     )
     user_text: bool = Field(True, description="add the projected user text vector to the user tower")
+    history_map: bool = Field(
+        True, description="a learned linear map of the pooled history in the user tower (asymmetric item-to-item scores)"
+    )
     seed: int = 42
     processes: int = Field(1, ge=1, description="TorchDistributor processes (one per GPU or executor on a cluster)")
     local_mode: Literal["auto", "driver", "executors"] = Field(

@@ -50,7 +50,7 @@ def test_the_default_config_builds_these_settings(default_config):
         batch_size=512,
         learning_rate=1e-3,
         weight_decay=0.0,
-        history=50,
+        history=200,
         decay=0.9,
         feedback_weights=False,
         id_embeddings=True,
@@ -61,6 +61,7 @@ def test_the_default_config_builds_these_settings(default_config):
         mask_history=True,
         negatives=8192,
         user_text=True,
+        history_map=True,
         seed=42,
     )
 

@@ -133,6 +133,26 @@ def test_numpy_item_tower_matches_the_torch_model(informative):
     np.testing.assert_allclose(weights.item_vectors(data.item_text, unknown), text_only, atol=1e-5)
 
 
+@pytest.mark.parametrize("history_map", [True, False])
+def test_numpy_user_tower_matches_the_torch_model(informative, history_map):
+    import torch
+
+    data, *_ = informative
+    weights, _ = fitted(data, epochs=2, history_map=history_map)
+    model = build_model(TEXT_DIM, len(weights.id_items), weights.settings)
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in weights.state.items()})
+    if history_map:  # trained away from the identity it starts as
+        assert not np.allclose(weights.state["history_map.weight"], np.eye(FAST["dim"]), atol=1e-3)
+    rng = np.random.default_rng(0)
+    pooled = rng.standard_normal((6, FAST["dim"])).astype(np.float32)
+    text = rng.standard_normal((6, TEXT_DIM)).astype(np.float32)
+    has_text = np.array([1, 1, 1, 0, 0, 0], np.float32)
+    with torch.no_grad():
+        expected = model.users(torch.from_numpy(pooled), torch.from_numpy(text), torch.from_numpy(has_text)).numpy()
+    got = weights.user_vectors(pooled, np.where(has_text[:, None] > 0, text, np.nan))
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
 def test_a_vector_splits_into_its_text_part_and_its_learned_part(informative):
     """vector = (text path + learned embedding) / norm: the learned part is the embedding over the same
     norm, so vector - learned part points along the text path alone; cold items have no learned part."""
