@@ -192,6 +192,10 @@ def build_trained(
     users = learned_user_vectors(data.users, data.train, items, data.text_vectors, model, config)
     # every user's learned vector (the learned-space segments need them all); lists for the scored ones
     users = scratch.keep(users, f"{tag}-learned-users").where(F.col("vector").isNotNull())
+    if config.recommend.new_item_slots:
+        # The new items' places are the last of a list of recommend.k, as run ships it: a longer list
+        # would push them past the cut-offs that matter (they rank by score, below the rest).
+        k = min(k, config.recommend.k)
     settings = executor_settings(TopKSettings, config, k=k, popularity_weight=0.0, explain=False, score_parts=False)
     recommender = Recommender(spark, items, data.train, None, config.recommend, scratch.matrix_dir)
     recs = recommender.recommend(data.only_scored(users), settings)
