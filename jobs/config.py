@@ -266,7 +266,7 @@ class Train(_Section):
     )
     user_text: bool = Field(True, description="add the projected user text vector to the user tower")
     history_map: bool = Field(
-        True, description="a learned linear map of the pooled history in the user tower (asymmetric item-to-item scores)"
+        True, description="a learned linear map of the pooled history in the user tower (asymmetric item scores)"
     )
     seed: int = 42
     processes: int = Field(1, ge=1, description="TorchDistributor processes (one per GPU or executor on a cluster)")

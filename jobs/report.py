@@ -287,10 +287,7 @@ def new_user_section(document: dict, models: list[str], k: int) -> list[str]:
         "",
         markdown_table(
             ["model", f"ndcg@{k} new users", f"recall@{k} new users", f"hit_rate@{k} new users"],
-            [
-                [m, *(document["models"][m]["new_users"][k][x] for x in ("ndcg", "recall", "hit_rate"))]
-                for m in models
-            ],
+            [[m, *(document["models"][m]["new_users"][k][x] for x in ("ndcg", "recall", "hit_rate"))] for m in models],
         ),
         "",
     ]
