@@ -372,8 +372,10 @@ def objective_line(trained: dict) -> str:
     return (
         f"The towers were trained with the {objective} objective, chosen by `train.objective: auto` on "
         f"{choice['validation_users']} users' newest training interaction (NDCG@10: sequential "
-        f"{choice['sequential']['ndcg@10']:.4f}, order-free {choice['order_free']['ndcg@10']:.4f}); the "
-        "train stage chooses the same way on its own rows."
+        f"{choice['sequential']['ndcg@10']:.4f}, order-free {choice['order_free']['ndcg@10']:.4f}; sequential "
+        "only where its gain is over twice its standard error, "
+        f"{choice['sequential_gain']['ndcg@10']:.4f} ± {choice['sequential_gain']['standard_error']:.4f}); "
+        "the train stage chooses the same way on its own rows."
     )
 
 

@@ -143,6 +143,9 @@ def test_report_files_and_metrics_are_complete(evaluated):
     text = (folder / "report.md").read_text()
     assert "| hybrid |" in text and "| trained |" in text and "ndcg@5" in text and "Best per metric" in text
     assert "Two-tower model, chosen by ndcg@5" in text and "Cold items (no training interaction)" in text
+    towers = doc["tuning"]["trained"]
+    assert towers["objective"] == towers["objective_choice"]["objective"]  # timestamps: chosen on validation
+    assert f"The towers were trained with the {towers['objective']} objective, chosen by" in text
     assert "Mean targeting lift" in text and "learned space" in text
     # new users: no training row, their own text only, scored apart from everyone else
     new = doc["slices"]["new_users"]

@@ -296,13 +296,17 @@ def test_auto_chooses_the_sequential_objective_where_the_order_predicts_the_next
     assert choice["objective"] == "sequential" and choice["validation_users"] == 200
     # order-free sees the walk's items but not which end is newest: its next item is one of two guesses
     assert choice["sequential"]["ndcg@10"] >= choice["order_free"]["ndcg@10"] + 0.1, choice
+    gain = choice["sequential_gain"]
+    assert gain["ndcg@10"] == pytest.approx(choice["sequential"]["ndcg@10"] - choice["order_free"]["ndcg@10"], abs=1e-5)
+    assert gain["ndcg@10"] > 2 * gain["standard_error"] > 0
 
 
 def test_auto_chooses_order_free_where_users_pick_by_taste_at_random_times():
     data, *_ = planted("uninformative")
     choice = choose_objective(data, tower_settings(**FAST, objective="auto"), log=lambda _: None)
     assert choice["objective"] == "order_free", choice
-    assert 0 < choice["sequential"]["ndcg@10"] < choice["order_free"]["ndcg@10"] <= 1
+    assert 0 < choice["sequential"]["ndcg@10"] <= 1 and 0 < choice["order_free"]["ndcg@10"] <= 1
+    assert choice["sequential_gain"]["ndcg@10"] <= 2 * choice["sequential_gain"]["standard_error"]
 
 
 def test_train_with_auto_ships_the_objective_validation_chose():

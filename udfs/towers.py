@@ -487,21 +487,31 @@ def choose_objective(
     the configured epochs: the sequential objective learns more slowly, and fewer epochs favour the
     order-free one), and each is scored by NDCG@10 and recall@10 of the held-out items among every
     trainable item, seen items masked, ranked by the very code that places users and items after
-    training (``TowerWeights``). The sequential objective is chosen only when it scores higher: where
-    the order carries no signal it learns noise. Returns {"objective", "validation_users",
-    "<objective>": {"ndcg@10", "recall@10"}} (the figures summed over every process's users)."""
+    training (``TowerWeights``). The sequential objective is chosen only when its NDCG@10 is higher by
+    more than twice the standard error of the per-user difference: where the order carries no signal
+    it learns noise. Returns {"objective", "validation_users", "<objective>": {"ndcg@10", "recall@10"},
+    "sequential_gain": {"ndcg@10", "standard_error"}} (over every process's users)."""
     kept, users, held = hold_out_newest(data, settings.seed, rank, world)
     figures: dict = {"validation_users": _sum_over_processes(len(users), world)}
+    gains = {}
     for objective in OBJECTIVES:
         probe = replace(settings, objective=objective)
         result = _train(kept, probe, rank, world, device, lambda _: None, None)
         weights = TowerWeights(probe, result.state, result.id_items)
-        ndcg, hits = validation_figures(weights, kept, users, held)
-        total = _sum_floats_over_processes([ndcg, hits, float(len(users))], world)
+        gains[objective], hits = validation_figures(weights, kept, users, held)
+        total = _sum_floats_over_processes([float(gains[objective].sum()), float(hits.sum()), float(len(users))], world)
         count = max(total[2], 1.0)
         figures[objective] = {"ndcg@10": round(total[0] / count, 6), "recall@10": round(total[1] / count, 6)}
-    better = figures["sequential"]["ndcg@10"] > figures["order_free"]["ndcg@10"]
-    figures["objective"] = "sequential" if better else "order_free"
+    # A paired comparison over the same users: the order counts only when its gain is beyond noise
+    # (where order carries no signal the two objectives tie, and a tie goes to the simpler one).
+    difference = gains["sequential"] - gains["order_free"]
+    n, summed, squares = _sum_floats_over_processes(
+        [float(len(difference)), float(difference.sum()), float((difference**2).sum())], world
+    )
+    mean = summed / max(n, 1.0)
+    error = math.sqrt(max(squares / max(n, 1.0) - mean**2, 0.0) / max(n, 1.0))
+    figures["sequential_gain"] = {"ndcg@10": round(mean, 6), "standard_error": round(error, 6)}
+    figures["objective"] = "sequential" if mean > 2 * error else "order_free"
     if rank == 0:
         log(
             f"train: objective auto: sequential NDCG@10 {figures['sequential']['ndcg@10']:.4f}, order-free "
@@ -539,13 +549,13 @@ def hold_out_newest(
 
 def validation_figures(
     weights: TowerWeights, data: TrainingData, users: np.ndarray, held: np.ndarray, k: int = 10, chunk: int = 65536
-) -> tuple[float, float]:
-    """(sum of NDCG@k, sum of hits@k) over ``users`` (rows of ``data``) of their ``held`` (catalogue
-    positions) items, ranked among every trainable item (training count > 0, or the held item itself)
-    with the user's history masked; ties go to the lower catalogue position, as the recommend stage
-    breaks them by item id."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """(NDCG@k, hit@k) per user of ``users`` (rows of ``data``) for their ``held`` (catalogue positions)
+    items, ranked among every trainable item (training count > 0, or the held item itself) with the
+    user's history masked; ties go to the lower catalogue position, as the recommend stage breaks them
+    by item id."""
     if len(users) == 0:
-        return 0.0, 0.0
+        return np.zeros(0), np.zeros(0)
     settings = weights.settings
     pooled = np.zeros((len(users), settings.dim))
     seen_rows, seen_items = [], []
@@ -576,7 +586,7 @@ def validation_figures(
         before = (scores > target[:, None]) | ((scores == target[:, None]) & (position < held[:, None]))
         ahead += before.sum(axis=1)
     hit = ahead < k
-    return float((hit / np.log2(ahead + 2.0)).sum()), float(hit.sum())
+    return hit / np.log2(ahead + 2.0), hit.astype(np.float64)
 
 
 # ----------------------------------------------------------------------------------- applying
