@@ -481,8 +481,9 @@ VALIDATION_USERS = 4096  # users per process whose newest interaction is held ou
 def choose_objective(
     data: TrainingData, settings: TowerSettings, rank: int = 0, world: int = 1, device: str = "cpu", log=print
 ) -> dict:
-    """Which objective predicts each user's newest interaction better on ``data`` (``objective: auto``
-    where interactions have timestamps): a seeded sample of users (up to ``VALIDATION_USERS`` per
+    """Which objective predicts each user's newest interaction better on ``data`` (``settings`` with
+    ``objective: auto``, where interactions have timestamps), in process ``rank`` of ``world`` on
+    ``device``, reporting through ``log``: a seeded sample of users (up to ``VALIDATION_USERS`` per
     process) loses its newest interaction, the towers are trained on the rest with each objective (for
     the configured epochs: the sequential objective learns more slowly, and fewer epochs favour the
     order-free one), and each is scored by NDCG@10 and recall@10 of the held-out items among every
@@ -524,9 +525,10 @@ def choose_objective(
 def hold_out_newest(
     data: TrainingData, seed: int, rank: int = 0, world: int = 1
 ) -> tuple[TrainingData, np.ndarray, np.ndarray]:
-    """(``data`` without the newest interaction of up to ``VALIDATION_USERS`` seeded users with at least
-    two, those users, their held-out catalogue positions). Item counts lose the held-out interactions
-    of every process (summed), so every process keeps the same ID-embedding rows."""
+    """(``data`` without the newest interaction of up to ``VALIDATION_USERS`` users with at least two,
+    drawn with ``seed`` and ``rank``, those users, their held-out catalogue positions). Item counts lose
+    the held-out interactions of every process of ``world`` (summed), so every process keeps the same
+    ID-embedding rows."""
     lengths = data.lengths()
     eligible = np.flatnonzero(lengths >= 2)
     rng = np.random.default_rng([seed, rank, 7])
@@ -551,9 +553,9 @@ def validation_figures(
     weights: TowerWeights, data: TrainingData, users: np.ndarray, held: np.ndarray, k: int = 10, chunk: int = 65536
 ) -> tuple[np.ndarray, np.ndarray]:
     """(NDCG@k, hit@k) per user of ``users`` (rows of ``data``) for their ``held`` (catalogue positions)
-    items, ranked among every trainable item (training count > 0, or the held item itself) with the
-    user's history masked; ties go to the lower catalogue position, as the recommend stage breaks them
-    by item id."""
+    items under the towers' ``weights``, ranked among every trainable item (training count > 0, or the
+    held item itself) with the user's history masked, ``chunk`` items at a time; ties go to the lower
+    catalogue position, as the recommend stage breaks them by item id."""
     if len(users) == 0:
         return np.zeros(0), np.zeros(0)
     settings = weights.settings
