@@ -233,9 +233,8 @@ def pool(item_vectors, items, weights):
 
     valid = items >= 0
     weights = torch.where(valid, weights, 0.0)
-    # embedding_bag sums without materialising the (B, H, dim) gather, and its backward is a fused
-    # deterministic kernel: 14x faster than gather-and-sum at a history of 500 (one thread), so long
-    # histories cost little more than short ones.
+    # embedding_bag sums without materialising the (B, H, dim) gather, and its backward is one fused
+    # deterministic kernel instead of a scatter-add over every history slot.
     summed = F.embedding_bag(torch.where(valid, items, 0), item_vectors, per_sample_weights=weights, mode="sum")
     return summed / weights.sum(dim=1, keepdim=True).clamp_min(1e-6)
 
