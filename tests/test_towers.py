@@ -6,6 +6,7 @@ import pytest
 from conftest import tower_settings
 
 from segrec.jobs.bootstrap.synthetic import generate
+from segrec.udfs import towers
 from segrec.udfs.towers import (
     TEXT_FREE,
     TowerWeights,
@@ -249,6 +250,19 @@ def test_a_catalogue_larger_than_negatives_trains_on_sampled_items_as_well(infor
     full, _ = fitted(informative[0], negatives=0)
     enough, _ = fitted(informative[0], negatives=60)
     assert all(np.array_equal(full.state[name], enough.state[name]) for name in full.state)
+
+
+def test_padding_a_steps_sampled_candidates_changes_nothing_but_their_count(monkeypatch):
+    # Padding keeps each step's tensor sizes few (the allocator reuses them); the padded candidates are
+    # masked out of the softmax, so the model trains exactly as unpadded.
+    data, _, _, _ = planted("uninformative")
+    monkeypatch.setattr(towers, "CANDIDATE_BLOCK", 1)
+    plain, plain_result = fitted(data, negatives=10, epochs=2)
+    monkeypatch.setattr(towers, "CANDIDATE_BLOCK", 64)
+    padded, padded_result = fitted(data, negatives=10, epochs=2)
+    assert [e["loss"] for e in padded_result.curve] == pytest.approx([e["loss"] for e in plain_result.curve], abs=1e-5)
+    for name in plain.state:
+        np.testing.assert_allclose(padded.state[name], plain.state[name], atol=1e-5)
 
 
 def test_new_items_reach_their_personas_with_sampled_negatives_too():

@@ -40,6 +40,10 @@ if TYPE_CHECKING:
     from segrec.udfs.checkpoints import Checkpoints
 
 TEXT_FREE = -1  # a history slot with no item
+# A sampled step's candidates are padded to a multiple of this (the padding masked out of the softmax):
+# steps then allocate a few tensor sizes instead of a new one each, which the C allocator reuses rather
+# than fragmenting (benchmarks/train_scale.py: a process's peak RSS grew over the epoch without it).
+CANDIDATE_BLOCK = 256
 
 
 @dataclass(frozen=True)
@@ -398,8 +402,11 @@ def _step_loss(model, batch, data, settings, rng, item_text, rows, user_text, ha
     if candidates is not None:
         hist = np.where(hist >= 0, np.searchsorted(candidates, hist), hist)
         target = np.searchsorted(candidates, target)
-        chosen = torch.from_numpy(candidates).to(device)
+        padding = -len(candidates) % CANDIDATE_BLOCK if candidates is not trainable else 0
+        chosen = torch.from_numpy(np.concatenate([candidates, np.full(padding, candidates[0])])).to(device)
         item_text, rows, log_q = item_text[chosen], rows[chosen], log_q[chosen]
+        if padding:
+            log_q[len(candidates) :] = math.inf  # never a candidate
     hist = torch.from_numpy(hist).to(device)
     u, vectors = model(item_text, rows, hist, torch.from_numpy(weights).to(device), user_text[users], has_text[users])
     logits = u @ vectors.T / settings.temperature
