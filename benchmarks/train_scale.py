@@ -9,7 +9,7 @@ The examples are synthetic and written as the train stage writes them (the catal
 training count; histories and user texts in one ``shard=<rank>`` folder per process), then
 ``udfs.tower_training.train_process`` runs in --processes processes joined by gloo, as TorchDistributor's
 local mode starts them, for one epoch at the default train settings (dim 128, hidden 512, batch 512,
-history 50, 8,192 sampled negatives, order-free objective). Text vectors have 64 values; users have
+history 200, 8,192 sampled negatives, order-free objective). Text vectors have 64 values; users have
 about 10 interactions each, items drawn Zipf-skewed; every user has a text.
 
 Three sweeps in one run:
