@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/topk_ann.py                      # 16K, 256K and 1M items, dim 64 and 128 (~30 min)
     .venv/bin/python benchmarks/topk_ann.py --items 16384 65536 --dims 64 --users 5000   # a quick look
+    .venv/bin/python benchmarks/topk_ann.py --items 1048576 --dims 64 --users 100000 --explain  # reasons on
 
 Per catalogue size and dimension, one local Spark application, the same inputs read from parquet as the
 recommend stage reads them (user vectors, item vectors, 20 seen items per user):
@@ -126,13 +127,14 @@ def main() -> None:
     parser.add_argument("--spread", type=float, default=1.0, help="noise around the cluster centres; 0: uniform")
     parser.add_argument("--min-recall", type=float, default=0.95)
     parser.add_argument("--cores", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--explain", action="store_true", help="reasons on, on both sides (recommend.explain)")
     args = parser.parse_args()
 
     from segrec.jobs.config import Recommend
 
     spark = local_spark("topk-ann-benchmark", args.cores, driver_memory="8g")
     root = tempfile.mkdtemp(prefix="segrec-ann-")
-    exact_settings = Recommend(k=args.k, plan="broadcast", search="exact", explain=False)
+    exact_settings = Recommend(k=args.k, plan="broadcast", search="exact", explain=args.explain)
     ivf_settings = exact_settings.model_copy(update={"search": "ivf", "min_recall": args.min_recall})
     rows = []
     try:
@@ -163,7 +165,8 @@ def main() -> None:
         shutil.rmtree(root, ignore_errors=True)
 
     spread = f"clusters of n/256 items, spread {args.spread:g}" if args.spread > 0 else "uniform random vectors"
-    print(f"\ntop-{args.k} of {args.users} users, {args.seen} seen each, local[{args.cores}], {spread}")
+    reasons = "reasons on" if args.explain else "reasons off"
+    print(f"\ntop-{args.k} of {args.users} users, {args.seen} seen each, local[{args.cores}], {spread}, {reasons}")
     head = (
         f"{'dim':>4} {'items':>8} {'exact s':>8} {'exact u/s':>9} {'ivf s':>7} {'build':>6} {'probes':>7} "
         f"{'score':>6} {'lists':>6} {'probes':>6} {'recall':>7} {'ivf u/s':>8} {'u/s x':>6} {'stage x':>7} "
