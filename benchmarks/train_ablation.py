@@ -4,6 +4,7 @@ Spark ML ALS fitted on the same split in the same run.
     python3 -m jobs.bootstrap run                      # writes output/ (validated inputs, text vectors)
     .venv/bin/python benchmarks/train_ablation.py '{}' '{"id_embeddings": false}' '{"logq": false}'
     .venv/bin/python benchmarks/train_ablation.py --order-free --als '{}' '{"objective": "sequential"}'
+    .venv/bin/python benchmarks/train_ablation.py --order-free --als --blend '{}'
 
 Each argument is a set of TowerSettings overrides; each is trained in this process with
 ``udfs.towers.train`` (no Spark, no TorchDistributor) on an approximation of evaluate's split (newest 5
@@ -12,7 +13,10 @@ drops the timestamps and holds out 5 chosen by a seeded hash, as evaluate does o
 its user vectors pooled as the profile stage pools them, and scored by NDCG@10 and recall@10 with seen
 items masked. ``--als`` also fits Spark ML ALS (implicit feedback, evaluate's default grid, the best
 cell on the held-out rows: a baseline given every advantage) and prints each cell's ratio to it.
-The objective defaults to the split's (sequential with timestamps, order-free without).
+``--blend`` (with ``--als``) also scores each cell's towers blended with that ALS, cosine + w x the ALS
+dot product, for a few weights w, all on the held-out rows: what a blend could reach, not what a
+weight chosen on validation would. The objective defaults to the split's (sequential with timestamps,
+order-free without).
 The figures are close to, not equal to, `segrec evaluate`'s: use that for the shipped model's numbers.
 """
 
@@ -29,6 +33,8 @@ from common import local_spark
 
 from segrec.jobs.config import executor_settings
 from segrec.udfs.towers import TowerSettings, TowerWeights, TrainingData, inference_history, train
+
+BLEND_WEIGHTS = (0.25, 0.5, 1.0, 2.0, 4.0)
 
 
 def read(output: str, name: str) -> pd.DataFrame:
@@ -151,6 +157,7 @@ def main() -> None:
     parser.add_argument("cells", nargs="*", help="JSON objects of TowerSettings overrides (none: the defaults)")
     parser.add_argument("--order-free", action="store_true", help="drop the timestamps; hold out by seeded hash")
     parser.add_argument("--als", action="store_true", help="fit Spark ML ALS on the same split as the baseline")
+    parser.add_argument("--blend", action="store_true", help="with --als: also score towers + w x ALS")
     parser.add_argument("--output", default="output", help="a run's output.path (validated inputs, vectors)")
     args = parser.parse_args()
     events = read(args.output, "interactions").astype({"user_id": str, "item_id": str})
@@ -160,20 +167,28 @@ def main() -> None:
     train_rows, held = split(events, order_free=args.order_free)
     data, users = training_data(train_rows, items, texts)
     print(f"{len(train_rows)} training rows, {len(held)} held out, {data.n_users} users, {len(data.item_ids)} items")
-    baseline = None
+    if args.blend and not args.als:
+        parser.error("--blend needs --als")
+    baseline, als = None, None
     if args.als:
-        scores, cell = als_scores(train_rows, data, users, held, 10)
-        baseline = metrics(scores, data, users, held)
+        als, cell = als_scores(train_rows, data, users, held, 10)
+        baseline = metrics(als, data, users, held)
         print("als", json.dumps(cell), baseline, flush=True)
     objective = "order_free" if args.order_free else "sequential"
     for cell in [json.loads(c) for c in args.cells] or [{}]:
         settings = executor_settings(TowerSettings, **{"objective": objective, **cell})
         started = time.perf_counter()
-        figures = metrics(tower_scores(data, settings), data, users, held)
+        scores = tower_scores(data, settings)
+        figures = metrics(scores, data, users, held)
         figures["train_seconds"] = round(time.perf_counter() - started, 1)
         if baseline:
             figures["vs_als"] = round(figures["ndcg@10"] / baseline["ndcg@10"], 3)
         print(json.dumps(cell), figures, flush=True)
+        if args.blend and als is not None and baseline:
+            for weight in BLEND_WEIGHTS:
+                blended = metrics(scores + weight * als, data, users, held)
+                blended["vs_als"] = round(blended["ndcg@10"] / baseline["ndcg@10"], 3)
+                print(f"  + {weight} x ALS", blended, flush=True)
 
 
 if __name__ == "__main__":
