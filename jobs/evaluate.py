@@ -44,7 +44,13 @@ from segrec.jobs.segmentation import assign_segments, centres_of, features, fit
 from segrec.jobs.split import holdout_split
 from segrec.jobs.targeting import targeting_report
 from segrec.jobs.text_profiles import user_vectors
-from segrec.jobs.two_towers import fit_towers, learned_item_vectors, learned_user_vectors, with_cell
+from segrec.jobs.two_towers import (
+    fit_towers,
+    has_timestamps,
+    learned_item_vectors,
+    learned_user_vectors,
+    with_cell,
+)
 from segrec.udfs.topk.settings import TopKSettings
 
 log = logging.getLogger("segrec")
@@ -510,7 +516,8 @@ def evaluate_with(ctx: RunContext, scratch: Scratch) -> dict:
     spark, config, store = ctx.spark, ctx.config, ctx.store
     settings = config.evaluate
     started = time.perf_counter()
-    train, held = holdout_split(store.read("interactions", needed_by="evaluate"), settings.holdout, settings.seed)
+    interactions = store.read("interactions", needed_by="evaluate")
+    train, held = holdout_split(interactions, settings.holdout, settings.seed)
     train, removed = without_new_items(train, settings.cold_item_share, settings.seed)
     train, held, new_users = new_user_split(train, held, settings.cold_user_share, settings.seed)
     data = read_inputs(store, scratch.keep(train, "train"))
@@ -522,6 +529,7 @@ def evaluate_with(ctx: RunContext, scratch: Scratch) -> dict:
         "held_out_rows": held.count(),
         "users_evaluated": data.scored.count(),
         "holdout_per_user": settings.holdout,
+        "holdout_by": "time" if has_timestamps(interactions) else "seeded hash",
     }
     if users_held is not None:
         split.update(sample_users=settings.sample_users, users_with_held_out_rows=users_held)

@@ -114,13 +114,22 @@ def winners(document: dict, k: int) -> list[str]:
     return lines
 
 
+def holdout_line(split: dict) -> str:
+    """How ``split`` (metrics.json's) chose each user's held-out interactions: the newest by time, or by a
+    seeded hash where the interactions have no timestamps."""
+    n = split["holdout_per_user"]
+    if split["holdout_by"] == "time":
+        return f"the newest {n} interactions per user"
+    return f"{n} interactions per user, chosen by a seeded hash (the interactions have no timestamps)"
+
+
 def markdown(document: dict, k: int) -> str:
     models = _models(document)
     split, tuning, quality = document["split"], document["tuning"], document["segments"]
     parts = [
         f"# segrec evaluation — run {document['run_id']}",
         "",
-        f"Hold-out: the newest {split['holdout_per_user']} interactions per user; {split['train_rows']} training rows, "
+        f"Hold-out: {holdout_line(split)}; {split['train_rows']} training rows, "
         f"{split['held_out_rows']} held-out rows, {split['users_evaluated']} users evaluated. Every model is built "
         "from the training rows only; tuning used a second hold-out inside the training rows."
         + (

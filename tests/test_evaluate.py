@@ -141,6 +141,8 @@ def test_report_files_and_metrics_are_complete(evaluated):
         assert len(targeting["random"]["draws"]) <= 2  # evaluate.chance_draws (a draw may have no top item)
     # (what the lift is worth is tests/test_targeting.py's: here a tiny random BERT and 3-epoch towers)
     text = (folder / "report.md").read_text()
+    assert doc["split"]["holdout_by"] == "time"
+    assert f"Hold-out: the newest {HOLDOUT} interactions per user;" in text
     assert "| hybrid |" in text and "| trained |" in text and "ndcg@5" in text and "Best per metric" in text
     assert "Two-tower model, chosen by ndcg@5" in text and "Cold items (no training interaction)" in text
     towers = doc["tuning"]["trained"]
@@ -158,6 +160,12 @@ def test_report_files_and_metrics_are_complete(evaluated):
         assert (folder / "plots" / f"{plot}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list((root / "out" / "evaluation" / "_staging").glob("eval-*"))  # no staged leftovers
     assert sorted(os.listdir(root / "out")) == ["evaluation"]  # evaluate writes nowhere else
+
+
+def test_the_report_says_how_the_held_out_interactions_were_chosen():
+    assert report.holdout_line({"holdout_per_user": 5, "holdout_by": "time"}) == "the newest 5 interactions per user"
+    by_hash = report.holdout_line({"holdout_per_user": 3, "holdout_by": "seeded hash"})
+    assert by_hash == "3 interactions per user, chosen by a seeded hash (the interactions have no timestamps)"
 
 
 def test_the_cli_prints_the_comparison_table(evaluated, capsys):
