@@ -389,11 +389,12 @@ def _step_loss(model, batch, data, settings, rng, item_text, rows, user_text, ha
     hist, weights = histories(data, batch, settings, rng)
     users = torch.from_numpy(user_of(data, batch)).to(device)
     target = data.flat_items[batch]
-    candidates = None
+    candidates, padding = None, 0
     if settings.negatives and len(trainable) > settings.negatives:
         # The step's candidates: sampled items and every item the batch names, histories re-indexed.
         drawn = trainable[rng.integers(0, len(trainable), settings.negatives)]
         candidates = np.unique(np.concatenate([drawn, target, hist[hist >= 0]]))
+        padding = -len(candidates) % CANDIDATE_BLOCK  # their count varies by step (see CANDIDATE_BLOCK)
     elif len(trainable) < len(item_text):
         # Every trainable item, and no other: an item without a training interaction is never a softmax
         # candidate (its logQ is infinite), so its vector would be computed for nothing, and a catalogue
@@ -402,7 +403,6 @@ def _step_loss(model, batch, data, settings, rng, item_text, rows, user_text, ha
     if candidates is not None:
         hist = np.where(hist >= 0, np.searchsorted(candidates, hist), hist)
         target = np.searchsorted(candidates, target)
-        padding = -len(candidates) % CANDIDATE_BLOCK if candidates is not trainable else 0
         chosen = torch.from_numpy(np.concatenate([candidates, np.full(padding, candidates[0])])).to(device)
         item_text, rows, log_q = item_text[chosen], rows[chosen], log_q[chosen]
         if padding:
