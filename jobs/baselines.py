@@ -15,15 +15,13 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from pyspark.ml.feature import IndexToString, StringIndexer
-from pyspark.ml.recommendation import ALS
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from segrec.jobs.collaborative import AlsParams, als_factors
 from segrec.jobs.config import Recommend, executor_settings
 from segrec.jobs.list_metrics import item_user_counts
 from segrec.jobs.recommender import OUTPUT_SCHEMA, Recommender
@@ -76,16 +74,6 @@ def most_popular(
     return plain_top_k(spark, users, items, train, k, matrix_dir)
 
 
-@dataclass(frozen=True)
-class AlsParams:
-    rank: int
-    reg_param: float
-    alpha: float
-
-    def as_dict(self) -> dict:
-        return {"rank": self.rank, "reg_param": self.reg_param, "alpha": self.alpha}
-
-
 def als(
     spark: SparkSession,
     train: DataFrame,
@@ -98,33 +86,10 @@ def als(
 ) -> DataFrame:
     """Fit implicit ALS on all of ``train`` and return its top k per user (or per user in ``scored``),
     seen items masked."""
-    pairs = train.select("user_id", "item_id").distinct()
-    users = StringIndexer(inputCol="user_id", outputCol="u", stringOrderType="alphabetAsc").fit(pairs)
-    items = StringIndexer(inputCol="item_id", outputCol="i", stringOrderType="alphabetAsc").fit(pairs)
-    indexed = items.transform(users.transform(pairs)).select(
-        F.col("u").cast("int").alias("u"), F.col("i").cast("int").alias("i"), F.lit(1.0).alias("r")
-    )
-    model = ALS(
-        rank=params.rank,
-        regParam=params.reg_param,
-        alpha=params.alpha,
-        maxIter=max_iter,
-        seed=seed,
-        implicitPrefs=True,
-        userCol="u",
-        itemCol="i",
-        ratingCol="r",
-        coldStartStrategy="drop",
-    ).fit(indexed)
-    user_vectors = only(back_to_ids(model.userFactors, users.labels, "user_id"), scored)
-    item_vectors = back_to_ids(model.itemFactors, items.labels, "item_id")
+    users, items = als_factors(train, params, max_iter, seed)
+    user_vectors = only(users.select("user_id", F.col("factor").alias("vector")), scored)
+    item_vectors = items.select("item_id", F.col("factor").alias("vector"))
     return plain_top_k(spark, user_vectors, item_vectors, train, k, matrix_dir)
-
-
-def back_to_ids(factors: DataFrame, labels: list[str], name: str) -> DataFrame:
-    """ALS factors (id, features) -> (name, vector), the index mapped back to the original id."""
-    named = IndexToString(inputCol="id", outputCol=name, labels=labels).transform(factors)
-    return named.select(name, F.col("features").alias("vector"))
 
 
 def als_grid(ranks: list[int], reg_params: list[float], alphas: list[float]) -> list[AlsParams]:

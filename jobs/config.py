@@ -268,6 +268,16 @@ class Train(_Section):
     history_map: bool = Field(
         True, description="a learned linear map of the pooled history in the user tower (asymmetric item scores)"
     )
+    als_weight: Annotated[float, Field(ge=0)] | Literal["auto"] = Field(
+        "auto",
+        description="Spark ML ALS (implicit feedback) fitted beside the towers, its user . item product added to "
+        "the towers' cosine with this weight (new users and items: the towers alone); auto: 1 with the "
+        "order-free objective, 0 with the sequential one; 0: the towers alone",
+    )
+    als_rank: int = Field(64, ge=1, description="the blended ALS's factor dimension")
+    als_reg_param: float = Field(0.1, ge=0)
+    als_alpha: float = Field(1.0, gt=0, description="the blended ALS's implicit-feedback confidence scale")
+    als_max_iter: int = Field(10, ge=1)
     seed: int = 42
     processes: int = Field(1, ge=1, description="TorchDistributor processes (one per GPU or executor on a cluster)")
     local_mode: Literal["auto", "driver", "executors"] = Field(

@@ -32,6 +32,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from segrec.jobs import baselines, report
+from segrec.jobs.collaborative import AlsParams, als_factors, blend_weight, blended
 from segrec.jobs.config import Config, executor_settings
 from segrec.jobs.context import RunContext
 from segrec.jobs.errors import InputError
@@ -183,7 +184,9 @@ def build_trained(
     spark: SparkSession, config: Config, scratch: Scratch, data: TrainingView, cell: dict, k: int, tag: str
 ) -> tuple[DataFrame, dict, tuple[DataFrame, DataFrame]]:
     """The two-tower model with one grid cell's settings, trained on ``data.train`` under
-    TorchDistributor as the train stage does, and its top-k lists (learned space only, no blend)."""
+    TorchDistributor as the train stage does, and its top-k lists: blended with ALS where
+    ``train.als_weight`` resolves above 0, as the recommend stage scores them. The vectors returned are
+    the towers' own (the learned space the segments and the cold-item ranking use)."""
     model, figures = fit_towers(
         spark,
         scratch.store,
@@ -203,9 +206,22 @@ def build_trained(
         # would push them past the cut-offs that matter (they rank by score, below the rest).
         k = min(k, config.recommend.k)
     settings = executor_settings(TopKSettings, config, k=k, popularity_weight=0.0, explain=False, score_parts=False)
-    recommender = Recommender(spark, items, data.train, None, config.recommend, scratch.matrix_dir)
-    recs = recommender.recommend(data.only_scored(users), settings)
-    figures = {**figures, "model_id": model.model_id, "curve": model.curve}
+    train = with_cell(config.train, cell)
+    weight = blend_weight(train, figures["objective"])
+    scored_users, scored_items = data.only_scored(users), items
+    if weight > 0:  # blended with ALS as the train stage ships it, ALS fitted on the same training rows
+        params = AlsParams(train.als_rank, train.als_reg_param, train.als_alpha)
+        user_factors, item_factors = als_factors(data.train, params, train.als_max_iter, train.seed)
+        scored_users, scored_items = blended(
+            scored_users,
+            items,
+            scratch.keep(user_factors, f"{tag}-als-users"),
+            scratch.keep(item_factors, f"{tag}-als-items"),
+            weight,
+        )
+    recommender = Recommender(spark, scored_items, data.train, None, config.recommend, scratch.matrix_dir)
+    recs = recommender.recommend(scored_users, settings)
+    figures = {**figures, "model_id": model.model_id, "curve": model.curve, "als_weight": weight}
     return scratch.keep(recs, f"{tag}-trained-recs"), figures, (users, items)
 
 
@@ -301,7 +317,7 @@ def build_all(
     lists["most_popular"] = scratch.keep(
         baselines.most_popular(spark, data.train, data.item_vectors, k, data.scored, scratch.matrix_dir), "popular"
     )
-    params = baselines.AlsParams(**tuned["als"]["best"])
+    params = AlsParams(**tuned["als"]["best"])
     lists["als"] = scratch.keep(
         baselines.als(
             spark, data.train, params, settings.als.max_iter, settings.seed, k, data.scored, scratch.matrix_dir
@@ -320,6 +336,7 @@ def build_all(
             spark, config, scratch, data, tuned["trained"]["best"], k, "test"
         )
         tuned["trained"]["objective"] = figures["objective"]
+        tuned["trained"]["als_weight"] = figures["als_weight"]
         if "objective_choice" in figures:
             tuned["trained"]["objective_choice"] = figures["objective_choice"]
     return lists, ours, vectors

@@ -10,9 +10,12 @@ from __future__ import annotations
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from segrec.jobs.collaborative import ALS_ITEM_FACTORS, ALS_USER_FACTORS, blended
 from segrec.jobs.context import RunContext
+from segrec.jobs.errors import InputError
 from segrec.jobs.recommender import new_items, recommendations
-from segrec.jobs.vectors import item_vectors_for, space_of
+from segrec.jobs.two_towers import trained_model
+from segrec.jobs.vectors import TEXT_SPACE, item_vectors_for, space_of
 
 
 def run(ctx: RunContext) -> dict:
@@ -21,11 +24,16 @@ def run(ctx: RunContext) -> dict:
     stage's figures (plan, items, rows and users written)."""
     store, settings = ctx.store, ctx.config.recommend
     user_vectors = store.read("user_vectors", needed_by="recommend")
-    item_vectors = item_vectors_for(store, space_of(user_vectors))  # the user vectors' own space
+    space = space_of(user_vectors)
+    item_vectors = item_vectors_for(store, space)  # the user vectors' own space
     interactions = store.read("interactions", needed_by="recommend")
     segments = store.read("segments") if store.exists("segments") else None
 
     with ctx.manifest.stage("recommend") as figures:
+        weight = als_weight(ctx, space)
+        if weight > 0:
+            user_vectors, item_vectors = blended(user_vectors, item_vectors, *read_als_factors(ctx, space), weight)
+        figures["als_weight"] = weight
         matrix_dir = store.staging_path("catalogue")
         recs, plan_figures = recommendations(
             ctx.spark, user_vectors, item_vectors, interactions, segments, settings, matrix_dir
@@ -51,6 +59,31 @@ def run(ctx: RunContext) -> dict:
         )
         ctx.manifest.sample_recommendations = sample(store.read("recommendations"), store.read("items"))
     return figures
+
+
+def als_weight(ctx: RunContext, space: str) -> float:
+    """The weight of ALS's product in the score: the trained model's (train.als_weight as resolved when
+    it was fitted) for user vectors in its space, 0 in the text space."""
+    if space == TEXT_SPACE:
+        return 0.0
+    model = trained_model(ctx)
+    return model.als_weight if model is not None and model.model_id == space else 0.0
+
+
+def read_als_factors(ctx: RunContext, space: str) -> tuple[DataFrame, DataFrame]:
+    """(user factors, item factors) the train stage wrote beside the model ``space``; exit 2 when they
+    are missing or from another model."""
+    factors = []
+    for name in (ALS_USER_FACTORS, ALS_ITEM_FACTORS):
+        df = ctx.store.read(name, needed_by="recommend (train.als_weight above 0)")
+        found = df.select("model_id").first()
+        if found is not None and found["model_id"] != space:
+            raise InputError(
+                f"{name} was fitted beside {found['model_id']}, but the user vectors are in {space}: "
+                "run train again (or set train.als_weight to 0 and run train)"
+            )
+        factors.append(df.drop("model_id"))
+    return factors[0], factors[1]
 
 
 def flag_new_items(recs: DataFrame, new: DataFrame) -> DataFrame:

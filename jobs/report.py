@@ -358,6 +358,8 @@ def trained_tuning(tuning: dict) -> list[str]:
         else f"train settings {best}: set them under `train:` for the stage to ship the evaluated model"
     )
     lines = [objective_line(tuning["trained"]), ""]
+    if tuning["trained"].get("als_weight"):
+        lines[0] += " " + blend_line(tuning["trained"]["als_weight"])
     if not tuning["trained"]["grid"]:
         return lines
     return [
@@ -385,6 +387,14 @@ def objective_line(trained: dict) -> str:
         "only where its gain is over twice its standard error, "
         f"{choice['sequential_gain']['ndcg@10']:.4f} ± {choice['sequential_gain']['standard_error']:.4f}); "
         "the train stage chooses the same way on its own rows."
+    )
+
+
+def blend_line(weight: float) -> str:
+    """How the trained lists were scored when the towers are blended with ALS at ``weight``."""
+    return (
+        f"Its lists add {weight:g} x the product of ALS factors fitted on the same training rows "
+        "(`train.als_weight`; new users and items: the towers alone), as `run` scores them."
     )
 
 

@@ -4,13 +4,22 @@
 ``apply`` loads the saved towers without retraining. Either way the item tower places every item,
 items never seen in training through the text path alone (the cold-start promise):
 ``trained_item_vectors`` (item_id, vector, learned_part, model_id). The profile stage then places users
-with the user tower, so segment and recommend work in the learned space.
+with the user tower, so segment and recommend work in the learned space. Where ``train.als_weight``
+resolves above 0 (``auto``: with the order-free objective), fit also fits Spark ML ALS and writes its
+factors (``als_user_factors``, ``als_item_factors``), which recommend blends into the score
+(``jobs.collaborative``); ``apply`` keeps them, a new item having none.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from dataclasses import replace
 
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from segrec.jobs.collaborative import ALS_ITEM_FACTORS, ALS_USER_FACTORS, AlsParams, als_factors, blend_weight
 from segrec.jobs.context import RunContext
 from segrec.jobs.errors import InputError
 from segrec.jobs.two_towers import (
@@ -62,6 +71,10 @@ def run(ctx: RunContext) -> dict:
             interactions = store.read("interactions", needed_by="train")
             text_vectors = store.read("text_vectors", needed_by="train")
             model, fit_figures = fit_towers(ctx.spark, store, config, interactions, item_vectors, text_vectors)
+            model = replace(model, als_weight=blend_weight(config.train, model.weights.settings.objective))
+            if model.als_weight > 0:
+                fit_figures.update(write_als_factors(ctx, interactions, model.model_id))
+            fit_figures["als_weight"] = model.als_weight
             save_model(store, model)
             ctx.manifest.record_output(MODEL)
             figures.update(mode="fit", model_id=model.model_id, **fit_figures)
@@ -70,6 +83,31 @@ def run(ctx: RunContext) -> dict:
         store.write(learned_item_vectors(item_vectors, model), TRAINED_ITEM_VECTORS)
         figures["items"] = check_finite(store.read(TRAINED_ITEM_VECTORS), TRAINED_ITEM_VECTORS, "item_id")
         ctx.manifest.record_output(TRAINED_ITEM_VECTORS)
+    return figures
+
+
+def write_als_factors(ctx: RunContext, interactions: DataFrame, model_id: str) -> dict:
+    """Fit ALS on ``interactions`` with the train section's ALS settings and write its user and item
+    factors (``als_user_factors``, ``als_item_factors``) tagged with the towers' ``model_id``, which the
+    recommend stage blends in. Returns figures (users and items with a factor, seconds)."""
+    train, store = ctx.config.train, ctx.store
+    started = time.perf_counter()
+    params = AlsParams(train.als_rank, train.als_reg_param, train.als_alpha)
+    users, items = als_factors(interactions, params, train.als_max_iter, train.seed)
+    tag = F.lit(model_id).alias("model_id")
+    store.write_together(
+        {
+            ALS_USER_FACTORS: users.select("user_id", "factor", tag),
+            ALS_ITEM_FACTORS: items.select("item_id", "factor", tag),
+        }
+    )
+    figures = {
+        "als_users": check_finite(store.read(ALS_USER_FACTORS), ALS_USER_FACTORS, "user_id", "factor"),
+        "als_items": check_finite(store.read(ALS_ITEM_FACTORS), ALS_ITEM_FACTORS, "item_id", "factor"),
+        "als_seconds": round(time.perf_counter() - started, 1),
+    }
+    for name in (ALS_USER_FACTORS, ALS_ITEM_FACTORS):
+        ctx.manifest.record_output(name)
     return figures
 
 

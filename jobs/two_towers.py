@@ -50,6 +50,7 @@ class TrainedModel:
     text_model_id: str | None
     curve: list[dict]
     examples: int = 0
+    als_weight: float = 0.0  # the weight of ALS's product in the score (jobs.collaborative); 0: towers alone
 
 
 def has_timestamps(interactions: DataFrame) -> bool:
@@ -381,6 +382,7 @@ def save_model(store: OutputStore, model: TrainedModel) -> str:
             "settings": model.weights.settings.as_dict(),
             "curve": model.curve,
             "examples": model.examples,
+            "als_weight": model.als_weight,
         }
         with open(os.path.join(local, "towers.json"), "w", encoding="utf-8") as fh:
             json.dump(meta, fh, indent=2)
@@ -411,6 +413,7 @@ def load_model(store: OutputStore) -> TrainedModel:
         meta.get("text_model_id"),
         meta.get("curve", []),
         meta.get("examples", 0),
+        meta.get("als_weight", 0.0),
     )
 
 

@@ -43,13 +43,13 @@ def space_of(user_vectors: DataFrame) -> str:
     return row["space"] if row else TEXT_SPACE
 
 
-def check_finite(vectors: DataFrame, name: str, key: str) -> int:
-    """The number of rows, checked in the same pass for NaN or infinity in any vector: a bad vector
-    fails the stage, naming a row."""
-    bad = F.exists("vector", lambda x: F.isnan(x) | (F.abs(x) == float("inf")))
+def check_finite(vectors: DataFrame, name: str, key: str, column: str = "vector") -> int:
+    """The number of rows of ``vectors`` (dataset ``name``), checked in the same pass for NaN or infinity
+    in any array of ``column``: a bad one fails the stage, naming its row by ``key``."""
+    bad = F.exists(column, lambda x: F.isnan(x) | (F.abs(x) == float("inf")))
     row = vectors.agg(F.count("*").alias("n"), F.min(F.when(bad, F.col(key).cast("string"))).alias("bad")).collect()[0]
     if row["bad"] is not None:
-        raise RuntimeError(f"{name}: the vector of {key} {row['bad']!r} is not finite")
+        raise RuntimeError(f"{name}: the {column} of {key} {row['bad']!r} is not finite")
     return row["n"]
 
 

@@ -39,7 +39,17 @@ def evaluated(tmp_path_factory, tiny_model_dir, spark):
         "train_grid": [{}, {"id_embeddings": False}],
         "cold_user_share": NEW_USERS,
     }
-    conf["train"] = {"dim": 16, "hidden": 32, "epochs": 3, "batch_size": 64, "learning_rate": 0.005}
+    # blended with ALS whichever objective validation picks (auto blends the order-free one only)
+    conf["train"] = {
+        "dim": 16,
+        "hidden": 32,
+        "epochs": 3,
+        "batch_size": 64,
+        "learning_rate": 0.005,
+        "als_weight": 0.5,
+        "als_rank": 4,
+        "als_max_iter": 3,
+    }
     # a real MLflow tracking store (sqlite) and artifact folder in the temp dir
     conf["mlflow"] = {
         "tracking_uri": f"sqlite:///{root}/mlflow.db",
@@ -67,6 +77,7 @@ def evaluated(tmp_path_factory, tiny_model_dir, spark):
         mp.setattr(baselines, "als", recorder("ALS fit", baselines.als, 1))
         mp.setattr(baselines, "random_lists", recorder("random", baselines.random_lists, 0))
         mp.setattr(evaluate, "fit_towers", recorder("towers fit", evaluate.fit_towers, 3))
+        mp.setattr(evaluate, "als_factors", recorder("ALS blended with the towers", evaluate.als_factors, 0))
         mp.setattr(
             evaluate, "learned_user_vectors", recorder("towers: user histories", evaluate.learned_user_vectors, 1)
         )
@@ -85,6 +96,8 @@ def test_no_held_out_interaction_reaches_any_training_input(evaluated):
     assert len(seen["profiles"]) == 2
     assert len(seen["ALS fit"]) == 3
     assert len(seen["towers fit"]) == 3  # two grid cells on validation, then the refit
+    assert len(seen["ALS blended with the towers"]) == 3  # beside each towers fit, on the same rows
+    assert seen["ALS blended with the towers"] == seen["towers fit"]
     assert {"most popular counts", "random", "baselines: seen-masks", "ours: seen-masks and segment popularity"} <= set(
         seen
     )
@@ -148,6 +161,7 @@ def test_report_files_and_metrics_are_complete(evaluated):
     towers = doc["tuning"]["trained"]
     assert towers["objective"] == towers["objective_choice"]["objective"]  # timestamps: chosen on validation
     assert f"The towers were trained with the {towers['objective']} objective, chosen by" in text
+    assert towers["als_weight"] == 0.5 and "Its lists add 0.5 x the product of ALS factors" in text
     assert "Mean targeting lift" in text and "learned space" in text
     # new users: no training row, their own text only, scored apart from everyone else
     new = doc["slices"]["new_users"]

@@ -287,17 +287,30 @@ def test_a_user_vector_of_the_wrong_size_is_an_input_error_naming_the_user(spark
 
 def test_a_runs_recommendations_split_each_similarity_into_text_and_learned_parts(spark, small_run):
     """With trained towers, learned_similarity is the user vector against the item's learned part (0
-    for an item without a learned embedding), and the rest of the similarity is its text's."""
+    for an item without a learned embedding) plus, blended, w x ALS's product, and the rest of the
+    similarity is its text's."""
     root, _ = small_run
     out = root / "out"
     recs = pd.read_parquet(out / "recommendations")
     users = pd.read_parquet(out / "user_vectors").set_index("user_id")["vector"]
     items = pd.read_parquet(out / "trained_item_vectors").set_index("item_id")
+    weight = json.loads((out / "towers" / "towers.json").read_text())["als_weight"]
+    # objective auto: order-free towers (blended at w = 1) or sequential ones (w = 0), as validation chose
+    assert weight == (
+        1.0
+        if json.loads((out / "towers" / "towers.json").read_text())["settings"]["objective"] == "order_free"
+        else 0.0
+    )
+    g, f = pd.Series(dtype=object), pd.Series(dtype=object)
+    if weight:
+        g = pd.read_parquet(out / "als_user_factors").set_index("user_id")["factor"]
+        f = pd.read_parquet(out / "als_item_factors").set_index("item_id")["factor"]
     assert recs["learned_similarity"].notna().all()
     for row in recs.itertuples():
         u = users[row.user_id].astype(np.float64)
         part = items.at[row.item_id, "learned_part"]
-        expected = 0.0 if part is None else float(u @ np.asarray(part, np.float64))
+        als = weight * float(np.dot(g[row.user_id], f[row.item_id])) if row.user_id in g and row.item_id in f else 0.0
+        expected = (0.0 if part is None else float(u @ np.asarray(part, np.float64))) + als
         assert row.learned_similarity == pytest.approx(expected, abs=1e-5)
         text_part = np.asarray(items.at[row.item_id, "vector"], np.float64) - (0 if part is None else np.asarray(part))
         assert row.similarity - row.learned_similarity == pytest.approx(float(u @ text_part), abs=1e-5)

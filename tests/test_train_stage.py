@@ -276,3 +276,35 @@ def test_apply_mode_places_new_items_with_the_saved_towers(spark, tmp_path, tiny
     assert (tmp_path / "out" / "towers" / "towers.safetensors").read_bytes() == towers  # nothing retrained
     learned = spark.read.parquet(str(tmp_path / "out" / "trained_item_vectors")).toPandas().set_index("item_id")
     assert np.isclose(np.linalg.norm(learned.loc["brand-new", "vector"]), 1.0, atol=1e-5)
+
+
+def test_an_als_blend_is_fitted_beside_the_towers_and_scored_by_recommend(spark, tmp_path, tiny_model_dir, capsys):
+    conf_path, _, data = workspace(tmp_path, tiny_model_dir, epochs=1, als_weight=0.5, als_rank=4, als_max_iter=3)
+    assert cli.main(["run", "--conf", conf_path]) == 0
+    out = tmp_path / "out"
+    stages = json.loads((out / "manifest.json").read_text())["stages"]
+    assert stages["train"]["als_weight"] == 0.5 == stages["recommend"]["als_weight"]
+    assert stages["train"]["als_users"] == data.interactions["user_id"].nunique()
+    assert stages["train"]["als_items"] == data.interactions["item_id"].nunique()
+    assert json.loads((out / "towers" / "towers.json").read_text())["als_weight"] == 0.5
+    users = pd.read_parquet(out / "user_vectors").set_index("user_id")["vector"]
+    items = pd.read_parquet(out / "trained_item_vectors").set_index("item_id")
+    g = pd.read_parquet(out / "als_user_factors").set_index("user_id")["factor"]
+    f = pd.read_parquet(out / "als_item_factors").set_index("item_id")["factor"]
+    recs = pd.read_parquet(out / "recommendations")
+    assert "new-user" in set(recs["user_id"])
+    for row in recs.itertuples():
+        u = np.asarray(users[row.user_id], np.float64)
+        als = 0.5 * float(np.dot(g[row.user_id], f[row.item_id])) if row.user_id in g and row.item_id in f else 0.0
+        assert row.similarity == pytest.approx(float(u @ items.at[row.item_id, "vector"]) + als, abs=1e-5)
+        part = items.at[row.item_id, "learned_part"]
+        learned = 0.0 if part is None else float(u @ np.asarray(part, np.float64))
+        assert row.learned_similarity == pytest.approx(learned + als, abs=1e-5)  # ALS's share is learned too
+    # factors from another model are refused, naming what to run
+    stale = pd.read_parquet(out / "als_item_factors").assign(model_id="towers-other")
+    for old in (out / "als_item_factors").glob("*.parquet"):
+        old.unlink()
+    stale.to_parquet(out / "als_item_factors" / "part-0.parquet", index=False)
+    assert cli.main(["recommend", "--conf", conf_path]) == 2
+    err = capsys.readouterr().err
+    assert "als_item_factors was fitted beside towers-other" in err and "run train again" in err

@@ -98,6 +98,9 @@ DATASETS: dict[str, pa.Schema] = {
     "trained_item_vectors": pa.schema(
         [("item_id", pa.string()), ("vector", _VECTOR), ("learned_part", _VECTOR), ("model_id", pa.string())]
     ),
+    # train, with the ALS blend on (jobs.collaborative)
+    "als_user_factors": pa.schema([("user_id", pa.string()), ("factor", _VECTOR), ("model_id", pa.string())]),
+    "als_item_factors": pa.schema([("item_id", pa.string()), ("factor", _VECTOR), ("model_id", pa.string())]),
     # profile
     "user_vectors": pa.schema(
         [
