@@ -9,6 +9,7 @@ from segrec.udfs.clustering import (
     jaccard_to_best_match,
     nearest,
     score_k,
+    segment_sums,
     spherical_kmeans,
     stability_word,
 )
@@ -40,6 +41,18 @@ def test_a_planted_k_is_stable_and_a_split_group_is_not(planted):
     assert at_planted.min() >= 0.95
     assert too_many.min() < 0.75  # at least one planted group cut arbitrarily in two
     assert silhouette_planted > silhouette_more
+
+
+def test_segment_sums_add_each_segments_rows_and_leave_an_empty_one_zero():
+    rng = np.random.default_rng(5)
+    vectors = rng.standard_normal((50, 7)).astype(np.float32)
+    labels = rng.integers(0, 3, 50)  # segment 3 of 4 gets no row
+    expected = np.zeros((4, 7))
+    np.add.at(expected, labels, vectors.astype(np.float64))
+    sums = segment_sums(vectors, labels, 4)
+    assert sums.shape == (4, 7) and sums.dtype == np.float32
+    np.testing.assert_allclose(sums, expected, rtol=1e-5, atol=1e-5)
+    assert not sums[3].any()
 
 
 def test_jaccard_to_best_match_on_a_known_table():

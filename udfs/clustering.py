@@ -55,8 +55,7 @@ def _lloyd(vectors: np.ndarray, centres: np.ndarray, max_iter: int, tol: float) 
     for _ in range(max_iter):
         sims = vectors @ centres.T
         labels = np.argmax(sims, axis=1)
-        sums = np.zeros_like(centres)
-        np.add.at(sums, labels, vectors)
+        sums = segment_sums(vectors, labels, k)
         counts = np.bincount(labels, minlength=k)
         empties = np.flatnonzero(counts == 0)
         if len(empties):
@@ -68,6 +67,15 @@ def _lloyd(vectors: np.ndarray, centres: np.ndarray, max_iter: int, tol: float) 
         if moved.max() <= tol:
             break
     return centres
+
+
+def segment_sums(vectors: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """(k, d) the sum of the ``vectors`` (n, d) in each of the ``k`` segments that ``labels`` (n,) give, as
+    one (k, n) x (n, d) product of the membership matrix (``np.add.at`` adds row by row, unbuffered, and
+    took most of each Lloyd iteration of the bootstrap refits)."""
+    members = np.zeros((k, len(vectors)), dtype=vectors.dtype)
+    members[labels, np.arange(len(vectors))] = 1.0
+    return members @ vectors
 
 
 def jaccard_to_best_match(reference: np.ndarray, other: np.ndarray, k: int, k_other: int) -> np.ndarray:
