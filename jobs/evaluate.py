@@ -8,7 +8,8 @@ are all built from them (``tests/test_evaluate.py`` checks this). Item and user 
 not interactions, and are used as they are.
 
 Tuning happens on a second split of the training data (the newest interactions of the training set
-held out again): the hybrid's popularity weight and the ALS grid are chosen there by NDCG at
+held out again): the hybrid's popularity weight (and segment count: ``evaluate.segment_ks``, or the k
+that ``segment.k: auto`` chooses there) and the ALS grid are chosen there by NDCG at
 ``evaluate.tune_k``, then refitted on the whole training set and scored on the held-out set once.
 
 Models: most_popular, als, random (baselines); content (cosine only, lambda 0), hybrid (cosine +
@@ -244,6 +245,7 @@ def tune(spark: SparkSession, config: Config, scratch: Scratch, data: TrainingVi
 
     profiles = build_profiles(config, scratch, inner, "val")
     hybrid: list[dict[str, Any]] = []
+    curves: dict[int, dict] = {}  # with segment.k auto: the stability curve each chosen k came from
     segment_ks: list[int | None] = [*settings.segment_ks] if settings.segment_ks else [None]
     for segment_k in segment_ks:
         scratch.progress(
@@ -260,9 +262,15 @@ def tune(spark: SparkSession, config: Config, scratch: Scratch, data: TrainingVi
             k,
             f"val-k{segment_k}",
         )
+        # k auto: the k its bootstrap stability chose here is the hybrid's k, like its popularity weight
+        # (the test side fits that k instead of choosing again: the choice costs a k-means fit and its
+        # bootstrap refits per candidate k)
+        chosen = segment_k if segment_k is not None else len(ours.centroids)
+        if ours.curve is not None:
+            curves[chosen] = ours.curve
         hybrid += [
             {
-                "segment_k": segment_k,
+                "segment_k": chosen,
                 "popularity_weight": w,
                 "ndcg": round(ndcg(recs), 6),
                 "coverage": round(coverage(recs), 4),
@@ -281,7 +289,11 @@ def tune(spark: SparkSession, config: Config, scratch: Scratch, data: TrainingVi
     best_cell = max(cells, key=lambda c: c["ndcg"])  # ties: the first in grid order
     tuning = {
         "metric": f"ndcg@{k}",
-        "hybrid": {"grid": hybrid, "best": {key: best[key] for key in ("segment_k", "popularity_weight")}},
+        "hybrid": {
+            "grid": hybrid,
+            "best": {key: best[key] for key in ("segment_k", "popularity_weight")},
+            **({"stability_by_k": curves[best["segment_k"]]} if best["segment_k"] in curves else {}),
+        },
         "als": {"grid": cells, "best": {key: best_cell[key] for key in ("rank", "reg_param", "alpha")}},
     }
     if config.train.enabled and len(settings.train_grid) == 1:
@@ -571,7 +583,9 @@ def evaluate_with(ctx: RunContext, scratch: Scratch) -> dict:
 
     scratch.progress("evaluate: segments and their targeting lift")
     quality = segment_quality(ours.profiles, ours.segments, ours.centroids)
-    quality.update(segment_figures(ours.segments, ours.stability, ours.curve, data, held, config))
+    # the curve the text space's k was chosen on: validation's, where tuning chose it
+    curve = ours.curve or tuned["hybrid"].get("stability_by_k")
+    quality.update(segment_figures(ours.segments, ours.stability, curve, data, held, config))
     if "trained" in vectors:  # the learned space, where `run` ships its segments
         learned = build_segments(spark, config, scratch, vectors["trained"][0], "learned")
         quality["learned"] = segment_figures(learned[0], learned[3], learned[2], data, held, config)

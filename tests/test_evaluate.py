@@ -310,3 +310,32 @@ def test_a_user_sample_is_seeded_and_sized_as_asked(spark):
     counted = users(37)
     assert len(counted) == 37 and counted == users(37) and counted < everyone
     assert users(1000) == everyone
+
+
+def test_segment_k_auto_is_chosen_once_on_validation_and_refitted_for_the_test(
+    spark, tmp_path, tiny_model_dir, monkeypatch
+):
+    """``segment.k: auto`` in the text space: the bootstrap choice runs on the validation split, and the
+    test side fits the chosen k (its curve reported as validation's), never choosing again."""
+    from conftest import small_config
+
+    conf = small_config(tmp_path, tiny_model_dir, "out", segment={"k": "auto", "k_min": 2, "k_max": 3, "bootstrap": 2})
+    raw = yaml.safe_load(Path(conf).read_text())
+    raw["train"]["enabled"] = False
+    Path(conf).write_text(yaml.safe_dump(raw))
+    asked: list = []
+    fit = evaluate.fit
+
+    def recording(spark, feats, settings, n_users):
+        asked.append(settings.k)
+        return fit(spark, feats, settings, n_users)
+
+    monkeypatch.setattr(evaluate, "fit", recording)
+    assert cli.main(["evaluate", "--conf", conf]) == 0
+    doc = json.loads((tmp_path / "out" / "evaluation" / "metrics.json").read_text())
+    hybrid = doc["tuning"]["hybrid"]
+    chosen = hybrid["best"]["segment_k"]
+    assert chosen in (2, 3) and [row["segment_k"] for row in hybrid["grid"]] == [chosen]
+    assert asked == ["auto", chosen]  # validation chooses, the test side refits that k
+    assert doc["segments"]["k"] == chosen
+    assert set(doc["segments"]["stability_by_k"]) == {"2", "3"} == set(hybrid["stability_by_k"])
