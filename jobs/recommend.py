@@ -14,7 +14,7 @@ from segrec.jobs.collaborative import ALS_ITEM_FACTORS, ALS_USER_FACTORS, blende
 from segrec.jobs.context import RunContext
 from segrec.jobs.errors import InputError
 from segrec.jobs.recommender import new_items, recommendations
-from segrec.jobs.two_towers import trained_model
+from segrec.jobs.two_towers import saved_als_weight
 from segrec.jobs.vectors import TEXT_SPACE, item_vectors_for, space_of
 
 
@@ -64,10 +64,9 @@ def run(ctx: RunContext) -> dict:
 def als_weight(ctx: RunContext, space: str) -> float:
     """The weight of ALS's product in the score: the trained model's (train.als_weight as resolved when
     it was fitted) for user vectors in its space, 0 in the text space."""
-    if space == TEXT_SPACE:
+    if space == TEXT_SPACE or not ctx.config.train.enabled:
         return 0.0
-    model = trained_model(ctx)
-    return model.als_weight if model is not None and model.model_id == space else 0.0
+    return saved_als_weight(ctx.store, space)
 
 
 def read_als_factors(ctx: RunContext, space: str) -> tuple[DataFrame, DataFrame]:

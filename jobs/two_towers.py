@@ -394,6 +394,16 @@ def save_model(store: OutputStore, model: TrainedModel) -> str:
 MODEL_FILES = ("towers.safetensors", "towers.json", "id_items.json")  # what save_model writes
 
 
+def saved_als_weight(store: OutputStore, model_id: str) -> float:
+    """The ALS weight the saved model in ``store`` was fitted with (``towers.json`` alone: the weights,
+    ID embeddings included, stay on disk), 0 when there is no saved model or it is not ``model_id``."""
+    path = f"{store.path(MODEL)}/towers.json"
+    if not store.fs.exists(path):
+        return 0.0
+    meta = json.loads(store.fs.read_bytes(path).decode("utf-8"))
+    return float(meta.get("als_weight", 0.0)) if meta.get("model_id") == model_id else 0.0
+
+
 def load_model(store: OutputStore) -> TrainedModel:
     from safetensors.numpy import load
 
