@@ -86,10 +86,11 @@ def als(
 ) -> DataFrame:
     """Fit implicit ALS on all of ``train`` and return its top k per user (or per user in ``scored``),
     seen items masked."""
-    users, items = als_factors(train, params, max_iter, seed)
-    user_vectors = only(users.select("user_id", F.col("factor").alias("vector")), scored)
-    item_vectors = items.select("item_id", F.col("factor").alias("vector"))
-    return plain_top_k(spark, user_vectors, item_vectors, train, k, matrix_dir)
+    with als_factors(train, params, max_iter, seed) as (users, items):
+        # The item matrix is collected in here; the users' factors are read again when the lists are.
+        user_vectors = only(users.select("user_id", F.col("factor").alias("vector")), scored)
+        item_vectors = items.select("item_id", F.col("factor").alias("vector"))
+        return plain_top_k(spark, user_vectors, item_vectors, train, k, matrix_dir)
 
 
 def als_grid(ranks: list[int], reg_params: list[float], alphas: list[float]) -> list[AlsParams]:

@@ -15,6 +15,8 @@ towers alone, through its text. Segments stay in the towers' space.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from pyspark.ml.recommendation import ALS
@@ -38,6 +40,11 @@ class AlsParams:
 
     def as_dict(self) -> dict:
         return {"rank": self.rank, "reg_param": self.reg_param, "alpha": self.alpha}
+
+    @classmethod
+    def of(cls, train: Train) -> AlsParams:
+        """The blended ALS's parameters from the ``train`` section."""
+        return cls(train.als_rank, train.als_reg_param, train.als_alpha)
 
 
 def blend_weight(train: Train, objective: str) -> float:
@@ -66,31 +73,36 @@ def dense_ids(df: DataFrame, column: str, name: str) -> DataFrame:
     return bucketed.select(column, (start + within).cast("int").alias(name))
 
 
-def als_factors(train: DataFrame, params: AlsParams, max_iter: int, seed: int) -> tuple[DataFrame, DataFrame]:
+@contextmanager
+def als_factors(train: DataFrame, params: AlsParams, max_iter: int, seed: int) -> Iterator[tuple[DataFrame, DataFrame]]:
     """((user_id, factor), (item_id, factor)) of Spark ML ALS with implicit feedback fitted on ``train``
     with ``params``, ``max_iter`` sweeps and ``seed``: every distinct (user, item) pair of the training
-    interactions is a 1."""
-    pairs = train.select(F.col("user_id").cast("string"), F.col("item_id").cast("string")).distinct()
-    users, items = dense_ids(pairs, "user_id", "u"), dense_ids(pairs, "item_id", "i")
-    indexed = pairs.join(users, on="user_id", how="inner").join(items, on="item_id", how="inner")
-    model = ALS(
-        rank=params.rank,
-        regParam=params.reg_param,
-        alpha=params.alpha,
-        maxIter=max_iter,
-        seed=seed,
-        implicitPrefs=True,
-        userCol="u",
-        itemCol="i",
-        ratingCol="r",
-    ).fit(indexed.select("u", "i", F.lit(1.0).alias("r")))
+    interactions is a 1. A context: the distinct pairs stay cached inside it (the ids, the fit and the
+    joins back to the ids read them five times), so write or collect the factors there."""
+    pairs = train.select(F.col("user_id").cast("string"), F.col("item_id").cast("string")).distinct().cache()
+    try:
+        users, items = dense_ids(pairs, "user_id", "u"), dense_ids(pairs, "item_id", "i")
+        indexed = pairs.join(users, on="user_id", how="inner").join(items, on="item_id", how="inner")
+        model = ALS(
+            rank=params.rank,
+            regParam=params.reg_param,
+            alpha=params.alpha,
+            maxIter=max_iter,
+            seed=seed,
+            implicitPrefs=True,
+            userCol="u",
+            itemCol="i",
+            ratingCol="r",
+        ).fit(indexed.select("u", "i", F.lit(1.0).alias("r")))
 
-    def named(factors: DataFrame, ids: DataFrame, key: str, index: str) -> DataFrame:
-        return factors.join(ids.withColumnRenamed(index, "id"), on="id", how="inner").select(
-            key, F.col("features").alias("factor")
-        )
+        def named(factors: DataFrame, ids: DataFrame, key: str, index: str) -> DataFrame:
+            return factors.join(ids.withColumnRenamed(index, "id"), on="id", how="inner").select(
+                key, F.col("features").alias("factor")
+            )
 
-    return named(model.userFactors, users, "user_id", "u"), named(model.itemFactors, items, "item_id", "i")
+        yield named(model.userFactors, users, "user_id", "u"), named(model.itemFactors, items, "item_id", "i")
+    finally:
+        pairs.unpersist()
 
 
 def with_factors(vectors: DataFrame, factors: DataFrame, key: str, weight: float, rank: int) -> DataFrame:

@@ -211,15 +211,10 @@ def build_trained(
     weight = blend_weight(train, figures["objective"])
     scored_users, scored_items = data.only_scored(users), items
     if weight > 0:  # blended with ALS as the train stage ships it, ALS fitted on the same training rows
-        params = AlsParams(train.als_rank, train.als_reg_param, train.als_alpha)
-        user_factors, item_factors = als_factors(data.train, params, train.als_max_iter, train.seed)
-        scored_users, scored_items = blended(
-            scored_users,
-            items,
-            scratch.keep(user_factors, f"{tag}-als-users"),
-            scratch.keep(item_factors, f"{tag}-als-items"),
-            weight,
-        )
+        with als_factors(data.train, AlsParams.of(train), train.als_max_iter, train.seed) as factors:
+            user_factors = scratch.keep(factors[0], f"{tag}-als-users")
+            item_factors = scratch.keep(factors[1], f"{tag}-als-items")
+        scored_users, scored_items = blended(scored_users, items, user_factors, item_factors, weight)
     recommender = Recommender(spark, scored_items, data.train, None, config.recommend, scratch.matrix_dir)
     recs = recommender.recommend(scored_users, settings)
     figures = {**figures, "model_id": model.model_id, "curve": model.curve, "als_weight": weight}

@@ -92,15 +92,14 @@ def write_als_factors(ctx: RunContext, interactions: DataFrame, model_id: str) -
     recommend stage blends in. Returns figures (users and items with a factor, seconds)."""
     train, store = ctx.config.train, ctx.store
     started = time.perf_counter()
-    params = AlsParams(train.als_rank, train.als_reg_param, train.als_alpha)
-    users, items = als_factors(interactions, params, train.als_max_iter, train.seed)
     tag = F.lit(model_id).alias("model_id")
-    store.write_together(
-        {
-            ALS_USER_FACTORS: users.select("user_id", "factor", tag),
-            ALS_ITEM_FACTORS: items.select("item_id", "factor", tag),
-        }
-    )
+    with als_factors(interactions, AlsParams.of(train), train.als_max_iter, train.seed) as (users, items):
+        store.write_together(
+            {
+                ALS_USER_FACTORS: users.select("user_id", "factor", tag),
+                ALS_ITEM_FACTORS: items.select("item_id", "factor", tag),
+            }
+        )
     figures = {
         "als_users": check_finite(store.read(ALS_USER_FACTORS), ALS_USER_FACTORS, "user_id", "factor"),
         "als_items": check_finite(store.read(ALS_ITEM_FACTORS), ALS_ITEM_FACTORS, "item_id", "factor"),

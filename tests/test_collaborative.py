@@ -39,8 +39,13 @@ def factors(spark):
             "item_id": [f"i{j}" for j in rng.integers(0, 20, 400)],
         }
     )
-    users, items = als_factors(spark.createDataFrame(rows), AlsParams(3, 0.1, 1.0), 4, 7)
-    return rows, users.toPandas().set_index("user_id"), items.toPandas().set_index("item_id")
+    cache = spark._jsparkSession.sharedState().cacheManager()
+    cached_before = cache.isEmpty()
+    with als_factors(spark.createDataFrame(rows), AlsParams(3, 0.1, 1.0), 4, 7) as (users, items):
+        assert not cache.isEmpty()  # the distinct pairs, read by the ids, the fit and the joins
+        placed = rows, users.toPandas().set_index("user_id"), items.toPandas().set_index("item_id")
+    assert cache.isEmpty() == cached_before  # released on leaving
+    return placed
 
 
 def test_als_factors_place_every_user_and_item_of_the_training_rows(factors):
