@@ -243,7 +243,18 @@ class Train(_Section):
     dim: int = Field(128, ge=2, le=4096, description="dimension of the recommendation space")
     hidden: int = Field(512, ge=1, description="hidden width of the item tower's MLP")
     temperature: float = Field(0.05, gt=0, le=10, description="softmax temperature over cosine scores")
-    epochs: int = Field(6, ge=1, le=1000)
+    epochs: int = Field(6, ge=1, le=1000, description="objective auto: the most each objective trains on validation")
+    patience: int = Field(
+        1,
+        ge=1,
+        description="objective auto: an objective stops after this many epochs without a better validation NDCG@10",
+    )
+    refit_epochs: int = Field(
+        1,
+        ge=0,
+        description="objective auto: epochs on every interaction after the choice, continuing the winner from its "
+        "best validation epoch (0: ship that state)",
+    )
     batch_size: int = Field(512, ge=1)
     learning_rate: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)

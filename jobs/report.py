@@ -380,13 +380,15 @@ def objective_line(trained: dict) -> str:
     choice = trained.get("objective_choice")
     if not choice:
         return f"The towers were trained with the {objective} objective."
+    sequential, order_free = choice["sequential"], choice["order_free"]
     return (
         f"The towers were trained with the {objective} objective, chosen by `train.objective: auto` on "
-        f"{choice['validation_users']} users' newest training interaction (NDCG@10: sequential "
-        f"{choice['sequential']['ndcg@10']:.4f}, order-free {choice['order_free']['ndcg@10']:.4f}; sequential "
-        "only where its gain is over twice its standard error, "
-        f"{choice['sequential_gain']['ndcg@10']:.4f} ± {choice['sequential_gain']['standard_error']:.4f}); "
-        "the train stage chooses the same way on its own rows."
+        f"{choice['validation_users']} users' newest training interaction (NDCG@10 at each objective's best "
+        f"epoch: sequential {sequential['ndcg@10']:.4f} after {sequential['epochs']}, order-free "
+        f"{order_free['ndcg@10']:.4f} after {order_free['epochs']}; sequential only where its gain is over twice "
+        f"its standard error, {choice['sequential_gain']['ndcg@10']:.4f} ± "
+        f"{choice['sequential_gain']['standard_error']:.4f}), then continued from its best epoch on every "
+        "training interaction (`train.refit_epochs`); the train stage chooses the same way on its own rows."
     )
 
 

@@ -296,7 +296,7 @@ def fit_towers(
         "objective": settings.objective,
         **({"objective_choice": result.choice} if result.choice else {}),
         "final_loss": result.curve[-1]["loss"] if result.curve else None,
-        "training_seconds": round(sum(point["seconds"] for point in result.curve), 1),
+        "training_seconds": round(result.seconds(), 1),
         "training_peak_rss_mb": result.peak_rss_mb,
         "resumed_after_epochs": result.resumed_after,
     }

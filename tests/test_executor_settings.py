@@ -57,6 +57,8 @@ def test_the_default_config_builds_these_settings(default_config):
         id_min_interactions=5,
         id_dropout=0.2,
         objective="sequential",
+        patience=1,
+        refit_epochs=1,
         logq=True,
         mask_history=True,
         negatives=8192,

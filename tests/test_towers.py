@@ -1,6 +1,8 @@
 """The two-tower model without Spark: shapes, numpy inference = torch, seeding, and what it learns on
 planted personas (behaviour when texts say nothing; text alone for items nobody touched)."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from conftest import tower_settings
@@ -19,6 +21,7 @@ from segrec.udfs.towers import (
     id_rows,
     inference_history,
     train,
+    validation_figures,
 )
 
 TEXT_DIM = 24
@@ -306,7 +309,7 @@ def test_holding_out_the_newest_interaction_keeps_every_other_and_recounts_items
 
 
 def test_auto_chooses_the_sequential_objective_where_the_order_predicts_the_next_item():
-    choice = choose_objective(chains(), tower_settings(**FAST, objective="auto"), log=lambda _: None)
+    choice, chosen = choose_objective(chains(), tower_settings(**FAST, objective="auto"), log=lambda _: None)
     assert choice["objective"] == "sequential" and choice["validation_users"] == 200
     # order-free sees the walk's items but not which end is newest: its next item is one of two guesses
     assert choice["sequential"]["ndcg@10"] >= choice["order_free"]["ndcg@10"] + 0.1, choice
@@ -317,7 +320,7 @@ def test_auto_chooses_the_sequential_objective_where_the_order_predicts_the_next
 
 def test_auto_chooses_order_free_where_users_pick_by_taste_at_random_times():
     data, *_ = planted("uninformative")
-    choice = choose_objective(data, tower_settings(**FAST, objective="auto"), log=lambda _: None)
+    choice, _ = choose_objective(data, tower_settings(**FAST, objective="auto"), log=lambda _: None)
     assert choice["objective"] == "order_free", choice
     assert 0 < choice["sequential"]["ndcg@10"] <= 1 and 0 < choice["order_free"]["ndcg@10"] <= 1
     assert choice["sequential_gain"]["ndcg@10"] <= 2 * choice["sequential_gain"]["standard_error"]
@@ -327,4 +330,42 @@ def test_train_with_auto_ships_the_objective_validation_chose():
     data = chains()
     result = train(data, tower_settings(**{**FAST, "epochs": 4}, objective="auto"), log=lambda _: None)
     assert result.objective == "sequential" and result.choice["objective"] == "sequential"
-    assert len(result.curve) == 4
+    best = result.choice["sequential"]["epochs"]
+    # the winner's validation epochs up to its best, then refit_epochs (1) on every interaction
+    assert 1 <= best <= 4 and [p["epoch"] for p in result.curve] == list(range(1, best + 2))
+    assert result.seconds() >= result.choice["seconds"] > 0
+
+
+def test_an_objective_stops_after_patience_epochs_without_a_better_validation_figure():
+    """Early stopping: each objective's per-epoch validation NDCG@10 is kept, it stops ``patience`` epochs
+    after its best (or at ``epochs``), and the state handed on is the best epoch's."""
+    settings = tower_settings(**{**FAST, "epochs": 12}, objective="auto", patience=1)
+    choice, chosen = choose_objective(chains(), settings, log=lambda _: None)
+    for objective in ("sequential", "order_free"):
+        figures = choice[objective]
+        by_epoch, best = figures["ndcg@10_by_epoch"], figures["epochs"]
+        assert figures["ndcg@10"] == max(by_epoch) == by_epoch[best - 1]
+        assert by_epoch.index(max(by_epoch)) == best - 1  # ties keep the earlier epoch
+        assert len(by_epoch) == min(best + 1, 12)  # one epoch without a gain, then stopped
+        assert all(later <= max(by_epoch) for later in by_epoch[best:])
+    assert chosen["epochs"] == choice["sequential"]["epochs"] and len(chosen["curve"]) == chosen["epochs"]
+    # the state handed on scores what validation measured at that epoch
+    kept, users, held = hold_out_newest(chains(), seed=settings.seed)
+    rows = id_rows(chains().item_counts, settings)
+    probe = replace(settings, objective="sequential")
+    state = {name: tensor.numpy() for name, tensor in chosen["model"].items()}
+    gains, _ = validation_figures(TowerWeights(probe, state, kept.item_ids[rows > 0]), kept, users, held)
+    assert gains.mean() == pytest.approx(choice["sequential"]["ndcg@10"], abs=1e-6)
+
+
+def test_refit_epochs_zero_ships_the_best_validation_epoch_and_more_continue_it():
+    data = chains()
+    settings = tower_settings(**{**FAST, "epochs": 4}, objective="auto")
+    choice, chosen = choose_objective(data, settings, log=lambda _: None)
+    as_chosen = train(data, replace(settings, refit_epochs=0), log=lambda _: None)
+    assert [p["epoch"] for p in as_chosen.curve] == list(range(1, chosen["epochs"] + 1))
+    for name, tensor in chosen["model"].items():
+        np.testing.assert_array_equal(as_chosen.state[name], tensor.numpy())
+    refit = train(data, replace(settings, refit_epochs=2), log=lambda _: None)
+    assert len(refit.curve) == chosen["epochs"] + 2
+    assert not np.array_equal(refit.state["item_id.weight"], as_chosen.state["item_id.weight"])

@@ -78,7 +78,9 @@ def test_run_trains_between_embed_and_profile_and_records_the_model(trained_run)
     assert figures["objective"] == choice["objective"] in ("sequential", "order_free")
     assert choice["validation_users"] > 0 and 0 <= choice["sequential"]["ndcg@10"] <= 1
     assert figures["items"] == len(trained_run["data"].items)
-    assert len(manifest["train_curve"]) == TRAIN["epochs"]
+    # the winner's validation epochs up to its best, then one epoch on every interaction (refit_epochs)
+    best = choice[choice["objective"]]["epochs"]
+    assert 1 <= best <= TRAIN["epochs"] and len(manifest["train_curve"]) == best + 1
     assert all(np.isfinite(point["loss"]) for point in manifest["train_curve"])
     assert {"towers", "trained_item_vectors"} <= set(manifest["outputs"])
     saved = json.loads((trained_run["out"] / "towers" / "towers.json").read_text())

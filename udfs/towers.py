@@ -26,8 +26,10 @@ pandas UDFs through ``TowerWeights``.
 
 from __future__ import annotations
 
+import copy
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -65,6 +67,8 @@ class TowerSettings:
     id_dropout: float = from_config("train.id_dropout")
     # sequential | order_free | auto (decided on a validation hold-out inside training, ``choose_objective``)
     objective: str = resolved()
+    patience: int = from_config("train.patience")  # auto: epochs without a better validation figure
+    refit_epochs: int = from_config("train.refit_epochs")  # auto: the winner's epochs on every interaction
     logq: bool = from_config("train.logq")
     mask_history: bool = from_config("train.mask_history")
     negatives: int = from_config("train.negatives")
@@ -259,6 +263,12 @@ class TrainResult:
     objective: str = ""  # the objective the weights were trained with (auto: the one validation chose)
     choice: dict = field(default_factory=dict)  # auto: each objective's validation figures, and the users scored
 
+    def seconds(self) -> float:
+        """Training time: with ``objective: auto`` the choice's (both objectives' trainings and their
+        validation) and the epochs after it; otherwise the epochs'."""
+        warm = int(self.choice[self.objective]["epochs"]) if self.choice else 0
+        return float(self.choice.get("seconds", 0.0)) + sum(p["seconds"] for p in self.curve if p["epoch"] > warm)
+
 
 def train(
     data: TrainingData,
@@ -282,16 +292,24 @@ def train(
     deterministic = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True)
     try:
-        choice: dict | None = None
-        if settings.objective == "auto":
-            choice = checkpoints.load_choice() if checkpoints is not None else None
-            if choice is None:
-                choice = choose_objective(data, settings, rank, world, device, log)
-                if checkpoints is not None and rank == 0:
-                    checkpoints.save_choice(choice)
-            settings = replace(settings, objective=choice["objective"])
-        result = _train(data, settings, rank, world, device, log, checkpoints)
-        result.objective, result.choice = settings.objective, choice or {}
+        if settings.objective != "auto":
+            result = _train(data, settings, rank, world, device, log, checkpoints)
+            result.objective = settings.objective
+            return result
+        choice = checkpoints.load_choice() if checkpoints is not None else None
+        chosen = None  # the winner's state at its best validation epoch (resumed: its checkpoint instead)
+        if choice is None:
+            choice, chosen = choose_objective(data, settings, rank, world, device, log)
+            if checkpoints is not None and rank == 0:
+                # The checkpoint first: a choice on disk always has the state the final epochs continue.
+                checkpoints.save(chosen["model"], chosen["optimiser"], chosen["epochs"], chosen["curve"])
+                checkpoints.save_choice(choice)
+        settings = replace(settings, objective=choice["objective"])
+        # The winner continues on every interaction (the held-out newest ones included) from its best
+        # validation epoch, rather than training again from scratch.
+        epochs = int(choice[settings.objective]["epochs"]) + settings.refit_epochs
+        result = _train(data, settings, rank, world, device, log, checkpoints, epochs=epochs, start=chosen)
+        result.objective, result.choice = settings.objective, choice
         return result
     finally:
         torch.use_deterministic_algorithms(deterministic)
@@ -305,11 +323,22 @@ def _train(
     device: str,
     log,
     checkpoints: Checkpoints | None,
+    *,
+    epochs: int | None = None,
+    start: dict | None = None,
+    rows_np: np.ndarray | None = None,
+    after_epoch: Callable | None = None,
 ) -> TrainResult:
+    """The training loop, for ``epochs`` (default ``settings.epochs``) in all, continuing from a
+    checkpoint of this training, else from ``start`` (a checkpoint's dict kept in memory); ``rows_np``
+    the ID-embedding rows (default from ``data``'s counts); ``after_epoch(epochs_done, model, optimiser,
+    curve)`` called in every process after each epoch, True to stop there."""
     import torch
 
+    epochs = settings.epochs if epochs is None else epochs
     torch.manual_seed(settings.seed)  # the same initial weights in every process
-    rows_np = id_rows(data.item_counts, settings)
+    if rows_np is None:
+        rows_np = id_rows(data.item_counts, settings)
     model = build_model(data.item_text.shape[1], int(rows_np.max(initial=0)), settings).to(device)
     trained = model
     if world > 1:
@@ -334,15 +363,18 @@ def _train(
     mine = example_positions(data, settings)  # this process's users' (its shard of the examples)
     # Every process must take the same number of steps (DDP all-reduces at each one).
     steps = math.ceil(_max_over_processes(len(mine), world) / settings.batch_size)
-    start, curve = 0, []
-    saved = checkpoints.load() if checkpoints is not None else None
+    first, curve, resumed = 0, [], 0
+    saved = start
+    if saved is None and checkpoints is not None:
+        saved = checkpoints.load()
+        resumed = int(saved["epochs"]) if saved is not None else 0
+        if saved is not None and rank == 0:
+            log(f"train: resumed after epoch {resumed}/{epochs} from a checkpoint of this training")
     if saved is not None:
         model.load_state_dict(saved["model"])
         optimiser.load_state_dict(saved["optimiser"])
-        start, curve = int(saved["epochs"]), list(saved["curve"])
-        if rank == 0:
-            log(f"train: resumed after epoch {start}/{settings.epochs} from a checkpoint of this training")
-    for epoch in range(start, settings.epochs):
+        first, curve = int(saved["epochs"]), list(saved["curve"])
+    for epoch in range(first, epochs):
         started = time.perf_counter()
         rng = np.random.default_rng([settings.seed, epoch, rank])
         order = mine[rng.permutation(len(mine))] if len(mine) else mine
@@ -350,7 +382,7 @@ def _train(
             order = np.resize(order, steps * settings.batch_size)  # wrap around to the common count
         total, count = 0.0, 0
         for step in range(steps):
-            if checkpoints is not None and epoch == 1 and step == steps // 2:
+            if checkpoints is not None and epoch == max(first, 1) and step == steps // 2:
                 maybe_fail("train")  # tests: a process killed mid-epoch, after one checkpoint
             batch = order[step * settings.batch_size : (step + 1) * settings.batch_size]
             loss = _step_loss(
@@ -364,13 +396,15 @@ def _train(
         mean = _mean_over_processes(total, count, world)
         curve.append({"epoch": epoch + 1, "loss": round(mean, 6), "seconds": round(time.perf_counter() - started, 2)})
         if rank == 0:
-            log(f"train: epoch {epoch + 1}/{settings.epochs} loss {mean:.4f} ({curve[-1]['seconds']:.1f}s)")
-            if checkpoints is not None and epoch + 1 < settings.epochs:
+            log(f"train: epoch {epoch + 1}/{epochs} loss {mean:.4f} ({curve[-1]['seconds']:.1f}s)")
+            if checkpoints is not None and epoch + 1 < epochs:
                 checkpoints.save(model.state_dict(), optimiser.state_dict(), epoch + 1, curve)
+        if after_epoch is not None and after_epoch(epoch + 1, model, optimiser, curve):
+            break
     state = {name: tensor.detach().cpu().numpy().copy() for name, tensor in model.state_dict().items()}
     examples = _sum_over_processes(len(mine), world)
     return TrainResult(
-        state=state, curve=curve, examples=examples, id_items=data.item_ids[rows_np > 0], resumed_after=start
+        state=state, curve=curve, examples=examples, id_items=data.item_ids[rows_np > 0], resumed_after=resumed
     )
 
 
@@ -486,29 +520,36 @@ VALIDATION_USERS = 4096  # users per process whose newest interaction is held ou
 
 def choose_objective(
     data: TrainingData, settings: TowerSettings, rank: int = 0, world: int = 1, device: str = "cpu", log=print
-) -> dict:
+) -> tuple[dict, dict]:
     """Which objective predicts each user's newest interaction better on ``data`` (``settings`` with
     ``objective: auto``, where interactions have timestamps), in process ``rank`` of ``world`` on
     ``device``, reporting through ``log``: a seeded sample of users (up to ``VALIDATION_USERS`` per
-    process) loses its newest interaction, the towers are trained on the rest with each objective (for
-    the configured epochs: the sequential objective learns more slowly, and fewer epochs favour the
-    order-free one), and each is scored by NDCG@10 and recall@10 of the held-out items among every
-    trainable item, seen items masked, ranked by the very code that places users and items after
-    training (``TowerWeights``). The sequential objective is chosen only when its NDCG@10 is higher by
-    more than twice the standard error of the per-user difference: where the order carries no signal
-    it learns noise. Returns {"objective", "validation_users", "<objective>": {"ndcg@10", "recall@10"},
-    "sequential_gain": {"ndcg@10", "standard_error"}} (over every process's users)."""
+    process) loses its newest interaction, and the towers are trained on the rest with each objective.
+    After every epoch each is scored by NDCG@10 and recall@10 of the held-out items among every trainable
+    item, seen items masked, ranked by the very code that places users and items after training
+    (``TowerWeights``); an objective stops after ``settings.patience`` epochs without a better NDCG@10, or
+    at ``settings.epochs``, and its best epoch is what counts (the sequential objective learns more
+    slowly: a fixed, smaller number of epochs would favour the order-free one). The sequential objective
+    is chosen only when its NDCG@10 is higher by more than twice the standard error of the per-user
+    difference: where the order carries no signal it learns noise.
+
+    Returns (figures, the winner's state at its best epoch as a checkpoint's dict: model, optimiser,
+    epochs, curve). Figures: {"objective", "validation_users", "seconds", "<objective>": {"ndcg@10",
+    "recall@10", "epochs" (the best), "ndcg@10_by_epoch"}, "sequential_gain": {"ndcg@10",
+    "standard_error"}} (over every process's users)."""
+    started = time.perf_counter()
     kept, users, held = hold_out_newest(data, settings.seed, rank, world)
+    # The ID-embedding rows of the whole data, so that the winner's state fits the model trained on it
+    # (an item reaching id_min_interactions only with a held-out interaction has a row, trained on the rest).
+    rows = id_rows(data.item_counts, settings)
     figures: dict = {"validation_users": _sum_over_processes(len(users), world)}
-    gains = {}
+    gains, states = {}, {}
     for objective in OBJECTIVES:
         probe = replace(settings, objective=objective)
-        result = _train(kept, probe, rank, world, device, lambda _: None, None)
-        weights = TowerWeights(probe, result.state, result.id_items)
-        gains[objective], hits = validation_figures(weights, kept, users, held)
-        total = _sum_floats_over_processes([float(gains[objective].sum()), float(hits.sum()), float(len(users))], world)
-        count = max(total[2], 1.0)
-        figures[objective] = {"ndcg@10": round(total[0] / count, 6), "recall@10": round(total[1] / count, 6)}
+        best = _BestEpoch(probe, kept, users, held, kept.item_ids[rows > 0], world)
+        _train(kept, probe, rank, world, device, lambda _: None, None, rows_np=rows, after_epoch=best)
+        gains[objective], states[objective] = best.gains, best.state
+        figures[objective] = best.figures()
     # A paired comparison over the same users: the order counts only when its gain is beyond noise
     # (where order carries no signal the two objectives tie, and a tie goes to the simpler one).
     difference = gains["sequential"] - gains["order_free"]
@@ -519,13 +560,57 @@ def choose_objective(
     error = math.sqrt(max(squares / max(n, 1.0) - mean**2, 0.0) / max(n, 1.0))
     figures["sequential_gain"] = {"ndcg@10": round(mean, 6), "standard_error": round(error, 6)}
     figures["objective"] = "sequential" if mean > 2 * error else "order_free"
+    figures["seconds"] = round(time.perf_counter() - started, 2)
     if rank == 0:
         log(
-            f"train: objective auto: sequential NDCG@10 {figures['sequential']['ndcg@10']:.4f}, order-free "
-            f"{figures['order_free']['ndcg@10']:.4f} on {figures['validation_users']} users' newest "
+            f"train: objective auto: sequential NDCG@10 {figures['sequential']['ndcg@10']:.4f} (epoch "
+            f"{figures['sequential']['epochs']}), order-free {figures['order_free']['ndcg@10']:.4f} (epoch "
+            f"{figures['order_free']['epochs']}) on {figures['validation_users']} users' newest "
             f"interaction: {figures['objective']}"
         )
-    return figures
+    return figures, states[figures["objective"]]
+
+
+class _BestEpoch:
+    """Early stopping on the validation hold-out, as ``_train``'s ``after_epoch``: scores the model after
+    each epoch (summed over the ``world``'s processes, so every process decides alike), keeps the best
+    epoch's per-user gains and a copy of its state, and says stop after ``settings.patience`` epochs
+    without a better NDCG@10 (ties keep the earlier epoch)."""
+
+    def __init__(self, settings, data, users, held, id_items, world):
+        self.settings, self.world = settings, world
+        self.data, self.users, self.held, self.id_items = data, users, held, id_items
+        self.by_epoch: list[float] = []
+        self.ndcg, self.recall, self.epoch = -1.0, 0.0, 0
+        self.gains = np.zeros(0)
+        self.state: dict = {}
+
+    def __call__(self, epoch, model, optimiser, curve) -> bool:
+        state = {name: tensor.detach().cpu().numpy() for name, tensor in model.state_dict().items()}
+        gains, hits = validation_figures(
+            TowerWeights(self.settings, state, self.id_items), self.data, self.users, self.held
+        )
+        total = _sum_floats_over_processes([float(gains.sum()), float(hits.sum()), float(len(self.users))], self.world)
+        count = max(total[2], 1.0)
+        ndcg = total[0] / count
+        self.by_epoch.append(round(ndcg, 6))
+        if ndcg > self.ndcg:
+            self.ndcg, self.recall, self.epoch, self.gains = ndcg, total[1] / count, epoch, gains
+            self.state = {
+                "model": {name: tensor.detach().clone() for name, tensor in model.state_dict().items()},
+                "optimiser": copy.deepcopy(optimiser.state_dict()),
+                "epochs": epoch,
+                "curve": copy.deepcopy(curve),
+            }
+        return epoch - self.epoch >= self.settings.patience
+
+    def figures(self) -> dict:
+        return {
+            "ndcg@10": round(self.ndcg, 6),
+            "recall@10": round(self.recall, 6),
+            "epochs": self.epoch,
+            "ndcg@10_by_epoch": self.by_epoch,
+        }
 
 
 def hold_out_newest(
