@@ -345,8 +345,11 @@ def failure_reason(exc: BaseException) -> str:
 def checkpoint_dir(store: OutputStore, tag: str) -> str | None:
     """Where the training processes keep their per-epoch checkpoint: ``_staging/checkpoints-<tag>`` under
     output.path, as the processes' file system opens it. None (no checkpoints, with a warning) where
-    that is not a local or mounted path (an object store: s3://, abfss://, gs://, hdfs://)."""
+    that is not a local or mounted path (an object store: s3://, abfss://, gs://, hdfs://). A relative
+    output.path is the driver's working directory's, as Spark qualifies it too."""
     path = local_path(store.checkpoint_path(tag))
+    if "://" not in path and not path.startswith(("/", "dbfs:")):
+        path = os.path.abspath(path)
     if not os.path.isabs(path):
         log.warning(
             "train: checkpoints need output.path on a local or mounted file system, not %s: a failed "

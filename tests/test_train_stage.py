@@ -14,6 +14,7 @@ from segrec.jobs.bootstrap.synthetic import config_dict, generate, write_parquet
 from segrec.jobs.config import config_from_dict
 from segrec.jobs.io import OutputStore, local_path
 from segrec.jobs.two_towers import (
+    checkpoint_dir,
     fit_towers,
     learned_item_vectors,
     learned_user_vectors,
@@ -310,3 +311,22 @@ def test_an_als_blend_is_fitted_beside_the_towers_and_scored_by_recommend(spark,
     assert cli.main(["recommend", "--conf", conf_path]) == 2
     err = capsys.readouterr().err
     assert "als_item_factors was fitted beside towers-other" in err and "run train again" in err
+
+
+class _Store:
+    def __init__(self, root):
+        self.root = root
+
+    def checkpoint_path(self, name):
+        return f"{self.root}/_staging/checkpoints-{name}"
+
+
+def test_checkpoints_go_under_a_relative_output_path_and_not_to_an_object_store(tmp_path, monkeypatch, caplog):
+    """A relative output.path (the demo's ``output``) is the driver's working directory's, as Spark
+    qualifies it: the training processes keep checkpoints there; an object store has no file to resume."""
+    monkeypatch.chdir(tmp_path)
+    assert checkpoint_dir(_Store("output"), "train") == str(tmp_path / "output" / "_staging" / "checkpoints-train")
+    assert checkpoint_dir(_Store("file:/data/out"), "train") == "/data/out/_staging/checkpoints-train"
+    assert checkpoint_dir(_Store("dbfs:/out"), "train") == "/dbfs/out/_staging/checkpoints-train"
+    assert checkpoint_dir(_Store("s3://bucket/out"), "train") is None
+    assert "a failed training will restart from its first epoch" in caplog.text
