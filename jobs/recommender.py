@@ -390,7 +390,6 @@ class Recommender:
     ):
         self.spark, self.item_vectors, self.interactions, self.segments = spark, item_vectors, interactions, segments
         self.section, self.with_popularity, self.score_parts = recommend, with_popularity, score_parts
-        self._new_items: Recommender | bool | None = None  # the new items' own, built on first use (False: none)
         popularity = None
         if with_popularity:
             if segments is None:
@@ -440,31 +439,31 @@ class Recommender:
         ``recommend.new_item_slots``, that many of each list's places go to the best new items."""
         recs = self._recommend(user_vectors, settings)
         slots = min(self.section.new_item_slots, settings.k)
-        if slots == 0:
+        if slots == 0 or self.new_item_recommender is None:  # no new item in the catalogue
             return recs
-        if self._new_items is None:
-            new = new_items(self.item_vectors, self.interactions, self.section.new_item_interactions)
-            self.figures["new_items"] = new.count()
-            # a new-item catalogue is small: searched exactly unless it reaches ivf_min_items itself
-            plain = self.section.model_copy(update={"new_item_slots": 0, "search": "auto"})
-            self._new_items = (
-                Recommender(
-                    self.spark,
-                    self.item_vectors.join(new, on="item_id", how="left_semi"),
-                    self.interactions,
-                    self.segments,
-                    plain,
-                    self.matrix_dir,
-                    self.with_popularity,
-                    self.score_parts,
-                )
-                if self.figures["new_items"]
-                else False
-            )
-        if not isinstance(self._new_items, Recommender):
-            return recs  # no new item in the catalogue
-        fresh = self._new_items.recommend(user_vectors, replace(settings, k=slots, mmr_trade_off=None))
+        fresh = self.new_item_recommender.recommend(user_vectors, replace(settings, k=slots, mmr_trade_off=None))
         return with_new_item_slots(recs, fresh, settings.k, slots)
+
+    @functools.cached_property
+    def new_item_recommender(self) -> Recommender | None:
+        """A Recommender over the catalogue's new items alone (fewer than ``recommend.new_item_interactions``
+        training interactions), built on first use; None where there are none."""
+        new = new_items(self.item_vectors, self.interactions, self.section.new_item_interactions)
+        self.figures["new_items"] = new.count()
+        if not self.figures["new_items"]:
+            return None
+        # a new-item catalogue is small: searched exactly unless it reaches ivf_min_items itself
+        plain = self.section.model_copy(update={"new_item_slots": 0, "search": "auto"})
+        return Recommender(
+            self.spark,
+            self.item_vectors.join(new, on="item_id", how="left_semi"),
+            self.interactions,
+            self.segments,
+            plain,
+            self.matrix_dir,
+            self.with_popularity,
+            self.score_parts,
+        )
 
     def _recommend(self, user_vectors: DataFrame, settings: TopKSettings) -> DataFrame:
         if settings.popularity_weight > 0 and not self.with_popularity:

@@ -397,6 +397,11 @@ def test_new_item_slots_give_each_list_the_best_new_items_ranked_by_score(spark,
         assert len(set(got["item_id"]) & new) >= min(slots, len(unseen_new)), user
     # no slots: the lists as they were
     assert run(spark, inputs, plan=plan, new_item_slots=0)[0].equals(plain)
+    # slots, in a catalogue without new items: the lists as they are without slots
+    touched = inputs["interactions"].select("item_id").distinct()
+    known = {**inputs, "item_vectors": inputs["item_vectors"].join(touched, on="item_id", how="left_semi")}
+    none_new, figures = run(spark, known, plan=plan, new_item_slots=slots)
+    assert figures["new_items"] == 0 and none_new.equals(run(spark, known, plan=plan)[0])
 
 
 def test_every_recommendation_says_whether_its_item_is_new(spark, tmp_path):
