@@ -140,7 +140,8 @@ def test_connect_run_logs_the_towers_and_segments_to_mlflow(both):
     manifest = json.loads((both["remote"] / "manifest.json").read_text())
     assert run.info.run_id == manifest["mlflow_run_id"]
     losses = client.get_metric_history(run.info.run_id, "train.loss")
-    assert [m.step for m in losses] == [1]
+    # epochs: 1 with objective auto: the winner's one validation epoch, then one on every row
+    assert [m.step for m in losses] == [1, 2] == [p["epoch"] for p in manifest["train_curve"]]
     assert [m.value for m in losses] == pytest.approx([p["loss"] for p in manifest["train_curve"]])
     assert run.data.metrics["segment.k"] == 2 and run.data.params["train.dim"] == "8"
     towers = {a.path for a in client.list_artifacts(run.info.run_id, "models/towers")}
