@@ -243,7 +243,12 @@ class Train(_Section):
     dim: int = Field(128, ge=2, le=4096, description="dimension of the recommendation space")
     hidden: int = Field(512, ge=1, description="hidden width of the item tower's MLP")
     temperature: float = Field(0.05, gt=0, le=10, description="softmax temperature over cosine scores")
-    epochs: int = Field(6, ge=1, le=1000, description="objective auto: the most each objective trains on validation")
+    epochs: int = Field(
+        6,
+        ge=1,
+        le=1000,
+        description="passes over every row; objective auto: the most each objective trains on validation",
+    )
     patience: int = Field(
         1,
         ge=1,

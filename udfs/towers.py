@@ -329,8 +329,8 @@ def _train(
     rows_np: np.ndarray | None = None,
     after_epoch: Callable | None = None,
 ) -> TrainResult:
-    """The training loop, for ``epochs`` (default ``settings.epochs``) in all, continuing from a
-    checkpoint of this training, else from ``start`` (a checkpoint's dict kept in memory); ``rows_np``
+    """The training loop, for ``epochs`` (default ``settings.epochs``) in all, continuing from ``start``
+    (a checkpoint's dict kept in memory), else from a checkpoint of this training if any; ``rows_np``
     the ID-embedding rows (default from ``data``'s counts); ``after_epoch(epochs_done, model, optimiser,
     curve)`` called in every process after each epoch, True to stop there."""
     import torch
