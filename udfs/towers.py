@@ -596,9 +596,10 @@ class _BestEpoch:
         self.by_epoch.append(round(ndcg, 6))
         if ndcg > self.ndcg:
             self.ndcg, self.recall, self.epoch, self.gains = ndcg, total[1] / count, epoch, gains
+            # On the CPU: the copy waits while the other objective trains, and must not double the GPU's load.
             self.state = {
-                "model": {name: tensor.detach().clone() for name, tensor in model.state_dict().items()},
-                "optimiser": copy.deepcopy(optimiser.state_dict()),
+                "model": _on_cpu(model.state_dict()),
+                "optimiser": _on_cpu(optimiser.state_dict()),
                 "epochs": epoch,
                 "curve": copy.deepcopy(curve),
             }
@@ -611,6 +612,17 @@ class _BestEpoch:
             "epochs": self.epoch,
             "ndcg@10_by_epoch": self.by_epoch,
         }
+
+
+def _on_cpu(value):
+    """A copy of ``value`` (a state_dict: nested dicts and lists of tensors and plain values) on the CPU."""
+    if isinstance(value, dict):
+        return {key: _on_cpu(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_on_cpu(item) for item in value]
+    if hasattr(value, "detach"):
+        return value.detach().to("cpu", copy=True)
+    return copy.deepcopy(value)
 
 
 def hold_out_newest(
