@@ -117,8 +117,15 @@ def run(ctx: RunContext) -> dict[str, int]:
         users_t = user_texts(users, interactions, model_id)
         needed = distinct_texts(items_t, users_t)
 
-        stores = [store] + ([ctx.reuse_from] if ctx.reuse_from is not None else [])
-        previous = [s.read(n) for s in stores for n in VECTOR_OUTPUTS if config.embed.incremental and s.exists(n)]
+        # Vectors to reuse: this output's, evaluate's source run's, and a dated run's previous night's.
+        stores = [store, ctx.reuse_from, store.previous(VECTOR_OUTPUTS[0]) if store.run_date else None]
+        previous = [
+            s.read(n)
+            for s in stores
+            if s is not None
+            for n in VECTOR_OUTPUTS
+            if config.embed.incremental and s.exists(n)
+        ]
         known = known_vectors(previous, model_id)
         to_embed = needed if known is None else needed.join(known.select("text_hash"), "text_hash", how="left_anti")
 

@@ -8,6 +8,7 @@ JVM gateway exists (Spark Connect) local paths are handled with ``os``.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -170,6 +171,51 @@ class OutputStore:
             return f"{self.root}/{name}/run_date={self.run_date}"
         return f"{self.root}/{name}"
 
+    def previous_date(self, name: str) -> str | None:
+        """The newest run date before this run's that holds dataset ``name`` (dated runs; None when
+        there is none or the run has no date). A partition is renamed into place only when complete,
+        so one that is there is whole."""
+        if not self.run_date:
+            return None
+        if self.format == "table":
+            if not self.spark.catalog.tableExists(self.table(name)):
+                return None
+            row = (
+                self.spark.table(self.table(name))
+                .where(F.col("run_date") < F.lit(self.run_date).cast("date"))
+                .agg(F.max("run_date").alias("d"))
+                .first()
+            )
+            return None if row is None or row["d"] is None else str(row["d"])
+        prefix = "run_date="
+        dates = [
+            entry[len(prefix) :]
+            for entry in self.fs.list_names(f"{self.root}/{name}")
+            if entry.startswith(prefix) and entry[len(prefix) :] < self.run_date
+        ]
+        return max(dates) if dates else None
+
+    def previous(self, name: str) -> OutputStore | None:
+        """A store that reads the previous run's ``name``: the newest earlier run_date partition in a
+        dated run; in an undated run this store itself (the dataset is the last run's until this run
+        replaces it). None when there is no previous ``name``."""
+        if not self.run_date:
+            return self if self.exists(name) else None
+        date = self.previous_date(name)
+        return None if date is None else self.dated(date)
+
+    def latest(self, name: str) -> OutputStore | None:
+        """A store that reads the newest ``name`` up to this run: this run's own when it has written
+        it, else the previous run's (:meth:`previous`): how a dated night finds the models the last
+        night fitted. None when neither exists."""
+        return self if self.exists(name) else self.previous(name)
+
+    def dated(self, run_date: str) -> OutputStore:
+        """This store as the run of ``run_date`` sees it (same root, format and run id)."""
+        other = copy.copy(self)
+        other.run_date = run_date
+        return other
+
     def table(self, name: str) -> str:
         return f"{self.database}.{name}" if self.database else name
 
@@ -280,12 +326,15 @@ class OutputStore:
             reader = reader.schema(df.schema)
         return reader.load(staging)
 
-    def save_model(self, model, name: str) -> None:
-        """Save a Spark ML model (its own persistence format, no pickle) atomically under ``name``."""
+    def save_model(self, model, name: str, files: dict[str, bytes] | None = None) -> None:
+        """Save a Spark ML model (its own persistence format, no pickle) atomically under ``name``, with
+        ``files`` (file name -> bytes) beside it in the same directory."""
         self.check_replaceable(name)
         staging = self.staging_path(name)
         self.fs.delete(staging)
         model.write().overwrite().save(staging)
+        for file, data in (files or {}).items():
+            self.fs.write_bytes(f"{staging}/{file}", data)
         self.mark(staging)
         self._swap(staging, self.path(name))
 

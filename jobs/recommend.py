@@ -74,7 +74,8 @@ def read_als_factors(ctx: RunContext, space: str) -> tuple[DataFrame, DataFrame]
     are missing or from another model."""
     factors = []
     for name in (ALS_USER_FACTORS, ALS_ITEM_FACTORS):
-        df = ctx.store.read(name, needed_by="recommend (train.als_weight above 0)")
+        source = ctx.store.latest(name) or ctx.store  # a dated night that applied the towers: the fit's night
+        df = source.read(name, needed_by="recommend (train.als_weight above 0)")
         found = df.select("model_id").first()
         if found is not None and found["model_id"] != space:
             raise InputError(

@@ -18,7 +18,7 @@ import logging
 import os
 import re
 import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 import pandas as pd
@@ -400,7 +400,10 @@ MODEL_FILES = ("towers.safetensors", "towers.json", "id_items.json")  # what sav
 def saved_als_weight(store: OutputStore, model_id: str) -> float:
     """The ALS weight the saved model in ``store`` was fitted with (``towers.json`` alone: the weights,
     ID embeddings included, stay on disk), 0 when there is no saved model or it is not ``model_id``."""
-    path = f"{store.path(MODEL)}/towers.json"
+    source = store.latest(MODEL)
+    if source is None:
+        return 0.0
+    path = f"{source.path(MODEL)}/towers.json"
     if not store.fs.exists(path):
         return 0.0
     meta = json.loads(store.fs.read_bytes(path).decode("utf-8"))
@@ -419,7 +422,8 @@ def load_model(store: OutputStore) -> TrainedModel:
         raise InputError(
             f"cannot read the trained model at {root}: {str(exc).splitlines()[0]}: run `segrec train`"
         ) from None
-    settings = TowerSettings(**meta["settings"])
+    settings = saved_settings(meta, f"{root}/towers.json")
+    check_state(settings, state, f"{root}/towers.safetensors")
     return TrainedModel(
         TowerWeights(settings, state, id_items),
         meta["model_id"],
@@ -430,11 +434,68 @@ def load_model(store: OutputStore) -> TrainedModel:
     )
 
 
+def saved_settings(meta: dict, where: str) -> TowerSettings:
+    """The towers' settings ``towers.json`` (at ``where``) records in ``meta``. A field that a model of
+    an earlier segrec lacks takes its default from the config's defaults (logged); a field this
+    version does not know, a missing resolved field (the objective) or a value of the wrong type stops
+    with exit 2 naming the file and the field."""
+    recorded = meta.get("settings")
+    if not isinstance(recorded, dict):
+        raise InputError(f"{where}: field 'settings' is missing or not an object: run `segrec train`")
+    known = {f.name for f in fields(TowerSettings)}
+    unknown = sorted(set(recorded) - set(known))
+    if unknown:
+        raise InputError(
+            f"{where}: field(s) settings.{', settings.'.join(unknown)} are unknown to this segrec (a model "
+            "written by a newer version?): run `segrec train` with this version, or upgrade segrec"
+        )
+    defaults = executor_settings(TowerSettings, objective=recorded.get("objective", "sequential"))
+    missing = sorted(name for name in known if name not in recorded)
+    if "objective" in missing:
+        raise InputError(f"{where}: field settings.objective is missing (it cannot be defaulted): run `segrec train`")
+    if missing:
+        log.warning(
+            "%s: written by an earlier segrec without settings %s: loading with their defaults %s",
+            where,
+            ", ".join(missing),
+            ", ".join(f"{name}={getattr(defaults, name)!r}" for name in missing),
+        )
+    for name, value in recorded.items():
+        expected = type(getattr(defaults, name))
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            continue
+        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+            raise InputError(
+                f"{where}: field settings.{name} is {value!r}, expected a {expected.__name__}: run `segrec train`"
+            )
+    return replace(defaults, **recorded)
+
+
+def check_state(settings: TowerSettings, state: dict, where: str) -> None:
+    """Exit 2 naming ``where`` (the weights file) when ``state`` lacks a tensor that ``settings``
+    need to apply the towers, or holds one of the wrong width."""
+    needed = ["text_skip.weight", "text_mlp.0.weight", "text_mlp.0.bias", "text_mlp.2.weight", "text_mlp.2.bias"]
+    needed += ["item_id.weight"] + (["history_map.weight"] if settings.history_map else [])
+    needed += ["user_text.weight"] if settings.user_text else []
+    missing = [name for name in needed if name not in state]
+    if missing:
+        raise InputError(
+            f"{where}: tensor(s) {', '.join(missing)} missing for the settings recorded beside it: run `segrec train`"
+        )
+    if state["text_skip.weight"].shape[0] != settings.dim:
+        raise InputError(
+            f"{where}: text_skip.weight has {state['text_skip.weight'].shape[0]} rows, settings.dim is "
+            f"{settings.dim}: run `segrec train`"
+        )
+
+
 def trained_model(ctx: RunContext) -> TrainedModel | None:
-    """The saved model when training is on and one exists (its text vectors' model must match)."""
-    if not ctx.config.train.enabled or not ctx.store.exists(MODEL):
+    """The saved model when training is on and one exists (its text vectors' model must match): this
+    run's, or in a dated run that did not fit one, the newest earlier night's."""
+    source = ctx.store.latest(MODEL) if ctx.config.train.enabled else None
+    if source is None:
         return None
-    model = load_model(ctx.store)
+    model = load_model(source)
     text_model = (ctx.manifest.model or {}).get("model_id") or _text_model_id(ctx.store)
     if model.text_model_id and text_model and model.text_model_id != text_model:
         raise InputError(
