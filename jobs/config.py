@@ -356,7 +356,29 @@ class Segment(_Section):
         description="a label term, engaged item or interest tag is shown only when at least this many "
         "users (of the segment, for a segment's portrait) wrote or engaged with it, so none singles a person out",
     )
-    model_path: str | None = Field(None, description="assign mode: a saved model; None: this output's")
+    model_path: str | None = Field(
+        None, description="assign mode: a saved model; None: this output's (a dated run: the newest up to its date)"
+    )
+    keep_id_jaccard: float = Field(
+        0.5,
+        gt=0.0,
+        le=1.0,
+        description="a refitted segment keeps the previous run's id when its members' Jaccard with that "
+        "segment's (matched one-to-one) reaches this; else it gets a new id (Hennig 2007: at or below 0.5 "
+        "a cluster has dissolved)",
+    )
+    refit: Literal["always", "drift"] = Field(
+        "always",
+        description="fit mode: always refit; drift: place users with the previous run's model and refit only "
+        "when drift_threshold is passed (or no previous model exists)",
+    )
+    drift_threshold: float = Field(
+        0.2,
+        gt=0.0,
+        le=1.0,
+        description="refit: drift refits when this share of tonight's users are new or nearest a centre "
+        "other than their previous segment's",
+    )
 
     @model_validator(mode="after")
     def _range(self) -> Segment:

@@ -44,6 +44,7 @@ DATASETS = (
     "user_vectors",
     "segments",
     "segment_summary",
+    "segment_transitions",
     "user_interests",
     "recommendations",
 )

@@ -22,17 +22,31 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
 
 import numpy as np
+import pyarrow as pa
 from pyspark.ml.clustering import BisectingKMeansModel, KMeansModel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from scipy.optimize import linear_sum_assignment
 
 from segrec.jobs.config import Segment
 from segrec.jobs.context import RunContext
 from segrec.jobs.errors import InputError
-from segrec.jobs.io import local_path
+from segrec.jobs.io import OutputStore, local_path
+from segrec.jobs.segment_continuity import (
+    IDS_FILE,
+    Continuity,
+    SegmentIds,
+    carried,
+    centre_shift,
+    in_stable_ids,
+    match,
+    overlap,
+    relabel,
+    transitions,
+)
 from segrec.jobs.segmentation import (
     SegmentModel,
     assess,
@@ -46,6 +60,7 @@ from segrec.jobs.segmentation import (
     user_terms,
 )
 from segrec.jobs.vectors import item_vectors_for, space_of
+from segrec.udfs.schemas import DATASETS, SEGMENT_CONTINUITY, spark_schema
 
 log = logging.getLogger("segrec")
 
@@ -58,43 +73,88 @@ def load_model(path: str) -> SegmentModel:
             return kind.load(path)
         except Exception as exc:  # Spark raises a JVM error class that differs by version and session
             problem = problem or str(exc).splitlines()[0]
-    raise InputError(f"segment.mode=assign: cannot load a segment model from {path}: {problem}")
+    raise InputError(f"cannot load a segment model from {path}: {problem}: run `segrec segment` in fit mode")
 
 
-def saved_parents(spark: SparkSession, store, settings: Segment) -> DataFrame | None:
-    """Assign mode: the parents the fitted run recorded in ``segment_summary`` (bisecting), if any."""
-    if settings.algorithm != "bisecting" or not store.exists("segment_summary"):
+@dataclass(frozen=True)
+class SavedSegments:
+    """A saved segment model with its stable ids, and the store (run) it was read from."""
+
+    model: SegmentModel
+    ids: SegmentIds
+    path: str
+    store: OutputStore | None  # None: a model_path outside the output
+
+
+def saved_segments(store: OutputStore, settings: Segment, latest: bool) -> SavedSegments | None:
+    """The model ``segment.model_path`` names, else this output's newest up to this run (``latest``)
+    or before it (the previous run's, when this run is about to fit its own); None when there is none."""
+    if settings.model_path:
+        source, path = None, settings.model_path
+    else:
+        source = store.latest("segment_model") if latest else store.previous("segment_model")
+        if source is None:
+            return None
+        path = source.path("segment_model")
+    model = load_model(path)
+    k = len(model.clusterCenters())
+    where = f"{path}/{IDS_FILE}"
+    try:
+        data = store.fs.read_bytes(where) if store.fs.exists(where) else None
+    except Exception:  # a model_path on a file system this store's cannot open: it has no ids file for us
+        data = None
+    ids = SegmentIds.numbered(k) if data is None else SegmentIds.from_json(data, where, k)
+    return SavedSegments(model, ids, path, source)
+
+
+def saved_parents(spark: SparkSession, saved: SavedSegments, settings: Segment) -> DataFrame | None:
+    """Bisecting: the parents the fitted run recorded in its ``segment_summary``, by centre, if any."""
+    if settings.algorithm != "bisecting" or saved.store is None or not saved.store.exists("segment_summary"):
         return None
     rows = (
-        store.read("segment_summary").where(F.col("parent_id").isNotNull()).select("segment_id", "parent_id").collect()
-    )
-    return spark.createDataFrame([tuple(r) for r in rows], "segment_id int, parent_id int") if rows else None
-
-
-def agreement(previous: DataFrame, current: DataFrame) -> float | None:
-    """Share of users in both runs whose segment matches, after matching segments one-to-one."""
-    pairs = (
-        previous.select("user_id", F.col("segment_id").alias("old"))
-        .join(current.select("user_id", F.col("segment_id").alias("new")), on="user_id", how="inner")
-        .groupBy("old", "new")
-        .count()
+        saved.store.read("segment_summary")
+        .where(F.col("parent_id").isNotNull())
+        .select("segment_id", "parent_id")
         .collect()
     )
-    if not pairs:
+    centre = {stable: c for c, stable in enumerate(saved.ids.ids)}
+    found = [(centre[r["segment_id"]], r["parent_id"]) for r in rows if r["segment_id"] in centre]
+    return spark.createDataFrame(found, "segment_id int, parent_id int") if found else None
+
+
+def carried_stability(saved: SavedSegments) -> dict | None:
+    """The stability figures the run that fitted ``saved`` measured, by centre (a night that keeps the
+    model does not bootstrap again); None where its summary is not there to read."""
+    if saved.store is None or not saved.store.exists("segment_summary"):
         return None
-    olds = sorted({p["old"] for p in pairs})
-    news = sorted({p["new"] for p in pairs})
-    table = np.zeros((len(olds), len(news)))
-    for p in pairs:
-        table[olds.index(p["old"]), news.index(p["new"])] = p["count"]
-    rows, cols = linear_sum_assignment(table, maximize=True)
-    return round(float(table[rows, cols].sum() / table.sum()), 6)
+    rows = {
+        r["segment_id"]: r
+        for r in saved.store.read("segment_summary").select("segment_id", "stability", "size").collect()
+    }
+    if any(stable not in rows for stable in saved.ids.ids):
+        return None
+    stability = [rows[stable]["stability"] for stable in saved.ids.ids]
+    sizes = [rows[stable]["size"] for stable in saved.ids.ids]
+    known = [(j, n) for j, n in zip(stability, sizes, strict=True) if j is not None]
+    return {
+        "stability": stability,
+        "mean_stability": round(sum(j * n for j, n in known) / max(sum(n for _, n in known), 1), 4),
+        "silhouette": None,
+    }
 
 
-def stability_figures(shipped: dict, settings: Segment) -> dict:
-    """The manifest's figures for the shipped segments' stability, and a warning naming the segments
-    that did not come back in the bootstrap refits."""
-    weak = {i: j for i, j in enumerate(shipped["stability"]) if j is None or j < settings.min_stability}
+def drift(pairs: list[tuple[int | None, int | None, int]], ids: SegmentIds) -> float:
+    """The share of tonight's users who are new, or nearest a saved centre other than their previous
+    segment's: what ``segment.refit: drift`` compares with ``segment.drift_threshold``."""
+    tonight = sum(users for _, new, users in pairs if new is not None)
+    stayed = sum(users for old, new, users in pairs if new is not None and old is not None and ids.ids[new] == old)
+    return round(1.0 - stayed / tonight, 6) if tonight else 0.0
+
+
+def stability_figures(shipped: dict, settings: Segment, ids: list[int]) -> dict:
+    """The manifest's figures for the shipped segments' stability (by stable id), and a warning naming
+    the segments that did not come back in the bootstrap refits."""
+    weak = {ids[i]: j for i, j in enumerate(shipped["stability"]) if j is None or j < settings.min_stability}
     if weak:
         log.warning(
             "segment: segment(s) %s are constructed, not reproducible (bootstrap Jaccard %s, below "
@@ -105,9 +165,9 @@ def stability_figures(shipped: dict, settings: Segment) -> dict:
             settings.min_stability,
         )
     return {
-        "segment_stability": shipped["stability"],
+        "segment_stability": {str(ids[i]): j for i, j in enumerate(shipped["stability"])},
         "mean_stability": shipped["mean_stability"],
-        "reproducible_segments": shipped["reproducible"],
+        "reproducible_segments": len(ids) - len(weak),
         "constructed_segments": sorted(weak),
         "silhouette": shipped["silhouette"],
     }
@@ -115,59 +175,123 @@ def stability_figures(shipped: dict, settings: Segment) -> dict:
 
 def run(ctx: RunContext) -> dict:
     """Segment the users for the run ``ctx``: reads ``user_vectors``, ``interactions``, ``items``, the
-    item vectors of the users' space and ``users``; writes ``segments``, ``segment_summary``,
-    ``user_interests`` and (fit mode) ``segment_model``. Returns the stage's figures (k, stability per
-    segment, the curve k was chosen on, agreement with the previous run)."""
+    item vectors of the users' space, ``users`` and the previous run's ``segments`` and segment model;
+    writes ``segments``, ``segment_summary``, ``segment_transitions``, ``user_interests`` and (when it
+    fitted or kept a model) ``segment_model`` with its stable ids. Returns the stage's figures (k,
+    stability per segment, the curve k was chosen on, whether it refitted and why, continuity with the
+    previous run)."""
     store, settings, spark = ctx.store, ctx.config.segment, ctx.spark
     user_vectors = store.read("user_vectors", needed_by="segment")
     interactions = store.read("interactions", needed_by="segment")
     items = store.read("items", needed_by="segment")
     item_vectors = item_vectors_for(store, space_of(user_vectors))  # the user vectors' own space
     users = store.read("users") if store.exists("users") else None
+    before = store.previous("segments")
+    previous_segments = before.read("segments") if before is not None else None
+    run_date = store.run_date or datetime.now(timezone.utc).date().isoformat()
 
     with ctx.manifest.stage("segment") as figures:
+        figures["previous_run"] = None if before is None else (before.run_date or "the undated previous output")
         feats = features(user_vectors).cache()
         n_users = feats.count()
-        if settings.mode == "assign":
-            model = load_model(settings.model_path or store.path("segment_model"))
-            centroids = centres_of(model)
-            first = user_vectors.select("vector").first()
-            dim = len(first["vector"]) if first else centroids.shape[1]
-            if centroids.shape[1] != dim:
-                raise InputError(f"segment model has {centroids.shape[1]}-dim centroids, user vectors have {dim}")
-            shipped, curve, parents = (
-                assess(spark, feats, centroids, settings, n_users),
-                None,
-                saved_parents(spark, store, settings),
+        first = user_vectors.select("vector").first()
+        saved = None
+        if settings.mode == "assign" or settings.refit == "drift":
+            saved = saved_segments(store, settings, latest=settings.mode == "assign")
+            if saved is None and settings.mode == "assign":
+                raise InputError(
+                    f"segment.mode=assign needs a segment model under {store.path('segment_model')} (or "
+                    "segment.model_path): run `segrec segment` in fit mode first"
+                )
+            if saved is not None and first is not None and centres_of(saved.model).shape[1] != len(first["vector"]):
+                raise InputError(
+                    f"segment model {saved.path} has {centres_of(saved.model).shape[1]}-dim centroids, user "
+                    f"vectors have {len(first['vector'])}: refit (segment.mode: fit, segment.refit: always)"
+                )
+
+        curve, parents, shipped = None, None, None
+        if saved is not None:
+            segments = store.write_staged(
+                assign_segments(user_vectors, centres_of(saved.model), settings.temperature), "segments_new"
             )
-            figures["mode"] = "assign"
+            pairs = overlap(previous_segments, segments)
+            if settings.mode == "assign":
+                figures["mode"], figures["model"] = "assign", saved.path
+            else:
+                moved = drift(pairs, saved.ids)
+                figures["drift"] = moved
+                shipped = carried_stability(saved) if moved < settings.drift_threshold else None
+                if shipped is not None:
+                    figures["mode"], figures["model"] = "kept", saved.path
+                    figures["refit_reason"] = (
+                        f"drift {moved:.3f} below segment.drift_threshold {settings.drift_threshold}: "
+                        "users placed with the previous run's model"
+                    )
+                else:
+                    figures["refit_reason"] = (
+                        f"drift {moved:.3f} reached segment.drift_threshold {settings.drift_threshold}"
+                        if moved >= settings.drift_threshold
+                        else "the previous run's stability figures are not there to carry: refitted"
+                    )
+                    saved = None
+        if saved is not None:
+            model, ids = saved.model, saved.ids
+            centroids = centres_of(model)
+            if shipped is None:
+                shipped = assess(spark, feats, centroids, settings, n_users)
+            else:
+                figures["stability_from"] = saved.path
+            parents = saved_parents(spark, saved, settings)
+            continuity = carried(pairs, ids)
         else:
             model, curve, shipped = fit(spark, feats, settings, n_users)
             centroids = centres_of(model)
             if curve is not None:
                 figures["stability_by_k"] = curve
             figures["mode"] = "fit"
-        figures.update(stability_figures(shipped, settings))
-
-        segments = store.write_staged(assign_segments(user_vectors, centroids, settings.temperature), "segments_new")
-        if settings.mode == "fit":
+            segments = store.write_staged(
+                assign_segments(user_vectors, centroids, settings.temperature), "segments_new"
+            )
             hierarchy = parents_of(feats, segments, settings, len(centroids))
             parents = hierarchy[0] if hierarchy else None
-            if store.exists("segments"):
-                figures["agreement_with_previous"] = agreement(store.read("segments"), segments)
+            pairs = overlap(previous_segments, segments)
+            previous_model = saved_segments(store, settings.model_copy(update={"model_path": None}), latest=False)
+            continuity = match(
+                pairs,
+                len(centroids),
+                previous_model.ids if previous_model else None,
+                settings.keep_id_jaccard,
+                run_date,
+            )
+            if previous_model is not None:
+                figures["centre_shift"] = centre_shift(
+                    centres_of(previous_model.model), centroids, previous_model.ids.ids, continuity.ids.ids
+                )
+        ids = continuity.ids
+        figures.update(stability_figures(shipped, settings, ids.ids))
+        figures.update(continuity_figures(continuity, pairs))
         feats.unpersist()
+
         terms = store.write_staged(user_terms(users, items, interactions, settings.min_term_users), "user_terms")
         summary = summarise(
             spark, segments, terms, items, interactions, item_vectors, centroids, settings, shipped, parents
         )
         outputs = {
-            "segments": segments,
-            "segment_summary": summary,
+            "segments": with_previous(
+                relabel(segments, ids.ids, ("segment_id",), ("top_segments",)), previous_segments
+            ),
+            "segment_summary": with_continuity(
+                spark, relabel(summary, ids.ids, ("segment_id", "nearest_segment")), continuity
+            ),
+            "segment_transitions": spark.createDataFrame(
+                transitions(in_stable_ids(pairs, ids), settings.min_term_users),
+                spark_schema(DATASETS["segment_transitions"]),
+            ),
             "user_interests": user_interests(terms, settings.interest_terms, settings.min_term_users),
         }
         store.write_together(outputs)
-        if settings.mode == "fit":
-            store.save_model(model, "segment_model")
+        if figures["mode"] != "assign":
+            store.save_model(model, "segment_model", {IDS_FILE: ids.to_json()})
             ctx.manifest.record_output("segment_model")
             log_to_tracker(ctx, centroids, curve)
         store.drop_staged("segments_new")
@@ -179,6 +303,59 @@ def run(ctx: RunContext) -> dict:
         figures.update(k=len(centroids), users=n_users)
         ctx.manifest.segments = table
     return figures
+
+
+def continuity_figures(continuity: Continuity, pairs: list[tuple[int | None, int | None, int]]) -> dict:
+    """The manifest's record of how tonight's segments relate to the previous run's."""
+    tonight = sum(users for _, new, users in pairs if new is not None)
+    return {
+        "agreement_with_previous": continuity.agreement,
+        "new_users": sum(users for old, new, users in pairs if old is None and new is not None),
+        "departed_users": sum(users for old, new, users in pairs if old is not None and new is None),
+        "users_tonight": tonight,
+        "segments_vs_previous": [
+            {
+                "segment_id": stable,
+                "status": continuity.status[stable],
+                "status_ids": continuity.status_ids[stable],
+                "matched_jaccard": continuity.matched_jaccard[stable],
+                "previous_size": continuity.previous_size.get(stable),
+            }
+            for stable in sorted(continuity.ids.ids)
+        ],
+        "retired_segments": continuity.retired,
+    }
+
+
+def with_previous(segments: DataFrame, previous: DataFrame | None) -> DataFrame:
+    """``segments`` with each user's ``previous_segment_id`` (null for a user new tonight)."""
+    if previous is None:
+        return segments.withColumn("previous_segment_id", F.lit(None).cast("int"))
+    before = previous.select("user_id", F.col("segment_id").cast("int").alias("previous_segment_id"))
+    return segments.join(before, on="user_id", how="left").select(*DATASETS["segments"].names)
+
+
+def with_continuity(spark: SparkSession, summary: DataFrame, continuity: Continuity) -> DataFrame:
+    """``summary`` (in stable ids) with each segment's status, the ids involved, matched Jaccard,
+    previous size and the date its id first appeared."""
+    seen = {stable: continuity.ids.first_seen.get(stable) for stable in continuity.ids.ids}
+    rows = [
+        (
+            stable,
+            continuity.status[stable],
+            continuity.status_ids[stable],
+            continuity.matched_jaccard[stable],
+            continuity.previous_size.get(stable),
+            None if day is None else date.fromisoformat(day),
+        )
+        for stable, day in seen.items()
+    ]
+    table = spark.createDataFrame(rows, spark_schema(pa.schema([("segment_id", pa.int32()), *SEGMENT_CONTINUITY])))
+    return (
+        summary.join(table, on="segment_id", how="left")
+        .select(*DATASETS["segment_summary"].names)
+        .orderBy("segment_id")
+    )
 
 
 def log_to_tracker(ctx: RunContext, centroids: np.ndarray, curve: dict[int, dict] | None) -> None:

@@ -24,7 +24,7 @@ from pyspark.sql import functions as F
 from segrec.jobs.config import Segment
 from segrec.jobs.errors import InputError
 from segrec.udfs.clustering import score_k, stability_word
-from segrec.udfs.schemas import DATASETS, SEGMENT_ASSIGNMENT, SEGMENT_STABILITY, spark_schema
+from segrec.udfs.schemas import DATASETS, SEGMENT_ASSIGNMENT, SEGMENT_CONTINUITY, SEGMENT_STABILITY, spark_schema
 from segrec.udfs.segments import assign, normalise_rows
 from segrec.udfs.terms import terms_of_texts
 
@@ -459,7 +459,8 @@ def summarise(
         .withColumn("description", description())
         .withColumn("label_terms", F.transform(F.coalesce("terms", F.array()), lambda t: t["term"]))
     )
-    return summary.select(*DATASETS["segment_summary"].names).orderBy("segment_id")
+    portrait = [name for name in DATASETS["segment_summary"].names if name not in SEGMENT_CONTINUITY.names]
+    return summary.select(*portrait).orderBy("segment_id")
 
 
 def description() -> Column:

@@ -43,4 +43,11 @@ def test_the_store_refuses_to_write_a_frame_that_does_not_match(spark, tmp_path)
 def test_the_udf_output_schemas_are_the_datasets_own():
     # the workers' lists, and the stage's flag of new items (jobs/recommend.py) after them
     assert DATASETS["recommendations"].names == [*RECOMMENDATIONS.names, "new_item"]
-    assert DATASETS["segments"].names == ["user_id", "segment_id", "distance", "top_segments", "top_weights"]
+    assert DATASETS["segments"].names == [
+        "user_id",
+        "segment_id",
+        "distance",
+        "top_segments",
+        "top_weights",
+        "previous_segment_id",
+    ]

@@ -63,6 +63,19 @@ SEGMENT_STABILITY = pa.schema(
     ]
 )
 
+# How each segment relates to the previous run's (jobs.segment_continuity): kept | merged | split | new,
+# the previous ids involved, the Jaccard of the match that kept the id, the size it had, the run date
+# its id first appeared (null where a model of an earlier segrec did not record it).
+SEGMENT_CONTINUITY = pa.schema(
+    [
+        ("status", pa.string()),
+        ("status_ids", pa.list_(pa.int32())),
+        ("matched_jaccard", pa.float64()),
+        ("previous_size", pa.int64()),
+        ("first_seen", pa.date32()),
+    ]
+)
+
 _TIMESTAMP = pa.timestamp("us", tz="UTC")  # Spark's TimestampType (session time zone)
 
 # Every dataset a stage writes under output.path, by name (a dated run adds its run_date partition).
@@ -112,8 +125,14 @@ DATASETS: dict[str, pa.Schema] = {
         ]
     ),
     # segment
+    # segment ids are stable across runs (jobs.segment_continuity); previous_segment_id: the user's id
+    # in the previous run, null for a user new tonight
     "segments": pa.schema(
-        [("user_id", pa.string()), *zip(SEGMENT_ASSIGNMENT.names, SEGMENT_ASSIGNMENT.types, strict=True)]
+        [
+            ("user_id", pa.string()),
+            *zip(SEGMENT_ASSIGNMENT.names, SEGMENT_ASSIGNMENT.types, strict=True),
+            ("previous_segment_id", pa.int32()),
+        ]
     ),
     "segment_summary": pa.schema(
         [
@@ -131,6 +150,17 @@ DATASETS: dict[str, pa.Schema] = {
             ),
             ("nearest_segment", pa.int32()),
             ("description", pa.string()),
+            *SEGMENT_CONTINUITY,
+        ]
+    ),
+    # users moving between the previous run's segments and tonight's (null from: new users; null to:
+    # users gone since); cells under segment.min_term_users users are summed into one pooled row
+    "segment_transitions": pa.schema(
+        [
+            ("from_segment_id", pa.int32()),
+            ("to_segment_id", pa.int32()),
+            ("users", pa.int64()),
+            ("pooled", pa.bool_()),
         ]
     ),
     # interest tags per user: the terms of their history and own text that set them apart, weights summing to 1
