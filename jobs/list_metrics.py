@@ -167,3 +167,22 @@ def davies_bouldin(centroids: np.ndarray, scatter: dict[int, float]) -> float | 
         ]
         worst.append(max(ratios))
     return float(np.mean(worst))
+
+
+def list_churn(previous: DataFrame, current: DataFrame) -> dict:
+    """How much the lists changed since the previous run, over the users who have a list in both
+    (``previous`` and ``current``: user_id, item_id): the mean Jaccard of a user's two item sets
+    (1: the same items, in any order) and those users' count, in one aggregation."""
+    before = previous.groupBy("user_id").agg(F.collect_set("item_id").alias("before"))
+    now = current.groupBy("user_id").agg(F.collect_set("item_id").alias("now"))
+    shared = F.size(F.array_intersect("before", "now"))
+    jaccard = shared / F.size(F.array_union("before", "now"))
+    row = (
+        before.join(now, on="user_id", how="inner")
+        .agg(F.avg(jaccard).alias("jaccard"), F.count("*").alias("users"))
+        .collect()[0]
+    )
+    return {
+        "list_jaccard_with_previous": None if row["jaccard"] is None else round(float(row["jaccard"]), 6),
+        "users_with_previous_list": int(row["users"]),
+    }

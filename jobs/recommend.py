@@ -13,6 +13,7 @@ from pyspark.sql import functions as F
 from segrec.jobs.collaborative import ALS_ITEM_FACTORS, ALS_USER_FACTORS, blended
 from segrec.jobs.context import RunContext
 from segrec.jobs.errors import InputError
+from segrec.jobs.list_metrics import list_churn
 from segrec.jobs.recommender import new_items, recommendations
 from segrec.jobs.two_towers import saved_als_weight
 from segrec.jobs.vectors import TEXT_SPACE, item_vectors_for, space_of
@@ -40,10 +41,21 @@ def run(ctx: RunContext) -> dict:
         )
         figures.update(plan_figures)
         new = new_items(item_vectors, interactions, settings.new_item_interactions)
+        before = store.previous("recommendations")
+        # An undated run replaces the previous lists in place: their pairs are kept aside first.
+        previous_lists = (
+            None
+            if before is None
+            else store.write_staged(before.read("recommendations").select("user_id", "item_id"), "previous_lists")
+        )
         try:
             store.write(flag_new_items(recs, new), "recommendations")
         finally:
             store.fs.delete(matrix_dir)
+        if before is not None and previous_lists is not None:
+            figures["previous_run"] = before.run_date or "the undated previous output"
+            figures.update(list_churn(previous_lists, store.read("recommendations")))
+            store.drop_staged("previous_lists")
         ctx.manifest.record_output("recommendations")
         written = (
             store.read("recommendations")
