@@ -109,6 +109,7 @@ def print_summary(manifest: RunManifest) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.debug)
+    config = None  # known once loaded: what a damaged file's path is named by
     try:
         # Imported here so that --help and config errors answer without starting a JVM.
         from segrec.jobs.config import load_config
@@ -144,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"segrec {args.command}: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:
-        found = worker_input_error(exc)
+        found = worker_input_error(exc) or damaged_file_error(exc, config)
         if found is not None:
             # A data problem a Python worker found (a vector of the wrong size...): an input error.
             if args.debug:
@@ -175,6 +176,45 @@ def worker_input_error(exc: BaseException | None) -> str | None:
 
 
 _WORKER_ERROR = re.compile(r"WorkerInputError: ([^\n]+)")
+
+
+def damaged_file_error(exc: BaseException, config) -> str | None:
+    """What to tell the user when Spark could not read a file (a truncated or foreign parquet file:
+    Spark's FAILED_READ_FILE error), naming the dataset or input it belongs to and what to do; None
+    for any other error. ``config`` (None before it was loaded) says which path is which."""
+    seen, cause, match = 0, exc, None
+    while cause is not None and seen < 10 and match is None:
+        match = _DAMAGED_FILE.search(str(cause))
+        cause, seen = cause.__cause__ or cause.__context__, seen + 1
+    if match is None:
+        return None
+    path = match.group(1)
+    reason = re.sub(r"\s*SQLSTATE: \w+\.?", "", match.group(2)).strip() or "its data does not decode"
+    local = re.sub(r"^file:(//)?", "", path)
+    if config is not None:
+        from segrec.jobs.pipeline import WRITTEN_BY
+
+        root = config.output.path.rstrip("/")
+        root = re.sub(r"^file:(//)?", "", root)
+        relative = local[len(root) + 1 :] if local.startswith(root + "/") else None
+        name = relative.split("/", 1)[0] if relative else None
+        if name in WRITTEN_BY:
+            return (
+                f"dataset '{name}' under output.path cannot be read: its file {path} is damaged ({reason}). "
+                f"Run `segrec {WRITTEN_BY[name]}` again (with the same output.run_date) to write it anew"
+            )
+        for source in ("items", "users", "interactions"):
+            configured = getattr(config.inputs, source, None)
+            where = getattr(configured, "path", None) if configured is not None else None
+            if where and local.startswith(where.rstrip("/")):
+                return (
+                    f"input {source} ({where}) cannot be read: its file {path} is damaged ({reason}); fix or replace it"
+                )
+    return f"file {path} cannot be read: it is damaged ({reason})"
+
+
+# Spark's error for a file it could not read: [FAILED_READ_FILE.<kind>] ... reading file <path>. <why>
+_DAMAGED_FILE = re.compile(r"\[FAILED_READ_FILE[.\w]*\][^\n]*?reading file (\S+?)\.\s+([^\n]*)")
 
 
 if __name__ == "__main__":

@@ -49,6 +49,19 @@ DATASETS = (
     "recommendations",
 )
 
+# The stage that writes each dataset and model under output.path: what to re-run when one is damaged.
+WRITTEN_BY = {
+    **dict.fromkeys(("items", "users", "interactions", "rejects"), "validate"),
+    **dict.fromkeys(("item_vectors", "text_vectors"), "embed"),
+    **dict.fromkeys(("towers", "trained_item_vectors", "als_user_factors", "als_item_factors"), "train"),
+    "user_vectors": "profile",
+    **dict.fromkeys(
+        ("segments", "segment_summary", "segment_transitions", "user_interests", "segment_model"), "segment"
+    ),
+    "recommendations": "recommend",
+    EVALUATION_DIR: "evaluate",
+}
+
 # evaluate rebuilds profiles, segments and lists itself (on training rows only), but reads the validated
 # inputs and the text vectors: it runs validate and embed first (embed is incremental, so texts
 # embedded by an earlier run are not embedded again).
