@@ -210,6 +210,17 @@ class OutputStore:
         night fitted. None when neither exists."""
         return self if self.exists(name) else self.previous(name)
 
+    def history(self, name: str) -> DataFrame | None:
+        """Every dated run's ``name`` up to this run's date, with its ``run_date`` column (for trends);
+        None in an undated run or where there is none."""
+        if not self.run_date or not self.exists(name):
+            return None
+        if self.format == "table":
+            df = self.spark.table(self.table(name))
+        else:
+            df = self.spark.read.format(self.format).load(f"{self.root}/{name}")
+        return df.where(F.col("run_date") <= F.lit(self.run_date).cast("date"))
+
     def dated(self, run_date: str) -> OutputStore:
         """This store as the run of ``run_date`` sees it (same root, format and run id)."""
         other = copy.copy(self)

@@ -56,7 +56,8 @@ WRITTEN_BY = {
     **dict.fromkeys(("towers", "trained_item_vectors", "als_user_factors", "als_item_factors"), "train"),
     "user_vectors": "profile",
     **dict.fromkeys(
-        ("segments", "segment_summary", "segment_transitions", "user_interests", "segment_model"), "segment"
+        ("segments", "segment_summary", "segment_transitions", "user_interests", "segment_model", "segment_report"),
+        "segment",
     ),
     "recommendations": "recommend",
     EVALUATION_DIR: "evaluate",

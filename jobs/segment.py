@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 from pyspark.ml.clustering import BisectingKMeansModel, KMeansModel
 from pyspark.sql import DataFrame, SparkSession
@@ -47,6 +49,7 @@ from segrec.jobs.segment_continuity import (
     relabel,
     transitions,
 )
+from segrec.jobs.segment_report import PAGE, write_page
 from segrec.jobs.segmentation import (
     SegmentModel,
     assess,
@@ -63,6 +66,8 @@ from segrec.jobs.vectors import item_vectors_for, space_of
 from segrec.udfs.schemas import DATASETS, SEGMENT_CONTINUITY, spark_schema
 
 log = logging.getLogger("segrec")
+
+REPORT = "segment_report"  # the segment owners' page, a directory under output.path
 
 
 def load_model(path: str) -> SegmentModel:
@@ -192,8 +197,8 @@ def run(ctx: RunContext) -> dict:
 
     with ctx.manifest.stage("segment") as figures:
         figures["previous_run"] = None if before is None else (before.run_date or "the undated previous output")
+        # MLlib's features, cached and counted only where a model is fitted or bootstrapped
         feats = features(user_vectors).cache()
-        n_users = feats.count()
         first = user_vectors.select("vector").first()
         saved = None
         if settings.mode == "assign" or settings.refit == "drift":
@@ -238,13 +243,13 @@ def run(ctx: RunContext) -> dict:
             model, ids = saved.model, saved.ids
             centroids = centres_of(model)
             if shipped is None:
-                shipped = assess(spark, feats, centroids, settings, n_users)
+                shipped = assess(spark, feats, centroids, settings, feats.count())
             else:
                 figures["stability_from"] = saved.path
             parents = saved_parents(spark, saved, settings)
             continuity = carried(pairs, ids)
         else:
-            model, curve, shipped = fit(spark, feats, settings, n_users)
+            model, curve, shipped = fit(spark, feats, settings, feats.count())
             centroids = centres_of(model)
             if curve is not None:
                 figures["stability_by_k"] = curve
@@ -300,9 +305,35 @@ def run(ctx: RunContext) -> dict:
             ctx.manifest.record_output(name)
 
         table = [row.asDict(recursive=True) for row in store.read("segment_summary").orderBy("segment_id").collect()]
-        figures.update(k=len(centroids), users=n_users)
+        figures.update(k=len(centroids), users=figures["users_tonight"])
         ctx.manifest.segments = table
+        figures["report"] = publish_report(ctx, table, figures["retired_segments"])
+        ctx.manifest.record_output(REPORT)
     return figures
+
+
+def publish_report(ctx: RunContext, summary: list[dict], retired: list[dict]) -> str:
+    """Write the run's segment page (``segment_report/index.html``, with the sizes plot where dated runs
+    give a trend) from ``summary`` (the segment_summary rows written), the transitions written and
+    the ``retired`` ids; returns the page's path."""
+    store = ctx.store
+    transitions = [row.asDict() for row in store.read("segment_transitions").collect()]
+    earlier = store.history("segment_summary")
+    if earlier is not None:
+        history = earlier.select("segment_id", F.col("run_date").cast("string").alias("run_date"), "size").toPandas()
+    else:
+        history = pd.DataFrame(
+            {
+                "segment_id": [r["segment_id"] for r in summary],
+                "run_date": "this run",
+                "size": [r["size"] for r in summary],
+            }
+        )
+    label = f"run {store.run_date}" if store.run_date else f"run {ctx.manifest.run_id}"
+    with tempfile.TemporaryDirectory(prefix="segrec-segments-") as local:
+        write_page(local, label, summary, transitions, retired, history)
+        folder = store.publish_directory(local, REPORT)
+    return f"{folder}/{PAGE}"
 
 
 def continuity_figures(continuity: Continuity, pairs: list[tuple[int | None, int | None, int]]) -> dict:

@@ -139,3 +139,20 @@ def test_list_churn_is_measured_against_the_previous_night(nights):
     expected = sum(len(before[u] & after[u]) / len(before[u] | after[u]) for u in both) / len(both)
     assert figures["previous_run"] == DATES[0] and figures["users_with_previous_list"] == len(both)
     assert figures["list_jaccard_with_previous"] == pytest.approx(expected, abs=1e-6)
+
+
+def test_each_night_publishes_its_segment_page_with_the_trend(nights):
+    root, manifests = nights
+    for number, run_date in enumerate(DATES):
+        folder = root / "out" / "segment_report" / f"run_date={run_date}"
+        page = (folder / "index.html").read_text(encoding="utf-8")
+        assert manifests[run_date]["stages"]["segment"]["report"].endswith(f"run_date={run_date}/index.html")
+        assert f"Segments, run {run_date}" in page
+        for segment_id in dataset(root, "segment_summary", run_date)["segment_id"]:
+            assert f"<h2>Segment {segment_id}:" in page
+        assert (folder / "segment_sizes.png").is_file() == (number > 0)  # a trend needs two nights
+    last = (root / "out" / "segment_report" / f"run_date={DATES[-1]}" / "index.html").read_text(encoding="utf-8")
+    summaries = [dataset(root, "segment_summary", d).set_index("segment_id") for d in DATES[1:]]
+    first_id = min(set.intersection(*(set(s.index) for s in summaries)))  # an id of the last three nights
+    sizes = [int(s.loc[first_id, "size"]) for s in summaries]
+    assert " → ".join(f"{n} ({d})" for n, d in zip(sizes, DATES[1:], strict=True)) in last
