@@ -127,9 +127,10 @@ def saved_parents(spark: SparkSession, saved: SavedSegments, settings: Segment) 
     return spark.createDataFrame(found, "segment_id int, parent_id int") if found else None
 
 
-def carried_stability(saved: SavedSegments) -> dict | None:
+def carried_stability(saved: SavedSegments, settings: Segment) -> dict | None:
     """The stability figures the run that fitted ``saved`` measured, by centre (a night that keeps the
-    model does not bootstrap again); None where its summary is not there to read."""
+    model does not bootstrap again; reproducible by ``settings.min_stability``); None where its summary
+    is not there to read."""
     if saved.store is None or not saved.store.exists("segment_summary"):
         return None
     rows = {
@@ -141,8 +142,10 @@ def carried_stability(saved: SavedSegments) -> dict | None:
     stability = [rows[stable]["stability"] for stable in saved.ids.ids]
     sizes = [rows[stable]["size"] for stable in saved.ids.ids]
     known = [(j, n) for j, n in zip(stability, sizes, strict=True) if j is not None]
+    reproducible = sum(n for j, n in known if j >= settings.min_stability)
     return {
         "stability": stability,
+        "reproducible_share": round(reproducible / max(sum(sizes), 1), 4),
         "mean_stability": round(sum(j * n for j, n in known) / max(sum(n for _, n in known), 1), 4),
         "silhouette": None,
     }
@@ -162,9 +165,12 @@ def stability_figures(shipped: dict, settings: Segment, ids: list[int]) -> dict:
     weak = {ids[i]: j for i, j in enumerate(shipped["stability"]) if j is None or j < settings.min_stability}
     if weak:
         log.warning(
-            "segment: segment(s) %s are constructed, not reproducible (bootstrap Jaccard %s, below "
-            "segment.min_stability %.2f): one way of cutting these users, not groups another sample gives "
-            "back; read their portraits with care",
+            "segment: %d of %d segments are reproducible, holding %.0f%% of users; segment(s) %s are "
+            "constructed (bootstrap Jaccard %s, below segment.min_stability %.2f): one way of cutting these "
+            "users, not groups another sample gives back, so their ids mean little from night to night",
+            len(ids) - len(weak),
+            len(ids),
+            100 * shipped["reproducible_share"],
             ", ".join(map(str, weak)),
             ", ".join("-" if j is None else f"{j:.2f}" for j in weak.values()),
             settings.min_stability,
@@ -173,6 +179,7 @@ def stability_figures(shipped: dict, settings: Segment, ids: list[int]) -> dict:
         "segment_stability": {str(ids[i]): j for i, j in enumerate(shipped["stability"])},
         "mean_stability": shipped["mean_stability"],
         "reproducible_segments": len(ids) - len(weak),
+        "reproducible_share": shipped["reproducible_share"],
         "constructed_segments": sorted(weak),
         "silhouette": shipped["silhouette"],
     }
@@ -225,7 +232,7 @@ def run(ctx: RunContext) -> dict:
             else:
                 moved = drift(pairs, saved.ids)
                 figures["drift"] = moved
-                shipped = carried_stability(saved) if moved < settings.drift_threshold else None
+                shipped = carried_stability(saved, settings) if moved < settings.drift_threshold else None
                 if shipped is not None:
                     figures["mode"], figures["model"] = "kept", saved.path
                     figures["refit_reason"] = (

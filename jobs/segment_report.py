@@ -91,6 +91,14 @@ def render(
         f"<h1>Segments, {e(run_label)}</h1>",
         f"<p>{len(summary)} segments, {total} users.</p>",
     ]
+    steady = [r for r in summary if r.get("stability_class") in ("natural", "reproducible")]
+    if len(steady) < len(summary):
+        held = sum(int(r["size"]) for r in steady) / total
+        parts.append(
+            f"<p><strong>{len(steady)} of {len(summary)} segments are reproducible, holding {held:.0%} of "
+            "users.</strong> The others are constructed: one way of cutting these users that another sample "
+            "does not give back, so their ids mean little from one run to the next.</p>"
+        )
     if has_plot:
         parts.append(f"<img src='{TREND_PLOT}' alt='Segment sizes by run' width='700'>")
     for row in sorted(summary, key=lambda r: r["segment_id"]):

@@ -120,9 +120,11 @@ def stability_by_k(
             for r in mine
         ]
         known = [(j, r["size"]) for j, r in zip(jaccard, mine, strict=True) if j is not None]
+        sample_users = max(sum(r["size"] for r in mine), 1)
         curve[k] = {
             "stability": jaccard,
             "reproducible": sum(j >= settings.min_stability for j, _ in known),
+            "reproducible_share": round(sum(n for j, n in known if j >= settings.min_stability) / sample_users, 4),
             "mean_stability": round(sum(j * n for j, n in known) / max(sum(n for _, n in known), 1), 4),
             "silhouette": None if mine[0]["silhouette"] is None else round(float(mine[0]["silhouette"]), 4),
         }
@@ -130,16 +132,24 @@ def stability_by_k(
 
 
 def choose_k(curve: dict[int, dict]) -> int:
-    """The largest k whose segments are all reproducible; where no k is, the k with the most
-    reproducible segments (ties: the higher size-weighted mean stability, then the higher silhouette,
-    then the smaller k). Silhouette alone favours the smallest k on embeddings; stability says which
-    segments another night's users would give back."""
+    """The largest k whose segments are all reproducible. Where no k is, the k whose reproducible
+    segments hold the most users (``reproducible_share``; ties: more reproducible segments, the higher
+    size-weighted mean stability, the higher silhouette, the smaller k): the segments a campaign can
+    rely on reach as many people as the data allows, and the rest are marked constructed. Silhouette
+    alone favours the smallest k on embeddings; stability says which segments another night's users
+    would give back."""
     whole = [k for k, c in curve.items() if c["reproducible"] == len(c["stability"])]
     if whole:
         return max(whole)
     return min(
         curve,
-        key=lambda k: (-curve[k]["reproducible"], -curve[k]["mean_stability"], -(curve[k]["silhouette"] or -1.0), k),
+        key=lambda k: (
+            -curve[k]["reproducible_share"],
+            -curve[k]["reproducible"],
+            -curve[k]["mean_stability"],
+            -(curve[k]["silhouette"] or -1.0),
+            k,
+        ),
     )
 
 

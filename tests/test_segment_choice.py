@@ -14,6 +14,7 @@ def point(stability, silhouette=0.2, min_stability=0.75, sizes=None):
     return {
         "stability": stability,
         "reproducible": sum(j >= min_stability for j, _ in known),
+        "reproducible_share": sum(n for j, n in known if j >= min_stability) / sum(sizes),
         "mean_stability": sum(j * n for j, n in known) / sum(n for _, n in known),
         "silhouette": silhouette,
     }
@@ -29,16 +30,19 @@ def test_the_most_segments_that_all_come_back():
     assert choose_k(curve) == 6  # not 4 (best silhouette), not 7 (one segment dissolves)
 
 
-def test_without_a_wholly_reproducible_k_the_most_reproducible_segments_win():
+def test_without_a_wholly_reproducible_k_the_reproducible_segments_holding_most_users_win():
     curve = {
-        4: point([0.9, 0.5, 0.6, 0.7]),
-        5: point([0.9, 0.8, 0.6, 0.7, 0.5]),
-        6: point([0.9, 0.8, 0.3, 0.2, 0.5, 0.4]),
+        4: point([0.9, 0.5, 0.6, 0.7], sizes=[60, 20, 10, 10]),
+        5: point([0.9, 0.8, 0.6, 0.7, 0.5], sizes=[25, 15, 20, 20, 20]),
+        6: point([0.9, 0.8, 0.3, 0.2, 0.5, 0.4], sizes=[20, 20, 15, 15, 15, 15]),
     }
-    assert choose_k(curve) == 5  # two reproducible segments at 5 and 6: the higher mean stability
+    assert choose_k(curve) == 4  # one reproducible segment of 60% beats two of 40%
+    curve[4] = point([0.9, 0.5, 0.6, 0.7], sizes=[25, 25, 25, 25])
+    assert choose_k(curve) == 5  # 40% at k=5 and k=6: the higher mean stability breaks the tie
     tie = {4: point([0.9, 0.5, 0.6, 0.7], silhouette=0.1), 5: point([0.9, 0.5, 0.6, 0.7, 0.65], silhouette=0.3)}
     tie[5]["mean_stability"] = tie[4]["mean_stability"]
-    assert choose_k(tie) == 5  # equal counts and mean stability: the silhouette breaks the tie
+    tie[5]["reproducible_share"] = tie[4]["reproducible_share"]
+    assert choose_k(tie) == 5  # equal share, count and mean stability: the silhouette breaks the tie
 
 
 def test_a_segment_absent_from_the_sample_is_not_reproducible():

@@ -69,6 +69,8 @@ def test_the_page_holds_each_segment_its_trend_and_the_transitions():
     assert "<td>segment 2</td><td>gone</td><td>5</td>" in page
     assert "Retired ids, never used again: 1 (most members to 0)" in page
     assert f"src='{TREND_PLOT}'" in page
+    assert "1 of 2 segments are reproducible, holding 40% of users" in page
+    assert "are reproducible, holding" not in render("x", SUMMARY[:1], [], [], HISTORY, False)
     injected = [{**SUMMARY[1], "label_terms": ["<script>alert(1)</script>"]}]
     assert "<script>" not in render("x", injected, [], [], HISTORY, False)
 
