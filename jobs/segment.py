@@ -151,9 +151,21 @@ def carried_stability(saved: SavedSegments, settings: Segment) -> dict | None:
     }
 
 
+def fit_night_segments(store: OutputStore, ids: SegmentIds) -> tuple[str | None, DataFrame | None]:
+    """(run date, segments) of the dated run that fitted the model of ``ids``, when that run's
+    ``segments`` are still there and it is not the previous run's: drift is measured since the fit, so
+    that small nightly moves add up to a refit. (None, None) otherwise."""
+    fitted = ids.fitted_on
+    if not store.run_date or not fitted or fitted >= store.run_date or fitted == store.previous_date("segments"):
+        return None, None
+    night = store.dated(fitted)
+    return (fitted, night.read("segments")) if night.exists("segments") else (None, None)
+
+
 def drift(pairs: list[tuple[int | None, int | None, int]], ids: SegmentIds) -> float:
-    """The share of tonight's users who are new, or nearest a saved centre other than their previous
-    segment's: what ``segment.refit: drift`` compares with ``segment.drift_threshold``."""
+    """The share of tonight's users who are new, or nearest a saved centre other than their segment in
+    ``pairs``' earlier run (the fit's night, else the previous run): what ``segment.refit: drift``
+    compares with ``segment.drift_threshold``."""
     tonight = sum(users for _, new, users in pairs if new is not None)
     stayed = sum(users for old, new, users in pairs if new is not None and old is not None and ids.ids[new] == old)
     return round(1.0 - stayed / tonight, 6) if tonight else 0.0
@@ -230,8 +242,9 @@ def run(ctx: RunContext) -> dict:
             if settings.mode == "assign":
                 figures["mode"], figures["model"] = "assign", saved.path
             else:
-                moved = drift(pairs, saved.ids)
-                figures["drift"] = moved
+                since, reference = fit_night_segments(store, saved.ids)
+                moved = drift(pairs if reference is None else overlap(reference, segments), saved.ids)
+                figures["drift"], figures["drift_since"] = moved, since or figures["previous_run"]
                 shipped = carried_stability(saved, settings) if moved < settings.drift_threshold else None
                 if shipped is not None:
                     figures["mode"], figures["model"] = "kept", saved.path

@@ -32,12 +32,14 @@ IDS_FILE = "segment_ids.json"  # beside the saved segment model
 
 @dataclass(frozen=True)
 class SegmentIds:
-    """The stable id of each fitted centre (``ids[i]`` for centre i), the next id never issued, and
-    the run date each id first appeared (None where an older version did not record it)."""
+    """The stable id of each fitted centre (``ids[i]`` for centre i), the next id never issued, the
+    run date each id first appeared and the run date of the fit (None where an older version did not
+    record them)."""
 
     ids: list[int]
     next_id: int
     first_seen: dict[int, str | None] = field(default_factory=dict)
+    fitted_on: str | None = None
 
     @classmethod
     def numbered(cls, k: int) -> SegmentIds:
@@ -50,6 +52,7 @@ class SegmentIds:
             "ids": self.ids,
             "next_id": self.next_id,
             "first_seen": {str(i): d for i, d in sorted(self.first_seen.items())},
+            "fitted_on": self.fitted_on,
         }
         return json.dumps(document, indent=2).encode("utf-8")
 
@@ -73,7 +76,10 @@ class SegmentIds:
         seen = document.get("first_seen", {})
         if not isinstance(seen, dict):
             raise InputError(f"{where}: field 'first_seen' must map ids to dates")
-        return cls(ids, next_id, {i: seen.get(str(i)) for i in ids})
+        fitted_on = document.get("fitted_on")
+        if fitted_on is not None and not isinstance(fitted_on, str):
+            raise InputError(f"{where}: field 'fitted_on' must be a run date, found {fitted_on!r}")
+        return cls(ids, next_id, {i: seen.get(str(i)) for i in ids}, fitted_on)
 
 
 @dataclass(frozen=True)
@@ -136,7 +142,7 @@ def match(
     of the previous run's segments, by their stable ids, with tonight's by centre). A centre matched
     one-to-one (maximum total Jaccard) with Jaccard of at least ``threshold`` keeps the previous id;
     the others get ids from ``previous_ids.next_id`` on (or above every previous id when the previous
-    model recorded none). ``run_date`` is what a new id's ``first_seen`` says."""
+    model recorded none). ``run_date`` is what a new id's ``first_seen`` and the fit's date say."""
     olds = sorted({o for o, _, _ in pairs if o is not None})
     table = jaccard_table(pairs, olds, k)
     kept: dict[int, tuple[int, float]] = {}  # centre -> (previous id, Jaccard)
@@ -155,7 +161,7 @@ def match(
             ids.append(next_id)
             first_seen[next_id] = run_date
             next_id += 1
-    issued = SegmentIds(ids, next_id, {i: first_seen.get(i) for i in ids})
+    issued = SegmentIds(ids, next_id, {i: first_seen.get(i) for i in ids}, run_date)
 
     flows = _returning_flows(pairs, olds, k)
     retired_ids = [o for o in olds if o not in {p for p, _ in kept.values()}]

@@ -13,7 +13,7 @@ from segrec.jobs.bootstrap.synthetic import config_dict, generate, write_parquet
 
 pytestmark = [pytest.mark.slow, pytest.mark.long]
 
-DATES = ["2026-12-01", "2026-12-02", "2026-12-03", "2026-12-04"]
+DATES = ["2026-12-01", "2026-12-02", "2026-12-03", "2026-12-04", "2026-12-05"]
 
 
 def night_data(data, users: int, hidden_items: set[str], dropped_rows: int):
@@ -31,8 +31,9 @@ def night_data(data, users: int, hidden_items: set[str], dropped_rows: int):
 
 @pytest.fixture(scope="module")
 def nights(tmp_path_factory, tiny_model_dir):
-    """Four nights: fit; 6 new users and longer histories with the towers applied; a drift night that
-    keeps the segment model; an assign night with new items. Returns (root, manifests by date)."""
+    """Five nights: fit; 6 new users and longer histories with the towers applied; a drift night that
+    keeps the segment model; an assign night with new items; a drift night measured since the fit.
+    Returns (root, manifests by date)."""
     data = generate(n_users=60, items_per_persona=7, personas=["hiker", "cook", "gamer"], seed=3)
     new_items = {f"i{p:02d}0006" for p in range(3)}
     root = tmp_path_factory.mktemp("nights")
@@ -41,6 +42,7 @@ def nights(tmp_path_factory, tiny_model_dir):
         (54, new_items, 15, ["train.mode=apply"]),
         (57, new_items, 5, ["train.mode=apply", "segment.refit=drift", "segment.drift_threshold=0.5"]),
         (60, set(), 0, ["train.mode=apply", "segment.mode=assign"]),
+        (60, set(), 0, ["train.mode=apply", "segment.refit=drift", "segment.drift_threshold=0.5"]),
     ]
     manifests = {}
     for run_date, (users, hidden, dropped, overrides) in zip(DATES, plan, strict=True):
@@ -127,6 +129,15 @@ def test_a_drift_night_keeps_the_model_and_an_assign_night_finds_it(nights):
     assert not (root / "out" / "segment_model" / f"run_date={DATES[3]}").exists()  # assign writes no model
     assert set(dataset(root, "segments", DATES[3])["segment_id"]) <= set(ids_before["ids"])
     assert assign["agreement_with_previous"] >= 0.8
+
+    # drift adds up since the night the model was fitted, not only since the night before
+    assert drift["drift_since"] == DATES[1]
+    since_fit = manifests[DATES[4]]["stages"]["segment"]
+    assert since_fit["mode"] == "kept" and since_fit["drift_since"] == DATES[1]
+    fitted = dataset(root, "segments", DATES[1]).set_index("user_id")["segment_id"]
+    tonight = dataset(root, "segments", DATES[4]).set_index("user_id")["segment_id"]
+    moved = 1 - (tonight.reindex(fitted.index).dropna() == fitted).sum() / len(tonight)
+    assert since_fit["drift"] == pytest.approx(moved, abs=1e-6) and moved >= 6 / 60  # the 6 users new since
 
 
 def test_list_churn_is_measured_against_the_previous_night(nights):

@@ -55,7 +55,7 @@ def test_statuses_new_merged_and_retired():
 
 def test_the_first_run_issues_ids_from_zero():
     result = match([(None, 0, 5), (None, 1, 7)], 2, None, 0.5, "2026-12-01")
-    assert result.ids == SegmentIds([0, 1], 2, {0: "2026-12-01", 1: "2026-12-01"})
+    assert result.ids == SegmentIds([0, 1], 2, {0: "2026-12-01", 1: "2026-12-01"}, fitted_on="2026-12-01")
     assert result.agreement is None and set(result.status.values()) == {"new"}
 
 
@@ -77,7 +77,7 @@ def test_small_transition_cells_are_pooled_and_the_users_still_add_up():
 
 
 def test_the_ids_file_round_trips_and_a_damaged_one_names_the_field():
-    ids = SegmentIds([2, 0, 5], 6, {2: "2026-12-01", 0: None, 5: "2026-12-03"})
+    ids = SegmentIds([2, 0, 5], 6, {2: "2026-12-01", 0: None, 5: "2026-12-03"}, "2026-12-03")
     assert SegmentIds.from_json(ids.to_json(), "x/segment_ids.json", 3) == ids
     broken = json.loads(ids.to_json())
     broken["next_id"] = 5
