@@ -84,9 +84,10 @@ def main() -> None:
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
     sets = {
-        "five planted groups": planted(rng, args.users, args.dim, [(0.2, 0.35)] * 5, 0.0),
-        "one large group + noise": planted(rng, args.users, args.dim, [(0.5, 0.3), (0.1, 0.3)], 0.4),
-        "three groups + 40% noise": planted(rng, args.users, args.dim, [(0.3, 0.3), (0.2, 0.3), (0.1, 0.3)], 0.4),
+        "five planted groups": planted(rng, args.users, args.dim, [(0.2, 0.12)] * 5, 0.0),
+        "one large group + noise": planted(rng, args.users, args.dim, [(0.5, 0.12)], 0.5),
+        "large + 5 small + noise": planted(rng, args.users, args.dim, [(0.45, 0.15)] + [(0.05, 0.08)] * 5, 0.3),
+        "three groups + 40% noise": planted(rng, args.users, args.dim, [(0.3, 0.12), (0.2, 0.12), (0.1, 0.12)], 0.4),
         "no structure": planted(rng, args.users, args.dim, [], 1.0),
     }
     print(f"{args.users} unit vectors of {args.dim} dims, k 4..12, {args.bootstrap} bootstrap refits per k")
