@@ -84,6 +84,9 @@ def print_summary(manifest: RunManifest) -> None:
 
         print("\nsegments:")
         print(format_table(manifest.segments))
+        line = continuity_line(manifest.stages.get("segment", {}))
+        if line:
+            print(line)
     if manifest.sample_recommendations:
         print("\nsample recommendations:")
         for row in manifest.sample_recommendations:
@@ -104,6 +107,32 @@ def print_summary(manifest: RunManifest) -> None:
             print(f"  {line}")
     where = manifest.output_path or manifest.data["config"]["output"]["path"]
     print(f"  outputs under {where}: {', '.join(manifest.outputs) or 'none'}")
+
+
+def continuity_line(figures: dict) -> str | None:
+    """One line on how the segments relate to the previous run's (None for a first run), and where the
+    segment page is."""
+    lines = []
+    if figures.get("previous_run"):
+        rows = figures.get("segments_vs_previous", [])
+
+        def named(row: dict, word: str) -> str:
+            involved = ", ".join(map(str, row["status_ids"]))
+            return f"{row['segment_id']} ({word} {involved})" if involved else str(row["segment_id"])
+
+        by_status = {
+            status: ", ".join(named(r, word) for r in rows if r["status"] == status)
+            for status, word in (("kept", ""), ("merged", "with"), ("split", "from"), ("new", ""))
+        }
+        retired = ", ".join(str(r["segment_id"]) for r in figures.get("retired_segments", []))
+        said = "; ".join(f"{s} {ids}" for s, ids in {**by_status, "retired": retired}.items() if ids)
+        lines.append(
+            f"  since {figures['previous_run']}: agreement {figures.get('agreement_with_previous')}, "
+            f"{figures.get('new_users', 0)} new and {figures.get('departed_users', 0)} departed users; {said}"
+        )
+    if figures.get("report"):
+        lines.append(f"  segment page: {figures['report']}")
+    return "\n".join(lines) or None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -218,10 +218,10 @@ def run(ctx: RunContext) -> dict:
         figures["previous_run"] = None if before is None else (before.run_date or "the undated previous output")
         # MLlib's features, cached and counted only where a model is fitted or bootstrapped
         feats = features(user_vectors).cache()
-        first = user_vectors.select("vector").first()
-        saved = None
+        saved = loaded = None
         if settings.mode == "assign" or settings.refit == "drift":
-            saved = saved_segments(store, settings, latest=settings.mode == "assign")
+            saved = loaded = saved_segments(store, settings, latest=settings.mode == "assign")
+            first = user_vectors.select("vector").first()
             if saved is None and settings.mode == "assign":
                 raise InputError(
                     f"segment.mode=assign needs a segment model under {store.path('segment_model')} (or "
@@ -280,7 +280,11 @@ def run(ctx: RunContext) -> dict:
             hierarchy = parents_of(feats, segments, settings, len(centroids))
             parents = hierarchy[0] if hierarchy else None
             pairs = overlap(previous_segments, segments)
-            previous_model = saved_segments(store, settings.model_copy(update={"model_path": None}), latest=False)
+            previous_model = (
+                loaded  # the model a drift check loaded: the previous run's
+                if loaded is not None and not settings.model_path
+                else saved_segments(store, settings.model_copy(update={"model_path": None}), latest=False)
+            )
             continuity = match(
                 pairs,
                 len(centroids),
@@ -402,10 +406,36 @@ def with_continuity(spark: SparkSession, summary: DataFrame, continuity: Continu
         for stable, day in seen.items()
     ]
     table = spark.createDataFrame(rows, spark_schema(pa.schema([("segment_id", pa.int32()), *SEGMENT_CONTINUITY])))
+    current = summary.join(table, on="segment_id", how="left").select(*DATASETS["segment_summary"].names)
+    retired = [retired_row(r) for r in continuity.retired]
+    if retired:
+        current = current.unionByName(spark.createDataFrame(retired, spark_schema(DATASETS["segment_summary"])))
+    return current.orderBy("segment_id")
+
+
+def retired_row(retired: dict) -> tuple:
+    """The ``segment_summary`` row of an id that retires tonight: size 0, status ``retired``, the id
+    most of its members went to, its previous size and first date."""
+    went_to = retired["went_to"]
+    moved = "" if went_to is None else f": most of its members are now in segment {went_to}"
+    first = retired.get("first_seen")
     return (
-        summary.join(table, on="segment_id", how="left")
-        .select(*DATASETS["segment_summary"].names)
-        .orderBy("segment_id")
+        retired["segment_id"],
+        None,  # parent_id
+        0,  # size
+        0.0,  # share
+        None,  # stability
+        None,  # stability_class
+        [],  # label_terms
+        [],  # representative_items
+        [],  # engaged_items
+        None,  # nearest_segment
+        f"retired tonight{moved}",
+        "retired",
+        [] if went_to is None else [went_to],
+        None,  # matched_jaccard
+        retired.get("previous_size"),
+        None if first is None else date.fromisoformat(first),
     )
 
 

@@ -11,8 +11,9 @@ segments 0..k-1, which is how that version wrote them.
 
 Status of each segment tonight (``segment_summary``): ``kept`` (matched, same id), ``merged`` (kept, and
 absorbed most of the returning members of retired ids, listed in ``status_ids``), ``split`` (a new id
-most of whose returning members come from one previous segment, in ``status_ids``), ``new``.
-Retired ids are in the stage's figures and in ``segment_transitions`` (their members moving on).
+most of whose returning members come from one previous segment, in ``status_ids``), ``new``. An id
+retired tonight has a row of its own on the night it retires (``retired``, size 0, ``status_ids``: the
+segment most of its members went to); ``segment_transitions`` shows where all of them went.
 """
 
 from __future__ import annotations
@@ -88,8 +89,9 @@ class Continuity:
 
     ids: the stable id of each centre; ``status``, ``status_ids``, ``matched_jaccard`` and
     ``previous_size`` by stable id (``previous_size`` None for a new id); ``retired``: previous ids
-    not carried on, each with the ids most of its returning members went to; ``agreement``: the share
-    of users in both runs whose segment kept its id (None without a previous run)."""
+    not carried on, each with the id most of its returning members went to (``went_to``), its previous
+    size and first date; ``agreement``: the share of users in both runs whose segment kept its id
+    (None without a previous run)."""
 
     ids: SegmentIds
     status: dict[int, str]
@@ -184,7 +186,15 @@ def match(
         status_ids=status_ids,
         matched_jaccard={ids[c]: (round(kept[c][1], 4) if c in kept else None) for c in range(k)},
         previous_size=_previous_sizes(pairs, {ids[c]: kept[c][0] for c in kept}),
-        retired=[{"segment_id": o, "went_to": went_to.get(o)} for o in retired_ids],
+        retired=[
+            {
+                "segment_id": o,
+                "went_to": went_to.get(o),
+                "previous_size": _previous_sizes(pairs, {o: o})[o],
+                "first_seen": first_seen.get(o),
+            }
+            for o in retired_ids
+        ],
         agreement=_agreement(pairs, {c: p for c, (p, _) in kept.items()}),
     )
 
@@ -206,7 +216,11 @@ def carried(pairs: list[tuple[int | None, int | None, int]], ids: SegmentIds) ->
             for c, stable in enumerate(ids.ids)
         },
         previous_size=_previous_sizes(pairs, {stable: stable for stable in same.values()}),
-        retired=[{"segment_id": o, "went_to": None} for o in olds if o not in ids.ids],
+        retired=[
+            {"segment_id": o, "went_to": None, "previous_size": _previous_sizes(pairs, {o: o})[o], "first_seen": None}
+            for o in olds
+            if o not in ids.ids
+        ],
         agreement=_agreement(pairs, same),
     )
 

@@ -75,11 +75,13 @@ def render(
     history: pd.DataFrame,
     has_plot: bool,
 ) -> str:
-    """The page's HTML for the run ``run_label``: ``summary`` (segment_summary rows), ``transitions``
+    """The page's HTML for the run ``run_label``: ``summary`` (segment_summary rows; those of ids retired
+    tonight are listed with ``retired`` instead of as segments), ``transitions``
     (segment_transitions rows), ``retired`` (the stage's retired ids with where their members went),
     ``history`` (segment_id, run_date, size of the dated runs present) and whether the trend plot
     (``has_plot``) sits beside the page."""
     e = html.escape
+    summary = [row for row in summary if row.get("status") != "retired"]  # listed apart, below
     trend = sizes_by_run(history)
     total = sum(int(row["size"]) for row in summary) or 1
     parts = [

@@ -95,7 +95,11 @@ def test_a_refit_keeps_the_ids_of_segments_whose_members_stay(nights):
     assert figures["agreement_with_previous"] == pytest.approx(same, abs=1e-6) and same >= 0.6
     assert (after.loc[returning, "previous_segment_id"] == before.loc[returning, "segment_id"]).all()
     assert after.loc[after.index.difference(before.index), "previous_segment_id"].isna().all()
-    assert (summary["size"] == after.groupby("segment_id").size()).all()
+    live = summary[summary["status"] != "retired"]
+    assert (live["size"] == after.groupby("segment_id").size()).all()
+    retired = summary[summary["status"] == "retired"]
+    assert (retired["size"] == 0).all() and set(retired.index) == {r["segment_id"] for r in figures["retired_segments"]}
+    assert set(retired.index) <= old_ids and not set(retired.index) & set(after["segment_id"])
 
 
 def test_transitions_add_up_to_the_users_of_both_nights(nights):
@@ -159,8 +163,12 @@ def test_each_night_publishes_its_segment_page_with_the_trend(nights):
         page = (folder / "index.html").read_text(encoding="utf-8")
         assert manifests[run_date]["stages"]["segment"]["report"].endswith(f"run_date={run_date}/index.html")
         assert f"Segments, run {run_date}" in page
-        for segment_id in dataset(root, "segment_summary", run_date)["segment_id"]:
-            assert f"<h2>Segment {segment_id}:" in page
+        summary = dataset(root, "segment_summary", run_date)
+        for segment_id, status in zip(summary["segment_id"], summary["status"], strict=True):
+            shown = f"<h2>Segment {segment_id}:" in page
+            assert shown == (status != "retired"), (segment_id, status)  # retired ids are listed apart
+            listed = page.split("Retired ids, never used again: ")[-1].split("</p>")[0]
+            assert status != "retired" or str(segment_id) in listed.replace("(", " ").replace(",", " ").split()
         assert (folder / "segment_sizes.png").is_file() == (number > 0)  # a trend needs two nights
     last = (root / "out" / "segment_report" / f"run_date={DATES[-1]}" / "index.html").read_text(encoding="utf-8")
     summaries = [dataset(root, "segment_summary", d).set_index("segment_id") for d in DATES[1:]]

@@ -50,7 +50,7 @@ def test_statuses_new_merged_and_retired():
     result = match(pairs, 2, None, 0.5, "2026-12-02")
     assert result.ids.ids == [0, 2]  # without an ids file: next id above every previous id
     assert result.status == {0: "merged", 2: "new"} and result.status_ids[0] == [1]
-    assert result.retired == [{"segment_id": 1, "went_to": 0}]
+    assert result.retired == [{"segment_id": 1, "went_to": 0, "previous_size": 10, "first_seen": None}]
 
 
 def test_the_first_run_issues_ids_from_zero():
@@ -95,3 +95,26 @@ def test_centre_shift_is_measured_for_ids_both_runs_have():
     now = np.array([[0.0, 2.0], [1.0, 1.0]])
     shifts = centre_shift(before, now, [4, 7], [7, 9])
     assert shifts == {7: 0.0}
+
+
+def test_the_run_summary_says_what_moved_and_where_the_page_is():
+    from segrec.jobs.cli import continuity_line
+
+    figures = {
+        "previous_run": "2026-12-01",
+        "agreement_with_previous": 0.94,
+        "new_users": 6,
+        "departed_users": 2,
+        "segments_vs_previous": [
+            {"segment_id": 0, "status": "merged", "status_ids": [1]},
+            {"segment_id": 2, "status": "kept", "status_ids": []},
+            {"segment_id": 5, "status": "split", "status_ids": [2]},
+        ],
+        "retired_segments": [{"segment_id": 1, "went_to": 0}],
+        "report": "out/segment_report/index.html",
+    }
+    assert continuity_line(figures) == (
+        "  since 2026-12-01: agreement 0.94, 6 new and 2 departed users; kept 2; merged 0 (with 1); "
+        "split 5 (from 2); retired 1\n  segment page: out/segment_report/index.html"
+    )
+    assert continuity_line({"previous_run": None}) is None

@@ -70,6 +70,9 @@ def test_the_page_holds_each_segment_its_trend_and_the_transitions():
     assert "Retired ids, never used again: 1 (most members to 0)" in page
     assert f"src='{TREND_PLOT}'" in page
     assert "1 of 2 segments are reproducible, holding 40% of users" in page
+    gone = {**SUMMARY[1], "segment_id": 1, "size": 0, "share": 0.0, "status": "retired", "status_ids": [0]}
+    with_retired = render("x", [*SUMMARY, gone], [], [{"segment_id": 1, "went_to": 0}], HISTORY, False)
+    assert "Segment 1:" not in with_retired and "2 segments, 100 users" in with_retired
     assert "are reproducible, holding" not in render("x", SUMMARY[:1], [], [], HISTORY, False)
     injected = [{**SUMMARY[1], "label_terms": ["<script>alert(1)</script>"]}]
     assert "<script>" not in render("x", injected, [], [], HISTORY, False)
