@@ -211,7 +211,8 @@ def damaged_file_error(exc: BaseException, config) -> str | None:
     """What to tell the user when Spark could not read a file (a truncated or foreign parquet file:
     Spark's FAILED_READ_FILE error), naming the dataset or input it belongs to and what to do; None
     for any other error. ``config`` (None before it was loaded) says which path is which."""
-    seen, cause, match = 0, exc, None
+    seen, match = 0, None
+    cause: BaseException | None = exc  # the chain of causes, at most 10 deep
     while cause is not None and seen < 10 and match is None:
         match = _DAMAGED_FILE.search(str(cause))
         cause, seen = cause.__cause__ or cause.__context__, seen + 1
