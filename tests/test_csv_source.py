@@ -48,7 +48,7 @@ def test_csv_quotes_commas_newlines_and_string_ratings(spark, config):
         "kept": 3,
         "rejected": 2,
         "rejected_by_reason": {"invalid_rating": 2},
-        "pii_redacted": {"url": 0, "email": 0, "iban": 0, "card": 0, "ip": 0, "phone": 0},
+        "pii_redacted": {"url": 0, "email": 0, "id": 0, "iban": 0, "card": 0, "ip": 0, "phone": 0},
     }
     kept, _ = sources.split(annotated, "interactions")
     rows = {r.user_id: r for r in kept.collect()}

@@ -76,7 +76,7 @@ def test_items_counts_per_reason(annotated):
         "kept": 5,
         "rejected": 5,
         "rejected_by_reason": {"duplicate_id": 1, "empty_text": 2, "missing_id": 2},
-        "pii_redacted": {"url": 0, "email": 0, "iban": 0, "card": 0, "ip": 0, "phone": 0},
+        "pii_redacted": {"url": 0, "email": 0, "id": 0, "iban": 0, "card": 0, "ip": 0, "phone": 0},
     }
 
 
@@ -205,6 +205,6 @@ def test_personal_data_is_redacted_before_anything_reads_the_text_and_counted_by
         "2": "Tent",
     }
     counts = sources.count_reasons(annotated).as_dict()
-    assert counts["pii_redacted"] == {"url": 0, "email": 2, "iban": 0, "card": 0, "ip": 0, "phone": 1}
+    assert counts["pii_redacted"] == {"url": 0, "email": 2, "id": 0, "iban": 0, "card": 0, "ip": 0, "phone": 1}
     kept_as_written, _ = sources.split(sources.annotate_items(raw, config.inputs.items, pii="keep"), "items")
     assert "bob@example.com" in kept_as_written.where("item_id = '1'").first().text
