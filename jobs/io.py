@@ -27,6 +27,9 @@ from segrec.udfs.schemas import schema_differences
 log = logging.getLogger(__name__)
 
 STAGING = "_staging"
+# Outputs that stay directories of files under output.path whatever output.format says: the models and
+# the segment page (a catalog holds tables, not these).
+FILE_OUTPUTS = frozenset({"towers", "segment_model", "segment_report"})
 
 
 class _HadoopFS:
@@ -177,7 +180,7 @@ class OutputStore:
         so one that is there is whole."""
         if not self.run_date:
             return None
-        if self.format == "table":
+        if self._in_catalog(name):
             if not self.spark.catalog.tableExists(self.table(name)):
                 return None
             row = (
@@ -230,8 +233,11 @@ class OutputStore:
     def table(self, name: str) -> str:
         return f"{self.database}.{name}" if self.database else name
 
+    def _in_catalog(self, name: str) -> bool:
+        return self.format == "table" and name not in FILE_OUTPUTS
+
     def exists(self, name: str) -> bool:
-        if self.format == "table":
+        if self._in_catalog(name):
             if not self.spark.catalog.tableExists(self.table(name)):
                 return False
             return (
@@ -356,7 +362,7 @@ class OutputStore:
     def check_replaceable(self, name: str) -> None:
         """Refuse to replace an existing ``name`` that segrec did not write: no marker in it, and no
         earlier run's manifest lists it as an output (outputs of versions before the marker)."""
-        if self.format == "table":
+        if self._in_catalog(name):
             return  # tables are replaced by name inside output.database, checked against the inputs up front
         target = self.path(name)
         if not self.fs.exists(target) or self.fs.exists(f"{target}/{MARKER}") or self._written_before(name):

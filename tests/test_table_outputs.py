@@ -39,3 +39,27 @@ def test_a_dated_run_overwrites_its_partition_only(spark, conf, synthetic_data):
     assert counts == {"2026-11-22": len(synthetic_data.items), "2026-11-23": len(synthetic_data.items)}
     assert cli.main(["embed", "--conf", conf, "--set", "output.run_date=2026-11-23"]) == 0
     assert spark.table("segrec_t.item_vectors").select("run_date").distinct().count() == 1
+
+
+def test_models_stay_files_that_a_dated_night_finds_with_catalog_table_outputs(spark, tmp_path):
+    from segrec.jobs.config import Output
+    from segrec.jobs.io import OutputStore
+
+    spark.sql("DROP DATABASE IF EXISTS segrec_m CASCADE")
+    spark.sql(f"CREATE DATABASE segrec_m LOCATION '{tmp_path / 'warehouse'}'")
+    try:
+        output = Output(path=str(tmp_path / "out"), format="table", database="segrec_m", run_date="2026-12-03")
+        store = OutputStore(spark, output, "run-3")
+        model = tmp_path / "out" / "segment_model" / "run_date=2026-12-01"
+        model.mkdir(parents=True)
+        (model / "segment_ids.json").write_text("{}")
+        assert not store.exists("segment_model")  # tonight's has not been written
+        assert store.latest("segment_model").path("segment_model") == str(model)  # the fit's night, a file
+        assert store.previous("towers") is None
+        spark.createDataFrame([("u1", 0, "2026-12-02")], "user_id string, segment_id int, run_date string").selectExpr(
+            "user_id", "segment_id", "cast(run_date as date) run_date"
+        ).write.partitionBy("run_date").saveAsTable("segrec_m.segments")
+        assert store.previous_date("segments") == "2026-12-02"  # a dataset: its catalog table's partitions
+        assert store.previous("segments").read("segments").collect()[0]["user_id"] == "u1"
+    finally:
+        spark.sql("DROP DATABASE IF EXISTS segrec_m CASCADE")
