@@ -17,7 +17,7 @@ import argparse
 import common  # noqa: F401  (puts the repository on sys.path)
 import numpy as np
 
-from segrec.jobs.segmentation import choose_k
+from segrec.jobs.segmentation import choose_k, stability_point
 from segrec.udfs.clustering import nearest, score_k, spherical_kmeans
 from segrec.udfs.segments import normalise_rows
 
@@ -55,14 +55,7 @@ def curve_of(vectors: np.ndarray, ks: range, samples: int, seed: int) -> tuple[d
         sizes, stability, silhouette = score_k(vectors, centres, samples, seed + k)
         jaccard = [None if np.isnan(j) else float(j) for j in stability]
         good = [i for i, j in enumerate(jaccard) if j is not None and j >= MIN_STABILITY]
-        known = [(j, n) for j, n in zip(jaccard, sizes, strict=True) if j is not None]
-        curve[k] = {
-            "stability": jaccard,
-            "reproducible": len(good),
-            "reproducible_share": float(sizes[good].sum() / sizes.sum()),
-            "mean_stability": sum(j * n for j, n in known) / max(sum(n for _, n in known), 1),
-            "silhouette": silhouette,
-        }
+        curve[k] = stability_point(jaccard, [int(n) for n in sizes], MIN_STABILITY, silhouette)
         cuts[k] = (nearest(vectors, centres), good)
     return curve, cuts
 

@@ -58,6 +58,7 @@ from segrec.jobs.segmentation import (
     features,
     fit,
     parents_of,
+    stability_point,
     summarise,
     user_interests,
     user_terms,
@@ -141,14 +142,7 @@ def carried_stability(saved: SavedSegments, settings: Segment) -> dict | None:
         return None
     stability = [rows[stable]["stability"] for stable in saved.ids.ids]
     sizes = [rows[stable]["size"] for stable in saved.ids.ids]
-    known = [(j, n) for j, n in zip(stability, sizes, strict=True) if j is not None]
-    reproducible = sum(n for j, n in known if j >= settings.min_stability)
-    return {
-        "stability": stability,
-        "reproducible_share": round(reproducible / max(sum(sizes), 1), 4),
-        "mean_stability": round(sum(j * n for j, n in known) / max(sum(n for _, n in known), 1), 4),
-        "silhouette": None,
-    }
+    return stability_point(stability, sizes, settings.min_stability, None)
 
 
 def fit_night_segments(store: OutputStore, ids: SegmentIds) -> tuple[str | None, DataFrame | None]:

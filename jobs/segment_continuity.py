@@ -262,7 +262,7 @@ def relabel(df: DataFrame, ids: list[int], columns: tuple[str, ...], arrays: tup
     lookup = F.array(*[F.lit(int(i)) for i in ids])
 
     def stable(column):
-        return F.when(column.isNull(), F.lit(None)).otherwise(F.element_at(lookup, column + 1)).cast("int")
+        return F.element_at(lookup, column + 1).cast("int")  # null in, null out
 
     out = df
     for name in columns:

@@ -119,16 +119,23 @@ def stability_by_k(
             None if r["stability"] is None or np.isnan(r["stability"]) else round(float(r["stability"]), 4)
             for r in mine
         ]
-        known = [(j, r["size"]) for j, r in zip(jaccard, mine, strict=True) if j is not None]
-        sample_users = max(sum(r["size"] for r in mine), 1)
-        curve[k] = {
-            "stability": jaccard,
-            "reproducible": sum(j >= settings.min_stability for j, _ in known),
-            "reproducible_share": round(sum(n for j, n in known if j >= settings.min_stability) / sample_users, 4),
-            "mean_stability": round(sum(j * n for j, n in known) / max(sum(n for _, n in known), 1), 4),
-            "silhouette": None if mine[0]["silhouette"] is None else round(float(mine[0]["silhouette"]), 4),
-        }
+        silhouette = None if mine[0]["silhouette"] is None else round(float(mine[0]["silhouette"]), 4)
+        curve[k] = stability_point(jaccard, [r["size"] for r in mine], settings.min_stability, silhouette)
     return curve
+
+
+def stability_point(stability: list, sizes: list[int], min_stability: float, silhouette: float | None) -> dict:
+    """The figures of one cut of the users: each segment's ``stability`` (None: unknown), how many reach
+    ``min_stability`` and the share of the ``sizes`` they hold, the size-weighted mean stability, and
+    the ``silhouette``."""
+    known = [(j, n) for j, n in zip(stability, sizes, strict=True) if j is not None]
+    return {
+        "stability": stability,
+        "reproducible": sum(j >= min_stability for j, _ in known),
+        "reproducible_share": round(sum(n for j, n in known if j >= min_stability) / max(sum(sizes), 1), 4),
+        "mean_stability": round(sum(j * n for j, n in known) / max(sum(n for _, n in known), 1), 4),
+        "silhouette": silhouette,
+    }
 
 
 def choose_k(curve: dict[int, dict]) -> int:
