@@ -63,7 +63,8 @@ def embed_case(budget: int, kind: str) -> tuple[float, float]:
 
 def topk_case(block_mb: float, users: int) -> tuple[float, float]:
     from segrec.udfs.topk.catalogue import Catalogue, SeenItems
-    from segrec.udfs.topk.exact import candidate_precision, top_k
+    from segrec.udfs.topk.exact import top_k
+    from segrec.udfs.topk.settings import candidate_precision
 
     rng = np.random.default_rng(0)
     vectors = rng.standard_normal((100_000, 384), dtype=np.float32)

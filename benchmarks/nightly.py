@@ -25,7 +25,7 @@ import pandas as pd
 import yaml
 
 from segrec.jobs import cli
-from segrec.jobs.demo_data import ensure_movielens
+from segrec.jobs.sources.demo_data import ensure_movielens
 
 DATES = ("2026-12-01", "2026-12-02")
 

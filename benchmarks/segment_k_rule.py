@@ -1,6 +1,6 @@
 """Which k does ``segment.k: auto`` ship where no k gives segments that all come back?
 
-Compares the rule in ``jobs.segmentation.choose_k`` (where no k is wholly reproducible: the k whose
+Compares the rule in ``jobs.segments.fitting.choose_k`` (where no k is wholly reproducible: the k whose
 reproducible segments hold the most users) with the earlier one (the k with the most reproducible
 segments), on unit vectors with and without planted structure, scored exactly as the segment stage
 scores them (``udfs.clustering.score_k``: bootstrap Jaccard of spherical k-means refits). Prints, per
@@ -17,7 +17,7 @@ import argparse
 import common  # noqa: F401  (puts the repository on sys.path)
 import numpy as np
 
-from segrec.jobs.segmentation import choose_k, stability_point
+from segrec.jobs.segments.fitting import choose_k, stability_point
 from segrec.udfs.clustering import nearest, score_k, spherical_kmeans
 from segrec.udfs.segments import normalise_rows
 

@@ -98,7 +98,7 @@ def force(df) -> float:
 def data_path(spark, user_vectors, item_vectors, interactions, settings):
     """(f): the broadcast plan's frame of users through mapInArrow, each worker loading the catalogue
     as the stage's scorer does, and returning no rows."""
-    from segrec.jobs.recommender import OUTPUT_SCHEMA, Recommender, scoring_tasks, user_frame
+    from segrec.jobs.recommendations.top_k import OUTPUT_SCHEMA, Recommender, scoring_tasks, user_frame
     from segrec.udfs.topk.catalogue import cached_catalogue
 
     recommender = Recommender(spark, item_vectors, interactions, None, settings)
@@ -179,7 +179,7 @@ def main() -> None:
     from pyspark.sql import functions as F
 
     from segrec.jobs.config import Recommend
-    from segrec.jobs.recommender import recommendations
+    from segrec.jobs.recommendations.top_k import recommendations
 
     rng = np.random.default_rng(7)
     users, items = unit_rows(rng, args.users, args.dim), unit_rows(rng, args.items, args.dim)
@@ -189,7 +189,7 @@ def main() -> None:
             "item": rng.integers(0, args.items, args.users * args.seen),
         }
     ).drop_duplicates()
-    from segrec.udfs.topk.exact import candidate_precision
+    from segrec.udfs.topk.settings import candidate_precision
 
     device = "cuda:0" if args.device == "cuda" else "cpu"
     precision = candidate_precision(args.precision, device)

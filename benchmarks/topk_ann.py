@@ -80,7 +80,7 @@ def run_side(spark, inputs, settings, out: str) -> dict:
     """One recommend stage over ``inputs`` with ``settings``, its lists written to ``out``: seconds in
     total and per part, the stage's figures and the peak RSS of the Python workers and driver."""
     from segrec.jobs.config import executor_settings
-    from segrec.jobs.recommender import Recommender
+    from segrec.jobs.recommendations.top_k import Recommender
     from segrec.udfs.topk.settings import TopKSettings
 
     reset_peaks(worker_pids() + [os.getpid()])

@@ -102,7 +102,7 @@ def batch_format(users: int, items: int, dim: int, k: int, repeats: int) -> None
     import pyarrow as pa
     from pyspark.sql import functions as F
 
-    from segrec.jobs.recommender import user_frame
+    from segrec.jobs.recommendations.top_k import user_frame
 
     rng = np.random.default_rng(2)
     spark = local_spark("topk-parts", 2, driver_memory="4g")

@@ -43,7 +43,7 @@ def read(output: str, name: str) -> pd.DataFrame:
 
 def split(events: pd.DataFrame, holdout: int = 5, order_free: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
     if order_free:
-        # No order: a seeded hash of (user, item) stands in for time, as jobs/split.py does.
+        # No order: a seeded hash of (user, item) stands in for time, as jobs/evaluation/split.py does.
         key = pd.util.hash_pandas_object(events[["user_id", "item_id"]], index=False).to_numpy()
         events = events.assign(ts=(key % np.uint64(2**62)).astype(np.int64))
     events = events.sort_values(["user_id", "ts", "item_id"], ascending=[True, False, False])

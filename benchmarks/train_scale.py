@@ -7,7 +7,7 @@ training process's peak memory, through the train stage's own process code.
 
 The examples are synthetic and written as the train stage writes them (the catalogue with each item's
 training count; histories and user texts in one ``shard=<rank>`` folder per process), then
-``udfs.tower_training.train_process`` runs in --processes processes joined by gloo, as TorchDistributor's
+``udfs.towers.process.train_process`` runs in --processes processes joined by gloo, as TorchDistributor's
 local mode starts them, for one epoch at the default train settings (dim 128, hidden 512, batch 512,
 history 200, 8,192 sampled negatives, order-free objective). Text vectors have 64 values; users have
 about 10 interactions each, items drawn Zipf-skewed; every user has a text.
@@ -95,7 +95,7 @@ PROCESS = """
 import json, os, resource, sys
 sys.path.insert(0, {root!r})
 from segrec.jobs.config import executor_settings
-from segrec.udfs.tower_training import TrainJob, train_process
+from segrec.udfs.towers.process import TrainJob, train_process
 from segrec.udfs.towers import TowerSettings
 settings = executor_settings(TowerSettings, epochs=1, objective="order_free")
 data = {data!r}
@@ -114,7 +114,7 @@ print(json.dumps({{
 LOAD = """
 import json, resource
 from segrec.jobs.config import executor_settings
-from segrec.udfs.tower_training import TrainJob, load_training_data
+from segrec.udfs.towers.process import TrainJob, load_training_data
 from segrec.udfs.towers import TowerSettings
 settings = executor_settings(TowerSettings, objective="order_free")
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -17,7 +17,7 @@ from segrec.jobs.config import DEFAULT_CONF
 from segrec.jobs.errors import StageFailure, UserError
 
 if TYPE_CHECKING:
-    from segrec.jobs.manifest import RunManifest
+    from segrec.jobs.io.manifest import RunManifest
 
 COMMANDS = ["validate", "run", "embed", "train", "profile", "segment", "recommend", "evaluate"]
 
@@ -80,7 +80,7 @@ def print_summary(manifest: RunManifest) -> None:
         shown = " ".join(f"{k}={v}" for k, v in figures.items() if not isinstance(v, (dict, list)))
         print(f"  stage {name:<10} {shown}")
     if manifest.segments:
-        from segrec.jobs.segmentation import format_table
+        from segrec.jobs.segments.fitting import format_table
 
         print("\nsegments:")
         print(format_table(manifest.segments))

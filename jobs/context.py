@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from pyspark.sql import SparkSession
 
 from segrec.jobs.config import Config
-from segrec.jobs.io import OutputStore
-from segrec.jobs.manifest import RunManifest
-from segrec.jobs.tracking import Tracker
+from segrec.jobs.io.manifest import RunManifest
+from segrec.jobs.io.store import OutputStore
+from segrec.jobs.io.tracking import Tracker
 
 
 @dataclass

@@ -8,14 +8,14 @@ from typing import Any
 
 from pyspark.sql import SparkSession
 
-from segrec.jobs import embed, evaluate, profile, recommend, segment, train, validate
 from segrec.jobs.config import Config
 from segrec.jobs.context import RunContext
 from segrec.jobs.errors import UnknownCommandError
-from segrec.jobs.io import OutputStore
-from segrec.jobs.manifest import RunManifest, new_run_id
-from segrec.jobs.output_safety import check_locations
-from segrec.jobs.tracking import Tracker
+from segrec.jobs.io.manifest import RunManifest, new_run_id
+from segrec.jobs.io.output_safety import check_locations
+from segrec.jobs.io.store import OutputStore
+from segrec.jobs.io.tracking import Tracker
+from segrec.jobs.stages import embed, evaluate, profile, recommend, segment, train, validate
 
 log = logging.getLogger("segrec")
 

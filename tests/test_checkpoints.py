@@ -8,8 +8,8 @@ import pytest
 from conftest import tower_settings
 from test_towers import FAST, planted
 
-from segrec.udfs.checkpoints import Checkpoints, fingerprint
 from segrec.udfs.towers import train
+from segrec.udfs.towers.checkpoints import Checkpoints, fingerprint
 
 
 class Stop(Exception):

@@ -5,8 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from segrec.jobs.collaborative import AlsParams, als_factors, blend_weight, blended, dense_ids, with_factors
 from segrec.jobs.config import Train
+from segrec.jobs.towers.als import AlsParams, als_factors, blend_weight, blended, dense_ids, with_factors
 
 
 def test_auto_blends_the_order_free_objective_only():

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from segrec.jobs import sources
 from segrec.jobs.config import config_from_dict
+from segrec.jobs.sources import inputs as sources
 
 CSV = '''user,item,stars,review
 "u,1",a,5,"Great, really ""great"""

@@ -9,7 +9,7 @@ import yaml
 
 from segrec.jobs import cli
 from segrec.jobs.errors import ConfigError
-from segrec.jobs.model_info import check_model_directory
+from segrec.jobs.sources.model_info import check_model_directory
 
 
 def quiet(err: str) -> bool:

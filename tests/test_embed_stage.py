@@ -116,7 +116,7 @@ def test_second_run_embeds_nothing_and_ten_new_items_embed_ten(spark, workspace,
 
 def test_model_is_loaded_once_per_python_worker(spark, tiny_model_dir):
     settings = encoder_settings(model_path=tiny_model_dir, max_length=24)
-    from segrec.jobs.embed import embedding_udf
+    from segrec.jobs.stages.embed import embedding_udf
 
     texts = spark.createDataFrame([(f"guitar {i}",) for i in range(400)], "text string").repartition(8)
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "10")  # many batches per task
@@ -142,7 +142,7 @@ def test_texts_are_encoded_in_as_many_tasks_as_asked(spark, tmp_path, tiny_model
     # The stage's own path: texts read back from files, de-duplicated by hash (a shuffle on text_hash,
     # which adaptive execution coalesces by size), then spread for the encoder. Without a repartition
     # Spark has to keep, every text went to one task and one core encoded them all.
-    from segrec.jobs.embed import distinct_texts, embed_texts, item_texts
+    from segrec.jobs.stages.embed import distinct_texts, embed_texts, item_texts
 
     path = str(tmp_path / "items")
     spark.createDataFrame(
@@ -159,7 +159,7 @@ def test_texts_are_encoded_in_as_many_tasks_as_asked(spark, tmp_path, tiny_model
 
 
 def test_a_text_without_its_vector_fails_the_stage_naming_both_counts():
-    from segrec.jobs.embed import check_reconciled
+    from segrec.jobs.stages.embed import check_reconciled
 
     check_reconciled({"item_vectors": 5, "text_vectors": 7}, 5, 7)  # reconciled: no error
     with pytest.raises(RuntimeError, match=r"5 item texts -> 4 item vectors, 7 user texts -> 7 text vectors"):

@@ -8,9 +8,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from segrec.jobs import baselines, cli, evaluate, report
+from segrec.jobs import cli
 from segrec.jobs.bootstrap.synthetic import config_dict, generate, write_parquet
-from segrec.jobs.split import holdout_split
+from segrec.jobs.evaluation import baselines, report
+from segrec.jobs.evaluation.split import holdout_split
+from segrec.jobs.stages import evaluate
 
 HOLDOUT = 2
 NEW_USERS = 0.2  # evaluate.cold_user_share
@@ -221,7 +223,7 @@ def test_the_mlflow_run_read_back_holds_metrics_json_and_the_report(evaluated):
 def test_tracking_is_off_without_a_uri_and_required_when_asked(monkeypatch):
     from segrec.jobs.config import Mlflow
     from segrec.jobs.errors import ConfigError
-    from segrec.jobs.tracking import Tracker
+    from segrec.jobs.io.tracking import Tracker
 
     for name in ("MLFLOW_TRACKING_URI", "DATABRICKS_RUNTIME_VERSION"):
         monkeypatch.delenv(name, raising=False)
@@ -231,7 +233,7 @@ def test_tracking_is_off_without_a_uri_and_required_when_asked(monkeypatch):
     assert off.run_id is None
     monkeypatch.setenv("DATABRICKS_RUNTIME_VERSION", "16.4")
     assert Tracker(Mlflow(), "r1", "run").uri == "databricks"
-    monkeypatch.setattr("segrec.jobs.tracking._mlflow_installed", lambda: False)
+    monkeypatch.setattr("segrec.jobs.io.tracking._mlflow_installed", lambda: False)
     assert not Tracker(Mlflow(), "r1", "run").enabled  # auto: a warning, nothing logged
     with pytest.raises(ConfigError, match="mlflow is not installed"):
         Tracker(Mlflow(enabled=True), "r1", "run")
@@ -240,7 +242,7 @@ def test_tracking_is_off_without_a_uri_and_required_when_asked(monkeypatch):
 def test_a_failing_tracking_server_stops_tracking_not_the_run_unless_required(tmp_path, caplog):
     pytest.importorskip("mlflow")
     from segrec.jobs.config import Mlflow
-    from segrec.jobs.tracking import Tracker, experiment_name
+    from segrec.jobs.io.tracking import Tracker, experiment_name
 
     (tmp_path / "a-file").write_text("not a folder")
     broken = f"sqlite:///{tmp_path}/a-file/mlflow.db"  # a store that cannot be created

@@ -1,5 +1,6 @@
-"""The code's shape that keeps it carried on: stages are entry points that share library modules,
-never each other; executor code never imports the driver side."""
+"""The code's shape that keeps it carried on: the stages sit together in jobs/stages/ and share library
+modules grouped by domain, never each other; executor code never imports the driver side; no module
+imports itself back through others."""
 
 import ast
 import re
@@ -8,6 +9,17 @@ from pathlib import Path
 from segrec.jobs.pipeline import STAGES
 
 ROOT = Path(__file__).resolve().parents[1]
+STAGE_MODULES = {f"segrec.jobs.stages.{name}" for name in STAGES}
+# The run's machinery at the top of jobs/; everything else lives in a domain package.
+MACHINERY = {"__init__", "cli", "config", "context", "errors", "pipeline", "session", "spark_submit"}
+DOMAINS = {"stages", "sources", "vectors", "towers", "segments", "recommendations", "evaluation", "io", "bootstrap"}
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(["segrec", *parts])
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -22,23 +34,43 @@ def imported_modules(path: Path) -> set[str]:
     return found
 
 
+def runtime_files() -> list[Path]:
+    return sorted(
+        path
+        for folder in ("jobs", "udfs")
+        for path in (ROOT / folder).rglob("*.py")
+        if "bootstrap" not in path.relative_to(ROOT).parts
+    )
+
+
+def test_the_stages_sit_together_and_nothing_else_does():
+    found = {path.stem for path in (ROOT / "jobs" / "stages").glob("*.py")} - {"__init__"}
+    assert found == set(STAGES)
+
+
+def test_the_top_of_jobs_holds_only_the_run_machinery_and_domain_packages():
+    assert {path.stem for path in (ROOT / "jobs").glob("*.py")} == MACHINERY
+    packages = {path.name for path in (ROOT / "jobs").iterdir() if path.is_dir() and path.name != "__pycache__"}
+    assert packages == DOMAINS
+
+
 def test_no_stage_module_imports_another_stage():
-    stages = {f"segrec.jobs.{name}" for name in STAGES}
     crossing = {
-        name: sorted(imported_modules(ROOT / "jobs" / f"{name}.py") & (stages - {f"segrec.jobs.{name}"}))
+        name: sorted(
+            imported_modules(ROOT / "jobs" / "stages" / f"{name}.py") & (STAGE_MODULES - {f"segrec.jobs.stages.{name}"})
+        )
         for name in STAGES
     }
     assert {name: found for name, found in crossing.items() if found} == {}
 
 
-def test_only_the_pipeline_and_cli_know_the_stages():
-    stages = {f"segrec.jobs.{name}" for name in STAGES}
+def test_only_the_pipeline_knows_the_stages():
     users = sorted(
-        path.name
-        for path in (ROOT / "jobs").glob("*.py")
-        if path.stem not in STAGES and imported_modules(path) & stages
+        str(path.relative_to(ROOT))
+        for path in (ROOT / "jobs").rglob("*.py")
+        if "stages" not in path.parts and imported_modules(path) & (STAGE_MODULES | {"segrec.jobs.stages"})
     )
-    assert users == ["pipeline.py"]
+    assert users == ["jobs/pipeline.py"]
 
 
 def test_executor_code_never_imports_the_driver_side():
@@ -48,6 +80,44 @@ def test_executor_code_never_imports_the_driver_side():
         if any(module.startswith("segrec.jobs") for module in imported_modules(path))
     )
     assert offenders == []
+
+
+def import_cycles() -> list[list[str]]:
+    """Strongly connected groups of more than one module in the graph of segrec's own imports."""
+    files = {module_name(path): path for path in runtime_files()}
+    graph = {name: sorted(imported_modules(path) & (set(files) - {name})) for name, path in files.items()}
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    groups = []
+
+    def visit(node: str) -> None:  # Tarjan's algorithm
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for target in graph[node]:
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                top = stack.pop()
+                group.append(top)
+                if top == node:
+                    break
+            if len(group) > 1:
+                groups.append(sorted(group))
+
+    for name in graph:
+        if name not in index:
+            visit(name)
+    return sorted(groups)
+
+
+def test_no_module_imports_itself_back_through_others():
+    assert import_cycles() == []
 
 
 def undocumented(path: Path) -> list[str]:
@@ -85,7 +155,7 @@ def test_each_stage_entry_point_says_what_it_reads_writes_and_returns():
         text = ast.get_docstring(
             next(
                 node
-                for node in ast.parse((ROOT / "jobs" / f"{name}.py").read_text(encoding="utf-8")).body
+                for node in ast.parse((ROOT / "jobs" / "stages" / f"{name}.py").read_text(encoding="utf-8")).body
                 if isinstance(node, ast.FunctionDef) and node.name == "run"
             )
         )

@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from segrec.jobs.baselines import draw_for_user, most_popular, random_lists
-from segrec.jobs.list_metrics import davies_bouldin, list_metrics, long_tail_items, reference
+from segrec.jobs.evaluation.baselines import draw_for_user, most_popular, random_lists
+from segrec.jobs.evaluation.list_quality import davies_bouldin, list_metrics, long_tail_items, reference
 
 # Catalogue a, b, c, d with 2-d unit vectors; three users' lists of two; training rows below.
 VECTORS = [("a", [1.0, 0.0]), ("b", [0.0, 1.0]), ("c", [0.6, 0.8]), ("d", [-1.0, 0.0])]

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from segrec.jobs.metrics import per_user_metrics, ranking_metrics
+from segrec.jobs.evaluation.ranking import per_user_metrics, ranking_metrics
 
 L2 = math.log2
 # u1: relevant {a, c}; recommended a (1), b (2), c (3)      -> hits at ranks 1 and 3

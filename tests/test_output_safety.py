@@ -98,7 +98,7 @@ def test_a_directory_segrec_did_not_write_is_never_replaced(spark, inputs, capsy
 
 @pytest.mark.parametrize("path", ["output", "/Volumes/main/segrec/out", "/dbfs/segrec", "file:/tmp/out", "C:/out"])
 def test_mounted_and_local_outputs_are_writable_without_a_jvm(path):
-    from segrec.jobs.io import check_local_path
+    from segrec.jobs.io.store import check_local_path
 
     check_local_path(path)  # no error
 
@@ -116,7 +116,7 @@ def test_mounted_and_local_outputs_are_writable_without_a_jvm(path):
 )
 def test_object_store_outputs_without_a_jvm_are_refused_naming_the_alternatives(path):
     from segrec.jobs.errors import ConfigError
-    from segrec.jobs.io import check_local_path
+    from segrec.jobs.io.store import check_local_path
 
     with pytest.raises(ConfigError, match="/Volumes/") as refused:
         check_local_path(path)

@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from segrec.jobs import profile, text_profiles
 from segrec.jobs.config import Profile
+from segrec.jobs.stages import profile
+from segrec.jobs.vectors import text_profiles
 
 E = np.eye(4, dtype=np.float32).tolist()  # orthogonal unit vectors e0..e3
 TS = "2026-01-10 00:00:00"

@@ -5,9 +5,9 @@ import time
 
 import pytest
 
-from segrec.jobs import manifest as manifest_module
 from segrec.jobs.config import config_from_dict
-from segrec.jobs.manifest import RunManifest
+from segrec.jobs.io import manifest as manifest_module
+from segrec.jobs.io.manifest import RunManifest
 
 MINIMAL = {
     "inputs": {

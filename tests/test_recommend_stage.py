@@ -8,7 +8,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from segrec.jobs.config import Recommend
-from segrec.jobs.recommender import recommendations
+from segrec.jobs.recommendations.top_k import recommendations
 
 N_ITEMS, N_USERS, DIM = 120, 40, 16
 
@@ -232,7 +232,7 @@ def test_without_a_spark_context_the_matrix_goes_to_a_file_under_the_given_direc
 
     from segrec.jobs.config import Recommend
     from segrec.jobs.errors import ConfigError
-    from segrec.jobs.recommender import catalogue_source
+    from segrec.jobs.recommendations.top_k import catalogue_source
     from segrec.udfs.topk.catalogue import Catalogue
 
     class ConnectLike:  # a session whose sparkContext raises, as Spark Connect's does
@@ -271,7 +271,7 @@ def test_a_user_vector_of_the_wrong_size_is_an_input_error_naming_the_user(spark
     """Found in a Python worker, reported by the CLI as an input problem (exit 2), not as unexpected."""
     from segrec.jobs.cli import worker_input_error
     from segrec.jobs.config import Recommend
-    from segrec.jobs.recommender import recommendations
+    from segrec.jobs.recommendations.top_k import recommendations
 
     items = spark.createDataFrame([("a", [1.0, 0.0]), ("b", [0.0, 1.0])], "item_id string, vector array<float>")
     users = spark.createDataFrame([("u1", [1.0, 0.0]), ("u2", [1.0, 0.0, 0.0])], "user_id string, vector array<float>")
@@ -405,8 +405,8 @@ def test_new_item_slots_give_each_list_the_best_new_items_ranked_by_score(spark,
 
 
 def test_every_recommendation_says_whether_its_item_is_new(spark, tmp_path):
-    from segrec.jobs.recommend import flag_new_items
-    from segrec.jobs.recommender import new_items
+    from segrec.jobs.recommendations.top_k import new_items
+    from segrec.jobs.stages.recommend import flag_new_items
 
     items = spark.createDataFrame([(f"i{j}", [1.0]) for j in range(4)], "item_id string, vector array<float>")
     events = spark.createDataFrame(

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from segrec.jobs.report import projection
+from segrec.jobs.evaluation.report import projection
 
 
 def test_projection_points_do_not_grow_with_the_user_count(spark):

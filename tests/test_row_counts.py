@@ -1,6 +1,6 @@
 """Several counts from one Spark job: what the stages reconcile their inputs and outputs with."""
 
-from segrec.jobs.counts import row_counts
+from segrec.jobs.io.counts import row_counts
 
 
 def test_each_frame_is_counted_under_its_own_name(spark):

@@ -8,7 +8,7 @@ import pytest
 from conftest import tower_settings
 
 from segrec.jobs.errors import InputError
-from segrec.jobs.two_towers import check_state, saved_settings
+from segrec.jobs.towers.training import check_state, saved_settings
 
 WHERE = "out/towers/towers.json"
 

@@ -31,7 +31,7 @@ def test_a_drifted_frame_is_described_column_by_column():
 
 def test_the_store_refuses_to_write_a_frame_that_does_not_match(spark, tmp_path):
     from segrec.jobs.config import Output
-    from segrec.jobs.io import OutputStore
+    from segrec.jobs.io.store import OutputStore
 
     store = OutputStore(spark, Output(path=str(tmp_path / "out")), "run-1")
     frame = spark.createDataFrame([("u1", 1)], "user_id string, rank long")
@@ -41,7 +41,7 @@ def test_the_store_refuses_to_write_a_frame_that_does_not_match(spark, tmp_path)
 
 
 def test_the_udf_output_schemas_are_the_datasets_own():
-    # the workers' lists, and the stage's flag of new items (jobs/recommend.py) after them
+    # the workers' lists, and the stage's flag of new items (jobs/stages/recommend.py) after them
     assert DATASETS["recommendations"].names == [*RECOMMENDATIONS.names, "new_item"]
     assert DATASETS["segments"].names == [
         "user_id",

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from segrec.jobs.errors import InputError
-from segrec.jobs.segment_continuity import (
+from segrec.jobs.segments.continuity import (
     SegmentIds,
     carried,
     centre_shift,

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from segrec.jobs.config import Segment
-from segrec.jobs.segmentation import assign_segments, centres_of, estimator, features, parents_of
+from segrec.jobs.segments.fitting import assign_segments, centres_of, estimator, features, parents_of
 from segrec.udfs.segments import normalise_rows
 
 

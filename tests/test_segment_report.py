@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from segrec.jobs.segment_report import PAGE, TREND_PLOT, render, segment_name, status_text, write_page
+from segrec.jobs.segments.page import PAGE, TREND_PLOT, render, segment_name, status_text, write_page
 
 SUMMARY = [
     {

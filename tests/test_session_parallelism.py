@@ -40,7 +40,7 @@ def test_udf_stages_ask_twice_the_parallelism_unless_configured():
 
 
 def test_scoring_tasks_one_per_core_on_a_local_master_twice_the_parallelism_elsewhere(spark):
-    from segrec.jobs.recommender import scoring_tasks
+    from segrec.jobs.recommendations.top_k import scoring_tasks
 
     cores = spark.sparkContext.defaultParallelism
     assert spark.sparkContext.master.startswith("local")

@@ -5,9 +5,9 @@ import json
 import pandas as pd
 import pytest
 
-from segrec.jobs import sources
 from segrec.jobs.config import config_from_dict
 from segrec.jobs.errors import InputError
+from segrec.jobs.sources import inputs as sources
 
 TS = "2026-01-01 10:00:00"
 ITEMS = [

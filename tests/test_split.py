@@ -1,6 +1,6 @@
 from pyspark.sql import functions as F
 
-from segrec.jobs.split import holdout_split
+from segrec.jobs.evaluation.split import holdout_split
 
 
 def frame(spark, rows):

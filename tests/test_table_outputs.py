@@ -43,7 +43,7 @@ def test_a_dated_run_overwrites_its_partition_only(spark, conf, synthetic_data):
 
 def test_models_stay_files_that_a_dated_night_finds_with_catalog_table_outputs(spark, tmp_path):
     from segrec.jobs.config import Output
-    from segrec.jobs.io import OutputStore
+    from segrec.jobs.io.store import OutputStore
 
     spark.sql("DROP DATABASE IF EXISTS segrec_m CASCADE")
     spark.sql(f"CREATE DATABASE segrec_m LOCATION '{tmp_path / 'warehouse'}'")

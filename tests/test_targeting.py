@@ -5,8 +5,8 @@ from pyspark.sql import functions as F
 
 from segrec.jobs.bootstrap.synthetic import generate
 from segrec.jobs.config import Segment
-from segrec.jobs.split import holdout_split
-from segrec.jobs.targeting import random_segments, targeting_lift, targeting_report
+from segrec.jobs.evaluation.split import holdout_split
+from segrec.jobs.evaluation.targeting import random_segments, targeting_lift, targeting_report
 
 
 def test_open_pairs_and_responses_are_counted_by_hand(spark):

@@ -11,7 +11,7 @@ from conftest import topk_settings
 
 from segrec.jobs.config import Recommend
 from segrec.jobs.errors import ConfigError
-from segrec.jobs.recommender import calibrate_probes, choose_search
+from segrec.jobs.recommendations.top_k import calibrate_probes, choose_search
 from segrec.udfs.topk.approximate import build_index, default_lists, recall_at_k
 from segrec.udfs.topk.batches import UserBatch, recommend_users
 from segrec.udfs.topk.catalogue import Catalogue, load_catalogue, save_catalogue

@@ -9,13 +9,13 @@ from segrec.udfs.topk.catalogue import Catalogue, SeenItems
 from segrec.udfs.topk.exact import (
     GROUP,
     MAXIMA_GROUP,
-    PRECISIONS,
     best_fast_scores,
     block_rows,
     bytes_per_score,
     largest_columns,
     top_k,
 )
+from segrec.udfs.topk.settings import PRECISIONS
 
 
 def catalogue(n=6, d=3, seed=0, popularity=None):
@@ -420,7 +420,7 @@ def test_error_bound_covers_every_item_left_out():
 
 
 def test_candidate_precision_choice(monkeypatch):
-    import segrec.udfs.topk.exact as topk
+    import segrec.udfs.topk.settings as topk
 
     monkeypatch.setattr(topk, "native_bfloat16", lambda: True)
     assert topk.candidate_precision("auto", "cpu") == "bfloat16"

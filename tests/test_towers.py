@@ -259,9 +259,9 @@ def test_padding_a_steps_sampled_candidates_changes_nothing_but_their_count(monk
     # Padding keeps each step's tensor sizes few (the allocator reuses them); the padded candidates are
     # masked out of the softmax, so the model trains exactly as unpadded.
     data, _, _, _ = planted("uninformative")
-    monkeypatch.setattr(towers, "CANDIDATE_BLOCK", 1)
+    monkeypatch.setattr(towers.training, "CANDIDATE_BLOCK", 1)
     plain, plain_result = fitted(data, negatives=10, epochs=2)
-    monkeypatch.setattr(towers, "CANDIDATE_BLOCK", 64)
+    monkeypatch.setattr(towers.training, "CANDIDATE_BLOCK", 64)
     padded, padded_result = fitted(data, negatives=10, epochs=2)
     assert [e["loss"] for e in padded_result.curve] == pytest.approx([e["loss"] for e in plain_result.curve], abs=1e-5)
     for name in plain.state:

@@ -2,8 +2,8 @@
 
 import pytest
 
-from segrec.jobs import two_towers
 from segrec.jobs.config import Train
+from segrec.jobs.towers import training as two_towers
 from segrec.udfs.device import job_uses_gpus
 
 

@@ -12,8 +12,8 @@ from pyspark.sql import functions as F
 from segrec.jobs import cli
 from segrec.jobs.bootstrap.synthetic import config_dict, generate, write_parquet
 from segrec.jobs.config import config_from_dict
-from segrec.jobs.io import OutputStore, local_path
-from segrec.jobs.two_towers import (
+from segrec.jobs.io.store import OutputStore, local_path
+from segrec.jobs.towers.training import (
     checkpoint_dir,
     fit_towers,
     learned_item_vectors,
@@ -22,7 +22,7 @@ from segrec.jobs.two_towers import (
     tower_settings,
     training_frames,
 )
-from segrec.udfs.tower_training import TrainJob, load_training_data
+from segrec.udfs.towers.process import TrainJob, load_training_data
 
 TRAIN = {"dim": 16, "hidden": 32, "epochs": 3, "batch_size": 64, "learning_rate": 0.005}
 

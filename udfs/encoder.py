@@ -11,7 +11,6 @@ the windows of a text weighted by their token counts, L2-normalises, and returns
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import logging
 import time
@@ -79,23 +78,6 @@ def resolve_model_path(path: str) -> str:
             "(hub names are not fetched: download the model and point model.path at its directory)"
         )
     return str(directory)
-
-
-_SKIP = {"README.md", ".gitattributes"}
-
-
-def fingerprint(directory: str) -> str:
-    """sha256 of a model directory's files (names and bytes; READMEs aside): what the model id hashes,
-    and what names the model's ONNX export."""
-    digest = hashlib.sha256()
-    for path in sorted(Path(directory).rglob("*")):
-        if not path.is_file() or path.name in _SKIP:
-            continue
-        digest.update(str(path.relative_to(directory)).encode())
-        with path.open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
 
 
 def special_tokens(tokenizer) -> tuple[list[int], list[int]]:

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from segrec.udfs.encoder import fingerprint
 from segrec.udfs.errors import WorkerInputError
+from segrec.udfs.model_files import fingerprint
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from segrec.udfs.device import native_bfloat16
 from segrec.udfs.topk.catalogue import Catalogue, SeenItems, _cached, catalogue_tensors
 
 if TYPE_CHECKING:
@@ -54,21 +53,6 @@ def candidate_count(depth: int, n_items: int) -> int:
     """Candidates per user in the first selection pass over ``n_items`` items: enough beyond ``depth``
     that the proof below usually holds at once (rows where it does not are widened)."""
     return min(n_items, depth + depth // 2 + CANDIDATE_MARGIN) if depth > 0 else 0
-
-
-PRECISIONS = ("float32", "bfloat16")
-
-
-def candidate_precision(setting: str, device: str) -> str:
-    """The fast pass's precision for ``recommend.precision``'s ``setting`` on ``device``: as set, or for
-    ``auto`` bfloat16 on CPUs with native bfloat16, float32 otherwise.
-    A GPU's pass is float32 (its products are far from the bottleneck, and cuBLAS may reduce bfloat16
-    products in reduced precision, which would void the error bound)."""
-    if device != "cpu":
-        return "float32"
-    if setting == "auto":
-        return "bfloat16" if native_bfloat16() else "float32"
-    return setting
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,21 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from segrec.udfs.config_keys import from_config
-from segrec.udfs.device import task_device, use_task_cpus
+from segrec.udfs.device import native_bfloat16, task_device, use_task_cpus
+
+PRECISIONS = ("float32", "bfloat16")
+
+
+def candidate_precision(setting: str, device: str) -> str:
+    """The fast pass's precision for ``recommend.precision``'s ``setting`` on ``device``: as set, or for
+    ``auto`` bfloat16 on CPUs with native bfloat16, float32 otherwise.
+    A GPU's pass is float32 (its products are far from the bottleneck, and cuBLAS may reduce bfloat16
+    products in reduced precision, which would void the error bound)."""
+    if device != "cpu":
+        return "float32"
+    if setting == "auto":
+        return "bfloat16" if native_bfloat16() else "float32"
+    return setting
 
 
 @dataclass(frozen=True)
@@ -49,7 +63,6 @@ class TopKSettings:
         On a CPU, torch's threads are set to the task's cores (``spark.task.cpus``), as the encoder's
         are: an executor runs several scoring tasks side by side, and each one using every core of the
         machine would oversubscribe them."""
-        from segrec.udfs.topk.exact import candidate_precision  # torch: loaded in the worker only
 
         device = task_device(self.device)
         if device == "cpu":

@@ -19,9 +19,9 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from segrec.jobs.config import Evaluate
-from segrec.jobs.io import OutputStore
-from segrec.jobs.metrics import METRICS
-from segrec.jobs.tracking import Tracker
+from segrec.jobs.evaluation.ranking import METRICS
+from segrec.jobs.io.store import OutputStore
+from segrec.jobs.io.tracking import Tracker
 
 log = logging.getLogger("segrec")
 

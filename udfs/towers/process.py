@@ -22,9 +22,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from segrec.udfs.checkpoints import Checkpoints, fingerprint
 from segrec.udfs.errors import WorkerInputError
 from segrec.udfs.towers import TowerSettings, TrainingData, TrainResult, train
+from segrec.udfs.towers.checkpoints import Checkpoints, fingerprint
 
 
 @dataclass(frozen=True)

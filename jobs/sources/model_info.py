@@ -11,7 +11,8 @@ import json
 from pathlib import Path
 
 from segrec.jobs.errors import ConfigError
-from segrec.udfs.encoder import EncoderSettings, fingerprint, resolve_model_path
+from segrec.udfs.encoder import EncoderSettings, resolve_model_path
+from segrec.udfs.model_files import fingerprint
 
 
 def model_identity(settings: EncoderSettings) -> dict[str, str]:

@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from segrec.udfs.towers import TowerSettings, TrainingData
+from segrec.udfs.towers.data import TrainingData
+from segrec.udfs.towers.settings import TowerSettings
 
 
 def fingerprint(settings: TowerSettings, world: int, data: TrainingData) -> str:

@@ -1,7 +1,7 @@
 """Stage 5, recommend: each user's top k items in the user vectors' own space, seen items excluded.
 
 Reads ``user_vectors``, the item vectors of their space, ``interactions`` and (for the popularity
-boost) ``segments``; builds the lists with ``recommender.recommendations`` (the plans and the score are
+boost) ``segments``; builds the lists with ``recommendations.top_k.recommendations`` (the plans and the score are
 described there) and writes ``recommendations``; the manifest keeps a few users' lists for people.
 """
 
@@ -10,13 +10,13 @@ from __future__ import annotations
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from segrec.jobs.collaborative import ALS_ITEM_FACTORS, ALS_USER_FACTORS, blended
 from segrec.jobs.context import RunContext
 from segrec.jobs.errors import InputError
-from segrec.jobs.list_metrics import list_churn
-from segrec.jobs.recommender import new_items, recommendations
-from segrec.jobs.two_towers import saved_als_weight
-from segrec.jobs.vectors import TEXT_SPACE, item_vectors_for, space_of
+from segrec.jobs.evaluation.list_quality import list_churn
+from segrec.jobs.recommendations.top_k import new_items, recommendations
+from segrec.jobs.towers.als import ALS_ITEM_FACTORS, ALS_USER_FACTORS, blended
+from segrec.jobs.towers.training import saved_als_weight
+from segrec.jobs.vectors.spaces import TEXT_SPACE, item_vectors_for, space_of
 
 
 def run(ctx: RunContext) -> dict:

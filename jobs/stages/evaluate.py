@@ -2,7 +2,7 @@
 score our model against baselines on the same split, in the same run.
 
 Split: per user, the newest ``evaluate.holdout`` interactions are held out (seeded random without
-timestamps; see ``jobs.split``). The training interactions are the only interactions any model
+timestamps; see ``jobs.evaluation.split``). The training interactions are the only interactions any model
 sees: user vectors, segments, segment popularity, seen-masks, most-popular counts and ALS factors
 are all built from them (``tests/test_evaluate.py`` checks this). Item and user texts are inputs,
 not interactions, and are used as they are.
@@ -13,12 +13,13 @@ that ``segment.k: auto`` chooses there) and the ALS grid are chosen there by NDC
 ``evaluate.tune_k``, then refitted on the whole training set and scored on the held-out set once.
 
 Models: most_popular, als, random (baselines); content (cosine only, lambda 0), hybrid (cosine +
-lambda * in-segment popularity, lambda tuned) and trained (the two-tower model of ``jobs.two_towers``, its
+lambda * in-segment popularity, lambda tuned) and trained (the two-tower model of ``jobs.towers.training``, its
 settings chosen over ``evaluate.train_grid``; learned space only). Metrics: ranking metrics at every k
-(``jobs.metrics``), list metrics (``jobs.list_metrics``), the cold-user, long-tail and cold-item slices
+(``jobs.evaluation.ranking``), list metrics (``jobs.evaluation.list_quality``), the cold-user, long-tail and
+cold-item slices
 (held-out rows whose item has no training interaction: most-popular and ALS cannot rank those items by
 construction), segment quality.
-Outputs: ``evaluation/metrics.json``, ``evaluation/report.md`` and PNG plots (``jobs.report``).
+Outputs: ``evaluation/metrics.json``, ``evaluation/report.md`` and PNG plots (``jobs.evaluation.report``).
 """
 
 from __future__ import annotations
@@ -32,27 +33,27 @@ import numpy as np
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from segrec.jobs import baselines, report
-from segrec.jobs.collaborative import AlsParams, als_factors, blend_weight, blended
 from segrec.jobs.config import Config, executor_settings
 from segrec.jobs.context import RunContext
 from segrec.jobs.errors import InputError
-from segrec.jobs.io import OutputStore
-from segrec.jobs.list_metrics import Reference, list_metrics, long_tail_items, reference, segment_quality
-from segrec.jobs.manifest import RunManifest
-from segrec.jobs.metrics import ranking_metrics
-from segrec.jobs.recommender import Recommender
-from segrec.jobs.segmentation import assign_segments, centres_of, features, fit
-from segrec.jobs.split import holdout_split
-from segrec.jobs.targeting import targeting_report
-from segrec.jobs.text_profiles import user_vectors
-from segrec.jobs.two_towers import (
+from segrec.jobs.evaluation import baselines, report
+from segrec.jobs.evaluation.list_quality import Reference, list_metrics, long_tail_items, reference, segment_quality
+from segrec.jobs.evaluation.ranking import ranking_metrics
+from segrec.jobs.evaluation.split import holdout_split
+from segrec.jobs.evaluation.targeting import targeting_report
+from segrec.jobs.io.manifest import RunManifest
+from segrec.jobs.io.store import OutputStore
+from segrec.jobs.recommendations.top_k import Recommender
+from segrec.jobs.segments.fitting import assign_segments, centres_of, features, fit
+from segrec.jobs.towers.als import AlsParams, als_factors, blend_weight, blended
+from segrec.jobs.towers.training import (
     fit_towers,
     has_timestamps,
     learned_item_vectors,
     learned_user_vectors,
     with_cell,
 )
+from segrec.jobs.vectors.text_profiles import user_vectors
 from segrec.udfs.topk.settings import TopKSettings
 
 log = logging.getLogger("segrec")

@@ -12,10 +12,10 @@ import logging
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 
-from segrec.jobs import sources
 from segrec.jobs.context import RunContext
-from segrec.jobs.demo_data import ensure_movielens
 from segrec.jobs.errors import InputError
+from segrec.jobs.sources import inputs as sources
+from segrec.jobs.sources.demo_data import ensure_movielens
 
 log = logging.getLogger("segrec")
 

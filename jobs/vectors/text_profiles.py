@@ -22,14 +22,14 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from segrec.jobs.config import Profile
-from segrec.jobs.feedback import with_feedback_weight
-from segrec.jobs.vectors import l2_normalise, scale, sum_vectors
+from segrec.jobs.sources.interaction_weights import with_feedback_weight
+from segrec.jobs.vectors.spaces import l2_normalise, scale, sum_vectors
 
 
 def interaction_weights(
     interactions: DataFrame, settings: Profile, feedback: str = "explicit", implicit_weight: str = "log1p"
 ) -> DataFrame:
-    """(user_id, item_id, weight): the feedback weight (``jobs.feedback``), times recency."""
+    """(user_id, item_id, weight): the feedback weight (``jobs.sources.interaction_weights``), times recency."""
     df = with_feedback_weight(interactions, feedback, implicit_weight)
     if settings.recency_half_life_days is not None:
         # The newest timestamp as a one-row aggregate joined to every row (a window without partition

@@ -15,7 +15,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from segrec.jobs.errors import InputError
-from segrec.jobs.io import OutputStore
+from segrec.jobs.io.store import OutputStore
 
 TEXT_SPACE = "text"  # user_vectors.space of profiles built from the text vectors alone
 TRAINED_ITEM_VECTORS = "trained_item_vectors"  # the items in a trained model's space

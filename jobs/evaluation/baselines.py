@@ -21,10 +21,10 @@ import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from segrec.jobs.collaborative import AlsParams, als_factors
 from segrec.jobs.config import Recommend, executor_settings
-from segrec.jobs.list_metrics import item_user_counts
-from segrec.jobs.recommender import OUTPUT_SCHEMA, Recommender
+from segrec.jobs.evaluation.list_quality import item_user_counts
+from segrec.jobs.recommendations.top_k import OUTPUT_SCHEMA, Recommender
+from segrec.jobs.towers.als import AlsParams, als_factors
 from segrec.udfs.schemas import RECOMMENDATION_COLUMNS
 from segrec.udfs.topk.settings import TopKSettings
 

@@ -1,8 +1,8 @@
 """Stage 3, profile: one vector per user, in the space segment and recommend will use.
 
 With trained towers (``train.enabled`` and a saved model) the user tower places each user in the
-learned space (``two_towers.learned_user_vectors``); otherwise the user is the mix of their own text
-vectors and the vectors of the items they interacted with (``text_profiles.user_vectors``). Output:
+learned space (``towers.training.learned_user_vectors``); otherwise the user is the mix of their own text
+vectors and the vectors of the items they interacted with (``vectors.text_profiles.user_vectors``). Output:
 ``user_vectors`` with its ``space``. Users with no signal on either side are written to ``rejects``
 with reason ``no_signal``.
 """
@@ -13,9 +13,9 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from segrec.jobs.context import RunContext
-from segrec.jobs.text_profiles import user_vectors
-from segrec.jobs.two_towers import learned_user_vectors, trained_model
-from segrec.jobs.vectors import TEXT_SPACE, TRAINED_ITEM_VECTORS, check_finite
+from segrec.jobs.towers.training import learned_user_vectors, trained_model
+from segrec.jobs.vectors.spaces import TEXT_SPACE, TRAINED_ITEM_VECTORS, check_finite
+from segrec.jobs.vectors.text_profiles import user_vectors
 
 NO_SIGNAL = "no_signal"
 

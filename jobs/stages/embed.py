@@ -20,9 +20,9 @@ from pyspark.sql import functions as F
 
 from segrec.jobs.config import executor_settings
 from segrec.jobs.context import RunContext
-from segrec.jobs.counts import row_counts
-from segrec.jobs.model_info import model_identity
+from segrec.jobs.io.counts import row_counts
 from segrec.jobs.session import spread, udf_partitions
+from segrec.jobs.sources.model_info import model_identity
 from segrec.udfs.embedding import embed_batches
 from segrec.udfs.encoder import EncoderSettings
 

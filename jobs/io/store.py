@@ -21,7 +21,7 @@ from pyspark.sql.utils import AnalysisException
 
 from segrec.jobs.config import Output
 from segrec.jobs.errors import ConfigError, InputError
-from segrec.jobs.output_safety import MARKER
+from segrec.jobs.io.output_safety import MARKER
 from segrec.udfs.schemas import schema_differences
 
 log = logging.getLogger(__name__)
@@ -356,7 +356,7 @@ class OutputStore:
         self._swap(staging, self.path(name))
 
     def mark(self, directory: str) -> None:
-        """Sign a directory as segrec's own (see ``jobs.output_safety``)."""
+        """Sign a directory as segrec's own (see ``jobs.io.output_safety``)."""
         self.fs.write_bytes(f"{directory}/{MARKER}", f"written by segrec, run {self.run_id}\n".encode())
 
     def check_replaceable(self, name: str) -> None:

@@ -4,7 +4,7 @@ towers applied in Spark, and the model saved and loaded.
 ``fit_towers`` writes the examples as parquet (the catalogue's text vectors, each user's history
 oldest first with feedback weights, each user's own text vector) and trains under Spark's distributed
 trainer (``TorchDistributor``: on the driver for a local master, one process per executor or GPU on a
-cluster; ``udfs.tower_training``). ``learned_item_vectors`` and ``learned_user_vectors`` apply the item
+cluster; ``udfs.towers.process``). ``learned_item_vectors`` and ``learned_user_vectors`` apply the item
 and user towers in pandas UDFs. The saved model is a directory: ``towers.safetensors`` (weights, no
 pickle), ``towers.json`` (settings, the model id of the text vectors it was trained on, the training
 curve) and ``id_items.json`` (the items with a learned embedding). ``udfs.towers`` holds the model itself.
@@ -27,15 +27,15 @@ from pyspark.sql import functions as F
 
 from segrec.jobs.config import Config, Train, executor_settings
 from segrec.jobs.context import RunContext
-from segrec.jobs.counts import row_counts
 from segrec.jobs.errors import InputError, StageFailure
-from segrec.jobs.feedback import with_feedback_weight
-from segrec.jobs.io import OutputStore, local_path
-from segrec.jobs.text_profiles import text_side
-from segrec.jobs.vectors import sum_vectors
+from segrec.jobs.io.counts import row_counts
+from segrec.jobs.io.store import OutputStore, local_path
+from segrec.jobs.sources.interaction_weights import with_feedback_weight
+from segrec.jobs.vectors.spaces import sum_vectors
+from segrec.jobs.vectors.text_profiles import text_side
 from segrec.udfs.device import job_uses_gpus
-from segrec.udfs.tower_training import TrainJob, train_process
 from segrec.udfs.towers import TowerSettings, TowerWeights
+from segrec.udfs.towers.process import TrainJob, train_process
 
 log = logging.getLogger("segrec")
 
@@ -87,7 +87,7 @@ def sequences(weighted: DataFrame, catalogue: DataFrame, seed: int) -> DataFrame
 def training_frames(
     interactions: DataFrame, item_vectors: DataFrame, text_vectors: DataFrame, config: Config, processes: int
 ) -> dict[str, DataFrame]:
-    """The three example datasets the training processes read (see ``udfs.tower_training.TrainJob``):
+    """The three example datasets the training processes read (see ``udfs.towers.process.TrainJob``):
     the catalogue with each item's training interactions counted over every user (what logQ and the
     ID embeddings need, whichever process reads it), and the users' histories and texts, each row with
     the ``shard`` (a hash of the user id, one per training process) whose process alone reads it."""

@@ -33,7 +33,7 @@ from pyspark.sql import functions as F
 
 from segrec.jobs.config import Recommend, executor_settings
 from segrec.jobs.errors import ConfigError, InputError
-from segrec.jobs.io import local_path
+from segrec.jobs.io.store import local_path
 from segrec.jobs.session import has_spark_context, on_local_master, parallelism, spread, udf_partitions
 from segrec.udfs.schemas import RECOMMENDATION_COLUMNS, RECOMMENDATIONS, spark_schema
 from segrec.udfs.topk.approximate import build_index, recall_at_k

@@ -471,7 +471,7 @@ def count_reasons(annotated: DataFrame) -> SourceCounts:
 
 
 def roles_for(name: str, source: _Source) -> dict[str, list[str]]:
-    cols = source.columns  # type: ignore[attr-defined]
+    cols = source.columns
     if name == "interactions":
         roles = {"id": [cols.user_id, cols.item_id], "text": list(cols.text)}
         if cols.rating:

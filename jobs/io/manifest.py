@@ -21,7 +21,7 @@ import pyspark
 
 import segrec.jobs
 from segrec.jobs.config import Config
-from segrec.jobs.io import OutputStore
+from segrec.jobs.io.store import OutputStore
 
 log = logging.getLogger("segrec")
 

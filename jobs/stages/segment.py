@@ -36,8 +36,8 @@ from pyspark.sql import functions as F
 from segrec.jobs.config import Segment
 from segrec.jobs.context import RunContext
 from segrec.jobs.errors import InputError
-from segrec.jobs.io import OutputStore, local_path
-from segrec.jobs.segment_continuity import (
+from segrec.jobs.io.store import OutputStore, local_path
+from segrec.jobs.segments.continuity import (
     IDS_FILE,
     Continuity,
     SegmentIds,
@@ -49,8 +49,7 @@ from segrec.jobs.segment_continuity import (
     relabel,
     transitions,
 )
-from segrec.jobs.segment_report import PAGE, write_page
-from segrec.jobs.segmentation import (
+from segrec.jobs.segments.fitting import (
     SegmentModel,
     assess,
     assign_segments,
@@ -63,7 +62,8 @@ from segrec.jobs.segmentation import (
     user_interests,
     user_terms,
 )
-from segrec.jobs.vectors import item_vectors_for, space_of
+from segrec.jobs.segments.page import PAGE, write_page
+from segrec.jobs.vectors.spaces import item_vectors_for, space_of
 from segrec.udfs.schemas import DATASETS, SEGMENT_CONTINUITY, spark_schema
 
 log = logging.getLogger("segrec")

@@ -1,13 +1,13 @@
 """Stage 2, train: a two-tower model learned from the interactions over the frozen text vectors.
 
-``train.mode: fit`` trains the towers (``two_towers.fit_towers``) and saves them under ``towers``;
+``train.mode: fit`` trains the towers (``towers.training.fit_towers``) and saves them under ``towers``;
 ``apply`` loads the saved towers without retraining. Either way the item tower places every item,
 items never seen in training through the text path alone (the cold-start promise):
 ``trained_item_vectors`` (item_id, vector, learned_part, model_id). The profile stage then places users
 with the user tower, so segment and recommend work in the learned space. Where ``train.als_weight``
 resolves above 0 (``auto``: with the order-free objective), fit also fits Spark ML ALS and writes its
 factors (``als_user_factors``, ``als_item_factors``), which recommend blends into the score
-(``jobs.collaborative``); ``apply`` keeps them, a new item having none.
+(``jobs.towers.als``); ``apply`` keeps them, a new item having none.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from dataclasses import replace
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from segrec.jobs.collaborative import ALS_ITEM_FACTORS, ALS_USER_FACTORS, AlsParams, als_factors, blend_weight
 from segrec.jobs.context import RunContext
 from segrec.jobs.errors import InputError
-from segrec.jobs.two_towers import (
+from segrec.jobs.towers.als import ALS_ITEM_FACTORS, ALS_USER_FACTORS, AlsParams, als_factors, blend_weight
+from segrec.jobs.towers.training import (
     MODEL,
     MODEL_FILES,
     TrainedModel,
@@ -31,7 +31,7 @@ from segrec.jobs.two_towers import (
     save_model,
     trained_model,
 )
-from segrec.jobs.vectors import TRAINED_ITEM_VECTORS, check_finite
+from segrec.jobs.vectors.spaces import TRAINED_ITEM_VECTORS, check_finite
 
 log = logging.getLogger("segrec")
 

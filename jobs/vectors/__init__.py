@@ -1,0 +1,1 @@
+"""Vector spaces and user vectors in the text space: the column arithmetic every stage shares."""
