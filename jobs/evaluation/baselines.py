@@ -5,6 +5,10 @@
   tuned on a validation split by the caller; scored as user factor . item factor;
 - random: a uniformly random permutation of the unseen items per user, seeded by (seed, user id).
 
+``BASELINES`` registers each one: evaluate builds every registered baseline, in order, and the report
+shows every model it measured. A new baseline is a function of ``BaselineInputs`` registered with
+``@baseline("name")`` (docs/extending.md walks through one).
+
 Most popular and ALS reuse the recommend stage's top-k scorer (a broadcast item matrix, blocked
 scoring, seen items masked, ties by item id): popularity is a one-dimensional "vector" per item and
 a constant 1 per user, ALS factors are the vectors themselves. So every baseline is held to exactly
@@ -14,14 +18,16 @@ the same masking and tie rules as our model.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from segrec.jobs.config import Recommend, executor_settings
+from segrec.jobs.config import Evaluate, Recommend, executor_settings
 from segrec.jobs.evaluation.list_quality import item_user_counts
 from segrec.jobs.recommendations.top_k import OUTPUT_SCHEMA, Recommender
 from segrec.jobs.towers.als import AlsParams, als_factors
@@ -127,3 +133,70 @@ def draw_for_user(user: str, seen, catalogue: np.ndarray, k: int, seed: int) -> 
     unseen = catalogue[~np.isin(catalogue, np.asarray(list(seen if seen is not None else ()), dtype=object))]
     picked = unseen[rng.permutation(len(unseen))[:k]]
     return [(user, rank, item, 0.0, 0.0, 0.0, None, None, None) for rank, item in enumerate(picked, start=1)]
+
+
+# ------------------------------------------------------------------------------------ registry
+
+
+@dataclass(frozen=True)
+class BaselineInputs:
+    """What a baseline may use: the ``train`` interactions (nothing held out), the catalogue's
+    ``item_ids``, the cut-off ``k``, the users to list (``scored``: None for every training user), the
+    evaluate ``settings``, each baseline's ``tuned`` validation choice (``tuned["als"]["best"]``), and
+    ``spark`` with ``matrix_dir`` for the top-k scorer."""
+
+    spark: SparkSession
+    train: DataFrame
+    item_ids: DataFrame
+    k: int
+    scored: DataFrame | None
+    settings: Evaluate
+    tuned: dict[str, Any]
+    matrix_dir: str | None
+
+
+# name -> the function that lists its top k per user (None: not measured in this run), in report order.
+BASELINES: dict[str, Callable[[BaselineInputs], DataFrame | None]] = {}
+
+
+def baseline(name: str) -> Callable[[Callable[[BaselineInputs], DataFrame | None]], Callable]:
+    """Register the decorated function as the baseline ``name`` (evaluate builds it, the report shows it)."""
+
+    def register(build: Callable[[BaselineInputs], DataFrame | None]) -> Callable:
+        if name in BASELINES:
+            raise ValueError(f"baseline '{name}' is registered twice")
+        BASELINES[name] = build
+        return build
+
+    return register
+
+
+@baseline("most_popular")
+def most_popular_lists(inputs: BaselineInputs) -> DataFrame:
+    """The most popular unseen items of the training rows, the same ranking for everyone."""
+    return most_popular(inputs.spark, inputs.train, inputs.item_ids, inputs.k, inputs.scored, inputs.matrix_dir)
+
+
+@baseline("als")
+def als_lists(inputs: BaselineInputs) -> DataFrame:
+    """Implicit ALS at the grid cell validation chose (``inputs.tuned["als"]``)."""
+    params = AlsParams(**inputs.tuned["als"]["best"])
+    settings = inputs.settings
+    return als(
+        inputs.spark,
+        inputs.train,
+        params,
+        settings.als.max_iter,
+        settings.seed,
+        inputs.k,
+        inputs.scored,
+        inputs.matrix_dir,
+    )
+
+
+@baseline("random")
+def random_baseline_lists(inputs: BaselineInputs) -> DataFrame | None:
+    """Seeded random unseen items (``evaluate.random_baseline``; None when it is off)."""
+    if not inputs.settings.random_baseline:
+        return None
+    return random_lists(inputs.train, inputs.item_ids, inputs.k, inputs.settings.seed, inputs.scored)

@@ -20,12 +20,12 @@ from pyspark.sql import functions as F
 
 from segrec.jobs.config import Evaluate
 from segrec.jobs.evaluation.ranking import METRICS
+from segrec.jobs.evaluation.results import OURS, EvaluationResult, Split
 from segrec.jobs.io.store import OutputStore
 from segrec.jobs.io.tracking import Tracker
 
 log = logging.getLogger("segrec")
 
-MODEL_ORDER = ("most_popular", "als", "random", "content", "hybrid", "trained")
 SHOWN_LIST_METRICS = ("coverage", "novelty", "diversity", "personalisation")
 
 
@@ -49,25 +49,21 @@ def projection(profiles: DataFrame, segments: DataFrame, sample: int, seed: int)
 # ------------------------------------------------------------------------------------ tables
 
 
-def _models(document: dict) -> list[str]:
-    return [m for m in MODEL_ORDER if m in document["models"]]
-
-
 def _value(value: Any) -> str:
     return "n/a" if value is None else f"{value:.4f}"
 
 
-def headline(document: dict, model: str, k: int) -> dict[str, Any]:
+def headline(result: EvaluationResult, model: str, k: int) -> dict[str, Any]:
     """{column: value} of one model at k: the ranking metrics, then the shown list metrics."""
-    figures = document["models"][model]
-    values = {f"{m}@{k}": figures["ranking"][k][m] for m in METRICS}
-    values.update({m: figures["lists"][k][m] for m in SHOWN_LIST_METRICS})
+    figures = result.models[model]
+    values = {f"{m}@{k}": figures.ranking[k][m] for m in METRICS}
+    values.update({m: figures.lists[k][m] for m in SHOWN_LIST_METRICS})
     return values
 
 
-def comparison_table(document: dict, k: int) -> str:
+def comparison_table(result: EvaluationResult, k: int) -> str:
     """Text table, one row per model: ranking metrics and list metrics at k."""
-    rows = {name: headline(document, name, k) for name in _models(document)}
+    rows = {name: headline(result, name, k) for name in result.model_names()}
     columns = list(next(iter(rows.values())))
     width = max(len(c) for c in columns) + 1
     lines = [f"{'model':<14}" + "".join(f"{c:>{width}}" for c in columns)]
@@ -76,16 +72,16 @@ def comparison_table(document: dict, k: int) -> str:
     return "\n".join(lines)
 
 
-def ratio_lines(document: dict, k: int, against: str = "als") -> list[str]:
+def ratio_lines(result: EvaluationResult, k: int, against: str = "als") -> list[str]:
     """Each of our models' NDCG and recall at k as a multiple of the baseline's (ALS by default)."""
-    models = document["models"]
+    models = result.models
     if against not in models:
         return []
-    base = models[against]["ranking"][k]
+    base = models[against].ranking[k]
     lines = []
-    for name in ("trained", "hybrid", "content"):
+    for name in reversed(OURS):
         if name in models:
-            ours = models[name]["ranking"][k]
+            ours = models[name].ranking[k]
             shown = [
                 f"{m}@{k} {ours[m] / base[m]:.2f}x" if base[m] else f"{m}@{k} n/a ({against} scores 0)"
                 for m in ("ndcg", "recall")
@@ -101,9 +97,9 @@ def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
-def winners(document: dict, k: int) -> list[str]:
+def winners(result: EvaluationResult, k: int) -> list[str]:
     """One line per column: which model is best at k (ties named together); higher is better for all."""
-    rows = {name: headline(document, name, k) for name in _models(document)}
+    rows = {name: headline(result, name, k) for name in result.model_names()}
     lines = []
     for column in next(iter(rows.values())):
         values = {m: row[column] for m, row in rows.items() if row[column] is not None}
@@ -114,71 +110,66 @@ def winners(document: dict, k: int) -> list[str]:
     return lines
 
 
-def holdout_line(split: dict) -> str:
+def holdout_line(split: Split) -> str:
     """How ``split`` (metrics.json's) chose each user's held-out interactions: the newest by time, or by a
     seeded hash where the interactions have no timestamps."""
-    n = split["holdout_per_user"]
-    if split["holdout_by"] == "time":
+    n = split.holdout_per_user
+    if split.holdout_by == "time":
         return f"the newest {n} interactions per user"
     return f"{n} interactions per user, chosen by a seeded hash (the interactions have no timestamps)"
 
 
-def markdown(document: dict, k: int) -> str:
-    models = _models(document)
-    split, tuning, quality = document["split"], document["tuning"], document["segments"]
+def markdown(result: EvaluationResult, k: int) -> str:
+    models = result.model_names()
+    split, tuning, quality = result.split, result.tuning, result.segments
     parts = [
-        f"# segrec evaluation — run {document['run_id']}",
+        f"# segrec evaluation — run {result.run_id}",
         "",
-        f"Hold-out: {holdout_line(split)}; {split['train_rows']} training rows, "
-        f"{split['held_out_rows']} held-out rows, {split['users_evaluated']} users evaluated. Every model is built "
+        f"Hold-out: {holdout_line(split)}; {split.train_rows} training rows, "
+        f"{split.held_out_rows} held-out rows, {split.users_evaluated} users evaluated. Every model is built "
         "from the training rows only; tuning used a second hold-out inside the training rows."
         + (
-            f" New-item protocol: {split['cold_item_share']:.0%} of the items lost all their training interactions "
-            f"({split['training_rows_of_new_items_removed']} rows) for every model."
-            if split.get("cold_item_share")
+            f" New-item protocol: {split.cold_item_share:.0%} of the items lost all their training interactions "
+            f"({split.training_rows_of_new_items_removed} rows) for every model."
+            if split.cold_item_share
             else ""
         )
         + (
-            f" Sampled: the lists of {split['users_evaluated']} of the {split['users_with_held_out_rows']} users with "
-            f"held-out rows (evaluate.sample_users {split['sample_users']:g}, seeded) were computed and scored; every "
+            f" Sampled: the lists of {split.users_evaluated} of the {split.users_with_held_out_rows} users with "
+            f"held-out rows (evaluate.sample_users {split.sample_users:g}, seeded) were computed and scored; every "
             "model was still fitted on all training rows."
-            if "sample_users" in split
+            if split.sample_users is not None
             else ""
         ),
         "",
         f"## Ranking metrics and list metrics at k={k}",
         "",
         markdown_table(
-            ["model", *headline(document, models[0], k)], [[m, *headline(document, m, k).values()] for m in models]
+            ["model", *headline(result, models[0], k)], [[m, *headline(result, m, k).values()] for m in models]
         ),
         "",
         "Best per metric:",
-        *winners(document, k),
+        *winners(result, k),
         "",
-        *[f"- {line}" for line in ratio_lines(document, k)],
+        *[f"- {line}" for line in ratio_lines(result, k)],
         "",
         "## NDCG and recall at every k",
         "",
         markdown_table(
-            ["model"] + [f"{m}@{c}" for c in document["models"][models[0]]["ranking"] for m in ("ndcg", "recall")],
+            ["model"] + [f"{m}@{c}" for c in result.models[models[0]].ranking for m in ("ndcg", "recall")],
             [
-                [m]
-                + [
-                    document["models"][m]["ranking"][c][x]
-                    for c in document["models"][m]["ranking"]
-                    for x in ("ndcg", "recall")
-                ]
+                [m] + [result.models[m].ranking[c][x] for c in result.models[m].ranking for x in ("ndcg", "recall")]
                 for m in models
             ],
         ),
         "",
         "## Slices",
         "",
-        f"Cold users (at most {document['slices']['cold_users']['max_train_interactions']} training interactions): "
-        f"{document['slices']['cold_users']['users']} users. Long tail: items outside the "
-        f"{document['slices']['long_tail']['head_share']:.0%} most popular, "
-        f"{document['slices']['long_tail']['items']} items, "
-        f"{document['slices']['long_tail']['held_out_rows']} held-out rows.",
+        f"Cold users (at most {result.slices['cold_users']['max_train_interactions']} training interactions): "
+        f"{result.slices['cold_users']['users']} users. Long tail: items outside the "
+        f"{result.slices['long_tail']['head_share']:.0%} most popular, "
+        f"{result.slices['long_tail']['items']} items, "
+        f"{result.slices['long_tail']['held_out_rows']} held-out rows.",
         "",
         markdown_table(
             [
@@ -188,12 +179,12 @@ def markdown(document: dict, k: int) -> str:
                 f"recall@{k} long tail",
                 f"long-tail share of lists@{k}",
             ],
-            [[m, *slice_values(document, m, k)] for m in models],
+            [[m, *slice_values(result, m, k)] for m in models],
         ),
         "",
-        *cold_item_section(document, models, k),
+        *cold_item_section(result, models, k),
         "",
-        *new_user_section(document, models, k),
+        *new_user_section(result, models, k),
         "## Tuning (validation split)",
         "",
         "Hybrid, chosen by "
@@ -283,9 +274,9 @@ def segment_section(title: str, figures: dict) -> list[str]:
     return lines
 
 
-def new_user_section(document: dict, models: list[str], k: int) -> list[str]:
+def new_user_section(result: EvaluationResult, models: list[str], k: int) -> list[str]:
     """The new-user protocol's users (no training row, their own text only), scored apart from the rest."""
-    sizes = document["slices"].get("new_users")
+    sizes = result.slices.get("new_users")
     if not sizes:
         return []
     return [
@@ -296,15 +287,15 @@ def new_user_section(document: dict, models: list[str], k: int) -> list[str]:
         "",
         markdown_table(
             ["model", f"ndcg@{k} new users", f"recall@{k} new users", f"hit_rate@{k} new users"],
-            [[m, *(document["models"][m]["new_users"][k][x] for x in ("ndcg", "recall", "hit_rate"))] for m in models],
+            [[m, *((result.models[m].new_users or {})[k][x] for x in ("ndcg", "recall", "hit_rate"))] for m in models],
         ),
         "",
     ]
 
 
-def cold_item_section(document: dict, models: list[str], k: int) -> list[str]:
+def cold_item_section(result: EvaluationResult, models: list[str], k: int) -> list[str]:
     """Held-out rows whose item had no training interaction: who can recommend new items at all."""
-    sizes = document["slices"].get("cold_items")
+    sizes = result.slices.get("cold_items")
     if not sizes:
         return []
     lines = [
@@ -315,7 +306,7 @@ def cold_item_section(document: dict, models: list[str], k: int) -> list[str]:
     if sizes["held_out_rows"]:
 
         def only(m: str, metric: str):
-            figures = document["models"][m].get("cold_items_only")
+            figures = result.models[m].cold_items_only
             return figures[k][metric] if figures else "n/a"
 
         lines += [
@@ -335,8 +326,8 @@ def cold_item_section(document: dict, models: list[str], k: int) -> list[str]:
                 [
                     [
                         m,
-                        document["models"][m]["cold_items"][k]["ndcg"],
-                        document["models"][m]["cold_items"][k]["recall"],
+                        result.models[m].cold_items[k]["ndcg"],
+                        result.models[m].cold_items[k]["recall"],
                         only(m, "ndcg"),
                         only(m, "recall"),
                     ]
@@ -404,17 +395,17 @@ def _shown(value: Any) -> str:
     return "as configured" if value is None else str(value)
 
 
-def slice_values(document: dict, model: str, k: int) -> list[Any]:
-    m, slices = document["models"][model], document["slices"]
-    cold = [m["cold_users"][k]["ndcg"], m["cold_users"][k]["recall"]] if slices["cold_users"]["users"] else [None, None]
-    tail = m["long_tail"][k]["recall"] if slices["long_tail"]["held_out_rows"] else None
-    return [*cold, tail, m["lists"][k]["long_tail_share"]]
+def slice_values(result: EvaluationResult, model: str, k: int) -> list[Any]:
+    m, slices = result.models[model], result.slices
+    cold = [m.cold_users[k]["ndcg"], m.cold_users[k]["recall"]] if slices["cold_users"]["users"] else [None, None]
+    tail = m.long_tail[k]["recall"] if slices["long_tail"]["held_out_rows"] else None
+    return [*cold, tail, m.lists[k]["long_tail_share"]]
 
 
 # ------------------------------------------------------------------------------------- plots
 
 
-def plot_all(document: dict, points: pd.DataFrame, directory: str) -> list[str]:
+def plot_all(result: EvaluationResult, points: pd.DataFrame, directory: str) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")  # headless: no display on executors, schedulers or CI
@@ -430,9 +421,9 @@ def plot_all(document: dict, points: pd.DataFrame, directory: str) -> list[str]:
         plt.close(fig)
         written.append(path)
 
-    spaces = {"text": document["segments"]}
-    if "learned" in document["segments"]:
-        spaces["learned"] = document["segments"]["learned"]
+    spaces = {"text": result.segments}
+    if "learned" in result.segments:
+        spaces["learned"] = result.segments["learned"]
     fig, ax = plt.subplots(figsize=(5, 3.2))
     for name, figures in spaces.items():
         curve = figures.get("stability_by_k") or {}
@@ -466,15 +457,15 @@ def plot_all(document: dict, points: pd.DataFrame, directory: str) -> list[str]:
         ax.legend(markerscale=3, fontsize=7)
     save(fig, "user_projection.png")
 
-    models = _models(document)
-    ks = list(document["models"][models[0]]["ranking"])
+    models = result.model_names()
+    ks = list(result.models[models[0]].ranking)
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
     width = 0.8 / len(models)
     for metric, ax in zip(("ndcg", "recall"), axes, strict=True):
         for i, model in enumerate(models):
             ax.bar(
                 [j + i * width for j in range(len(ks))],
-                [document["models"][model]["ranking"][k][metric] for k in ks],
+                [result.models[model].ranking[k][metric] for k in ks],
                 width,
                 label=model,
             )
@@ -493,42 +484,44 @@ def report_k(settings: Evaluate) -> int:
     return settings.tune_k if settings.tune_k in settings.ks else max(settings.ks)
 
 
-def write(store: OutputStore, document: dict, points: pd.DataFrame, settings: Evaluate, tracker: Tracker) -> str:
+def write(
+    store: OutputStore, result: EvaluationResult, points: pd.DataFrame, settings: Evaluate, tracker: Tracker
+) -> str:
     """Render every file locally, copy them into the evaluation store's root (``<output>/evaluation``),
     log them to MLflow (when tracking is on)."""
     k = report_k(settings)
     with tempfile.TemporaryDirectory(prefix="segrec-report-") as local:
         with open(os.path.join(local, "metrics.json"), "w", encoding="utf-8") as fh:
-            json.dump(document, fh, indent=2, default=str)
+            json.dump(result.to_json(), fh, indent=2, default=str)
         with open(os.path.join(local, "report.md"), "w", encoding="utf-8") as fh:
-            fh.write(markdown(document, k))
+            fh.write(markdown(result, k))
         if settings.plots:
-            plot_all(document, points, os.path.join(local, "plots"))
+            plot_all(result, points, os.path.join(local, "plots"))
         target = store.publish_files(local)
-        log_to_tracker(tracker, document, local, k)
+        log_to_tracker(tracker, result, local, k)
     return target
 
 
-def log_to_tracker(tracker: Tracker, document: dict, directory: str, k: int) -> None:
+def log_to_tracker(tracker: Tracker, result: EvaluationResult, directory: str, k: int) -> None:
     """The evaluation's tuned settings as params, every model's metrics (the names of metrics.json's
     values: ``<model>.<metric>_at_<k>``), and the report directory as artifacts."""
     tracker.log_params(
         {
-            "holdout": document["split"]["holdout_per_user"],
-            "hybrid": document["tuning"]["hybrid"]["best"],
-            "als": document["tuning"]["als"]["best"],
+            "holdout": result.split.holdout_per_user,
+            "hybrid": result.tuning["hybrid"]["best"],
+            "als": result.tuning["als"]["best"],
         },
         prefix="evaluate",
     )
-    tracker.log_metrics(flat_metrics(document, k))
+    tracker.log_metrics(flat_metrics(result, k))
     tracker.log_artifacts(directory, "evaluation")
 
 
-def flat_metrics(document: dict, k: int) -> dict[str, float]:
+def flat_metrics(result: EvaluationResult, k: int) -> dict[str, float]:
     """Each model's ranking metrics at every cut-off and its list figures at ``k``, by dotted name."""
     metrics = {}
-    for model, figures in document["models"].items():
-        for cut, values in figures["ranking"].items():
+    for model, figures in result.models.items():
+        for cut, values in figures.ranking.items():
             metrics.update({f"{model}.{m}_at_{cut}": v for m, v in values.items()})
-        metrics.update({f"{model}.{m}_at_{k}": v for m, v in figures["lists"][k].items()})
+        metrics.update({f"{model}.{m}_at_{k}": v for m, v in figures.lists[k].items()})
     return metrics

@@ -39,6 +39,7 @@ from segrec.jobs.errors import InputError
 from segrec.jobs.evaluation import baselines, report
 from segrec.jobs.evaluation.list_quality import Reference, list_metrics, long_tail_items, reference, segment_quality
 from segrec.jobs.evaluation.ranking import ranking_metrics
+from segrec.jobs.evaluation.results import EvaluationResult, ModelResult, Ranking, Split
 from segrec.jobs.evaluation.split import holdout_split
 from segrec.jobs.evaluation.targeting import targeting_report
 from segrec.jobs.io.manifest import RunManifest
@@ -321,21 +322,15 @@ def build_all(
     ours = build_ours(
         spark, with_segment_k(config, best["segment_k"]), scratch, data, profiles, sorted({0.0, weight}), k, "test"
     )
-    lists = {"content": ours.lists[0.0], "hybrid": ours.lists[weight]}
-    lists["most_popular"] = scratch.keep(
-        baselines.most_popular(spark, data.train, data.item_vectors, k, data.scored, scratch.matrix_dir), "popular"
+    lists = {}
+    inputs = baselines.BaselineInputs(
+        spark, data.train, data.item_vectors, k, data.scored, settings, tuned, scratch.matrix_dir
     )
-    params = AlsParams(**tuned["als"]["best"])
-    lists["als"] = scratch.keep(
-        baselines.als(
-            spark, data.train, params, settings.als.max_iter, settings.seed, k, data.scored, scratch.matrix_dir
-        ),
-        "als",
-    )
-    if settings.random_baseline:
-        lists["random"] = scratch.keep(
-            baselines.random_lists(data.train, data.item_vectors, k, settings.seed, data.scored), "random"
-        )
+    for name, build in baselines.BASELINES.items():
+        recs = build(inputs)
+        if recs is not None:
+            lists[name] = scratch.keep(recs, f"baseline-{name}")
+    lists.update(content=ours.lists[0.0], hybrid=ours.lists[weight])
     vectors = {"content": (ours.profiles, data.item_vectors)}
     if "trained" in tuned:
         chosen = tuned["trained"]["best"] or "the configured settings"
@@ -359,7 +354,7 @@ def cold_item_ranking(
     cold_items: DataFrame,
     held: DataFrame,
     ks: list[int],
-) -> dict[str, dict]:
+) -> dict[str, Ranking]:
     """Ranking metrics of each text-reading model when it ranks only the items nobody interacted with
     in training, against the held-out rows of those items (the usual cold-start protocol: can the model
     tell which new item a user will pick?). ALS and most-popular have no score for such items."""
@@ -446,21 +441,22 @@ def segment_figures(
     }
 
 
-def score(recs: DataFrame, held: DataFrame, ref: Reference, slices: dict[str, DataFrame], ks: list[int]) -> dict:
+def score(recs: DataFrame, held: DataFrame, ref: Reference, slices: dict[str, DataFrame], ks: list[int]) -> ModelResult:
     """Ranking metrics, list metrics and slices of one model's lists, over the users with held-out items."""
     new_users = slices.get("new_users")
     warm = held if new_users is None else held.join(new_users, on="user_id", how="left_anti")
     recs_warm = recs.join(warm.select("user_id").distinct(), on="user_id", how="left_semi")
-    figures = {
-        "ranking": ranking_metrics(recs_warm, warm, ks),
-        "lists": {k: list_metrics(recs_warm, ref, k) for k in ks},
-        "cold_users": ranking_metrics(recs, warm.join(slices["cold_users"], on="user_id", how="left_semi"), ks),
-        "long_tail": ranking_metrics(recs, warm.join(slices["long_tail_items"], on="item_id", how="left_semi"), ks),
-        "cold_items": ranking_metrics(recs, warm.join(slices["cold_items"], on="item_id", how="left_semi"), ks),
-    }
-    if new_users is not None:  # the new-user protocol: users known by their text alone, scored apart
-        figures["new_users"] = ranking_metrics(recs, held.join(new_users, on="user_id", how="left_semi"), ks)
-    return figures
+    return ModelResult(
+        ranking=ranking_metrics(recs_warm, warm, ks),
+        lists={k: list_metrics(recs_warm, ref, k) for k in ks},
+        cold_users=ranking_metrics(recs, warm.join(slices["cold_users"], on="user_id", how="left_semi"), ks),
+        long_tail=ranking_metrics(recs, warm.join(slices["long_tail_items"], on="item_id", how="left_semi"), ks),
+        cold_items=ranking_metrics(recs, warm.join(slices["cold_items"], on="item_id", how="left_semi"), ks),
+        # the new-user protocol: users known by their text alone, scored apart
+        new_users=None
+        if new_users is None
+        else ranking_metrics(recs, held.join(new_users, on="user_id", how="left_semi"), ks),
+    )
 
 
 def make_slices(
@@ -528,8 +524,8 @@ def read_inputs(store: OutputStore, train: DataFrame) -> TrainingView:
     )
 
 
-def evaluate(ctx: RunContext) -> dict:
-    """The whole evaluation; returns the metrics document (also written to ``evaluation/``)."""
+def evaluate(ctx: RunContext) -> EvaluationResult:
+    """The whole evaluation; returns what it measured (also written to ``evaluation/``)."""
     scratch = Scratch(ctx.store, ctx.manifest)
     try:
         return evaluate_with(ctx, scratch)
@@ -537,7 +533,7 @@ def evaluate(ctx: RunContext) -> dict:
         scratch.drop_all()
 
 
-def evaluate_with(ctx: RunContext, scratch: Scratch) -> dict:
+def evaluate_with(ctx: RunContext, scratch: Scratch) -> EvaluationResult:
     spark, config, store = ctx.spark, ctx.config, ctx.store
     settings = config.evaluate
     started = time.perf_counter()
@@ -549,19 +545,20 @@ def evaluate_with(ctx: RunContext, scratch: Scratch) -> dict:
     users_held = held.select("user_id").distinct().count() if settings.sample_users is not None else None
     data.scored = scratch.keep(sampled_users(held, settings.sample_users, settings.seed), "scored-users")
     held = scratch.keep(data.only_scored(held), "held")
-    split: dict[str, Any] = {
-        "train_rows": data.train.count(),
-        "held_out_rows": held.count(),
-        "users_evaluated": data.scored.count(),
-        "holdout_per_user": settings.holdout,
-        "holdout_by": "time" if has_timestamps(interactions) else "seeded hash",
-    }
+    split = Split(
+        train_rows=data.train.count(),
+        held_out_rows=held.count(),
+        users_evaluated=data.scored.count(),
+        holdout_per_user=settings.holdout,
+        holdout_by="time" if has_timestamps(interactions) else "seeded hash",
+    )
     if users_held is not None:
-        split.update(sample_users=settings.sample_users, users_with_held_out_rows=users_held)
+        split.sample_users, split.users_with_held_out_rows = settings.sample_users, users_held
     if settings.cold_item_share:
-        split.update(cold_item_share=settings.cold_item_share, training_rows_of_new_items_removed=removed.count())
+        split.cold_item_share = settings.cold_item_share
+        split.training_rows_of_new_items_removed = removed.count()
     protocol_users = scratch.keep(new_users, "new-users") if settings.cold_user_share else None
-    if split["held_out_rows"] == 0:
+    if split.held_out_rows == 0:
         raise InputError("evaluate: no interaction could be held out (every user has a single interaction)")
 
     ref = reference(data.train, data.item_vectors, settings.head_share)
@@ -575,7 +572,7 @@ def evaluate_with(ctx: RunContext, scratch: Scratch) -> dict:
         for name, figures in cold_item_ranking(
             spark, config, scratch, data, vectors, slices["cold_items"], held, settings.ks
         ).items():
-            models[name]["cold_items_only"] = figures
+            models[name].cold_items_only = figures
 
     scratch.progress("evaluate: segments and their targeting lift")
     quality = segment_quality(ours.profiles, ours.segments, ours.centroids)
@@ -585,18 +582,19 @@ def evaluate_with(ctx: RunContext, scratch: Scratch) -> dict:
     if "trained" in vectors:  # the learned space, where `run` ships its segments
         learned = build_segments(spark, config, scratch, vectors["trained"][0], "learned")
         quality["learned"] = segment_figures(learned[0], learned[3], learned[2], data, held, config)
-    document = {
-        "run_id": store.run_id,
-        "split": split,
-        "tuning": tuned,
-        "slices": slice_sizes,
-        "segments": quality,
-        "models": models,
-        "seconds": round(time.perf_counter() - started, 1),
-    }
+    result = EvaluationResult(
+        run_id=store.run_id,
+        split=split,
+        tuning=tuned,
+        slices=slice_sizes,
+        segments=quality,
+        models=models,
+        seconds=round(time.perf_counter() - started, 1),
+        baselines=list(baselines.BASELINES),
+    )
     projection = report.projection(ours.profiles, ours.segments, settings.projection_sample, settings.seed)
-    report.write(store, document, projection, settings, ctx.tracker)
-    return document
+    report.write(store, result, projection, settings, ctx.tracker)
+    return result
 
 
 def run(ctx: RunContext) -> dict:
@@ -605,14 +603,14 @@ def run(ctx: RunContext) -> dict:
     under ``<output.path>/evaluation``. Returns the stage's figures (the table, ratios against each
     baseline)."""
     with ctx.manifest.stage("evaluate") as figures:
-        document = evaluate(ctx)
+        result = evaluate(ctx)
         k = report.report_k(ctx.config.evaluate)
         figures.update(
-            users=document["split"]["users_evaluated"],
-            held_out=document["split"]["held_out_rows"],
-            **{f"hybrid_{key}": value for key, value in document["tuning"]["hybrid"]["best"].items()},
+            users=result.split.users_evaluated,
+            held_out=result.split.held_out_rows,
+            **{f"hybrid_{key}": value for key, value in result.tuning["hybrid"]["best"].items()},
         )
-        ctx.manifest.evaluation_table = report.comparison_table(document, k)
-        ctx.manifest.evaluation_ratios = report.ratio_lines(document, k)
+        ctx.manifest.evaluation_table = report.comparison_table(result, k)
+        ctx.manifest.evaluation_ratios = report.ratio_lines(result, k)
         ctx.manifest.record_output("report")
     return figures
