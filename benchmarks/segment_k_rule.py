@@ -1,6 +1,6 @@
 """Which k does ``segment.k: auto`` ship where no k gives segments that all come back?
 
-Compares the rule in ``jobs.segments.fitting.choose_k`` (where no k is wholly reproducible: the k whose
+Compares the rule in ``jobs.segments.stability.choose_k`` (where no k is wholly reproducible: the k whose
 reproducible segments hold the most users) with the earlier one (the k with the most reproducible
 segments), on unit vectors with and without planted structure, scored exactly as the segment stage
 scores them (``udfs.clustering.score_k``: bootstrap Jaccard of spherical k-means refits). Prints, per
@@ -17,8 +17,8 @@ import argparse
 import common  # noqa: F401  (puts the repository on sys.path)
 import numpy as np
 
-from segrec.jobs.segments.fitting import choose_k, stability_point
-from segrec.udfs.clustering import nearest, score_k, spherical_kmeans
+from segrec.jobs.segments.stability import choose_k, stability_point
+from segrec.udfs.clustering import StabilitySettings, nearest, score_k, spherical_kmeans
 from segrec.udfs.segments import normalise_rows
 
 MIN_STABILITY = 0.75
@@ -52,7 +52,8 @@ def curve_of(vectors: np.ndarray, ks: range, samples: int, seed: int) -> tuple[d
     curve, cuts = {}, {}
     for k in ks:
         centres = spherical_kmeans(vectors, k, seed + k)
-        sizes, stability, silhouette = score_k(vectors, centres, samples, seed + k)
+        refits = StabilitySettings(algorithm="kmeans", bootstrap=samples, seed=seed, max_iter=40, tol=1e-4)
+        sizes, stability, silhouette = score_k(vectors, centres, refits)  # refits seeded from seed + k
         jaccard = [None if np.isnan(j) else float(j) for j in stability]
         good = [i for i, j in enumerate(jaccard) if j is not None and j >= MIN_STABILITY]
         curve[k] = stability_point(jaccard, [int(n) for n in sizes], MIN_STABILITY, silhouette)

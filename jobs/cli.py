@@ -80,7 +80,7 @@ def print_summary(manifest: RunManifest) -> None:
         shown = " ".join(f"{k}={v}" for k, v in figures.items() if not isinstance(v, (dict, list)))
         print(f"  stage {name:<10} {shown}")
     if manifest.segments:
-        from segrec.jobs.segments.fitting import format_table
+        from segrec.jobs.segments.portraits import format_table
 
         print("\nsegments:")
         print(format_table(manifest.segments))

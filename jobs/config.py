@@ -341,6 +341,9 @@ class Segment(_Section):
     max_iter: int = Field(40, ge=1)
     tol: float = Field(1e-4, gt=0)
     temperature: float = Field(0.05, gt=0, description="softmax temperature over cosine for memberships")
+    memberships: int = Field(
+        3, ge=1, le=50, description="soft memberships kept per user (top_segments, top_weights), the highest first"
+    )
     label_terms: int = Field(8, ge=1, le=50)
     top_items: int = Field(5, ge=1, le=50)
     min_lift: float = Field(

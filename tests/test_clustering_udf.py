@@ -4,16 +4,23 @@ import numpy as np
 import pytest
 
 from segrec.udfs.clustering import (
+    REFITS,
+    StabilitySettings,
     bootstrap_stability,
     cosine_silhouette,
     jaccard_to_best_match,
     nearest,
     score_k,
     segment_sums,
+    spherical_bisecting,
     spherical_kmeans,
     stability_word,
 )
 from segrec.udfs.segments import normalise_rows
+
+
+def refits(samples: int, seed: int, algorithm: str = "kmeans") -> StabilitySettings:
+    return StabilitySettings(algorithm=algorithm, bootstrap=samples, seed=seed, max_iter=40, tol=1e-4)
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +43,8 @@ def test_spherical_kmeans_finds_planted_groups_with_unit_centres(planted):
 
 def test_a_planted_k_is_stable_and_a_split_group_is_not(planted):
     vectors, _ = planted
-    _, at_planted, silhouette_planted = score_k(vectors, spherical_kmeans(vectors, 5, seed=1), 10, seed=2)
-    _, too_many, silhouette_more = score_k(vectors, spherical_kmeans(vectors, 8, seed=1), 10, seed=2)
+    _, at_planted, silhouette_planted = score_k(vectors, spherical_kmeans(vectors, 5, seed=1), refits(10, 2))
+    _, too_many, silhouette_more = score_k(vectors, spherical_kmeans(vectors, 8, seed=1), refits(10, 2))
     assert at_planted.min() >= 0.95
     assert too_many.min() < 0.75  # at least one planted group cut arbitrarily in two
     assert silhouette_planted > silhouette_more
@@ -65,9 +72,43 @@ def test_jaccard_to_best_match_on_a_known_table():
 
 def test_bootstrap_stability_is_seeded_and_needs_samples(planted):
     vectors, truth = planted
-    first = bootstrap_stability(vectors, truth, 5, 3, seed=9)
-    assert np.array_equal(first, bootstrap_stability(vectors, truth, 5, 3, seed=9))
-    assert np.isnan(bootstrap_stability(vectors, truth, 5, 0, seed=9)).all()
+    first = bootstrap_stability(vectors, truth, 5, refits(3, 0), seed=9)
+    assert np.array_equal(first, bootstrap_stability(vectors, truth, 5, refits(3, 0), seed=9))
+    assert np.isnan(bootstrap_stability(vectors, truth, 5, refits(0, 0), seed=9)).all()
+
+
+@pytest.fixture(scope="module")
+def nested():
+    """Two broad groups far apart, each of three tight groups: 6 leaves of 80 unit vectors in 32 dimensions."""
+    rng = np.random.default_rng(4)
+    broad = normalise_rows(rng.normal(size=(2, 32)))
+    leaves = normalise_rows(np.repeat(broad, 3, axis=0) + 0.5 * rng.normal(size=(6, 32)))
+    vectors = normalise_rows(np.repeat(leaves, 80, axis=0) + 0.08 * rng.normal(size=(480, 32)))
+    return vectors, np.repeat(np.arange(6), 80)
+
+
+def test_bisecting_refits_divide_until_k_leaves_and_find_planted_groups(nested):
+    vectors, truth = nested
+    two = spherical_bisecting(vectors, 2, seed=1)
+    assert two.shape == (2, 32) and np.allclose(np.linalg.norm(two, axis=1), 1.0, atol=1e-5)
+    halves = nearest(vectors, two)
+    assert all(len(set(halves[truth == g])) == 1 for g in range(6))  # the first cut keeps every leaf whole
+    assert sorted(np.bincount(halves).tolist()) == [240, 240]  # ... and separates the broad groups
+    labels = nearest(vectors, spherical_bisecting(vectors, 6, seed=1))
+    assert all(len(set(labels[truth == g])) == 1 for g in range(6)) and len(set(labels)) == 6
+    assert spherical_bisecting(vectors[:3], 5, seed=1).shape == (3, 32)  # no more leaves than points
+
+
+def test_stability_refits_the_algorithm_that_shipped(nested, monkeypatch):
+    vectors, truth = nested
+    called = []
+    for name, fit in list(REFITS.items()):
+        monkeypatch.setitem(REFITS, name, lambda *a, _n=name, _f=fit: called.append(_n) or _f(*a))
+    bisected = bootstrap_stability(vectors, truth, 6, refits(2, 0, "bisecting"), seed=3)
+    assert called == ["bisecting", "bisecting"] and bisected.min() >= 0.95
+    called.clear()
+    bootstrap_stability(vectors, truth, 6, refits(1, 0, "kmeans"), seed=3)
+    assert called == ["kmeans"]
 
 
 def test_cosine_silhouette_matches_the_pairwise_definition():

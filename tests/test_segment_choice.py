@@ -5,7 +5,7 @@ import pytest
 from segrec.jobs import cli
 from segrec.jobs.config import Segment
 from segrec.jobs.errors import InputError
-from segrec.jobs.segments.fitting import check_k_range, choose_k
+from segrec.jobs.segments.stability import check_k_range, choose_k
 
 
 def point(stability, silhouette=0.2, min_stability=0.75, sizes=None):

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from segrec.jobs.config import Segment
-from segrec.jobs.segments.fitting import assign_segments, centres_of, estimator, features, parents_of
+from segrec.jobs.segments.fitting import features
+from segrec.jobs.segments.segmenters import BisectingSegmenter, KMeansSegmenter, segmenter_for
 from segrec.udfs.segments import normalise_rows
 
 
@@ -26,9 +27,11 @@ def test_every_segment_has_the_broad_segment_its_users_descend_through(two_famil
     users, truth = two_families
     settings = Segment(algorithm="bisecting", k=4, parents=2)
     feats = features(users)
-    model = estimator(4, settings).fit(feats)
-    segments = assign_segments(users, centres_of(model), settings.temperature)
-    parents, broad = parents_of(feats, segments, settings, 4)
+    segmenter = segmenter_for(settings)
+    assert isinstance(segmenter, BisectingSegmenter)
+    model = segmenter.fit(feats, 4)
+    segments = segmenter.assign(users, segmenter.centres(model))
+    parents, broad = segmenter.parents(feats, segments, 4)
     parent = {r.segment_id: r.parent_id for r in parents.collect()}
     assert sorted(parent) == [0, 1, 2, 3] and sorted(set(parent.values())) == [0, 1] and broad.shape == (2, 16)
     placed = {r.user_id: r.segment_id for r in segments.collect()}
@@ -43,5 +46,15 @@ def test_every_segment_has_the_broad_segment_its_users_descend_through(two_famil
 def test_flat_segments_and_too_few_segments_have_no_parents(two_families):
     users, _ = two_families
     feats = features(users)
-    assert parents_of(feats, None, Segment(k=4), 4) is None
-    assert parents_of(feats, None, Segment(algorithm="bisecting", k=4, parents=4), 4) is None
+    assert isinstance(segmenter_for(Segment(k=4)), KMeansSegmenter)
+    assert segmenter_for(Segment(k=4)).parents(feats, None, 4) is None
+    assert segmenter_for(Segment(algorithm="bisecting", k=4, parents=4)).parents(feats, None, 4) is None
+
+
+def test_a_user_keeps_the_configured_number_of_soft_memberships(two_families):
+    users, _ = two_families
+    segmenter = segmenter_for(Segment(k=4, memberships=2))
+    centres = segmenter.centres(segmenter.fit(features(users), 4))
+    rows = segmenter.assign(users, centres).collect()
+    assert {len(r.top_segments) for r in rows} == {2} and all(r.top_segments[0] == r.segment_id for r in rows)
+    assert all(r.top_weights[0] >= r.top_weights[1] for r in rows)

@@ -3,7 +3,7 @@
 import pytest
 from pyspark.sql import functions as F
 
-from segrec.jobs.segments.fitting import description, engaged_items, label_terms, user_interests, user_terms
+from segrec.jobs.segments.portraits import description, engaged_items, label_terms, user_interests, user_terms
 
 
 @pytest.fixture(scope="module")

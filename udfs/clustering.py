@@ -1,17 +1,35 @@
-"""Segment reproducibility on executors: spherical k-means refits on bootstrap samples, each reference
-segment's Jaccard stability (Hennig 2007, R ``fpc::clusterboot``), and the cosine silhouette.
+"""Segment reproducibility on executors: refits on bootstrap samples, each reference segment's Jaccard
+stability (Hennig 2007, R ``fpc::clusterboot``), and the cosine silhouette.
 
 Everything here takes numpy arrays and gives numpy arrays back, so it runs inside a Spark task (one
 task per candidate k) and is unit-tested without Spark. The reference segments come from the driver's
-MLlib KMeans fit (cosine); the refits here optimise the same objective (cosine to unit centres, k-means++
-seeding), so a segment that comes back in the refits is one MLlib would find again on other users.
+MLlib fit (cosine); each refit runs the algorithm that shipped (``REFITS``: spherical k-means for
+``kmeans``, spherical bisecting k-means for ``bisecting``), optimising the same objective (cosine to unit
+centres), so a segment that comes back in the refits is one MLlib would find again on other users.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import numpy as np
 
+from segrec.udfs.config_keys import from_config
 from segrec.udfs.segments import normalise_rows
+
+
+@dataclass(frozen=True)
+class StabilitySettings:
+    """How each candidate cut is scored: ``bootstrap`` refits with the ``algorithm`` that fitted it, each
+    seeded from ``seed`` and stopped after ``max_iter`` iterations or when no centre moves more than
+    ``tol`` (cosine)."""
+
+    algorithm: str = from_config("segment.algorithm")
+    bootstrap: int = from_config("segment.bootstrap")
+    seed: int = from_config("segment.seed")
+    max_iter: int = from_config("segment.max_iter")
+    tol: float = from_config("segment.tol")
 
 
 def nearest(vectors: np.ndarray, centres: np.ndarray) -> np.ndarray:
@@ -69,6 +87,39 @@ def _lloyd(vectors: np.ndarray, centres: np.ndarray, max_iter: int, tol: float) 
     return centres
 
 
+def spherical_bisecting(
+    vectors: np.ndarray, k: int, seed: int, max_iter: int = 40, tol: float = 1e-4, restarts: int = 3
+) -> np.ndarray:
+    """Unit centres (k, d) of a bisecting cosine k-means fit of unit ``vectors`` (n, d), n >= k, as MLlib's
+    BisectingKMeans divides: from one segment of everyone, each round splits every divisible leaf in two
+    (the largest first when fewer splits are needed than leaves can take) until there are ``k`` leaves.
+    Each split is ``spherical_kmeans`` with k = 2 (``restarts`` seedings from ``seed``, ``max_iter``, ``tol``)."""
+    rng = np.random.default_rng(seed)
+    leaves = [np.arange(len(vectors))]
+    while len(leaves) < k:
+        divisible = sorted((i for i, members in enumerate(leaves) if len(members) > 1), key=lambda i: -len(leaves[i]))
+        if not divisible:
+            break
+        chosen = set(divisible[: k - len(leaves)])
+        grown = []
+        for i, members in enumerate(leaves):
+            if i not in chosen:
+                grown.append(members)
+                continue
+            halves = spherical_kmeans(vectors[members], 2, int(rng.integers(2**31)), max_iter, tol, restarts)
+            side = nearest(vectors[members], halves)
+            parts = [members[side == 0], members[side == 1]]
+            grown.extend(part for part in parts if len(part)) if all(len(p) for p in parts) else grown.append(members)
+        if len(grown) == len(leaves):  # no leaf could be split further
+            break
+        leaves = grown
+    return normalise_rows(np.stack([vectors[members].sum(axis=0) for members in leaves]))
+
+
+# The refit each shipped algorithm is scored with (segment.algorithm -> fit(vectors, k, seed, max_iter, tol)).
+REFITS: dict[str, Callable[..., np.ndarray]] = {"kmeans": spherical_kmeans, "bisecting": spherical_bisecting}
+
+
 def segment_sums(vectors: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
     """(k, d) the sum of the ``vectors`` (n, d) in each of the ``k`` segments that ``labels`` (n,) give, as
     one (k, n) x (n, d) product of the membership matrix (``np.add.at`` adds row by row, unbuffered, and
@@ -92,22 +143,23 @@ def jaccard_to_best_match(reference: np.ndarray, other: np.ndarray, k: int, k_ot
 
 
 def bootstrap_stability(
-    vectors: np.ndarray, labels: np.ndarray, k: int, samples: int, seed: int, max_iter: int = 40, tol: float = 1e-4
+    vectors: np.ndarray, labels: np.ndarray, k: int, settings: StabilitySettings, seed: int
 ) -> np.ndarray:
     """(k,) the mean Jaccard stability of each of the ``k`` reference segments (``labels`` (n,) over unit
-    ``vectors`` (n, d)) over ``samples`` bootstrap refits drawn from ``seed`` (each refit as
-    ``spherical_kmeans`` with ``max_iter`` and ``tol``).
+    ``vectors`` (n, d)) over ``settings.bootstrap`` refits drawn from ``seed`` (each refit the
+    ``settings.algorithm``'s, with its ``max_iter`` and ``tol``).
 
-    For each bootstrap: draw n vectors with replacement, refit spherical k-means with the same k, place
+    For each bootstrap: draw n vectors with replacement, refit with the same k, place
     the distinct drawn vectors in the refit's segments, and score each reference segment (restricted to
     the drawn vectors) by its Jaccard index with the best-matching refit segment. 1 means it came back
     whole every time; Hennig reads below 0.5 as dissolved, 0.75 and above as stable.
     """
+    refit, samples = REFITS[settings.algorithm], settings.bootstrap
     rng = np.random.default_rng(seed)
     scores = np.zeros((samples, k))
     for b in range(samples):
         drawn = rng.integers(0, len(vectors), len(vectors))
-        centres = spherical_kmeans(vectors[drawn], k, seed=int(rng.integers(2**31)), max_iter=max_iter, tol=tol)
+        centres = refit(vectors[drawn], k, int(rng.integers(2**31)), settings.max_iter, settings.tol)
         distinct = np.unique(drawn)
         scores[b] = jaccard_to_best_match(labels[distinct], nearest(vectors[distinct], centres), k, k)
     with np.errstate(invalid="ignore"):
@@ -148,12 +200,12 @@ def stability_word(jaccard: float | None, reproducible: float) -> str:
 
 
 def score_k(
-    vectors: np.ndarray, centres: np.ndarray, samples: int, seed: int, max_iter: int = 40, tol: float = 1e-4
+    vectors: np.ndarray, centres: np.ndarray, settings: StabilitySettings
 ) -> tuple[np.ndarray, np.ndarray, float | None]:
     """For reference unit ``centres`` (k, d) over unit ``vectors`` (n, d): (sizes (k,), Jaccard
-    stability (k,) over ``samples`` bootstrap refits from ``seed`` with ``max_iter`` and ``tol``,
-    silhouette) of the segments the centres cut."""
+    stability (k,) over ``settings``' bootstrap refits, silhouette) of the segments the centres cut. The
+    refits are seeded from ``settings.seed`` + k, so each candidate k draws its own samples."""
     k = len(centres)
     labels = nearest(vectors, normalise_rows(centres))
-    stability = bootstrap_stability(vectors, labels, k, samples, seed, max_iter, tol)
+    stability = bootstrap_stability(vectors, labels, k, settings, settings.seed + k)
     return np.bincount(labels, minlength=k), stability, cosine_silhouette(vectors, labels, k)

@@ -2,7 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+
+from segrec.udfs.config_keys import from_config
+
+
+@dataclass(frozen=True)
+class AssignSettings:
+    """How users are placed: the softmax ``temperature`` over cosine, and how many soft ``memberships``
+    (the highest) each user keeps."""
+
+    temperature: float = from_config("segment.temperature")
+    memberships: int = from_config("segment.memberships")
 
 
 def normalise_rows(matrix: np.ndarray) -> np.ndarray:
@@ -13,14 +26,15 @@ def normalise_rows(matrix: np.ndarray) -> np.ndarray:
 
 
 def assign(
-    vectors: np.ndarray, centroids: np.ndarray, temperature: float, top: int = 3
+    vectors: np.ndarray, centroids: np.ndarray, settings: AssignSettings
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """For unit ``vectors`` (n, d) and ``centroids`` (k, d):
+    """For unit ``vectors`` (n, d) and ``centroids`` (k, d), with ``settings``:
 
     segment (n,) the most similar centroid (ties: the lowest segment id), distance (n,) = 1 - cosine to
-    it, and the ``top`` soft memberships: segment ids (n, top) and weights (n, top), a softmax over
-    cosine / temperature, highest first (ties: lowest id).
+    it, and the top ``settings.memberships`` soft memberships: segment ids (n, top) and weights (n, top),
+    a softmax over cosine / ``settings.temperature``, highest first (ties: lowest id).
     """
+    temperature, top = settings.temperature, settings.memberships
     centres = normalise_rows(centroids)
     sims = np.asarray(vectors, dtype=np.float32) @ centres.T
     segment = np.argmax(sims, axis=1)

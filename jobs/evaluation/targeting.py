@@ -20,7 +20,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
 from segrec.jobs.config import Segment
-from segrec.jobs.segments.fitting import distinctive_items
+from segrec.jobs.segments.portraits import distinctive_items
 
 
 def top_items(segments: DataFrame, train: DataFrame, settings: Segment) -> DataFrame:

@@ -45,7 +45,8 @@ from segrec.jobs.evaluation.targeting import targeting_report
 from segrec.jobs.io.manifest import RunManifest
 from segrec.jobs.io.store import OutputStore
 from segrec.jobs.recommendations.top_k import Recommender
-from segrec.jobs.segments.fitting import assign_segments, centres_of, features, fit
+from segrec.jobs.segments.fitting import features, fit
+from segrec.jobs.segments.segmenters import segmenter_for
 from segrec.jobs.towers.als import AlsParams, als_factors, blend_weight, blended
 from segrec.jobs.towers.training import (
     fit_towers,
@@ -146,8 +147,9 @@ def build_segments(
     feats = features(profiles).cache()
     model, curve, shipped = fit(spark, feats, config.segment, feats.count())
     feats.unpersist()
-    centroids = centres_of(model)
-    segments = scratch.keep(assign_segments(profiles, centroids, config.segment.temperature), f"{tag}-segments")
+    segmenter = segmenter_for(config.segment)
+    centroids = segmenter.centres(model)
+    segments = scratch.keep(segmenter.assign(profiles, centroids), f"{tag}-segments")
     return segments, centroids, curve, shipped
 
 

@@ -1,11 +1,13 @@
-"""Stage 4, segment: MLlib KMeans (cosine) on user vectors, per-user segments, segment portraits.
+"""Stage 4, segment: users cut into segments by the configured segmenter (``segment.algorithm``: MLlib
+KMeans or BisectingKMeans, cosine; ``segments.segmenters``), per-user segments, segment portraits.
 
 k is fixed or chosen over [k_min, k_max] for reproducibility (Hennig 2007; Dolnicar & Leisch 2010):
-each k is fitted with MLlib on a seeded sample of users, then every segment's Jaccard stability is
-scored over bootstrap refits of that sample (one Spark task per k, ``udfs.clustering``). ``auto`` picks
-the most segments that all come back (see :func:`choose_k`); the manifest keeps the curve. Outputs:
+each k is fitted on a seeded sample of users, then every segment's Jaccard stability is scored over
+bootstrap refits of that sample with the same algorithm (one Spark task per k, ``udfs.clustering``).
+``auto`` picks the most segments that all come back (``segments.stability.choose_k``); the manifest
+keeps the curve. Outputs:
 - ``segments``: user_id, segment_id, distance (1 - cosine to the centroid), top_segments and
-  top_weights (the 3 highest soft memberships, softmax over cosine / temperature);
+  top_weights (the ``segment.memberships`` highest soft memberships, softmax over cosine / temperature);
 - ``segment_summary``: segment_id, parent_id (bisecting: its broad segment), size, share, stability
   and its plain word, label_terms and engaged_items ranked by how much more the segment has them than
   the whole population (words every segment shares drop out), representative_items (nearest the
@@ -25,11 +27,11 @@ import os
 import tempfile
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from pyspark.ml.clustering import BisectingKMeansModel, KMeansModel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -49,20 +51,11 @@ from segrec.jobs.segments.continuity import (
     relabel,
     transitions,
 )
-from segrec.jobs.segments.fitting import (
-    SegmentModel,
-    assess,
-    assign_segments,
-    centres_of,
-    features,
-    fit,
-    parents_of,
-    stability_point,
-    summarise,
-    user_interests,
-    user_terms,
-)
+from segrec.jobs.segments.fitting import assess, features, fit
 from segrec.jobs.segments.page import PAGE, write_page
+from segrec.jobs.segments.portraits import summarise, user_interests, user_terms
+from segrec.jobs.segments.segmenters import load_model, segmenter_for
+from segrec.jobs.segments.stability import stability_point
 from segrec.jobs.vectors.spaces import item_vectors_for, space_of
 from segrec.udfs.schemas import DATASETS, SEGMENT_CONTINUITY, spark_schema
 
@@ -71,22 +64,11 @@ log = logging.getLogger("segrec")
 REPORT = "segment_report"  # the segment owners' page, a directory under output.path
 
 
-def load_model(path: str) -> SegmentModel:
-    """A saved KMeans or BisectingKMeans model; exit 2 naming the path when neither loads."""
-    problem = ""
-    for kind in (KMeansModel, BisectingKMeansModel):
-        try:
-            return kind.load(path)
-        except Exception as exc:  # Spark raises a JVM error class that differs by version and session
-            problem = problem or str(exc).splitlines()[0]
-    raise InputError(f"cannot load a segment model from {path}: {problem}: run `segrec segment` in fit mode")
-
-
 @dataclass(frozen=True)
 class SavedSegments:
     """A saved segment model with its stable ids, and the store (run) it was read from."""
 
-    model: SegmentModel
+    model: Any  # the fitted MLlib model of a registered segmenter
     ids: SegmentIds
     path: str
     store: OutputStore | None  # None: a model_path outside the output
@@ -114,8 +96,9 @@ def saved_segments(store: OutputStore, settings: Segment, latest: bool) -> Saved
 
 
 def saved_parents(spark: SparkSession, saved: SavedSegments, settings: Segment) -> DataFrame | None:
-    """Bisecting: the parents the fitted run recorded in its ``segment_summary``, by centre, if any."""
-    if settings.algorithm != "bisecting" or saved.store is None or not saved.store.exists("segment_summary"):
+    """The parents the fitted run recorded in its ``segment_summary``, by centre, if any (a segmenter with
+    broad segments records them; a flat one leaves parent_id null)."""
+    if saved.store is None or not saved.store.exists("segment_summary"):
         return None
     rows = (
         saved.store.read("segment_summary")
@@ -210,6 +193,7 @@ def run(ctx: RunContext) -> dict:
 
     with ctx.manifest.stage("segment") as figures:
         figures["previous_run"] = None if before is None else (before.run_date or "the undated previous output")
+        segmenter = segmenter_for(settings)
         # MLlib's features, cached and counted only where a model is fitted or bootstrapped
         feats = features(user_vectors).cache()
         saved = loaded = None
@@ -221,16 +205,20 @@ def run(ctx: RunContext) -> dict:
                     f"segment.mode=assign needs a segment model under {store.path('segment_model')} (or "
                     "segment.model_path): run `segrec segment` in fit mode first"
                 )
-            if saved is not None and first is not None and centres_of(saved.model).shape[1] != len(first["vector"]):
+            if (
+                saved is not None
+                and first is not None
+                and segmenter.centres(saved.model).shape[1] != len(first["vector"])
+            ):
                 raise InputError(
-                    f"segment model {saved.path} has {centres_of(saved.model).shape[1]}-dim centroids, user "
+                    f"segment model {saved.path} has {segmenter.centres(saved.model).shape[1]}-dim centroids, user "
                     f"vectors have {len(first['vector'])}: refit (segment.mode: fit, segment.refit: always)"
                 )
 
         curve, parents, shipped = None, None, None
         if saved is not None:
             segments = store.write_staged(
-                assign_segments(user_vectors, centres_of(saved.model), settings.temperature), "segments_new"
+                segmenter.assign(user_vectors, segmenter.centres(saved.model)), "segments_new"
             )
             pairs = overlap(previous_segments, segments)
             if settings.mode == "assign":
@@ -255,7 +243,7 @@ def run(ctx: RunContext) -> dict:
                     saved = None
         if saved is not None:
             model, ids = saved.model, saved.ids
-            centroids = centres_of(model)
+            centroids = segmenter.centres(model)
             if shipped is None:
                 shipped = assess(spark, feats, centroids, settings, feats.count())
             else:
@@ -264,14 +252,12 @@ def run(ctx: RunContext) -> dict:
             continuity = carried(pairs, ids)
         else:
             model, curve, shipped = fit(spark, feats, settings, feats.count())
-            centroids = centres_of(model)
+            centroids = segmenter.centres(model)
             if curve is not None:
                 figures["stability_by_k"] = curve
             figures["mode"] = "fit"
-            segments = store.write_staged(
-                assign_segments(user_vectors, centroids, settings.temperature), "segments_new"
-            )
-            hierarchy = parents_of(feats, segments, settings, len(centroids))
+            segments = store.write_staged(segmenter.assign(user_vectors, centroids), "segments_new")
+            hierarchy = segmenter.parents(feats, segments, len(centroids))
             parents = hierarchy[0] if hierarchy else None
             pairs = overlap(previous_segments, segments)
             previous_model = (
@@ -288,7 +274,7 @@ def run(ctx: RunContext) -> dict:
             )
             if previous_model is not None:
                 figures["centre_shift"] = centre_shift(
-                    centres_of(previous_model.model), centroids, previous_model.ids.ids, continuity.ids.ids
+                    segmenter.centres(previous_model.model), centroids, previous_model.ids.ids, continuity.ids.ids
                 )
         ids = continuity.ids
         figures.update(stability_figures(shipped, settings, ids.ids))

@@ -24,7 +24,7 @@ dbutils.widgets.text("run_date", "", "Run date YYYY-MM-DD (blank: none)")  # noq
 
 from segrec.jobs.config import load_config  # noqa: E402
 from segrec.jobs.pipeline import execute  # noqa: E402
-from segrec.jobs.segments.fitting import format_table  # noqa: E402
+from segrec.jobs.segments.portraits import format_table  # noqa: E402
 from segrec.jobs.session import get_spark  # noqa: E402
 
 widget = dbutils.widgets.get  # noqa: F821
