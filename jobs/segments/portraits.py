@@ -39,7 +39,7 @@ def term_tokenizer():
     English stop words. Loaded once on the driver and shipped with the function."""
     stop_words = StopWordsRemover.loadDefaultStopWords("english")
 
-    @F.pandas_udf("array<string>")
+    @F.pandas_udf("array<string>")  # type: ignore[call-overload]  # pyspark stubs: DDL strings
     def tokenize(texts: pd.Series) -> pd.Series:
         return pd.Series(terms_of_texts(texts, stop_words), index=texts.index)
 
