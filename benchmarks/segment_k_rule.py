@@ -17,6 +17,7 @@ import argparse
 import common  # noqa: F401  (puts the repository on sys.path)
 import numpy as np
 
+from segrec.jobs.config import Segment
 from segrec.jobs.segments.stability import choose_k, stability_point
 from segrec.udfs.clustering import StabilitySettings, nearest, score_k, spherical_kmeans
 from segrec.udfs.segments import normalise_rows
@@ -51,8 +52,9 @@ def planted(rng, n: int, dim: int, groups: list[tuple[float, float]], noise_shar
 def curve_of(vectors: np.ndarray, ks: range, samples: int, seed: int) -> tuple[dict, dict]:
     curve, cuts = {}, {}
     for k in ks:
-        centres = spherical_kmeans(vectors, k, seed + k)
-        refits = StabilitySettings(algorithm="kmeans", bootstrap=samples, seed=seed, max_iter=40, tol=1e-4)
+        segment = Segment()  # the stage's defaults
+        centres = spherical_kmeans(vectors, k, seed + k, segment.max_iter, segment.tol)
+        refits = StabilitySettings("kmeans", samples, seed, segment.max_iter, segment.tol)
         sizes, stability, silhouette = score_k(vectors, centres, refits)  # refits seeded from seed + k
         jaccard = [None if np.isnan(j) else float(j) for j in stability]
         good = [i for i, j in enumerate(jaccard) if j is not None and j >= MIN_STABILITY]

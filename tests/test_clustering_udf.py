@@ -34,7 +34,7 @@ def planted():
 
 def test_spherical_kmeans_finds_planted_groups_with_unit_centres(planted):
     vectors, truth = planted
-    centres = spherical_kmeans(vectors, 5, seed=1)
+    centres = spherical_kmeans(vectors, 5, 1, 40, 1e-4)
     assert np.allclose(np.linalg.norm(centres, axis=1), 1.0, atol=1e-5)
     labels = nearest(vectors, centres)
     # every planted group lands whole in one segment, each in its own
@@ -43,8 +43,8 @@ def test_spherical_kmeans_finds_planted_groups_with_unit_centres(planted):
 
 def test_a_planted_k_is_stable_and_a_split_group_is_not(planted):
     vectors, _ = planted
-    _, at_planted, silhouette_planted = score_k(vectors, spherical_kmeans(vectors, 5, seed=1), refits(10, 2))
-    _, too_many, silhouette_more = score_k(vectors, spherical_kmeans(vectors, 8, seed=1), refits(10, 2))
+    _, at_planted, silhouette_planted = score_k(vectors, spherical_kmeans(vectors, 5, 1, 40, 1e-4), refits(10, 2))
+    _, too_many, silhouette_more = score_k(vectors, spherical_kmeans(vectors, 8, 1, 40, 1e-4), refits(10, 2))
     assert at_planted.min() >= 0.95
     assert too_many.min() < 0.75  # at least one planted group cut arbitrarily in two
     assert silhouette_planted > silhouette_more
@@ -89,14 +89,14 @@ def nested():
 
 def test_bisecting_refits_divide_until_k_leaves_and_find_planted_groups(nested):
     vectors, truth = nested
-    two = spherical_bisecting(vectors, 2, seed=1)
+    two = spherical_bisecting(vectors, 2, 1, 40, 1e-4)
     assert two.shape == (2, 32) and np.allclose(np.linalg.norm(two, axis=1), 1.0, atol=1e-5)
     halves = nearest(vectors, two)
     assert all(len(set(halves[truth == g])) == 1 for g in range(6))  # the first cut keeps every leaf whole
     assert sorted(np.bincount(halves).tolist()) == [240, 240]  # ... and separates the broad groups
-    labels = nearest(vectors, spherical_bisecting(vectors, 6, seed=1))
+    labels = nearest(vectors, spherical_bisecting(vectors, 6, 1, 40, 1e-4))
     assert all(len(set(labels[truth == g])) == 1 for g in range(6)) and len(set(labels)) == 6
-    assert spherical_bisecting(vectors[:3], 5, seed=1).shape == (3, 32)  # no more leaves than points
+    assert spherical_bisecting(vectors[:3], 5, 1, 40, 1e-4).shape == (3, 32)  # no more leaves than points
 
 
 def test_stability_refits_the_algorithm_that_shipped(nested, monkeypatch):

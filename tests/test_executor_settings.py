@@ -5,12 +5,14 @@ from dataclasses import fields
 import pytest
 
 from segrec.jobs.config import Config, Recommend, Train, executor_settings, load_config
-from segrec.udfs.config_keys import config_fields
+from segrec.udfs.clustering import StabilitySettings
+from segrec.udfs.config_keys import CONFIG_KEY, config_fields
 from segrec.udfs.encoder import EncoderSettings
+from segrec.udfs.segments import AssignSettings
 from segrec.udfs.topk.settings import TopKSettings
 from segrec.udfs.towers import TowerSettings
 
-SETTINGS = (EncoderSettings, TopKSettings, TowerSettings)
+SETTINGS = (EncoderSettings, TopKSettings, TowerSettings, AssignSettings, StabilitySettings)
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +68,28 @@ def test_the_default_config_builds_these_settings(default_config):
         history_map=True,
         seed=42,
     )
+    assert executor_settings(AssignSettings, default_config) == AssignSettings(temperature=0.05, memberships=3)
+    assert executor_settings(StabilitySettings, default_config) == StabilitySettings(
+        algorithm="kmeans", bootstrap=20, seed=42, max_iter=40, tol=1e-4
+    )
+
+
+def test_every_settings_class_of_the_executor_side_is_checked_here():
+    """A settings dataclass added under udfs/ is held to the same rules as these."""
+    import importlib
+    import inspect
+    import pkgutil
+    from dataclasses import is_dataclass
+
+    import segrec.udfs
+
+    found = set()
+    for info in pkgutil.walk_packages(segrec.udfs.__path__, "segrec.udfs."):
+        module = importlib.import_module(info.name)
+        for _, cls in inspect.getmembers(module, inspect.isclass):
+            if is_dataclass(cls) and any(CONFIG_KEY in item.metadata for item in fields(cls)):
+                found.add(cls)
+    assert found == set(SETTINGS)
 
 
 @pytest.mark.parametrize("cls", SETTINGS)

@@ -37,14 +37,14 @@ def test_one_megabyte_text_is_kept_whole():
 
 
 def test_render_joins_non_empty_parts_in_order():
-    assert render_text([("title", " Toy Story "), ("year", None), ("genres", "Comedy")]) == "Toy Story. Comedy"
-    assert render_text([("a", ""), ("b", None)]) is None
+    assert render_text([("title", " Toy Story "), ("year", None), ("genres", "Comedy")], ". ") == "Toy Story. Comedy"
+    assert render_text([("a", ""), ("b", None)], ". ") is None
     assert render_text([("a", "x"), ("b", "y")], separator=" | ") == "x | y"
 
 
 def test_frame_and_series_helpers_keep_index_and_nulls():
     frame = pd.DataFrame({"t": ["<i>a</i>", None, "b"], "g": ["x", "  ", None]}, index=[5, 6, 7])
-    out = render_frame(frame)
+    out = render_frame(frame, ". ")
     assert out.tolist() == ["a. x", None, "b"]
     assert list(out.index) == [5, 6, 7]
     series = normalize_series(pd.Series(["  x ", None, math.nan]))

@@ -53,7 +53,7 @@ def _seed_centres(vectors: np.ndarray, k: int, rng: np.random.Generator) -> np.n
 
 
 def spherical_kmeans(
-    vectors: np.ndarray, k: int, seed: int, max_iter: int = 40, tol: float = 1e-4, restarts: int = 3
+    vectors: np.ndarray, k: int, seed: int, max_iter: int, tol: float, restarts: int = 3
 ) -> np.ndarray:
     """Unit centres (k, d) of a cosine k-means fit of unit ``vectors`` (n, d), n >= k: the best (highest
     total cosine to the centres) of ``restarts`` runs seeded from ``seed``, as MLlib's k-means|| seeding
@@ -88,7 +88,7 @@ def _lloyd(vectors: np.ndarray, centres: np.ndarray, max_iter: int, tol: float) 
 
 
 def spherical_bisecting(
-    vectors: np.ndarray, k: int, seed: int, max_iter: int = 40, tol: float = 1e-4, restarts: int = 3
+    vectors: np.ndarray, k: int, seed: int, max_iter: int, tol: float, restarts: int = 3
 ) -> np.ndarray:
     """Unit centres (k, d) of a bisecting cosine k-means fit of unit ``vectors`` (n, d), n >= k, as MLlib's
     BisectingKMeans divides: from one segment of everyone, each round splits every divisible leaf in two

@@ -36,7 +36,7 @@ def normalize_text(value: object) -> str | None:
     return text or None
 
 
-def render_text(parts: Iterable[tuple[str, object]], separator: str = ". ") -> str | None:
+def render_text(parts: Iterable[tuple[str, object]], separator: str) -> str | None:
     """Join the normalised, non-empty values of several columns into one text.
 
     ``parts`` holds (column name, value) pairs in the configured order; the names are unused by the
@@ -53,7 +53,7 @@ def normalize_series(values: pd.Series) -> pd.Series:
     return values.map(normalize_text).astype(object)
 
 
-def render_frame(frame: pd.DataFrame, separator: str = ". ") -> pd.Series:
+def render_frame(frame: pd.DataFrame, separator: str) -> pd.Series:
     """Render each row of ``frame`` (one column per configured text column) into one text joined with
     ``separator`` (:func:`render_text`); a Series with ``frame``'s index."""
     columns = list(frame.columns)

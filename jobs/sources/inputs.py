@@ -177,7 +177,7 @@ def _render_udf(separator: str, pii: str):
     return render
 
 
-def text_column(df: DataFrame, columns: list[str], separator: str, pii: str = "redact") -> Column:
+def text_column(df: DataFrame, columns: list[str], separator: str, pii: str) -> Column:
     """The normalised text of each row: the configured columns, cleaned and joined, personal data
     replaced by typed placeholders (``udfs.pii``) unless ``pii`` is keep; null when empty."""
     if not columns:
