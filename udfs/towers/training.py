@@ -223,20 +223,22 @@ def _step_loss(model, batch, data, settings, rng, item_text, rows, user_text, ha
         item_text, rows, log_q = item_text[chosen], rows[chosen], log_q[chosen]
         if padding:
             log_q[len(candidates) :] = math.inf  # never a candidate
-    hist = torch.from_numpy(hist).to(device)
-    u, vectors = model(item_text, rows, hist, torch.from_numpy(weights).to(device), user_text[users], has_text[users])
+    history = torch.from_numpy(hist).to(device)
+    u, vectors = model(
+        item_text, rows, history, torch.from_numpy(weights).to(device), user_text[users], has_text[users]
+    )
     logits = u @ vectors.T / settings.temperature
     logits = logits - (log_q if settings.logq else torch.where(torch.isinf(log_q), log_q, 0.0))[None, :]
-    target = torch.from_numpy(target).to(device)
+    targets = torch.from_numpy(target).to(device)
     if settings.mask_history:
         # Items already in the history are not candidates at recommendation time either.
-        valid = hist >= 0
-        rows_of = torch.arange(len(batch), device=device)[:, None].expand_as(hist)
+        valid = history >= 0
+        rows_of = torch.arange(len(batch), device=device)[:, None].expand_as(history)
         seen = torch.zeros_like(logits, dtype=torch.bool)
-        seen[rows_of[valid], hist[valid]] = True
-        seen[torch.arange(len(batch), device=device), target] = False
+        seen[rows_of[valid], history[valid]] = True
+        seen[torch.arange(len(batch), device=device), targets] = False
         logits = logits.masked_fill(seen, float("-inf"))
-    return F.cross_entropy(logits, target)
+    return F.cross_entropy(logits, targets)
 
 
 OBJECTIVES = ("sequential", "order_free")
