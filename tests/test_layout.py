@@ -10,9 +10,20 @@ from segrec.jobs.pipeline import STAGES
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGE_MODULES = {f"segrec.jobs.stages.{name}" for name in STAGES}
-# The run's machinery at the top of jobs/; everything else lives in a domain package.
-MACHINERY = {"__init__", "cli", "config", "context", "errors", "pipeline", "session", "spark_submit"}
-DOMAINS = {"stages", "sources", "vectors", "towers", "segments", "recommendations", "evaluation", "io", "bootstrap"}
+# The run's machinery at the top of jobs/ (its config in jobs/config/); everything else in a domain package.
+MACHINERY = {"__init__", "cli", "context", "errors", "pipeline", "session", "spark_submit"}
+DOMAINS = {
+    "config",
+    "stages",
+    "sources",
+    "vectors",
+    "towers",
+    "segments",
+    "recommendations",
+    "evaluation",
+    "io",
+    "bootstrap",
+}
 
 
 def module_name(path: Path) -> str:

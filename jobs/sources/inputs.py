@@ -17,7 +17,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.sql.utils import AnalysisException
 
-from segrec.jobs.config import InteractionsSource, ItemsSource, UsersSource, _Source
+from segrec.jobs.config import InteractionsSource, ItemsSource, Source, UsersSource
 from segrec.jobs.errors import InputError
 from segrec.udfs.pii import KINDS as PII_KINDS
 from segrec.udfs.pii import PLACEHOLDER, redact_series
@@ -45,7 +45,7 @@ _TIME_TYPES = (T.TimestampType, T.TimestampNTZType, T.DateType)
 # ------------------------------------------------------------------------------------------ read
 
 
-def read_source(spark: SparkSession, name: str, source: _Source) -> DataFrame:
+def read_source(spark: SparkSession, name: str, source: Source) -> DataFrame:
     """Read one input from its path or catalog table, failing with the source named."""
     try:
         if source.table:
@@ -110,7 +110,7 @@ def unreadable(name: str, source, exc: Exception) -> Exception:
 # ---------------------------------------------------------------------------------------- schema
 
 
-def check_columns(df: DataFrame, name: str, source: _Source, roles: dict[str, list[str]]) -> None:
+def check_columns(df: DataFrame, name: str, source: Source, roles: dict[str, list[str]]) -> None:
     """Fail fast when a mapped column is absent or of a type that cannot mean what its role needs.
 
     ``roles`` maps a role ('id', 'text', 'rating', 'timestamp') to the mapped column names.
@@ -470,8 +470,8 @@ def count_reasons(annotated: DataFrame) -> SourceCounts:
     return counts
 
 
-def roles_for(name: str, source: _Source) -> dict[str, list[str]]:
-    cols = source.columns
+def roles_for(name: str, source: Source) -> dict[str, list[str]]:
+    cols = source.columns  # type: ignore[attr-defined]
     if name == "interactions":
         roles = {"id": [cols.user_id, cols.item_id], "text": list(cols.text)}
         if cols.rating:

@@ -1,0 +1,100 @@
+"""The input sources' sections (items, interactions, users, suppressions...), their column mappings, the
+demo data, and what happens to every text column."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from segrec.jobs.config.base import Section
+
+
+class Source(Section):
+    """Where one input comes from: a path in a file format, or a catalog table."""
+
+    path: str | None = None
+    table: str | None = None
+    format: Literal["parquet", "csv", "json", "orc", "delta"] = "parquet"
+    options: dict[str, str] = Field(default_factory=dict, description="reader options, e.g. header for csv")
+    text_separator: str = Field(". ", description="joins the text columns of one row into one text")
+    max_reject_share: float = Field(
+        0.5, ge=0, le=1, description="stop the run when a larger share of this source's rows is rejected"
+    )
+
+    @model_validator(mode="after")
+    def _one_location(self) -> Source:
+        if bool(self.path) == bool(self.table):
+            raise ValueError("give exactly one of 'path' or 'table'")
+        return self
+
+    @property
+    def location(self) -> str:
+        return self.path or f"table {self.table}"
+
+
+class ItemColumns(Section):
+    id: str
+    text: list[str] = Field(default_factory=list)
+
+
+class InteractionColumns(Section):
+    user_id: str
+    item_id: str
+    rating: str | None = None
+    timestamp: str | None = None
+    text: list[str] = Field(default_factory=list)
+
+
+class UserColumns(Section):
+    id: str
+    text: list[str] = Field(default_factory=list)
+
+
+class ItemsSource(Source):
+    columns: ItemColumns
+
+
+class InteractionsSource(Source):
+    columns: InteractionColumns
+    timestamp_unit: Literal["s", "ms"] = Field("s", description="unit of numeric timestamps")
+    feedback: Literal["explicit", "implicit"] = Field(
+        "explicit",
+        description="explicit: the rating column holds ratings (weights centred per user); "
+        "implicit: it holds counts or plays (weight from implicit_weight)",
+    )
+    implicit_weight: Literal["log1p", "binary"] = Field(
+        "log1p", description="implicit feedback: weight = log(1 + count), or 1 for any interaction"
+    )
+
+
+class UsersSource(Source):
+    columns: UserColumns
+    complete: bool = Field(
+        False,
+        description="true: the users source lists every user, so interactions of unlisted users are "
+        "rejected as unknown_user; false: it holds text for some users only, and the others are kept",
+    )
+
+
+class Inputs(Section):
+    items: ItemsSource
+    interactions: InteractionsSource
+    users: UsersSource | None = None
+
+
+class Demo(Section):
+    """The embedded demo data: written to ``dir`` from the installed registry package when absent."""
+
+    dataset: Literal["movielens100k"] | None = None
+    dir: str = "data/movielens100k"
+
+
+class Text(Section):
+    """What happens to every text column after normalisation, before hashing, embedding and labels."""
+
+    pii: Literal["redact", "keep"] = Field(
+        "redact",
+        description="redact: e-mail addresses, phone, card and IBAN numbers, IPs and URLs with "
+        "credentials become typed placeholders (<email>, <phone>, ...); keep: texts as written",
+    )
