@@ -23,6 +23,8 @@ COMMANDS = ["validate", "run", "embed", "train", "profile", "segment", "recommen
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``segrec`` argument parser: one sub-command per stage and ``run``, each with --conf, --set,
+    --remote and --debug."""
     parser = argparse.ArgumentParser(prog="segrec", description=__doc__.splitlines()[0])
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--conf", default=DEFAULT_CONF, help=f"run config YAML (default {DEFAULT_CONF})")
@@ -57,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def configure_logging(debug: bool) -> None:
+    """Log to stderr: segrec's own messages at INFO (DEBUG and Spark's INFO too when ``debug``)."""
     logging.basicConfig(
         level=logging.DEBUG if debug else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -69,6 +72,8 @@ def configure_logging(debug: bool) -> None:
 
 
 def print_summary(manifest: RunManifest) -> None:
+    """What a person reads after a run: the ``manifest``'s row counts by source and reject reason, each
+    stage's figures, the evaluation table and the continuity line."""
     print(f"run {manifest.run_id}: {manifest.command} {manifest.status}")
     for name, counts in manifest.sources.items():
         reasons = ", ".join(f"{r}={n}" for r, n in counts["rejected_by_reason"].items()) or "none"
@@ -136,6 +141,8 @@ def continuity_line(figures: dict) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command in ``argv`` (default: the process's arguments) and return its exit code: 0 success,
+    2 a config or input error (a message, no traceback), 1 anything else."""
     args = build_parser().parse_args(argv)
     configure_logging(args.debug)
     config = None  # known once loaded: what a damaged file's path is named by

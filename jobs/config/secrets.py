@@ -35,6 +35,7 @@ URL_PASSWORD = re.compile(r"(://[^/\s:@]+:)[^/\s@]+@")
 
 
 def is_secret_name(name: str) -> bool:
+    """Whether a key or variable called ``name`` holds a secret (password, token, api_key, ...)."""
     words = [w for w in re.split(r"[^a-z0-9]+", name.lower()) if w]
     if not words:
         return False

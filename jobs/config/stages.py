@@ -10,6 +10,8 @@ from segrec.jobs.config.base import PACKAGED_MODEL, Section
 
 
 class Model(Section):
+    """``model``: the text encoder's directory and how texts are tokenised, pooled and computed."""
+
     path: str = Field(PACKAGED_MODEL, description="local model directory, or package:<python package>")
     pooling: Literal["mean", "cls"] = "mean"
     max_length: int = Field(256, ge=8, le=8192, description="tokens per window, special tokens included")
@@ -37,6 +39,8 @@ class Model(Section):
 
 
 class Embed(Section):
+    """``embed``: how texts are batched for the encoder."""
+
     token_budget: int | Literal["auto"] = Field(
         "auto",
         description="max padded tokens in one forward pass; auto: 2048 on a CPU, 16384 on a GPU "
@@ -56,6 +60,8 @@ class Embed(Section):
 
 
 class Profile(Section):
+    """``profile``: how the user's own texts and their history mix in a text-space user vector."""
+
     text_weight: float = Field(0.3, ge=0.0, le=1.0, description="share of the user's own texts in the mix")
     recency_half_life_days: float | None = Field(None, gt=0, description="None: no recency decay")
 
@@ -141,6 +147,9 @@ class Train(Section):
 
 
 class Segment(Section):
+    """``segment``: which segmenter, how many segments and how k is chosen, stability, portraits, and
+    how ids carry over from run to run."""
+
     mode: Literal["fit", "assign"] = Field("fit", description="assign: place users with a saved model")
     algorithm: Literal["kmeans", "bisecting"] = Field(
         "kmeans",
@@ -225,6 +234,8 @@ class Segment(Section):
 
 
 class Recommend(Section):
+    """``recommend``: list length, scoring, re-ranking, and how the item matrix reaches the workers."""
+
     k: int = Field(10, ge=1, le=10000)
     popularity_weight: float = Field(0.0, ge=0.0, description="lambda: score = cosine + lambda * segment popularity")
     exclude_seen: bool = True
@@ -307,6 +318,8 @@ class Als(Section):
 
 
 class Evaluate(Section):
+    """``evaluate``: the hold-out protocol, cut-offs, the grids tuned on validation, and the baselines."""
+
     holdout: int = Field(5, ge=1, description="interactions held out per user (the newest by time)")
     ks: list[Annotated[int, Field(ge=1)]] = Field([5, 10, 20], min_length=1, description="cut-offs for every metric")
     seed: int = 42

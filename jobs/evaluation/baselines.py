@@ -41,7 +41,9 @@ BROADCAST = Recommend(plan="broadcast", exclude_seen=True)
 def plain_top_k(
     spark: SparkSession, users: DataFrame, items: DataFrame, train: DataFrame, k: int, matrix_dir: str | None
 ) -> DataFrame:
-    """Each user's k best unseen items by user vector . item vector, with no popularity and no reasons."""
+    """Each of ``users``' k best ``items`` by user vector . item vector, their ``train`` items masked, with
+    no popularity and no reasons; scored with ``spark``'s top-k plan (the item matrix through
+    ``matrix_dir`` when set)."""
     settings = executor_settings(
         TopKSettings, BROADCAST, k=k, popularity_weight=0.0, mmr_trade_off=None, explain=False, score_parts=False
     )
@@ -55,7 +57,7 @@ def only(users: DataFrame, scored: DataFrame | None) -> DataFrame:
 
 def listed_users(train: DataFrame, scored: DataFrame | None) -> DataFrame:
     """(user_id): the users a baseline that needs no history lists: ``scored`` (evaluate's new users, who
-    have no training row, among them), or every training user."""
+    have no training row, among them), or every user of ``train``."""
     return train.select("user_id").distinct() if scored is None else scored.select("user_id").distinct()
 
 
@@ -67,8 +69,9 @@ def most_popular(
     scored: DataFrame | None = None,
     matrix_dir: str | None = None,
 ) -> DataFrame:
-    """Top k by training popularity for every training user (or every user in ``scored``, new users
-    too), seen items masked, ties by item id."""
+    """Top k of ``item_ids`` by popularity in ``train`` for every training user (or every user in
+    ``scored``, new users too), seen items masked, ties by item id; scored with ``spark`` (the item
+    matrix through ``matrix_dir`` when set)."""
     counts = item_user_counts(train)
     top = counts.agg(F.max("users")).collect()[0][0] or 1
     items = (
@@ -90,8 +93,9 @@ def als(
     scored: DataFrame | None = None,
     matrix_dir: str | None = None,
 ) -> DataFrame:
-    """Fit implicit ALS on all of ``train`` and return its top k per user (or per user in ``scored``),
-    seen items masked."""
+    """Fit implicit ALS with ``params`` on all of ``train`` (``max_iter`` iterations, ``seed``) and return
+    its top k per user (or per user in ``scored``), seen items masked; scored with ``spark`` (the item
+    matrix through ``matrix_dir`` when set)."""
     with als_factors(train, params, max_iter, seed) as (users, items):
         # The item matrix is collected in here; the users' factors are read again when the lists are.
         user_vectors = only(users.select("user_id", F.col("factor").alias("vector")), scored)
@@ -100,14 +104,15 @@ def als(
 
 
 def als_grid(ranks: list[int], reg_params: list[float], alphas: list[float]) -> list[AlsParams]:
+    """Every ALS cell of the grid: each rank of ``ranks`` with each of ``reg_params`` and ``alphas``."""
     return [AlsParams(r, g, a) for r in ranks for g in reg_params for a in alphas]
 
 
 def random_lists(
     train: DataFrame, item_ids: DataFrame, k: int, seed: int, scored: DataFrame | None = None
 ) -> DataFrame:
-    """k unseen items per training user (or per user in ``scored``), uniformly at random, the same for
-    the same (seed, user)."""
+    """k unseen items of ``item_ids`` per user of ``train`` (or per user in ``scored``), uniformly at
+    random, the same for the same (seed, user)."""
     catalogue = np.array(sorted(r["item_id"] for r in item_ids.select("item_id").collect()), dtype=object)
     seen = only(train, scored).groupBy("user_id").agg(F.collect_set("item_id").alias("seen"))
     users = listed_users(train, scored).join(seen, on="user_id", how="left")  # a new user: seen is null
@@ -127,8 +132,8 @@ def random_lists(
 
 
 def draw_for_user(user: str, seen, catalogue: np.ndarray, k: int, seed: int) -> list[tuple]:
-    """(user, rank, item, score, similarity, boost, no reason, no parts) rows: a seeded permutation of
-    the unseen items."""
+    """(user, rank, item, score, similarity, boost, no reason, no parts) rows: the first ``k`` of a
+    permutation of the ``catalogue``'s items not in ``seen``, seeded by ``seed`` and ``user``."""
     rng = np.random.default_rng([seed, zlib.crc32(user.encode("utf-8"))])
     unseen = catalogue[~np.isin(catalogue, np.asarray(list(seen if seen is not None else ()), dtype=object))]
     picked = unseen[rng.permutation(len(unseen))[:k]]
@@ -173,7 +178,7 @@ def baseline(name: str) -> Callable[[Callable[[BaselineInputs], DataFrame | None
 
 @baseline("most_popular")
 def most_popular_lists(inputs: BaselineInputs) -> DataFrame:
-    """The most popular unseen items of the training rows, the same ranking for everyone."""
+    """The most popular unseen items of ``inputs``' training rows, the same ranking for everyone."""
     return most_popular(inputs.spark, inputs.train, inputs.item_ids, inputs.k, inputs.scored, inputs.matrix_dir)
 
 
@@ -196,7 +201,7 @@ def als_lists(inputs: BaselineInputs) -> DataFrame:
 
 @baseline("random")
 def random_baseline_lists(inputs: BaselineInputs) -> DataFrame | None:
-    """Seeded random unseen items (``evaluate.random_baseline``; None when it is off)."""
+    """Seeded random unseen items for ``inputs``' users (``evaluate.random_baseline``; None when it is off)."""
     if not inputs.settings.random_baseline:
         return None
     return random_lists(inputs.train, inputs.item_ids, inputs.k, inputs.settings.seed, inputs.scored)

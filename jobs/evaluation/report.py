@@ -91,6 +91,7 @@ def ratio_lines(result: EvaluationResult, k: int, against: str = "als") -> list[
 
 
 def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
+    """A Markdown table with ``header`` and ``rows`` (numbers to four decimals, None as n/a)."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         lines.append("| " + " | ".join(v if isinstance(v, str) else _value(v) for v in row) + " |")
@@ -120,6 +121,7 @@ def holdout_line(split: Split) -> str:
 
 
 def markdown(result: EvaluationResult, k: int) -> str:
+    """report.md for ``result``, its headline tables at cut-off ``k``."""
     models = result.model_names()
     split, tuning, quality = result.split, result.tuning, result.segments
     parts = [
@@ -396,6 +398,8 @@ def _shown(value: Any) -> str:
 
 
 def slice_values(result: EvaluationResult, model: str, k: int) -> list[Any]:
+    """``model``'s cold-user NDCG and recall, long-tail recall and long-tail share of lists at ``k`` in
+    ``result`` (None where a slice is empty)."""
     m, slices = result.models[model], result.slices
     cold = [m.cold_users[k]["ndcg"], m.cold_users[k]["recall"]] if slices["cold_users"]["users"] else [None, None]
     tail = m.long_tail[k]["recall"] if slices["long_tail"]["held_out_rows"] else None
@@ -406,6 +410,8 @@ def slice_values(result: EvaluationResult, model: str, k: int) -> list[Any]:
 
 
 def plot_all(result: EvaluationResult, points: pd.DataFrame, directory: str) -> list[str]:
+    """The report's PNG plots of ``result`` and the users' projected ``points``, written into
+    ``directory``; returns their paths."""
     import matplotlib
 
     matplotlib.use("Agg")  # headless: no display on executors, schedulers or CI

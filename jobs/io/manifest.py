@@ -29,6 +29,7 @@ PROGRESS_SECONDS = 30.0
 
 
 def new_run_id() -> str:
+    """A run id: the UTC time to the second, then a random suffix (two runs in one second differ)."""
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
 
 
@@ -126,13 +127,16 @@ class RunManifest:
         return self.data["stages"].get(name, {})
 
     def record_source(self, name: str, counts: dict[str, Any]) -> None:
+        """Record source ``name``'s row ``counts`` (rows in, kept, rejected by reason)."""
         self.data["sources"][name] = counts
         self.data["rejects_by_reason"][name] = dict(counts["rejected_by_reason"])
 
     def record_stage(self, name: str, **figures: Any) -> None:
+        """Add ``figures`` to stage ``name``'s entry."""
         self.data["stages"].setdefault(name, {}).update(figures)
 
     def record_output(self, name: str) -> None:
+        """Record that dataset or model ``name`` was written."""
         if name not in self.data["outputs"]:
             self.data["outputs"].append(name)
 
@@ -166,6 +170,8 @@ class RunManifest:
             log.info("stage %s: %s elapsed=%.1fs", name, shown, seconds)
 
     def write(self, store: OutputStore, status: str | None = None) -> None:
+        """Write the manifest under ``store`` (the run's copy, and the root's once it ends), with ``status``
+        when given."""
         if status is not None:
             self.data["status"] = status
             self.data["finished_at"] = _now()

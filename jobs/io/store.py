@@ -231,12 +231,14 @@ class OutputStore:
         return other
 
     def table(self, name: str) -> str:
+        """Dataset ``name``'s catalog table, qualified by ``output.database`` when set."""
         return f"{self.database}.{name}" if self.database else name
 
     def _in_catalog(self, name: str) -> bool:
         return self.format == "table" and name not in FILE_OUTPUTS
 
     def exists(self, name: str) -> bool:
+        """Whether dataset ``name`` has been published (for a dated run: its date's partition)."""
         if self._in_catalog(name):
             if not self.spark.catalog.tableExists(self.table(name)):
                 return False
@@ -251,6 +253,7 @@ class OutputStore:
         return self.fs.exists(self.path(name))
 
     def read(self, name: str, needed_by: str = "") -> DataFrame:
+        """Dataset ``name`` (a dated run: its date's rows); exit 2 naming the stage ``needed_by`` when missing."""
         if not self.exists(name):
             who = f" (needed by {needed_by})" if needed_by else ""
             where = f"table {self.table(name)}" if self.format == "table" else self.root
@@ -383,6 +386,7 @@ class OutputStore:
         return False
 
     def drop_staged(self, name: str) -> None:
+        """Delete the staged copy ``name``."""
         self.fs.delete(self.staging_path(name))
 
     def _swap(self, staging: str, target: str) -> None:
@@ -441,6 +445,7 @@ class OutputStore:
         return target
 
     def read_json(self, relative: str) -> dict[str, Any] | None:
+        """The JSON file at ``relative`` under the output root, or None when there is none."""
         target = f"{self.root}/{relative}"
         if not self.fs.exists(target):
             return None

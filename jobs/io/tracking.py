@@ -174,6 +174,7 @@ class Tracker:
                 self._client.log_batch(run, metrics=items[start : start + _METRICS_PER_BATCH])
 
     def log_artifacts(self, local_dir: str, artifact_path: str | None = None) -> None:
+        """Log every file under ``local_dir`` as artifacts (under ``artifact_path``) when tracking is on."""
         if self.enabled:
             with self._guard("log artifacts"):
                 run = self._run()
@@ -190,6 +191,7 @@ class Tracker:
             self.log_artifacts(local, artifact_path)
 
     def log_json(self, payload: Any, artifact_file: str) -> None:
+        """Log ``payload`` as the JSON artifact ``artifact_file`` when tracking is on."""
         if self.enabled:
             folder, _, name = artifact_file.rpartition("/")
             self.log_files({name: json.dumps(payload, indent=2, default=str).encode("utf-8")}, folder or None)

@@ -529,6 +529,8 @@ class Recommender:
 
     @property
     def joined_reasons(self) -> bool:
+        """Whether reasons and seen items come by a join (sharded plan, or seen items kept) rather than
+        in the worker."""
         return self.plan == "sharded" or not self.section.exclude_seen
 
 
@@ -614,6 +616,7 @@ def reasons_by_join(recs: DataFrame, interactions: DataFrame, item_vectors: Data
 
 
 def check_matrix_settings(recommend: Recommend) -> None:
+    """Exit 2 when ``recommend``'s matrix settings cannot work together (a file source with no path)."""
     if recommend.matrix_source == "file" and not recommend.matrix_path:
         raise ConfigError(
             "recommend.matrix_source=file needs recommend.matrix_path (a path every executor reads); "

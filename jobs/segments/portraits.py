@@ -90,6 +90,7 @@ def distinctive(
 
 
 def segment_sizes(segments: DataFrame) -> DataFrame:
+    """(segment_id, size): the users in each of ``segments``' segments."""
     return segments.groupBy("segment_id").agg(F.count("*").alias("size"))
 
 
@@ -187,6 +188,8 @@ def user_interests(terms: DataFrame, n: int, min_users: int) -> DataFrame:
 
 
 def nearest_segments(spark: SparkSession, centroids: np.ndarray) -> DataFrame:
+    """(segment_id, nearest_segment): each segment's most similar other segment by cosine of the
+    ``centroids`` (None with one segment), as a DataFrame of ``spark``."""
     centres = normalise_rows(centroids)
     sims = centres @ centres.T
     np.fill_diagonal(sims, -np.inf)

@@ -52,6 +52,7 @@ _TITLE_YEAR = re.compile(r"^(?P<title>.*?)\s*\((?P<year>\d{4})\)\s*$")
 
 
 def movielens_dir() -> Path:
+    """Where the installed registry package keeps MovieLens 100K; exit 2 saying how to install it."""
     spec = importlib.util.find_spec(PACKAGE)  # locates the package without running its __init__
     if spec is None or not spec.submodule_search_locations:
         raise InputError(f"the MovieLens 100K demo data is not installed: {INSTALL_HINT}")
@@ -62,6 +63,7 @@ def movielens_dir() -> Path:
 
 
 def adapt_items(raw: pd.DataFrame) -> pd.DataFrame:
+    """segrec's items (item_id, title, year, genres) from the package's ``raw`` movies table."""
     parsed = raw["movie_title"].astype(str).str.extract(_TITLE_YEAR)
     release_year = pd.to_datetime(raw["release_date"], format="%d-%b-%Y", errors="coerce").dt.year
     genres = raw[GENRES].apply(lambda row: ", ".join(g for g in GENRES if row[g] == 1 and g != "unknown"), axis=1)
@@ -85,6 +87,7 @@ _OCCUPATION_PHRASES = {
 
 
 def user_bio(age: int, gender: str, occupation: str) -> str:
+    """A one-sentence bio from a user's ``age``, ``gender`` and ``occupation``."""
     person = {"M": "man", "F": "woman"}.get(gender, "person")
     phrase = _OCCUPATION_PHRASES.get(occupation)
     if phrase is None:
@@ -94,11 +97,13 @@ def user_bio(age: int, gender: str, occupation: str) -> str:
 
 
 def adapt_users(raw: pd.DataFrame) -> pd.DataFrame:
+    """segrec's users (user_id, bio) from the package's ``raw`` users table."""
     bios = [user_bio(a, g, o) for a, g, o in zip(raw["age"], raw["gender"], raw["occupation"], strict=True)]
     return pd.DataFrame({"user_id": raw["user_id"].astype("int64"), "bio": bios})
 
 
 def adapt_interactions(raw: pd.DataFrame) -> pd.DataFrame:
+    """segrec's interactions (user_id, item_id, rating, timestamp) from the package's ``raw`` ratings."""
     return pd.DataFrame(
         {
             "user_id": raw["user_id"].astype("int64"),

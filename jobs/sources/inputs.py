@@ -255,10 +255,14 @@ def annotate_entities(
 
 
 def annotate_items(raw: DataFrame, source: ItemsSource, pii: str = "redact") -> DataFrame:
+    """``raw`` items sorted into kept and rejected under the items ``source``'s mapping, texts redacted
+    per ``pii``."""
     return annotate_entities(raw, source, "item_id", require_text=True, pii=pii)
 
 
 def annotate_users(raw: DataFrame, source: UsersSource, pii: str = "redact") -> DataFrame:
+    """``raw`` users sorted into kept and rejected under the users ``source``'s mapping, texts redacted
+    per ``pii``; a user without text is kept."""
     # A user's own text is optional: a user with none is still known and keeps their interactions.
     return annotate_entities(raw, source, "user_id", require_text=False, pii=pii)
 
@@ -387,9 +391,11 @@ class SourceCounts:
 
     @property
     def rejected(self) -> int:
+        """Rows rejected, all reasons together."""
         return sum(self.rejected_by_reason.values())
 
     def as_dict(self) -> dict[str, object]:
+        """The counts as the manifest records them."""
         return {
             "rows_in": self.rows_in,
             "kept": self.kept,
@@ -471,6 +477,8 @@ def count_reasons(annotated: DataFrame) -> SourceCounts:
 
 
 def roles_for(name: str, source: Source) -> dict[str, list[str]]:
+    """Column role -> the mapped column names of source ``name`` (``source``'s mapping): ids, text, and
+    for interactions rating and timestamp."""
     cols = source.columns  # type: ignore[attr-defined]
     if name == "interactions":
         roles = {"id": [cols.user_id, cols.item_id], "text": list(cols.text)}

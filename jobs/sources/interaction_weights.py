@@ -19,6 +19,7 @@ from pyspark.sql import functions as F
 
 
 def finite_or(value: Column, default: float) -> Column:
+    """``value``, or ``default`` where it is null, NaN or infinite."""
     bad = value.isNull() | F.isnan(value) | (F.abs(value) == float("inf"))
     return F.when(bad, F.lit(default)).otherwise(value)
 

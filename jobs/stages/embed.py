@@ -45,6 +45,8 @@ def embedding_udf(settings: EncoderSettings):
 
 
 def text_hash(model_id: str, text: str = "text") -> F.Column:
+    """sha256 of the encoder's ``model_id`` and the column ``text``: a vector's key, so a changed model
+    or text is embedded again."""
     return F.sha2(F.concat_ws("\u001f", F.lit(model_id), F.col(text)), 256)
 
 
@@ -90,6 +92,7 @@ def embed_texts(texts: DataFrame, settings: EncoderSettings, partitions: int) ->
 
 
 def attach_vectors(texts: DataFrame, vectors: DataFrame, model_id: str, keys: list[str]) -> DataFrame:
+    """``texts`` (``keys``, text_hash) with their ``vectors`` and the ``model_id`` that made them."""
     return texts.join(vectors, on="text_hash", how="inner").select(
         *keys, "vector", "text_hash", F.lit(model_id).alias("model_id")
     )

@@ -109,14 +109,17 @@ class Scratch:
             log.info("%s", activity)
 
     def keep(self, df: DataFrame, name: str) -> DataFrame:
+        """``df`` written to evaluate's staging as ``name`` and read back (dropped at the end)."""
         self.names.append(name)
         return self.store.write_staged(df, f"eval-{name}")
 
     def cached(self, df: DataFrame) -> DataFrame:
+        """``df`` cached until the evaluation ends."""
         self.frames.append(df.cache())
         return df
 
     def drop_all(self) -> None:
+        """Unpersist every cached frame and delete every staged one."""
         for df in self.frames:
             df.unpersist()
         for name in self.names:
@@ -135,6 +138,8 @@ def with_segment_k(config: Config, k: int | None) -> Config:
 
 
 def build_profiles(config: Config, scratch: Scratch, data: TrainingView, tag: str) -> DataFrame:
+    """Text-space user vectors from ``data``'s training rows under ``config``, kept in ``scratch`` as
+    ``tag``; users without any signal left out."""
     profiles = user_vectors(data.users, data.train, data.item_vectors, data.text_vectors, config.profile)
     return scratch.keep(profiles, f"{tag}-profiles").where(F.col("vector").isNotNull())
 
@@ -518,6 +523,7 @@ def new_user_sizes(data: TrainingView, new_users: DataFrame, share: float) -> di
 
 
 def read_inputs(store: OutputStore, train: DataFrame) -> TrainingView:
+    """What every model is built from: the ``train`` rows and ``store``'s validated inputs and vectors."""
     return TrainingView(
         train=train,
         item_vectors=store.read("item_vectors", needed_by="evaluate"),
@@ -536,6 +542,7 @@ def evaluate(ctx: RunContext) -> EvaluationResult:
 
 
 def evaluate_with(ctx: RunContext, scratch: Scratch) -> EvaluationResult:
+    """The evaluation of ``ctx``'s run, staging its intermediate frames in ``scratch``."""
     spark, config, store = ctx.spark, ctx.config, ctx.store
     settings = config.evaluate
     started = time.perf_counter()

@@ -21,6 +21,7 @@ NO_SIGNAL = "no_signal"
 
 
 def no_signal_rejects(profiles: DataFrame) -> DataFrame:
+    """Rejects rows (reason no_signal) for the ``profiles`` without a vector: no text and no history."""
     return profiles.where(F.col("vector").isNull()).select(
         F.lit("users").alias("source"),
         F.lit(None).cast("long").alias("row_ordinal"),

@@ -34,11 +34,14 @@ ID_BUCKETS = 256
 
 @dataclass(frozen=True)
 class AlsParams:
+    """One ALS cell: ``rank``, ``reg_param`` and ``alpha`` (implicit confidence)."""
+
     rank: int
     reg_param: float
     alpha: float
 
     def as_dict(self) -> dict:
+        """The cell as a JSON mapping."""
         return {"rank": self.rank, "reg_param": self.reg_param, "alpha": self.alpha}
 
     @classmethod

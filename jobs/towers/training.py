@@ -45,6 +45,8 @@ MODEL = "towers"
 
 @dataclass(frozen=True)
 class TrainedModel:
+    """Trained towers as a stage uses them: their ``weights``, ``model_id`` and the text model they read."""
+
     weights: TowerWeights
     model_id: str
     text_model_id: str | None
@@ -54,6 +56,7 @@ class TrainedModel:
 
 
 def has_timestamps(interactions: DataFrame) -> bool:
+    """Whether any of ``interactions`` has a timestamp (so histories have an order)."""
     return (
         "timestamp" in interactions.columns and interactions.where(F.col("timestamp").isNotNull()).limit(1).count() > 0
     )
@@ -361,6 +364,7 @@ def checkpoint_dir(store: OutputStore, tag: str) -> str | None:
 
 
 def model_identity(weights: TowerWeights, text_model_id: str | None) -> str:
+    """The towers' id: a hash of ``weights``' settings and tensors and the ``text_model_id`` they read."""
     digest = hashlib.sha256()
     digest.update(json.dumps({"settings": weights.settings.as_dict(), "text": text_model_id}, sort_keys=True).encode())
     for name in sorted(weights.state):
@@ -411,6 +415,7 @@ def saved_als_weight(store: OutputStore, model_id: str) -> float:
 
 
 def load_model(store: OutputStore) -> TrainedModel:
+    """The towers saved under ``store``'s ``towers`` directory."""
     from safetensors.numpy import load
 
     root = store.path(MODEL)

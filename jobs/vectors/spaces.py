@@ -37,6 +37,7 @@ def item_vectors_for(store: OutputStore, space: str) -> DataFrame:
 
 
 def space_of(user_vectors: DataFrame) -> str:
+    """The space ``user_vectors`` live in: their ``space`` column's value, or the text space."""
     if "space" not in user_vectors.columns:
         return TEXT_SPACE
     row = user_vectors.select("space").first()
@@ -54,6 +55,7 @@ def check_finite(vectors: DataFrame, name: str, key: str, column: str = "vector"
 
 
 def scale(vector: Column, factor: Column) -> Column:
+    """Each element of the array column ``vector`` times ``factor``."""
     return F.transform(vector, lambda x: x * factor)
 
 

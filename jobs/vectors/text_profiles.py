@@ -73,6 +73,7 @@ def text_side(text_vectors: DataFrame) -> DataFrame:
 
 
 def all_users(users: DataFrame | None, interactions: DataFrame) -> DataFrame:
+    """(user_id): every user with an interaction, or listed in ``users``."""
     ids = interactions.select("user_id")
     return (ids.unionByName(users.select("user_id")) if users is not None else ids).distinct()
 
