@@ -191,3 +191,10 @@ def test_each_stage_entry_point_says_what_it_reads_writes_and_returns():
             )
         )
         assert text and "ctx" in text and "Returns" in text, name
+
+
+def test_the_commands_are_the_stages_and_run():
+    from segrec.jobs.cli import COMMANDS, build_parser
+
+    assert set(COMMANDS) == set(STAGES) | {"run"}
+    build_parser()  # every command has its help line
