@@ -14,7 +14,7 @@ from pyspark.sql import SparkSession  # noqa: E402
 from pyspark.sql import functions as F  # noqa: E402
 
 from segrec.jobs.config import executor_settings  # noqa: E402
-from segrec.jobs.stages.embed import embedding_udf  # noqa: E402
+from segrec.jobs.vectors.encoding import embedding_udf  # noqa: E402
 from segrec.udfs.encoder import EncoderSettings  # noqa: E402
 
 model_dir, script = sys.argv[1], sys.argv[2]

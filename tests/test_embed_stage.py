@@ -116,7 +116,7 @@ def test_second_run_embeds_nothing_and_ten_new_items_embed_ten(spark, workspace,
 
 def test_model_is_loaded_once_per_python_worker(spark, tiny_model_dir):
     settings = encoder_settings(model_path=tiny_model_dir, max_length=24)
-    from segrec.jobs.stages.embed import embedding_udf
+    from segrec.jobs.vectors.encoding import embedding_udf
 
     texts = spark.createDataFrame([(f"guitar {i}",) for i in range(400)], "text string").repartition(8)
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "10")  # many batches per task

@@ -12,9 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Iterator
 
-import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
@@ -23,7 +21,7 @@ from segrec.jobs.context import RunContext
 from segrec.jobs.io.counts import row_counts
 from segrec.jobs.session import spread, udf_partitions
 from segrec.jobs.sources.model_info import model_identity
-from segrec.udfs.embedding import embed_batches
+from segrec.jobs.vectors.encoding import embedding_udf, text_hash
 from segrec.udfs.encoder import EncoderSettings
 
 log = logging.getLogger("segrec")
@@ -31,23 +29,7 @@ log = logging.getLogger("segrec")
 VECTOR_OUTPUTS = ("item_vectors", "text_vectors")
 
 
-def embedding_udf(settings: EncoderSettings):
-    """A pandas UDF text -> array<float>; the model is loaded once per Python worker."""
-
-    @F.pandas_udf("array<float>")  # type: ignore[call-overload]  # pyspark stubs: DDL strings
-    def embed(texts: Iterator[pd.Series]) -> Iterator[pd.Series]:
-        yield from embed_batches(settings, texts)
-
-    return embed
-
-
 # ------------------------------------------------------------------------------------ transforms
-
-
-def text_hash(model_id: str, text: str = "text") -> F.Column:
-    """sha256 of the encoder's ``model_id`` and the column ``text``: a vector's key, so a changed model
-    or text is embedded again."""
-    return F.sha2(F.concat_ws("\u001f", F.lit(model_id), F.col(text)), 256)
 
 
 def item_texts(items: DataFrame, model_id: str) -> DataFrame:
