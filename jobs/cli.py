@@ -19,7 +19,7 @@ from segrec.jobs.errors import StageFailure, UserError
 if TYPE_CHECKING:
     from segrec.jobs.io.manifest import RunManifest
 
-COMMANDS = ["validate", "run", "embed", "train", "profile", "segment", "recommend", "evaluate"]
+COMMANDS = ["validate", "run", "embed", "train", "profile", "segment", "recommend", "audience", "evaluate"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
         "profile": "build user vectors",
         "segment": "cluster users into segments",
         "recommend": "top-k recommendations per user",
+        "audience": "the users to contact for each audience request (an item, an attribute, a brief)",
         "evaluate": "offline evaluation against baselines",
     }
     for name in COMMANDS:

@@ -15,7 +15,7 @@ from segrec.jobs.io.manifest import RunManifest, new_run_id
 from segrec.jobs.io.output_safety import check_locations
 from segrec.jobs.io.store import OutputStore
 from segrec.jobs.io.tracking import Tracker
-from segrec.jobs.stages import embed, evaluate, profile, recommend, segment, train, validate
+from segrec.jobs.stages import audience, embed, evaluate, profile, recommend, segment, train, validate
 
 log = logging.getLogger("segrec")
 
@@ -27,6 +27,7 @@ STAGES: dict[str, Callable[[RunContext], Any]] = {
     "profile": profile.run,
     "segment": segment.run,
     "recommend": recommend.run,
+    "audience": audience.run,
     "evaluate": evaluate.run,
 }
 
@@ -36,6 +37,7 @@ EVALUATION_DIR = "evaluation"
 DATASETS = (
     "items",
     "users",
+    "suppressions",
     "interactions",
     "rejects",
     "item_vectors",
@@ -47,11 +49,14 @@ DATASETS = (
     "segment_transitions",
     "user_interests",
     "recommendations",
+    "audiences",
+    "audience_summary",
+    "audience_segments",
 )
 
 # The stage that writes each dataset and model under output.path: what to re-run when one is damaged.
 WRITTEN_BY = {
-    **dict.fromkeys(("items", "users", "interactions", "rejects"), "validate"),
+    **dict.fromkeys(("items", "users", "suppressions", "interactions", "rejects"), "validate"),
     **dict.fromkeys(("item_vectors", "text_vectors"), "embed"),
     **dict.fromkeys(("towers", "trained_item_vectors", "als_user_factors", "als_item_factors"), "train"),
     "user_vectors": "profile",
@@ -60,6 +65,7 @@ WRITTEN_BY = {
         "segment",
     ),
     "recommendations": "recommend",
+    **dict.fromkeys(("audiences", "audience_summary", "audience_segments"), "audience"),
     EVALUATION_DIR: "evaluate",
 }
 
@@ -69,11 +75,12 @@ WRITTEN_BY = {
 EVALUATE_NEEDS = ["validate", "embed"]
 
 
-def stages_for(command: str) -> list[str]:
-    """The stages ``command`` runs, in order: every stage but evaluate for ``run``; evaluate with what it
-    reads; else the stage alone."""
+def stages_for(command: str, config: Config | None = None) -> list[str]:
+    """The stages ``command`` runs, in order: for ``run`` every stage but evaluate, and audience only when
+    ``config`` gives audience requests; evaluate with what it reads; else the stage alone."""
     if command == "run":
-        return [name for name in STAGES if name != "evaluate"]
+        wanted = config is not None and config.audience.requests is not None
+        return [name for name in STAGES if name != "evaluate" and (name != "audience" or wanted)]
     if command not in STAGES:
         raise UnknownCommandError(f"unknown command '{command}' (one of run, {', '.join(STAGES)})")
     if command == "evaluate":
@@ -90,7 +97,7 @@ def evaluation_output(config: Config):
 
 def execute(spark: SparkSession, config: Config, command: str) -> RunManifest:
     """Run ``command`` (one stage, or ``run`` for the whole pipeline) and return its manifest."""
-    names = stages_for(command)
+    names = stages_for(command, config)
     check_locations(config, list(DATASETS))  # before anything is written
     run_id = config.run.id or new_run_id()
     store = OutputStore(spark, config.output, run_id)

@@ -15,6 +15,7 @@ MACHINERY = {"__init__", "cli", "context", "errors", "pipeline", "session", "spa
 DOMAINS = {
     "config",
     "stages",
+    "audiences",
     "sources",
     "vectors",
     "towers",

@@ -83,6 +83,8 @@ DATASETS: dict[str, pa.Schema] = {
     # validate
     "items": pa.schema([("item_id", pa.string()), ("text", pa.string())]),
     "users": pa.schema([("user_id", pa.string()), ("text", pa.string())]),
+    # users never to contact (inputs.suppressions), one row per user
+    "suppressions": pa.schema([("user_id", pa.string())]),
     "interactions": pa.schema(
         [
             ("user_id", pa.string()),
@@ -172,6 +174,44 @@ DATASETS: dict[str, pa.Schema] = {
     ),
     # recommend: the lists, and whether each item is new (fewer than recommend.new_item_interactions)
     "recommendations": pa.schema([*RECOMMENDATIONS, pa.field("new_item", pa.bool_())]),
+    # audience: the users to contact for each request, best first (ties by user id); the reason is the
+    # user's history item most like the request's target, and their interest tags found in its text
+    "audiences": pa.schema(
+        [
+            ("request_id", pa.string()),
+            ("user_id", pa.string()),
+            ("rank", pa.int32()),
+            ("score", pa.float64()),
+            ("segment_id", pa.int32()),
+            ("because_item_id", pa.string()),
+            ("because_similarity", pa.float64()),
+            ("matching_interests", pa.list_(pa.string())),
+        ]
+    ),
+    # one row per request: what it asked for and what it got
+    "audience_summary": pa.schema(
+        [
+            ("request_id", pa.string()),
+            ("kind", pa.string()),
+            ("target_items", pa.int64()),
+            ("requested_size", pa.int64()),
+            ("min_score", pa.float64()),
+            ("audience_size", pa.int64()),
+            ("owners_excluded", pa.int64()),
+            ("lowest_score", pa.float64()),
+        ]
+    ),
+    # each request's audience by segment: which segments to target and what share of each it reaches
+    "audience_segments": pa.schema(
+        [
+            ("request_id", pa.string()),
+            ("segment_id", pa.int32()),
+            ("members", pa.int64()),
+            ("audience_share", pa.float64()),
+            ("segment_size", pa.int64()),
+            ("segment_reach", pa.float64()),
+        ]
+    ),
 }
 
 

@@ -15,6 +15,8 @@ for executor code). Everything is importable from here.
 from segrec.jobs.config.base import DEFAULT_CONF, PACKAGED_MODEL, Section
 from segrec.jobs.config.executor import executor_settings
 from segrec.jobs.config.inputs import (
+    AudienceRequestColumns,
+    AudienceRequestsSource,
     Demo,
     Inputs,
     InteractionColumns,
@@ -22,6 +24,8 @@ from segrec.jobs.config.inputs import (
     ItemColumns,
     ItemsSource,
     Source,
+    SuppressionColumns,
+    SuppressionsSource,
     Text,
     UserColumns,
     UsersSource,
@@ -35,10 +39,15 @@ from segrec.jobs.config.loading import (
 )
 from segrec.jobs.config.root import Config, Mlflow, Output, Run, Spark
 from segrec.jobs.config.secrets import is_secret_name, redact
-from segrec.jobs.config.stages import Als, Embed, Evaluate, Model, Profile, Recommend, Segment, Train
+from segrec.jobs.config.stages import Als, Audience, Embed, Evaluate, Model, Profile, Recommend, Segment, Train
 
 __all__ = [
     "Als",
+    "Audience",
+    "AudienceRequestColumns",
+    "AudienceRequestsSource",
+    "SuppressionColumns",
+    "SuppressionsSource",
     "Config",
     "DEFAULT_CONF",
     "Demo",

@@ -91,12 +91,52 @@ class UsersSource(Source):
     )
 
 
+class SuppressionColumns(Section):
+    """The suppressions source's column mapping: the ``id`` of a user never to contact."""
+
+    id: str
+
+
+class SuppressionsSource(Source):
+    """``inputs.suppressions`` (optional): users never to contact (opt-outs, complaints, legal holds)."""
+
+    columns: SuppressionColumns
+
+
+class AudienceRequestColumns(Section):
+    """The audience requests' column mapping. Each row needs an ``id`` and exactly one target: ``items``
+    (item ids: an array, or a string of ids separated by commas), ``attribute`` (``column=value`` over
+    the items source's own columns: equal, or one of a list or comma-separated value), or ``brief``
+    (free text). ``size`` and ``min_score`` (optional columns) override the defaults per request."""
+
+    id: str
+    items: str | None = None
+    attribute: str | None = None
+    brief: str | None = None
+    size: str | None = None
+    min_score: str | None = None
+
+
+class AudienceRequestsSource(Source):
+    """``audience.requests``: the campaigns to find audiences for, one request per row."""
+
+    columns: AudienceRequestColumns
+
+    @model_validator(mode="after")
+    def _some_target(self) -> AudienceRequestsSource:
+        if not (self.columns.items or self.columns.attribute or self.columns.brief):
+            raise ValueError("map at least one target column: items, attribute or brief")
+        return self
+
+
 class Inputs(Section):
-    """``inputs``: the sources a run reads (items and interactions required, users optional)."""
+    """``inputs``: the sources a run reads (items and interactions required, users and suppressions
+    optional)."""
 
     items: ItemsSource
     interactions: InteractionsSource
     users: UsersSource | None = None
+    suppressions: SuppressionsSource | None = None
 
 
 class Demo(Section):

@@ -10,7 +10,7 @@ from pydantic import Field, field_validator, model_validator
 from segrec.jobs.config.base import Section
 from segrec.jobs.config.inputs import Demo, Inputs, Text
 from segrec.jobs.config.secrets import redact
-from segrec.jobs.config.stages import Embed, Evaluate, Model, Profile, Recommend, Segment, Train
+from segrec.jobs.config.stages import Audience, Embed, Evaluate, Model, Profile, Recommend, Segment, Train
 
 
 class Run(Section):
@@ -93,6 +93,7 @@ class Config(Section):
     segment: Segment = Field(default_factory=Segment)
     recommend: Recommend = Field(default_factory=Recommend)
     evaluate: Evaluate = Field(default_factory=Evaluate)
+    audience: Audience = Field(default_factory=Audience)
     mlflow: Mlflow = Field(default_factory=Mlflow)
     output: Output = Field(default_factory=Output)
 

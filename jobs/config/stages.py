@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from segrec.jobs.config.base import PACKAGED_MODEL, Section
+from segrec.jobs.config.inputs import AudienceRequestsSource
 
 
 class Model(Section):
@@ -400,3 +401,23 @@ class Evaluate(Section):
     def _grid(cls, value: list | None) -> list | None:
         """Grids are tried in ascending order without repeats (ties in tuning go to the smaller value)."""
         return sorted(set(value)) if value is not None else None
+
+
+class Audience(Section):
+    """``audience``: who should get an item, a kind of item, or a brief (``segrec audience``)."""
+
+    requests: AudienceRequestsSource | None = Field(
+        None, description="the requests (a path or table); None: the audience stage has nothing to do"
+    )
+    size: int = Field(1000, ge=1, description="users per audience, unless a request sets size or min_score")
+    max_per_user: int | None = Field(
+        None, ge=1, description="the most audiences of one night a user may be in (None: no cap)"
+    )
+    exclude_owners: bool = Field(True, description="leave out users who already interacted with a requested item")
+    pool: float = Field(
+        3.0,
+        ge=1.0,
+        description="with max_per_user: each request's candidates are its best size x pool users, so a "
+        "request that loses users to others' caps still fills from its own next best",
+    )
+    max_requests: int = Field(1000, ge=1, description="stop with exit 2 above this many valid requests")

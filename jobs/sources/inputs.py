@@ -17,7 +17,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.sql.utils import AnalysisException
 
-from segrec.jobs.config import InteractionsSource, ItemsSource, Source, UsersSource
+from segrec.jobs.config import InteractionsSource, ItemsSource, Source, SuppressionsSource, UsersSource
 from segrec.jobs.errors import InputError
 from segrec.udfs.pii import KINDS as PII_KINDS
 from segrec.udfs.pii import PLACEHOLDER, redact_series
@@ -158,7 +158,8 @@ def _type_ok(role: str, found: T.DataType) -> bool:
 # ------------------------------------------------------------------------------------ transforms
 
 
-def _col(name: str) -> Column:
+def named_column(name: str) -> Column:
+    """The column called ``name``, however it is spelt (dots, spaces and backticks quoted)."""
     return F.col("`" + name.replace("`", "``") + "`")
 
 
@@ -185,7 +186,7 @@ def text_column(df: DataFrame, columns: list[str], separator: str, pii: str) -> 
     types = {f.name: f.dataType for f in df.schema.fields}
     parts = []
     for i, name in enumerate(columns):
-        value = _col(name)
+        value = named_column(name)
         if isinstance(types[name], T.ArrayType):
             value = F.array_join(value.cast("array<string>"), ", ")
         parts.append(value.cast("string").alias(f"p{i}"))
@@ -195,7 +196,7 @@ def text_column(df: DataFrame, columns: list[str], separator: str, pii: str) -> 
 def with_raw(df: DataFrame) -> DataFrame:
     """Attach the original row as JSON, whether the reader found it malformed (CSV), and its read
     order, before any column is touched. A malformed row's raw JSON is its text as read."""
-    original = [_col(c) for c in df.columns if c != CORRUPT]
+    original = [named_column(c) for c in df.columns if c != CORRUPT]
     raw = F.to_json(F.struct(*original))
     malformed = F.lit(False)
     if CORRUPT in df.columns:
@@ -237,7 +238,7 @@ def annotate_entities(
     """Items or users: a clean id, the rendered text, and the first failing reason per row."""
     cols = source.columns
     df = with_raw(raw).select(
-        clean_id(_col(cols.id)).alias(key),
+        clean_id(named_column(cols.id)).alias(key),
         text_column(raw, cols.text, source.text_separator, pii).alias("text"),
         "_raw",
         "_malformed",
@@ -252,6 +253,20 @@ def annotate_entities(
     if require_text and cols.text:
         checks.append((F.col("text").isNull(), EMPTY_TEXT))
     return mark_duplicates(df.withColumn("_reason", first_reason(*checks)), key)
+
+
+def annotate_suppressions(raw: DataFrame, source: SuppressionsSource) -> DataFrame:
+    """``raw`` suppressions sorted into kept and rejected under ``source``'s mapping: a clean user id per
+    row; a row without one (or unreadable) is rejected, and a repeated id is a duplicate_id."""
+    user_id = clean_id(named_column(source.columns.id)).alias("user_id")
+    no_text = F.lit(None).cast("string").alias("text")  # nothing to redact or count in a suppression
+    df = with_raw(raw).select(user_id, no_text, "_raw", "_malformed", "_ordinal")
+    checks = [
+        (undecodable(), INVALID_ENCODING),
+        (F.col("_malformed"), MALFORMED_ROW),
+        (F.col("user_id").isNull(), MISSING_ID),
+    ]
+    return mark_duplicates(df.withColumn("_reason", first_reason(*checks)), "user_id")
 
 
 def annotate_items(raw: DataFrame, source: ItemsSource, pii: str = "redact") -> DataFrame:
@@ -306,12 +321,12 @@ def annotate_interactions(
     base = with_raw(raw)
     extra = []
     if cols.rating:
-        extra.append(_col(cols.rating).alias("_r"))
+        extra.append(named_column(cols.rating).alias("_r"))
     if cols.timestamp:
-        extra.append(_col(cols.timestamp).alias("_t"))
+        extra.append(named_column(cols.timestamp).alias("_t"))
     df = base.select(
-        clean_id(_col(cols.user_id)).alias("user_id"),
-        clean_id(_col(cols.item_id)).alias("item_id"),
+        clean_id(named_column(cols.user_id)).alias("user_id"),
+        clean_id(named_column(cols.item_id)).alias("item_id"),
         text_column(raw, cols.text, source.text_separator, pii).alias("text"),
         *extra,
         "_raw",
@@ -356,6 +371,7 @@ CONTRACT_COLUMNS = {
     "items": ["item_id", "text"],
     "users": ["user_id", "text"],
     "interactions": ["user_id", "item_id", "rating", "timestamp", "text"],
+    "suppressions": ["user_id"],
 }
 
 
@@ -487,4 +503,6 @@ def roles_for(name: str, source: Source) -> dict[str, list[str]]:
         if cols.timestamp:
             roles["timestamp"] = [cols.timestamp]
         return roles
+    if name == "suppressions":
+        return {"id": [cols.id]}
     return {"id": [cols.id], "text": list(cols.text)}

@@ -1,6 +1,7 @@
 """Stage 0, validate: read every source, sort each row into kept or rejected, write both.
 
-Outputs: ``items``, ``users`` (when configured), ``interactions`` in the contract's columns, and
+Outputs: ``items``, ``users`` and ``suppressions`` (when configured), ``interactions`` in the contract's
+columns, and
 ``rejects`` (source, row_ordinal, id, reason, raw). For every source rows in = kept + rejected.
 """
 
@@ -24,7 +25,7 @@ def read_checked(ctx: RunContext) -> dict[str, DataFrame]:
     """Read every configured source and check its mapped columns before any row is processed."""
     inputs = ctx.config.inputs
     raw = {}
-    for name in ("items", "users", "interactions"):
+    for name in ("items", "users", "interactions", "suppressions"):
         source = getattr(inputs, name)
         if source is None:
             continue
@@ -119,6 +120,16 @@ def run(ctx: RunContext) -> dict[str, sources.SourceCounts]:
                 raw["interactions"], config.inputs.interactions, known_items, known_users, config.text.pii
             ),
         )
+        if "suppressions" in raw and config.inputs.suppressions is not None:
+            # Every row is kept or rejected like the others; an empty list is allowed (nobody opted out).
+            settle("suppressions", sources.annotate_suppressions(raw["suppressions"], config.inputs.suppressions))
+            if counts["suppressions"].rows_in:
+                _kept_or_fail(
+                    "suppressions",
+                    counts["suppressions"],
+                    config.inputs.suppressions.max_reject_share,
+                    quotes.get("suppressions"),
+                )
         # An empty interactions source is allowed when users have texts (text-only profiles); one whose
         # rows were all (or mostly) rejected is a mistake, whatever else remains.
         events = counts["interactions"]

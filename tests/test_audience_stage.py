@@ -1,0 +1,142 @@
+"""segrec audience on a copy of the shared small run: every request kept or rejected with its reason,
+audiences of the size asked, nobody suppressed or already owning the item, reasons from the user's own
+history, and a per-user cap across the night's requests."""
+
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from segrec.jobs import cli
+from segrec.udfs.schemas import schema_differences
+
+REQUESTS = pd.DataFrame(
+    {
+        "request_id": ["boots", "cooks", "pasta-brief", "none", "two", "ghost", "colour", "boots", "opera", "bad-size"],
+        "items": ["i000000", None, None, None, "i000000", "nope", None, "i000001", None, "i000000"],
+        "attribute": [None, "category=cook", None, None, "category=hiker"]
+        + [None, "colour=red", None, "category=opera", None],
+        "brief": [None, None, "homemade pasta and dinner recipes", None, None, None, None, None, None, None],
+        "size": ["5", None, "4", None, None, None, None, None, None, "0"],
+    }
+)
+SUPPRESSED = ["u00001", "u00002", "u00003"]
+
+
+@pytest.fixture(scope="module")
+def audience_run(small_run, tmp_path_factory):
+    """(root, config dict, outputs): a copy of the small run's outputs, validated again with a
+    suppressions list, then `segrec audience` over REQUESTS with audience.size 6."""
+    source_root, conf_path = small_run
+    root = tmp_path_factory.mktemp("audience")
+    shutil.copytree(source_root / "out", root / "out")
+    REQUESTS.to_parquet(root / "requests.parquet", index=False)
+    pd.DataFrame({"user_id": [*SUPPRESSED, None]}).to_parquet(root / "suppressions.parquet", index=False)
+    conf = yaml.safe_load(open(conf_path).read())  # noqa: SIM115
+    conf["output"]["path"] = str(root / "out")
+    conf["inputs"]["suppressions"] = {"path": str(root / "suppressions.parquet"), "columns": {"id": "user_id"}}
+    conf["audience"] = {
+        "requests": {
+            "path": str(root / "requests.parquet"),
+            "columns": {name: name for name in ("items", "attribute", "brief", "size")} | {"id": "request_id"},
+        },
+        "size": 6,
+    }
+    (root / "conf.yaml").write_text(yaml.safe_dump(conf))
+    assert cli.main(["validate", "--conf", str(root / "conf.yaml")]) == 0
+    assert cli.main(["audience", "--conf", str(root / "conf.yaml")]) == 0
+    out = root / "out"
+    return root, conf, {name: pd.read_parquet(out / name) for name in ("audiences", "audience_summary", "rejects")}
+
+
+def test_every_request_is_kept_or_rejected_with_its_reason(audience_run):
+    _, _, outputs = audience_run
+    rejects = outputs["rejects"]
+    mine = rejects[rejects.source == "audience_requests"]
+    found = dict(zip(mine.id.fillna("-"), mine.reason, strict=True))
+    assert found == {
+        "none": "no_target",
+        "two": "several_targets",
+        "ghost": "unknown_item",
+        "colour": "unknown_column",
+        "boots": "duplicate_id",  # the second row of boots; the first is kept
+        "opera": "no_matching_item",
+        "bad-size": "invalid_size",
+    }
+    summary = outputs["audience_summary"].set_index("request_id")
+    assert sorted(summary.index) == ["boots", "cooks", "pasta-brief"]
+    assert summary.loc["boots", "kind"] == "items" and summary.loc["cooks", "kind"] == "attribute"
+    assert summary.loc["cooks", "target_items"] == 4  # the cook persona's items, by the items' own column
+    assert summary.loc["boots", "requested_size"] == 5 and summary.loc["cooks", "requested_size"] == 6
+
+
+def test_audiences_have_the_size_asked_and_nobody_who_must_be_left_out(audience_run, small_run):
+    root, _, outputs = audience_run
+    audiences = outputs["audiences"]
+    sizes = audiences.groupby("request_id").size().to_dict()
+    assert sizes == {"boots": 5, "cooks": 6, "pasta-brief": 4}
+    assert not set(audiences.user_id) & set(SUPPRESSED)
+    interactions = pd.read_parquet(root / "out" / "interactions")
+    owners = set(interactions[interactions.item_id == "i000000"].user_id)
+    assert owners and not set(audiences[audiences.request_id == "boots"].user_id) & owners
+    for _, group in audiences.groupby("request_id"):
+        ordered = group.sort_values("rank")
+        assert ordered["rank"].tolist() == list(range(1, len(group) + 1))
+        assert ordered.score.is_monotonic_decreasing
+    segments = pd.read_parquet(root / "out" / "segments").set_index("user_id").segment_id
+    assert (audiences.segment_id == audiences.user_id.map(segments)).all()
+    history = interactions.groupby("user_id").item_id.apply(set)
+    with_reason = audiences.dropna(subset=["because_item_id"])
+    assert len(with_reason) == len(audiences)  # every member has a history here
+    pairs = zip(with_reason.user_id, with_reason.because_item_id, strict=True)
+    assert all(item in history[user] for user, item in pairs)
+
+
+def test_an_attribute_audience_is_the_best_users_for_the_mean_of_its_items(audience_run, small_run):
+    root, _, outputs = audience_run
+    out = root / "out"
+    users = pd.read_parquet(out / "user_vectors")
+    learned = users.space.iloc[0] != "text"
+    items = pd.read_parquet(out / ("trained_item_vectors" if learned else "item_vectors")).set_index("item_id")
+    catalogue = pd.read_parquet(small_run[0] / "in" / "items.parquet")
+    unit = np.stack(items.loc[catalogue[catalogue.category == "cook"].item_id].vector.map(np.asarray))
+    unit /= np.linalg.norm(unit, axis=1, keepdims=True)
+    target = unit.mean(axis=0) / np.linalg.norm(unit.mean(axis=0))
+    vectors = np.stack(users.vector.map(np.asarray))
+    expected = pd.DataFrame(
+        {"user_id": users.user_id, "score": vectors / np.linalg.norm(vectors, axis=1)[:, None] @ target}
+    )
+    expected = expected[~expected.user_id.isin(SUPPRESSED)].sort_values(["score", "user_id"], ascending=[False, True])
+    cooks = outputs["audiences"][outputs["audiences"].request_id == "cooks"].sort_values("rank")
+    assert cooks.user_id.tolist() == expected.user_id.head(6).tolist()  # owners included: a kind, not an item
+    np.testing.assert_allclose(cooks.score, expected.score.head(6), atol=1e-5)
+
+
+def test_the_datasets_have_their_declared_columns(audience_run, spark):
+    root, _, _ = audience_run
+    for name in ("suppressions", "audiences", "audience_summary", "audience_segments"):
+        schema = spark.read.parquet(str(root / "out" / name)).schema
+        assert schema_differences(name, schema) == [], name
+
+
+def test_a_cap_per_user_holds_across_requests(audience_run):
+    root, conf, _ = audience_run
+    conf = {**conf, "audience": {**conf["audience"], "max_per_user": 1}}
+    (root / "capped.yaml").write_text(yaml.safe_dump(conf))
+    assert cli.main(["audience", "--conf", str(root / "capped.yaml")]) == 0
+    audiences = pd.read_parquet(root / "out" / "audiences")
+    assert audiences.groupby("user_id").size().max() == 1
+    assert set(audiences.request_id) == {"boots", "cooks", "pasta-brief"}
+
+
+def test_a_missing_requests_column_stops_with_the_source_and_column_named(audience_run, capsys):
+    root, conf, _ = audience_run
+    columns = {**conf["audience"]["requests"]["columns"], "brief": "summary"}
+    requests = {**conf["audience"]["requests"], "columns": columns}
+    broken = {**conf, "audience": {**conf["audience"], "requests": requests}}
+    (root / "broken.yaml").write_text(yaml.safe_dump(broken))
+    assert cli.main(["audience", "--conf", str(root / "broken.yaml")]) == 2
+    message = capsys.readouterr().err
+    assert "audience_requests" in message and "'summary'" in message
