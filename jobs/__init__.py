@@ -1,8 +1,9 @@
 """Driver-side code for segrec.
 
-The run's machinery sits at the top (cli, pipeline, config, context, session, errors, spark_submit); the stages
-are together in ``stages/``; the libraries they share are grouped by domain: ``sources``, ``vectors``,
-``towers``, ``segments``, ``recommendations``, ``evaluation`` and ``io``.
+The run's machinery sits at the top (cli, pipeline, context, session, errors, spark_submit, and the
+``config`` package); the stages are together in ``stages/``; the libraries they share are grouped by
+domain: ``sources``, ``vectors``, ``towers``, ``segments``, ``recommendations``, ``audiences``,
+``evaluation`` and ``io``.
 """
 
 from importlib import metadata as _metadata

@@ -98,8 +98,30 @@ def tower_settings(**values):
     return executor_settings(TowerSettings, **{"objective": "sequential", **values})
 
 
+# The small run's audience requests: three valid ones (an item, an attribute of the items, a brief) and
+# one of each way a request is rejected; and its suppressions list (a blank id is rejected).
+AUDIENCE_REQUESTS = {
+    "request_id": ["boots", "cooks", "pasta-brief", "none", "two", "ghost", "colour", "boots", "opera", "bad-size"],
+    "items": ["i000000", None, None, None, "i000000", "nope", None, "i000001", None, "i000000"],
+    "attribute": [None, "category=cook", None, None, "category=hiker"]
+    + [None, "colour=red", None, "category=opera", None],
+    "brief": [None, None, "homemade pasta and dinner recipes", None, None, None, None, None, None, None],
+    "size": ["5", None, "4", None, None, None, None, None, None, "0"],
+}
+SUPPRESSIONS = {"user_id": ["u00001", "u00002", "u00003", None]}
+
+
+def write_rows(path, columns: dict) -> str:
+    """``columns`` written as a parquet file at ``path``; returns the path."""
+    import pandas as pd
+
+    pd.DataFrame(columns).to_parquet(path, index=False)
+    return str(path)
+
+
 def small_config(root, model_dir: str, output: str, **sections) -> str:
-    """A config over 24 users of two personas with the smallest towers, segments and evaluation grid."""
+    """A config over 24 users of two personas with the smallest towers, segments and evaluation grid, a
+    suppressions list and audience requests (so `run` includes the audience stage)."""
     import yaml
 
     from segrec.jobs.bootstrap.synthetic import config_dict, generate, write_parquet
@@ -108,6 +130,17 @@ def small_config(root, model_dir: str, output: str, **sections) -> str:
         generate(n_users=24, items_per_persona=4, personas=["hiker", "cook"], seed=4), str(root / "in")
     )
     conf = config_dict(paths, str(root / output), model_path=model_dir)
+    conf["inputs"]["suppressions"] = {
+        "path": write_rows(root / "in" / "suppressions.parquet", SUPPRESSIONS),
+        "columns": {"id": "user_id"},
+    }
+    conf["audience"] = {
+        "requests": {
+            "path": write_rows(root / "in" / "requests.parquet", AUDIENCE_REQUESTS),
+            "columns": {name: name for name in ("items", "attribute", "brief", "size")} | {"id": "request_id"},
+        },
+        "size": 6,
+    }
     conf["train"] = {"dim": 8, "hidden": 16, "epochs": 1}
     conf["segment"] = {"k": 2}
     conf["evaluate"] = {

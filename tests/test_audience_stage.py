@@ -1,54 +1,38 @@
-"""segrec audience on a copy of the shared small run: every request kept or rejected with its reason,
-audiences of the size asked, nobody suppressed or already owning the item, reasons from the user's own
-history, and a per-user cap across the night's requests."""
+"""segrec audience, as the shared small run's `run` ran it (and again on a copy): every request kept or
+rejected with its reason, audiences of the size asked, nobody suppressed or already owning the item,
+reasons from the user's own history, and a per-user cap across the night's requests."""
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from conftest import SUPPRESSIONS
 
 from segrec.jobs import cli
-from segrec.udfs.schemas import schema_differences
-
-REQUESTS = pd.DataFrame(
-    {
-        "request_id": ["boots", "cooks", "pasta-brief", "none", "two", "ghost", "colour", "boots", "opera", "bad-size"],
-        "items": ["i000000", None, None, None, "i000000", "nope", None, "i000001", None, "i000000"],
-        "attribute": [None, "category=cook", None, None, "category=hiker"]
-        + [None, "colour=red", None, "category=opera", None],
-        "brief": [None, None, "homemade pasta and dinner recipes", None, None, None, None, None, None, None],
-        "size": ["5", None, "4", None, None, None, None, None, None, "0"],
-    }
-)
-SUPPRESSED = ["u00001", "u00002", "u00003"]
 
 
 @pytest.fixture(scope="module")
-def audience_run(small_run, tmp_path_factory):
-    """(root, config dict, outputs): a copy of the small run's outputs, validated again with a
-    suppressions list, then `segrec audience` over REQUESTS with audience.size 6."""
+def audience_run(small_run):
+    """(root, config dict, outputs) of the shared small run, whose `run` validated a suppressions list and
+    ran the audience stage over AUDIENCE_REQUESTS with audience.size 6. Read only."""
+    root, conf_path = small_run
+    conf = yaml.safe_load(Path(conf_path).read_text())
+    out = root / "out"
+    return root, conf, {name: pd.read_parquet(out / name) for name in ("audiences", "audience_summary", "rejects")}
+
+
+@pytest.fixture(scope="module")
+def copied(small_run, tmp_path_factory):
+    """(root, config dict): a copy of the small run's outputs to run the audience stage on again."""
     source_root, conf_path = small_run
     root = tmp_path_factory.mktemp("audience")
     shutil.copytree(source_root / "out", root / "out")
-    REQUESTS.to_parquet(root / "requests.parquet", index=False)
-    pd.DataFrame({"user_id": [*SUPPRESSED, None]}).to_parquet(root / "suppressions.parquet", index=False)
-    conf = yaml.safe_load(open(conf_path).read())  # noqa: SIM115
+    conf = yaml.safe_load(Path(conf_path).read_text())
     conf["output"]["path"] = str(root / "out")
-    conf["inputs"]["suppressions"] = {"path": str(root / "suppressions.parquet"), "columns": {"id": "user_id"}}
-    conf["audience"] = {
-        "requests": {
-            "path": str(root / "requests.parquet"),
-            "columns": {name: name for name in ("items", "attribute", "brief", "size")} | {"id": "request_id"},
-        },
-        "size": 6,
-    }
-    (root / "conf.yaml").write_text(yaml.safe_dump(conf))
-    assert cli.main(["validate", "--conf", str(root / "conf.yaml")]) == 0
-    assert cli.main(["audience", "--conf", str(root / "conf.yaml")]) == 0
-    out = root / "out"
-    return root, conf, {name: pd.read_parquet(out / name) for name in ("audiences", "audience_summary", "rejects")}
+    return root, conf
 
 
 def test_every_request_is_kept_or_rejected_with_its_reason(audience_run):
@@ -77,7 +61,7 @@ def test_audiences_have_the_size_asked_and_nobody_who_must_be_left_out(audience_
     audiences = outputs["audiences"]
     sizes = audiences.groupby("request_id").size().to_dict()
     assert sizes == {"boots": 5, "cooks": 6, "pasta-brief": 4}
-    assert not set(audiences.user_id) & set(SUPPRESSED)
+    assert not set(audiences.user_id) & set(SUPPRESSIONS["user_id"])
     interactions = pd.read_parquet(root / "out" / "interactions")
     owners = set(interactions[interactions.item_id == "i000000"].user_id)
     assert owners and not set(audiences[audiences.request_id == "boots"].user_id) & owners
@@ -108,21 +92,16 @@ def test_an_attribute_audience_is_the_best_users_for_the_mean_of_its_items(audie
     expected = pd.DataFrame(
         {"user_id": users.user_id, "score": vectors / np.linalg.norm(vectors, axis=1)[:, None] @ target}
     )
-    expected = expected[~expected.user_id.isin(SUPPRESSED)].sort_values(["score", "user_id"], ascending=[False, True])
+    expected = expected[~expected.user_id.isin(SUPPRESSIONS["user_id"])].sort_values(
+        ["score", "user_id"], ascending=[False, True]
+    )
     cooks = outputs["audiences"][outputs["audiences"].request_id == "cooks"].sort_values("rank")
     assert cooks.user_id.tolist() == expected.user_id.head(6).tolist()  # owners included: a kind, not an item
     np.testing.assert_allclose(cooks.score, expected.score.head(6), atol=1e-5)
 
 
-def test_the_datasets_have_their_declared_columns(audience_run, spark):
-    root, _, _ = audience_run
-    for name in ("suppressions", "audiences", "audience_summary", "audience_segments"):
-        schema = spark.read.parquet(str(root / "out" / name)).schema
-        assert schema_differences(name, schema) == [], name
-
-
-def test_a_cap_per_user_holds_across_requests(audience_run):
-    root, conf, _ = audience_run
+def test_a_cap_per_user_holds_across_requests(copied):
+    root, conf = copied
     conf = {**conf, "audience": {**conf["audience"], "max_per_user": 1}}
     (root / "capped.yaml").write_text(yaml.safe_dump(conf))
     assert cli.main(["audience", "--conf", str(root / "capped.yaml")]) == 0
@@ -131,8 +110,8 @@ def test_a_cap_per_user_holds_across_requests(audience_run):
     assert set(audiences.request_id) == {"boots", "cooks", "pasta-brief"}
 
 
-def test_a_missing_requests_column_stops_with_the_source_and_column_named(audience_run, capsys):
-    root, conf, _ = audience_run
+def test_a_missing_requests_column_stops_with_the_source_and_column_named(copied, capsys):
+    root, conf = copied
     columns = {**conf["audience"]["requests"]["columns"], "brief": "summary"}
     requests = {**conf["audience"]["requests"], "columns": columns}
     broken = {**conf, "audience": {**conf["audience"], "requests": requests}}

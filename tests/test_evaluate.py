@@ -2,6 +2,7 @@
 report, metrics and printed table are complete and consistent."""
 
 import json
+import math
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -11,7 +12,7 @@ import yaml
 
 from segrec.jobs import cli
 from segrec.jobs.bootstrap.synthetic import config_dict, generate, write_parquet
-from segrec.jobs.evaluation import baselines, report
+from segrec.jobs.evaluation import audience_quality, baselines, report
 from segrec.jobs.evaluation.results import Split
 from segrec.jobs.evaluation.split import holdout_split
 from segrec.jobs.stages import evaluate
@@ -42,6 +43,8 @@ def evaluated(tmp_path_factory, tiny_model_dir, spark):
         "chance_draws": 2,
         "train_grid": [{}, {"id_embeddings": False}],
         "cold_user_share": NEW_USERS,
+        "audience_share": 0.2,
+        "audience_min_responders": 2,
     }
     # blended with ALS whichever objective validation picks (auto blends the order-free one only)
     conf["train"] = {
@@ -86,6 +89,7 @@ def evaluated(tmp_path_factory, tiny_model_dir, spark):
             evaluate, "learned_user_vectors", recorder("towers: user histories", evaluate.learned_user_vectors, 1)
         )
         mp.setattr(evaluate, "targeting_report", recorder("segments' top items", evaluate.targeting_report, 1))
+        mp.setattr(audience_quality, "als_model", recorder("audiences: ALS", audience_quality.als_model, 0))
         code = cli.main(["evaluate", "--conf", str(root / "conf.yaml")])
     assert code == 0
     interactions = spark.read.parquet(str(root / "out" / "evaluation" / "interactions"))
@@ -114,6 +118,7 @@ def test_no_held_out_interaction_reaches_any_training_input(evaluated):
     assert seen["profiles"][1] == train and seen["most popular counts"][0] == train
     assert seen["towers fit"][-1] == train and seen["towers: user histories"][-1] == train
     assert seen["segments' top items"] == [train, train]  # text and learned space
+    assert seen["audiences: ALS"] == [train]  # recommendForItemSubset fitted on the training rows
 
 
 def test_report_files_and_metrics_are_complete(evaluated):
@@ -176,6 +181,14 @@ def test_report_files_and_metrics_are_complete(evaluated):
     assert doc["models"]["most_popular"]["new_users"]["5"]["hit_rate"] > 0  # listed although never seen
     assert doc["models"]["trained"]["new_users"]["5"]["hit_rate"] > 0  # placed by the user tower's text path
     assert f"New users (`evaluate.cold_user_share` {NEW_USERS}): {new['users']} users" in text
+    # audiences: every method over the same items, precision a share, our scorer and ALS on training rows only
+    audiences = doc["audiences"]
+    assert audiences["protocol"]["audience_size"] == math.ceil(0.2 * doc["split"]["users_evaluated"])
+    existing = audiences["existing_items"]
+    assert set(existing) == {"trained", "content", "als", "segments", "most_active", "random"}
+    assert len({figures["items"] for figures in existing.values()}) == 1 and existing["random"]["items"] >= 1
+    assert all(0.0 <= figures["precision"] <= 1.0 for figures in existing.values())
+    assert "## Audiences (who should get this item)" in text and "| most_active |" in text
     for plot in ("stability_by_k", "segments", "user_projection", "metrics_vs_baselines"):
         assert (folder / "plots" / f"{plot}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list((root / "out" / "evaluation" / "_staging").glob("eval-*"))  # no staged leftovers

@@ -77,7 +77,8 @@ def files(out: Path) -> dict[str, str]:
 def test_connect_run_gives_the_classic_sessions_lists_and_segments(spark, both):
     manifest = json.loads((both["remote"] / "manifest.json").read_text())
     assert manifest["status"] == "succeeded"
-    assert set(manifest["stages"]) == {"validate", "embed", "train", "profile", "segment", "recommend"}
+    stages = {"validate", "embed", "train", "profile", "segment", "recommend", "audience"}
+    assert set(manifest["stages"]) == stages
     recs = ["user_id", "rank", "item_id", "because_item_id"]
     classic = rows(spark, str(both["classic"] / "recommendations"), recs)
     remote = rows(spark, str(both["remote"] / "recommendations"), recs)
@@ -97,6 +98,12 @@ def test_connect_run_gives_the_classic_sessions_lists_and_segments(spark, both):
         spark, str(both["classic"] / "segment_summary"), portrait
     )
     assert spark.read.parquet(str(both["remote"] / "user_interests")).count() == 24
+    # audiences: the same users for every request, with the same reasons
+    audience = ["request_id", "user_id", "rank", "because_item_id", "segment_id"]
+    classic_audiences = rows(spark, str(both["classic"] / "audiences"), audience)
+    assert (
+        len(classic_audiences) == 15 and rows(spark, str(both["remote"] / "audiences"), audience) == classic_audiences
+    )
     # the item matrix reached the workers as a file under the run's staging area, removed afterwards
     assert not list((both["remote"] / "_staging").glob("catalogue*"))
     # no stage moves all rows into one task (Spark warns once per such window)

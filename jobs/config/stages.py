@@ -353,6 +353,13 @@ class Evaluate(Section):
         20, ge=1, description="cold-user slice: users with at most this many training interactions"
     )
     head_share: float = Field(0.2, gt=0, lt=1, description="long-tail slice: items outside this most-popular share")
+    audience_share: float = Field(
+        0.05, gt=0, le=1, description="audiences evaluated: each holds this share of the users evaluated"
+    )
+    audience_items: int = Field(200, ge=1, description="audiences evaluated: at most this many items (seeded)")
+    audience_min_responders: int = Field(
+        5, ge=1, description="audiences evaluated: items with at least this many held-out responders"
+    )
     cold_item_share: float = Field(
         0.0,
         ge=0,

@@ -222,11 +222,57 @@ def markdown(result: EvaluationResult, k: int) -> str:
             if "learned" in quality
             else []
         ),
+        *audience_section(result.audiences),
         "![segments](plots/segments.png) ![stability](plots/stability_by_k.png)",
         "![projection](plots/user_projection.png) ![metrics](plots/metrics_vs_baselines.png)",
         "",
     ]
     return "\n".join(parts)
+
+
+def audience_section(audiences: dict) -> list[str]:
+    """Audience precision and lift by method (``audiences``: metrics.json's), for existing and new items."""
+    if not audiences or not any(key in audiences for key in ("existing_items", "new_items")):
+        return []
+    protocol = audiences["protocol"]
+    lines = [
+        "## Audiences (who should get this item)",
+        "",
+        f"Each audience holds {protocol['audience_share']:.0%} of the {protocol['eligible_users']} users evaluated "
+        f"({protocol['audience_size']} users), never a user who already has the item; items with at least "
+        f"{protocol['min_responders']} held-out responders. Precision: the share of the audience that engages "
+        "with the item in held-out rows; lift: precision over the base rate.",
+        "",
+    ]
+    for key, title in (("existing_items", "Existing items"), ("new_items", "New items (no training row)")):
+        figures = audiences.get(key)
+        if not figures:
+            continue
+        items = max(f["items"] for f in figures.values())
+        lines += [
+            f"{title}, {items} items:",
+            "",
+            markdown_table(
+                ["method", "precision", "lift"],
+                [[name, f["precision"], f["lift"]] for name, f in figures.items()],
+            ),
+            "",
+            *[f"- {line}" for line in audience_ratio_lines(figures)],
+            "",
+        ]
+    return lines
+
+
+def audience_ratio_lines(figures: dict) -> list[str]:
+    """Our shipped audiences' precision as a multiple of each other method's (``figures``: by method)."""
+    ours = next((name for name in ("trained", "content") if name in figures), None)
+    if ours is None or not figures[ours]["precision"]:
+        return []
+    return [
+        f"{ours} / {name}: precision {figures[ours]['precision'] / f['precision']:.2f}x"
+        for name, f in figures.items()
+        if name not in ("trained", "content") and f["precision"]
+    ]
 
 
 def segment_section(title: str, figures: dict) -> list[str]:

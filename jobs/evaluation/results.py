@@ -62,7 +62,8 @@ class Split:
 class EvaluationResult:
     """One evaluate run: ``run_id``, the ``split``, ``tuning`` (each model's validation grid and the cell
     chosen), ``slices`` (the sizes of each slice), ``segments`` (quality, stability and targeting of the
-    chosen segments), ``models`` (name -> figures), and the ``seconds`` it took. ``baselines`` lists the
+    chosen segments), ``models`` (name -> figures), ``audiences`` (audience precision and lift by
+    method), and the ``seconds`` it took. ``baselines`` lists the
     baselines' names in the order they were registered (``evaluation.baselines.BASELINES``)."""
 
     run_id: str
@@ -73,6 +74,7 @@ class EvaluationResult:
     models: dict[str, ModelResult]
     seconds: float
     baselines: list[str] = field(default_factory=list)
+    audiences: dict[str, Any] = field(default_factory=dict)  # evaluation.audience_quality.audience_report
 
     def model_names(self) -> list[str]:
         """Every model measured, for tables and plots: the baselines in registration order, then ours,
@@ -99,5 +101,6 @@ class EvaluationResult:
                 name: {key: value for key, value in asdict(self.models[name]).items() if value is not None}
                 for name in self.model_names()
             },
+            "audiences": self.audiences,
             "seconds": self.seconds,
         }

@@ -37,6 +37,7 @@ from segrec.jobs.config import Config, executor_settings
 from segrec.jobs.context import RunContext
 from segrec.jobs.errors import InputError
 from segrec.jobs.evaluation import baselines, report
+from segrec.jobs.evaluation.audience_quality import audience_report
 from segrec.jobs.evaluation.list_quality import Reference, list_metrics, long_tail_items, reference, segment_quality
 from segrec.jobs.evaluation.ranking import ranking_metrics
 from segrec.jobs.evaluation.results import EvaluationResult, ModelResult, Ranking, Split
@@ -591,6 +592,23 @@ def evaluate_with(ctx: RunContext, scratch: Scratch) -> EvaluationResult:
     if "trained" in vectors:  # the learned space, where `run` ships its segments
         learned = build_segments(spark, config, scratch, vectors["trained"][0], "learned")
         quality["learned"] = segment_figures(learned[0], learned[3], learned[2], data, held, config)
+    scratch.progress("evaluate: audiences and their precision")
+    spaces: dict[str, tuple[DataFrame, DataFrame]] = {
+        name: vectors[name] for name in ("trained", "content") if name in vectors
+    }
+    audiences = audience_report(
+        spark,
+        data.train,
+        held,
+        data.scored,
+        spaces,
+        ours.segments,
+        ours.centroids,
+        data.item_vectors,
+        AlsParams(**tuned["als"]["best"]),
+        settings,
+        removed.select("item_id").distinct() if settings.cold_item_share else None,
+    )
     result = EvaluationResult(
         run_id=store.run_id,
         split=split,
@@ -600,6 +618,7 @@ def evaluate_with(ctx: RunContext, scratch: Scratch) -> EvaluationResult:
         models=models,
         seconds=round(time.perf_counter() - started, 1),
         baselines=list(baselines.BASELINES),
+        audiences=audiences,
     )
     projection = report.projection(ours.profiles, ours.segments, settings.projection_sample, settings.seed)
     report.write(store, result, projection, settings, ctx.tracker)
@@ -620,6 +639,9 @@ def run(ctx: RunContext) -> dict:
             **{f"hybrid_{key}": value for key, value in result.tuning["hybrid"]["best"].items()},
         )
         ctx.manifest.evaluation_table = report.comparison_table(result, k)
-        ctx.manifest.evaluation_ratios = report.ratio_lines(result, k)
+        ctx.manifest.evaluation_ratios = report.ratio_lines(result, k) + [
+            f"audiences, existing items: {line}"
+            for line in report.audience_ratio_lines(result.audiences.get("existing_items", {}))
+        ]
         ctx.manifest.record_output("report")
     return figures

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from pyspark.ml.recommendation import ALS
+from pyspark.ml.recommendation import ALS, ALSModel
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
@@ -77,11 +77,13 @@ def dense_ids(df: DataFrame, column: str, name: str) -> DataFrame:
 
 
 @contextmanager
-def als_factors(train: DataFrame, params: AlsParams, max_iter: int, seed: int) -> Iterator[tuple[DataFrame, DataFrame]]:
-    """((user_id, factor), (item_id, factor)) of Spark ML ALS with implicit feedback fitted on ``train``
-    with ``params``, ``max_iter`` sweeps and ``seed``: every distinct (user, item) pair of the training
-    interactions is a 1. A context: the distinct pairs stay cached inside it (the ids, the fit and the
-    joins back to the ids read them five times), so write or collect the factors there."""
+def als_model(
+    train: DataFrame, params: AlsParams, max_iter: int, seed: int
+) -> Iterator[tuple[ALSModel, DataFrame, DataFrame]]:
+    """(model, users, items): Spark ML ALS with implicit feedback fitted on ``train`` with ``params``,
+    ``max_iter`` sweeps and ``seed`` (every distinct (user, item) pair a 1), with its dense ids (users:
+    user_id, u; items: item_id, i). A context: the distinct pairs stay cached inside it (the ids, the fit
+    and the joins back to the ids read them several times), so use the model there."""
     pairs = train.select(F.col("user_id").cast("string"), F.col("item_id").cast("string")).distinct().cache()
     try:
         users, items = dense_ids(pairs, "user_id", "u"), dense_ids(pairs, "item_id", "i")
@@ -97,6 +99,17 @@ def als_factors(train: DataFrame, params: AlsParams, max_iter: int, seed: int) -
             itemCol="i",
             ratingCol="r",
         ).fit(indexed.select("u", "i", F.lit(1.0).alias("r")))
+        yield model, users, items
+    finally:
+        pairs.unpersist()
+
+
+@contextmanager
+def als_factors(train: DataFrame, params: AlsParams, max_iter: int, seed: int) -> Iterator[tuple[DataFrame, DataFrame]]:
+    """((user_id, factor), (item_id, factor)) of Spark ML ALS with implicit feedback fitted on ``train``
+    with ``params``, ``max_iter`` sweeps and ``seed`` (``als_model``). A context, so write or collect the
+    factors there."""
+    with als_model(train, params, max_iter, seed) as (model, users, items):
 
         def named(factors: DataFrame, ids: DataFrame, key: str, index: str) -> DataFrame:
             return factors.join(ids.withColumnRenamed(index, "id"), on="id", how="inner").select(
@@ -104,8 +117,6 @@ def als_factors(train: DataFrame, params: AlsParams, max_iter: int, seed: int) -
             )
 
         yield named(model.userFactors, users, "user_id", "u"), named(model.itemFactors, items, "item_id", "i")
-    finally:
-        pairs.unpersist()
 
 
 def with_factors(vectors: DataFrame, factors: DataFrame, key: str, weight: float, rank: int) -> DataFrame:
