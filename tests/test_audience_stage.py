@@ -1,9 +1,10 @@
-"""segrec audience, as the shared small run's `run` ran it (and again on a copy): every request kept or
+"""segrec audience, as the shared small run's `run` ran it: every request kept or
 rejected with its reason, audiences of the size asked, nobody suppressed or already owning the item,
 reasons from the user's own history, and a per-user cap across the night's requests."""
 
-import shutil
+import copy
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -11,7 +12,10 @@ import pytest
 import yaml
 from conftest import SUPPRESSIONS
 
-from segrec.jobs import cli
+from segrec.jobs.audiences.scoring import Targets, capped
+from segrec.jobs.config import config_from_dict
+from segrec.jobs.errors import InputError
+from segrec.jobs.stages.audience import read_requests
 
 
 @pytest.fixture(scope="module")
@@ -22,17 +26,6 @@ def audience_run(small_run):
     conf = yaml.safe_load(Path(conf_path).read_text())
     out = root / "out"
     return root, conf, {name: pd.read_parquet(out / name) for name in ("audiences", "audience_summary", "rejects")}
-
-
-@pytest.fixture(scope="module")
-def copied(small_run, tmp_path_factory):
-    """(root, config dict): a copy of the small run's outputs to run the audience stage on again."""
-    source_root, conf_path = small_run
-    root = tmp_path_factory.mktemp("audience")
-    shutil.copytree(source_root / "out", root / "out")
-    conf = yaml.safe_load(Path(conf_path).read_text())
-    conf["output"]["path"] = str(root / "out")
-    return root, conf
 
 
 def test_every_request_is_kept_or_rejected_with_its_reason(audience_run):
@@ -100,22 +93,21 @@ def test_an_attribute_audience_is_the_best_users_for_the_mean_of_its_items(audie
     np.testing.assert_allclose(cooks.score, expected.score.head(6), atol=1e-5)
 
 
-def test_a_cap_per_user_holds_across_requests(copied):
-    root, conf = copied
-    conf = {**conf, "audience": {**conf["audience"], "max_per_user": 1}}
-    (root / "capped.yaml").write_text(yaml.safe_dump(conf))
-    assert cli.main(["audience", "--conf", str(root / "capped.yaml")]) == 0
-    audiences = pd.read_parquet(root / "out" / "audiences")
-    assert audiences.groupby("user_id").size().max() == 1
-    assert set(audiences.request_id) == {"boots", "cooks", "pasta-brief"}
+def test_a_cap_per_user_sends_each_user_where_they_stand_out_most(spark):
+    # r1's pool: u1 .9, u2 .8, u3 .7, u4 .1; r2's: u1 .95, u2 .5, u3 .45, u4 .4. Within each pool's
+    # spread u1 stands out most in r2, u2 and u3 in r1, u4 (far below r1's others) in r2.
+    scores = {"r1": [0.9, 0.8, 0.7, 0.1], "r2": [0.95, 0.5, 0.45, 0.4]}
+    rows = [(r, f"u{i + 1}", s, i + 1) for r, pool in scores.items() for i, s in enumerate(pool)]
+    ranked = spark.createDataFrame(rows, "request_id string, user_id string, score double, rank int")
+    targets = Targets(["r1", "r2"], np.eye(2, dtype=np.float32), [4, 4], [None, None])
+    kept = capped(ranked, targets, [2, 2], max_per_user=1).collect()
+    chosen = {(r.request_id, r.user_id, r.rank) for r in kept}
+    assert chosen == {("r1", "u2", 1), ("r1", "u3", 2), ("r2", "u1", 1), ("r2", "u4", 2)}
 
 
-def test_a_missing_requests_column_stops_with_the_source_and_column_named(copied, capsys):
-    root, conf = copied
-    columns = {**conf["audience"]["requests"]["columns"], "brief": "summary"}
-    requests = {**conf["audience"]["requests"], "columns": columns}
-    broken = {**conf, "audience": {**conf["audience"], "requests": requests}}
-    (root / "broken.yaml").write_text(yaml.safe_dump(broken))
-    assert cli.main(["audience", "--conf", str(root / "broken.yaml")]) == 2
-    message = capsys.readouterr().err
-    assert "audience_requests" in message and "'summary'" in message
+def test_a_missing_requests_column_stops_with_the_source_and_column_named(audience_run, spark):
+    conf = copy.deepcopy(audience_run[1])
+    conf["audience"]["requests"]["columns"]["brief"] = "summary"
+    ctx = SimpleNamespace(spark=spark, config=config_from_dict(conf))
+    with pytest.raises(InputError, match="audience_requests: mapped text column 'summary' is not in"):
+        read_requests(ctx)

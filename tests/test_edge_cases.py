@@ -37,6 +37,9 @@ def test_one_user_cannot_be_segmented_but_gets_recommendations(spark, tmp_path, 
     assert stage_figures(tmp_path, "recommend")["users"] == 1
 
 
+# long: the caps are check_k_range's (tests/test_segment_choice.py) and the scorer's (a user gets all their
+# unseen items when fewer than k: tests/test_topk_udf.py); this runs a whole pipeline with both
+@pytest.mark.long
 def test_k_above_users_and_items_is_capped(spark, tmp_path, tiny_model_dir):
     conf, data = workspace(tmp_path, tiny_model_dir, n_users=5)
     assert cli.main(["run", "--conf", conf, "--set", "segment.k=10", "--set", "recommend.k=1000"]) == 0

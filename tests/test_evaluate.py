@@ -334,6 +334,9 @@ def test_a_user_sample_is_seeded_and_sized_as_asked(spark):
     assert users(1000) == everyone
 
 
+# long: the choice of k is tests/test_segment_choice.py's and evaluate's tuning is the fixture run's; this
+# runs a second evaluate with k auto to see the choice made once, on validation
+@pytest.mark.long
 def test_segment_k_auto_is_chosen_once_on_validation_and_refitted_for_the_test(
     spark, tmp_path, tiny_model_dir, monkeypatch
 ):

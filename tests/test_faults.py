@@ -126,6 +126,9 @@ def last_run_manifest(out: Path) -> dict:
     return json.loads((newest / "manifest.json").read_text())
 
 
+# long: resuming after the last finished epoch is tests/test_checkpoints.py's, to the same weights; this
+# kills a real training process mid-epoch and runs the command again
+@pytest.mark.long
 def test_a_training_killed_mid_epoch_publishes_nothing_and_the_rerun_resumes(
     spark, tmp_path, tiny_model_dir, monkeypatch, capsys
 ):
@@ -161,7 +164,7 @@ def test_a_training_killed_mid_epoch_publishes_nothing_and_the_rerun_resumes(
     assert whole["resumed_after_epochs"] == 0 and whole["model_id"] == resumed["stages"]["train"]["model_id"]
 
 
-# long: the local-mode kill above proves publishing and resuming; this adds a local-cluster executor
+# long: as the local-mode kill above, on a local-cluster executor
 @pytest.mark.long
 def test_a_training_task_killed_on_an_executor_stops_the_run_and_the_rerun_resumes(tmp_path, tiny_model_dir):
     """TorchDistributor's barrier task on an executor: Spark never retries a failed barrier result

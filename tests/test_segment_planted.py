@@ -87,6 +87,9 @@ def test_label_terms_speak_of_each_persona(planted, spark):
         assert all(term in vocabulary for term in terms[:3]), (persona, terms)  # nothing another persona shares
 
 
+# long: placing users by saved centres is tests/test_segments_udf.py's and assign mode's continuity
+# tests/test_segment_continuity.py's; this uses the real model over planted personas
+@pytest.mark.long
 def test_assign_mode_places_held_out_users_where_a_refit_would(planted, spark):
     data, root, path, full_paths, held = planted
     conf = yaml.safe_load(path.read_text())

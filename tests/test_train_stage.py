@@ -162,6 +162,8 @@ def own_persona_share(spark, trained_run, model, config, k=3):
     return float((item_persona[top] == user_persona[:, None]).mean())
 
 
+# long: training itself is tests/test_towers.py's; this runs two gloo processes and compares them with one
+@pytest.mark.long
 def test_two_processes_train_as_well_as_one(spark, trained_run):
     config = config_from_dict(trained_run["conf"])
     store = OutputStore(spark, config.output, "procs")
@@ -250,6 +252,9 @@ def test_data_without_timestamps_trains_order_free(spark, trained_run):
     np.testing.assert_allclose(np.linalg.norm(matrix, axis=1), 1.0, atol=1e-5)
 
 
+# long: saved towers load in tests/test_saved_models.py and place items by their text alone in
+# tests/test_towers.py; this runs train in apply mode over a grown catalogue
+@pytest.mark.long
 def test_apply_mode_places_new_items_with_the_saved_towers(spark, tmp_path, tiny_model_dir):
     conf_path, conf, data = workspace(tmp_path, tiny_model_dir, epochs=1)
     assert cli.main(["run", "--conf", conf_path]) == 0
