@@ -162,12 +162,13 @@ def test_executor_functions_document_their_parameters():
     assert [line for path in sorted((ROOT / "udfs").rglob("*.py")) for line in undocumented(path)] == []
 
 
-# Driver modules a newcomer extends through: their public functions name every parameter, like udfs/.
+# Driver modules a newcomer reads first or extends through: their public functions name every parameter,
+# like udfs/ (the stages too).
 SEAMS = ("segments/segmenters.py", "evaluation/baselines.py", "evaluation/results.py", "config/executor.py")
 
 
-def test_the_seams_document_their_parameters():
-    paths = [ROOT / "jobs" / seam for seam in SEAMS]
+def test_the_seams_and_the_stages_document_their_parameters():
+    paths = [ROOT / "jobs" / seam for seam in SEAMS] + sorted((ROOT / "jobs" / "stages").glob("*.py"))
     assert [line for path in paths for line in undocumented(path)] == []
 
 

@@ -47,7 +47,8 @@ log = logging.getLogger("segrec")
 
 
 def read_requests(ctx: RunContext) -> DataFrame:
-    """The requests as read, their mapped columns checked (exit 2 naming the source and column)."""
+    """The requests of ``ctx``'s config as read, their mapped columns checked (exit 2 naming the source and
+    column)."""
     source = ctx.config.audience.requests
     if source is None:
         raise InputError(
@@ -64,21 +65,22 @@ def read_requests(ctx: RunContext) -> DataFrame:
 
 
 def raw_items(ctx: RunContext) -> tuple[DataFrame, list[str]]:
-    """The items source as read (attribute requests filter on its own columns), and those columns."""
+    """``ctx``'s items source as read (attribute requests filter on its own columns), and those columns."""
     source = ctx.config.inputs.items
     raw = read_source(ctx.spark, "items", source)
     return raw, [c for c in raw.columns if not c.startswith("_")]
 
 
 def with_rejects(ctx: RunContext, rejected: DataFrame) -> None:
-    """Replace the requests' earlier rejects in ``rejects`` with tonight's ``rejected`` rows."""
+    """Replace the requests' earlier rejects in ``ctx``'s ``rejects`` with tonight's ``rejected`` rows."""
     store = ctx.store
     others = store.read("rejects", needed_by="audience").where(F.col("source") != SOURCE)
     store.write(others.unionByName(rejected), "rejects")
 
 
 def request_targets(ctx: RunContext, kept: list, pairs: DataFrame, requests: DataFrame, space: str) -> Targets:
-    """Each kept request's target vector, depth and threshold, in request-id order."""
+    """Each ``kept`` request's (rows of ``requests``) target vector in ``space`` (its items from ``pairs``, or
+    its brief embedded with ``ctx``'s encoder), depth and threshold, in request-id order."""
     settings = ctx.config.audience
     item_vectors = item_vectors_for(ctx.store, space)
     found = item_targets(pairs, item_vectors)

@@ -33,12 +33,13 @@ VECTOR_OUTPUTS = ("item_vectors", "text_vectors")
 
 
 def item_texts(items: DataFrame, model_id: str) -> DataFrame:
-    """Items that have text, with the hash of (model id, text)."""
+    """``items`` that have text, with the hash of (``model_id``, text)."""
     return items.where(F.col("text").isNotNull()).select("item_id", "text", text_hash(model_id).alias("text_hash"))
 
 
 def user_texts(users: DataFrame | None, interactions: DataFrame, model_id: str) -> DataFrame:
-    """Every user-side text: the user's own (``profile``) and their reviews (``review``)."""
+    """Every user-side text: the user's own from ``users`` (``profile``) and their reviews in
+    ``interactions`` (``review``), hashed with ``model_id``."""
     reviews = interactions.where(F.col("text").isNotNull()).select(
         "user_id", F.lit("review").alias("kind"), "item_id", "text"
     )
@@ -58,7 +59,7 @@ def distinct_texts(*frames: DataFrame) -> DataFrame:
 
 
 def known_vectors(previous: list[DataFrame], model_id: str) -> DataFrame | None:
-    """(text_hash, vector) already computed by the same model id in earlier outputs."""
+    """(text_hash, vector) already computed by ``model_id`` in the ``previous`` outputs."""
     known = None
     for frame in previous:
         part = frame.where(F.col("model_id") == model_id).select("text_hash", "vector")
@@ -67,7 +68,8 @@ def known_vectors(previous: list[DataFrame], model_id: str) -> DataFrame | None:
 
 
 def embed_texts(texts: DataFrame, settings: EncoderSettings, partitions: int) -> DataFrame:
-    """(text_hash, vector) for each (text_hash, text) row, spread over ``partitions`` tasks."""
+    """(text_hash, vector) for each (text_hash, text) row of ``texts``, encoded with ``settings`` and spread
+    over ``partitions`` tasks."""
     return spread(texts, partitions, "text_hash").select(
         "text_hash", embedding_udf(settings)(F.col("text")).alias("vector")
     )
@@ -166,7 +168,8 @@ def run(ctx: RunContext) -> dict[str, int]:
 
 
 def check_reconciled(figures: dict, item_texts_n: int, user_texts_n: int) -> None:
-    """Every text that went in has its vector: anything else is a lost row, so the stage fails."""
+    """Every text that went in (``item_texts_n`` item and ``user_texts_n`` user texts) has its vector in
+    ``figures``: anything else is a lost row, so the stage fails."""
     if figures["item_vectors"] != item_texts_n or figures["text_vectors"] != user_texts_n:
         raise RuntimeError(
             f"embed lost rows: {item_texts_n} item texts -> {figures['item_vectors']} item vectors, "

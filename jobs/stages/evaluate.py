@@ -103,7 +103,7 @@ class Scratch:
         self.matrix_dir = store.staging_path("eval-catalogues")
 
     def progress(self, activity: str) -> None:
-        """Log what the evaluation does now; the stage's progress lines repeat it while it lasts."""
+        """Log the ``activity`` the evaluation does now; the stage's progress lines repeat it while it lasts."""
         if self.manifest is not None:
             self.manifest.doing(activity)
         else:
@@ -148,8 +148,9 @@ def build_profiles(config: Config, scratch: Scratch, data: TrainingView, tag: st
 def build_segments(
     spark: SparkSession, config: Config, scratch: Scratch, profiles: DataFrame, tag: str
 ) -> tuple[DataFrame, np.ndarray, dict[int, dict] | None, dict]:
-    """Segments of ``profiles`` as the segment stage fits them (always fitted: a saved model may have
-    seen held-out data): (segments, centroids, stability curve or None, their stability figures)."""
+    """Segments of ``profiles`` as the segment stage fits them under ``config`` with ``spark`` (always
+    fitted: a saved model may have seen held-out data), kept in ``scratch`` as ``tag``: (segments,
+    centroids, stability curve or None, their stability figures)."""
     feats = features(profiles).cache()
     model, curve, shipped = fit(spark, feats, config.segment, feats.count())
     feats.unpersist()
@@ -169,7 +170,9 @@ def build_ours(
     k: int,
     tag: str,
 ) -> OurModel:
-    """Segments (always fitted: a saved model may have seen held-out data), then one list per weight."""
+    """Segments of ``profiles`` (always fitted: a saved model may have seen held-out data), then one top-``k``
+    list per popularity weight of ``weights``, from ``data`` under ``config`` with ``spark``, kept in
+    ``scratch`` as ``tag``."""
     segments, centroids, curve, shipped = build_segments(spark, config, scratch, profiles, tag)
     ours = OurModel(profiles, segments, centroids, curve, shipped)
     # One catalogue for the whole weight grid: counted, collected and shipped to the workers once.
@@ -194,7 +197,8 @@ def build_ours(
 def build_trained(
     spark: SparkSession, config: Config, scratch: Scratch, data: TrainingView, cell: dict, k: int, tag: str
 ) -> tuple[DataFrame, dict, tuple[DataFrame, DataFrame]]:
-    """The two-tower model with one grid cell's settings, trained on ``data.train`` under
+    """The two-tower model with one grid ``cell``'s settings over ``config``, kept in ``scratch`` as ``tag``
+    (``spark``), trained on ``data.train`` under
     TorchDistributor as the train stage does, and its top-k lists: blended with ALS where
     ``train.als_weight`` resolves above 0, as the recommend stage scores them. The vectors returned are
     the towers' own (the learned space the segments and the cold-item ranking use)."""
@@ -233,7 +237,8 @@ def build_trained(
 
 def tune(spark: SparkSession, config: Config, scratch: Scratch, data: TrainingView, n_items: int) -> dict:
     """Choose the hybrid (segment count and popularity weight) and the ALS cell on a validation split
-    of the training data."""
+    of ``data``'s training rows (``n_items`` in the catalogue), under ``config`` with ``spark`` and
+    ``scratch``."""
     settings = config.evaluate
     k = settings.tune_k
     train, validation = holdout_split(data.train, settings.holdout, settings.seed)
@@ -320,7 +325,8 @@ def tune(spark: SparkSession, config: Config, scratch: Scratch, data: TrainingVi
 def build_all(
     spark: SparkSession, config: Config, scratch: Scratch, data: TrainingView, tuned: dict
 ) -> tuple[dict, OurModel, dict[str, tuple[DataFrame, DataFrame]]]:
-    """Every model's top-k lists on the training set, k the largest cut-off; and the (user, item)
+    """Every model's top-k lists on ``data``'s training set (``config``, ``spark``, ``scratch``, and the
+    ``tuned`` choices), k the largest cut-off; and the (user, item)
     vectors of the models that place items by their text (for the cold-item ranking)."""
     settings = config.evaluate
     k = max(settings.ks)
@@ -363,7 +369,8 @@ def cold_item_ranking(
     held: DataFrame,
     ks: list[int],
 ) -> dict[str, Ranking]:
-    """Ranking metrics of each text-reading model when it ranks only the items nobody interacted with
+    """Ranking metrics at ``ks`` of each text-reading model (``vectors``; ``data``, ``config``, ``spark``,
+    ``scratch``) when it ranks only the ``cold_items``, those nobody interacted with
     in training, against the held-out rows of those items (the usual cold-start protocol: can the model
     tell which new item a user will pick?). ALS and most-popular have no score for such items."""
     relevant = held.join(cold_items, on="item_id", how="left_semi")
@@ -384,7 +391,7 @@ def cold_item_ranking(
 
 
 def sampled_users(held: DataFrame, sample: float | None, seed: int) -> DataFrame:
-    """The users with held-out rows, or a seeded sample of them: ``sample`` below 1 is a share (each
+    """The users with ``held`` rows, or a sample of them seeded by ``seed``: ``sample`` below 1 is a share (each
     user kept by a hash of its id, so the same users whatever the partitioning), 1 or more a count (the
     users with the smallest hashes, ties by id)."""
     users = held.select("user_id").distinct()
@@ -399,7 +406,7 @@ def sampled_users(held: DataFrame, sample: float | None, seed: int) -> DataFrame
 def new_user_split(
     train: DataFrame, held: DataFrame, share: float, seed: int
 ) -> tuple[DataFrame, DataFrame, DataFrame]:
-    """(train, held, new users): with ``share`` > 0, a seeded share of the users (by a hash of the id) lose
+    """(train, held, new users): with ``share`` > 0, a share of the users (by a hash of the id and ``seed``) lose
     every training interaction to the held-out rows, for every model alike: they are new users, known by
     their own text alone, and their held-out rows measure what each model recommends to someone with no
     history. Without: (train, held, no users)."""
@@ -413,7 +420,7 @@ def new_user_split(
 
 
 def without_new_items(train: DataFrame, share: float, seed: int) -> tuple[DataFrame, DataFrame]:
-    """(train, removed): with ``share`` > 0, a seeded share of the items (by a hash of the id, so the
+    """(train, removed): with ``share`` > 0, a share of the items of ``train`` (by a hash of the id and ``seed``, so the
     same items whatever the partitioning) lose every training interaction, for every model alike: they
     are new items, and their held-out rows measure who can recommend what nobody has touched yet."""
     if not share:
@@ -435,8 +442,9 @@ def segment_figures(
     held: DataFrame,
     config: Config,
 ) -> dict:
-    """Bootstrap stability of each segment, the curve k was chosen on, and the targeting lift of each
-    segment (and of random segments of the same sizes) on the held-out rows."""
+    """Bootstrap ``stability`` of each of ``segments``, the ``curve`` k was chosen on, and the targeting lift
+    of each segment (and of random segments of the same sizes) on the ``held`` rows, from ``data``'s
+    training rows under ``config``."""
     return {
         "k": len(stability["stability"]),
         "stability": stability["stability"],
@@ -450,7 +458,8 @@ def segment_figures(
 
 
 def score(recs: DataFrame, held: DataFrame, ref: Reference, slices: dict[str, DataFrame], ks: list[int]) -> ModelResult:
-    """Ranking metrics, list metrics and slices of one model's lists, over the users with held-out items."""
+    """Ranking metrics at ``ks``, list metrics (against ``ref``) and ``slices`` of one model's lists ``recs``,
+    over the users with ``held`` items."""
     new_users = slices.get("new_users")
     warm = held if new_users is None else held.join(new_users, on="user_id", how="left_anti")
     recs_warm = recs.join(warm.select("user_id").distinct(), on="user_id", how="left_semi")
@@ -475,7 +484,8 @@ def make_slices(
     scratch: Scratch,
     new_users: DataFrame | None = None,
 ) -> tuple[dict[str, DataFrame], dict]:
-    """The slices every model is scored on (DataFrames of user or item ids) and their sizes; held-out
+    """The slices every model is scored on (DataFrames of user or item ids, from ``data``, ``held``, ``ref``
+    and ``config``, cached in ``scratch``) and their sizes; held-out
     rows of ``new_users`` (the new-user protocol) are left out of every slice but their own."""
     settings = config.evaluate
     if new_users is not None:
@@ -510,7 +520,8 @@ def make_slices(
 
 
 def new_user_sizes(data: TrainingView, new_users: DataFrame, share: float) -> dict:
-    """How many users the new-user protocol scores, and how many of them have a text of their own (the
+    """How many ``new_users`` the new-user protocol (``share``) scores, and how many of them have a text
+    of their own in ``data`` (the
     others are known by nothing: only most-popular and random lists reach them)."""
     with_text = new_users.join(
         data.text_vectors.select(F.col("user_id")).where(F.col("user_id").isNotNull()).distinct(),
@@ -534,7 +545,7 @@ def read_inputs(store: OutputStore, train: DataFrame) -> TrainingView:
 
 
 def evaluate(ctx: RunContext) -> EvaluationResult:
-    """The whole evaluation; returns what it measured (also written to ``evaluation/``)."""
+    """The whole evaluation of the run ``ctx``; returns what it measured (also written to ``evaluation/``)."""
     scratch = Scratch(ctx.store, ctx.manifest)
     try:
         return evaluate_with(ctx, scratch)

@@ -74,7 +74,8 @@ def run(ctx: RunContext) -> dict:
 
 
 def als_weight(ctx: RunContext, space: str) -> float:
-    """The weight of ALS's product in the score: the trained model's (train.als_weight as resolved when
+    """The weight of ALS's product in the score for user vectors in ``space`` (``ctx``'s run): the trained
+    model's (train.als_weight as resolved when
     it was fitted) for user vectors in its space, 0 in the text space."""
     if space == TEXT_SPACE or not ctx.config.train.enabled:
         return 0.0
@@ -82,7 +83,8 @@ def als_weight(ctx: RunContext, space: str) -> float:
 
 
 def read_als_factors(ctx: RunContext, space: str) -> tuple[DataFrame, DataFrame]:
-    """(user factors, item factors) the train stage wrote beside the model ``space``; exit 2 when they
+    """(user factors, item factors) the train stage wrote in ``ctx``'s output beside the model ``space``;
+    exit 2 when they
     are missing or from another model."""
     factors = []
     for name in (ALS_USER_FACTORS, ALS_ITEM_FACTORS):
@@ -108,7 +110,8 @@ def flag_new_items(recs: DataFrame, new: DataFrame) -> DataFrame:
 
 
 def sample(recs: DataFrame, items: DataFrame, users: int = 3, top: int = 5) -> list[dict]:
-    """The first few users' (by id) top items with their text and reason, for people to read."""
+    """The first ``top`` ``users`` (by id) of ``recs`` with their items' text (``items``) and reason, for
+    people to read."""
     first = recs.select("user_id").distinct().orderBy("user_id").limit(users)
     texts = items.select("item_id", "text")
     reasons = texts.select(F.col("item_id").alias("because_item_id"), F.col("text").alias("because_text"))
@@ -136,7 +139,8 @@ def sample(recs: DataFrame, items: DataFrame, users: int = 3, top: int = 5) -> l
 
 
 def score_parts(similarity: float, popularity_boost: float, learned_similarity: float | None) -> dict[str, float]:
-    """Where a score came from, for people to read: the item's text, its learned embedding (trained
+    """Where a score came from, for people to read, from its ``similarity``, ``popularity_boost`` and
+    ``learned_similarity``: the item's text, its learned embedding (trained
     towers: what users did with it), and its popularity in the user's segment."""
     parts = {"from_text": similarity, "from_popularity": popularity_boost}
     if learned_similarity is not None:

@@ -75,7 +75,7 @@ class SavedSegments:
 
 
 def saved_segments(store: OutputStore, settings: Segment, latest: bool) -> SavedSegments | None:
-    """The model ``segment.model_path`` names, else this output's newest up to this run (``latest``)
+    """The model ``settings.model_path`` names, else ``store``'s newest up to this run (``latest``)
     or before it (the previous run's, when this run is about to fit its own); None when there is none."""
     if settings.model_path:
         source, path = None, settings.model_path
@@ -95,9 +95,10 @@ def saved_segments(store: OutputStore, settings: Segment, latest: bool) -> Saved
     return SavedSegments(model, ids, path, source)
 
 
-def saved_parents(spark: SparkSession, saved: SavedSegments, settings: Segment) -> DataFrame | None:
-    """The parents the fitted run recorded in its ``segment_summary``, by centre, if any (a segmenter with
-    broad segments records them; a flat one leaves parent_id null)."""
+def saved_parents(spark: SparkSession, saved: SavedSegments) -> DataFrame | None:
+    """The parents the run that fitted ``saved`` recorded in its ``segment_summary``, by centre, as a
+    DataFrame of ``spark``, if any (a segmenter with broad segments records them; a flat one leaves
+    parent_id null)."""
     if saved.store is None or not saved.store.exists("segment_summary"):
         return None
     rows = (
@@ -129,7 +130,7 @@ def carried_stability(saved: SavedSegments, settings: Segment) -> dict | None:
 
 
 def fit_night_segments(store: OutputStore, ids: SegmentIds) -> tuple[str | None, DataFrame | None]:
-    """(run date, segments) of the dated run that fitted the model of ``ids``, when that run's
+    """(run date, segments) of the dated run of ``store`` that fitted the model of ``ids``, when that run's
     ``segments`` are still there and it is not the previous run's: drift is measured since the fit, so
     that small nightly moves add up to a refit. (None, None) otherwise."""
     fitted = ids.fitted_on
@@ -140,7 +141,7 @@ def fit_night_segments(store: OutputStore, ids: SegmentIds) -> tuple[str | None,
 
 
 def drift(pairs: list[tuple[int | None, int | None, int]], ids: SegmentIds) -> float:
-    """The share of tonight's users who are new, or nearest a saved centre other than their segment in
+    """The share of tonight's users in ``pairs`` who are new, or nearest a centre of ``ids`` other than their segment in
     ``pairs``' earlier run (the fit's night, else the previous run): what ``segment.refit: drift``
     compares with ``segment.drift_threshold``."""
     tonight = sum(users for _, new, users in pairs if new is not None)
@@ -149,7 +150,8 @@ def drift(pairs: list[tuple[int | None, int | None, int]], ids: SegmentIds) -> f
 
 
 def stability_figures(shipped: dict, settings: Segment, ids: list[int]) -> dict:
-    """The manifest's figures for the shipped segments' stability (by stable id), and a warning naming
+    """The manifest's figures for the ``shipped`` segments' stability (by the stable ``ids``; reproducible
+    by ``settings.min_stability``), and a warning naming
     the segments that did not come back in the bootstrap refits."""
     weak = {ids[i]: j for i, j in enumerate(shipped["stability"]) if j is None or j < settings.min_stability}
     if weak:
@@ -248,7 +250,7 @@ def run(ctx: RunContext) -> dict:
                 shipped = assess(spark, feats, centroids, settings, feats.count())
             else:
                 figures["stability_from"] = saved.path
-            parents = saved_parents(spark, saved, settings)
+            parents = saved_parents(spark, saved)
             continuity = carried(pairs, ids)
         else:
             model, curve, shipped = fit(spark, feats, settings, feats.count())
@@ -317,7 +319,7 @@ def run(ctx: RunContext) -> dict:
 
 
 def publish_report(ctx: RunContext, summary: list[dict], retired: list[dict]) -> str:
-    """Write the run's segment page (``segment_report/index.html``, with the sizes plot where dated runs
+    """Write ``ctx``'s run's segment page (``segment_report/index.html``, with the sizes plot where dated runs
     give a trend) from ``summary`` (the segment_summary rows written), the transitions written and
     the ``retired`` ids; returns the page's path."""
     store = ctx.store
@@ -341,7 +343,8 @@ def publish_report(ctx: RunContext, summary: list[dict], retired: list[dict]) ->
 
 
 def continuity_figures(continuity: Continuity, pairs: list[tuple[int | None, int | None, int]]) -> dict:
-    """The manifest's record of how tonight's segments relate to the previous run's."""
+    """The manifest's record of how tonight's segments relate to the previous run's (``continuity``, and
+    the user ``pairs`` of both runs)."""
     tonight = sum(users for _, new, users in pairs if new is not None)
     return {
         "agreement_with_previous": continuity.agreement,
@@ -363,7 +366,8 @@ def continuity_figures(continuity: Continuity, pairs: list[tuple[int | None, int
 
 
 def with_previous(segments: DataFrame, previous: DataFrame | None) -> DataFrame:
-    """``segments`` with each user's ``previous_segment_id`` (null for a user new tonight)."""
+    """``segments`` with each user's ``previous_segment_id`` from the ``previous`` run's segments (null for a
+    user new tonight)."""
     if previous is None:
         return segments.withColumn("previous_segment_id", F.lit(None).cast("int"))
     before = previous.select("user_id", F.col("segment_id").cast("int").alias("previous_segment_id"))
@@ -371,7 +375,8 @@ def with_previous(segments: DataFrame, previous: DataFrame | None) -> DataFrame:
 
 
 def with_continuity(spark: SparkSession, summary: DataFrame, continuity: Continuity) -> DataFrame:
-    """``summary`` (in stable ids) with each segment's status, the ids involved, matched Jaccard,
+    """``summary`` (in stable ids) with each segment's status from ``continuity``, the ids involved, matched
+    Jaccard (a DataFrame of ``spark``),
     previous size and the date its id first appeared."""
     seen = {stable: continuity.ids.first_seen.get(stable) for stable in continuity.ids.ids}
     rows = [
@@ -420,7 +425,8 @@ def retired_row(retired: dict) -> tuple:
 
 
 def log_to_tracker(ctx: RunContext, centroids: np.ndarray, curve: dict[int, dict] | None) -> None:
-    """k, the stability curve, and the model: its centroids (all that assigning users needs) and, where
+    """Log to ``ctx``'s tracker k, the stability ``curve``, and the model: its ``centroids`` (all that assigning
+    users needs) and, where
     the output store is on this machine's file system, the Spark ML model directory itself."""
     tracker = ctx.tracker
     if not tracker.enabled:

@@ -87,7 +87,7 @@ def run(ctx: RunContext) -> dict:
 
 
 def write_als_factors(ctx: RunContext, interactions: DataFrame, model_id: str) -> dict:
-    """Fit ALS on ``interactions`` with the train section's ALS settings and write its user and item
+    """Fit ALS on ``interactions`` with ``ctx``'s train section's ALS settings and write its user and item
     factors (``als_user_factors``, ``als_item_factors``) tagged with the towers' ``model_id``, which the
     recommend stage blends in. Returns figures (users and items with a factor, seconds)."""
     train, store = ctx.config.train, ctx.store
@@ -111,7 +111,8 @@ def write_als_factors(ctx: RunContext, interactions: DataFrame, model_id: str) -
 
 
 def log_to_tracker(ctx: RunContext, model: TrainedModel, figures: dict) -> None:
-    """The loss per epoch, the fit's figures and the saved towers (as written, from the output store)."""
+    """The loss per epoch of ``model``, the fit's ``figures`` and the saved towers (as written, from ``ctx``'s
+    output store), logged to ``ctx``'s tracker."""
     tracker = ctx.tracker
     if not tracker.enabled:
         return

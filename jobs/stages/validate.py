@@ -22,7 +22,7 @@ log = logging.getLogger("segrec")
 
 
 def read_checked(ctx: RunContext) -> dict[str, DataFrame]:
-    """Read every configured source and check its mapped columns before any row is processed."""
+    """Read every source ``ctx``'s config names and check its mapped columns before any row is processed."""
     inputs = ctx.config.inputs
     raw = {}
     for name in ("items", "users", "interactions", "suppressions"):
