@@ -163,12 +163,20 @@ def test_executor_functions_document_their_parameters():
 
 
 # Driver modules a newcomer reads first or extends through: their public functions name every parameter,
-# like udfs/ (the stages too).
-SEAMS = ("segments/segmenters.py", "evaluation/baselines.py", "evaluation/results.py", "config/executor.py")
+# like udfs/ (the stages and the audience library too).
+SEAMS = (
+    "segments/segmenters.py",
+    "evaluation/baselines.py",
+    "evaluation/results.py",
+    "evaluation/audience_quality.py",
+    "config/executor.py",
+)
 
 
 def test_the_seams_and_the_stages_document_their_parameters():
-    paths = [ROOT / "jobs" / seam for seam in SEAMS] + sorted((ROOT / "jobs" / "stages").glob("*.py"))
+    paths = [ROOT / "jobs" / seam for seam in SEAMS] + [
+        path for folder in ("stages", "audiences") for path in sorted((ROOT / "jobs" / folder).glob("*.py"))
+    ]
     assert [line for path in paths for line in undocumented(path)] == []
 
 

@@ -173,7 +173,8 @@ def attribute_pairs(requests: DataFrame, raw_items: DataFrame, id_column: str) -
 
 
 def target_pairs(requests: DataFrame, raw_items: DataFrame, id_column: str) -> DataFrame:
-    """(request_id, item_id): the items each items or attribute request of ``requests`` targets."""
+    """(request_id, item_id): the items each items or attribute request of ``requests`` targets (attributes
+    matched over ``raw_items``, the items source as read, its ids in ``id_column``)."""
     listed = requests.where(F.col("kind") == "items").select("request_id", F.explode("items").alias("item_id"))
     return listed.distinct().unionByName(attribute_pairs(requests, raw_items, id_column))
 

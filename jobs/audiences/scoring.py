@@ -49,7 +49,7 @@ def owned_requests(interactions: DataFrame, pairs: DataFrame, order: list[str]) 
 
 
 def candidates(user_vectors: DataFrame, owned: DataFrame | None, targets: Targets) -> DataFrame:
-    """(request_id, user_id, score): each request's best users in every partition of ``user_vectors``
+    """(request_id, user_id, score): each request of ``targets``' best users in every partition of ``user_vectors``
     (user_id, vector), a user never scored for a request they own (``owned``), then the best overall."""
     users = user_vectors.select("user_id", "vector")
     if owned is not None:
@@ -78,7 +78,7 @@ def position_of(targets: Targets):
 
 
 def capped(ranked: DataFrame, targets: Targets, sizes: list[int | None], max_per_user: int) -> DataFrame:
-    """``ranked`` (request_id, user_id, score, rank: each request's candidate pool) with each user in at
+    """``ranked`` (request_id, user_id, score, rank: each request of ``targets``' candidate pool) with each user in at
     most ``max_per_user`` requests, then each request cut to its ``sizes`` (None: all it kept). A user goes
     to the requests where they stand out most: the score's z value within the request's pool, so a brief
     whose cosines all run low competes fairly with an item request (a greedy assignment: the exact
@@ -99,8 +99,9 @@ def capped(ranked: DataFrame, targets: Targets, sizes: list[int | None], max_per
 
 
 def reasons(audience: DataFrame, interactions: DataFrame, item_vectors: DataFrame, targets: Targets) -> DataFrame:
-    """(request_id, user_id, because_item_id, because_similarity): for each audience member the item of
-    their history most like the request's target (cosine; ties to the lower item id)."""
+    """(request_id, user_id, because_item_id, because_similarity): for each ``audience`` member the item of
+    their history (``interactions``, vectors from ``item_vectors``) most like the request's target in
+    ``targets`` (cosine; ties to the lower item id)."""
     history = audience.select("request_id", "user_id").join(
         interactions.select("user_id", "item_id").distinct(), on="user_id", how="inner"
     )

@@ -48,7 +48,7 @@ def brief_targets(briefs: DataFrame, settings: EncoderSettings, weights: TowerWe
 
 
 def request_terms(requests: DataFrame, pairs: DataFrame, items: DataFrame) -> DataFrame:
-    """(request_id, terms): the terms of each request's brief, or of the texts of its first
+    """(request_id, terms): the terms of each of ``requests``' brief, or of the texts of its first
     ``TERM_ITEMS`` target items (``pairs`` over ``items``), as segment portraits split them."""
     first = Window.partitionBy("request_id").orderBy("item_id")
     item_text = (

@@ -37,7 +37,7 @@ METHODS = ("ours", "als", "segments", "most_active", "random")
 
 
 def responders(train: DataFrame, held: DataFrame, eligible: DataFrame) -> DataFrame:
-    """(item_id, user_id): held-out engagement by eligible users who had no training row of the item."""
+    """(item_id, user_id): ``held`` engagement by ``eligible`` users who had no ``train`` row of the item."""
     return (
         held.select("item_id", "user_id")
         .distinct()
@@ -47,8 +47,8 @@ def responders(train: DataFrame, held: DataFrame, eligible: DataFrame) -> DataFr
 
 
 def chosen_items(responded: DataFrame, settings: Evaluate, allowed: DataFrame | None = None) -> list[str]:
-    """The items to evaluate: at least ``audience_min_responders`` responders in ``responded`` (and in
-    ``allowed`` when given), at most ``audience_items`` by a seeded hash of their id."""
+    """The items to evaluate: at least ``settings.audience_min_responders`` responders in ``responded``
+    (and in ``allowed`` when given), at most ``audience_items`` by a seeded hash of their id."""
     counts = responded.groupBy("item_id").agg(F.count("*").alias("n"))
     counts = counts.where(F.col("n") >= settings.audience_min_responders)
     if allowed is not None:
@@ -92,7 +92,8 @@ def als_scored(
     eligible: DataFrame,
     users_n: int,
 ) -> dict[str, Any]:
-    """``scored`` figures of ALS ``recommendForItemSubset`` with ``params`` fitted on ``train``: each of
+    """``scored`` figures of ALS ``recommendForItemSubset`` with ``params`` fitted on ``train`` (``settings``'
+    iterations and seed): each of
     ``items``' best users among ``eligible``, owners (``owners``) dropped, the first ``n``; against
     ``responded`` with ``users_n`` eligible users."""
     found = owners.groupBy("item_id").count().agg(F.max("count")).first()
@@ -114,8 +115,8 @@ def als_scored(
 
 def segment_audiences(segments: DataFrame, affinity: DataFrame, owners: DataFrame, n: int, seed: int) -> DataFrame:
     """(item_id, user_id): members of each item's segments by ``affinity`` (item_id, segment_id,
-    affinity; higher first, ties by segment id), within a segment in a seeded order, owners left out,
-    the first ``n``."""
+    affinity; higher first, ties by segment id), within a segment in an order seeded by ``seed``, owners
+    left out, the first ``n``."""
     rank = Window.partitionBy("item_id").orderBy(F.desc("affinity"), "segment_id")
     ordered = affinity.withColumn("_segment_rank", F.row_number().over(rank))
     members = segments.select("user_id", "segment_id").withColumn("_shuffle", F.xxhash64(F.col("user_id"), F.lit(seed)))
@@ -125,8 +126,8 @@ def segment_audiences(segments: DataFrame, affinity: DataFrame, owners: DataFram
 
 
 def engaged_affinity(segments: DataFrame, train: DataFrame, items: DataFrame) -> DataFrame:
-    """(item_id, segment_id, affinity): the share of each segment's members who engaged with the item in
-    ``train``; 0 for a segment none of whose members did."""
+    """(item_id, segment_id, affinity) for ``items``: the share of each of ``segments``' members who
+    engaged with the item in ``train``; 0 for a segment none of whose members did."""
     sizes = segments.groupBy("segment_id").agg(F.count("*").alias("_size"))
     engaged = (
         train.select("user_id", "item_id")
@@ -144,8 +145,9 @@ def engaged_affinity(segments: DataFrame, train: DataFrame, items: DataFrame) ->
 
 
 def centre_affinity(spark: SparkSession, centroids: np.ndarray, item_vectors: DataFrame, items: list[str]):
-    """(item_id, segment_id, affinity): the cosine of each segment's centre (``centroids``) to each of
-    ``items``' vectors (``item_vectors``, the segments' space): the affinity a new item can have."""
+    """(item_id, segment_id, affinity), a DataFrame of ``spark``: the cosine of each segment's centre
+    (``centroids``) to each of ``items``' vectors (``item_vectors``, the segments' space): the affinity
+    a new item can have."""
     rows = item_vectors.where(F.col("item_id").isin(items)).select("item_id", "vector").collect()
     centres = normalise_rows(centroids)
     found = [
@@ -196,12 +198,12 @@ def audience_report(
     settings: Evaluate,
     new_items: DataFrame | None,
 ) -> dict[str, Any]:
-    """Audience precision and lift of every method on the held-out rows: existing items, and new items
-    (``new_items``: item_id, those whose training rows were removed) when given. ``train`` and ``held``
-    are evaluate's split, ``eligible`` (user_id) the users audiences are drawn from, ``spaces`` our
-    (user vectors, item vectors) by model name (the first is the shipped one), ``segments`` and
-    ``centroids`` the segments fitted on training rows with ``segment_items`` the item vectors of their
-    space, ``als`` the tuned ALS cell; through ``spark``."""
+    """Audience precision and lift of every method on the held-out rows, under ``settings``: existing
+    items, and new items (``new_items``: item_id, those whose training rows were removed) when given.
+    ``train`` and ``held`` are evaluate's split, ``eligible`` (user_id) the users audiences are drawn
+    from, ``spaces`` our (user vectors, item vectors) by model name (the first is the shipped one),
+    ``segments`` and ``centroids`` the segments fitted on training rows with ``segment_items`` the item
+    vectors of their space, ``als`` the tuned ALS cell; through ``spark``."""
     eligible = eligible.select("user_id").distinct().cache()
     users_n = eligible.count()
     n = max(1, math.ceil(settings.audience_share * users_n))
