@@ -118,7 +118,8 @@ def overlap(previous: DataFrame | None, current: DataFrame) -> list[tuple[int | 
 
 
 def jaccard_table(pairs: list[tuple[int | None, int | None, int]], olds: list[int], k: int) -> np.ndarray:
-    """(len(olds), k) Jaccard of each previous segment's members with each current centre's."""
+    """(len(olds), k) Jaccard of each previous segment's members with each current centre's, from the
+    overlap ``pairs``."""
     inter = np.zeros((len(olds), k))
     old_size, new_size = np.zeros(len(olds)), np.zeros(k)
     at = {o: i for i, o in enumerate(olds)}
@@ -226,7 +227,7 @@ def carried(pairs: list[tuple[int | None, int | None, int]], ids: SegmentIds) ->
 
 
 def in_stable_ids(pairs: list[tuple[int | None, int | None, int]], ids: SegmentIds) -> list[tuple]:
-    """``pairs`` (previous stable id, tonight's centre, users) with tonight's centre as its stable id."""
+    """``pairs`` (previous stable id, tonight's centre, users) with tonight's centre as its stable id in ``ids``."""
     return [(old, None if new is None else ids.ids[new], users) for old, new, users in pairs]
 
 
@@ -285,7 +286,8 @@ def transitions(pairs: list[tuple[int | None, int | None, int]], min_users: int)
 
 
 def centre_shift(previous: np.ndarray, current: np.ndarray, previous_ids: list[int], current_ids: list[int]) -> dict:
-    """1 - cosine between the previous and tonight's centre of every id both have."""
+    """1 - cosine between the ``previous`` and the ``current`` centre of every stable id both have
+    (``previous_ids``, ``current_ids``: each centre's id, in order)."""
     before = {i: previous[c] for c, i in enumerate(previous_ids)}
     shifts = {}
     for c, stable in enumerate(current_ids):

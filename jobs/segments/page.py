@@ -21,13 +21,13 @@ TREND_PLOT = "segment_sizes.png"
 
 
 def segment_name(row: dict, terms: int = 3) -> str:
-    """A short name a person can say: the segment's first label terms, else its id."""
+    """A short name a person can say: the first label terms of the summary ``row``, else its id."""
     words = list(row.get("label_terms") or [])[:terms]
     return ", ".join(words) if words else f"segment {row['segment_id']}"
 
 
 def status_text(row: dict) -> str:
-    """kept / merged (from ids) / split (from id) / new, in words."""
+    """The summary ``row``'s status in words: kept / merged (from ids) / split (from id) / new."""
     status, ids = row.get("status") or "new", list(row.get("status_ids") or [])
     joined = ", ".join(str(i) for i in ids)
     if status == "merged":

@@ -18,7 +18,8 @@ from segrec.udfs.terms import terms_of_texts
 
 
 def top_n(df: DataFrame, n: int, order: list, name: str, value: Column, by: str = "segment_id") -> DataFrame:
-    """(by, name): the first ``n`` rows of each ``by`` group by ``order``, as an ordered array."""
+    """(by, name): ``value`` of the first ``n`` rows of ``df`` in each ``by`` group by ``order``, as an
+    ordered array."""
     ranked = df.withColumn("_rank", F.row_number().over(Window.partitionBy(by).orderBy(*order)))
     return (
         ranked.where(F.col("_rank") <= n)
@@ -29,7 +30,7 @@ def top_n(df: DataFrame, n: int, order: list, name: str, value: Column, by: str 
 
 
 def engaged(interactions: DataFrame) -> DataFrame:
-    """Interactions that express interest: rating at or above the user's mean, or any implicit one."""
+    """The ``interactions`` that express interest: rating at or above the user's mean, or any implicit one."""
     with_mean = interactions.withColumn("_mean", F.avg("rating").over(Window.partitionBy("user_id")))
     return with_mean.where(F.col("rating").isNull() | (F.col("rating") >= F.col("_mean"))).select("user_id", "item_id")
 
@@ -47,7 +48,8 @@ def term_tokenizer():
 
 
 def user_terms(users: DataFrame | None, items: DataFrame, interactions: DataFrame, min_users: int) -> DataFrame:
-    """(user_id, term, weight): each user's terms, from the texts of the items they engaged with and
+    """(user_id, term, weight): each user's terms, from the texts of the ``items`` they engaged with in
+    ``interactions`` and
     their own text, weighted by their share of the user's terms (so every user counts once). Terms
     fewer than ``min_users`` users have are left out first: they can never be shown, and a name one
     person writes many times must not dilute the rest of their terms."""
@@ -68,7 +70,8 @@ def user_terms(users: DataFrame | None, items: DataFrame, interactions: DataFram
 def distinctive(
     per_segment: DataFrame, overall: DataFrame, key: str, sizes: DataFrame, total: int, min_users: int, min_lift: float
 ) -> DataFrame:
-    """(segment_id, key, users, lift, score) for what a segment has more of than the whole population.
+    """(segment_id, key, users, lift, score) for what a segment (``sizes``: its users) has more of than the
+    whole population of ``total`` users.
 
     ``per_segment`` holds (segment_id, key, mass, users), ``overall`` (key, mass_all): the mass of a
     term or item summed over users. lift = (mass / segment size) / (mass_all / all users); score =
@@ -97,7 +100,8 @@ def segment_sizes(segments: DataFrame) -> DataFrame:
 def label_terms(
     terms: DataFrame, segments: DataFrame, n: int, min_users: int, total: int, min_lift: float = 1.0
 ) -> DataFrame:
-    """(segment_id, terms): the ``n`` terms that most set each segment apart, each as (term, users,
+    """(segment_id, terms): the ``n`` terms that most set each of ``segments`` apart from all ``total`` users
+    (lift at least ``min_lift``), each as (term, users,
     lift); only terms at least ``min_users`` of the segment's users have (a name that one person writes
     many times cannot single them out)."""
     per_user = terms.join(segments.select("user_id", "segment_id"), on="user_id", how="inner")
@@ -111,7 +115,9 @@ def label_terms(
 def distinctive_items(
     segments: DataFrame, interactions: DataFrame, min_users: int, total: int, min_lift: float = 1.0
 ) -> DataFrame:
-    """(segment_id, item_id, users, lift, score): items the segment's users engage with more than the
+    """(segment_id, item_id, users, lift, score): items the users of ``segments`` engage with in
+    ``interactions`` (at least ``min_users`` of them; lift over all ``total`` users at least
+    ``min_lift``) more than the
     whole population does (see :func:`distinctive`; an item's mass is the users engaging with it)."""
     pairs = engaged(interactions).join(segments.select("user_id", "segment_id"), on="user_id", how="inner").distinct()
     per_segment = (
@@ -122,13 +128,14 @@ def distinctive_items(
 
 
 def item_label(items: DataFrame) -> DataFrame:
-    """(item_id, item): the id and the first 60 characters of its text, for people to read."""
+    """(item_id, item): each of ``items``' id and the first 60 characters of its text, for people to read."""
     text = F.when(F.length("text") > 60, F.concat(F.substring("text", 1, 57), F.lit("..."))).otherwise(F.col("text"))
     return items.select("item_id", F.concat_ws(": ", "item_id", F.coalesce(text, F.lit(""))).alias("item"))
 
 
 def representative_items(item_vectors: DataFrame, items: DataFrame, centroids: np.ndarray, n: int) -> DataFrame:
-    """(segment_id, representative_items): the items whose vectors are nearest each centroid."""
+    """(segment_id, representative_items): the ``n`` items whose ``item_vectors`` are nearest each of
+    ``centroids``."""
     centres = normalise_rows(centroids)
 
     @F.pandas_udf("array<float>")  # type: ignore[call-overload]  # pyspark stubs: DDL strings
@@ -150,7 +157,8 @@ def engaged_items(
     min_users: int,
     min_lift: float = 1.0,
 ) -> DataFrame:
-    """(segment_id, engaged_items): the ``n`` items that most set each segment's engagement apart
+    """(segment_id, engaged_items): the ``n`` items (from ``interactions``; at least ``min_users`` users, lift
+    at least ``min_lift``) that most set each segment's engagement apart
     (:func:`distinctive_items`), each as (item, users, lift); ``total`` is the users in all segments."""
     scored = distinctive_items(segments, interactions, min_users, total, min_lift).join(
         item_label(items), on="item_id", how="inner"
@@ -209,7 +217,9 @@ def summarise(
     stability: dict,
     parents: DataFrame | None = None,
 ) -> DataFrame:
-    """One row per segment: the ``segment_summary`` dataset (see the module docstring)."""
+    """One row per segment of ``segments`` (placed by ``centroids``): the ``segment_summary`` dataset, from
+    the users' ``terms``, the ``items``, ``interactions`` and ``item_vectors``, the shipped ``stability``
+    figures and ``parents`` under ``settings``, as a DataFrame of ``spark``."""
     total = segments.count()
     sizes = segment_sizes(segments).withColumn("share", F.round(F.col("size") / F.lit(total), 4))
     if parents is None:
@@ -264,7 +274,8 @@ def description() -> Column:
 
 
 def format_table(summary: list[dict], terms: int = 6, top: int = 3) -> str:
-    """The segment summary as a short text table for people."""
+    """The segment ``summary`` as a short text table for people: up to ``terms`` label terms and ``top``
+    engaged items per segment."""
     lines = [f"{'seg':>3} {'size':>6} {'share':>6} {'stability':>18}  label terms / top engaged items (lift)"]
     for row in summary:
         words = ", ".join((row.get("label_terms") or [])[:terms])

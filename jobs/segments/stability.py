@@ -27,7 +27,8 @@ STABILITY_SCHEMA = spark_schema(SEGMENT_STABILITY)
 
 
 def stability_sample(feats: DataFrame, n_users: int, settings: Segment) -> tuple[DataFrame, bool]:
-    """(sample, sampled): at most about ``stability_users`` users, each kept by a hash of its id (the
+    """(sample, sampled): of the ``n_users`` users' ``feats``, at most about ``settings.stability_users``,
+    each kept by a hash of its id (the
     same users whatever the partitioning); all users when there are no more than that."""
     if n_users <= settings.stability_users:
         return feats, False
@@ -45,7 +46,8 @@ def sample_vectors(sample: DataFrame) -> np.ndarray:
 def stability_by_k(
     spark: SparkSession, vectors: np.ndarray, centres: dict[int, np.ndarray], settings: Segment
 ) -> dict[int, dict]:
-    """For each k, the reference segments ``centres[k]`` cut in the sample ``vectors``: their sizes,
+    """For each k, the reference segments ``centres[k]`` cut in the sample ``vectors`` (bootstrapped as
+    ``settings`` say, one task per k of ``spark``): their sizes,
     bootstrap Jaccard stabilities and the cosine silhouette. One Spark task per k; the sample travels
     with the task (at most ``stability_users`` vectors)."""
     refits = executor_settings(StabilitySettings, settings)
@@ -94,12 +96,12 @@ def stability_point(stability: list, sizes: list[int], min_stability: float, sil
 
 
 def choose_k(curve: dict[int, dict]) -> int:
-    """The largest k whose segments are all reproducible. Where no k is, the k whose reproducible
-    segments hold the most users (``reproducible_share``; ties: more reproducible segments, the higher
-    size-weighted mean stability, the higher silhouette, the smaller k): the segments a campaign can
-    rely on reach as many people as the data allows, and the rest are marked constructed. Silhouette
-    alone favours the smallest k on embeddings; stability says which segments another night's users
-    would give back."""
+    """The largest k of the stability ``curve`` whose segments are all reproducible. Where no k is, the k
+    whose reproducible segments hold the most users (``reproducible_share``; ties: more reproducible
+    segments, the higher size-weighted mean stability, the higher silhouette, the smaller k): the
+    segments a campaign can rely on reach as many people as the data allows, and the rest are marked
+    constructed. Silhouette alone favours the smallest k on embeddings; stability says which segments
+    another night's users would give back."""
     whole = [k for k, c in curve.items() if c["reproducible"] == len(c["stability"])]
     if whole:
         return max(whole)
@@ -116,7 +118,7 @@ def choose_k(curve: dict[int, dict]) -> int:
 
 
 def check_k_range(settings: Segment, n_users: int) -> tuple[int, int]:
-    """The k range that fits ``n_users`` users; exit 2 naming the key when none of it does."""
+    """The k range of ``settings`` that fits ``n_users`` users; exit 2 naming the key when none of it does."""
     if n_users < 3:
         raise InputError(f"segment: {n_users} user vector(s); fitting segments needs at least 3 users")
     if settings.k_min > n_users - 1:
@@ -131,6 +133,7 @@ def check_k_range(settings: Segment, n_users: int) -> tuple[int, int]:
 
 
 def stability_table(spark: SparkSession, figures: dict, settings: Segment) -> DataFrame:
-    """(segment_id, stability, stability_class) from the shipped segments' stability figures."""
+    """(segment_id, stability, stability_class) from the shipped segments' stability ``figures``, words by
+    ``settings.min_stability``, as a DataFrame of ``spark``."""
     rows = [(i, j, stability_word(j, settings.min_stability)) for i, j in enumerate(figures["stability"])]
     return spark.createDataFrame(rows, "segment_id int, stability double, stability_class string")
