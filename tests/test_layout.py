@@ -175,7 +175,9 @@ SEAMS = (
 
 def test_the_seams_and_the_stages_document_their_parameters():
     paths = [ROOT / "jobs" / seam for seam in SEAMS] + [
-        path for folder in ("stages", "audiences", "segments") for path in sorted((ROOT / "jobs" / folder).glob("*.py"))
+        path
+        for folder in ("stages", "audiences", "segments", "evaluation")
+        for path in sorted((ROOT / "jobs" / folder).glob("*.py"))
     ]
     assert [line for path in paths for line in undocumented(path)] == []
 

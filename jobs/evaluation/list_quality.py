@@ -30,7 +30,7 @@ from segrec.udfs.segments import normalise_rows
 
 
 def item_user_counts(train: DataFrame) -> DataFrame:
-    """(item_id, users): distinct training users per item."""
+    """(item_id, users): distinct ``train`` users per item."""
     return train.select("user_id", "item_id").distinct().groupBy("item_id").agg(F.count("*").alias("users"))
 
 
@@ -45,7 +45,7 @@ class Reference:
 
 
 def reference(train: DataFrame, item_vectors: DataFrame, head_share: float) -> Reference:
-    """The catalogue with each item's training users, and long_tail true outside the ``head_share``
+    """The catalogue (``item_vectors``) with each item's ``train`` users, and long_tail true outside the ``head_share``
     most popular items (ties by id)."""
     n_items = item_vectors.count()
     n_head = int(round(n_items * head_share))
@@ -76,12 +76,13 @@ def reference(train: DataFrame, item_vectors: DataFrame, head_share: float) -> R
 
 
 def long_tail_items(ref: Reference) -> DataFrame:
-    """(item_id) of the long-tail items."""
+    """(item_id) of the long-tail items of the reference ``ref``."""
     return ref.items.where(F.col("long_tail")).select("item_id")
 
 
 def list_metrics(recommendations: DataFrame, ref: Reference, k: int) -> dict[str, float | None]:
-    """{metric: value} for the first k recommendations of each user (see the module text)."""
+    """{metric: value} for the first k recommendations of each user, against the reference ``ref`` (see the
+    module text)."""
     recs = recommendations.where(F.col("rank") <= k).select("user_id", "item_id").cache()
     totals = (
         recs.groupBy("item_id")
@@ -125,7 +126,8 @@ def list_metrics(recommendations: DataFrame, ref: Reference, k: int) -> dict[str
 
 
 def segment_quality(user_vectors: DataFrame, segments: DataFrame, centroids: np.ndarray) -> dict:
-    """Silhouette (cosine), Davies-Bouldin (unit sphere) and the size of every segment."""
+    """Silhouette (cosine), Davies-Bouldin (unit sphere) and the size of every segment of ``segments`` over
+    ``user_vectors``, cut by ``centroids``."""
     joined = user_vectors.select("user_id", "vector").join(
         segments.select("user_id", "segment_id", "distance"), on="user_id", how="inner"
     )
@@ -153,7 +155,8 @@ def segment_quality(user_vectors: DataFrame, segments: DataFrame, centroids: np.
 
 
 def davies_bouldin(centroids: np.ndarray, scatter: dict[int, float]) -> float | None:
-    """Mean over segments of the worst (S_i + S_j) / d(c_i, c_j); lower is better. None below 2."""
+    """Mean over segments of the worst (S_i + S_j) / d(c_i, c_j), with S the segments' ``scatter`` and c
+    their ``centroids``; lower is better. None below 2."""
     centres = normalise_rows(centroids)
     present = sorted(scatter)
     if len(present) < 2:

@@ -22,7 +22,8 @@ def _discount(rank) -> F.Column:
 
 
 def per_user_metrics(recommendations: DataFrame, relevant: DataFrame, k: int) -> DataFrame:
-    """(user_id, precision, recall, ndcg, map, mrr, hit_rate) for every user in ``relevant``."""
+    """(user_id, precision, recall, ndcg, map, mrr, hit_rate) at ``k`` of ``recommendations`` for every user in
+    ``relevant``."""
     relevant = relevant.select("user_id", "item_id").distinct()
     n_relevant = relevant.groupBy("user_id").agg(F.count("*").alias("n_relevant"))
     hits = (
@@ -52,7 +53,8 @@ def per_user_metrics(recommendations: DataFrame, relevant: DataFrame, k: int) ->
 
 
 def ranking_metrics(recommendations: DataFrame, relevant: DataFrame, ks: list[int]) -> dict[int, dict[str, float]]:
-    """{k: {metric: mean over users}}; one small aggregate per k reaches the driver."""
+    """{k: {metric: mean over users}} of ``recommendations`` against ``relevant`` for each k of ``ks``; one
+    small aggregate per k reaches the driver."""
     results = {}
     for k in ks:
         row = per_user_metrics(recommendations, relevant, k).agg(*[F.avg(m).alias(m) for m in METRICS]).collect()[0]

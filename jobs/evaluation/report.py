@@ -30,7 +30,8 @@ SHOWN_LIST_METRICS = ("coverage", "novelty", "diversity", "personalisation")
 
 
 def projection(profiles: DataFrame, segments: DataFrame, sample: int, seed: int) -> pd.DataFrame:
-    """(x, y, segment_id) for at most ``sample`` users: the first two principal components (Spark ML PCA)."""
+    """(x, y, segment_id) for at most ``sample`` users of ``profiles`` (drawn with ``seed``), in their
+    ``segments``: the first two principal components (Spark ML PCA)."""
     n = profiles.count()
     fraction = min(1.0, sample / max(n, 1) * 1.1)
     drawn = profiles.sample(fraction=fraction, seed=seed).limit(sample) if fraction < 1.0 else profiles
@@ -54,7 +55,7 @@ def _value(value: Any) -> str:
 
 
 def headline(result: EvaluationResult, model: str, k: int) -> dict[str, Any]:
-    """{column: value} of one model at k: the ranking metrics, then the shown list metrics."""
+    """{column: value} of one ``model`` of ``result`` at k: the ranking metrics, then the shown list metrics."""
     figures = result.models[model]
     values = {f"{m}@{k}": figures.ranking[k][m] for m in METRICS}
     values.update({m: figures.lists[k][m] for m in SHOWN_LIST_METRICS})
@@ -62,7 +63,7 @@ def headline(result: EvaluationResult, model: str, k: int) -> dict[str, Any]:
 
 
 def comparison_table(result: EvaluationResult, k: int) -> str:
-    """Text table, one row per model: ranking metrics and list metrics at k."""
+    """Text table, one row per model of ``result``: ranking metrics and list metrics at k."""
     rows = {name: headline(result, name, k) for name in result.model_names()}
     columns = list(next(iter(rows.values())))
     width = max(len(c) for c in columns) + 1
@@ -73,7 +74,8 @@ def comparison_table(result: EvaluationResult, k: int) -> str:
 
 
 def ratio_lines(result: EvaluationResult, k: int, against: str = "als") -> list[str]:
-    """Each of our models' NDCG and recall at k as a multiple of the baseline's (ALS by default)."""
+    """Each of our models' NDCG and recall at k in ``result`` as a multiple of the baseline ``against``'s
+    (ALS by default)."""
     models = result.models
     if against not in models:
         return []
@@ -99,7 +101,8 @@ def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
 
 
 def winners(result: EvaluationResult, k: int) -> list[str]:
-    """One line per column: which model is best at k (ties named together); higher is better for all."""
+    """One line per column: which model of ``result`` is best at k (ties named together); higher is better
+    for all."""
     rows = {name: headline(result, name, k) for name in result.model_names()}
     lines = []
     for column in next(iter(rows.values())):
@@ -276,7 +279,8 @@ def audience_ratio_lines(figures: dict) -> list[str]:
 
 
 def segment_section(title: str, figures: dict) -> list[str]:
-    """Each segment's stability and targeting lift beside random segments of the same sizes."""
+    """Each segment's stability and targeting lift (``figures`` of one space, named by ``title``) beside
+    random segments of the same sizes."""
     ours, chance = figures["targeting"]["segments"], figures["targeting"]["random"]
     rows = [
         [
@@ -323,7 +327,8 @@ def segment_section(title: str, figures: dict) -> list[str]:
 
 
 def new_user_section(result: EvaluationResult, models: list[str], k: int) -> list[str]:
-    """The new-user protocol's users (no training row, their own text only), scored apart from the rest."""
+    """The new-user protocol's users (no training row, their own text only) in ``result``, scored apart
+    from the rest: each of ``models`` at ``k``."""
     sizes = result.slices.get("new_users")
     if not sizes:
         return []
@@ -342,7 +347,8 @@ def new_user_section(result: EvaluationResult, models: list[str], k: int) -> lis
 
 
 def cold_item_section(result: EvaluationResult, models: list[str], k: int) -> list[str]:
-    """Held-out rows whose item had no training interaction: who can recommend new items at all."""
+    """Held-out rows whose item had no training interaction in ``result``: which of ``models`` can recommend
+    new items at all, at ``k``."""
     sizes = result.slices.get("cold_items")
     if not sizes:
         return []
@@ -387,7 +393,7 @@ def cold_item_section(result: EvaluationResult, models: list[str], k: int) -> li
 
 
 def trained_tuning(tuning: dict) -> list[str]:
-    """The towers' grid on the validation split, and which settings the train stage ships with."""
+    """The towers' grid on the validation split (``tuning``), and which settings the train stage ships with."""
     if "trained" not in tuning:
         return []
     best = tuning["trained"]["best"]
@@ -532,15 +538,17 @@ def plot_all(result: EvaluationResult, points: pd.DataFrame, directory: str) -> 
 
 
 def report_k(settings: Evaluate) -> int:
-    """The cut-off the headline tables use: the tuning cut-off when it is one of ks, else the largest."""
+    """The cut-off the headline tables use: ``settings``' tuning cut-off when it is one of ks, else the
+    largest."""
     return settings.tune_k if settings.tune_k in settings.ks else max(settings.ks)
 
 
 def write(
     store: OutputStore, result: EvaluationResult, points: pd.DataFrame, settings: Evaluate, tracker: Tracker
 ) -> str:
-    """Render every file locally, copy them into the evaluation store's root (``<output>/evaluation``),
-    log them to MLflow (when tracking is on)."""
+    """Render every file of ``result`` (plots of the projected ``points`` when ``settings`` ask) locally,
+    copy them into the evaluation ``store``'s root (``<output>/evaluation``), and log them to MLflow
+    through ``tracker`` (when tracking is on)."""
     k = report_k(settings)
     with tempfile.TemporaryDirectory(prefix="segrec-report-") as local:
         with open(os.path.join(local, "metrics.json"), "w", encoding="utf-8") as fh:
@@ -555,7 +563,7 @@ def write(
 
 
 def log_to_tracker(tracker: Tracker, result: EvaluationResult, directory: str, k: int) -> None:
-    """The evaluation's tuned settings as params, every model's metrics (the names of metrics.json's
+    """Log to ``tracker`` the tuned settings of ``result`` as params, every model's metrics (the names of metrics.json's
     values: ``<model>.<metric>_at_<k>``), and the report directory as artifacts."""
     tracker.log_params(
         {
@@ -570,7 +578,7 @@ def log_to_tracker(tracker: Tracker, result: EvaluationResult, directory: str, k
 
 
 def flat_metrics(result: EvaluationResult, k: int) -> dict[str, float]:
-    """Each model's ranking metrics at every cut-off and its list figures at ``k``, by dotted name."""
+    """Each model's ranking metrics in ``result`` at every cut-off and its list figures at ``k``, by dotted name."""
     metrics = {}
     for model, figures in result.models.items():
         for cut, values in figures.ranking.items():

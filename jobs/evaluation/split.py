@@ -13,7 +13,9 @@ from pyspark.sql import functions as F
 
 
 def holdout_split(interactions: DataFrame, n: int, seed: int = 42) -> tuple[DataFrame, DataFrame]:
-    """(train, held_out), both with the columns of ``interactions``; every row lands in exactly one."""
+    """(train, held_out), both with the columns of ``interactions``: the newest ``n`` rows of each user held
+    out, never all of them (ties and rows without time ordered by a hash seeded with ``seed``); every row
+    lands in exactly one."""
     random_order = F.xxhash64("user_id", "item_id", F.lit(seed))
     newest_first = Window.partitionBy("user_id").orderBy(
         F.col("timestamp").desc_nulls_last(), random_order, F.col("item_id").desc()

@@ -24,7 +24,7 @@ from segrec.jobs.segments.portraits import distinctive_items
 
 
 def top_items(segments: DataFrame, train: DataFrame, settings: Segment) -> DataFrame:
-    """(segment_id, item_id): each segment's ``top_items`` portrait items from the training rows."""
+    """(segment_id, item_id): each of ``segments``' ``settings.top_items`` portrait items from the ``train`` rows."""
     total = segments.count()
     scored = distinctive_items(segments, train, settings.min_term_users, total, settings.min_lift)
     rank = F.row_number().over(Window.partitionBy("segment_id").orderBy(F.desc("score"), F.asc("item_id")))
@@ -32,7 +32,7 @@ def top_items(segments: DataFrame, train: DataFrame, settings: Segment) -> DataF
 
 
 def random_segments(segments: DataFrame, seed: int) -> DataFrame:
-    """(user_id, segment_id): users placed in segments by a seeded hash of their id, each segment
+    """(user_id, segment_id): users placed in segments by a hash of their id seeded with ``seed``, each segment
     drawn with the share of users the real one has (so sizes match in expectation)."""
     sizes = sorted((r["segment_id"], r["count"]) for r in segments.groupBy("segment_id").count().collect())
     total = sum(n for _, n in sizes)
@@ -45,7 +45,8 @@ def random_segments(segments: DataFrame, seed: int) -> DataFrame:
 
 
 def targeting_lift(segments: DataFrame, train: DataFrame, held: DataFrame, settings: Segment) -> dict:
-    """Per segment: members with held-out rows, top items, the response rate of the members' open
+    """Per segment (top items from ``train`` under ``settings``): members with held-out rows, top items, the
+    response rate of the members' open
     (user, top item) pairs and of everyone's, and the lift; with the mean lift over the segments
     that have top items. Pairs are counted, never listed: open pairs = users x items - pairs seen in
     training, so the cost does not grow with users x items."""
@@ -99,7 +100,8 @@ def targeting_lift(segments: DataFrame, train: DataFrame, held: DataFrame, setti
 def targeting_report(
     segments: DataFrame, train: DataFrame, held: DataFrame, settings: Segment, seed: int, draws: int = 5
 ) -> dict:
-    """:func:`targeting_lift` of the segments, beside ``draws`` random placements of the same sizes in
+    """:func:`targeting_lift` of the segments (``train``, ``held``, ``settings``), beside ``draws`` random
+    placements (seeded from ``seed``) of the same sizes in
     the same run: a single draw's mean lift swings by a few tenths on a thousand users, so the chance
     level is the mean over the draws (each draw's lift is kept; ``segments`` holds the first's)."""
     chance = [targeting_lift(random_segments(segments, seed + i), train, held, settings) for i in range(draws)]
