@@ -116,7 +116,8 @@ def print_summary(manifest: RunManifest) -> None:
 
 
 def continuity_line(figures: dict) -> str | None:
-    """One line on how the segments relate to the previous run's (None for a first run), and where the
+    """One line from the segment stage's ``figures`` on how the segments relate to the previous run's (None
+    for a first run), and where the
     segment page is."""
     lines = []
     if figures.get("previous_run"):
@@ -200,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def worker_input_error(exc: BaseException | None) -> str | None:
-    """The message of a ``udfs.errors.WorkerInputError`` raised in a Python worker or training process,
+    """The message of a ``udfs.errors.WorkerInputError`` in ``exc``, raised in a Python worker or training process,
     which reaches the driver only as the text of the failed task (a PythonException, or the training
     process's output), else None."""
     seen, cause = 0, exc  # the chain of causes, at most 10 deep
@@ -216,7 +217,7 @@ _WORKER_ERROR = re.compile(r"WorkerInputError: ([^\n]+)")
 
 
 def damaged_file_error(exc: BaseException, config) -> str | None:
-    """What to tell the user when Spark could not read a file (a truncated or foreign parquet file:
+    """What to tell the user when ``exc`` says Spark could not read a file (a truncated or foreign parquet file:
     Spark's FAILED_READ_FILE error), naming the dataset or input it belongs to and what to do; None
     for any other error. ``config`` (None before it was loaded) says which path is which."""
     seen, match = 0, None

@@ -89,14 +89,15 @@ def stages_for(command: str, config: Config | None = None) -> list[str]:
 
 
 def evaluation_output(config: Config):
-    """Where evaluate writes: files under ``<output.path>/evaluation`` whatever the output format."""
+    """Where evaluate writes for ``config``: files under ``<output.path>/evaluation`` whatever the output format."""
     return config.output.model_copy(
         update={"path": f"{config.output.path.rstrip('/')}/{EVALUATION_DIR}", "format": "parquet", "run_date": None}
     )
 
 
 def execute(spark: SparkSession, config: Config, command: str) -> RunManifest:
-    """Run ``command`` (one stage, or ``run`` for the whole pipeline) and return its manifest."""
+    """Run ``command`` (one stage, or ``run`` for the whole pipeline) with ``spark`` and ``config`` and return
+    its manifest."""
     names = stages_for(command, config)
     check_locations(config, list(DATASETS))  # before anything is written
     run_id = config.run.id or new_run_id()

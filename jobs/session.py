@@ -46,7 +46,7 @@ def local_cores(master: str) -> int:
 
 
 def remote_of(config: Config) -> str | None:
-    """The Spark Connect server this run talks to: ``spark.remote`` (or ``--remote``), else
+    """The Spark Connect server ``config``'s run talks to: ``spark.remote`` (or ``--remote``), else
     ``SPARK_REMOTE`` as pyspark itself reads it; None for a classic session."""
     return config.spark.remote or os.environ.get("SPARK_REMOTE") or None
 
@@ -109,13 +109,13 @@ def parallelism(spark: SparkSession) -> int:
 
 
 def udf_partitions(spark: SparkSession, configured: int | None) -> int:
-    """Tasks for a stage whose Python UDF costs far more per row than moving the row: ``configured``,
+    """Tasks of ``spark`` for a stage whose Python UDF costs far more per row than moving the row: ``configured``,
     else twice the parallelism (a task that finishes early finds another; the last ones end together)."""
     return configured or 2 * parallelism(spark)
 
 
 def on_local_master(spark: SparkSession) -> bool:
-    """A classic session on a ``local[...]`` master: every task runs on this one machine's cores."""
+    """Whether ``spark`` is a classic session on a ``local[...]`` master: every task runs on this machine's cores."""
     return has_spark_context(spark) and (spark.sparkContext.master or "").startswith("local")
 
 
@@ -145,7 +145,7 @@ _QUIET_LOGGERS = {
 
 
 def quiet_spark_noise(spark: SparkSession) -> None:
-    """Raise the level of the loggers in ``_QUIET_LOGGERS``."""
+    """Raise the level of ``spark``'s loggers in ``_QUIET_LOGGERS``."""
     try:
         jvm: Any = spark.sparkContext._jvm  # py4j: the JVM's packages are attributes found at run time
         for logger, level in _QUIET_LOGGERS.items():
@@ -157,7 +157,7 @@ def quiet_spark_noise(spark: SparkSession) -> None:
 
 
 def has_spark_context(spark: SparkSession) -> bool:
-    """A classic session (JVM, SparkContext, broadcasts); False on Spark Connect."""
+    """Whether ``spark`` is a classic session (JVM, SparkContext, broadcasts); False on Spark Connect."""
     try:
         spark.sparkContext  # noqa: B018 - raises on Spark Connect
         return True

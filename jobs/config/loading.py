@@ -28,7 +28,7 @@ MAX_CONFIG_VALUES = 100_000
 
 
 def load_config(path: str | os.PathLike[str] = DEFAULT_CONF, overrides: list[str] | None = None) -> Config:
-    """Read a YAML config, apply ``--set`` overrides and ``${ENV}`` interpolation, validate it."""
+    """Read the YAML config at ``path``, apply ``overrides`` (``--set``) and ``${ENV}`` interpolation, validate it."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
@@ -95,7 +95,7 @@ def config_from_dict(raw: dict[str, Any], overrides: list[str] | None = None, so
 
 
 def apply_override(raw: dict[str, Any], item: str) -> None:
-    """Apply one ``section.key=value`` override to the raw config mapping, in place.
+    """Apply one ``section.key=value`` override ``item`` to the ``raw`` config mapping, in place.
 
     Keys of free-form mappings (``spark.conf``, ``*.options``) may contain dots themselves, so once the
     walk reaches such a mapping the rest of the dotted path is one key.
@@ -128,7 +128,8 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
 
 
 def format_validation_error(exc: ValidationError, data: dict[str, Any], set_keys: list[str] | None = None) -> str:
-    """One line per problem; a problem in a key given with ``--set`` says so (the file is not at fault)."""
+    """One line per problem of ``exc`` in the config ``data``; a problem in a key of ``set_keys`` (given with
+    ``--set``) says so (the file is not at fault)."""
     lines = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"])

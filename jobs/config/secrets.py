@@ -44,7 +44,8 @@ def is_secret_name(name: str) -> bool:
 
 
 def redact(data: Any, secret_paths: set[tuple[str, ...]] | None = None, path: tuple[str, ...] = ()) -> Any:
-    """Replace values that came from secret-looking variables, or sit under secret-looking keys."""
+    """``data`` with values that came from secret-looking variables (at ``secret_paths``), or sit under
+    secret-looking keys, replaced; ``path`` is where ``data`` sits in the whole config."""
     secret_paths = secret_paths or set()
     if isinstance(data, dict):
         return {k: redact(v, secret_paths, path + (str(k),)) for k, v in data.items()}

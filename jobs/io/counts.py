@@ -12,7 +12,7 @@ from pyspark.sql import functions as F
 
 
 def row_counts(frames: dict[str, DataFrame]) -> dict[str, int]:
-    """{name: rows} for every frame, 0 for an empty one, from a single job."""
+    """{name: rows} for every frame of ``frames`` (by name), 0 for an empty one, from a single job."""
     if not frames:
         return {}
     tagged = [frame.select(F.lit(name).alias("_frame")) for name, frame in frames.items()]

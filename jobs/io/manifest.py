@@ -123,7 +123,7 @@ class RunManifest:
         self.activity = ""  # what the running stage is doing, for its progress lines
 
     def stage_figures(self, name: str) -> dict[str, Any]:
-        """A stage's figures ({} when it has not run)."""
+        """Stage ``name``'s figures ({} when it has not run)."""
         return self.data["stages"].get(name, {})
 
     def record_source(self, name: str, counts: dict[str, Any]) -> None:
@@ -141,13 +141,13 @@ class RunManifest:
             self.data["outputs"].append(name)
 
     def doing(self, activity: str) -> None:
-        """Say what the running stage is doing now: the next progress line shows it."""
+        """Say the ``activity`` the running stage is doing now: the next progress line shows it."""
         self.activity = activity
         log.info("%s", activity)
 
     @contextmanager
     def stage(self, name: str) -> Iterator[dict[str, Any]]:
-        """Time a stage; the yielded dict collects its row counts. Logs one line when it ends, and one
+        """Time stage ``name``; the yielded dict collects its row counts. Logs one line when it ends, and one
         every ``PROGRESS_SECONDS`` while it runs (a long Spark job prints nothing of its own)."""
         figures: dict[str, Any] = {}
         started = time.perf_counter()

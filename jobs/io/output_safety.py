@@ -29,7 +29,7 @@ def _is_local(path: str) -> bool:
 
 
 def normalise(path: str) -> str:
-    """A comparable form: local paths absolute and with links resolved, URIs without a trailing slash."""
+    """``path`` in a comparable form: local paths absolute and with links resolved, URIs without a trailing slash."""
     if _is_local(path):
         local = path[len("file:") :] if path.startswith("file:") else path
         local = local[2:] if local.startswith("//") else local
@@ -51,7 +51,8 @@ def _inside(child: str, parent: str) -> bool:
 
 
 def check_locations(config: Config, dataset_names: list[str]) -> None:
-    """Refuse (ConfigError, exit 2) an output location that overlaps an input, or cannot be written."""
+    """Refuse (ConfigError, exit 2) an output location of ``config`` (for ``dataset_names``) that overlaps an
+    input, or cannot be written."""
     output = config.output
     root = normalise(output.path)
     for name in ("items", "users", "interactions"):

@@ -118,7 +118,7 @@ def _filesystem(spark: SparkSession, root: str) -> _HadoopFS | _LocalFS:
 
 
 def check_local_path(root: str) -> None:
-    """Spark Connect has no JVM here: outputs are handled with the driver's own file system, which
+    """Spark Connect has no JVM here: outputs under ``root`` are handled with the driver's own file system, which
     holds local paths and mounted ones (Unity Catalog volumes under /Volumes, /dbfs). An object-store
     URI cannot be staged and renamed into place from here: say so before anything is written."""
     scheme = root.split("://", 1)[0].lower() if "://" in root else root.split(":", 1)[0].lower() if ":" in root else ""
@@ -144,7 +144,7 @@ def local_path(path: str) -> str:
 
 
 def check_schema(name: str, df: DataFrame) -> None:
-    """A dataset is written only with the columns and types ``udfs/schemas.DATASETS`` declares for
+    """Dataset ``name`` is written (``df``) only with the columns and types ``udfs/schemas.DATASETS`` declares for
     it: a stage that drifted from the contract fails before it writes, not readers after (no Spark job:
     the schema is known from the plan)."""
     problems = schema_differences(name, df.schema)
@@ -273,7 +273,7 @@ class OutputStore:
         self.write_together({name: df})
 
     def write_together(self, frames: dict[str, DataFrame]) -> None:
-        """Write every dataset to staging first, then swap them all into place.
+        """Write every dataset of ``frames`` (by name) to staging first, then swap them all into place.
 
         Frames may read the very datasets they replace (incremental stages): nothing is swapped until
         every write has finished.
@@ -333,7 +333,7 @@ class OutputStore:
         return f"{self.root}/{STAGING}/checkpoints-{name}"
 
     def write_staged(self, df: DataFrame, name: str, partition_by: str | None = None) -> DataFrame:
-        """Materialise ``df`` once under staging (not an output), in a folder per value of the column
+        """Materialise ``df`` once under staging as ``name`` (not an output), in a folder per value of the column
         ``partition_by`` when given, and return it read back."""
         staging = self.staging_path(name)
         writer = df.write.format(self.file_format).mode("overwrite")
@@ -437,7 +437,8 @@ class OutputStore:
         self.fs.rename(temporary, target)
 
     def write_json(self, relative: str, payload: dict[str, Any]) -> str:
-        """Write a JSON document atomically (temporary file, then rename); returns its path."""
+        """Write ``payload`` as JSON at ``relative`` under the root, atomically (temporary file, then rename);
+        returns its path."""
         target = f"{self.root}/{relative}"
         parent = target.rsplit("/", 1)[0]
         self.fs.mkdirs(parent)

@@ -29,7 +29,7 @@ _METRICS_PER_BATCH = 1000
 
 
 def tracking_uri(settings: Mlflow) -> str | None:
-    """The configured URI, else MLFLOW_TRACKING_URI, else ``databricks`` inside a Databricks runtime."""
+    """The URI ``settings`` configure, else MLFLOW_TRACKING_URI, else ``databricks`` inside a Databricks runtime."""
     if settings.tracking_uri:
         return settings.tracking_uri
     if os.environ.get("MLFLOW_TRACKING_URI"):
@@ -109,7 +109,7 @@ class Tracker:
         return self.run_id
 
     def finish(self, succeeded: bool) -> None:
-        """End the MLflow run (if one was started) as FINISHED or FAILED."""
+        """End the MLflow run (if one was started) as FINISHED or FAILED, as ``succeeded`` says."""
         if self.run_id is None:
             return
         try:
@@ -142,7 +142,8 @@ class Tracker:
     # ---------------------------------------------------------------------------------- logging
 
     def log_params(self, params: dict[str, Any], prefix: str = "") -> None:
-        """Flattened (``train.dim``), each value as text within MLflow's length limit."""
+        """Log ``params`` flattened (``train.dim``, under ``prefix``), each value as text within MLflow's
+        length limit."""
         if not self.enabled:
             return
         from mlflow.entities import Param
@@ -155,7 +156,8 @@ class Tracker:
                 self._client.log_batch(run, params=items[start : start + _PARAMS_PER_BATCH])
 
     def log_metrics(self, metrics: dict[str, Any], step: int = 0) -> None:
-        """Finite numbers only (MLflow refuses NaN on some stores; None means no value)."""
+        """Log ``metrics`` (at ``step``), finite numbers only (MLflow refuses NaN on some stores; None means
+        no value)."""
         if not self.enabled:
             return
         import time
@@ -181,7 +183,7 @@ class Tracker:
                 self._client.log_artifacts(run, local_dir, artifact_path)
 
     def log_files(self, files: dict[str, bytes], artifact_path: str | None) -> None:
-        """Files given as bytes (read from the output store, wherever it lives) under ``artifact_path``."""
+        """Log ``files`` given as bytes (read from the output store, wherever it lives) under ``artifact_path``."""
         if not self.enabled:
             return
         with tempfile.TemporaryDirectory(prefix="segrec-mlflow-") as local:
@@ -198,14 +200,15 @@ class Tracker:
 
 
 def experiment_name(name: str, uri: str | None) -> str:
-    """On Databricks an experiment is a workspace path: a bare name goes under /Shared."""
+    """The experiment ``name`` for the tracking ``uri``: on Databricks an experiment is a workspace path, so a
+    bare name goes under /Shared."""
     if uri and uri.startswith("databricks") and not name.startswith("/"):
         return f"/Shared/{name}"
     return name
 
 
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested mappings as dotted keys: {"train": {"dim": 8}} -> {"train.dim": 8}."""
+    """Nested mappings of ``data`` as dotted keys under ``prefix``: {"train": {"dim": 8}} -> {"train.dim": 8}."""
     flat: dict[str, Any] = {}
     for key, value in data.items():
         name = f"{prefix}.{key}" if prefix else str(key)

@@ -49,7 +49,8 @@ OUTPUT_SCHEMA = spark_schema(RECOMMENDATIONS)
 
 
 def segment_popularity(interactions: DataFrame, segments: DataFrame, n_segments: int) -> DataFrame:
-    """(item_id, popularity array<float>[n_segments]): per segment, the item's share of the segment's
+    """(item_id, popularity array<float>[n_segments]): per segment of ``segments``, the item's share (in
+    ``interactions``) of the segment's
     users, divided by the segment's largest share."""
     pairs = (
         interactions.select("user_id", "item_id")
@@ -71,7 +72,8 @@ def segment_popularity(interactions: DataFrame, segments: DataFrame, n_segments:
 
 
 def catalogue_frame(item_vectors: DataFrame, popularity: DataFrame | None, score_parts: bool = False) -> DataFrame:
-    """(item_id, vector, popularity or null, learned_part or null) for every item with a vector; the
+    """(item_id, vector, popularity or null, learned_part or null, the last when ``score_parts``) for every
+    item of ``item_vectors``; the
     learned parts only when asked for and the vectors have them (trained towers)."""
     with_parts = score_parts and "learned_part" in item_vectors.columns
     df = item_vectors.select(
@@ -93,7 +95,8 @@ def user_frame(
     exclude_seen: bool,
     partitions: int,
 ) -> DataFrame:
-    """(user_id, vector, segment_id, seen) in ``partitions`` tasks: seen = ids of the items the user
+    """(user_id, vector, segment_id, seen) of ``user_vectors`` (segments from ``segments``; seen only when
+    ``exclude_seen``) in ``partitions`` tasks: seen = ids of the items the user
     interacted with (the workers map them to catalogue positions, so no join with the item index is
     needed here).
 
@@ -143,7 +146,8 @@ def user_frame(
 
 
 def to_catalogue(rows: pd.DataFrame, offset: int = 0) -> Catalogue:
-    """Rows of catalogue_frame, in item-id order (Python's string order is Spark's binary UTF-8 order,
+    """``rows`` of catalogue_frame (the first at position ``offset``), in item-id order (Python's string order
+    is Spark's binary UTF-8 order,
     so ties broken by position are broken by id, as in the sharded plan's merge)."""
     rows = rows.sort_values("item_id", kind="stable")
     vectors = np.stack(rows["vector"].to_numpy()).astype(np.float32, copy=False)
@@ -170,7 +174,7 @@ def to_catalogue(rows: pd.DataFrame, offset: int = 0) -> Catalogue:
 def catalogue_source(
     spark: SparkSession, catalogue: Catalogue, recommend: Recommend, matrix_dir: str | None
 ) -> tuple[str, Callable[[], Catalogue]]:
-    """(cache key, loader) through which workers get the catalogue once each: a Spark broadcast where
+    """(cache key, loader) through which workers get the catalogue once each: a broadcast of ``spark`` where
     the session has a SparkContext, else (Spark Connect: no broadcast) a file the driver writes, at
     ``recommend.matrix_path`` or under ``matrix_dir`` (the run's staging area, dropped by the caller)."""
     source = recommend.matrix_source
@@ -202,7 +206,7 @@ def catalogue_source(
 
 
 def broadcast_plan(users: DataFrame, source: tuple[str, Callable[[], Catalogue]], settings: TopKSettings) -> DataFrame:
-    """Score users against the whole catalogue, cached once per Python worker."""
+    """Score ``users`` against the whole catalogue from ``source``, cached once per Python worker, with ``settings``."""
     key, load = source
 
     def score(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -226,7 +230,8 @@ def sharded_plan(
     n_items: int,
     partitions: int,
 ) -> DataFrame:
-    """Users in blocks x item shards: each pair keeps its top k; each user keeps the best k overall.
+    """``users`` (``n_users``) in blocks x shards of the ``catalogue`` (``n_items`` of ``dim``): each pair keeps
+    its top k under ``settings`` and ``recommend``; each user keeps the best k overall.
     The pairs are spread over ``partitions`` tasks."""
     per_shard = max(1, int(recommend.max_broadcast_mb * 2**20 // (dim * 4)))
     # Items hashed into shards (a 25% margin keeps the fullest shard under max_broadcast_mb): no global
@@ -269,7 +274,8 @@ def sharded_plan(
 
 
 def mmr_pass(candidates: DataFrame, catalogue: DataFrame, k: int, trade_off: float) -> DataFrame:
-    """Each user's merged candidates re-ranked by MMR (sharded plan), with the candidates' vectors."""
+    """Each user's merged candidates re-ranked by MMR at ``trade_off`` to ``k`` (sharded plan), with the
+    candidates' vectors from ``catalogue``."""
     with_vectors = candidates.join(catalogue.select("item_id", "vector"), on="item_id", how="inner")
 
     def rerank(group: pd.DataFrame) -> pd.DataFrame:
@@ -281,7 +287,8 @@ def mmr_pass(candidates: DataFrame, catalogue: DataFrame, k: int, trade_off: flo
 
 
 def scoring_tasks(spark: SparkSession, configured: int | None) -> int:
-    """``recommend.partitions``, else one task per core on a local master and twice the parallelism elsewhere.
+    """``configured`` (``recommend.partitions``), else one task per core of ``spark`` on a local master and
+    twice the parallelism elsewhere.
     Each scoring task first waits while Spark sorts and joins its users' seen lists. On a local master the
     cores are one machine's and the users' hash partitions even, so a second task per core only pays that wait
     again (benchmarks/topk.py times both). On a cluster the second task per core evens out slow executors."""
@@ -291,7 +298,8 @@ def scoring_tasks(spark: SparkSession, configured: int | None) -> int:
 
 
 def choose_search(recommend: Recommend, plan: str, n_items: int, matrix_mb: float) -> str:
-    """exact or ivf: ``recommend.search``, with ``auto`` ivf from ``ivf_min_items`` items on the broadcast
+    """exact or ivf: ``recommend.search``, with ``auto`` ivf from ``ivf_min_items`` items (of ``n_items``, an
+    item matrix of ``matrix_mb``) on the broadcast
     plan (the index travels with the item matrix; a sharded catalogue is searched exactly)."""
     if recommend.search == "ivf" and plan != "broadcast":
         raise ConfigError(
@@ -310,7 +318,8 @@ RECALL_SEED = 42  # the recall sample's users: the same ones in every run over t
 def recall_sample(
     user_vectors: DataFrame, segments: DataFrame | None, interactions: DataFrame, exclude_seen: bool, n: int
 ) -> UserBatch:
-    """``n`` users drawn by a seeded hash of their id (the same users every run), with their segments
+    """``n`` of ``user_vectors`` drawn by a seeded hash of their id (the same users every run), with their
+    ``interactions`` (seen items when ``exclude_seen``) and segments
     and seen items, as the scorer's ``UserBatch`` on the driver: only their rows are collected."""
     drawn = (
         user_vectors.select("user_id", F.xxhash64("user_id", F.lit(RECALL_SEED)).alias("_draw"))
@@ -332,7 +341,8 @@ def recall_sample(
 def calibrate_probes(
     catalogue: Catalogue, sample: UserBatch, settings: TopKSettings, min_recall: float
 ) -> tuple[int, dict]:
-    """The fewest probes, doubling from the index's, whose lists for the ``sample`` users reach
+    """The fewest probes, doubling from the index's, whose lists (``catalogue``, ``settings``) for the
+    ``sample`` users reach
     ``min_recall`` recall@k against exact lists from the same scorer on the driver; and the figures
     (recall_at_k, recall_users, ivf_probes). Raises ConfigError when even every list falls short."""
     assert catalogue.ivf is not None
@@ -359,7 +369,7 @@ def calibrate_probes(
 
 
 def choose_plan(recommend: Recommend, matrix_mb: float) -> str:
-    """broadcast or sharded: ``recommend.plan`` with ``auto`` decided by the item matrix's size."""
+    """broadcast or sharded: ``recommend.plan`` with ``auto`` decided by the item matrix's size ``matrix_mb``."""
     if recommend.plan != "auto":
         return recommend.plan
     return "broadcast" if matrix_mb <= recommend.max_broadcast_mb else "sharded"
@@ -435,7 +445,7 @@ class Recommender:
                 self.source = catalogue_source(spark, self.items, recommend, matrix_dir)
 
     def recommend(self, user_vectors: DataFrame, settings: TopKSettings) -> DataFrame:
-        """Rows of RECOMMENDATIONS for every user in ``user_vectors`` (user_id, vector); with
+        """Rows of RECOMMENDATIONS scored with ``settings`` for every user in ``user_vectors`` (user_id, vector); with
         ``recommend.new_item_slots``, that many of each list's places go to the best new items."""
         recs = self._recommend(user_vectors, settings)
         slots = min(self.section.new_item_slots, settings.k)
@@ -520,8 +530,8 @@ class Recommender:
         return self._calibrated[settings]
 
     def user_count(self, user_vectors: DataFrame) -> int:
-        """How many users the sharded plan cuts into blocks: counted once per users frame, however many
-        lists are asked for it (evaluate's weight grid asks one per weight)."""
+        """How many users ``user_vectors`` holds for the sharded plan's blocks: counted once per users
+        frame, however many lists are asked for it (evaluate's weight grid asks one per weight)."""
         known = self._user_counts.get(id(user_vectors))
         if known is None or known[0] is not user_vectors:
             known = self._user_counts[id(user_vectors)] = (user_vectors, user_vectors.count())
@@ -543,7 +553,9 @@ def recommendations(
     settings: Recommend,
     matrix_dir: str | None = None,
 ) -> tuple[DataFrame, dict]:
-    """The recommendations DataFrame of the recommend section ``settings`` and figures about how it is
+    """The recommendations DataFrame of ``user_vectors`` against ``item_vectors`` (``interactions`` for seen items,
+    ``segments`` for popularity, the matrix through ``matrix_dir``, ``spark``) under the recommend section
+    ``settings``, and figures about how it is
     computed (plan, sizes)."""
     topk = executor_settings(TopKSettings, settings)
     recommender = Recommender(
@@ -564,7 +576,7 @@ def recommendations(
 
 
 def new_items(item_vectors: DataFrame, interactions: DataFrame, fewer_than: int) -> DataFrame:
-    """(item_id): the catalogue's items with fewer than ``fewer_than`` training interactions."""
+    """(item_id): the items of ``item_vectors`` with fewer than ``fewer_than`` training interactions."""
     counts = interactions.groupBy("item_id").agg(F.count("*").alias("n"))
     known = counts.where(F.col("n") >= fewer_than).select("item_id")
     return item_vectors.select("item_id").join(known, on="item_id", how="left_anti").distinct()
@@ -591,7 +603,8 @@ def with_new_item_slots(recs: DataFrame, fresh: DataFrame, k: int, slots: int) -
 
 
 def reasons_by_join(recs: DataFrame, interactions: DataFrame, item_vectors: DataFrame) -> DataFrame:
-    """Each recommendation's reason from joins: every item of the user's history (other than the
+    """Each recommendation's reason in ``recs`` from joins with ``interactions`` and ``item_vectors``: every item
+    of the user's history (other than the
     recommended item itself) against it, the most similar kept, ties by the smaller id: the reasons
     the broadcast plan's workers give. Its cost is k x history dot products per user, shuffled."""
     history = interactions.select("user_id", F.col("item_id").alias("because_item_id")).distinct()

@@ -46,7 +46,7 @@ _TIME_TYPES = (T.TimestampType, T.TimestampNTZType, T.DateType)
 
 
 def read_source(spark: SparkSession, name: str, source: Source) -> DataFrame:
-    """Read one input from its path or catalog table, failing with the source named."""
+    """Read input ``name`` from ``source``'s path or catalog table with ``spark``, failing with the source named."""
     try:
         if source.table:
             return spark.table(source.table)
@@ -86,9 +86,9 @@ def read_source(spark: SparkSession, name: str, source: Source) -> DataFrame:
 
 
 def unreadable(name: str, source, exc: Exception) -> Exception:
-    """A source whose files Spark cannot read as configured (another format, files with conflicting
-    schemas, a corrupt file): an input error naming it, with Spark's own reason in one line. Anything
-    else is unexpected and stays as it is."""
+    """Source ``name`` (``source``) whose files Spark cannot read as configured (``exc``: another format,
+    files with conflicting schemas, a corrupt file): an input error naming it, with Spark's own reason in
+    one line. Anything else is unexpected and stays as it is."""
     text = str(exc)
     # the reason runs to Spark's SQLSTATE or its Java stack (CANNOT_MERGE_SCHEMAS prints both schemas
     # on lines of their own), whitespace folded onto one line
@@ -111,7 +111,8 @@ def unreadable(name: str, source, exc: Exception) -> Exception:
 
 
 def check_columns(df: DataFrame, name: str, source: Source, roles: dict[str, list[str]]) -> None:
-    """Fail fast when a mapped column is absent or of a type that cannot mean what its role needs.
+    """Fail fast when a column ``source`` maps is absent from ``df`` (source ``name``) or of a type that cannot
+    mean what its role needs.
 
     ``roles`` maps a role ('id', 'text', 'rating', 'timestamp') to the mapped column names.
     """
@@ -164,7 +165,7 @@ def named_column(name: str) -> Column:
 
 
 def clean_id(column: Column) -> Column:
-    """Ids as trimmed strings; null when absent or blank."""
+    """The ids of ``column`` as trimmed strings; null when absent or blank."""
     text = F.trim(column.cast("string"))
     return F.when(F.length(text) > 0, text)
 
@@ -179,7 +180,7 @@ def _render_udf(separator: str, pii: str):
 
 
 def text_column(df: DataFrame, columns: list[str], separator: str, pii: str) -> Column:
-    """The normalised text of each row: the configured columns, cleaned and joined, personal data
+    """The normalised text of each row of ``df``: the ``columns``, cleaned and joined with ``separator``, personal data
     replaced by typed placeholders (``udfs.pii``) unless ``pii`` is keep; null when empty."""
     if not columns:
         return F.lit(None).cast("string")
@@ -194,7 +195,7 @@ def text_column(df: DataFrame, columns: list[str], separator: str, pii: str) -> 
 
 
 def with_raw(df: DataFrame) -> DataFrame:
-    """Attach the original row as JSON, whether the reader found it malformed (CSV), and its read
+    """``df`` with the original row as JSON, whether the reader found it malformed (CSV), and its read
     order, before any column is touched. A malformed row's raw JSON is its text as read."""
     original = [named_column(c) for c in df.columns if c != CORRUPT]
     raw = F.to_json(F.struct(*original))
@@ -225,7 +226,7 @@ def first_reason(*checks: tuple[Column, str]) -> Column:
 
 
 def mark_duplicates(df: DataFrame, key: str) -> DataFrame:
-    """Reject every row but the first (by read order) of each id, among rows not already rejected."""
+    """Reject every row of ``df`` but the first (by read order) of each ``key``, among rows not already rejected."""
     valid = F.col("_reason").isNull()
     window = Window.partitionBy(key, valid).orderBy("_ordinal")
     duplicate = valid & (F.row_number().over(window) > 1)
@@ -235,7 +236,8 @@ def mark_duplicates(df: DataFrame, key: str) -> DataFrame:
 def annotate_entities(
     raw: DataFrame, source: ItemsSource | UsersSource, key: str, require_text: bool, pii: str = "redact"
 ) -> DataFrame:
-    """Items or users: a clean id, the rendered text, and the first failing reason per row."""
+    """Items or users in ``raw`` under ``source``'s mapping: a clean id (``key``), the rendered text (redacted
+    per ``pii``; required when ``require_text``), and the first failing reason per row."""
     cols = source.columns
     df = with_raw(raw).select(
         clean_id(named_column(cols.id)).alias(key),
@@ -288,7 +290,8 @@ MAX_RATING = 1e9
 
 
 def parse_rating(column: Column, dtype: T.DataType) -> Column:
-    """Ratings as doubles; null when the value is not a number (checked for NaN/inf afterwards)."""
+    """The ratings of ``column`` (of type ``dtype``) as doubles; null when the value is not a number (checked
+    for NaN/inf afterwards)."""
     return column.cast("double") if isinstance(dtype, T.NumericType) else F.trim(column).try_cast("double")
 
 
@@ -298,7 +301,8 @@ def _epoch(seconds: Column) -> Column:
 
 
 def parse_timestamp(column: Column, dtype: T.DataType, unit: str) -> Column:
-    """Timestamps from timestamp/date columns, epoch numbers (s or ms), or strings of either."""
+    """Timestamps from ``column`` of type ``dtype``: timestamp/date, epoch numbers (``unit``: s or ms), or
+    strings of either."""
     if isinstance(dtype, _TIME_TYPES):
         return column.cast("timestamp")
     divisor = 1000.0 if unit == "ms" else 1.0
@@ -315,7 +319,8 @@ def annotate_interactions(
     known_users: DataFrame | None,
     pii: str = "redact",
 ) -> DataFrame:
-    """``known_items`` / ``known_users`` hold the kept ids (one column each: item_id / user_id)."""
+    """``raw`` interactions under ``source``'s mapping, texts redacted per ``pii``, each row with its first
+    failing reason. ``known_items`` / ``known_users`` hold the kept ids (one column each: item_id / user_id)."""
     cols = source.columns
     types = {f.name: f.dataType for f in raw.schema.fields}
     base = with_raw(raw)
@@ -376,7 +381,7 @@ CONTRACT_COLUMNS = {
 
 
 def split(annotated: DataFrame, name: str) -> tuple[DataFrame, DataFrame]:
-    """(kept rows in contract columns, rejects rows) of one annotated source."""
+    """(kept rows in contract columns, rejects rows) of one annotated source, ``name``."""
     kept = annotated.where(F.col("_reason").isNull()).select(*CONTRACT_COLUMNS[name])
     if name == "interactions":
         reject_id = F.concat_ws(
@@ -439,7 +444,7 @@ class UnclosedQuote:
 
 
 def unclosed_quotes(spark: SparkSession, annotated: DataFrame, limit: int = 10) -> list[UnclosedQuote]:
-    """The malformed CSV records of an annotated source whose text runs over several lines: a quote
+    """The malformed CSV records of ``annotated`` whose text runs over several lines (found with ``spark``): a quote
     never closed reads everything to the end of its file as one field. At most ``limit`` of them, in
     read order, each located in its file (a small job per record: few files have more than one)."""
     text = F.get_json_object("_raw", "$.malformed_text")
@@ -473,8 +478,8 @@ def unclosed_quotes(spark: SparkSession, annotated: DataFrame, limit: int = 10) 
 
 
 def count_reasons(annotated: DataFrame) -> SourceCounts:
-    """One Spark action: rows per reason (null reason = kept), and the placeholders of redacted personal
-    data per kind (normalisation strips tags, so only a text that spelled one out as HTML entities,
+    """One Spark action over ``annotated``: rows per reason (null reason = kept), and the placeholders of
+    redacted personal data per kind (normalisation strips tags, so only a text that spelled one out as HTML entities,
     ``&lt;email&gt;``, holds a placeholder it did not get from redaction)."""
     counts = SourceCounts()
     found = [

@@ -27,7 +27,8 @@ def finite_or(value: Column, default: float) -> Column:
 def with_feedback_weight(
     interactions: DataFrame, feedback: str = "explicit", implicit_weight: str = "log1p"
 ) -> DataFrame:
-    """``interactions`` plus a ``weight`` column (see the module docstring)."""
+    """``interactions`` plus a ``weight`` column for ``feedback`` explicit or implicit (``implicit_weight``;
+    see the module docstring)."""
     if feedback == "implicit":
         if implicit_weight == "binary":
             return interactions.withColumn("weight", F.lit(1.0))

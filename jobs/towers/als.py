@@ -61,7 +61,7 @@ def blend_weight(train: Train, objective: str) -> float:
 
 
 def dense_ids(df: DataFrame, column: str, name: str) -> DataFrame:
-    """(column, name): each distinct value of ``column`` numbered 0..n-1 (ALS wants int ids), ordered by
+    """(column, name): each distinct value of ``column`` in ``df`` numbered 0..n-1 (ALS wants int ids), ordered by
     a hash bucket, then by value. Only the buckets' counts are collected, never the values themselves
     (StringIndexer would collect every label to the driver: 100M user ids do not fit there)."""
     values = df.select(F.col(column).cast("string").alias(column)).distinct()

@@ -63,7 +63,7 @@ def has_timestamps(interactions: DataFrame) -> bool:
 
 
 def tower_settings(train: Train, ordered: bool) -> TowerSettings:
-    """The towers' settings from the config. ``objective: auto`` is order-free where interactions have
+    """The towers' settings from the ``train`` section. ``objective: auto`` is order-free where interactions have
     no timestamps (``ordered`` false: there is no order to learn); with them it stays auto, and the
     training processes choose on a validation hold-out (``udfs.towers.choose_objective``)."""
     objective = train.objective if train.objective != "auto" or ordered else "order_free"
@@ -71,7 +71,8 @@ def tower_settings(train: Train, ordered: bool) -> TowerSettings:
 
 
 def sequences(weighted: DataFrame, catalogue: DataFrame, seed: int) -> DataFrame:
-    """(user_id, items, weights): each user's interactions with catalogue items, oldest first (ties
+    """(user_id, items, weights): each user's interactions in ``weighted`` with catalogue items, oldest first
+    (ties by a hash seeded with ``seed``
     and data without timestamps in a seeded hash order, so the order never depends on partitioning)."""
     ts = F.col("timestamp") if "timestamp" in weighted.columns else F.lit(None).cast("timestamp")
     ordered = weighted.join(catalogue.select("item_id"), on="item_id", how="left_semi").select(
@@ -90,7 +91,8 @@ def sequences(weighted: DataFrame, catalogue: DataFrame, seed: int) -> DataFrame
 def training_frames(
     interactions: DataFrame, item_vectors: DataFrame, text_vectors: DataFrame, config: Config, processes: int
 ) -> dict[str, DataFrame]:
-    """The three example datasets the training processes read (see ``udfs.towers.process.TrainJob``):
+    """The three example datasets the training processes read, from ``item_vectors``, ``text_vectors`` and
+    ``config`` (see ``udfs.towers.process.TrainJob``):
     the catalogue with each item's training interactions counted over every user (what logQ and the
     ID embeddings need, whichever process reads it), and the users' histories and texts, each row with
     the ``shard`` (a hash of the user id, one per training process) whose process alone reads it."""
@@ -113,9 +115,10 @@ def training_frames(
 
 
 def learned_item_vectors(item_vectors: DataFrame, model: TrainedModel) -> DataFrame:
-    """(item_id, vector, learned_part, model_id): the item tower applied in the workers to every item's
-    text vector; ``learned_part`` is the share of the vector that its learned embedding contributed
-    (``TowerWeights.item_parts``), null for an item without one (a cold item)."""
+    """(item_id, vector, learned_part, model_id): ``model``'s item tower applied in the workers to the
+    text vector of every item of ``item_vectors``; ``learned_part`` is the share of the vector that its
+    learned embedding contributed (``TowerWeights.item_parts``), null for an item without one (a cold
+    item)."""
     weights = model.weights
 
     @F.pandas_udf("vector array<float>, learned_part array<float>")  # type: ignore[call-overload]  # pyspark stubs: DDL strings
@@ -139,7 +142,8 @@ def learned_user_vectors(
     model: TrainedModel,
     config: Config,
 ) -> DataFrame:
-    """(user_id, vector, n_items, n_texts): the user tower, applied on executors. The history is pooled
+    """(user_id, vector, n_items, n_texts): ``model``'s user tower over ``users``' ``interactions`` with
+    ``learned_items`` and their ``text_vectors`` (``config``), applied on executors. The history is pooled
     with Spark's array functions and MLlib's Summarizer (the newest ``history`` items, weights as in
     training), the user's text projected and added in a pandas UDF."""
     settings = model.weights.settings
@@ -199,19 +203,20 @@ def learned_user_vectors(
 
 
 def on_driver(spark: SparkSession, train: Train) -> bool:
-    """Where TorchDistributor trains: the driver for a local master (or when asked), else executors."""
+    """Where TorchDistributor trains for ``train`` on ``spark``: the driver for a local master (or when asked),
+    else executors."""
     master = spark.conf.get("spark.master", "") or ""
     return train.local_mode == "driver" or (train.local_mode == "auto" and master.startswith("local"))
 
 
 def scheduled_gpus(spark: SparkSession, driver: bool) -> float:
-    """GPUs Spark gives each training process: the driver's (local mode) or each task's (executors)."""
+    """GPUs ``spark`` gives each training process: the driver's (local mode) or each task's (executors)."""
     key = "spark.driver.resource.gpu.amount" if driver else "spark.task.resource.gpu.amount"
     return float(spark.conf.get(key, "0") or 0)
 
 
 def distributor(spark: SparkSession, train: Train):
-    """TorchDistributor for ``train``: asked for GPUs where ``train.device`` wants them and Spark
+    """TorchDistributor on ``spark`` for ``train``: asked for GPUs where ``train.device`` wants them and Spark
     schedules them (``auto`` on a GPU cluster trains on the executors' GPUs)."""
     from pyspark.ml.torch.distributor import TorchDistributor
 
@@ -221,7 +226,7 @@ def distributor(spark: SparkSession, train: Train):
 
 
 def threads_per_process(spark: SparkSession, train: Train, driver: bool) -> int:
-    """torch threads per training process: the driver's cores shared by its processes, or a barrier
+    """torch threads per training process of ``train``: the driver's cores shared by its processes, or a barrier
     task's cores (spark.task.cpus) on an executor."""
     if train.threads:
         return train.threads
@@ -240,7 +245,8 @@ def fit_towers(
     train: Train | None = None,
     tag: str = "train",
 ) -> tuple[TrainedModel, dict]:
-    """Write the examples, train under TorchDistributor, return the model and figures about it."""
+    """Write the examples from ``interactions``, ``item_vectors`` and ``text_vectors`` under ``store``'s staging
+    (``tag``), train under TorchDistributor on ``spark`` as ``config`` says, return the model and figures."""
     train = train or config.train
     frames = training_frames(interactions, item_vectors, text_vectors, config, train.processes)
     # Users' rows in one folder per process (shard=<rank>): a process reads its own users only.
@@ -328,7 +334,7 @@ _FAILURES = (
 
 
 def failure_reason(exc: BaseException) -> str:
-    """One line on why TorchDistributor failed: torchrun's exit status, Spark's reason for aborting the
+    """One line on why TorchDistributor failed with ``exc``: torchrun's exit status, Spark's reason for aborting the
     barrier job, or the exception's first line."""
     texts: list[str] = []
     cause: BaseException | None = exc
@@ -375,7 +381,7 @@ def model_identity(weights: TowerWeights, text_model_id: str | None) -> str:
 
 
 def save_model(store: OutputStore, model: TrainedModel) -> str:
-    """Write the model directory (safetensors weights, JSON metadata) atomically under ``towers``."""
+    """Write the model directory (safetensors weights, JSON metadata) atomically under ``store``'s ``towers``."""
     from safetensors.numpy import save_file
 
     with tempfile.TemporaryDirectory(prefix="segrec-towers-") as local:
@@ -495,7 +501,7 @@ def check_state(settings: TowerSettings, state: dict, where: str) -> None:
 
 
 def trained_model(ctx: RunContext) -> TrainedModel | None:
-    """The saved model when training is on and one exists (its text vectors' model must match): this
+    """The saved model of ``ctx``'s run when training is on and one exists (its text vectors' model must match): this
     run's, or in a dated run that did not fit one, the newest earlier night's."""
     source = ctx.store.latest(MODEL) if ctx.config.train.enabled else None
     if source is None:

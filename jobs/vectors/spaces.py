@@ -22,7 +22,7 @@ TRAINED_ITEM_VECTORS = "trained_item_vectors"  # the items in a trained model's 
 
 
 def item_vectors_for(store: OutputStore, space: str) -> DataFrame:
-    """The item vectors in the space the user vectors were built in: the text vectors, or a trained
+    """The item vectors in ``store`` in the ``space`` the user vectors were built in: the text vectors, or a trained
     model's learned vectors (which must be from that very model)."""
     if space == TEXT_SPACE:
         return store.read("item_vectors")
@@ -66,7 +66,7 @@ def l2_normalise(vector: Column) -> Column:
 
 
 def sum_vectors(df: DataFrame, key: str, vector: str, name: str) -> DataFrame:
-    """Element-wise sum of ``vector`` per ``key`` (MLlib Summarizer, on executors)."""
+    """Element-wise sum of ``df``'s ``vector`` per ``key``, as column ``name`` (MLlib Summarizer, on executors)."""
     summed = (
         df.select(key, array_to_vector(F.col(vector)).alias("_v"))
         .groupBy(key)

@@ -29,7 +29,8 @@ from segrec.jobs.vectors.spaces import l2_normalise, scale, sum_vectors
 def interaction_weights(
     interactions: DataFrame, settings: Profile, feedback: str = "explicit", implicit_weight: str = "log1p"
 ) -> DataFrame:
-    """(user_id, item_id, weight): the feedback weight (``jobs.sources.interaction_weights``), times recency."""
+    """(user_id, item_id, weight) of ``interactions``: the feedback weight for ``feedback`` and
+    ``implicit_weight`` (``jobs.sources.interaction_weights``), times recency under ``settings``."""
     df = with_feedback_weight(interactions, feedback, implicit_weight)
     if settings.recency_half_life_days is not None:
         # The newest timestamp as a one-row aggregate joined to every row (a window without partition
@@ -51,7 +52,8 @@ def item_side(
     feedback: str = "explicit",
     implicit_weight: str = "log1p",
 ) -> DataFrame:
-    """(user_id, item_vec, n_items): normalised weighted sum of the vectors of interacted items."""
+    """(user_id, item_vec, n_items): normalised weighted sum of the ``item_vectors`` of the items in
+    ``interactions`` (weights per ``settings``, ``feedback``, ``implicit_weight``)."""
     weighted = interaction_weights(interactions, settings, feedback, implicit_weight).join(
         item_vectors.select("item_id", "vector"), on="item_id", how="inner"
     )
@@ -64,7 +66,7 @@ def item_side(
 
 
 def text_side(text_vectors: DataFrame) -> DataFrame:
-    """(user_id, text_vec, n_texts): normalised mean of the user's own text vectors."""
+    """(user_id, text_vec, n_texts): normalised mean of the user's own ``text_vectors``."""
     summed = sum_vectors(text_vectors, "user_id", "vector", "text_sum")
     counts = text_vectors.groupBy("user_id").agg(F.count("*").alias("n_texts"))
     return summed.join(counts, on="user_id", how="inner").select(
@@ -73,7 +75,7 @@ def text_side(text_vectors: DataFrame) -> DataFrame:
 
 
 def all_users(users: DataFrame | None, interactions: DataFrame) -> DataFrame:
-    """(user_id): every user with an interaction, or listed in ``users``."""
+    """(user_id): every user with one of ``interactions``, or listed in ``users``."""
     ids = interactions.select("user_id")
     return (ids.unionByName(users.select("user_id")) if users is not None else ids).distinct()
 
@@ -87,7 +89,9 @@ def user_vectors(
     feedback: str = "explicit",
     implicit_weight: str = "log1p",
 ) -> DataFrame:
-    """(user_id, vector, n_items, n_texts) in the text vectors' space; vector is null for users with
+    """(user_id, vector, n_items, n_texts) in the text vectors' space, from ``interactions`` with
+    ``item_vectors`` and the users' ``text_vectors`` (``settings``, ``feedback``, ``implicit_weight``);
+    vector is null for users with
     no signal."""
     alpha = settings.text_weight
     mixed = (
